@@ -1,0 +1,5 @@
+"""Allows `python -m skyfill`."""
+
+from skyfill.cli.main import main
+
+main()

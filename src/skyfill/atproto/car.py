@@ -1,0 +1,112 @@
+"""CAR v1 files: split into (CID -> block bytes) without decoding, and write them.
+
+Blocks are kept as raw bytes so that every block can be checked against its CID and
+records can be decoded with links and bytes kept apart.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import libipld
+
+from skyfill.atproto.cid import DAG_CBOR_SHA256_PREFIX
+from skyfill.atproto.exceptions import InvalidRepo
+
+
+@dataclass(slots=True)
+class Car:
+    """A parsed CAR: its root CIDs and its blocks by binary CID."""
+
+    roots: list[bytes]
+    blocks: dict[bytes, bytes]
+
+
+def _varint(data: bytes, pos: int) -> tuple[int, int]:
+    value = 0
+    shift = 0
+    while True:
+        if pos >= len(data):
+            raise InvalidRepo("truncated CAR: varint runs past the end of the data")
+        byte = data[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, pos
+        shift += 7
+        if shift > 63:
+            raise InvalidRepo("malformed CAR: varint too long")
+
+
+def _cid_length(data: bytes, pos: int) -> int:
+    """Length in bytes of the binary CIDv1 starting at `pos`."""
+    if data[pos : pos + 4] == DAG_CBOR_SHA256_PREFIX:
+        return 36
+    version, p = _varint(data, pos)
+    if version != 1:
+        raise InvalidRepo(f"malformed CAR: unsupported CID version {version}")
+    _codec, p = _varint(data, p)
+    _hash_code, p = _varint(data, p)
+    digest_len, p = _varint(data, p)
+    return p + digest_len - pos
+
+
+def _read_header(data: bytes) -> tuple[list[bytes], int]:
+    header_len, pos = _varint(data, 0)
+    end = pos + header_len
+    if header_len == 0 or end > len(data):
+        raise InvalidRepo("truncated CAR: header runs past the end of the data")
+    try:
+        header = libipld.decode_dag_cbor(data[pos:end])
+    except Exception as exc:
+        raise InvalidRepo(f"malformed CAR header: {exc}") from None
+    if not isinstance(header, dict) or header.get("version") != 1:
+        raise InvalidRepo("malformed CAR header: not a CAR v1")
+    roots = header.get("roots")
+    if not isinstance(roots, list) or not roots or not all(isinstance(r, bytes) for r in roots):
+        raise InvalidRepo("malformed CAR header: no root CID")
+    return roots, end
+
+
+def read_car(data: bytes) -> Car:
+    """Split CAR v1 bytes into roots and blocks. Raises InvalidRepo if malformed/truncated."""
+    if not data:
+        raise InvalidRepo("empty CAR")
+    roots, pos = _read_header(data)
+    blocks: dict[bytes, bytes] = {}
+    size = len(data)
+    while pos < size:
+        section_len, start = _varint(data, pos)
+        end = start + section_len
+        if end > size:
+            raise InvalidRepo(f"truncated CAR: block at byte {pos} runs past the end of the data")
+        cid_len = _cid_length(data, start)
+        if cid_len >= section_len:
+            raise InvalidRepo(f"malformed CAR: section at byte {pos} has no block data")
+        blocks[data[start : start + cid_len]] = data[start + cid_len : end]
+        pos = end
+    return Car(roots=roots, blocks=blocks)
+
+
+def _encode_varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def write_car(roots: list[bytes], blocks: Iterable[tuple[bytes, bytes]]) -> bytes:
+    """Serialize roots and (CID, block) pairs as CAR v1 bytes."""
+    header = libipld.encode_dag_cbor({"version": 1, "roots": roots})
+    parts = [_encode_varint(len(header)), header]
+    for cid, block in blocks:
+        parts.append(_encode_varint(len(cid) + len(block)))
+        parts.append(cid)
+        parts.append(block)
+    return b"".join(parts)

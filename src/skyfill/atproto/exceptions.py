@@ -1,0 +1,106 @@
+"""Errors raised while resolving, fetching and decoding one account's repository.
+
+    TerminalError
+    ├── InvalidDid          the DID string is not valid DID syntax (raised before any request)
+    ├── DidNotFound         the PLC directory / did:web host does not know the DID -> not_found
+    ├── DidTombstoned       the PLC directory reports the DID tombstoned -> deleted
+    ├── InvalidDidDocument  the DID document has no usable #atproto_pds service -> failed
+    ├── PrivateNetworkRefused  an endpoint resolves to a private address -> failed
+    ├── RepoNotFound        getRepo: RepoNotFound / NotFound -> not_found
+    ├── RepoDeactivated     getRepo: RepoDeactivated -> deactivated
+    ├── RepoTakendown       getRepo: RepoTakendown -> takendown
+    ├── RepoSuspended       getRepo: RepoSuspended -> suspended
+    ├── RepoTooLarge        the CAR is larger than --max-repo-bytes -> failed
+    ├── XrpcRequestError    any other 4xx answer -> failed
+    └── InvalidRepo         malformed CAR, CID mismatch, missing block, bad MST -> invalid_repo
+The transient ones (RateLimited, RequestTimeout, ServerError, NetworkError) live in
+`skyfill.errors`, since every layer raises them.
+"""
+
+from __future__ import annotations
+
+from skyfill.errors import TerminalError
+
+
+class InvalidDid(TerminalError):
+    """The string is not a syntactically valid DID of a supported method."""
+
+    error_class = "invalid_did"
+    outcome = "failed"
+
+
+class DidNotFound(TerminalError):
+    """The DID's directory answered that it does not know it (PLC 404, did:web 404)."""
+
+    error_class = "not_found"
+    outcome = "not_found"
+
+
+class DidTombstoned(TerminalError):
+    """The PLC directory reports the DID tombstoned (HTTP 410): the account was deleted."""
+
+    error_class = "deleted"
+    outcome = "deleted"
+
+
+class InvalidDidDocument(TerminalError):
+    """The DID document cannot be used: no #atproto_pds endpoint, wrong id, bad JSON."""
+
+    error_class = "invalid_did_document"
+    outcome = "failed"
+
+
+class PrivateNetworkRefused(TerminalError):
+    """An endpoint resolves to a loopback/private/link-local address and that is not allowed."""
+
+    error_class = "private_network"
+    outcome = "failed"
+
+
+class RepoNotFound(TerminalError):
+    """The PDS does not host this repository (RepoNotFound, or a generic NotFound)."""
+
+    error_class = "not_found"
+    outcome = "not_found"
+
+
+class RepoDeactivated(TerminalError):
+    """The account is deactivated on its PDS."""
+
+    error_class = "deactivated"
+    outcome = "deactivated"
+
+
+class RepoTakendown(TerminalError):
+    """The account was taken down by its PDS."""
+
+    error_class = "takendown"
+    outcome = "takendown"
+
+
+class RepoSuspended(TerminalError):
+    """The account is suspended on its PDS."""
+
+    error_class = "suspended"
+    outcome = "suspended"
+
+
+class RepoTooLarge(TerminalError):
+    """The repository's CAR is larger than the configured size limit."""
+
+    error_class = "too_large"
+    outcome = "failed"
+
+
+class XrpcRequestError(TerminalError):
+    """The server refused the request with a 4xx that has no more specific meaning."""
+
+    error_class = "request_error"
+    outcome = "failed"
+
+
+class InvalidRepo(TerminalError):
+    """The repository does not verify: malformed CAR, CID mismatch, missing block, bad MST."""
+
+    error_class = "invalid_repo"
+    outcome = "invalid_repo"

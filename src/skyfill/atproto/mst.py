@@ -1,0 +1,156 @@
+"""The Merkle Search Tree of an atproto repository: verified in-order walk, and building.
+
+A node is `{l: CID|null, e: [{p: prefix_len, k: key_suffix, v: value CID, t: CID|null}]}`.
+Every key of a node sits at that node's layer (leading zero bits of sha256(key), in pairs);
+`l` and each entry's `t` point to subtrees one layer down. The walk checks the structure,
+the key order and each key's layer, so that a repository that does not verify is refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterator
+
+import cbrrr
+import libipld
+
+from skyfill.atproto.cid import cid_for_block
+from skyfill.atproto.exceptions import InvalidRepo
+
+BlockGetter = Callable[[bytes], bytes]
+
+
+def key_layer(key: bytes) -> int:
+    """The MST layer of a key: leading zero bits of its sha-256, counted in pairs."""
+    digest = hashlib.sha256(key).digest()
+    zeros = 0
+    for byte in digest:
+        if byte:
+            zeros += 8 - byte.bit_length()
+            break
+        zeros += 8
+    return zeros // 2
+
+
+def _decode_node(get_block: BlockGetter, cid: bytes) -> dict:
+    try:
+        node = libipld.decode_dag_cbor(get_block(cid))
+    except InvalidRepo:
+        raise
+    except Exception as exc:
+        raise InvalidRepo(f"MST node is not valid DAG-CBOR: {exc}") from None
+    if not isinstance(node, dict) or not isinstance(node.get("e"), list):
+        raise InvalidRepo("MST node lacks its entry list")
+    return node
+
+
+def walk(get_block: BlockGetter, root: bytes) -> Iterator[tuple[bytes, bytes]]:
+    """Yield every (key, value CID) of the tree in key order, verifying it on the way."""
+    last_key = b""
+    # Stack of pending work: ("node", cid, expected_layer) or ("leaf", key, value).
+    stack: list[tuple] = [("node", root, None)]
+    while stack:
+        item = stack.pop()
+        if item[0] == "leaf":
+            key = item[1]
+            if key <= last_key:
+                raise InvalidRepo(f"MST keys out of order at {key[:80]!r}")
+            last_key = key
+            yield key, item[2]
+            continue
+        stack.extend(reversed(_expand(get_block, item[1], item[2])))
+
+
+def _expand(get_block: BlockGetter, cid: bytes, expected_layer: int | None) -> list[tuple]:
+    """The ordered work items of one node: its subtrees and its leaves."""
+    node = _decode_node(get_block, cid)
+    entries = node["e"]
+    layer = expected_layer
+    out: list[tuple] = []
+    left = node.get("l")
+    prev_key = b""
+    keys: list[bytes] = []
+    for entry in entries:
+        try:
+            prefix, suffix, value = entry["p"], entry["k"], entry["v"]
+        except (KeyError, TypeError):
+            raise InvalidRepo("MST entry lacks p, k or v") from None
+        if not isinstance(suffix, bytes) or not isinstance(value, bytes) or prefix > len(prev_key):
+            raise InvalidRepo("malformed MST entry")
+        key = prev_key[:prefix] + suffix
+        keys.append(key)
+        prev_key = key
+    if keys:
+        layer = key_layer(keys[0])
+        if expected_layer is not None and layer != expected_layer:
+            raise InvalidRepo(f"MST node at layer {layer} where layer {expected_layer} belongs")
+    child_layer = None if layer is None else layer - 1
+    if left is not None:
+        _check_child(left, layer)
+        out.append(("node", left, child_layer))
+    for key, entry in zip(keys, entries, strict=True):
+        if key_layer(key) != layer:
+            raise InvalidRepo(f"MST key {key[:80]!r} is stored at the wrong layer")
+        out.append(("leaf", key, entry["v"]))
+        subtree = entry.get("t")
+        if subtree is not None:
+            _check_child(subtree, layer)
+            out.append(("node", subtree, child_layer))
+    return out
+
+
+def _check_child(cid: object, layer: int | None) -> None:
+    if not isinstance(cid, bytes):
+        raise InvalidRepo("MST subtree pointer is not a CID")
+    if layer == 0:
+        raise InvalidRepo("MST leaf-layer node has a subtree")
+
+
+def build(items: list[tuple[bytes, bytes]], blocks: dict[bytes, bytes]) -> bytes:
+    """Build the MST of sorted, unique (key, value CID) pairs; store nodes in `blocks`.
+
+    Returns the root node's CID. Used by the simulated network to serve real repos.
+    """
+    layered = [(key, value, key_layer(key)) for key, value in items]
+    top = max((layer for _, _, layer in layered), default=0)
+    return _build_node(layered, top, blocks)
+
+
+def _build_node(items: list[tuple[bytes, bytes, int]], layer: int, blocks: dict) -> bytes:
+    entries: list[dict] = []
+    left: bytes | None = None
+    pending: list[tuple[bytes, bytes, int]] = []
+    prev_key = b""
+    for item in items:
+        if item[2] < layer:
+            pending.append(item)
+            continue
+        subtree = _build_node(pending, layer - 1, blocks) if pending else None
+        pending = []
+        if entries:
+            entries[-1]["t"] = cbrrr.CID(subtree) if subtree else None
+        else:
+            left = subtree
+        key = item[0]
+        prefix = _common_prefix(prev_key, key)
+        entries.append({"p": prefix, "k": key[prefix:], "v": cbrrr.CID(item[1]), "t": None})
+        prev_key = key
+    if pending:
+        subtree = _build_node(pending, layer - 1, blocks)
+        if entries:
+            entries[-1]["t"] = cbrrr.CID(subtree)
+        else:
+            left = subtree
+    node = {"l": cbrrr.CID(left) if left else None, "e": entries}
+    block = cbrrr.encode_dag_cbor(node)
+    cid = cid_for_block(block)
+    blocks[cid] = block
+    return cid
+
+
+def _common_prefix(a: bytes, b: bytes) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
