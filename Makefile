@@ -1,0 +1,42 @@
+# skyfill: `make demo` runs a backfill of a simulated network; `make test` runs the test suite.
+# Both install what they need (a venv with the package, the reference PDS from ../shared/refpds).
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+SHARED ?= ../shared
+REFPDS_HOME ?= /tmp/refpds
+export REFPDS_HOME
+
+.PHONY: install demo test test-fast lint bench refpds clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	$(BIN)/skyfill demo
+
+refpds:
+	@bash $(SHARED)/refpds/setup.sh > $(VENV)/refpds-node
+
+lint: install
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+
+test: install refpds lint
+	REFPDS_NODE=$$(cat $(VENV)/refpds-node) SKYFILL_SHARED=$(SHARED) $(BIN)/pytest -q
+
+test-fast: install
+	$(BIN)/pytest -q -m 'not refpds and not slow'
+
+bench: install refpds
+	$(BIN)/python benchmarks/decode.py
+	$(BIN)/python benchmarks/e2e.py
+
+clean:
+	rm -rf $(VENV) skyfill-work test-output

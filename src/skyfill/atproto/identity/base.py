@@ -1,0 +1,21 @@
+"""What a resolved identity is, and the seam each DID method implements."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    did: str
+    pds: str
+    handle: str | None
+
+
+class DidMethodResolver(Protocol):
+    """Fetches the DID document of one DID method."""
+
+    async def fetch_document(self, did: str) -> dict:
+        """The DID document; raises DidNotFound, DidTombstoned or a transient error."""
+        ...

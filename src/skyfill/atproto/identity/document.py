@@ -1,0 +1,42 @@
+"""Reading a DID document: the #atproto_pds endpoint and the handle."""
+
+from __future__ import annotations
+
+from yarl import URL
+
+from skyfill.atproto.exceptions import InvalidDidDocument
+from skyfill.atproto.identity.base import Identity
+
+
+def identity_from_document(did: str, doc: object) -> Identity:
+    """Identity of `did` from its document; raises InvalidDidDocument if it is unusable."""
+    if not isinstance(doc, dict):
+        raise InvalidDidDocument(f"{did}: DID document is not a JSON object")
+    if doc.get("id") != did:
+        raise InvalidDidDocument(f"{did}: DID document is for {str(doc.get('id'))[:80]!r}")
+    return Identity(did=did, pds=_pds_endpoint(did, doc), handle=_handle(doc))
+
+
+def _pds_endpoint(did: str, doc: dict) -> str:
+    services = doc.get("service")
+    for service in services if isinstance(services, list) else []:
+        if not isinstance(service, dict):
+            continue
+        if service.get("id") not in ("#atproto_pds", f"{did}#atproto_pds"):
+            continue
+        endpoint = service.get("serviceEndpoint")
+        if not isinstance(endpoint, str):
+            break
+        url = URL(endpoint)
+        if url.scheme not in ("http", "https") or not url.host:
+            raise InvalidDidDocument(f"{did}: PDS endpoint is not an http(s) URL: {endpoint[:80]}")
+        return endpoint.rstrip("/")
+    raise InvalidDidDocument(f"{did}: DID document has no #atproto_pds service endpoint")
+
+
+def _handle(doc: dict) -> str | None:
+    aliases = doc.get("alsoKnownAs")
+    for alias in aliases if isinstance(aliases, list) else []:
+        if isinstance(alias, str) and alias.startswith("at://"):
+            return alias.removeprefix("at://")
+    return None

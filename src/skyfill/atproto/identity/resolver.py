@@ -1,0 +1,51 @@
+"""DID -> Identity with a per-job cache; concurrent look-ups of one DID share one request."""
+
+from __future__ import annotations
+
+import asyncio
+
+from skyfill.atproto.did import validate_did
+from skyfill.atproto.identity.base import DidMethodResolver, Identity
+from skyfill.atproto.identity.document import identity_from_document
+from skyfill.atproto.identity.plc import DEFAULT_PLC_URL, PlcResolver
+from skyfill.atproto.identity.web import WebResolver
+from skyfill.atproto.xrpc import XrpcClient
+
+
+class IdentityResolver:
+    def __init__(self, client: XrpcClient, plc_url: str = DEFAULT_PLC_URL) -> None:
+        self._methods: dict[str, DidMethodResolver] = {
+            "plc": PlcResolver(client, plc_url),
+            "web": WebResolver(client),
+        }
+        self._cache: dict[str, Identity] = {}
+        self._inflight: dict[str, asyncio.Future[Identity]] = {}
+
+    async def resolve(self, did: str) -> Identity:
+        """The identity of `did`. Only successes are cached, failures are raised each time."""
+        if did in self._cache:
+            return self._cache[did]
+        if did in self._inflight:
+            return await asyncio.shield(self._inflight[did])
+        future: asyncio.Future[Identity] = asyncio.get_running_loop().create_future()
+        self._inflight[did] = future
+        try:
+            identity = await self._resolve_uncached(did)
+        except asyncio.CancelledError:
+            future.cancel()
+            raise
+        except Exception as exc:
+            future.set_exception(exc)
+            future.exception()  # mark retrieved: having no other waiter is not an error
+            raise
+        finally:
+            del self._inflight[did]
+        self._cache[did] = identity
+        future.set_result(identity)
+        return identity
+
+    async def _resolve_uncached(self, did: str) -> Identity:
+        validate_did(did)
+        method = self._methods[did.split(":", 2)[1]]
+        doc = await method.fetch_document(did)
+        return identity_from_document(did, doc)

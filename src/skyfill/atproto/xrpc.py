@@ -1,0 +1,154 @@
+"""XRPC over HTTP: the requests skyfill makes and how their failures map to error classes."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
+
+import aiohttp
+import orjson
+from yarl import URL
+
+from skyfill.atproto.exceptions import (
+    RepoDeactivated,
+    RepoNotFound,
+    RepoSuspended,
+    RepoTakendown,
+    RepoTooLarge,
+    XrpcRequestError,
+)
+from skyfill.errors import RateLimited, ServerError, SkyfillError
+from skyfill.net.guard import check_host
+from skyfill.net.http import transport_error
+
+_REPO_ERRORS: dict[str, type[SkyfillError]] = {
+    "RepoNotFound": RepoNotFound,
+    "NotFound": RepoNotFound,
+    "RepoDeactivated": RepoDeactivated,
+    "RepoTakendown": RepoTakendown,
+    "RepoSuspended": RepoSuspended,
+}
+CHUNK_BYTES = 1 << 16
+MAX_ERROR_BODY = 64 * 1024
+
+
+@dataclass(slots=True)
+class RequestStats:
+    """Counters of what one client sent and received."""
+
+    requests: int = 0
+    bytes_received: int = 0
+    by_status: dict[int, int] = field(default_factory=dict)
+
+    def count(self, status: int) -> None:
+        self.requests += 1
+        self.by_status[status] = self.by_status.get(status, 0) + 1
+
+
+def retry_after_seconds(headers: aiohttp.typedefs.LooseHeaders) -> float | None:
+    """Seconds to wait from Retry-After (seconds or HTTP date) or RateLimit-Reset (epoch)."""
+    now = time.time()
+    value = headers.get("Retry-After")
+    if value:
+        try:
+            return max(0.0, float(value))
+        except ValueError:
+            try:
+                return max(0.0, parsedate_to_datetime(value).timestamp() - now)
+            except (TypeError, ValueError):
+                pass
+    reset = headers.get("RateLimit-Reset")
+    if reset:
+        try:
+            reset_value = float(reset)
+        except ValueError:
+            return None
+        # Absolute epoch seconds on the reference PDS; small numbers are delta-seconds.
+        return max(0.0, reset_value - now) if reset_value > 1e9 else reset_value
+    return None
+
+
+def error_for_response(status: int, headers, body: bytes, what: str) -> SkyfillError:
+    """The typed error of a non-2xx XRPC answer (JSON `{error, message}` or anything else)."""
+    name, message = _error_fields(body)
+    if status == 429:
+        return RateLimited(f"{what}: HTTP 429 {message}".strip(), retry_after_seconds(headers))
+    if status >= 500:
+        return ServerError(f"{what}: HTTP {status} {name} {message}".strip())
+    if name in _REPO_ERRORS:
+        return _REPO_ERRORS[name](f"{what}: {name} {message}".strip())
+    if status == 404 or (status == 400 and "not found" in message.lower()):
+        return RepoNotFound(f"{what}: HTTP {status} {name} {message}".strip())
+    return XrpcRequestError(f"{what}: HTTP {status} {name} {message}".strip())
+
+
+def _error_fields(body: bytes) -> tuple[str, str]:
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        text = body[:200].decode("utf-8", errors="replace")
+        return "", " ".join(text.split())[:200]
+    if not isinstance(data, dict):
+        return "", ""
+    return str(data.get("error") or ""), str(data.get("message") or "")[:300]
+
+
+class XrpcClient:
+    """Makes the XRPC and identity requests of a backfill with one shared HTTP session."""
+
+    def __init__(self, session: aiohttp.ClientSession, allow_private_network: bool) -> None:
+        self._session = session
+        self._allow_private = allow_private_network
+        self.stats = RequestStats()
+
+    def _check(self, url: str) -> None:
+        check_host(URL(url).host or "", self._allow_private)
+
+    async def get_json(self, url: str, what: str) -> tuple[int, object]:
+        """GET a small JSON document; returns (status, parsed body or None)."""
+        self._check(url)
+        try:
+            async with self._session.get(url) as resp:
+                self.stats.count(resp.status)
+                body = await resp.content.read(MAX_ERROR_BODY * 16)
+                self.stats.bytes_received += len(body)
+                if resp.status == 429 or resp.status >= 500:
+                    raise error_for_response(resp.status, resp.headers, body, what)
+                try:
+                    return resp.status, orjson.loads(body)
+                except orjson.JSONDecodeError:
+                    return resp.status, None
+        except SkyfillError:
+            raise
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise transport_error(exc, url) from None
+
+    async def get_repo(self, pds: str, did: str, max_bytes: int) -> bytes:
+        """Download `com.atproto.sync.getRepo` for `did` as CAR bytes, refusing > max_bytes."""
+        url = f"{pds.rstrip('/')}/xrpc/com.atproto.sync.getRepo"
+        self._check(url)
+        what = f"getRepo {did}"
+        try:
+            async with self._session.get(url, params={"did": did}) as resp:
+                self.stats.count(resp.status)
+                if resp.status != 200:
+                    body = await resp.content.read(MAX_ERROR_BODY)
+                    raise error_for_response(resp.status, resp.headers, body, what)
+                return await self._read_capped(resp, max_bytes, what)
+        except SkyfillError:
+            raise
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise transport_error(exc, url) from None
+
+    async def _read_capped(self, resp: aiohttp.ClientResponse, max_bytes: int, what: str) -> bytes:
+        declared = resp.content_length
+        if declared is not None and declared > max_bytes:
+            raise RepoTooLarge(f"{what}: repo is {declared} bytes, over the {max_bytes} limit")
+        buffer = bytearray()
+        async for chunk in resp.content.iter_chunked(CHUNK_BYTES):
+            buffer += chunk
+            if len(buffer) > max_bytes:
+                raise RepoTooLarge(f"{what}: repo is over the {max_bytes}-byte limit")
+        self.stats.bytes_received += len(buffer)
+        return bytes(buffer)

@@ -1,0 +1,1 @@
+"""The backfill job type: DIDs in, every record of their repositories out."""

@@ -1,0 +1,73 @@
+"""The backfill job's configuration: every field is a CLI flag of `skyfill run`."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from skyfill.atproto.identity.plc import DEFAULT_PLC_URL
+from skyfill.errors import UsageError
+
+GIB = 1 << 30
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class BackfillConfig:
+    dids_file: str
+    """Path of the input file, one DID per line."""
+    job_id: str
+    """The job's id, e.g. backfill-2026-11-24-3f9a."""
+    plc_url: str = DEFAULT_PLC_URL
+    """PLC directory used to resolve did:plc."""
+    concurrency: int = 32
+    """Repos fetched at once."""
+    batch_size: int = 100
+    """DIDs per batch (one worker task each)."""
+    max_repo_bytes: int = GIB
+    """Largest repo CAR accepted; larger ones end `failed`."""
+    allow_private_network: bool = False
+    """Allow PDS/PLC endpoints on loopback, private or link-local addresses."""
+    attempts: int = 3
+    """Tries per DID for retryable failures (429, 5xx, timeouts, network) within a run."""
+    retry_base_seconds: float = 1.0
+    """First backoff between tries; doubles each time, with jitter."""
+    decode_processes: int = 2
+    """Processes that decode CARs (0: decode in the main process)."""
+    connect_timeout: float = 10.0
+    """Seconds to connect to a host."""
+    read_timeout: float = 60.0
+    """Seconds of silence allowed while reading a response."""
+    total_timeout: float = 900.0
+    """Seconds for one whole repo download."""
+
+    def __post_init__(self) -> None:
+        for name in ("concurrency", "batch_size", "max_repo_bytes", "attempts"):
+            if getattr(self, name) < 1:
+                raise UsageError(f"{name.replace('_', '-')} must be at least 1")
+        if self.decode_processes < 0:
+            raise UsageError("decode-processes must be 0 or more")
+        for name in ("connect_timeout", "read_timeout", "total_timeout"):
+            if getattr(self, name) <= 0:
+                raise UsageError(f"{name.replace('_', '-')} must be positive")
+        if not self.plc_url.startswith(("http://", "https://")):
+            raise UsageError(f"plc-url must be an http(s) URL, not {self.plc_url!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> BackfillConfig:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def parse_size(text: str) -> int:
+    """`1g`, `300m`, `512k` or a plain byte count."""
+    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+    value = text.strip().lower().removesuffix("b").removesuffix("i")
+    try:
+        if value and value[-1] in units:
+            return int(float(value[:-1]) * units[value[-1]])
+        return int(value)
+    except ValueError:
+        raise UsageError(f"not a size: {text!r} (want e.g. 1g, 300m or a byte count)") from None

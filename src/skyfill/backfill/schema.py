@@ -1,0 +1,48 @@
+"""The output contract's tables (DESIGN.md, 'Output contract') as Arrow schemas."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+TIMESTAMP = pa.timestamp("us", tz="UTC")
+
+RECORDS_SCHEMA = pa.schema(
+    [
+        pa.field("did", pa.string(), nullable=False),
+        pa.field("collection", pa.string(), nullable=False),
+        pa.field("rkey", pa.string(), nullable=False),
+        pa.field("uri", pa.string(), nullable=False),
+        pa.field("cid", pa.string(), nullable=False),
+        pa.field("rev", pa.string(), nullable=False),
+        pa.field("created_at", TIMESTAMP),
+        pa.field("record", pa.string(), nullable=False),
+        pa.field("job_id", pa.string(), nullable=False),
+    ]
+)
+
+REPOS_SCHEMA = pa.schema(
+    [
+        pa.field("did", pa.string(), nullable=False),
+        pa.field("handle", pa.string()),
+        pa.field("pds", pa.string()),
+        pa.field("status", pa.string(), nullable=False),
+        pa.field("rev", pa.string()),
+        pa.field("commit_cid", pa.string()),
+        pa.field("record_count", pa.int64()),
+        pa.field("car_bytes", pa.int64()),
+        pa.field("attempts", pa.int32()),
+        pa.field("error", pa.string()),
+        pa.field("fetched_at", TIMESTAMP),
+    ]
+)
+
+REPO_STATUSES = (
+    "ok",
+    "not_found",
+    "deleted",
+    "deactivated",
+    "takendown",
+    "suspended",
+    "invalid_repo",
+    "failed",
+)

@@ -1,0 +1,1 @@
+"""The `skyfill` command line."""

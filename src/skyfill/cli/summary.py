@@ -1,0 +1,48 @@
+"""The short summary printed when a job completes."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+
+from skyfill.engine.layout import JobLayout
+from skyfill.engine.state.base import JobRecord
+
+
+def summarize(layout: JobLayout, job: JobRecord, started: float) -> str:
+    output = layout.output
+    repos = pq.read_table(output / "repos.parquet", columns=["status"])
+    statuses = pc.value_counts(repos["status"]).to_pylist()
+    records = ds.dataset(output / "records", format="parquet", partitioning="hive")
+    counts = (
+        records.to_table(columns=["collection"])
+        .group_by("collection")
+        .aggregate([("collection", "count")])
+        .to_pylist()
+    )
+    total = sum(c["collection_count"] for c in counts)
+    elapsed = max(time.monotonic() - started, 1e-9)
+    lines = [
+        f"job {job.job_id}: {job.status}, {job.item_count} DIDs in {elapsed:.1f}s "
+        f"({job.item_count / elapsed:.1f} DIDs/s, {total / elapsed:.0f} records/s this run)",
+        "  DIDs by status: "
+        + ", ".join(
+            f"{s['values']}={s['counts']}" for s in sorted(statuses, key=lambda s: -s["counts"])
+        ),
+        f"  records: {total}",
+    ]
+    for c in sorted(counts, key=lambda c: -c["collection_count"]):
+        lines.append(f"    {c['collection']:<32} {c['collection_count']}")
+    lines.append(f"  output: {_show(output)}")
+    return "\n".join(lines)
+
+
+def _show(path: Path) -> str:
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)

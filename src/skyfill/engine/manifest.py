@@ -1,0 +1,123 @@
+"""ManifestWriter: the one writer of the job's JSON manifests (atomic writes)."""
+
+from __future__ import annotations
+
+import getpass
+import socket
+import subprocess
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from skyfill import __version__
+from skyfill.engine.atomic import write_json
+from skyfill.engine.layout import JobLayout
+
+SCHEMA_VERSION = 1
+
+
+def utc_iso(timestamp: float | None = None) -> str:
+    moment = datetime.fromtimestamp(timestamp if timestamp is not None else time.time(), tz=UTC)
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+class ManifestWriter:
+    def __init__(self, layout: JobLayout) -> None:
+        self._layout = layout
+
+    def job(
+        self,
+        *,
+        job_type: str,
+        handler: str,
+        config: dict[str, Any],
+        input_info: dict,
+        batch_size: int,
+        task_count: int,
+        item_count: int,
+        phases: list[str],
+        status: str,
+        submitted_at: float,
+    ) -> None:
+        write_json(
+            self._layout.manifest,
+            {
+                "schema_version": SCHEMA_VERSION,
+                "kind": "job",
+                "job_id": self._layout.job_id,
+                "job_type": job_type,
+                "handler": handler,
+                "skyfill_version": __version__,
+                "git_commit": _git_commit(),
+                "config": config,
+                "input": input_info,
+                "batch_size": batch_size,
+                "task_count": task_count,
+                "item_count": item_count,
+                "phases": phases,
+                "status": status,
+                "submitted_at": utc_iso(submitted_at),
+                "submitted_by": f"{getpass.getuser()}@{socket.gethostname()}",
+            },
+        )
+
+    def update_job_status(self, status: str) -> None:
+        import orjson
+
+        path = self._layout.manifest
+        data = orjson.loads(path.read_bytes())
+        data["status"] = status
+        data["updated_at"] = utc_iso()
+        write_json(path, data)
+
+    def task(self, task_id: str, info: dict[str, Any], result: dict[str, Any] | None) -> None:
+        write_json(
+            self._layout.task_manifest(task_id),
+            {
+                "schema_version": SCHEMA_VERSION,
+                "kind": "task",
+                "job_id": self._layout.job_id,
+                "task_id": task_id,
+                "batch_id": info.get("batch_id"),
+                "role": info.get("role"),
+                "phase": info.get("phase"),
+                "group": info.get("grp"),
+                "input": str(self._layout.batch_file(info.get("batch_id", ""))),
+                "output_file": info.get("output_file"),
+                "status": info.get("status"),
+                "start_time": utc_iso(info["started_at"]) if info.get("started_at") else None,
+                "end_time": utc_iso(info["finished_at"]) if info.get("finished_at") else None,
+                "attempts": info.get("attempts"),
+                "metrics": info.get("metrics") or {},
+                "error": info.get("error"),
+                "result": result,
+            },
+        )
+
+    def aggregation(self, facts: dict[str, Any]) -> None:
+        write_json(
+            self._layout.aggregation / "manifest.json",
+            {
+                "schema_version": SCHEMA_VERSION,
+                "kind": "aggregation",
+                "job_id": self._layout.job_id,
+                "written_at": utc_iso(),
+                **facts,
+            },
+        )

@@ -1,0 +1,87 @@
+"""A worker task's output: durable segments while it runs, one validated file at the end.
+
+Segments are written atomically and committed together with the outcomes of the items
+whose rows they hold. At the end the committed segments are merged into the task file,
+which is reopened and checked, then hashed; only then is its `.done` marker written.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from skyfill.engine.atomic import commit_file, sha256_file, write_bytes
+from skyfill.engine.state.base import Segment
+
+
+class OutputValidationError(RuntimeError):
+    """A written file did not read back as written."""
+
+
+@dataclass(frozen=True, slots=True)
+class TaskOutput:
+    path: Path
+    rows: int
+    sha256: str
+
+
+def write_segment(directory: Path, task_id: str, seq: int, table: pa.Table) -> Segment:
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"seg-{seq:05d}.parquet"
+    tmp = directory / f".seg-{seq:05d}.parquet.tmp"
+    pq.write_table(table, tmp, compression="zstd")
+    commit_file(tmp, path)
+    return Segment(task_id=task_id, seq=seq, path=path.name, rows=table.num_rows)
+
+
+def discard_uncommitted(directory: Path, committed: list[Segment]) -> None:
+    """Delete segment files that a crash left behind without committing them."""
+    if not directory.is_dir():
+        return
+    keep = {s.path for s in committed}
+    for entry in directory.iterdir():
+        if entry.name not in keep:
+            entry.unlink()
+
+
+def merge_segments(
+    directory: Path, segments: list[Segment], schema: pa.Schema, target: Path
+) -> TaskOutput:
+    """Merge committed segments into `target`, validate it, and return its facts."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp")
+    expected = sum(s.rows for s in segments)
+    with pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
+        for segment in segments:
+            table = pq.read_table(directory / segment.path, schema=schema)
+            if table.num_rows:
+                writer.write_table(table)
+    commit_file(tmp, target)
+    rows = validate_parquet(target, expected)
+    return TaskOutput(path=target, rows=rows, sha256=sha256_file(target))
+
+
+def validate_parquet(path: Path, expected_rows: int) -> int:
+    """Reopen a Parquet file and check its row count."""
+    rows = pq.ParquetFile(path).metadata.num_rows
+    if rows != expected_rows:
+        raise OutputValidationError(f"{path.name}: wrote {expected_rows} rows, read back {rows}")
+    return rows
+
+
+def mark_done(done_marker: Path, sha256: str) -> None:
+    write_bytes(done_marker, (sha256 + "\n").encode())
+
+
+def remove_segments(directory: Path) -> None:
+    if directory.is_dir():
+        shutil.rmtree(directory)
+
+
+def is_done(done_marker: Path) -> bool:
+    return os.path.exists(done_marker)

@@ -1,0 +1,5 @@
+"""State stores: where a job's progress lives (SQLite embedded; Redis distributed, later)."""
+
+from skyfill.engine.state.base import JobRecord, Segment, StateStore
+
+__all__ = ["JobRecord", "Segment", "StateStore"]

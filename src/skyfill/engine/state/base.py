@@ -1,0 +1,91 @@
+"""The state-store seam: every backend implements `StateStore`.
+
+The store is the single source of truth for what is done. Item outcomes and the output
+segment holding their rows are committed together, so that an item counts as done
+exactly when its rows are durable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from skyfill.engine.model import Batch, ItemResult, JobStatus, Task, TaskStatus
+
+
+@dataclass(frozen=True, slots=True)
+class JobRecord:
+    job_id: str
+    job_type: str
+    status: JobStatus
+    phase: str
+    config: dict[str, Any]
+    created_at: float
+    updated_at: float
+    item_count: int
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    """A durable file of output rows written by a task (committed with its items)."""
+
+    task_id: str
+    seq: int
+    path: str
+    rows: int
+
+
+class StateStore(Protocol):
+    def create_job(
+        self,
+        job_id: str,
+        job_type: str,
+        config: dict[str, Any],
+        batches: list[Batch],
+        tasks: list[Task],
+    ) -> None:
+        """Record a planned job, its batches, tasks and pending items, atomically."""
+        ...
+
+    def job(self) -> JobRecord | None: ...
+
+    def set_job_status(self, status: JobStatus, phase: str | None = None) -> None: ...
+
+    def tasks(self, status: TaskStatus | None = None) -> list[Task]: ...
+
+    def batch_items(self, batch_id: str) -> list[str]: ...
+
+    def pending_items(self, batch_id: str) -> list[str]:
+        """Items of the batch that have no committed outcome yet."""
+        ...
+
+    def start_task(self, task_id: str) -> None: ...
+
+    def commit_items(
+        self, task_id: str, results: list[ItemResult], segment: Segment | None
+    ) -> None:
+        """Record outcomes and the segment holding their rows in one transaction."""
+        ...
+
+    def segments(self, task_id: str) -> list[Segment]: ...
+
+    def finish_task(
+        self,
+        task_id: str,
+        status: TaskStatus,
+        *,
+        output_file: str | None,
+        row_count: int,
+        sha256: str | None,
+        metrics: dict[str, Any],
+        error: str | None = None,
+    ) -> None: ...
+
+    def task_info(self, task_id: str) -> dict[str, Any]: ...
+
+    def iter_items(self) -> Iterator[ItemResult]: ...
+
+    def status_counts(self) -> dict[str, int]: ...
+
+    def close(self) -> None: ...

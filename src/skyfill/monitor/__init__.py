@@ -1,0 +1,1 @@
+"""Seeing a job: progress on a terminal or as JSON log lines."""

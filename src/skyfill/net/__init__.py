@@ -1,0 +1,1 @@
+"""HTTP plumbing shared by every client: sessions, timeouts and the private-network guard."""

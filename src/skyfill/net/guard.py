@@ -1,0 +1,71 @@
+"""Refuses connections to loopback, private and link-local addresses unless allowed.
+
+DID documents are untrusted input: a PDS endpoint could point at a service inside the
+user's network. The check runs in the HTTP client's DNS resolver, so it also covers
+redirects and hosts that resolve to a private address only later.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from typing import Any
+
+from aiohttp.abc import AbstractResolver
+from aiohttp.resolver import DefaultResolver
+
+from skyfill.atproto.exceptions import PrivateNetworkRefused
+
+
+def is_private_address(address: str) -> bool:
+    """True for loopback, private, link-local, reserved, unspecified and multicast IPs."""
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return (
+        ip.is_private
+        or ip.is_loopback
+        or ip.is_link_local
+        or ip.is_reserved
+        or ip.is_unspecified
+        or ip.is_multicast
+    )
+
+
+def check_host(host: str, allow_private: bool) -> None:
+    """Refuse a literal private IP host (names are checked when resolved)."""
+    if allow_private:
+        return
+    try:
+        private = is_private_address(host.strip("[]"))
+    except ValueError:
+        private = host.lower() == "localhost" or host.lower().endswith(".localhost")
+    if private:
+        raise PrivateNetworkRefused(_refusal(host))
+
+
+def _refusal(host: str) -> str:
+    return f"refused {host}: it is a private/loopback address (use --allow-private-network)"
+
+
+class GuardedResolver(AbstractResolver):
+    """A DNS resolver that drops private addresses when they are not allowed."""
+
+    def __init__(self, allow_private: bool) -> None:
+        self._inner = DefaultResolver()
+        self._allow_private = allow_private
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[dict[str, Any]]:
+        check_host(host, self._allow_private)
+        answers = await self._inner.resolve(host, port, family)
+        if self._allow_private:
+            return answers
+        public = [a for a in answers if not is_private_address(a["host"])]
+        if not public:
+            raise PrivateNetworkRefused(_refusal(host))
+        return public
+
+    async def close(self) -> None:
+        await self._inner.close()

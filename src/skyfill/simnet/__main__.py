@@ -1,0 +1,70 @@
+"""`python -m skyfill.simnet`: serve a simulated network until SIGTERM.
+
+Prints one ready line on stdout: {"ready": true, "plc": URL, "pds": [URL...], "dids": PATH,
+"truth": PATH}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+from pathlib import Path
+
+import orjson
+
+from skyfill.simnet.run import SimSpec, build_network, write_files
+from skyfill.simnet.server import SimServers
+
+
+def _args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m skyfill.simnet", description=__doc__)
+    p.add_argument("--accounts", type=int, default=200)
+    p.add_argument("--hosts", type=int, default=3)
+    p.add_argument("--mean-records", type=int, default=60)
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--statuses", default="", help="comma list, e.g. deactivated,takendown")
+    p.add_argument("--faults", default="", help="comma list, e.g. hang,truncate,bad_cid")
+    p.add_argument("--unknown-dids", type=int, default=0)
+    p.add_argument("--out", type=Path, default=Path("simnet-out"))
+    return p.parse_args(argv)
+
+
+async def _serve(args: argparse.Namespace) -> None:
+    spec = SimSpec(
+        accounts=args.accounts,
+        hosts=args.hosts,
+        mean_records=args.mean_records,
+        seed=args.seed,
+        statuses=[s for s in args.statuses.split(",") if s],
+        faults=[f for f in args.faults.split(",") if f],
+        unknown_dids=args.unknown_dids,
+    )
+    network, dids = build_network(spec)
+    servers = SimServers(network)
+    await servers.start()
+    truth, dids_path = write_files(servers, dids, args.out)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    ready = {
+        "ready": True,
+        "plc": servers.plc_url,
+        "pds": servers.pds_urls,
+        "dids": str(dids_path),
+        "truth": str(truth),
+    }
+    sys.stdout.write(orjson.dumps(ready).decode() + "\n")
+    sys.stdout.flush()
+    await stop.wait()
+    await servers.stop()
+
+
+def main(argv: list[str] | None = None) -> None:
+    asyncio.run(_serve(_args(argv)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,74 @@
+"""The simulated network's data: accounts, their built repos, faults and the ground truth."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from skyfill.atproto.cid import cid_from_str
+from skyfill.atproto.repo import build_repo
+from skyfill.atproto.tid import encode_tid
+from skyfill.simnet.accounts import BASE_TIME, Account
+
+REV = encode_tid(int(BASE_TIME.timestamp() * 1_000_000) + 365 * 86400 * 1_000_000)
+
+
+@dataclass(slots=True)
+class BuiltRepo:
+    car: bytes
+    commit: str
+    paths: dict[str, str]
+
+
+def corrupt_block(car: bytes, record_cid: str) -> bytes:
+    """Flip one byte inside the block of `record_cid`, so it no longer matches its CID."""
+    cid = cid_from_str(record_cid)
+    at = car.index(cid) + len(cid) + 4
+    return car[:at] + bytes([car[at] ^ 0xFF]) + car[at + 1 :]
+
+
+def drop_block(car: bytes, record_cid: str) -> bytes:
+    """Remove the section holding `record_cid` (its length varint is one or two bytes)."""
+    from skyfill.atproto.car import read_car, write_car
+
+    parsed = read_car(car)
+    cid = cid_from_str(record_cid)
+    return write_car(parsed.roots, [(c, b) for c, b in parsed.blocks.items() if c != cid])
+
+
+class SimNetwork:
+    """Accounts by DID, with their repos built once."""
+
+    def __init__(self, accounts: list[Account], hosts: int) -> None:
+        self.accounts = {a.did: a for a in accounts}
+        self.hosts = hosts
+        self.repos: dict[str, BuiltRepo] = {}
+        self.requests: dict[str, int] = {}
+        for account in accounts:
+            self._build(account)
+
+    def _build(self, account: Account) -> None:
+        car, commit, paths = build_repo(account.did, REV, account.records)
+        if account.fault == "bad_cid":
+            car = corrupt_block(car, next(iter(paths.values())))
+        elif account.fault == "missing_block":
+            car = drop_block(car, next(iter(paths.values())))
+        self.repos[account.did] = BuiltRepo(car, commit, paths)
+
+    def truth(self, plc_url: str, pds_urls: list[str]) -> dict:
+        """Ground truth in the format of ../shared/refpds (what a correct backfill returns)."""
+        repos = {}
+        for did, account in self.accounts.items():
+            built = self.repos[did]
+            ok = account.status == "ok" and account.fault not in ("bad_cid", "missing_block")
+            repos[did] = {
+                "pds": pds_urls[account.host],
+                "handle": account.handle,
+                "rev": REV,
+                "commit": built.commit,
+                "status": account.status,
+                "fault": account.fault,
+                "records": [{"path": p, "cid": c} for p, c in sorted(built.paths.items())]
+                if ok
+                else [],
+            }
+        return {"plc": plc_url, "pds": pds_urls, "repos": repos}

@@ -1,0 +1,144 @@
+"""PLC directory and PDS hosts over HTTP on loopback, with the reference PDS's XRPC errors.
+
+FAULTS an account can be given (Account.fault):
+  hang              getRepo never answers
+  truncate          getRepo sends the first half of the CAR, then ends normally
+  bad_cid           a record block does not match its CID
+  missing_block     a record block is absent from the CAR
+  flaky_503         the first two getRepo requests answer 503
+  flaky_429         the first two getRepo requests answer 429 as HTML, without headers
+  generic_notfound  getRepo answers 404 {"error": "NotFound", "message": "Repo not found"}
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from aiohttp import web
+
+from skyfill.simnet.network import SimNetwork
+
+FAULTS = (
+    "hang",
+    "truncate",
+    "bad_cid",
+    "missing_block",
+    "flaky_503",
+    "flaky_429",
+    "generic_notfound",
+)
+_STATUS_ERRORS = {
+    "deactivated": "RepoDeactivated",
+    "takendown": "RepoTakendown",
+    "suspended": "RepoSuspended",
+    "not_found": "RepoNotFound",
+}
+
+
+def _xrpc_error(status: int, error: str, message: str) -> web.Response:
+    return web.json_response({"error": error, "message": message}, status=status)
+
+
+class SimServers:
+    """Runs one PLC and `network.hosts` PDS servers on 127.0.0.1, each on a free port."""
+
+    def __init__(self, network: SimNetwork, host: str = "127.0.0.1") -> None:
+        self.network = network
+        self._bind = host
+        self._runners: list[web.AppRunner] = []
+        self.plc_url = ""
+        self.pds_urls: list[str] = []
+
+    async def start(self) -> None:
+        self.plc_url = await self._serve(self._plc_app())
+        for index in range(self.network.hosts):
+            self.pds_urls.append(await self._serve(self._pds_app(index)))
+
+    async def stop(self) -> None:
+        for runner in self._runners:
+            await runner.cleanup()
+        self._runners.clear()
+
+    async def _serve(self, app: web.Application) -> str:
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
+        await runner.setup()
+        site = web.TCPSite(runner, self._bind, 0)
+        await site.start()
+        self._runners.append(runner)
+        port = site._server.sockets[0].getsockname()[1]
+        return f"http://localhost:{port}"
+
+    # -- PLC ---------------------------------------------------------------------------
+
+    def _plc_app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_get("/{did}", self._plc_document)
+        return app
+
+    async def _plc_document(self, request: web.Request) -> web.Response:
+        did = request.match_info["did"]
+        account = self.network.accounts.get(did)
+        if account is None:
+            return web.json_response({"message": f"DID not registered: {did}"}, status=404)
+        if account.status == "tombstoned":
+            return web.json_response({"message": f"DID not available: {did}"}, status=410)
+        return web.json_response(
+            {
+                "@context": ["https://www.w3.org/ns/did/v1"],
+                "id": did,
+                "alsoKnownAs": [f"at://{account.handle}"],
+                "verificationMethod": [],
+                "service": [
+                    {
+                        "id": "#atproto_pds",
+                        "type": "AtprotoPersonalDataServer",
+                        "serviceEndpoint": self.pds_urls[account.host],
+                    }
+                ],
+            }
+        )
+
+    # -- PDS ---------------------------------------------------------------------------
+
+    def _pds_app(self, index: int) -> web.Application:
+        app = web.Application()
+        app["host_index"] = index
+        app.router.add_get("/xrpc/com.atproto.sync.getRepo", self._get_repo)
+        app.router.add_get("/xrpc/_health", lambda _: web.json_response({"version": "simnet"}))
+        return app
+
+    async def _get_repo(self, request: web.Request) -> web.StreamResponse:
+        did = request.query.get("did", "")
+        network = self.network
+        network.requests[did] = network.requests.get(did, 0) + 1
+        account = network.accounts.get(did)
+        if account is None or account.host != request.app["host_index"]:
+            return _xrpc_error(400, "RepoNotFound", f"Could not find repo for DID: {did}")
+        fault = account.fault
+        tries = network.requests[did]
+        if fault == "hang":
+            await asyncio.sleep(3600)
+        if fault == "flaky_503" and tries <= 2:
+            return _xrpc_error(503, "InternalServerError", "try again")
+        if fault == "flaky_429" and tries <= 2:
+            return web.Response(
+                status=429,
+                text="<html><body>Too Many Requests</body></html>",
+                content_type="text/html",
+            )
+        if fault == "generic_notfound":
+            return _xrpc_error(404, "NotFound", "Repo not found")
+        if account.status in _STATUS_ERRORS:
+            name = _STATUS_ERRORS[account.status]
+            return _xrpc_error(400, name, f"Repo {account.status}: {did}")
+        car = network.repos[did].car
+        if fault == "truncate":
+            car = car[: len(car) // 2]
+        response = web.StreamResponse(headers={"Content-Type": "application/vnd.ipld.car"})
+        await response.prepare(request)
+        for start in range(0, len(car), 1 << 16):
+            await response.write(car[start : start + (1 << 16)])
+        with contextlib.suppress(ConnectionResetError):
+            await response.write_eof()
+        return response

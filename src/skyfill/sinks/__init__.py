@@ -1,0 +1,1 @@
+"""Sinks: where the final dataset goes (Parquet by default)."""
