@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 
@@ -35,7 +36,7 @@ MAX_ERROR_BODY = 64 * 1024
 
 @dataclass(slots=True)
 class RequestStats:
-    """Counters of what one client sent and received."""
+    """Counters of what was sent and received (by a client, or for one unit of work)."""
 
     requests: int = 0
     bytes_received: int = 0
@@ -44,6 +45,10 @@ class RequestStats:
     def count(self, status: int) -> None:
         self.requests += 1
         self.by_status[status] = self.by_status.get(status, 0) + 1
+
+
+# The stats of the unit of work (one DID) the current asyncio task is doing, if any.
+current_stats: ContextVar[RequestStats | None] = ContextVar("skyfill_request_stats", default=None)
 
 
 def retry_after_seconds(headers: aiohttp.typedefs.LooseHeaders) -> float | None:
@@ -102,6 +107,12 @@ class XrpcClient:
         self._allow_private = allow_private_network
         self.stats = RequestStats()
 
+    def _count(self, status: int, received: int = 0) -> None:
+        for stats in (self.stats, current_stats.get()):
+            if stats is not None:
+                stats.count(status)
+                stats.bytes_received += received
+
     def _check(self, url: str) -> None:
         check_host(URL(url).host or "", self._allow_private)
 
@@ -110,9 +121,8 @@ class XrpcClient:
         self._check(url)
         try:
             async with self._session.get(url) as resp:
-                self.stats.count(resp.status)
                 body = await resp.content.read(MAX_ERROR_BODY * 16)
-                self.stats.bytes_received += len(body)
+                self._count(resp.status, len(body))
                 if resp.status == 429 or resp.status >= 500:
                     raise error_for_response(resp.status, resp.headers, body, what)
                 try:
@@ -131,11 +141,13 @@ class XrpcClient:
         what = f"getRepo {did}"
         try:
             async with self._session.get(url, params={"did": did}) as resp:
-                self.stats.count(resp.status)
                 if resp.status != 200:
                     body = await resp.content.read(MAX_ERROR_BODY)
+                    self._count(resp.status, len(body))
                     raise error_for_response(resp.status, resp.headers, body, what)
-                return await self._read_capped(resp, max_bytes, what)
+                car = await self._read_capped(resp, max_bytes, what)
+                self._count(resp.status, len(car))
+                return car
         except SkyfillError:
             raise
         except (TimeoutError, aiohttp.ClientError) as exc:
@@ -150,5 +162,4 @@ class XrpcClient:
             buffer += chunk
             if len(buffer) > max_bytes:
                 raise RepoTooLarge(f"{what}: repo is over the {max_bytes}-byte limit")
-        self.stats.bytes_received += len(buffer)
         return bytes(buffer)

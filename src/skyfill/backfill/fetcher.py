@@ -5,10 +5,9 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from dataclasses import dataclass, field
 
 from skyfill.atproto.identity import IdentityResolver
-from skyfill.atproto.xrpc import XrpcClient
+from skyfill.atproto.xrpc import RequestStats, XrpcClient, current_stats
 from skyfill.backfill.config import BackfillConfig
 from skyfill.backfill.decode import DecodedRepo, decode_to_table
 from skyfill.engine.executor.base import Executor
@@ -16,14 +15,6 @@ from skyfill.engine.model import ItemOutput, ItemResult
 from skyfill.errors import SkyfillError, TransientError, classify
 
 MAX_BACKOFF_SECONDS = 60.0
-
-
-@dataclass(slots=True)
-class FetchMetrics:
-    dids: int = 0
-    records: int = 0
-    car_bytes: int = 0
-    by_status: dict[str, int] = field(default_factory=dict)
 
 
 class RepoFetcher:
@@ -38,15 +29,12 @@ class RepoFetcher:
         self._client = client
         self._resolver = resolver
         self._executor = executor
-        self.metrics = FetchMetrics()
-
-    @property
-    def api_requests(self) -> int:
-        return self._client.stats.requests
 
     async def fetch(self, did: str) -> ItemOutput:
         """Fetch and decode one DID's repo, retrying transient failures with backoff."""
         data: dict = {"handle": None, "pds": None}
+        stats = RequestStats()
+        current_stats.set(stats)  # this coroutine runs in its own task: its own context
         attempt = 0
         while True:
             attempt += 1
@@ -57,8 +45,11 @@ class RepoFetcher:
                 if error.retryable and attempt < self._config.attempts:
                     await asyncio.sleep(self._backoff(attempt, error))
                     continue
-                return self._failure(did, error, attempt, data)
-            return self._success(did, decoded, car_bytes, attempt, data)
+                output = self._failure(did, error, attempt, data)
+            else:
+                output = self._success(did, decoded, car_bytes, attempt, data)
+            output.result.metrics = {"api_requests": stats.requests, "bytes": stats.bytes_received}
+            return output
 
     async def _fetch_once(self, did: str, data: dict) -> tuple[DecodedRepo, int]:
         identity = await self._resolver.resolve(did)
@@ -76,7 +67,6 @@ class RepoFetcher:
     def _success(
         self, did: str, decoded: DecodedRepo, car_bytes: int, attempt: int, data: dict
     ) -> ItemOutput:
-        self._count("ok", decoded.record_count, car_bytes)
         data.update(
             rev=decoded.rev,
             commit_cid=decoded.commit_cid,
@@ -88,7 +78,6 @@ class RepoFetcher:
 
     def _failure(self, did: str, error: SkyfillError, attempt: int, data: dict) -> ItemOutput:
         status = "failed" if error.retryable else error.outcome
-        self._count(status, 0, 0)
         data["fetched_at"] = time.time()
         result = ItemResult(
             did,
@@ -100,10 +89,3 @@ class RepoFetcher:
             data=data,
         )
         return ItemOutput(result, None)
-
-    def _count(self, status: str, records: int, car_bytes: int) -> None:
-        m = self.metrics
-        m.dids += 1
-        m.records += records
-        m.car_bytes += car_bytes
-        m.by_status[status] = m.by_status.get(status, 0) + 1

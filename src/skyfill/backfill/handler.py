@@ -35,7 +35,6 @@ class BackfillHandler:
         self._fetcher: RepoFetcher | None = None
         self._executor = None
         self._slots = asyncio.Semaphore(config.concurrency)
-        self._reported = {"api_requests": 0, "bytes": 0, "dids_processed": 0, "records": 0}
 
     def config_dict(self) -> dict[str, Any]:
         return self.config.to_dict()
@@ -102,20 +101,6 @@ class BackfillHandler:
                 future.cancel()
             if pending:
                 await asyncio.gather(*pending, return_exceptions=True)
-
-    def task_metrics(self) -> dict[str, Any]:
-        """Counters since the previous call (the engine calls it once per finished task)."""
-        assert self._fetcher is not None
-        m = self._fetcher.metrics
-        now = {
-            "api_requests": self._fetcher.api_requests,
-            "bytes": m.car_bytes,
-            "dids_processed": m.dids,
-            "records": m.records,
-        }
-        delta = {k: now[k] - self._reported[k] for k in now}
-        self._reported = now
-        return delta
 
     # -- aggregator ---------------------------------------------------------------------
 

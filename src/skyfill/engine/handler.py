@@ -54,10 +54,6 @@ class Handler(Protocol):
         """Process `items` of `batch`, yielding each item's output as it completes."""
         ...
 
-    def task_metrics(self) -> dict[str, Any]:
-        """Counters since the last call (requests, bytes...), merged into task manifests."""
-        ...
-
     def aggregate(self, ctx: AggregateContext) -> dict[str, Any]:
         """Build the final output from the task outputs; return facts for the manifest."""
         ...

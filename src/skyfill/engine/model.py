@@ -71,6 +71,8 @@ class ItemResult:
     attempts: int = 1
     data: dict[str, Any] = field(default_factory=dict)
     """Handler-specific facts kept with the outcome (e.g. pds, rev, record_count)."""
+    metrics: dict[str, float] = field(default_factory=dict)
+    """Counters of the work done for this item (e.g. api_requests, bytes), summed per task."""
 
 
 @dataclass(slots=True)

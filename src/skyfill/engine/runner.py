@@ -196,7 +196,7 @@ class JobRunner:
             self.handler.output_schema,
             layout.task_output(task.task_id),
         )
-        metrics = self.handler.task_metrics()
+        metrics = self.store.task_item_metrics(task.task_id)
         self.store.finish_task(
             task.task_id,
             TaskStatus.DONE,
@@ -312,6 +312,11 @@ class _TaskWork:
                 table,
             )
             self.next_seq += 1
-        runner.store.commit_items(self.task.task_id, [o.result for o in self.buffer], segment)
+        runner.store.commit_items(
+            self.task.task_id,
+            [o.result for o in self.buffer],
+            [o.rows.num_rows if o.rows is not None else 0 for o in self.buffer],
+            segment,
+        )
         self.buffer = []
         self.buffered_rows = 0

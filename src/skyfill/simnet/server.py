@@ -106,7 +106,12 @@ class SimServers:
         app["host_index"] = index
         app.router.add_get("/xrpc/com.atproto.sync.getRepo", self._get_repo)
         app.router.add_get("/xrpc/_health", lambda _: web.json_response({"version": "simnet"}))
+        app.router.add_get("/_simnet/requests", self._request_counts)
         return app
+
+    async def _request_counts(self, request: web.Request) -> web.Response:
+        """getRepo requests per DID so far, across all hosts (for tests)."""
+        return web.json_response(self.network.requests)
 
     async def _get_repo(self, request: web.Request) -> web.StreamResponse:
         did = request.query.get("did", "")

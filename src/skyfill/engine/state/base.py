@@ -63,9 +63,14 @@ class StateStore(Protocol):
     def start_task(self, task_id: str) -> None: ...
 
     def commit_items(
-        self, task_id: str, results: list[ItemResult], segment: Segment | None
+        self, task_id: str, results: list[ItemResult], rows: list[int], segment: Segment | None
     ) -> None:
-        """Record outcomes and the segment holding their rows in one transaction."""
+        """Record outcomes (with each item's row count) and the segment holding their rows
+        in one transaction."""
+        ...
+
+    def task_item_metrics(self, task_id: str) -> dict[str, float]:
+        """Sums of the task's items' metrics, plus dids_processed and records."""
         ...
 
     def segments(self, task_id: str) -> list[Segment]: ...

@@ -39,7 +39,7 @@ CREATE TABLE IF NOT EXISTS tasks (
 CREATE TABLE IF NOT EXISTS items (
     key TEXT PRIMARY KEY, batch_id TEXT NOT NULL, status TEXT NOT NULL, error_class TEXT,
     error TEXT, retryable INTEGER NOT NULL DEFAULT 0, attempts INTEGER NOT NULL DEFAULT 0,
-    data TEXT, task_id TEXT, updated_at REAL
+    data TEXT, metrics TEXT, rows INTEGER, task_id TEXT, updated_at REAL
 );
 CREATE INDEX IF NOT EXISTS items_by_batch ON items (batch_id, status);
 CREATE TABLE IF NOT EXISTS segments (
@@ -95,7 +95,8 @@ class SqliteStateStore:
                 [(b.batch_id, b.phase, b.group, len(b.items)) for b in batches],
             )
             db.executemany(
-                "INSERT INTO tasks (task_id, batch_id, role, phase, grp, status) VALUES (?,?,?,?,?,?)",
+                "INSERT INTO tasks (task_id, batch_id, role, phase, grp, status) "
+                "VALUES (?,?,?,?,?,?)",
                 [(t.task_id, t.batch_id, t.role, t.phase, t.group, t.status) for t in tasks],
             )
             db.executemany(
@@ -155,7 +156,7 @@ class SqliteStateStore:
         )
 
     def commit_items(
-        self, task_id: str, results: list[ItemResult], segment: Segment | None
+        self, task_id: str, results: list[ItemResult], rows: list[int], segment: Segment | None
     ) -> None:
         now = time.time()
         with self._transaction() as db:
@@ -166,7 +167,8 @@ class SqliteStateStore:
                 )
             db.executemany(
                 "UPDATE items SET status = ?, error_class = ?, error = ?, retryable = ?, "
-                "attempts = attempts + ?, data = ?, task_id = ?, updated_at = ? WHERE key = ?",
+                "attempts = attempts + ?, data = ?, metrics = ?, rows = ?, task_id = ?, "
+                "updated_at = ? WHERE key = ?",
                 [
                     (
                         r.status,
@@ -175,13 +177,26 @@ class SqliteStateStore:
                         int(r.retryable),
                         r.attempts,
                         orjson.dumps(r.data).decode(),
+                        orjson.dumps(r.metrics).decode(),
+                        n,
                         task_id,
                         now,
                         r.key,
                     )
-                    for r in results
+                    for r, n in zip(results, rows, strict=True)
                 ],
             )
+
+    def task_item_metrics(self, task_id: str) -> dict[str, float]:
+        """Sums of the task's items' metrics, plus items processed and rows written."""
+        totals: dict[str, float] = {"dids_processed": 0, "records": 0}
+        rows = self._db.execute("SELECT metrics, rows FROM items WHERE task_id = ?", (task_id,))
+        for metrics, count in rows:
+            totals["dids_processed"] += 1
+            totals["records"] += count or 0
+            for name, value in orjson.loads(metrics or "{}").items():
+                totals[name] = totals.get(name, 0) + value
+        return totals
 
     def segments(self, task_id: str) -> list[Segment]:
         rows = self._db.execute(
@@ -227,7 +242,8 @@ class SqliteStateStore:
 
     def iter_items(self) -> Iterator[ItemResult]:
         rows = self._db.execute(
-            "SELECT key, status, error_class, error, retryable, attempts, data FROM items ORDER BY key"
+            "SELECT key, status, error_class, error, retryable, attempts, data "
+            "FROM items ORDER BY key"
         )
         for key, status, error_class, error, retryable, attempts, data in rows:
             yield ItemResult(

@@ -1,0 +1,102 @@
+"""`skyfill run` end to end against the simulated network, through the CLI."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from pathlib import Path
+
+import orjson
+import pyarrow.parquet as pq
+
+from tests.helpers import Server, job_dir, records_by_did, repos, run_cli, truth_records
+
+
+def _run(simnet: Server, workdir: Path, job_id: str, *extra: str):
+    return run_cli(
+        "run",
+        "--dids",
+        simnet.ready["dids"],
+        "--workdir",
+        str(workdir),
+        "--job-id",
+        job_id,
+        "--plc-url",
+        simnet.ready["plc"],
+        "--allow-private-network",
+        "--progress",
+        "none",
+        *extra,
+    )
+
+
+def test_backfill_matches_truth(simnet: Server, tmp_path: Path) -> None:
+    result = _run(simnet, tmp_path, "j1", "--batch-size", "7")
+    assert result.returncode == 0, result.stderr
+    truth = simnet.ready["truth_data"]
+    want = {did: recs for did, recs in truth_records(truth).items() if recs}
+    assert records_by_did(tmp_path, "j1") == want
+    rows = repos(tmp_path, "j1")
+    dids = Path(simnet.ready["dids"]).read_text().split()
+    assert sorted(rows) == sorted(dids)
+    for did, repo in truth["repos"].items():
+        row = rows[did]
+        expected = {"tombstoned": "deleted"}.get(repo["status"], repo["status"])
+        assert row["status"] == expected, (did, row)
+        if expected != "deleted":  # a tombstoned DID has no document, hence no handle
+            assert row["handle"] == repo["handle"]
+        if expected == "ok":
+            assert (row["rev"], row["commit_cid"]) == (repo["rev"], repo["commit"])
+            assert row["record_count"] == len(repo["records"])
+            assert row["car_bytes"] > 0 and row["error"] is None
+        else:
+            assert row["error"]
+    unknown = [d for d in dids if d not in truth["repos"]]
+    assert unknown and all(rows[d]["status"] == "not_found" for d in unknown)
+    assert "DIDs by status" in result.stdout
+
+
+def test_output_rows_follow_the_contract(simnet: Server, tmp_path: Path) -> None:
+    assert _run(simnet, tmp_path, "j2").returncode == 0
+    out = job_dir(tmp_path, "j2") / "output" / "records"
+    partitions = sorted(p.name for p in out.iterdir())
+    assert "collection=app.bsky.feed.post" in partitions
+    table = pq.read_table(next((out / "collection=app.bsky.feed.post").glob("*.parquet")))
+    rows = table.to_pylist()
+    assert rows
+    for row in rows[:200]:
+        assert row["uri"] == f"at://{row['did']}/app.bsky.feed.post/{row['rkey']}"
+        assert row["job_id"] == "j2" and row["cid"].startswith("bafyrei")
+        record = orjson.loads(row["record"])
+        assert record["$type"] == "app.bsky.feed.post"
+        assert row["created_at"] == datetime.fromisoformat(record["createdAt"])
+    images = [orjson.loads(r["record"]) for r in rows if "embed" in r["record"]]
+    assert images and "$link" in images[0]["embed"]["images"][0]["image"]["ref"]
+
+
+def test_job_layout_and_manifests(simnet: Server, tmp_path: Path) -> None:
+    assert _run(simnet, tmp_path, "j3", "--batch-size", "20").returncode == 0
+    root = job_dir(tmp_path, "j3")
+    manifest = json.loads((root / "manifest.json").read_text())
+    assert manifest["job_id"] == "j3" and manifest["status"] == "completed"
+    assert manifest["task_count"] == len(list((root / "batches").glob("batch-*.json")))
+    for task_dir in (root / "tasks").iterdir():
+        task = json.loads((task_dir / "manifest.json").read_text())
+        assert (task_dir / f"{task_dir.name}.done").exists()
+        data = task_dir / f"{task_dir.name}.parquet"
+        assert pq.ParquetFile(data).metadata.num_rows == task["result"]["row_count"]
+        assert task["metrics"]["dids_processed"] > 0
+    aggregation = json.loads((root / "aggregation" / "manifest.json").read_text())
+    total = sum(len(v) for v in records_by_did(tmp_path, "j3").values())
+    assert aggregation["total_rows"] == total
+
+
+def test_fetched_dids_are_not_fetched_twice_in_one_run(simnet: Server, tmp_path: Path) -> None:
+    import urllib.request
+
+    url = simnet.ready["pds"][0] + "/_simnet/requests"
+    before = json.loads(urllib.request.urlopen(url).read())
+    assert _run(simnet, tmp_path, "j4").returncode == 0
+    after = json.loads(urllib.request.urlopen(url).read())
+    ok = [d for d, r in simnet.ready["truth_data"]["repos"].items() if r["status"] == "ok"]
+    assert all(after[d] - before.get(d, 0) == 1 for d in ok)

@@ -1,0 +1,122 @@
+"""Helpers shared by the tests: run the CLI as a user would, and read a job's output."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+
+SKYFILL = [sys.executable, "-m", "skyfill"]
+
+
+def run_cli(
+    *args: str, cwd: Path | None = None, timeout: float = 240, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run `skyfill ARGS` in a subprocess; returns the completed process (text output)."""
+    return subprocess.run(
+        [*SKYFILL, *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+        check=False,
+    )
+
+
+def job_dir(workdir: Path, job_id: str) -> Path:
+    return workdir / "jobs" / job_id
+
+
+def records_by_did(workdir: Path, job_id: str) -> dict[str, set[tuple[str, str]]]:
+    """{did: {(collection/rkey, cid)}} from the job's final dataset."""
+    path = job_dir(workdir, job_id) / "output" / "records"
+    table = ds.dataset(path, format="parquet", partitioning="hive").to_table(
+        columns=["did", "collection", "rkey", "cid"]
+    )
+    out: dict[str, set[tuple[str, str]]] = {}
+    for row in table.to_pylist():
+        out.setdefault(row["did"], set()).add((f"{row['collection']}/{row['rkey']}", row["cid"]))
+    return out
+
+
+def all_records(workdir: Path, job_id: str) -> list[dict]:
+    path = job_dir(workdir, job_id) / "output" / "records"
+    rows = ds.dataset(path, format="parquet", partitioning="hive").to_table().to_pylist()
+    return sorted(rows, key=lambda r: (r["did"], r["collection"], r["rkey"]))
+
+
+def repos(workdir: Path, job_id: str) -> dict[str, dict]:
+    path = job_dir(workdir, job_id) / "output" / "repos.parquet"
+    return {row["did"]: row for row in pq.read_table(path).to_pylist()}
+
+
+def truth_records(truth: dict) -> dict[str, set[tuple[str, str]]]:
+    return {
+        did: {(r["path"], r["cid"]) for r in repo["records"]}
+        for did, repo in truth["repos"].items()
+    }
+
+
+@dataclass
+class Server:
+    """A server process started by a test; stopped by PID."""
+
+    process: subprocess.Popen[str]
+    ready: dict
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+
+
+def start_ready_process(
+    cmd: list[str], cwd: Path | None = None, timeout: float = 180, env: dict[str, str] | None = None
+) -> Server:
+    """Start a process that prints one JSON line with "ready": true on stdout."""
+    process = subprocess.Popen(
+        cmd,
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
+    deadline = time.monotonic() + timeout
+    assert process.stdout is not None
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if not line:
+            if process.poll() is not None:
+                err = process.stderr.read() if process.stderr else ""
+                raise RuntimeError(f"{cmd[:3]} exited {process.returncode}: {err[-2000:]}")
+            continue
+        try:
+            ready = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if ready.get("ready"):
+            return Server(process, ready)
+    process.kill()
+    raise RuntimeError(f"{cmd[:3]} not ready after {timeout}s")
+
+
+def start_simnet(out: Path, **options: object) -> Server:
+    """Start `python -m skyfill.simnet` with options such as accounts=20, faults="hang"."""
+    args = [sys.executable, "-m", "skyfill.simnet", "--out", str(out)]
+    for key, value in options.items():
+        args += [f"--{key.replace('_', '-')}", str(value)]
+    return start_ready_process(args, timeout=120)
