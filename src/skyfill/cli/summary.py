@@ -17,13 +17,7 @@ def summarize(layout: JobLayout, job: JobRecord, started: float) -> str:
     output = layout.output
     repos = pq.read_table(output / "repos.parquet", columns=["status"])
     statuses = pc.value_counts(repos["status"]).to_pylist()
-    records = ds.dataset(output / "records", format="parquet", partitioning="hive")
-    counts = (
-        records.to_table(columns=["collection"])
-        .group_by("collection")
-        .aggregate([("collection", "count")])
-        .to_pylist()
-    )
+    counts = _records_per_collection(output / "records")
     total = sum(c["collection_count"] for c in counts)
     elapsed = max(time.monotonic() - started, 1e-9)
     lines = [
@@ -39,6 +33,15 @@ def summarize(layout: JobLayout, job: JobRecord, started: float) -> str:
         lines.append(f"    {c['collection']:<32} {c['collection_count']}")
     lines.append(f"  output: {_show(output)}")
     return "\n".join(lines)
+
+
+def _records_per_collection(path: Path) -> list[dict]:
+    files = list(path.rglob("*.parquet"))
+    if not files:
+        return []
+    records = ds.dataset(path, format="parquet", partitioning="hive")
+    table = records.to_table(columns=["collection"])
+    return table.group_by("collection").aggregate([("collection", "count")]).to_pylist()
 
 
 def _show(path: Path) -> str:

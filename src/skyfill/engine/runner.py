@@ -18,7 +18,7 @@ from skyfill.engine import spool
 from skyfill.engine.atomic import write_json
 from skyfill.engine.handler import AggregateContext, Handler, Plan
 from skyfill.engine.layout import JobLayout
-from skyfill.engine.manifest import ManifestWriter
+from skyfill.engine.manifest import ManifestWriter, utc_iso
 from skyfill.engine.model import (
     GROUP_INITIAL,
     PENDING_ITEM,
@@ -189,51 +189,52 @@ class JobRunner:
         self._finalize_task(task)
 
     def _finalize_task(self, task: Task) -> None:
+        """Merge, validate, describe, then mark done: `.done` comes only after all of it.
+
+        Order matters for kill -9: the `.done` marker is written before the state store
+        records the task as done, so a crash in between is repaired on resume
+        (`_record_finished_task`) and never leaves a done task without its marker.
+        """
         layout = self.layout
+        segments = self.store.segments(task.task_id)
         output = spool.merge_segments(
             layout.segments_dir(task.task_id),
-            self.store.segments(task.task_id),
+            segments,
             self.handler.output_schema,
             layout.task_output(task.task_id),
         )
-        metrics = self.store.task_item_metrics(task.task_id)
-        self.store.finish_task(
-            task.task_id,
-            TaskStatus.DONE,
+        info = self.store.task_info(task.task_id)
+        info.update(
+            status=TaskStatus.DONE,
+            finished_at=time.time(),
             output_file=str(output.path.relative_to(layout.root)),
-            row_count=output.rows,
-            sha256=output.sha256,
-            metrics=metrics,
+            metrics=self.store.task_item_metrics(task.task_id),
         )
         result = {
             "file": output.path.name,
             "status": "ok",
             "row_count": output.rows,
             "sha256": output.sha256,
-            "written_at": time.time(),
+            "written_at": utc_iso(),
         }
-        self.manifests.task(task.task_id, self.store.task_info(task.task_id), result)
+        self.manifests.task(task.task_id, info, result)
         spool.mark_done(layout.task_done(task.task_id), output.sha256)
-        spool.remove_segments(layout.segments_dir(task.task_id))
+        self._record_finished_task(task)
 
     def _record_finished_task(self, task: Task) -> None:
-        """A task whose `.done` was written just before a crash: make the store agree."""
-        path = self.layout.task_output(task.task_id)
-        sha = self.layout.task_done(task.task_id).read_text().strip()
-        rows = spool.validate_parquet(
-            path,
-            self.store.task_info(task.task_id).get("row_count")
-            or sum(s.rows for s in self.store.segments(task.task_id)),
-        )
+        """Record a task whose `.done` marker exists as done in the state store."""
+        layout = self.layout
+        path = layout.task_output(task.task_id)
+        expected = sum(s.rows for s in self.store.segments(task.task_id))
         self.store.finish_task(
             task.task_id,
             TaskStatus.DONE,
-            output_file=str(path.relative_to(self.layout.root)),
-            row_count=rows,
-            sha256=sha,
-            metrics={},
+            output_file=str(path.relative_to(layout.root)),
+            row_count=spool.validate_parquet(path, expected),
+            sha256=layout.task_done(task.task_id).read_text().strip(),
+            metrics=self.store.task_item_metrics(task.task_id),
         )
-        spool.remove_segments(self.layout.segments_dir(task.task_id))
+        spool.remove_segments(layout.segments_dir(task.task_id))
 
     def _aggregate(self) -> None:
         self.store.set_job_status(JobStatus.AGGREGATING, "aggregate")

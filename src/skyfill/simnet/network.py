@@ -9,6 +9,8 @@ from skyfill.atproto.repo import build_repo
 from skyfill.atproto.tid import encode_tid
 from skyfill.simnet.accounts import BASE_TIME, Account
 
+# Faults after which a correct backfill still has the repo (the others lose it).
+RECOVERABLE_FAULTS = (None, "flaky_503", "flaky_429")
 REV = encode_tid(int(BASE_TIME.timestamp() * 1_000_000) + 365 * 86400 * 1_000_000)
 
 
@@ -59,7 +61,7 @@ class SimNetwork:
         repos = {}
         for did, account in self.accounts.items():
             built = self.repos[did]
-            ok = account.status == "ok" and account.fault not in ("bad_cid", "missing_block")
+            ok = account.status == "ok" and account.fault in RECOVERABLE_FAULTS
             repos[did] = {
                 "pds": pds_urls[account.host],
                 "handle": account.handle,

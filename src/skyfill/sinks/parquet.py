@@ -26,7 +26,7 @@ class ParquetSink:
         tmp = self._output.with_name(self._output.name + ".tmp")
         if tmp.exists():
             shutil.rmtree(tmp)
-        tmp.mkdir(parents=True)
+        (tmp / "records").mkdir(parents=True)  # present even when there are no records
         ds.write_dataset(
             records,
             tmp / "records",

@@ -1,0 +1,133 @@
+"""kill -9 in the middle of a job, then `skyfill resume`: same dataset, no DID fetched twice."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sqlite3
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import SKYFILL, Server, all_records, job_dir, repos, run_cli, start_simnet
+
+
+@pytest.fixture(scope="module")
+def network(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    server = start_simnet(
+        tmp_path_factory.mktemp("killnet"),
+        accounts=400,
+        hosts=3,
+        mean_records=60,
+        statuses="deactivated,not_found",
+        unknown_dids=3,
+    )
+    yield server
+    server.stop()
+
+
+def _args(network: Server, workdir: Path, job_id: str) -> list[str]:
+    return [
+        "run",
+        "--dids",
+        network.ready["dids"],
+        "--workdir",
+        str(workdir),
+        "--job-id",
+        job_id,
+        "--plc-url",
+        network.ready["plc"],
+        "--allow-private-network",
+        "--progress",
+        "none",
+        "--batch-size",
+        "10",
+        "--concurrency",
+        "4",
+    ]
+
+
+def _request_counts(network: Server) -> dict[str, int]:
+    url = network.ready["pds"][0] + "/_simnet/requests"
+    with urllib.request.urlopen(url) as response:
+        return json.loads(response.read())
+
+
+def _finished_items(db: Path) -> set[str]:
+    with sqlite3.connect(db) as conn:
+        return {k for (k,) in conn.execute("SELECT key FROM items WHERE status != 'pending'")}
+
+
+def _kill_when(process: subprocess.Popen, db: Path, min_done: int, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"the run ended (exit {process.returncode}) before it could be killed")
+        try:
+            if db.exists() and len(_finished_items(db)) >= min_done:
+                process.send_signal(signal.SIGKILL)
+                process.wait(10)
+                return
+        except sqlite3.OperationalError:
+            pass  # the database is being created
+        time.sleep(0.02)
+    process.kill()
+    pytest.fail("no progress to kill in")
+
+
+def _comparable(rows: list[dict]) -> list[tuple]:
+    return [tuple(v for k, v in sorted(r.items()) if k != "job_id") for r in rows]
+
+
+@pytest.mark.parametrize("min_done", [1, 150])
+def test_resume_after_sigkill_equals_uninterrupted_run(
+    network: Server, tmp_path: Path, min_done: int
+) -> None:
+    reference = run_cli(*_args(network, tmp_path / "ref", "job"))
+    assert reference.returncode == 0, reference.stderr
+
+    workdir = tmp_path / "killed"
+    process = subprocess.Popen(
+        [*SKYFILL, *_args(network, workdir, "job")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    db = job_dir(workdir, "job") / "state.sqlite"
+    _kill_when(process, db, min_done)
+    assert process.returncode == -signal.SIGKILL
+    done_before = _finished_items(db)
+    assert done_before, "the kill came before any DID was committed"
+    requests_before = _request_counts(network)
+
+    resumed = run_cli("resume", "job", "--workdir", str(workdir), "--progress", "none")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "Traceback" not in resumed.stderr
+
+    requests_after = _request_counts(network)
+    refetched = [d for d in done_before if requests_after.get(d, 0) != requests_before.get(d, 0)]
+    assert refetched == []
+    assert _comparable(all_records(workdir, "job")) == _comparable(
+        all_records(tmp_path / "ref", "job")
+    )
+    killed_repos, ref_repos = repos(workdir, "job"), repos(tmp_path / "ref", "job")
+    assert sorted(killed_repos) == sorted(ref_repos)
+    for did, row in ref_repos.items():
+        assert (killed_repos[did]["status"], killed_repos[did]["rev"]) == (
+            row["status"],
+            row["rev"],
+        )
+
+
+def test_resume_of_a_completed_job_changes_nothing(network: Server, tmp_path: Path) -> None:
+    assert run_cli(*_args(network, tmp_path, "job")).returncode == 0
+    before = all_records(tmp_path, "job")
+    requests = _request_counts(network)
+    resumed = run_cli("resume", "job", "--workdir", str(tmp_path), "--progress", "none")
+    assert resumed.returncode == 0, resumed.stderr
+    assert _request_counts(network) == requests
+    assert all_records(tmp_path, "job") == before
