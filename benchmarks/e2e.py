@@ -26,7 +26,6 @@ import asyncio
 import contextlib
 import json
 import os
-import resource
 import shutil
 import signal
 import statistics
@@ -41,6 +40,7 @@ from pathlib import Path
 
 import aiohttp
 import libipld
+import psutil
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
@@ -155,9 +155,29 @@ def simnet(
 # -- skyfill ---------------------------------------------------------------------------------
 
 
-def _children_cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
+def _run_sampling_cpu(cmd: list[str], log: Path) -> tuple[int, float]:
+    """Run `cmd` (output to `log`); return its exit code and its process tree's CPU seconds.
+
+    The tree (skyfill, its forkserver and decode workers) is sampled every 50 ms with psutil
+    (user+sys); each process counts with its last sample, so up to ~50 ms each may be missed.
+    """
+    cpu: dict[int, float] = {}
+    with open(log, "wb") as out:
+        proc = psutil.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            while proc.poll() is None:
+                with contextlib.suppress(psutil.Error):
+                    tree = [proc, *proc.children(recursive=True)]
+                    for p in tree:
+                        with contextlib.suppress(psutil.Error):
+                            t = p.cpu_times()
+                            cpu[p.pid] = t.user + t.system
+                time.sleep(0.05)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+    return proc.returncode, sum(cpu.values())
 
 
 def run_skyfill(
@@ -182,15 +202,13 @@ def run_skyfill(
         "--decode-processes",
         str(processes),
     ]
-    cpu_before = _children_cpu()
+    log = workdir / f"{job_id}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    done = subprocess.run(cmd, capture_output=True, text=True)
+    returncode, cpu = _run_sampling_cpu(cmd, log)
     seconds = time.perf_counter() - started
-    cpu = _children_cpu() - cpu_before
-    if done.returncode != 0:
-        raise SystemExit(
-            f"skyfill exited {done.returncode}: {' '.join(cmd)}\n{done.stdout}\n{done.stderr}"
-        )
+    if returncode != 0:
+        raise SystemExit(f"skyfill exited {returncode}: {' '.join(cmd)}\n{log.read_text()}")
     output = workdir / "jobs" / job_id / "output"
     records = ds.dataset(output / "records", format="parquet", partitioning="hive").count_rows()
     repos = pq.read_table(output / "repos.parquet", columns=["status", "car_bytes"])
