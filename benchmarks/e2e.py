@@ -46,7 +46,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1")
-DEFAULT_CONFIGS = "2:32,0:32,2:8"
+DEFAULT_CONFIGS = "2:32,0:32,2:8,0:8"
 
 
 @dataclass(slots=True)
@@ -82,6 +82,7 @@ class Run:
 @dataclass(slots=True)
 class Series:
     label: str
+    processes: int = 0
     runs: list[Run] = field(default_factory=list)
 
     @property
@@ -181,13 +182,23 @@ def _run_sampling_cpu(cmd: list[str], log: Path) -> tuple[int, float]:
 
 
 def run_skyfill(
-    skyfill: list[str], net: Network, workdir: Path, job_id: str, processes: int, concurrency: int
+    skyfill: list[str],
+    net: Network,
+    dids: list[str],
+    workdir: Path,
+    job_id: str,
+    processes: int,
+    concurrency: int,
 ) -> Run:
+    dids_path = workdir / f"{job_id}.dids"
+    dids_path.parent.mkdir(parents=True, exist_ok=True)
+    dids_path.write_text("".join(f"{d}\n" for d in dids))
+    expected = sum(len(net.truth["repos"][d]["records"]) for d in dids)
     cmd = [
         *skyfill,
         "run",
         "--dids",
-        str(net.dids_path),
+        str(dids_path),
         "--plc-url",
         net.plc,
         "--allow-private-network",
@@ -203,7 +214,6 @@ def run_skyfill(
         str(processes),
     ]
     log = workdir / f"{job_id}.log"
-    log.parent.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     returncode, cpu = _run_sampling_cpu(cmd, log)
     seconds = time.perf_counter() - started
@@ -214,7 +224,7 @@ def run_skyfill(
     repos = pq.read_table(output / "repos.parquet", columns=["status", "car_bytes"])
     ok = int(pc.sum(pc.equal(repos["status"], "ok")).as_py() or 0)
     car_bytes = int(pc.sum(repos["car_bytes"]).as_py() or 0)
-    note = "" if records == net.truth_records else f"records != truth ({net.truth_records})"
+    note = "" if records == expected else f"records != truth ({expected})"
     return Run(
         label=f"skyfill P={processes} C={concurrency}",
         seconds=seconds,
@@ -271,33 +281,52 @@ def run_baseline(net: Network) -> Run:
     return asyncio.run(_baseline(net))
 
 
-# -- report ----------------------------------------------------------------------------------
+# -- report --------------------------------------------------------------------------------
 
 
-def print_table(series: list[Series], baseline: Series | None, net: Network) -> None:
+def _marginal(run: Run, fixed: Run | None) -> str:
+    """DIDs/s and records/s beyond the fixed cost (start-up, pool, aggregation)."""
+    if fixed is None or run.seconds <= fixed.seconds or run.dids <= fixed.dids:
+        return f"{'-':>8} {'-':>8}"
+    extra = run.seconds - fixed.seconds
+    return f"{(run.dids - fixed.dids) / extra:>8.0f} {(run.records - fixed.records) / extra:>8.0f}"
+
+
+def print_table(
+    series: list[Series], fixed: dict[int, Series], baseline: Series | None, net: Network
+) -> None:
     header = (
-        f"{'configuration':<48} {'runs':>4} {'best s':>7} {'med s':>7} {'DIDs':>5} {'ok':>5} "
-        f"{'records':>8} {'CAR MB':>7} {'DIDs/s':>7} {'rec/s':>8} {'MB/s':>6} {'cpu s':>6} "
-        f"{'x base':>6}  note"
+        f"{'configuration':<47} {'runs':>4} {'best s':>7} {'med s':>7} {'DIDs':>5} {'ok':>5} "
+        f"{'records':>8} {'CAR MB':>6} {'DIDs/s':>7} {'rec/s':>7} {'MB/s':>5} {'cpu s':>5} "
+        f"{'x base':>6} {'>fixed':>8} {'>fixed':>8}  note"
     )
+    units = f"{'':<{len(header) - 24}}{'DIDs/s':>8} {'rec/s':>8}"
     print(
         f"\ne2e benchmark: {len(net.dids)} DIDs, {len(net.pds)} PDS hosts, "
         f"{net.truth_records} records in the truth file; {os.cpu_count()} cpus; "
-        "times are wall-clock, rates from the best run"
+        f"load average {_load()}; times wall-clock, rates from the best run"
     )
     print(header)
+    print(units)
     print("-" * len(header))
     base_rate = baseline.best.dids / baseline.best.seconds if baseline else None
-    for s in [*series, *([baseline] if baseline else [])]:
+    rows = [(s, None) for s in fixed.values()]
+    rows += [(s, fixed.get(s.processes)) for s in series]
+    rows += [(baseline, None)] if baseline else []
+    for s, f in rows:
         r = s.best
         rate = r.dids / r.seconds
         ratio = f"{rate / base_rate:>6.2f}" if base_rate else f"{'-':>6}"
         print(
-            f"{s.label:<48} {len(s.runs):>4} {r.seconds:>7.2f} {s.median_seconds:>7.2f} "
-            f"{r.dids:>5} {r.ok:>5} {r.records:>8} {r.car_bytes / 1e6:>7.1f} {rate:>7.1f} "
-            f"{r.records / r.seconds:>8.0f} {r.car_bytes / 1e6 / r.seconds:>6.1f} "
-            f"{r.cpu_seconds:>6.1f} {ratio}  {r.note}"
+            f"{s.label:<47} {len(s.runs):>4} {r.seconds:>7.2f} {s.median_seconds:>7.2f} "
+            f"{r.dids:>5} {r.ok:>5} {r.records:>8} {r.car_bytes / 1e6:>6.1f} {rate:>7.1f} "
+            f"{r.records / r.seconds:>7.0f} {r.car_bytes / 1e6 / r.seconds:>5.1f} "
+            f"{r.cpu_seconds:>5.1f} {ratio} {_marginal(r, f.best if f else None)}  {r.note}"
         )
+
+
+def _load() -> str:
+    return "/".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def parse_configs(text: str) -> list[tuple[int, int]]:
@@ -323,7 +352,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=DEFAULT_CONFIGS,
         help="comma list of DECODE_PROCESSES:CONCURRENCY (default %(default)s)",
     )
-    p.add_argument("--repeats", type=int, default=2, help="runs per configuration")
+    p.add_argument("--repeats", type=int, default=3, help="runs per configuration")
+    p.add_argument(
+        "--fixed-dids",
+        type=int,
+        default=10,
+        help="DIDs of the fixed-cost runs, one per decode-processes value (0: none)",
+    )
     p.add_argument("--no-baseline", action="store_true", help="skip the naive baseline")
     p.add_argument(
         "--skyfill",
@@ -340,9 +375,39 @@ def _skyfill_command(arg: str | None) -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "skyfill"]
 
 
+def run_all(args: argparse.Namespace, net: Network, work: Path) -> None:
+    skyfill = _skyfill_command(args.skyfill)
+    configs = parse_configs(args.configs)
+    dids = net.dids
+    series = [Series(f"skyfill run P={p} C={c}", processes=p) for p, c in configs]
+    fixed: dict[int, Series] = {}
+    if args.fixed_dids:
+        for p, _ in configs:
+            label = f"skyfill run P={p} C=32, {args.fixed_dids} DIDs (fixed cost)"
+            fixed.setdefault(p, Series(label, processes=p))
+    baseline = None if args.no_baseline else Series("baseline")
+    runs = 0
+    for repeat in range(args.repeats):
+        # Alternate the configurations run by run, so drift hits all of them alike.
+        jobs = [(s, p, 32, dids[: args.fixed_dids]) for p, s in fixed.items()]
+        jobs += [(s, p, c, dids) for s, (p, c) in zip(series, configs, strict=True)]
+        for s, processes, concurrency, subset in jobs:
+            runs += 1
+            job_id = f"bench-{runs}"
+            run = run_skyfill(skyfill, net, subset, work, job_id, processes, concurrency)
+            print(f"[{repeat + 1}/{args.repeats}] {s.label}: {run.seconds:.2f}s", file=sys.stderr)
+            s.runs.append(run)
+            shutil.rmtree(work / "jobs" / job_id, ignore_errors=True)
+        if baseline is not None:
+            run = run_baseline(net)
+            print(f"[{repeat + 1}/{args.repeats}] baseline: {run.seconds:.2f}s", file=sys.stderr)
+            baseline.label = run.label
+            baseline.runs.append(run)
+    print_table(series, fixed, baseline, net)
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    skyfill = _skyfill_command(args.skyfill)
     started = time.perf_counter()
     tmp = Path(tempfile.mkdtemp(prefix="skyfill-bench-e2e-"))
     try:
@@ -354,27 +419,12 @@ def main(argv: list[str] | None = None) -> None:
                 f"{len(net.dids)} DIDs, {net.truth_records} records",
                 file=sys.stderr,
             )
-            series: list[Series] = []
-            baseline = None if args.no_baseline else Series("baseline")
-            for repeat in range(args.repeats):
-                # Alternate the configurations run by run, so drift hits all alike.
-                for i, (processes, concurrency) in enumerate(parse_configs(args.configs)):
-                    if repeat == 0:
-                        series.append(Series(f"skyfill run P={processes} C={concurrency}"))
-                    job_id = f"bench-{i}-{repeat}"
-                    run = run_skyfill(skyfill, net, tmp / "work", job_id, processes, concurrency)
-                    print(f"{run.label}: {run.seconds:.2f}s", file=sys.stderr)
-                    series[i].runs.append(run)
-                    shutil.rmtree(tmp / "work" / "jobs" / job_id, ignore_errors=True)
-                if baseline is not None:
-                    run = run_baseline(net)
-                    print(f"baseline: {run.seconds:.2f}s", file=sys.stderr)
-                    baseline.label = run.label
-                    baseline.runs.append(run)
-            print_table(series, baseline, net)
+            run_all(args, net, tmp / "work")
         print(
             "\nP = --decode-processes, C = --concurrency; cpu s = user+sys CPU of the process "
-            "(skyfill: with its decode workers); x base = DIDs/s over the baseline's"
+            "(skyfill: with its forkserver and decode workers; not the simnet's);\n"
+            "x base = DIDs/s over the baseline's; >fixed = rates beyond the fixed-cost run of "
+            "the same P: (DIDs - fixed DIDs) / (seconds - fixed seconds)"
         )
         print(f"total wall time {time.perf_counter() - started:.0f}s")
     finally:

@@ -13,7 +13,7 @@ from tests.helpers import Server, start_simnet
 
 @pytest.fixture(scope="session")
 def simnet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """A simulated network of 60 accounts on 3 hosts, with every terminal status."""
+    """60 accounts on 3 hosts, one did:web, one account in each terminal status."""
     out = tmp_path_factory.mktemp("simnet")
     server = start_simnet(
         out,
@@ -22,6 +22,7 @@ def simnet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         mean_records=40,
         statuses="deactivated,takendown,suspended,not_found,tombstoned",
         unknown_dids=2,
+        did_web="",
     )
     server.ready["truth_data"] = json.loads(Path(server.ready["truth"]).read_text())
     yield server

@@ -118,5 +118,7 @@ def start_simnet(out: Path, **options: object) -> Server:
     """Start `python -m skyfill.simnet` with options such as accounts=20, faults="hang"."""
     args = [sys.executable, "-m", "skyfill.simnet", "--out", str(out)]
     for key, value in options.items():
-        args += [f"--{key.replace('_', '-')}", str(value)]
+        args.append(f"--{key.replace('_', '-')}")
+        if value != "":  # "" marks a flag without a value
+            args.append(str(value))
     return start_ready_process(args, timeout=120)

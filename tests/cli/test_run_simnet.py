@@ -51,6 +51,9 @@ def test_backfill_matches_truth(simnet: Server, tmp_path: Path) -> None:
             assert row["car_bytes"] > 0 and row["error"] is None
         else:
             assert row["error"]
+    web = [d for d in dids if d.startswith("did:web:")]
+    assert len(web) == 1 and rows[web[0]]["status"] == "ok" and rows[web[0]]["record_count"] > 0
+    assert rows[web[0]]["handle"] == "web.sim.test"
     unknown = [d for d in dids if d not in truth["repos"]]
     assert unknown and all(rows[d]["status"] == "not_found" for d in unknown)
     assert "DIDs by status" in result.stdout

@@ -12,6 +12,7 @@ import signal
 import sqlite3
 import subprocess
 import time
+from contextlib import closing
 from datetime import datetime
 from pathlib import Path
 
@@ -230,7 +231,8 @@ def _finished_tasks(root: Path) -> int:
     if not database.exists():
         return done_files
     try:
-        with sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=0.2) as db:
+        db = sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=0.2)
+        with closing(db):
             (count,) = db.execute("SELECT count(*) FROM tasks WHERE status = 'done'").fetchone()
     except sqlite3.Error:  # the schema may not be there yet, or the file is locked
         return done_files

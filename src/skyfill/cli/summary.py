@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 import time
+from collections import Counter
 from pathlib import Path
 
 import pyarrow.compute as pc
@@ -12,27 +14,41 @@ import pyarrow.parquet as pq
 from skyfill.engine.layout import JobLayout
 from skyfill.engine.state.base import JobRecord
 
+_DID = re.compile(r"did:[a-z]+:[A-Za-z0-9._:%-]+")
+TOP_ERRORS = 3
+
 
 def summarize(layout: JobLayout, job: JobRecord, started: float) -> str:
     output = layout.output
-    repos = pq.read_table(output / "repos.parquet", columns=["status"])
+    repos = pq.read_table(output / "repos.parquet", columns=["status", "error"])
     statuses = pc.value_counts(repos["status"]).to_pylist()
     counts = _records_per_collection(output / "records")
     total = sum(c["collection_count"] for c in counts)
     elapsed = max(time.monotonic() - started, 1e-9)
     lines = [
-        f"job {job.job_id}: {job.status}, {job.item_count} DIDs in {elapsed:.1f}s "
-        f"({job.item_count / elapsed:.1f} DIDs/s, {total / elapsed:.0f} records/s this run)",
+        f"job {job.job_id}: {job.status}, {job.item_count} DIDs, {total} records "
+        f"(this run: {elapsed:.1f}s)",
         "  DIDs by status: "
         + ", ".join(
             f"{s['values']}={s['counts']}" for s in sorted(statuses, key=lambda s: -s["counts"])
         ),
-        f"  records: {total}",
     ]
+    lines += _top_errors(repos.column("status").to_pylist(), repos.column("error").to_pylist())
+    lines.append(f"  records: {total}")
     for c in sorted(counts, key=lambda c: -c["collection_count"]):
         lines.append(f"    {c['collection']:<32} {c['collection_count']}")
     lines.append(f"  output: {_show(output)}")
     return "\n".join(lines)
+
+
+def _top_errors(statuses: list[str], errors: list[str | None]) -> list[str]:
+    """The most common reasons DIDs did not end `ok`, with DIDs masked so they group."""
+    reasons = Counter(
+        f"{status}: {_DID.sub('<did>', error)}"
+        for status, error in zip(statuses, errors, strict=True)
+        if error and status in ("failed", "invalid_repo")
+    )
+    return [f"  {count} x {reason}" for reason, count in reasons.most_common(TOP_ERRORS)]
 
 
 def _records_per_collection(path: Path) -> list[dict]:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import orjson
 
-from skyfill.simnet.run import SimSpec, build_network, write_files
+from skyfill.simnet.run import SimSpec, add_did_web_account, build_network, write_files
 from skyfill.simnet.server import SimServers
 
 
@@ -27,6 +27,7 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--statuses", default="", help="comma list, e.g. deactivated,takendown")
     p.add_argument("--faults", default="", help="comma list, e.g. hang,truncate,bad_cid")
     p.add_argument("--unknown-dids", type=int, default=0)
+    p.add_argument("--did-web", action="store_true", help="add one did:web account")
     p.add_argument("--out", type=Path, default=Path("simnet-out"))
     return p.parse_args(argv)
 
@@ -44,6 +45,8 @@ async def _serve(args: argparse.Namespace) -> None:
     network, dids = build_network(spec)
     servers = SimServers(network)
     await servers.start()
+    if args.did_web:
+        dids.append(add_did_web_account(servers, args.mean_records, args.seed))
     truth, dids_path = write_files(servers, dids, args.out)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

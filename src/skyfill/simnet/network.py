@@ -48,6 +48,10 @@ class SimNetwork:
         for account in accounts:
             self._build(account)
 
+    def add(self, account: Account) -> None:
+        self.accounts[account.did] = account
+        self._build(account)
+
     def _build(self, account: Account) -> None:
         car, commit, paths = build_repo(account.did, REV, account.records)
         if account.fault == "bad_cid":

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import orjson
 
-from skyfill.simnet.accounts import Account, generate_accounts, plc_did
+from skyfill.simnet.accounts import Account, generate_accounts, generate_records, plc_did
 from skyfill.simnet.network import SimNetwork
 from skyfill.simnet.server import FAULTS, SimServers
 
@@ -28,6 +29,8 @@ class SimSpec:
     """One account with each of these faults."""
     unknown_dids: int = 0
     """DIDs in the DID list that the PLC directory does not know."""
+    did_web: bool = False
+    """Add one did:web account (did:web:localhost%3A<port of the first PDS>)."""
 
 
 def build_network(spec: SimSpec) -> tuple[SimNetwork, list[str]]:
@@ -43,6 +46,17 @@ def build_network(spec: SimSpec) -> tuple[SimNetwork, list[str]]:
     network = SimNetwork(accounts, spec.hosts)
     unknown = [plc_did(f"unknown-{spec.seed}-{i}") for i in range(spec.unknown_dids)]
     return network, [a.did for a in accounts] + unknown
+
+
+def add_did_web_account(servers: SimServers, mean_records: int, seed: int) -> str:
+    """Once the servers listen: an account whose did:web names the first PDS's port."""
+    port = servers.pds_urls[0].rsplit(":", 1)[1]
+    did = f"did:web:localhost%3A{port}"
+    rng = random.Random(seed)
+    account = Account(did=did, handle="web.sim.test", host=0)
+    account.records = generate_records(rng, mean_records, [did])
+    servers.network.add(account)
+    return did
 
 
 def _check(name: str, allowed: tuple[str, ...]) -> None:

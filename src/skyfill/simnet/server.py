@@ -83,21 +83,30 @@ class SimServers:
             return web.json_response({"message": f"DID not registered: {did}"}, status=404)
         if account.status == "tombstoned":
             return web.json_response({"message": f"DID not available: {did}"}, status=410)
-        return web.json_response(
-            {
-                "@context": ["https://www.w3.org/ns/did/v1"],
-                "id": did,
-                "alsoKnownAs": [f"at://{account.handle}"],
-                "verificationMethod": [],
-                "service": [
-                    {
-                        "id": "#atproto_pds",
-                        "type": "AtprotoPersonalDataServer",
-                        "serviceEndpoint": self.pds_urls[account.host],
-                    }
-                ],
-            }
-        )
+        return web.json_response(self._document(did))
+
+    async def _did_web_document(self, request: web.Request) -> web.Response:
+        """did:web:localhost%3A<port> is served by the PDS listening on that port."""
+        did = f"did:web:localhost%3A{request.url.port}"
+        if did not in self.network.accounts:
+            return web.json_response({"message": "no did:web here"}, status=404)
+        return web.json_response(self._document(did))
+
+    def _document(self, did: str) -> dict:
+        account = self.network.accounts[did]
+        return {
+            "@context": ["https://www.w3.org/ns/did/v1"],
+            "id": did,
+            "alsoKnownAs": [f"at://{account.handle}"],
+            "verificationMethod": [],
+            "service": [
+                {
+                    "id": "#atproto_pds",
+                    "type": "AtprotoPersonalDataServer",
+                    "serviceEndpoint": self.pds_urls[account.host],
+                }
+            ],
+        }
 
     # -- PDS ---------------------------------------------------------------------------
 
@@ -107,6 +116,7 @@ class SimServers:
         app.router.add_get("/xrpc/com.atproto.sync.getRepo", self._get_repo)
         app.router.add_get("/xrpc/_health", lambda _: web.json_response({"version": "simnet"}))
         app.router.add_get("/_simnet/requests", self._request_counts)
+        app.router.add_get("/.well-known/did.json", self._did_web_document)
         return app
 
     async def _request_counts(self, request: web.Request) -> web.Response:
