@@ -6,7 +6,8 @@ an `outcome` (the status it gives the item, e.g. a repo's `repos.status`).  Whet
 error is retried is decided by its class alone, by `retryable`:
 
     SkyfillError
-    ├── TransientError          retryable: rate_limited, timeout, server_error, network
+    ├── TransientError          retryable: rate_limited, timeout, server_error, network,
+    │                           worker_crashed
     └── TerminalError           recorded once, never retried
         └── (domain errors: RepoNotFound, InvalidRepo, ... in skyfill.atproto.exceptions)
 
@@ -71,6 +72,12 @@ class NetworkError(TransientError):
     """The connection could not be made or broke (DNS, refused, reset)."""
 
     error_class = "network"
+
+
+class WorkerCrashed(TransientError):
+    """The process doing the work died (killed, out of memory) before it finished."""
+
+    error_class = "worker_crashed"
 
 
 class UsageError(Exception):

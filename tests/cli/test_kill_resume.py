@@ -131,3 +131,38 @@ def test_resume_of_a_completed_job_changes_nothing(network: Server, tmp_path: Pa
     assert resumed.returncode == 0, resumed.stderr
     assert _request_counts(network) == requests
     assert all_records(tmp_path, "job") == before
+
+
+def test_ctrl_c_stops_cleanly_and_resume_finishes(network: Server, tmp_path: Path) -> None:
+    import os
+
+    workdir = tmp_path / "interrupted"
+    process = subprocess.Popen(
+        [*SKYFILL, *_args(network, workdir, "job")],
+        text=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    db = job_dir(workdir, "job") / "state.sqlite"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            if db.exists() and len(_finished_items(db)) >= 20:
+                break
+        except sqlite3.OperationalError:
+            pass
+        time.sleep(0.02)
+    os.killpg(process.pid, signal.SIGINT)  # as a terminal's Ctrl-C: the whole group
+    _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 130, stderr
+    assert "skyfill resume job" in stderr and "Traceback" not in stderr
+    with sqlite3.connect(db) as conn:
+        errors = conn.execute(
+            "SELECT error_class FROM items WHERE status != 'pending' AND status != 'ok'"
+        ).fetchall()
+    assert {e for (e,) in errors} <= {"not_found", "deactivated"}  # nothing failed by the stop
+    resumed = run_cli("resume", "job", "--workdir", str(workdir), "--progress", "none")
+    assert resumed.returncode == 0, resumed.stderr
+    statuses = {r["status"] for r in repos(workdir, "job").values()}
+    assert statuses == {"ok", "not_found", "deactivated"}
