@@ -76,12 +76,20 @@ def read_car(data: bytes) -> Car:
     roots, pos = _read_header(data)
     blocks: dict[bytes, bytes] = {}
     size = len(data)
+    prefix = DAG_CBOR_SHA256_PREFIX
     while pos < size:
-        section_len, start = _varint(data, pos)
+        # Inline fast paths for 1- and 2-byte section lengths (nearly every block).
+        first = data[pos]
+        if first < 0x80:
+            section_len, start = first, pos + 1
+        elif pos + 1 < size and data[pos + 1] < 0x80:
+            section_len, start = (first & 0x7F) | (data[pos + 1] << 7), pos + 2
+        else:
+            section_len, start = _varint(data, pos)
         end = start + section_len
         if end > size:
             raise InvalidRepo(f"truncated CAR: block at byte {pos} runs past the end of the data")
-        cid_len = _cid_length(data, start)
+        cid_len = 36 if data[start : start + 4] == prefix else _cid_length(data, start)
         if cid_len >= section_len:
             raise InvalidRepo(f"malformed CAR: section at byte {pos} has no block data")
         blocks[data[start : start + cid_len]] = data[start + cid_len : end]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterator
+from itertools import pairwise
 
 import cbrrr
 import libipld
@@ -23,13 +24,10 @@ BlockGetter = Callable[[bytes], bytes]
 def key_layer(key: bytes) -> int:
     """The MST layer of a key: leading zero bits of its sha-256, counted in pairs."""
     digest = hashlib.sha256(key).digest()
-    zeros = 0
-    for byte in digest:
-        if byte:
-            zeros += 8 - byte.bit_length()
-            break
-        zeros += 8
-    return zeros // 2
+    head = int.from_bytes(digest[:8])
+    if head:
+        return (64 - head.bit_length()) // 2
+    return (256 - int.from_bytes(digest).bit_length()) // 2
 
 
 def _decode_node(get_block: BlockGetter, cid: bytes) -> dict:
@@ -46,57 +44,63 @@ def _decode_node(get_block: BlockGetter, cid: bytes) -> dict:
 
 def walk(get_block: BlockGetter, root: bytes) -> Iterator[tuple[bytes, bytes]]:
     """Yield every (key, value CID) of the tree in key order, verifying it on the way."""
-    last_key = b""
-    # Stack of pending work: ("node", cid, expected_layer) or ("leaf", key, value).
-    stack: list[tuple] = [("node", root, None)]
-    while stack:
-        item = stack.pop()
-        if item[0] == "leaf":
-            key = item[1]
-            if key <= last_key:
-                raise InvalidRepo(f"MST keys out of order at {key[:80]!r}")
-            last_key = key
-            yield key, item[2]
-            continue
-        stack.extend(reversed(_expand(get_block, item[1], item[2])))
+    keys, values = collect(get_block, root)
+    return zip(keys, values, strict=True)
 
 
-def _expand(get_block: BlockGetter, cid: bytes, expected_layer: int | None) -> list[tuple]:
-    """The ordered work items of one node: its subtrees and its leaves."""
+def collect(get_block: BlockGetter, root: bytes) -> tuple[list[bytes], list[bytes]]:
+    """Every key and value CID of the tree, in key order; raises InvalidRepo if it does
+    not verify (structure, key order, each key at its layer)."""
+    keys: list[bytes] = []
+    values: list[bytes] = []
+    _collect(get_block, root, None, keys, values)
+    for previous, key in pairwise(keys):
+        if key <= previous:
+            raise InvalidRepo(f"MST keys out of order at {key[:80]!r}")
+    return keys, values
+
+
+def _collect(
+    get_block: BlockGetter, cid: bytes, layer: int | None, keys: list[bytes], values: list[bytes]
+) -> None:
     node = _decode_node(get_block, cid)
     entries = node["e"]
-    layer = expected_layer
-    out: list[tuple] = []
     left = node.get("l")
-    prev_key = b""
-    keys: list[bytes] = []
+    node_keys = _entry_keys(entries)
+    if node_keys:
+        first_layer = key_layer(node_keys[0])
+        if layer is not None and first_layer != layer:
+            raise InvalidRepo(f"MST node at layer {first_layer} where layer {layer} belongs")
+        layer = first_layer
+    below = None if layer is None else layer - 1
+    if left is not None:
+        _check_child(left, layer)
+        _collect(get_block, left, below, keys, values)
+    for key, entry in zip(node_keys, entries, strict=True):
+        if key_layer(key) != layer:
+            raise InvalidRepo(f"MST key {key[:80]!r} is stored at the wrong layer")
+        keys.append(key)
+        values.append(entry["v"])
+        subtree = entry.get("t")
+        if subtree is not None:
+            _check_child(subtree, layer)
+            _collect(get_block, subtree, below, keys, values)
+
+
+def _entry_keys(entries: list) -> list[bytes]:
+    """Full keys of a node's entries (each stores its suffix after a shared prefix)."""
+    keys = []
+    previous = b""
     for entry in entries:
         try:
             prefix, suffix, value = entry["p"], entry["k"], entry["v"]
         except (KeyError, TypeError):
             raise InvalidRepo("MST entry lacks p, k or v") from None
-        if not isinstance(suffix, bytes) or not isinstance(value, bytes) or prefix > len(prev_key):
+        if not isinstance(suffix, bytes) or not isinstance(value, bytes) or prefix > len(previous):
             raise InvalidRepo("malformed MST entry")
-        key = prev_key[:prefix] + suffix
-        keys.append(key)
-        prev_key = key
-    if keys:
-        layer = key_layer(keys[0])
-        if expected_layer is not None and layer != expected_layer:
-            raise InvalidRepo(f"MST node at layer {layer} where layer {expected_layer} belongs")
-    child_layer = None if layer is None else layer - 1
-    if left is not None:
-        _check_child(left, layer)
-        out.append(("node", left, child_layer))
-    for key, entry in zip(keys, entries, strict=True):
-        if key_layer(key) != layer:
-            raise InvalidRepo(f"MST key {key[:80]!r} is stored at the wrong layer")
-        out.append(("leaf", key, entry["v"]))
-        subtree = entry.get("t")
-        if subtree is not None:
-            _check_child(subtree, layer)
-            out.append(("node", subtree, child_layer))
-    return out
+        previous = previous[:prefix] + suffix
+        keys.append(previous)
+    return keys
 
 
 def _check_child(cid: object, layer: int | None) -> None:

@@ -7,17 +7,25 @@ that it can run in another process. It holds one repository's blocks at a time.
 from __future__ import annotations
 
 import gc
+import hashlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 
 import cbrrr
 import libipld
+import orjson
 
 from skyfill.atproto import mst
 from skyfill.atproto.car import read_car, write_car
-from skyfill.atproto.cid import block_matches_cid, cid_for_block, cid_to_str
+from skyfill.atproto.cid import (
+    DAG_CBOR_SHA256_PREFIX,
+    block_matches_cid,
+    cid_for_block,
+    cid_to_str,
+)
 from skyfill.atproto.exceptions import InvalidRepo
-from skyfill.atproto.record import created_at, record_to_json
+from skyfill.atproto.record import created_at
 
 MAX_RECORD_BYTES = 1 << 20
 
@@ -95,28 +103,50 @@ def decode_repo(car_bytes: bytes, expected_did: str | None = None) -> RepoRecord
         get_block = _VerifiedBlocks(car.blocks)
         commit = _read_commit(get_block, car.roots[0], expected_did)
         out = RepoRecords(commit=commit)
-        for key, value_cid in mst.walk(get_block, commit.data):
-            _add_record(out, key, value_cid, get_block)
+        _decode_records(out, mst.walk(get_block, commit.data), car.blocks)
         return out
     finally:
         if gc_was_enabled:
             gc.enable()
 
 
-def _add_record(out: RepoRecords, key: bytes, cid: bytes, get_block: _VerifiedBlocks) -> None:
-    path = key.decode("utf-8", errors="replace")
-    collection, sep, rkey = path.partition("/")
-    if not sep or not collection or not rkey or "/" in rkey:
-        raise InvalidRepo(f"MST key is not collection/rkey: {path[:80]!r}")
-    block = get_block(cid)
-    if len(block) > MAX_RECORD_BYTES:
-        raise InvalidRepo(f"record {path[:80]} is larger than {MAX_RECORD_BYTES} bytes")
-    text, value = record_to_json(block)
-    out.collections.append(collection)
-    out.rkeys.append(rkey)
-    out.cids.append(cid_to_str(cid))
-    out.records.append(text)
-    out.created_at.append(created_at(value))
+def _decode_records(
+    out: RepoRecords, entries: Iterator[tuple[bytes, bytes]], blocks: dict[bytes, bytes]
+) -> None:
+    """The hot loop: one pass per record, names bound locally (it runs ~10^5 times a repo)."""
+    sha256, decode, dumps, encode_cid = (
+        hashlib.sha256,
+        cbrrr.decode_dag_cbor,
+        orjson.dumps,
+        libipld.encode_cid,
+    )
+    collections, rkeys, cids, records, created = (
+        out.collections,
+        out.rkeys,
+        out.cids,
+        out.records,
+        out.created_at,
+    )
+    for key, cid in entries:
+        collection, sep, rkey = key.decode("utf-8", errors="replace").partition("/")
+        if not sep or not collection or not rkey or "/" in rkey:
+            raise InvalidRepo(f"MST key is not collection/rkey: {key[:80]!r}")
+        block = blocks.get(cid)
+        if block is None:
+            raise InvalidRepo(f"missing block {_cid_text(cid)}")
+        if cid[:4] != DAG_CBOR_SHA256_PREFIX or sha256(block).digest() != cid[4:]:
+            raise InvalidRepo(f"block does not match its CID {_cid_text(cid)}")
+        if len(block) > MAX_RECORD_BYTES:
+            raise InvalidRepo(f"record {collection}/{rkey} is larger than {MAX_RECORD_BYTES} bytes")
+        try:
+            value = decode(block, atjson_mode=True)
+        except Exception as exc:
+            raise InvalidRepo(f"record {collection}/{rkey} is not valid DAG-CBOR: {exc}") from None
+        collections.append(collection)
+        rkeys.append(rkey)
+        cids.append(encode_cid(cid))
+        records.append(dumps(value).decode())
+        created.append(created_at(value))
 
 
 def build_repo(did: str, rev: str, records: dict[str, dict]) -> tuple[bytes, str, dict[str, str]]:
