@@ -6,18 +6,21 @@ block against its CID, walk the MST, decode every record to atproto JSON, build 
 table), then `pyarrow.parquet.write_table(..., compression="zstd")`.
 
 Stages timed separately, each run several times (best and median reported):
-  decode_repo           skyfill.atproto.repo.decode_repo alone (verify + walk + records)
-  decode [skyfill]      decode_to_table as skyfill runs it (decode_repo turns gc off itself)
-  decode [gc on]        decode_to_table with the cyclic garbage collector left on
-  parquet write         writing the decoded table(s) to one Parquet file, zstd
-  CAR->Parquet          decode_to_table + parquet write, timed as one unit
+  decode_repo                  skyfill.atproto.repo.decode_repo alone (verify, walk, records)
+  decode [skyfill, gc off]     decode_to_table as skyfill runs it (decode_repo turns the
+                               cyclic garbage collector off while it runs)
+  decode [gc on]               decode_to_table with the garbage collector left on
+  parquet write (zstd)         writing the decoded table(s) to one Parquet file
+  CAR->Parquet (decode+write)  decode_to_table + parquet write, timed as one unit
+Each timed run includes freeing its output; a gc.collect() runs before each (untimed).
 
 Inputs (default: a generated CAR and the reference PDS network):
   --generated N         a repo of N records shaped like skyfill.simnet's, built with
                         skyfill.atproto.repo.build_repo
   --refpds              start the reference TypeScript PDS (../shared/refpds) on loopback,
                         download each repo with com.atproto.sync.getRepo, and stop it (SIGTERM)
-  --car FILE            CAR files (repeatable); the DID is taken from the signed commit
+  --car FILE            CAR files (repeatable); the DID is taken from the repo commit
+Inputs under 20000 records are decoded several times per run (shown as "xN").
 
 MB/s is CAR bytes (10^6) per second. Traffic goes to localhost only.
 """
@@ -345,7 +348,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=int,
         default=None,
         metavar="N",
-        help="records of the generated repo (default 100000 when no --car/--refpds; 0: none)",
+        help="records of the generated repo (default: 100000 when neither --car nor --refpds)",
     )
     p.add_argument("--seed", type=int, default=7, help="seed of the generated repo")
     p.add_argument("--refpds", action="store_true", help="benchmark the reference PDS's repos")

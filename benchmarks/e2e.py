@@ -14,7 +14,8 @@ output/repos.parquet, and checked against the simulated network's truth file.
 The baseline, run in this process: for each DID in turn, GET its PLC document and then its
 repo (`com.atproto.sync.getRepo`) with aiohttp, and decode the CAR with libipld.decode_car.
 It verifies nothing, walks no MST, writes nothing; records = decoded blocks with a `$type`.
-Both talk to the same simnet, so the skyfill/baseline ratio is a like-for-like comparison.
+Both talk to the same simnet in the same run; the baseline does far less work, so the
+skyfill/baseline ratio shows the cost of verification, output and durability.
 
 The simnet is stopped by PID (SIGTERM) at the end. Traffic goes to localhost only.
 """

@@ -2,4 +2,5 @@
 
 from skyfill.cli.main import main
 
-main()
+if __name__ == "__main__":  # spawned decode processes import this module too
+    main()

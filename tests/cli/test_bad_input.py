@@ -74,8 +74,8 @@ def test_unusable_did_files(tmp_path: Path, content: bytes, needle: str) -> None
 @pytest.mark.parametrize(
     ("flags", "needle"),
     [
-        (["--concurrency", "0"], "concurrency must be at least 1"),
-        (["--batch-size", "-3"], "batch-size must be at least 1"),
+        (["--concurrency", "0"], "Invalid value for '--concurrency'"),
+        (["--batch-size", "-3"], "Invalid value for '--batch-size'"),
         (["--max-repo-bytes", "lots"], "not a size"),
         (["--plc-url", "ftp://plc.example"], "plc-url must be an http(s) URL"),
         (["--job-id", "../escape"], "invalid job id"),

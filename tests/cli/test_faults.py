@@ -1,100 +1,141 @@
-"""Misbehaving hosts: each fault ends as the right per-DID status, the job still exits 0."""
+"""Misbehaving hosts: each fault ends as the right per-DID status, the job still exits 0.
+
+Transient faults are retried twice over: by attempts within a task, and by retry phases
+(retry_1..n) that re-batch only the DIDs whose last error is retryable.
+"""
 
 from __future__ import annotations
 
+import json
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from skyfill.simnet.server import FAULTS
-from tests.helpers import Server, records_by_did, repos, run_cli, start_simnet, truth_records
+from tests.helpers import (
+    Server,
+    job_dir,
+    records_by_did,
+    repos,
+    run_cli,
+    start_simnet,
+    truth_records,
+)
 
 EXPECTED = {
-    "hang": ("failed", "timeout"),
-    "truncate": ("invalid_repo", "invalid_repo"),
-    "bad_cid": ("invalid_repo", "invalid_repo"),
-    "missing_block": ("invalid_repo", "invalid_repo"),
-    "flaky_503": ("ok", None),
-    "flaky_429": ("ok", None),
-    "generic_notfound": ("not_found", "not_found"),
+    "hang": "failed",
+    "truncate": "invalid_repo",
+    "bad_cid": "invalid_repo",
+    "missing_block": "invalid_repo",
+    "flaky_503": "ok",
+    "flaky_429": "ok",
+    "generic_notfound": "not_found",
 }
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def faulty(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    import json
-
+    """A fresh network per test: the flaky faults count requests from its start."""
     server = start_simnet(
         tmp_path_factory.mktemp("faulty"),
         accounts=20,
         hosts=2,
         mean_records=30,
         faults=",".join(FAULTS),
+        statuses="deactivated,takendown",
     )
     server.ready["truth_data"] = json.loads(Path(server.ready["truth"]).read_text())
     yield server
     server.stop()
 
 
-def test_every_fault_ends_with_its_status(faulty: Server, tmp_path: Path) -> None:
-    result = run_cli(
+def _run(net: Server, workdir: Path, job_id: str, *flags: str):
+    return run_cli(
         "run",
         "--dids",
-        faulty.ready["dids"],
+        net.ready["dids"],
         "--workdir",
-        str(tmp_path),
+        str(workdir),
         "--job-id",
-        "f",
+        job_id,
         "--plc-url",
-        faulty.ready["plc"],
+        net.ready["plc"],
         "--allow-private-network",
         "--progress",
         "none",
         "--timeout",
-        "2",
-        "--attempts",
-        "3",
+        "1",
+        *flags,
     )
+
+
+def _by_fault(net: Server) -> dict[str, str]:
+    return {r["fault"]: did for did, r in net.ready["truth_data"]["repos"].items() if r["fault"]}
+
+
+def _requests(net: Server) -> dict[str, int]:
+    with urllib.request.urlopen(net.ready["pds"][0] + "/_simnet/requests") as response:
+        return json.loads(response.read())
+
+
+def _assert_outcomes(net: Server, workdir: Path, job_id: str) -> dict[str, dict]:
+    rows = repos(workdir, job_id)
+    for fault, status in EXPECTED.items():
+        assert rows[_by_fault(net)[fault]]["status"] == status, (fault, rows[_by_fault(net)[fault]])
+    assert rows[_by_fault(net)["bad_cid"]]["error"].startswith("block does not match its CID")
+    assert "timed out" in rows[_by_fault(net)["hang"]]["error"]
+    want = {d: r for d, r in truth_records(net.ready["truth_data"]).items() if r}
+    assert records_by_did(workdir, job_id) == want
+    return rows
+
+
+def test_attempts_within_a_task(faulty: Server, tmp_path: Path) -> None:
+    result = _run(faulty, tmp_path, "f", "--attempts", "3", "--retries", "0")
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
-    rows = repos(tmp_path, "f")
-    by_fault = {r["fault"]: did for did, r in faulty.ready["truth_data"]["repos"].items()}
-    assert set(EXPECTED) <= set(by_fault)
-    for fault, (status, error_class) in EXPECTED.items():
-        row = rows[by_fault[fault]]
-        assert row["status"] == status, (fault, row)
-        if error_class == "timeout":
-            assert "timed out" in row["error"] and row["attempts"] == 3
-        elif error_class is not None:
-            assert row["error"], fault
-    assert rows[by_fault["flaky_503"]]["attempts"] == 3
-    assert rows[by_fault["bad_cid"]]["error"].startswith("block does not match its CID")
-    # Healthy and recovered repos are complete; broken ones contribute nothing.
-    want = {d: r for d, r in truth_records(faulty.ready["truth_data"]).items() if r}
-    assert records_by_did(tmp_path, "f") == want
+    rows = _assert_outcomes(faulty, tmp_path, "f")
+    assert rows[_by_fault(faulty)["flaky_503"]]["attempts"] == 3
+    assert rows[_by_fault(faulty)["hang"]]["attempts"] == 3
+    assert not (job_dir(tmp_path, "f") / "retries").exists()
+
+
+def test_retry_phases_retry_only_retryable_failures(faulty: Server, tmp_path: Path) -> None:
+    result = _run(
+        faulty, tmp_path, "r", "--attempts", "1", "--retries", "2", "--retry-backoff", "0.1"
+    )
+    assert result.returncode == 0, result.stderr
+    rows = _assert_outcomes(faulty, tmp_path, "r")
+    faults = _by_fault(faulty)
+    for name in ("flaky_503", "flaky_429", "hang"):
+        assert rows[faults[name]]["attempts"] == 3, name  # backfill, retry_1, retry_2
+    root = job_dir(tmp_path, "r")
+    first = json.loads((root / "retries" / "retry-1" / "manifest.json").read_text())
+    second = json.loads((root / "retries" / "retry-2" / "manifest.json").read_text())
+    assert first["error_type_counts"] == {"server_error": 1, "rate_limited": 1, "timeout": 1}
+    assert sorted(first["failed_items"]) == sorted(
+        faults[n] for n in ("flaky_503", "flaky_429", "hang")
+    )
+    assert second["error_type_counts"] == {"server_error": 1, "rate_limited": 1, "timeout": 1}
+    assert first["retries_launched"] == 3 and first["group"] == "retry_batch_1"
+    # Terminal outcomes were requested exactly once.
+    counts = _requests(faulty)
+    terminal = [faults[n] for n in ("truncate", "bad_cid", "missing_block", "generic_notfound")]
+    terminal += [
+        d
+        for d, r in faulty.ready["truth_data"]["repos"].items()
+        if r["status"] in ("deactivated", "takendown")
+    ]
+    assert all(counts[did] == 1 for did in terminal), {d: counts[d] for d in terminal}
+    assert counts[faults["flaky_503"]] == 3
+    manifest = json.loads((root / "manifest.json").read_text())
+    assert manifest["phases"] == ["backfill", "retry_1", "retry_2", "aggregate"]
 
 
 def test_oversized_repos_are_refused(faulty: Server, tmp_path: Path) -> None:
-    result = run_cli(
-        "run",
-        "--dids",
-        faulty.ready["dids"],
-        "--workdir",
-        str(tmp_path),
-        "--job-id",
-        "s",
-        "--plc-url",
-        faulty.ready["plc"],
-        "--allow-private-network",
-        "--progress",
-        "none",
-        "--timeout",
-        "1",
-        "--attempts",
-        "1",
-        "--max-repo-bytes",
-        "4k",
+    result = _run(
+        faulty, tmp_path, "s", "--attempts", "1", "--retries", "0", "--max-repo-bytes", "4k"
     )
     assert result.returncode == 0, result.stderr
     rows = repos(tmp_path, "s")

@@ -39,3 +39,42 @@ def test_process_pool_recovers_after_a_child_dies() -> None:
 def test_inline_executor_runs_in_process() -> None:
     executor = make_executor(0)
     assert asyncio.run(executor.run(_square, 3)) == 9
+
+
+def test_children_die_with_their_parent(tmp_path) -> None:
+    """kill -9 of the parent leaves no orphaned pool process behind."""
+    import subprocess
+    import sys
+    import time
+
+    script = tmp_path / "parent.py"
+    script.write_text(
+        "import asyncio, os, time\n"
+        "from skyfill.engine.executor import make_executor\n"
+        "def pid(_):\n    return os.getpid()\n"
+        "ex = make_executor(2)\n"
+        "async def main():\n"
+        "    pids = {await ex.run(pid, 0) for _ in range(8)}\n"
+        "    print(' '.join(map(str, pids)), flush=True)\n"
+        "    await asyncio.sleep(60)\n"
+        'if __name__ == "__main__":\n    asyncio.run(main())\n'
+    )
+    parent = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    children = [int(p) for p in parent.stdout.readline().split()]
+    assert children
+    parent.kill()
+    parent.wait(10)
+    deadline = time.monotonic() + 10
+    alive = children
+    while alive and time.monotonic() < deadline:
+        alive = [p for p in children if _alive(p)]
+        time.sleep(0.1)
+    assert alive == []
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split()[2] != "Z"
+    except FileNotFoundError:
+        return False

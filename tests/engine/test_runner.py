@@ -14,10 +14,11 @@ import pytest
 from skyfill.engine.handler import AggregateContext, Plan
 from skyfill.engine.layout import JobLayout
 from skyfill.engine.model import Batch, ItemOutput, ItemResult, JobStatus, TaskStatus
-from skyfill.engine.runner import EngineSettings, JobRunner
+from skyfill.engine.runner import JobRunner
+from skyfill.engine.settings import EngineSettings
 from skyfill.engine.state.sqlite import SqliteStateStore
 
-SCHEMA = pa.schema([("n", pa.int64()), ("square", pa.int64())])
+SCHEMA = pa.schema([("n", pa.int64()), ("i", pa.int64()), ("square", pa.int64())])
 
 
 class SquaresHandler:
@@ -25,6 +26,8 @@ class SquaresHandler:
 
     job_type = "squares"
     output_schema = SCHEMA
+    dedup_key = ("n", "i")
+    newest_column = "square"
 
     def __init__(
         self, count: int, stop_after: int | None = None, stop: asyncio.Event | None = None
@@ -33,8 +36,12 @@ class SquaresHandler:
         self.processed: list[str] = []
         self._stop_after, self._stop = stop_after, stop
 
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> SquaresHandler:
+        return cls(int(config["count"]))
+
     def config_dict(self) -> dict[str, Any]:
-        return {"count": self.count}
+        return {"count": self.count, "batch_size": 5, "parallel_tasks": 2, "flush_items": 2}
 
     def plan(self) -> Plan:
         return Plan(items=[str(i) for i in range(1, self.count + 1)])
@@ -56,11 +63,14 @@ class SquaresHandler:
             if n % 7 == 0:
                 yield ItemOutput(ItemResult(item, "failed", "bad_luck", "sevens fail"))
                 continue
-            rows = pa.table({"n": [n] * n, "square": [i * i for i in range(n)]}, schema=SCHEMA)
+            rows = pa.table(
+                {"n": [n] * n, "i": list(range(n)), "square": [i * i for i in range(n)]},
+                schema=SCHEMA,
+            )
             yield ItemOutput(ItemResult(item, "ok", metrics={"api_requests": 1}), rows)
 
     def aggregate(self, ctx: AggregateContext) -> dict[str, Any]:
-        table = pa.concat_tables(pq.read_table(p) for p in ctx.task_outputs)
+        table = ctx.rows.read_all()
         ctx.layout.output.mkdir(parents=True, exist_ok=True)
         pq.write_table(table, ctx.layout.output / "all.parquet")
         return {"total_rows": table.num_rows}
@@ -69,7 +79,7 @@ class SquaresHandler:
 def _runner(tmp_path: Path, handler: SquaresHandler) -> tuple[JobRunner, SqliteStateStore]:
     layout = JobLayout(tmp_path, "squares-1")
     store = SqliteStateStore(layout.state_db)
-    settings = EngineSettings(batch_size=5, parallel_tasks=2, flush_items=2)
+    settings = EngineSettings(batch_size=5, parallel_tasks=2, flush_items=2, retries=0)
     return JobRunner(handler, layout, store, settings), store
 
 
@@ -102,7 +112,7 @@ def test_stopped_job_resumes_without_redoing_committed_items(tmp_path: Path) -> 
     first._stop = runner.stop_requested
     first._stop_after = 12
     job = asyncio.run(runner.run())
-    assert job.status is JobStatus.RUNNING
+    assert job.status is JobStatus.STOPPED
     committed = {r.key for r in store.iter_items() if r.status != "pending"}
     assert 0 < len(committed) < 40
     store.close()

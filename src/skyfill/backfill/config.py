@@ -32,18 +32,33 @@ class BackfillConfig:
     retry_base_seconds: float = 1.0
     """First backoff between tries; doubles each time, with jitter."""
     decode_processes: int = 2
-    """Processes that decode CARs (0: decode in the main process)."""
+    """Processes that decode large CARs (0: decode everything in the main process)."""
+    inline_decode_bytes: int = 256 * 1024
+    """CARs up to this size are decoded in the main process: for small repos, shipping the
+    work to another process costs more than the decode itself."""
     connect_timeout: float = 10.0
     """Seconds to connect to a host."""
     read_timeout: float = 60.0
     """Seconds of silence allowed while reading a response."""
     total_timeout: float = 900.0
     """Seconds for one whole repo download."""
+    retries: int = 3
+    """Retry phases for DIDs that failed with a retryable error (0: none)."""
+    retry_backoff: float = 10.0
+    """Seconds before the first retry phase; doubles for each later one."""
+    fan_in: int = 10
+    """Files merged into one at each level of the aggregation."""
+    since: str | None = None
+    """Keep only records created at or after this UTC time (ISO 8601); None keeps all."""
 
     def __post_init__(self) -> None:
         for name in ("concurrency", "batch_size", "max_repo_bytes", "attempts"):
             if getattr(self, name) < 1:
                 raise UsageError(f"{name.replace('_', '-')} must be at least 1")
+        if self.retries < 0 or self.retry_backoff < 0:
+            raise UsageError("retries and retry-backoff must be 0 or more")
+        if self.fan_in < 2:
+            raise UsageError("fan-in must be at least 2")
         if self.decode_processes < 0:
             raise UsageError("decode-processes must be 0 or more")
         for name in ("connect_timeout", "read_timeout", "total_timeout"):
@@ -58,7 +73,13 @@ class BackfillConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> BackfillConfig:
         known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise UsageError(f"unknown backfill config key(s): {', '.join(unknown)}")
+        try:
+            return cls(**data)
+        except TypeError as exc:
+            raise UsageError(f"backfill config: {exc}") from None
 
 
 def parse_size(text: str) -> int:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 import pyarrow as pa
 
-from skyfill.atproto.repo import decode_repo
+from skyfill.atproto.repo import RepoRecords, decode_repo
 from skyfill.backfill.schema import RECORDS_SCHEMA, TIMESTAMP
+from skyfill.backfill.window import keep_mask
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,9 +20,16 @@ class DecodedRepo:
     table: pa.Table
 
 
-def decode_to_table(car: bytes, did: str, job_id: str) -> DecodedRepo:
-    """Verify and decode a repo CAR into a table of the records schema."""
+def decode_to_table(car: bytes, did: str, job_id: str, since: str | None = None) -> DecodedRepo:
+    """Verify and decode a repo CAR into a table of the records schema.
+
+    With `since` (an ISO time), only records made at or after it are kept (see window.py);
+    `record_count` still counts every record of the repo.
+    """
     repo = decode_repo(car, expected_did=did)
+    total = len(repo)
+    if since is not None:
+        _apply_window(repo, datetime.fromisoformat(since))
     n = len(repo)
     rev = repo.commit.rev
     prefix = f"at://{did}/"
@@ -39,4 +48,11 @@ def decode_to_table(car: bytes, did: str, job_id: str) -> DecodedRepo:
         ],
         schema=RECORDS_SCHEMA,
     )
-    return DecodedRepo(rev=rev, commit_cid=repo.commit.cid, record_count=n, table=table)
+    return DecodedRepo(rev=rev, commit_cid=repo.commit.cid, record_count=total, table=table)
+
+
+def _apply_window(repo: RepoRecords, since: datetime) -> None:
+    mask = keep_mask(repo.rkeys, repo.created_at, since)
+    for name in ("collections", "rkeys", "cids", "records", "created_at"):
+        column = getattr(repo, name)
+        column[:] = [value for value, keep in zip(column, mask, strict=True) if keep]

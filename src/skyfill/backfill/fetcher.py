@@ -55,7 +55,11 @@ class RepoFetcher:
         identity = await self._resolver.resolve(did)
         data["handle"], data["pds"] = identity.handle, identity.pds
         car = await self._client.get_repo(identity.pds, did, self._config.max_repo_bytes)
-        decoded = await self._executor.run(decode_to_table, car, did, self._config.job_id)
+        cfg = self._config
+        if len(car) <= cfg.inline_decode_bytes:
+            decoded = decode_to_table(car, did, cfg.job_id, cfg.since)
+        else:
+            decoded = await self._executor.run(decode_to_table, car, did, cfg.job_id, cfg.since)
         return decoded, len(car)
 
     def _backoff(self, attempt: int, error: SkyfillError) -> float:

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.dataset as ds
 
 from skyfill.atproto.identity import IdentityResolver
 from skyfill.atproto.xrpc import XrpcClient
@@ -28,6 +27,8 @@ from skyfill.sinks.parquet import ParquetSink
 class BackfillHandler:
     job_type = "backfill"
     output_schema = RECORDS_SCHEMA
+    dedup_key = ("did", "collection", "rkey")
+    newest_column = "rev"
 
     def __init__(self, config: BackfillConfig) -> None:
         self.config = config
@@ -35,6 +36,10 @@ class BackfillHandler:
         self._fetcher: RepoFetcher | None = None
         self._executor = None
         self._slots = asyncio.Semaphore(config.concurrency)
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> BackfillHandler:
+        return cls(BackfillConfig.from_dict(config))
 
     def config_dict(self) -> dict[str, Any]:
         return self.config.to_dict()
@@ -105,15 +110,10 @@ class BackfillHandler:
     # -- aggregator ---------------------------------------------------------------------
 
     def aggregate(self, ctx: AggregateContext) -> dict[str, Any]:
-        records = ds.dataset(
-            [str(p) for p in ctx.task_outputs], schema=RECORDS_SCHEMA, format="parquet"
-        )
-        reader = records.scanner(batch_size=64 * 1024).to_reader()
         repos = repos_table(ctx.store.iter_items())
-        facts = ParquetSink(ctx.layout.output).write(reader, repos)
+        facts = ParquetSink(ctx.layout.output).write(ctx.rows, repos)
         total = sum(f["rows"] for f in facts["output_files"] if f["file"].startswith("records/"))
         return {
-            "input_files": [str(p.relative_to(ctx.layout.root)) for p in ctx.task_outputs],
             "total_rows": total,
             "repos": repos.num_rows,
             **facts,

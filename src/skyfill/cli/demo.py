@@ -10,14 +10,36 @@ import click
 from skyfill.backfill.config import BackfillConfig
 from skyfill.backfill.handler import BackfillHandler
 from skyfill.cli import session
+from skyfill.cli.options import progress_option, workdir_option
 from skyfill.cli.summary import summarize
 from skyfill.engine.layout import JobLayout
-from skyfill.engine.runner import EngineSettings
 from skyfill.monitor.progress import make_progress
 from skyfill.simnet.run import SimNetThread, SimSpec, build_network, write_files
 
 
-def run_demo(accounts: int, hosts: int, mean_records: int, workdir: Path, progress: str) -> None:
+@click.command()
+@click.option(
+    "--accounts",
+    type=click.IntRange(min=1),
+    default=300,
+    show_default=True,
+    help="Accounts in the simulated network.",
+)
+@click.option(
+    "--hosts", type=click.IntRange(min=1), default=3, show_default=True, help="Simulated PDS hosts."
+)
+@click.option(
+    "--mean-records",
+    type=click.IntRange(min=1),
+    default=80,
+    show_default=True,
+    help="Typical records per account (sizes are heavy-tailed).",
+)
+@workdir_option
+@progress_option
+def demo(accounts: int, hosts: int, mean_records: int, workdir: Path, progress: str) -> None:
+    """Start a simulated network on loopback and backfill it end to end."""
+    workdir = workdir.resolve()
     spec = SimSpec(
         accounts=accounts,
         hosts=hosts,
@@ -30,8 +52,7 @@ def run_demo(accounts: int, hosts: int, mean_records: int, workdir: Path, progre
     with SimNetThread(network) as servers:
         _, dids_file = write_files(servers, dids, workdir / "demo-network")
         click.echo(
-            f"simulated network up: PLC {servers.plc_url}, PDS {', '.join(servers.pds_urls)}",
-            err=True,
+            f"simulated network: PLC {servers.plc_url}, PDS {', '.join(servers.pds_urls)}", err=True
         )
         job_id = session.new_job_id("demo")
         config = BackfillConfig(
@@ -41,13 +62,11 @@ def run_demo(accounts: int, hosts: int, mean_records: int, workdir: Path, progre
             concurrency=32,
             batch_size=50,
             allow_private_network=True,
+            retry_backoff=1.0,
         )
         layout = JobLayout(workdir, job_id)
         started = time.monotonic()
         job = session.submit_and_run(
-            BackfillHandler(config),
-            layout,
-            EngineSettings(batch_size=config.batch_size),
-            make_progress(progress, interval=2.0),
+            BackfillHandler(config), layout, make_progress(progress, interval=2.0)
         )
     click.echo(summarize(layout, job, started))

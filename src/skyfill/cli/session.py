@@ -3,34 +3,59 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import re
 import secrets
 import signal
 import sys
+from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import orjson
 
+from skyfill.engine.definition import import_handler
 from skyfill.engine.handler import Handler
 from skyfill.engine.layout import JobLayout
 from skyfill.engine.model import JobStatus
-from skyfill.engine.runner import EngineSettings, JobRunner
+from skyfill.engine.runner import JobRunner, is_live
+from skyfill.engine.settings import EngineSettings
 from skyfill.engine.state.base import JobRecord
 from skyfill.engine.state.sqlite import SqliteStateStore
 from skyfill.errors import UsageError
-from skyfill.monitor.progress import Progress
+from skyfill.monitor.progress import NullProgress, Progress
+
+_JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
 class Interrupted(Exception):
-    """The run was stopped by a signal; the job can be resumed."""
+    """The run stopped before completing (signal, cancel, pause); it can be resumed."""
+
+    def __init__(self, job: JobRecord) -> None:
+        super().__init__(job.job_id)
+        self.job = job
 
 
 def new_job_id(job_type: str = "backfill") -> str:
     return f"{job_type}-{datetime.now(UTC):%Y-%m-%d}-{secrets.token_hex(2)}"
 
 
-def submit_and_run(
-    handler: Handler, layout: JobLayout, settings: EngineSettings, progress: Progress
-) -> JobRecord:
+def check_job_id(job_id: str) -> None:
+    if not _JOB_ID.match(job_id):
+        raise UsageError(f"invalid job id {job_id!r}: use letters, digits, '.', '-' and '_'")
+
+
+@contextlib.contextmanager
+def open_store(layout: JobLayout) -> Iterator[SqliteStateStore]:
+    if not layout.state_db.exists():
+        raise UsageError(f"no job {layout.job_id} in {layout.workdir}")
+    store = SqliteStateStore(layout.state_db)
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+def submit_and_run(handler: Handler, layout: JobLayout, progress: Progress) -> JobRecord:
     if layout.state_db.exists() or layout.manifest.exists():
         raise UsageError(
             f"job {layout.job_id} already exists in {layout.workdir}; "
@@ -43,34 +68,48 @@ def submit_and_run(
         raise UsageError("the input holds no valid DID")
     store = SqliteStateStore(layout.state_db)
     try:
-        runner = JobRunner(handler, layout, store, settings, progress)
+        runner = runner_for(handler, layout, store, progress)
         runner.submit(plan)
-        return _run(runner)
+        return run(runner)
     finally:
         store.close()
 
 
-def resume(layout: JobLayout, progress: Progress, handler_for) -> JobRecord:
-    if not layout.state_db.exists():
-        raise UsageError(f"no job {layout.job_id} in {layout.workdir}")
-    store = SqliteStateStore(layout.state_db)
-    try:
-        job = store.job()
-        if job is None:  # killed while planning: plan again from the manifest's config
-            manifest = _read_manifest(layout)
-            handler = handler_for(manifest["job_type"], manifest["config"])
-            runner = JobRunner(handler, layout, store, _settings(manifest["config"]), progress)
-            runner.submit(handler.plan())
-        else:
-            handler = handler_for(job.job_type, job.config)
-            runner = JobRunner(handler, layout, store, _settings(job.config), progress)
-        return _run(runner)
-    finally:
-        store.close()
+def runner_for(
+    handler: Handler, layout: JobLayout, store: SqliteStateStore, progress: Progress | None = None
+) -> JobRunner:
+    settings = EngineSettings.from_config(handler.config_dict())
+    return JobRunner(handler, layout, store, settings, progress or NullProgress())
 
 
-def _settings(config: dict) -> EngineSettings:
-    return EngineSettings(batch_size=int(config.get("batch_size", 100)))
+def stored_runner(
+    layout: JobLayout, store: SqliteStateStore, progress: Progress | None = None
+) -> JobRunner:
+    """The runner of an existing job, rebuilt from its stored handler and config."""
+    job = store.job()
+    if job is None:  # killed while planning: plan again from the manifest's config
+        manifest = _read_manifest(layout)
+        handler = import_handler(manifest["handler"]).from_config(manifest["config"])
+        runner = runner_for(handler, layout, store, progress)
+        runner.submit(handler.plan())
+        return runner
+    handler = import_handler(job.handler).from_config(job.config)
+    return runner_for(handler, layout, store, progress)
+
+
+def resume(layout: JobLayout, progress: Progress) -> JobRecord:
+    with open_store(layout) as store:
+        ensure_not_running(store)
+        return run(stored_runner(layout, store, progress))
+
+
+def ensure_not_running(store: SqliteStateStore) -> None:
+    job = store.job()
+    if job is not None and is_live(job):
+        raise UsageError(
+            f"job {job.job_id} is running in another process; "
+            f"`skyfill cancel {job.job_id}` or `pause` it first"
+        )
 
 
 def _read_manifest(layout: JobLayout) -> dict:
@@ -80,7 +119,7 @@ def _read_manifest(layout: JobLayout) -> dict:
         raise UsageError(f"job {layout.job_id} has no readable manifest; run it again") from None
 
 
-def _run(runner: JobRunner) -> JobRecord:
+def run(runner: JobRunner) -> JobRecord:
     async def main() -> JobRecord:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -89,5 +128,5 @@ def _run(runner: JobRunner) -> JobRecord:
 
     job = asyncio.run(main())
     if job.status is not JobStatus.COMPLETED:
-        raise Interrupted(job.job_id)
+        raise Interrupted(job)
     return job

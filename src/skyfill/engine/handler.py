@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, Self
 
 import pyarrow as pa
 
@@ -28,13 +28,24 @@ class Plan:
 class AggregateContext:
     layout: JobLayout
     store: StateStore
-    task_outputs: list[Path]
-    """Task output files that have their `.done` marker."""
+    rows: pa.RecordBatchReader
+    """Every task's rows, merged, sorted by the dedup key and de-duplicated (newest kept)."""
+    input_files: list[Path]
+    """Task output files that were merged (each has its `.done` marker)."""
 
 
 class Handler(Protocol):
     job_type: str
     output_schema: pa.Schema
+    dedup_key: tuple[str, ...]
+    """Columns that identify a row; the aggregator keeps one row per key."""
+    newest_column: str
+    """Among rows with the same key, the one with the greatest value here is kept."""
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> Self:
+        """Build the handler from its config; raise UsageError naming a bad key."""
+        ...
 
     def config_dict(self) -> dict[str, Any]:
         """The job's config as plain JSON values (stored, and used again by resume)."""
@@ -55,5 +66,10 @@ class Handler(Protocol):
         ...
 
     def aggregate(self, ctx: AggregateContext) -> dict[str, Any]:
-        """Build the final output from the task outputs; return facts for the manifest."""
+        """Write the final output from the merged rows; return facts for the manifest."""
         ...
+
+
+def handler_path(handler: Handler) -> str:
+    cls = type(handler)
+    return f"{cls.__module__}:{cls.__qualname__}"

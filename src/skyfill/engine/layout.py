@@ -45,6 +45,9 @@ class JobLayout:
     def segments_dir(self, task_id: str) -> Path:
         return self.task_dir(task_id) / "segments"
 
+    def retry_manifest(self, round_: int) -> Path:
+        return self.root / "retries" / f"retry-{round_}" / "manifest.json"
+
     @property
     def aggregation(self) -> Path:
         return self.root / "aggregation"

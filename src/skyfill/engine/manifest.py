@@ -10,9 +10,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from skyfill import __version__
 from skyfill.engine.atomic import write_json
 from skyfill.engine.layout import JobLayout
+from skyfill.engine.planner import RetryPlan
 
 SCHEMA_VERSION = 1
 
@@ -78,8 +81,6 @@ class ManifestWriter:
         )
 
     def update_job_status(self, status: str) -> None:
-        import orjson
-
         path = self._layout.manifest
         data = orjson.loads(path.read_bytes())
         data["status"] = status
@@ -107,6 +108,28 @@ class ManifestWriter:
                 "metrics": info.get("metrics") or {},
                 "error": info.get("error"),
                 "result": result,
+            },
+        )
+
+    def retry(self, plan: RetryPlan, backoff_seconds: float) -> None:
+        write_json(
+            self._layout.retry_manifest(plan.round),
+            {
+                "schema_version": SCHEMA_VERSION,
+                "kind": "retry",
+                "job_id": self._layout.job_id,
+                "retry_id": f"retry-{plan.round}",
+                "phase": plan.phase,
+                "group": plan.batches[0].group if plan.batches else None,
+                "failed_tasks": plan.failed_tasks,
+                "failed_items": plan.failed_items,
+                "failed_count": len(plan.failed_items),
+                "error_type_counts": plan.error_counts,
+                "retries_launched": len(plan.failed_items),
+                "batches": [b.batch_id for b in plan.batches],
+                "tasks": [t.task_id for t in plan.tasks],
+                "backoff_seconds": backoff_seconds,
+                "planned_at": utc_iso(),
             },
         )
 

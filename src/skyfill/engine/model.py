@@ -12,6 +12,11 @@ import pyarrow as pa
 class JobStatus(StrEnum):
     PLANNING = "planning"
     RUNNING = "running"
+    """Being run, or crashed while running (no fresh heartbeat): resume it."""
+    STOPPED = "stopped"
+    """Stopped by a signal (Ctrl-C, SIGTERM): resume it."""
+    PAUSED = "paused"
+    CANCELLED = "cancelled"
     AGGREGATING = "aggregating"
     COMPLETED = "completed"
     FAILED = "failed"
@@ -33,7 +38,9 @@ class Role(StrEnum):
 
 PENDING_ITEM = "pending"
 PHASE_BACKFILL = "backfill"
+PHASE_AGGREGATE = "aggregate"
 GROUP_INITIAL = "initial_batch"
+GROUP_FINAL = "final_aggregation"
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,9 +90,23 @@ class ItemOutput:
     rows: pa.Table | None = None
 
 
-def batch_id(index: int) -> str:
-    return f"batch-{index:04d}"
+def retry_phase(round_: int) -> str:
+    return f"retry_{round_}"
+
+
+def retry_round(phase: str) -> int:
+    """0 for the backfill phase, n for `retry_n`."""
+    return int(phase.removeprefix("retry_")) if phase.startswith("retry_") else 0
+
+
+def retry_group(round_: int) -> str:
+    return f"retry_batch_{round_}"
+
+
+def batch_id(index: int, round_: int = 0) -> str:
+    prefix = f"retry{round_}-" if round_ else ""
+    return f"{prefix}batch-{index:04d}"
 
 
 def task_id_for(batch: str) -> str:
-    return "task-" + batch.removeprefix("batch-")
+    return batch.replace("batch-", "task-")

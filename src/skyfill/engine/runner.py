@@ -1,67 +1,77 @@
-"""Runs one job on this machine: coordinator, worker tasks, aggregator.
+"""Runs one job on this machine: coordinator, worker tasks, retry planner, aggregator.
 
-Each item's outcome is committed to the state store together with the segment that holds
-its rows, so a run killed at any moment resumes without redoing finished items and
-without losing or duplicating rows.
+    backfill (initial_batch) -> retry_1..n (retry_batch_k) -> aggregate (final_aggregation)
+
+Each item's outcome is committed with the segment holding its rows, each phase plan in
+one transaction, and every file is marked `.done` only once validated: a run killed at
+any moment resumes without redoing finished work, losing or duplicating rows.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import socket
 import time
-from dataclasses import dataclass
 
-import pyarrow as pa
-
-from skyfill.engine import spool
+from skyfill.engine.aggregate import MergeSpec
+from skyfill.engine.aggregator import aggregate
 from skyfill.engine.atomic import write_json
-from skyfill.engine.handler import AggregateContext, Handler, Plan
+from skyfill.engine.failpoints import failpoint
+from skyfill.engine.handler import Handler, Plan, handler_path
 from skyfill.engine.layout import JobLayout
-from skyfill.engine.manifest import ManifestWriter, utc_iso
+from skyfill.engine.manifest import ManifestWriter
 from skyfill.engine.model import (
-    GROUP_INITIAL,
     PENDING_ITEM,
-    PHASE_BACKFILL,
+    PHASE_AGGREGATE,
     Batch,
-    ItemOutput,
     JobStatus,
-    Role,
     Task,
     TaskStatus,
-    batch_id,
-    task_id_for,
+    retry_round,
 )
+from skyfill.engine.planner import RetryPlan, plan_retry, split_batches, worker_tasks
+from skyfill.engine.settings import EngineSettings
 from skyfill.engine.state.base import JobRecord, StateStore
+from skyfill.engine.worker import WorkerContext, run_task
 from skyfill.errors import UsageError
 from skyfill.monitor.progress import NullProgress, Progress
 
-PHASES = [PHASE_BACKFILL, "aggregate"]
+STOPPING = {"cancel": JobStatus.CANCELLED, "pause": JobStatus.PAUSED}
+
+
+def runner_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def is_live(job: JobRecord, stale_after: float = 5.0) -> bool:
+    """Whether a runner is running the job now: on this host, its process exists;
+    elsewhere, it beat the heartbeat within `stale_after` seconds (it beats every 0.5 s)."""
+    if job.status not in (JobStatus.RUNNING, JobStatus.AGGREGATING) or not job.heartbeat_at:
+        return False
+    host, _, pid = (job.runner or "").rpartition(":")
+    if host == socket.gethostname() and pid.isdigit():
+        return _process_exists(int(pid))
+    return time.time() - job.heartbeat_at < stale_after
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie (killed, not yet reaped) is not alive
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return True
 
 
 class JobError(RuntimeError):
     """The job could not go on (a task or the aggregation failed); resume may fix it."""
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class EngineSettings:
-    batch_size: int = 100
-    """Items per batch (one worker task each)."""
-    parallel_tasks: int = 4
-    """Worker tasks running at once in this process."""
-    flush_rows: int = 100_000
-    """Commit a segment once this many rows are buffered."""
-    flush_items: int = 200
-    """... or once this many items are finished."""
-    flush_seconds: float = 3.0
-    """... or once the oldest finished item has waited this long."""
-
-
-def split_batches(items: list[str], size: int) -> list[Batch]:
-    return [
-        Batch(batch_id(i), PHASE_BACKFILL, GROUP_INITIAL, tuple(items[start : start + size]))
-        for i, start in enumerate(range(0, len(items), size))
-    ]
 
 
 class JobRunner:
@@ -80,6 +90,11 @@ class JobRunner:
         self.progress = progress or NullProgress()
         self.manifests = ManifestWriter(layout)
         self.stop_requested = asyncio.Event()
+        self.merge_spec = MergeSpec(
+            key_columns=handler.dedup_key,
+            newest_column=handler.newest_column,
+            fan_in=settings.fan_in,
+        )
 
     # -- coordinator -------------------------------------------------------------------
 
@@ -90,12 +105,43 @@ class JobRunner:
         if not plan.items:
             raise UsageError("the input holds no valid item to process")
         batches = split_batches(plan.items, self.settings.batch_size)
-        tasks = [
-            Task(task_id_for(b.batch_id), b.batch_id, Role.WORKER, b.phase, b.group)
-            for b in batches
-        ]
+        tasks = worker_tasks(batches)
         submitted = time.time()
         self._write_job_manifest(plan, len(tasks), submitted, JobStatus.PLANNING)
+        self._write_batch_files(batches)
+        self.store.create_job(
+            self.layout.job_id,
+            self.handler.job_type,
+            handler_path(self.handler),
+            self.handler.config_dict(),
+            batches,
+            tasks,
+        )
+        failpoint("job_submitted")
+        self._write_job_manifest(plan, len(tasks), submitted, JobStatus.RUNNING)
+        job = self.store.job()
+        assert job is not None
+        return job
+
+    def _write_job_manifest(self, plan: Plan, tasks: int, submitted: float, status: str) -> None:
+        self.manifests.job(
+            job_type=self.handler.job_type,
+            handler=handler_path(self.handler),
+            config=self.handler.config_dict(),
+            input_info=plan.input_description,
+            batch_size=self.settings.batch_size,
+            task_count=tasks,
+            item_count=len(plan.items),
+            phases=self._phase_names(),
+            status=status,
+            submitted_at=submitted,
+        )
+
+    def _phase_names(self) -> list[str]:
+        retries = [f"retry_{k}" for k in range(1, self.settings.retries + 1)]
+        return ["backfill", *retries, PHASE_AGGREGATE]
+
+    def _write_batch_files(self, batches: list[Batch]) -> None:
         for batch in batches:
             write_json(
                 self.layout.batch_file(batch.batch_id),
@@ -106,218 +152,144 @@ class JobRunner:
                     "items": list(batch.items),
                 },
             )
-        self.store.create_job(
-            self.layout.job_id, self.handler.job_type, self.handler.config_dict(), batches, tasks
-        )
-        self._write_job_manifest(plan, len(tasks), submitted, JobStatus.RUNNING)
-        job = self.store.job()
-        assert job is not None
-        return job
 
-    def _write_job_manifest(self, plan: Plan, tasks: int, submitted: float, status: str) -> None:
-        self.manifests.job(
-            job_type=self.handler.job_type,
-            handler=f"{type(self.handler).__module__}.{type(self.handler).__qualname__}",
-            config=self.handler.config_dict(),
-            input_info=plan.input_description,
-            batch_size=self.settings.batch_size,
-            task_count=tasks,
-            item_count=len(plan.items),
-            phases=PHASES,
-            status=status,
-            submitted_at=submitted,
-        )
-
-    # -- workers and aggregation ---------------------------------------------------------
+    # -- the run -------------------------------------------------------------------------
 
     async def run(self) -> JobRecord:
-        """Run every unfinished task, then aggregate. Returns the job as it ended."""
-        job = self.store.job()
-        if job is None:
-            raise UsageError(f"job {self.layout.job_id} was never planned")
+        """Run the job's remaining phases. Returns the job as it ended or stopped."""
+        job = self._job()
         if job.status is JobStatus.COMPLETED:
             return job
+        self.store.request_control(None)
+        self.store.set_job_status(JobStatus.RUNNING)
         counts = self.store.status_counts()
         self.progress.start(
             job.job_id, job.item_count, job.item_count - counts.get(PENDING_ITEM, 0)
         )
+        watcher = asyncio.ensure_future(self._watch_control())
         try:
-            await self._run_workers()
+            await self._run_phases()
         finally:
+            watcher.cancel()
             self.progress.stop()
         if self.stop_requested.is_set():
-            return self.store.job()  # type: ignore[return-value]
+            return self._record_stop()
         self._aggregate()
-        return self.store.job()  # type: ignore[return-value]
+        return self._job()
 
-    async def _run_workers(self) -> None:
-        todo = [t for t in self.store.tasks() if t.status is not TaskStatus.DONE]
+    def _job(self) -> JobRecord:
+        job = self.store.job()
+        if job is None:
+            raise UsageError(f"job {self.layout.job_id} was never planned")
+        return job
+
+    async def _run_phases(self) -> None:
+        opened = False
+        try:
+            while not self.stop_requested.is_set():
+                phase = self._job().phase
+                if phase == PHASE_AGGREGATE:
+                    return
+                todo = [t for t in self.store.tasks(phase) if t.status is not TaskStatus.DONE]
+                if todo and not opened:
+                    await self.handler.open()
+                    opened = True
+                await self._run_tasks(todo)
+                if self.stop_requested.is_set():
+                    return
+                await self._plan_next_phase(phase)
+        finally:
+            if opened:
+                await self.handler.close()
+
+    async def _run_tasks(self, todo: list[Task]) -> None:
         if not todo:
             return
-        await self.handler.open()
-        try:
-            queue: asyncio.Queue[Task] = asyncio.Queue()
-            for task in todo:
-                queue.put_nowait(task)
-            slots = max(1, min(self.settings.parallel_tasks, len(todo)))
-            await asyncio.gather(*(self._worker_slot(queue) for _ in range(slots)))
-        finally:
-            await self.handler.close()
+        ctx = WorkerContext(
+            self.handler,
+            self.layout,
+            self.store,
+            self.settings,
+            self.progress,
+            self.manifests,
+            self.stop_requested,
+            self.merge_spec,
+        )
+        queue: asyncio.Queue[Task] = asyncio.Queue()
+        for task in todo:
+            queue.put_nowait(task)
 
-    async def _worker_slot(self, queue: asyncio.Queue[Task]) -> None:
-        while not self.stop_requested.is_set():
-            try:
-                task = queue.get_nowait()
-            except asyncio.QueueEmpty:
-                return
-            await self._run_task(task)
+        async def slot() -> None:
+            while not self.stop_requested.is_set():
+                try:
+                    task = queue.get_nowait()
+                except asyncio.QueueEmpty:
+                    return
+                await run_task(ctx, task)
 
-    async def _run_task(self, task: Task) -> None:
-        layout, store = self.layout, self.store
-        if spool.is_done(layout.task_done(task.task_id)):
-            self._record_finished_task(task)
+        await asyncio.gather(*(slot() for _ in range(min(self.settings.parallel_tasks, len(todo)))))
+
+    # -- retry planner -------------------------------------------------------------------
+
+    async def _plan_next_phase(self, finished_phase: str) -> None:
+        """After a phase: plan retry_<k+1> for retryable failures, or move to aggregation."""
+        round_ = retry_round(finished_phase) + 1
+        failures = self.store.failed_items(retryable_only=True)
+        if not failures or round_ > self.settings.retries:
+            self.store.set_job_status(JobStatus.RUNNING, PHASE_AGGREGATE)
+            failpoint("aggregate_planned")
             return
-        store.start_task(task.task_id)
-        segments_dir = layout.segments_dir(task.task_id)
-        spool.discard_uncommitted(segments_dir, store.segments(task.task_id))
-        pending = store.pending_items(task.batch_id)
-        if pending:
-            batch = Batch(task.batch_id, task.phase, task.group, tuple(pending))
-            await _TaskWork(self, task, batch).run()
-        if self.stop_requested.is_set() and store.pending_items(task.batch_id):
-            return
-        self._finalize_task(task)
+        plan = plan_retry(failures, round_, self.settings.batch_size)
+        await self._start_retry_phase(plan, backoff=self.settings.retry_backoff * 2 ** (round_ - 1))
 
-    def _finalize_task(self, task: Task) -> None:
-        """Merge, validate, describe, then mark done: `.done` comes only after all of it.
+    async def _start_retry_phase(self, plan: RetryPlan, backoff: float) -> None:
+        self._write_batch_files(plan.batches)
+        self.manifests.retry(plan, backoff)
+        self.store.plan_phase(plan.phase, plan.batches, plan.tasks)
+        failpoint("retry_planned")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.stop_requested.wait(), timeout=backoff)
 
-        Order matters for kill -9: the `.done` marker is written before the state store
-        records the task as done, so a crash in between is repaired on resume
-        (`_record_finished_task`) and never leaves a done task without its marker.
-        """
-        layout = self.layout
-        segments = self.store.segments(task.task_id)
-        output = spool.merge_segments(
-            layout.segments_dir(task.task_id),
-            segments,
-            self.handler.output_schema,
-            layout.task_output(task.task_id),
-        )
-        info = self.store.task_info(task.task_id)
-        info.update(
-            status=TaskStatus.DONE,
-            finished_at=time.time(),
-            output_file=str(output.path.relative_to(layout.root)),
-            metrics=self.store.task_item_metrics(task.task_id),
-        )
-        result = {
-            "file": output.path.name,
-            "status": "ok",
-            "row_count": output.rows,
-            "sha256": output.sha256,
-            "written_at": utc_iso(),
-        }
-        self.manifests.task(task.task_id, info, result)
-        spool.mark_done(layout.task_done(task.task_id), output.sha256)
-        self._record_finished_task(task)
+    def plan_failed_retry(self) -> RetryPlan | None:
+        """`skyfill retry --failed`: a new retry phase over every item that ended failed."""
+        failures = self.store.failed_items(retryable_only=False)
+        if not failures:
+            return None
+        tasks = self.store.tasks()
+        last = max((retry_round(t.phase) for t in tasks), default=0)
+        plan = plan_retry(failures, last + 1, self.settings.batch_size)
+        self._write_batch_files(plan.batches)
+        self.manifests.retry(plan, 0.0)
+        self.store.plan_phase(plan.phase, plan.batches, plan.tasks)
+        return plan
 
-    def _record_finished_task(self, task: Task) -> None:
-        """Record a task whose `.done` marker exists as done in the state store."""
-        layout = self.layout
-        path = layout.task_output(task.task_id)
-        expected = sum(s.rows for s in self.store.segments(task.task_id))
-        self.store.finish_task(
-            task.task_id,
-            TaskStatus.DONE,
-            output_file=str(path.relative_to(layout.root)),
-            row_count=spool.validate_parquet(path, expected),
-            sha256=layout.task_done(task.task_id).read_text().strip(),
-            metrics=self.store.task_item_metrics(task.task_id),
-        )
-        spool.remove_segments(layout.segments_dir(task.task_id))
+    # -- aggregator ----------------------------------------------------------------------
 
     def _aggregate(self) -> None:
-        self.store.set_job_status(JobStatus.AGGREGATING, "aggregate")
-        outputs = [
-            self.layout.task_output(t.task_id)
-            for t in self.store.tasks()
-            if spool.is_done(self.layout.task_done(t.task_id))
-        ]
-        facts = self.handler.aggregate(AggregateContext(self.layout, self.store, outputs))
+        self.store.set_job_status(JobStatus.AGGREGATING, PHASE_AGGREGATE)
+        facts = aggregate(self.handler, self.layout, self.store, self.merge_spec)
+        failpoint("aggregated")
         self.manifests.aggregation(facts)
-        self.store.set_job_status(JobStatus.COMPLETED, "aggregate")
+        self.store.set_job_status(JobStatus.COMPLETED, PHASE_AGGREGATE)
         self.manifests.update_job_status(JobStatus.COMPLETED)
 
+    # -- control -------------------------------------------------------------------------
 
-class _TaskWork:
-    """One worker task's loop: consume item outputs, commit them in segments."""
+    async def _watch_control(self) -> None:
+        """Beat the heartbeat and obey `skyfill cancel` / `pause` from other processes."""
+        me = runner_id()
+        while True:
+            self.store.heartbeat(me)
+            job = self.store.job()
+            if job is not None and job.control in STOPPING:
+                self.stop_requested.set()
+                return
+            await asyncio.sleep(self.settings.control_poll_seconds)
 
-    def __init__(self, runner: JobRunner, task: Task, batch: Batch) -> None:
-        self.runner = runner
-        self.task = task
-        self.batch = batch
-        self.buffer: list[ItemOutput] = []
-        self.buffered_rows = 0
-        self.oldest = 0.0
-        self.next_seq = 1 + max((s.seq for s in runner.store.segments(task.task_id)), default=0)
-
-    async def run(self) -> None:
-        outputs = self.runner.handler.process(self.batch, list(self.batch.items))
-        stop = asyncio.ensure_future(self.runner.stop_requested.wait())
-        try:
-            async with contextlib.aclosing(outputs):
-                while True:
-                    step = asyncio.ensure_future(anext(outputs))
-                    await asyncio.wait({step, stop}, return_when=asyncio.FIRST_COMPLETED)
-                    if not step.done():
-                        step.cancel()
-                        with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
-                            await step
-                        break
-                    try:
-                        output = step.result()
-                    except StopAsyncIteration:
-                        break
-                    self._add(output)
-        finally:
-            stop.cancel()
-            self._flush()
-
-    def _add(self, output: ItemOutput) -> None:
-        if not self.buffer:
-            self.oldest = time.monotonic()
-        self.buffer.append(output)
-        rows = output.rows.num_rows if output.rows is not None else 0
-        self.buffered_rows += rows
-        self.runner.progress.item_done(output.result, rows)
-        settings = self.runner.settings
-        if (
-            self.buffered_rows >= settings.flush_rows
-            or len(self.buffer) >= settings.flush_items
-            or time.monotonic() - self.oldest >= settings.flush_seconds
-        ):
-            self._flush()
-
-    def _flush(self) -> None:
-        if not self.buffer:
-            return
-        runner = self.runner
-        tables = [o.rows for o in self.buffer if o.rows is not None and o.rows.num_rows]
-        segment = None
-        if tables:
-            table = pa.concat_tables(tables)
-            segment = spool.write_segment(
-                runner.layout.segments_dir(self.task.task_id),
-                self.task.task_id,
-                self.next_seq,
-                table,
-            )
-            self.next_seq += 1
-        runner.store.commit_items(
-            self.task.task_id,
-            [o.result for o in self.buffer],
-            [o.rows.num_rows if o.rows is not None else 0 for o in self.buffer],
-            segment,
-        )
-        self.buffer = []
-        self.buffered_rows = 0
+    def _record_stop(self) -> JobRecord:
+        job = self._job()
+        status = STOPPING.get(job.control or "", JobStatus.STOPPED)
+        self.store.set_job_status(status)
+        self.store.request_control(None)
+        self.manifests.update_job_status(status)
+        return self._job()

@@ -15,6 +15,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from skyfill.engine.aggregate import MergeSpec, merge_stream
 from skyfill.engine.atomic import commit_file, sha256_file, write_bytes
 from skyfill.engine.state.base import Segment
 
@@ -50,19 +51,19 @@ def discard_uncommitted(directory: Path, committed: list[Segment]) -> None:
 
 
 def merge_segments(
-    directory: Path, segments: list[Segment], schema: pa.Schema, target: Path
+    directory: Path, segments: list[Segment], schema: pa.Schema, target: Path, spec: MergeSpec
 ) -> TaskOutput:
-    """Merge committed segments into `target`, validate it, and return its facts."""
+    """Merge committed (sorted) segments into `target`, validate it, return its facts."""
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.tmp")
-    expected = sum(s.rows for s in segments)
+    written = 0
     with pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
-        for segment in segments:
-            table = pq.read_table(directory / segment.path, schema=schema)
-            if table.num_rows:
-                writer.write_table(table)
+        for batch in merge_stream([directory / s.path for s in segments], spec, schema):
+            if batch.num_rows:
+                writer.write_batch(batch)
+                written += batch.num_rows
     commit_file(tmp, target)
-    rows = validate_parquet(target, expected)
+    rows = validate_parquet(target, written)
     return TaskOutput(path=target, rows=rows, sha256=sha256_file(target))
 
 
@@ -72,6 +73,10 @@ def validate_parquet(path: Path, expected_rows: int) -> int:
     if rows != expected_rows:
         raise OutputValidationError(f"{path.name}: wrote {expected_rows} rows, read back {rows}")
     return rows
+
+
+def parquet_rows(path: Path) -> int:
+    return pq.ParquetFile(path).metadata.num_rows
 
 
 def mark_done(done_marker: Path, sha256: str) -> None:

@@ -2,7 +2,8 @@
 
 The store is the single source of truth for what is done. Item outcomes and the output
 segment holding their rows are committed together, so that an item counts as done
-exactly when its rows are durable.
+exactly when its rows are durable. Phase plans (new batches and tasks, items moved to
+them) are committed in one transaction too.
 """
 
 from __future__ import annotations
@@ -18,12 +19,20 @@ from skyfill.engine.model import Batch, ItemResult, JobStatus, Task, TaskStatus
 class JobRecord:
     job_id: str
     job_type: str
+    handler: str
+    """Import path of the job type's handler class, `module:Class`."""
     status: JobStatus
     phase: str
     config: dict[str, Any]
     created_at: float
     updated_at: float
     item_count: int
+    control: str | None
+    """A stop another process asked for (`cancel` or `pause`), until the runner obeys."""
+    heartbeat_at: float | None
+    """When a runner last said it is alive."""
+    runner: str | None
+    """Who beat the heartbeat: `host:pid`."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +50,7 @@ class StateStore(Protocol):
         self,
         job_id: str,
         job_type: str,
+        handler: str,
         config: dict[str, Any],
         batches: list[Batch],
         tasks: list[Task],
@@ -52,7 +62,21 @@ class StateStore(Protocol):
 
     def set_job_status(self, status: JobStatus, phase: str | None = None) -> None: ...
 
-    def tasks(self, status: TaskStatus | None = None) -> list[Task]: ...
+    def heartbeat(self, runner: str) -> None:
+        """Say that `runner` (`host:pid`) is alive and running the job."""
+        ...
+
+    def request_control(self, action: str | None) -> None:
+        """Ask the running runner to `cancel` or `pause` (None clears the request)."""
+        ...
+
+    def plan_phase(self, phase: str, batches: list[Batch], tasks: list[Task]) -> None:
+        """Start `phase`: add its batches and tasks, move their items there as pending."""
+        ...
+
+    def tasks(self, phase: str | None = None, status: TaskStatus | None = None) -> list[Task]: ...
+
+    def task_status_counts(self) -> dict[str, int]: ...
 
     def batch_items(self, batch_id: str) -> list[str]: ...
 
@@ -89,8 +113,17 @@ class StateStore(Protocol):
 
     def task_info(self, task_id: str) -> dict[str, Any]: ...
 
+    def failed_items(self, retryable_only: bool) -> list[tuple[ItemResult, str | None]]:
+        """Items whose status is `failed` (optionally only retryable ones), with the id of
+        the task that recorded the failure."""
+        ...
+
     def iter_items(self) -> Iterator[ItemResult]: ...
 
     def status_counts(self) -> dict[str, int]: ...
+
+    def completions_since(self, since: float) -> int:
+        """Items that got an outcome at or after `since` (epoch seconds)."""
+        ...
 
     def close(self) -> None: ...

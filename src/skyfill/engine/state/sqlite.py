@@ -23,9 +23,10 @@ from skyfill.engine.state.base import JobRecord, Segment
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS job (
-    job_id TEXT PRIMARY KEY, job_type TEXT NOT NULL, status TEXT NOT NULL, phase TEXT NOT NULL,
-    config TEXT NOT NULL, created_at REAL NOT NULL, updated_at REAL NOT NULL,
-    item_count INTEGER NOT NULL
+    job_id TEXT PRIMARY KEY, job_type TEXT NOT NULL, handler TEXT NOT NULL,
+    status TEXT NOT NULL, phase TEXT NOT NULL, config TEXT NOT NULL,
+    created_at REAL NOT NULL, updated_at REAL NOT NULL, item_count INTEGER NOT NULL,
+    control TEXT, heartbeat_at REAL, runner TEXT
 );
 CREATE TABLE IF NOT EXISTS batches (
     batch_id TEXT PRIMARY KEY, phase TEXT NOT NULL, grp TEXT NOT NULL, item_count INTEGER NOT NULL
@@ -42,11 +43,13 @@ CREATE TABLE IF NOT EXISTS items (
     data TEXT, metrics TEXT, rows INTEGER, task_id TEXT, updated_at REAL
 );
 CREATE INDEX IF NOT EXISTS items_by_batch ON items (batch_id, status);
+CREATE INDEX IF NOT EXISTS items_by_status ON items (status, updated_at);
 CREATE TABLE IF NOT EXISTS segments (
     task_id TEXT NOT NULL, seq INTEGER NOT NULL, path TEXT NOT NULL, rows INTEGER NOT NULL,
     PRIMARY KEY (task_id, seq)
 );
 """
+_TASK_COLUMNS = "task_id, batch_id, role, phase, grp, status"
 
 
 class SqliteStateStore:
@@ -66,59 +69,46 @@ class SqliteStateStore:
     def _transaction(self) -> _Transaction:
         return _Transaction(self._db)
 
+    # -- job ------------------------------------------------------------------------------
+
     def create_job(
         self,
         job_id: str,
         job_type: str,
+        handler: str,
         config: dict[str, Any],
         batches: list[Batch],
         tasks: list[Task],
     ) -> None:
         now = time.time()
         items = sum(len(b.items) for b in batches)
+        phase = batches[0].phase if batches else "backfill"
         with self._transaction() as db:
             db.execute(
-                "INSERT INTO job VALUES (?,?,?,?,?,?,?,?)",
+                "INSERT INTO job (job_id, job_type, handler, status, phase, config, created_at, "
+                "updated_at, item_count) VALUES (?,?,?,?,?,?,?,?,?)",
                 (
                     job_id,
                     job_type,
+                    handler,
                     JobStatus.RUNNING,
-                    batches[0].phase if batches else "backfill",
+                    phase,
                     orjson.dumps(config).decode(),
                     now,
                     now,
                     items,
                 ),
             )
-            db.executemany(
-                "INSERT INTO batches VALUES (?,?,?,?)",
-                [(b.batch_id, b.phase, b.group, len(b.items)) for b in batches],
-            )
-            db.executemany(
-                "INSERT INTO tasks (task_id, batch_id, role, phase, grp, status) "
-                "VALUES (?,?,?,?,?,?)",
-                [(t.task_id, t.batch_id, t.role, t.phase, t.group, t.status) for t in tasks],
-            )
-            db.executemany(
-                "INSERT INTO items (key, batch_id, status) VALUES (?,?,?)",
-                [(key, b.batch_id, PENDING_ITEM) for b in batches for key in b.items],
-            )
+            self._insert_plan(db, batches, tasks)
 
     def job(self) -> JobRecord | None:
-        row = self._db.execute("SELECT * FROM job").fetchone()
+        row = self._db.execute(
+            "SELECT job_id, job_type, handler, status, phase, config, created_at, updated_at, "
+            "item_count, control, heartbeat_at, runner FROM job"
+        ).fetchone()
         if row is None:
             return None
-        job_id, job_type, status, phase, config, created, updated, count = row
-        return JobRecord(
-            job_id,
-            job_type,
-            JobStatus(status),
-            phase,
-            orjson.loads(config),
-            created,
-            updated,
-            count,
-        )
+        return JobRecord(*row[:3], JobStatus(row[3]), row[4], orjson.loads(row[5]), *row[6:])
 
     def set_job_status(self, status: JobStatus, phase: str | None = None) -> None:
         self._db.execute(
@@ -126,27 +116,50 @@ class SqliteStateStore:
             (status, phase, time.time()),
         )
 
-    def tasks(self, status: TaskStatus | None = None) -> list[Task]:
-        sql = "SELECT task_id, batch_id, role, phase, grp, status FROM tasks"
-        rows = (
-            self._db.execute(sql + " WHERE status = ? ORDER BY task_id", (status,))
-            if status
-            else self._db.execute(sql + " ORDER BY task_id")
+    def heartbeat(self, runner: str) -> None:
+        self._db.execute("UPDATE job SET heartbeat_at = ?, runner = ?", (time.time(), runner))
+
+    def request_control(self, action: str | None) -> None:
+        self._db.execute("UPDATE job SET control = ?, updated_at = ?", (action, time.time()))
+
+    def plan_phase(self, phase: str, batches: list[Batch], tasks: list[Task]) -> None:
+        with self._transaction() as db:
+            self._insert_plan(db, batches, tasks, move_items=True)
+            db.execute(
+                "UPDATE job SET phase = ?, status = ?, updated_at = ?",
+                (phase, JobStatus.RUNNING, time.time()),
+            )
+
+    @staticmethod
+    def _insert_plan(
+        db: sqlite3.Connection, batches: list[Batch], tasks: list[Task], move_items: bool = False
+    ) -> None:
+        db.executemany(
+            "INSERT INTO batches VALUES (?,?,?,?)",
+            [(b.batch_id, b.phase, b.group, len(b.items)) for b in batches],
+        )
+        db.executemany(
+            f"INSERT INTO tasks ({_TASK_COLUMNS}) VALUES (?,?,?,?,?,?)",
+            [(t.task_id, t.batch_id, t.role, t.phase, t.group, t.status) for t in tasks],
+        )
+        pending = [(b.batch_id, PENDING_ITEM, key) for b in batches for key in b.items]
+        if move_items:
+            db.executemany("UPDATE items SET batch_id = ?, status = ? WHERE key = ?", pending)
+        else:
+            db.executemany("INSERT INTO items (batch_id, status, key) VALUES (?,?,?)", pending)
+
+    # -- tasks ----------------------------------------------------------------------------
+
+    def tasks(self, phase: str | None = None, status: TaskStatus | None = None) -> list[Task]:
+        rows = self._db.execute(
+            f"SELECT {_TASK_COLUMNS} FROM tasks WHERE (?1 IS NULL OR phase = ?1) "
+            "AND (?2 IS NULL OR status = ?2) ORDER BY rowid",
+            (phase, status),
         )
         return [Task(t, b, Role(r), p, g, TaskStatus(s)) for t, b, r, p, g, s in rows]
 
-    def batch_items(self, batch_id: str) -> list[str]:
-        rows = self._db.execute(
-            "SELECT key FROM items WHERE batch_id = ? ORDER BY key", (batch_id,)
-        )
-        return [key for (key,) in rows]
-
-    def pending_items(self, batch_id: str) -> list[str]:
-        rows = self._db.execute(
-            "SELECT key FROM items WHERE batch_id = ? AND status = ? ORDER BY key",
-            (batch_id, PENDING_ITEM),
-        )
-        return [key for (key,) in rows]
+    def task_status_counts(self) -> dict[str, int]:
+        return dict(self._db.execute("SELECT status, COUNT(*) FROM tasks GROUP BY status"))
 
     def start_task(self, task_id: str) -> None:
         self._db.execute(
@@ -154,56 +167,6 @@ class SqliteStateStore:
             "started_at = COALESCE(started_at, ?) WHERE task_id = ?",
             (TaskStatus.RUNNING, time.time(), task_id),
         )
-
-    def commit_items(
-        self, task_id: str, results: list[ItemResult], rows: list[int], segment: Segment | None
-    ) -> None:
-        now = time.time()
-        with self._transaction() as db:
-            if segment is not None:
-                db.execute(
-                    "INSERT INTO segments VALUES (?,?,?,?)",
-                    (segment.task_id, segment.seq, segment.path, segment.rows),
-                )
-            db.executemany(
-                "UPDATE items SET status = ?, error_class = ?, error = ?, retryable = ?, "
-                "attempts = attempts + ?, data = ?, metrics = ?, rows = ?, task_id = ?, "
-                "updated_at = ? WHERE key = ?",
-                [
-                    (
-                        r.status,
-                        r.error_class,
-                        r.error,
-                        int(r.retryable),
-                        r.attempts,
-                        orjson.dumps(r.data).decode(),
-                        orjson.dumps(r.metrics).decode(),
-                        n,
-                        task_id,
-                        now,
-                        r.key,
-                    )
-                    for r, n in zip(results, rows, strict=True)
-                ],
-            )
-
-    def task_item_metrics(self, task_id: str) -> dict[str, float]:
-        """Sums of the task's items' metrics, plus items processed and rows written."""
-        totals: dict[str, float] = {"dids_processed": 0, "records": 0}
-        rows = self._db.execute("SELECT metrics, rows FROM items WHERE task_id = ?", (task_id,))
-        for metrics, count in rows:
-            totals["dids_processed"] += 1
-            totals["records"] += count or 0
-            for name, value in orjson.loads(metrics or "{}").items():
-                totals[name] = totals.get(name, 0) + value
-        return totals
-
-    def segments(self, task_id: str) -> list[Segment]:
-        rows = self._db.execute(
-            "SELECT task_id, seq, path, rows FROM segments WHERE task_id = ? ORDER BY seq",
-            (task_id,),
-        )
-        return [Segment(*row) for row in rows]
 
     def finish_task(
         self,
@@ -240,25 +203,109 @@ class SqliteStateStore:
             info["metrics"] = orjson.loads(info["metrics"])
         return info
 
-    def iter_items(self) -> Iterator[ItemResult]:
+    def segments(self, task_id: str) -> list[Segment]:
         rows = self._db.execute(
-            "SELECT key, status, error_class, error, retryable, attempts, data "
-            "FROM items ORDER BY key"
+            "SELECT task_id, seq, path, rows FROM segments WHERE task_id = ? ORDER BY seq",
+            (task_id,),
         )
-        for key, status, error_class, error, retryable, attempts, data in rows:
-            yield ItemResult(
-                key,
-                status,
-                error_class,
-                error,
-                bool(retryable),
-                attempts,
-                orjson.loads(data) if data else {},
+        return [Segment(*row) for row in rows]
+
+    # -- items ----------------------------------------------------------------------------
+
+    def batch_items(self, batch_id: str) -> list[str]:
+        rows = self._db.execute(
+            "SELECT key FROM items WHERE batch_id = ? ORDER BY key", (batch_id,)
+        )
+        return [key for (key,) in rows]
+
+    def pending_items(self, batch_id: str) -> list[str]:
+        rows = self._db.execute(
+            "SELECT key FROM items WHERE batch_id = ? AND status = ? ORDER BY key",
+            (batch_id, PENDING_ITEM),
+        )
+        return [key for (key,) in rows]
+
+    def commit_items(
+        self, task_id: str, results: list[ItemResult], rows: list[int], segment: Segment | None
+    ) -> None:
+        now = time.time()
+        with self._transaction() as db:
+            if segment is not None:
+                db.execute(
+                    "INSERT INTO segments VALUES (?,?,?,?)",
+                    (segment.task_id, segment.seq, segment.path, segment.rows),
+                )
+            db.executemany(
+                "UPDATE items SET status = ?, error_class = ?, error = ?, retryable = ?, "
+                "attempts = attempts + ?, data = ?, metrics = ?, rows = ?, task_id = ?, "
+                "updated_at = ? WHERE key = ?",
+                [
+                    (
+                        r.status,
+                        r.error_class,
+                        r.error,
+                        int(r.retryable),
+                        r.attempts,
+                        orjson.dumps(r.data).decode(),
+                        orjson.dumps(r.metrics).decode(),
+                        n,
+                        task_id,
+                        now,
+                        r.key,
+                    )
+                    for r, n in zip(results, rows, strict=True)
+                ],
             )
+
+    def task_item_metrics(self, task_id: str) -> dict[str, float]:
+        totals: dict[str, float] = {"dids_processed": 0, "records": 0}
+        rows = self._db.execute("SELECT metrics, rows FROM items WHERE task_id = ?", (task_id,))
+        for metrics, count in rows:
+            totals["dids_processed"] += 1
+            totals["records"] += count or 0
+            for name, value in orjson.loads(metrics or "{}").items():
+                totals[name] = totals.get(name, 0) + value
+        return totals
+
+    def failed_items(self, retryable_only: bool) -> list[tuple[ItemResult, str | None]]:
+        rows = self._db.execute(
+            f"SELECT {_ITEM_COLUMNS}, task_id FROM items WHERE status = 'failed' "
+            "AND (? = 0 OR retryable = 1) ORDER BY key",
+            (int(retryable_only),),
+        )
+        return [(_item(row[:-1]), row[-1]) for row in rows]
+
+    def iter_items(self) -> Iterator[ItemResult]:
+        for row in self._db.execute(f"SELECT {_ITEM_COLUMNS} FROM items ORDER BY key"):
+            yield _item(row)
 
     def status_counts(self) -> dict[str, int]:
         rows = self._db.execute("SELECT status, COUNT(*) FROM items GROUP BY status")
         return dict(rows.fetchall())
+
+    def completions_since(self, since: float) -> int:
+        row = self._db.execute(
+            "SELECT COUNT(*) FROM items WHERE status != ? AND updated_at >= ?",
+            (PENDING_ITEM, since),
+        ).fetchone()
+        return int(row[0])
+
+
+_ITEM_COLUMNS = "key, status, error_class, error, retryable, attempts, data, metrics"
+
+
+def _item(row: tuple) -> ItemResult:
+    key, status, error_class, error, retryable, attempts, data, metrics = row
+    return ItemResult(
+        key,
+        status,
+        error_class,
+        error,
+        bool(retryable),
+        attempts,
+        orjson.loads(data) if data else {},
+        orjson.loads(metrics) if metrics else {},
+    )
 
 
 class _Transaction:

@@ -1,0 +1,167 @@
+"""`skyfill run` and `skyfill plan`: the backfill job's flags, from the CLI or a config file."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from skyfill.backfill.config import BackfillConfig, parse_size
+from skyfill.backfill.handler import BackfillHandler
+from skyfill.backfill.window import resolve_since
+from skyfill.cli import session
+from skyfill.cli.options import config_option, progress_option, with_env_vars, workdir_option
+from skyfill.cli.plan import describe_plan
+from skyfill.cli.summary import summarize
+from skyfill.engine.layout import JobLayout
+from skyfill.monitor.progress import make_progress
+
+_BACKFILL_OPTIONS = [
+    click.option(
+        "--dids",
+        type=click.Path(dir_okay=False, path_type=Path),
+        help="File with one DID per line (# comments and blank lines ignored). [required]",
+    ),
+    click.option("--job-id", help="Job id (default: backfill-<date>-<random>)."),
+    click.option(
+        "--plc-url",
+        default="https://plc.directory",
+        show_default=True,
+        help="PLC directory used to resolve did:plc.",
+    ),
+    click.option(
+        "--concurrency",
+        type=click.IntRange(min=1),
+        default=32,
+        show_default=True,
+        help="Repos fetched at once.",
+    ),
+    click.option(
+        "--batch-size",
+        type=click.IntRange(min=1),
+        default=100,
+        show_default=True,
+        help="DIDs per batch (one worker task each).",
+    ),
+    click.option(
+        "--max-repo-bytes",
+        default="1g",
+        show_default=True,
+        help="Largest repo CAR accepted (e.g. 1g, 300m); larger ones end `failed`.",
+    ),
+    click.option(
+        "--attempts",
+        type=click.IntRange(min=1),
+        default=3,
+        show_default=True,
+        help="Tries per DID for 429/5xx/timeouts/network errors within a task.",
+    ),
+    click.option(
+        "--retries",
+        type=click.IntRange(min=0),
+        default=3,
+        show_default=True,
+        help="Retry phases for DIDs that still failed with a retryable error.",
+    ),
+    click.option(
+        "--retry-backoff",
+        type=click.FloatRange(min=0),
+        default=10.0,
+        show_default=True,
+        help="Seconds before retry phase 1; doubles per phase.",
+    ),
+    click.option(
+        "--since",
+        default="all",
+        show_default=True,
+        help="Keep records made since: 7d, 12h, 2025-01-01, an ISO time, or all "
+        "(by the rkey's TID time, else a valid createdAt).",
+    ),
+    click.option(
+        "--fan-in",
+        type=click.IntRange(min=2),
+        default=10,
+        show_default=True,
+        help="Files merged into one per level of the aggregation.",
+    ),
+    click.option(
+        "--decode-processes",
+        type=click.IntRange(min=0),
+        default=min(2, os.cpu_count() or 1),
+        show_default="min(2, cores)",
+        help="Processes decoding CARs (0: in-process).",
+    ),
+    click.option(
+        "--timeout",
+        type=click.FloatRange(min=0, min_open=True),
+        default=60.0,
+        show_default=True,
+        help="Seconds of silence allowed while reading a response.",
+    ),
+    click.option(
+        "--allow-private-network",
+        is_flag=True,
+        default=False,
+        help="Allow PDS/PLC endpoints on loopback/private addresses (tests, local "
+        "networks); refused otherwise.",
+    ),
+]
+
+
+def backfill_options(f: Callable) -> Callable:
+    for option in reversed(_BACKFILL_OPTIONS):
+        f = option(f)
+    return config_option(workdir_option(f))
+
+
+def build_config(options: dict[str, Any], job_id: str) -> BackfillConfig:
+    if not options.get("dids"):
+        raise click.UsageError("Missing option '--dids' (or `dids:` in the config file).")
+    return BackfillConfig(
+        dids_file=str(options["dids"]),
+        job_id=job_id,
+        plc_url=options["plc_url"],
+        concurrency=options["concurrency"],
+        batch_size=options["batch_size"],
+        max_repo_bytes=parse_size(options["max_repo_bytes"]),
+        attempts=options["attempts"],
+        retries=options["retries"],
+        retry_backoff=options["retry_backoff"],
+        since=resolve_since(options["since"]),
+        fan_in=options["fan_in"],
+        decode_processes=options["decode_processes"],
+        read_timeout=options["timeout"],
+        allow_private_network=options["allow_private_network"],
+    )
+
+
+@click.command()
+@backfill_options
+@progress_option
+def run(workdir: Path, progress: str, **options: Any) -> None:
+    """Backfill every DID of a file into <workdir>/jobs/<job_id>/output/."""
+    job_id = options["job_id"] or session.new_job_id()
+    session.check_job_id(job_id)
+    config = build_config(options, job_id)
+    layout = JobLayout(workdir.resolve(), job_id)
+    started = time.monotonic()
+    click.echo(f"job {job_id} in {layout.root}", err=True)
+    job = session.submit_and_run(BackfillHandler(config), layout, make_progress(progress))
+    click.echo(summarize(layout, job, started))
+
+
+@click.command()
+@backfill_options
+def plan(workdir: Path, **options: Any) -> None:
+    """Dry run: validate the input and config, show batches, tasks, hosts and estimates."""
+    config = build_config(options, options["job_id"] or "plan")
+    handler = BackfillHandler(config)
+    click.echo(describe_plan(handler.plan(), config))
+
+
+with_env_vars(run)
+with_env_vars(plan)

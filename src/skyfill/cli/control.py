@@ -1,0 +1,132 @@
+"""Job control: resume, status, cancel, pause, retry."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import click
+import orjson
+
+from skyfill.cli import session
+from skyfill.cli.options import progress_option, workdir_option
+from skyfill.cli.status import job_status, render_status
+from skyfill.cli.summary import summarize
+from skyfill.engine.layout import JobLayout, jobs_in
+from skyfill.engine.model import JobStatus
+from skyfill.errors import UsageError
+from skyfill.monitor.progress import make_progress
+
+STOP_WAIT_SECONDS = 15.0
+
+
+def _layout(workdir: Path, job_id: str) -> JobLayout:
+    session.check_job_id(job_id)
+    return JobLayout(workdir.resolve(), job_id)
+
+
+@click.command()
+@click.argument("job_id")
+@workdir_option
+@progress_option
+def resume(job_id: str, workdir: Path, progress: str) -> None:
+    """Continue a stopped, paused, cancelled or crashed job where it stopped."""
+    layout = _layout(workdir, job_id)
+    started = time.monotonic()
+    job = session.resume(layout, make_progress(progress))
+    click.echo(summarize(layout, job, started))
+
+
+@click.command()
+@click.argument("job_id", required=False)
+@workdir_option
+@click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
+def status(job_id: str | None, workdir: Path, as_json: bool) -> None:
+    """A job's phase, DIDs per status, tasks, throughput and ETA (no JOB_ID: all jobs)."""
+    if job_id is None:
+        jobs = []
+        for name in jobs_in(workdir.resolve()):
+            with session.open_store(_layout(workdir, name)) as store:
+                jobs.append(job_status(store))
+        if as_json:
+            click.echo(orjson.dumps(jobs, option=orjson.OPT_INDENT_2).decode())
+        else:
+            for job in jobs:
+                click.echo(
+                    f"{job['job_id']:<40} {job['status']:<12} {job['phase']:<10} "
+                    f"{job['done']}/{job['items']}"
+                )
+        return
+    with session.open_store(_layout(workdir, job_id)) as store:
+        facts = job_status(store)
+    click.echo(
+        orjson.dumps(facts, option=orjson.OPT_INDENT_2).decode()
+        if as_json
+        else render_status(facts)
+    )
+
+
+def _stop(job_id: str, workdir: Path, action: str) -> None:
+    target = {"cancel": JobStatus.CANCELLED, "pause": JobStatus.PAUSED}[action]
+    with session.open_store(_layout(workdir, job_id)) as store:
+        job = store.job()
+        if job is None or job.status is JobStatus.COMPLETED:
+            raise UsageError(
+                f"job {job_id} is not running (it is {job.status if job else 'unplanned'})"
+            )
+        if not session.is_live(job):
+            store.set_job_status(target)
+            click.echo(f"job {job_id}: {target} (no worker was running)")
+            return
+        store.request_control(action)
+        deadline = time.monotonic() + STOP_WAIT_SECONDS
+        while time.monotonic() < deadline:
+            job = store.job()
+            if job is not None and job.status is target:
+                click.echo(f"job {job_id}: {target}; continue with `skyfill resume {job_id}`")
+                return
+            time.sleep(0.1)
+    raise UsageError(f"job {job_id}: asked to {action}, but it has not stopped yet")
+
+
+@click.command()
+@click.argument("job_id")
+@workdir_option
+def cancel(job_id: str, workdir: Path) -> None:
+    """Emergency stop: running workers stop within seconds; the job stays resumable."""
+    _stop(job_id, workdir, "cancel")
+
+
+@click.command()
+@click.argument("job_id")
+@workdir_option
+def pause(job_id: str, workdir: Path) -> None:
+    """Pause a running job; `skyfill resume` continues it."""
+    _stop(job_id, workdir, "pause")
+
+
+@click.command()
+@click.argument("job_id")
+@click.option(
+    "--failed",
+    is_flag=True,
+    help="Retry every DID whose status is `failed` (e.g. after fixing the network).",
+)
+@workdir_option
+@progress_option
+def retry(job_id: str, failed: bool, workdir: Path, progress: str) -> None:
+    """Run a new retry phase over the DIDs that ended failed, then aggregate again."""
+    if not failed:
+        raise UsageError("say which DIDs to retry: `skyfill retry JOB_ID --failed`")
+    layout = _layout(workdir, job_id)
+    started = time.monotonic()
+    with session.open_store(layout) as store:
+        session.ensure_not_running(store)
+        runner = session.stored_runner(layout, store, make_progress(progress))
+        plan = runner.plan_failed_retry()
+        if plan is None:
+            click.echo(f"job {job_id}: no DID ended failed; nothing to retry")
+            return
+        click.echo(f"job {job_id}: {plan.phase} retries {len(plan.failed_items)} DIDs", err=True)
+        job = session.run(runner)
+    click.echo(summarize(layout, job, started))

@@ -1,0 +1,52 @@
+"""What `skyfill plan` prints: the job a `run` would make, and what it would cost."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+
+from skyfill.atproto.did import did_web_host
+from skyfill.backfill.config import BackfillConfig
+from skyfill.engine.handler import Plan
+
+DEFAULT_HOST_LIMIT = (3000, 300.0)
+"""Requests per window (seconds) that a PDS allows by default (the common PDS limit)."""
+
+
+def describe_plan(plan: Plan, config: BackfillConfig) -> str:
+    info = plan.input_description
+    dids = plan.items
+    batches = math.ceil(len(dids) / config.batch_size) if dids else 0
+    methods = Counter(did.split(":")[1] for did in dids)
+    web_hosts = Counter(did_web_host(d) for d in dids if d.startswith("did:web:"))
+    identity_requests = len(dids)  # one PLC or did:web document per DID
+    repo_requests = len(dids)
+    limit, window = DEFAULT_HOST_LIMIT
+    per_second = limit / window
+    lines = [*(f"warning: {w}" for w in plan.warnings)]
+    lines += [
+        f"input: {info.get('path')} ({info.get('lines', 0)} lines, {len(dids)} DIDs, "
+        f"{info.get('duplicates', 0)} duplicates, {info.get('malformed', 0)} malformed)",
+        f"DIDs by method: {', '.join(f'{m}={n}' for m, n in methods.most_common())}",
+        f"batches: {batches} of up to {config.batch_size} DIDs -> {batches} worker tasks "
+        f"(phase backfill, group initial_batch), up to {config.retries} retry phases, "
+        f"aggregation with fan-in {config.fan_in}",
+        f"hosts known before resolution: {len(web_hosts)} did:web hosts"
+        + (f" ({', '.join(h for h, _ in web_hosts.most_common(5))})" if web_hosts else "")
+        + f"; did:plc PDS hosts are known after resolving through {config.plc_url}",
+        f"estimated requests: {identity_requests + repo_requests} "
+        f"({identity_requests} identity look-ups + {repo_requests} getRepo), no PDS contacted",
+        f"minimum duration at {limit} requests/{window / 60:.0f} min per host: "
+        f"{_duration(repo_requests / per_second)} if every repo is on one PDS, "
+        f"{_duration(methods.get('plc', 0) / per_second)} for the PLC look-ups",
+        f"window: {'all records' if config.since is None else 'records since ' + config.since}",
+    ]
+    return "\n".join(lines)
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"

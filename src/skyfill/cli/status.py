@@ -1,0 +1,62 @@
+"""`skyfill status`: the facts of one job, from its state store, as JSON or text."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from skyfill.engine.model import PENDING_ITEM
+from skyfill.engine.runner import is_live
+from skyfill.engine.state.base import StateStore
+
+RECENT_SECONDS = 60.0
+
+
+def job_status(store: StateStore) -> dict[str, Any]:
+    job = store.job()
+    if job is None:
+        return {"job_id": None, "status": "planning", "phase": None, "items": 0, "done": 0}
+    counts = store.status_counts()
+    pending = counts.get(PENDING_ITEM, 0)
+    done = job.item_count - pending
+    live = is_live(job)
+    recent = store.completions_since(time.time() - RECENT_SECONDS) / RECENT_SECONDS
+    tasks = store.task_status_counts()
+    return {
+        "job_id": job.job_id,
+        "job_type": job.job_type,
+        "status": str(job.status),
+        "phase": job.phase,
+        "live": live,
+        "heartbeat_age_s": round(time.time() - job.heartbeat_at, 1) if job.heartbeat_at else None,
+        "items": job.item_count,
+        "done": done,
+        "pending": pending,
+        "by_status": {k: v for k, v in sorted(counts.items()) if k != PENDING_ITEM},
+        "tasks": {
+            "total": sum(tasks.values()),
+            **{k: tasks.get(k, 0) for k in ("done", "running", "pending", "failed")},
+        },
+        "throughput_per_s": round(recent, 2) if live else 0.0,
+        "eta_s": round(pending / recent, 1) if live and recent > 0 else None,
+    }
+
+
+def render_status(facts: dict[str, Any]) -> str:
+    live = "live" if facts.get("live") else "no worker running"
+    tasks = facts.get("tasks", {})
+    lines = [
+        f"job {facts['job_id']}: {facts['status']} ({live}), phase {facts['phase']}",
+        f"  DIDs: {facts['done']}/{facts['items']} done, {facts.get('pending', 0)} pending",
+        f"  tasks: {tasks.get('done', 0)}/{tasks.get('total', 0)} done, "
+        f"{tasks.get('running', 0)} running, {tasks.get('failed', 0)} failed",
+    ]
+    for name, count in facts.get("by_status", {}).items():
+        lines.append(f"    {name:<14} {count}")
+    if facts.get("live"):
+        eta = facts.get("eta_s")
+        lines.append(
+            f"  throughput: {facts['throughput_per_s']} DIDs/s (last minute), "
+            f"ETA {'unknown' if eta is None else f'{eta:.0f} s'}"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,537 @@
+"""Streaming, hierarchical merge of sorted Parquet files, de-duplicated on a key.
+
+Every input is sorted by `MergeSpec.key_columns` (ascending) and holds one row per key
+(`sort_table` makes it so). `merge_stream` merges any number of such files into one
+sorted, de-duplicated stream, holding only a bounded slice of each input in memory.
+Among rows with equal keys the one with the greatest `newest_column` wins, and on a tie
+the row from the earliest input (in the order given), so the result equals `sort_table`
+of the inputs' concatenation. `reduce_to_fan_in` merges groups of inputs, level after
+level, into files on disk until at most `fan_in` remain; it is crash-safe and resumable.
+
+The merge is a "frontier" merge: the frontier is the smallest last key among the
+buffered batches of inputs that still have unread rows. Every row at or below it is
+known to be final, so the buffers' prefixes up to it (found by binary search) are taken,
+concatenated, sorted and de-duplicated by Arrow, and emitted; the buffer that defined
+the frontier is used up and refilled. Keys are compared column by column in Arrow's sort
+order (strings and binaries bytewise, nulls after every value), so keys may be of any
+sortable type, strings holding NUL bytes included; float keys holding NaN are not
+supported. The merge runs in a background thread, a couple of batches ahead of the
+consumer, so that merging and the consumer's encoding use two cores; `reduce_to_fan_in`
+also runs `MergeSpec.workers` merges of a level at once.
+"""
+
+from __future__ import annotations
+
+import bisect
+import concurrent.futures
+import contextlib
+import os
+import queue
+import threading
+from collections.abc import Generator, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from skyfill.engine.atomic import commit_file, sha256_file, write_bytes
+
+COMPRESSION = "zstd"
+PREFETCH_BATCHES = 2
+"""Merged batches made ahead of the consumer, in a background thread."""
+MIN_READ_ROWS = 4096
+"""Rows per batch read from each input of a merge, at least (see `_read_batch_rows`)."""
+
+Key = tuple[tuple[Any, ...], ...]
+"""A row's key as Python values: one `(0, value)` or `(1,)` (null) per key column."""
+
+
+class MergeOrderError(ValueError):
+    """An input of a merge was not sorted and de-duplicated by the merge key."""
+
+
+class MergeValidationError(RuntimeError):
+    """A merged file did not read back with the rows that were written to it."""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class MergeSpec:
+    key_columns: tuple[str, ...]
+    """Columns that identify a row, e.g. ("did", "collection", "rkey")."""
+    newest_column: str
+    """Among rows with equal keys the greatest value here wins (strings compare bytewise)."""
+    fan_in: int = 10
+    """Files merged at once, and the most files `reduce_to_fan_in` leaves."""
+    batch_rows: int = 65_536
+    """Rows per merged batch, roughly (half to one and a half times it); a row group of a
+    merged file holds one batch. A merge reads `batch_rows / inputs` rows per input at a
+    time (at least MIN_READ_ROWS)."""
+    workers: int = 2
+    """Merges of one level that `reduce_to_fan_in` runs at once (threads: Arrow reads,
+    sorts and writes without the GIL). Memory grows with it; 1 runs them one by one."""
+
+    def __post_init__(self) -> None:
+        if not self.key_columns:
+            raise ValueError("MergeSpec.key_columns must name at least one column")
+        if self.newest_column in self.key_columns:
+            raise ValueError("MergeSpec.newest_column must not be a key column")
+        if self.fan_in < 2:
+            raise ValueError("MergeSpec.fan_in must be at least 2")
+        if self.workers < 1:
+            raise ValueError("MergeSpec.workers must be at least 1")
+        if self.batch_rows < 1:
+            raise ValueError("MergeSpec.batch_rows must be positive")
+
+    @property
+    def sort_keys(self) -> list[tuple[str, str, str]]:
+        """Arrow sort keys: key columns ascending, newest first, nulls last everywhere."""
+        keys = [(c, "ascending", "at_end") for c in self.key_columns]
+        return [*keys, (self.newest_column, "descending", "at_end")]
+
+
+@dataclass
+class MergeLevel:
+    level: int
+    outputs: list[dict]
+    """Each {"file", "inputs": [...], "rows", "sha256"}; paths relative to the merge
+    directory (the caller's files as `../...`)."""
+
+
+# -- sorting and de-duplication ---------------------------------------------------------
+
+
+def sort_table(table: pa.Table, spec: MergeSpec) -> pa.Table:
+    """Sorted by key_columns ascending, newest_column descending, duplicates of a key removed.
+
+    Of the rows sharing a key the one with the greatest newest_column is kept (nulls lose
+    to every value); on a tie, the first in the table's order. Nulls in key columns sort
+    after every value and equal each other.
+    """
+    if table.num_rows == 0:
+        return table
+    return table.take(_unique_sorted_indices(table, spec))
+
+
+def _unique_sorted_indices(table: pa.Table, spec: MergeSpec) -> pa.Array:
+    """Indices of the rows `sort_table` keeps, in its order (the sort is stable)."""
+    indices = pc.sort_indices(table, sort_keys=spec.sort_keys)
+    first = _first_of_each_key(table.select(list(spec.key_columns)).take(indices))
+    return indices if first is None else indices.filter(first)
+
+
+def _first_of_each_key(keys: pa.Table) -> pa.ChunkedArray | None:
+    """Mask of the rows whose key differs from the previous row's; None if all do."""
+    n = keys.num_rows
+    if n < 2:
+        return None
+    differs = None
+    for column in keys.columns:
+        changed = _not_equal(column.slice(1), column.slice(0, n - 1))
+        differs = changed if differs is None else pc.or_(differs, changed)
+    assert differs is not None
+    if pc.all(differs).as_py():
+        return None
+    return pa.chunked_array([pa.array([True]), *differs.chunks], pa.bool_())
+
+
+def _not_equal(a: pa.ChunkedArray, b: pa.ChunkedArray) -> pa.ChunkedArray:
+    """Element-wise `a != b` where null equals null and differs from every value."""
+    if a.null_count == 0 and b.null_count == 0:
+        return pc.not_equal(a, b)
+    both_null = pc.and_(pc.is_null(a), pc.is_null(b))
+    return pc.and_not(pc.fill_null(pc.not_equal(a, b), True), both_null)
+
+
+# -- keys as Python values (for the frontier) -------------------------------------------
+
+
+def _comparable(array: pa.Array) -> pa.Array:
+    """The array with temporal types viewed as their integers (exact, and ordered alike)."""
+    kind = array.type
+    if pa.types.is_temporal(kind) and not pa.types.is_interval(kind):
+        return array.view(pa.int32() if kind.bit_width == 32 else pa.int64())
+    return array
+
+
+class _Keys(Sequence[Key]):
+    """The key of each row of a batch, computed only for the rows that are looked at."""
+
+    def __init__(self, batch: pa.RecordBatch, columns: tuple[str, ...]) -> None:
+        self._arrays = [_comparable(batch.column(name)) for name in columns]
+        self._rows = batch.num_rows
+
+    def __len__(self) -> int:
+        return self._rows
+
+    def __getitem__(self, i: int) -> Key:  # type: ignore[override]
+        values = (array[i].as_py() for array in self._arrays)
+        return tuple((1,) if v is None else (0, v) for v in values)
+
+
+# -- the k-way merge ---------------------------------------------------------------------
+
+
+class _Input:
+    """One input file: its reader and the not yet merged rest of its current batch.
+
+    Each input is read in batches of about `batch_rows / inputs` rows, so a frontier step
+    sorts about one batch whatever the number of inputs (and large allocations, slow to
+    get from the operating system again and again, are avoided).
+    """
+
+    def __init__(
+        self, path: Path, schema: pa.Schema, key_columns: tuple[str, ...], rows: int
+    ) -> None:
+        self.file = pq.ParquetFile(path)
+        self.unread = self.file.metadata.num_rows
+        self.batches = _batches(self.file, rows, schema.names)
+        self.schema = schema
+        self.key_columns = key_columns
+        self.buffer = pa.record_batch([], schema=pa.schema([]))
+        self.keys: _Keys | None = None
+
+    @property
+    def rows(self) -> int:
+        return self.buffer.num_rows
+
+    @property
+    def more(self) -> bool:
+        """Whether rows follow the buffer (so its last key bounds what is final)."""
+        return self.unread > 0
+
+    def fill(self) -> None:
+        """Read the next non-empty batch once the buffer is used up."""
+        while not self.buffer.num_rows and self.unread > 0:
+            try:
+                batch = next(self.batches)
+            except StopIteration:
+                self.unread = 0
+                break
+            self.unread -= batch.num_rows
+            if not batch.schema.equals(self.schema):
+                batch = batch.select(self.schema.names).cast(self.schema)
+            self.buffer = batch
+            self.keys = None
+
+    def last_key(self) -> Key:
+        return self._keys()[self.rows - 1]
+
+    def _keys(self) -> _Keys:
+        if self.keys is None:
+            self.keys = _Keys(self.buffer, self.key_columns)
+        return self.keys
+
+    def take_through(self, frontier: Key | None) -> pa.RecordBatch | None:
+        """Remove and return the buffered rows whose key is <= frontier (None: all)."""
+        if not self.rows:
+            return None
+        n = self.rows if frontier is None else bisect.bisect_right(self._keys(), frontier)
+        if n == 0:
+            return None
+        head, self.buffer = self.buffer.slice(0, n), self.buffer.slice(n)
+        self.keys = None
+        return head
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def _batches(file: pq.ParquetFile, rows: int, columns: list[str]) -> Iterator[pa.RecordBatch]:
+    """The file's batches, one row group at a time.
+
+    A reader over all row groups at once pre-buffers all of them (the whole file), so
+    memory would grow with the input; one reader per row group holds only that one.
+    """
+    for group in range(file.metadata.num_row_groups):
+        yield from file.iter_batches(batch_size=rows, row_groups=[group], columns=columns)
+
+
+def merge_stream(inputs: list[Path], spec: MergeSpec, schema: pa.Schema) -> pa.RecordBatchReader:
+    """k-way streaming merge of Parquet files, each already sorted+deduplicated by spec.
+
+    Yields sorted, deduplicated batches of `batch_rows / 2` to `1.5 * batch_rows` rows (the
+    last may be shorter) across all inputs; newest kept on duplicate keys. Memory is bounded by
+    the inputs' read buffers (each about `batch_rows / len(inputs)` rows, plus what the
+    Parquet reader holds of its current row group) and a few batches, never by the total
+    rows. Inputs may be empty files. Raises MergeOrderError when it finds an input that is
+    not sorted and de-duplicated.
+    """
+    batches = _prefetched(_merged_batches(inputs, spec, schema), PREFETCH_BATCHES)
+    return pa.RecordBatchReader.from_batches(schema, batches)
+
+
+def _merged_batches(
+    inputs: list[Path], spec: MergeSpec, schema: pa.Schema
+) -> Iterator[pa.RecordBatch]:
+    with contextlib.ExitStack() as stack:
+        rows = _read_batch_rows(spec, len(inputs))
+        states = []
+        for path in inputs:
+            state = _Input(Path(path), schema, spec.key_columns, rows)
+            stack.callback(state.close)
+            states.append(state)
+        yield from _rebatch(_merged_tables(states, spec), spec.batch_rows)
+
+
+def _read_batch_rows(spec: MergeSpec, inputs: int) -> int:
+    """`batch_rows` shared among the inputs, but not so few that per-step costs dominate."""
+    return max(min(MIN_READ_ROWS, spec.batch_rows), spec.batch_rows // max(1, inputs))
+
+
+def _merged_tables(states: list[_Input], spec: MergeSpec) -> Iterator[pa.Table]:
+    """Sorted, de-duplicated tables of at most `batch_rows` rows, each after the previous."""
+    last: Key | None = None
+    while True:
+        for state in states:
+            state.fill()
+        live = [s for s in states if s.rows]
+        if not live:
+            return
+        bounded = [s.last_key() for s in live if s.more]
+        frontier = min(bounded) if bounded else None
+        parts = [part for s in live if (part := s.take_through(frontier)) is not None]
+        if len(parts) == 1:  # already sorted and unique
+            table, indices = pa.Table.from_batches(parts), None
+        else:  # one contiguous copy; gathering from many chunks is much slower
+            table = pa.Table.from_batches(parts).combine_chunks()
+            indices = _unique_sorted_indices(table, spec)
+        del parts, live
+        last = _check_order(last, table, indices, spec)
+        if indices is None:
+            yield table
+            continue
+        pieces = -(-len(indices) // spec.batch_rows)
+        size = -(-len(indices) // pieces)  # equal pieces: no small one left over
+        for start in range(0, len(indices), size):
+            yield table.take(indices.slice(start, size))
+
+
+def _check_order(
+    last: Key | None, table: pa.Table, indices: pa.Array | None, spec: MergeSpec
+) -> Key:
+    """Each step's rows must all come after the previous step's (inputs sorted, unique)."""
+    first_row, last_row = 0, table.num_rows - 1
+    if indices is not None:
+        first_row, last_row = indices[0].as_py(), indices[-1].as_py()
+    first = _row_key(table, first_row, spec.key_columns)
+    if last is not None and not last < first:
+        raise MergeOrderError(
+            f"merge inputs are not sorted and de-duplicated by {list(spec.key_columns)}: "
+            f"key {first} follows {last}"
+        )
+    return _row_key(table, last_row, spec.key_columns)
+
+
+def _row_key(table: pa.Table, row: int, columns: tuple[str, ...]) -> Key:
+    batch = table.select(list(columns)).slice(row, 1).combine_chunks().to_batches()[0]
+    return _Keys(batch, columns)[0]
+
+
+def _rebatch(tables: Iterator[pa.Table], rows: int) -> Iterator[pa.RecordBatch]:
+    """Record batches of `rows / 2` to `1.5 * rows` rows (the last may be shorter).
+
+    The tables come with at most `rows` rows each, mostly more than half of it: those pass
+    through without a copy; only smaller ones are joined.
+    """
+    pending: list[pa.Table] = []
+    pending_rows = 0
+    for table in tables:
+        pending.append(table)
+        pending_rows += table.num_rows
+        if pending_rows >= rows // 2:
+            yield _one_batch(pending)
+            pending, pending_rows = [], 0
+    if pending:
+        yield _one_batch(pending)
+
+
+def _one_batch(tables: list[pa.Table]) -> pa.RecordBatch:
+    """The tables' rows as one contiguous batch (copied only if they are not already)."""
+    table = tables[0] if len(tables) == 1 else pa.concat_tables(tables)
+    return table.combine_chunks().to_batches()[0]
+
+
+_END = object()
+
+
+def _prefetched(items: Iterator[Any], depth: int) -> Iterator[Any]:
+    """`items`, produced in a background thread up to `depth` ahead of the consumer.
+
+    Arrow releases the GIL while it reads, sorts and gathers, so the merge runs on one
+    core while the consumer (typically a Parquet writer) encodes on another. Errors are
+    raised in the consumer; when the consumer stops early the producer stops too.
+    """
+    ready: queue.Queue[Any] = queue.Queue(depth)
+    stop = threading.Event()
+
+    def put(item: Any) -> bool:
+        while not stop.is_set():
+            try:
+                ready.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                pass
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not put(item):
+                    return
+            put(_END)
+        except BaseException as exc:  # handed to the consumer, raised there
+            put(exc)
+        finally:
+            if isinstance(items, Generator):
+                items.close()
+
+    thread = threading.Thread(target=produce, name="skyfill-merge", daemon=True)
+    thread.start()
+    try:
+        while (item := ready.get()) is not _END:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+
+
+# -- hierarchical reduction on disk ------------------------------------------------------
+
+
+def reduce_to_fan_in(
+    inputs: list[Path], directory: Path, spec: MergeSpec, schema: pa.Schema
+) -> tuple[list[Path], list[MergeLevel]]:
+    """Merge consecutive inputs, `fan_in` at a time, level after level, to <= fan_in files.
+
+    Level n writes `directory/level-<n>/merge-<i>.parquet` and returns the remaining files
+    (in input order) and a description of each level. Only as many groups are merged as
+    needed: a group of one file is carried to the next level as it is, and once one
+    level can reach `fan_in` files, only enough leading groups are merged to get there.
+
+    Each output is written to a temporary name, validated (reopened, row count equals the
+    rows written), renamed, hashed, and only then gets its `merge-<i>.done` marker (JSON:
+    sha256, rows, inputs and their versions). Resumable: called again after a crash
+    (kill -9 at any point), an output is reused without recomputation when its marker
+    exists, names the same inputs in the same versions (sha256 for outputs of earlier
+    levels, size and mtime for the caller's files) and matches the file's row count;
+    partial and temporary files are ignored and overwritten; the result is identical.
+    File names depend only on the number of inputs and on fan_in. `spec.workers` merges
+    of a level run at once; the result does not depend on it.
+    """
+    directory = Path(directory)
+    files = [Path(p) for p in inputs]
+    versions: dict[Path, str] = {}  # outputs made or reused here: their content hash
+    levels: list[MergeLevel] = []
+    while len(files) > spec.fan_in:
+        level = len(levels) + 1
+        merged: list[Path] = []
+        jobs: list[_MergeJob] = []
+        for group in _plan_level(files, spec.fan_in):
+            if len(group) == 1:
+                merged.append(group[0])
+                continue
+            target = directory / f"level-{level}" / f"merge-{len(jobs):05d}.parquet"
+            inputs_at = [versions.get(p) or _file_version(p) for p in group]
+            jobs.append(_MergeJob(group, inputs_at, target, directory, spec, schema))
+            merged.append(target)
+        outputs = _run(jobs, spec.workers)
+        versions |= {
+            job.target: f"sha256:{out['sha256']}" for job, out in zip(jobs, outputs, strict=True)
+        }
+        levels.append(MergeLevel(level=level, outputs=outputs))
+        files = merged
+    return files, levels
+
+
+def _plan_level(files: list[Path], fan_in: int) -> list[list[Path]]:
+    """Consecutive groups for one level; files left alone come as groups of one."""
+    n = len(files)
+    if n > fan_in * fan_in:
+        merged = n
+    else:
+        needed = n - fan_in  # each merge of g files removes g - 1 of them
+        full, rest = divmod(needed, fan_in - 1)
+        merged = full * fan_in + (rest + 1 if rest else 0)
+    groups = [files[i : min(i + fan_in, merged)] for i in range(0, merged, fan_in)]
+    return groups + [[f] for f in files[merged:]]
+
+
+def _file_version(path: Path) -> str:
+    """A cheap identity of a caller's input file (they are written once, never changed)."""
+    stat = path.stat()
+    return f"size:{stat.st_size},mtime_ns:{stat.st_mtime_ns}"
+
+
+@dataclass(frozen=True, slots=True)
+class _MergeJob:
+    group: list[Path]
+    versions: list[str]
+    target: Path
+    directory: Path
+    spec: MergeSpec
+    schema: pa.Schema
+
+    def run(self) -> dict:
+        """Merge the group into the target unless an earlier call did; return its facts."""
+        identity = {
+            "inputs": [_relative(p, self.directory) for p in self.group],
+            "input_versions": self.versions,
+        }
+        done = self.target.with_suffix(".done")
+        facts = _reusable(self.target, done, identity)
+        if facts is None:
+            rows = _write_merged(self.group, self.target, self.spec, self.schema)
+            facts = {"rows": rows, "sha256": sha256_file(self.target)}
+            write_bytes(done, orjson.dumps(identity | facts, option=orjson.OPT_SORT_KEYS))
+        return {
+            "file": _relative(self.target, self.directory),
+            "inputs": identity["inputs"],
+            **facts,
+        }
+
+
+def _run(jobs: list[_MergeJob], workers: int) -> list[dict]:
+    """Run the merges of one level, `workers` at a time; results in the jobs' order."""
+    if workers <= 1 or len(jobs) <= 1:
+        return [job.run() for job in jobs]
+    with concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="skyfill-merge") as pool:
+        return list(pool.map(_MergeJob.run, jobs))
+
+
+def _reusable(target: Path, done: Path, identity: dict) -> dict | None:
+    """The facts of an output finished by an earlier call, or None if it must be made."""
+    try:
+        marker = orjson.loads(done.read_bytes())
+        rows = pq.ParquetFile(target).metadata.num_rows
+    except (OSError, orjson.JSONDecodeError, pa.ArrowException):
+        return None
+    if not isinstance(marker, dict) or any(marker.get(k) != v for k, v in identity.items()):
+        return None
+    if marker.get("rows") != rows or not isinstance(marker.get("sha256"), str):
+        return None
+    return {"rows": rows, "sha256": marker["sha256"]}
+
+
+def _write_merged(group: list[Path], target: Path, spec: MergeSpec, schema: pa.Schema) -> int:
+    """Merge `group` into `target` through a validated temporary file; return its rows."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp")
+    rows = 0
+    with pq.ParquetWriter(tmp, schema, compression=COMPRESSION) as writer:
+        for batch in merge_stream(group, spec, schema):
+            writer.write_batch(batch, row_group_size=batch.num_rows)  # one row group
+            rows += batch.num_rows
+    read_back = pq.ParquetFile(tmp).metadata.num_rows
+    if read_back != rows:
+        raise MergeValidationError(f"{target.name}: wrote {rows} rows, read back {read_back}")
+    commit_file(tmp, target)
+    return rows
+
+
+def _relative(path: Path, directory: Path) -> str:
+    return Path(os.path.relpath(os.path.abspath(path), os.path.abspath(directory))).as_posix()

@@ -1,0 +1,33 @@
+"""How the engine runs a job; read from the job's config so that resume behaves the same."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class EngineSettings:
+    batch_size: int = 100
+    """Items per batch (one worker task each)."""
+    parallel_tasks: int = 4
+    """Worker tasks running at once in this process."""
+    retries: int = 3
+    """Retry phases (retry_1..n) after the backfill phase, for retryable failures."""
+    retry_backoff: float = 10.0
+    """Seconds to wait before retry phase 1; doubles for each later phase."""
+    fan_in: int = 10
+    """Files merged into one at each level of the aggregation."""
+    flush_rows: int = 100_000
+    """Commit a segment once this many rows are buffered."""
+    flush_items: int = 200
+    """... or once this many items are finished."""
+    flush_seconds: float = 3.0
+    """... or once the oldest finished item has waited this long."""
+    control_poll_seconds: float = 0.5
+    """How often a running job checks for cancel/pause requests and beats its heartbeat."""
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> EngineSettings:
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in config.items() if k in names and v is not None})
