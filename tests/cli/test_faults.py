@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 
-from skyfill.simnet.server import FAULTS
 from tests.helpers import (
     Server,
     job_dir,
@@ -43,7 +42,7 @@ def faulty(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         accounts=20,
         hosts=2,
         mean_records=30,
-        faults=",".join(FAULTS),
+        faults=",".join(EXPECTED),
         statuses="deactivated,takendown",
     )
     server.ready["truth_data"] = json.loads(Path(server.ready["truth"]).read_text())

@@ -294,6 +294,16 @@ def test_reduce_does_not_depend_on_the_number_of_workers(tmp_path: Path) -> None
     assert results[0] == results[1]
 
 
+def test_reduce_of_empty_inputs(tmp_path: Path) -> None:
+    paths = [write(tmp_path / f"{i}.parquet", []) for i in range(5)]
+    spec = MergeSpec(key_columns=KEY, newest_column="rev", fan_in=2)
+    finals, levels = reduce_to_fan_in(paths, tmp_path / "aggregation", spec, SCHEMA)
+    assert len(finals) == 2
+    assert {o["rows"] for level in levels for o in level.outputs} == {0}
+    check_outputs(tmp_path / "aggregation", levels)
+    assert read_all(finals, spec) == []
+
+
 def test_reduce_leaves_few_inputs_alone(tmp_path: Path) -> None:
     paths, _ = make_inputs(tmp_path / "tasks", random.Random(3), files=4)
     spec = MergeSpec(key_columns=KEY, newest_column="rev", fan_in=4)

@@ -122,12 +122,20 @@ class _TaskLoop:
     async def run(self) -> None:
         outputs = self.ctx.handler.process(self.batch, list(self.batch.items))
         stop = asyncio.ensure_future(self.ctx.stop.wait())
+        step: asyncio.Future | None = None
         try:
             async with contextlib.aclosing(outputs):
                 while True:
-                    step = asyncio.ensure_future(anext(outputs))
-                    await asyncio.wait({step, stop}, return_when=asyncio.FIRST_COMPLETED)
-                    if not step.done():
+                    step = step or asyncio.ensure_future(anext(outputs))
+                    done, _ = await asyncio.wait(
+                        {step, stop},
+                        timeout=self._flush_due_in(),
+                        return_when=asyncio.FIRST_COMPLETED,
+                    )
+                    if not done:  # nothing finished, but buffered outcomes are due
+                        self._flush()
+                        continue
+                    if step not in done:  # stop requested
                         step.cancel()
                         with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
                             await step
@@ -136,10 +144,16 @@ class _TaskLoop:
                         output = step.result()
                     except StopAsyncIteration:
                         break
+                    step = None
                     self._add(output)
         finally:
             stop.cancel()
             self._flush()
+
+    def _flush_due_in(self) -> float | None:
+        if not self.buffer:
+            return None
+        return max(0.0, self.oldest + self.ctx.settings.flush_seconds - time.monotonic())
 
     def _add(self, output: ItemOutput) -> None:
         if not self.buffer:

@@ -10,7 +10,7 @@ from skyfill.atproto.tid import encode_tid
 from skyfill.simnet.accounts import BASE_TIME, Account
 
 # Faults after which a correct backfill still has the repo (the others lose it).
-RECOVERABLE_FAULTS = (None, "flaky_503", "flaky_429")
+RECOVERABLE_FAULTS = (None, "flaky_503", "flaky_429", "slow_first")
 REV = encode_tid(int(BASE_TIME.timestamp() * 1_000_000) + 365 * 86400 * 1_000_000)
 
 

@@ -2,6 +2,7 @@
 
 FAULTS an account can be given (Account.fault):
   hang              getRepo never answers
+  slow_first        the first getRepo request never answers; later ones are normal
   truncate          getRepo sends the first half of the CAR, then ends normally
   bad_cid           a record block does not match its CID
   missing_block     a record block is absent from the CAR
@@ -21,6 +22,7 @@ from skyfill.simnet.network import SimNetwork
 
 FAULTS = (
     "hang",
+    "slow_first",
     "truncate",
     "bad_cid",
     "missing_block",
@@ -132,7 +134,7 @@ class SimServers:
             return _xrpc_error(400, "RepoNotFound", f"Could not find repo for DID: {did}")
         fault = account.fault
         tries = network.requests[did]
-        if fault == "hang":
+        if fault == "hang" or (fault == "slow_first" and tries == 1):
             await asyncio.sleep(3600)
         if fault == "flaky_503" and tries <= 2:
             return _xrpc_error(503, "InternalServerError", "try again")

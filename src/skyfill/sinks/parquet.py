@@ -15,6 +15,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from skyfill.engine.atomic import fsync_dir, sha256_file
+from skyfill.engine.failpoints import failpoint
 
 
 class ParquetSink:
@@ -44,6 +45,7 @@ class ParquetSink:
         facts = _describe(tmp)
         if self._output.exists():
             shutil.rmtree(self._output)
+        failpoint("output_removed")
         tmp.rename(self._output)
         fsync_dir(self._output.parent)
         return facts
