@@ -20,6 +20,8 @@ TOP_ERRORS = 3
 
 def summarize(layout: JobLayout, job: JobRecord, started: float) -> str:
     output = layout.output
+    if job.job_type != "backfill":
+        return f"job {job.job_id} ({job.job_type}): {job.status}\n  output: {_show(output)}"
     repos = pq.read_table(output / "repos.parquet", columns=["status", "error"])
     statuses = pc.value_counts(repos["status"]).to_pylist()
     counts = _records_per_collection(output / "records")
