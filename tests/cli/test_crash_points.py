@@ -23,6 +23,7 @@ CRASH_POINTS = [
     "task_marked_done:2",
     "retry_planned",
     "aggregate_planned",
+    "merge_written:2",
     "aggregation_levels_done",
     "output_removed",
     "aggregated",

@@ -6,7 +6,6 @@ that it can run in another process. It holds one repository's blocks at a time.
 
 from __future__ import annotations
 
-import gc
 import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -96,18 +95,12 @@ def _read_commit(get_block: _VerifiedBlocks, root: bytes, expected_did: str | No
 
 def decode_repo(car_bytes: bytes, expected_did: str | None = None) -> RepoRecords:
     """Verify and decode a repo CAR. Raises InvalidRepo on any inconsistency."""
-    gc_was_enabled = gc.isenabled()
-    gc.disable()  # the decode allocates millions of small objects that never form cycles
-    try:
-        car = read_car(car_bytes)
-        get_block = _VerifiedBlocks(car.blocks)
-        commit = _read_commit(get_block, car.roots[0], expected_did)
-        out = RepoRecords(commit=commit)
-        _decode_records(out, mst.walk(get_block, commit.data), car.blocks)
-        return out
-    finally:
-        if gc_was_enabled:
-            gc.enable()
+    car = read_car(car_bytes)
+    get_block = _VerifiedBlocks(car.blocks)
+    commit = _read_commit(get_block, car.roots[0], expected_did)
+    out = RepoRecords(commit=commit)
+    _decode_records(out, mst.walk(get_block, commit.data), car.blocks)
+    return out
 
 
 def _decode_records(

@@ -39,6 +39,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from skyfill.engine.atomic import commit_file, sha256_file, write_bytes
+from skyfill.engine.failpoints import failpoint
 
 COMPRESSION = "zstd"
 PREFETCH_BATCHES = 2
@@ -530,6 +531,7 @@ def _write_merged(group: list[Path], target: Path, spec: MergeSpec, schema: pa.S
     if read_back != rows:
         raise MergeValidationError(f"{target.name}: wrote {rows} rows, read back {read_back}")
     commit_file(tmp, target)
+    failpoint("merge_written")
     return rows
 
 

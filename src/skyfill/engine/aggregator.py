@@ -8,6 +8,7 @@ inputs) starts a fresh one instead of reusing stale levels.
 from __future__ import annotations
 
 import hashlib
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -53,3 +54,9 @@ def aggregate(
         "levels": [{"level": level.level, "outputs": level.outputs} for level in levels],
         **facts,
     }
+
+
+def remove_intermediate_merges(layout: JobLayout) -> None:
+    """Once the final output is in place, the merge levels are only disk use."""
+    for directory in layout.aggregation.glob("merge-*"):
+        shutil.rmtree(directory, ignore_errors=True)

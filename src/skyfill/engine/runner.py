@@ -16,7 +16,7 @@ import socket
 import time
 
 from skyfill.engine.aggregate import MergeSpec
-from skyfill.engine.aggregator import aggregate
+from skyfill.engine.aggregator import aggregate, remove_intermediate_merges
 from skyfill.engine.atomic import write_json
 from skyfill.engine.failpoints import failpoint
 from skyfill.engine.handler import Handler, Plan, handler_path
@@ -272,6 +272,7 @@ class JobRunner:
         self.manifests.aggregation(facts)
         self.store.set_job_status(JobStatus.COMPLETED, PHASE_AGGREGATE)
         self.manifests.update_job_status(JobStatus.COMPLETED)
+        remove_intermediate_merges(self.layout)
 
     # -- control -------------------------------------------------------------------------
 
