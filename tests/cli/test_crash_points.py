@@ -91,3 +91,52 @@ def test_crash_then_resume_gives_the_truth(flaky: Server, tmp_path: Path, point:
     assert {d: r["status"] for d, r in outcomes.items()} == {
         d: r["status"] for d, r in truth.items()
     }
+
+
+def test_a_failing_task_fails_the_job_with_its_reason_and_resume_fixes_it(
+    flaky: Server, tmp_path: Path
+) -> None:
+    args = [
+        "run",
+        "--dids",
+        flaky.ready["dids"],
+        "--workdir",
+        str(tmp_path),
+        "--job-id",
+        "job",
+        "--plc-url",
+        flaky.ready["plc"],
+        "--allow-private-network",
+        "--progress",
+        "none",
+        "--attempts",
+        "3",
+        "--retry-backoff",
+        "0.05",
+        "--batch-size",
+        "10",
+    ]
+    failed = run_cli(*args, env={"SKYFILL_FAILPOINT": "segment_committed:2:raise"})
+    assert failed.returncode == 1, failed.stderr
+    assert "Traceback" not in failed.stderr
+    last = failed.stderr.strip().splitlines()[-1]
+    assert "job failed" in last and "failpoint segment_committed reached" in last
+    assert "skyfill resume job" in last
+    root = tmp_path / "jobs" / "job"
+    manifest = json.loads((root / "manifest.json").read_text())
+    assert manifest["status"] == "failed" and "FailpointError" in manifest["error"]
+    tasks = [json.loads(p.read_text()) for p in root.glob("tasks/*/manifest.json")]
+    broken = [t for t in tasks if t["status"] == "failed"]
+    assert len(broken) == 1 and "failpoint" in broken[0]["error"]
+
+    resumed = run_cli("resume", "job", "--workdir", str(tmp_path), "--progress", "none")
+    assert resumed.returncode == 0, resumed.stderr
+    truth = flaky.ready["truth_data"]["repos"]
+    want = {
+        did: {(r["path"], r["cid"]) for r in repo["records"]}
+        for did, repo in truth.items()
+        if repo["records"]
+    }
+    assert records_by_did(tmp_path, "job") == want
+    manifest = json.loads((root / "manifest.json").read_text())
+    assert manifest["status"] == "completed" and manifest["error"] is None

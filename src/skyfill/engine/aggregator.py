@@ -20,13 +20,13 @@ from skyfill.engine.layout import JobLayout
 from skyfill.engine.state.base import StateStore
 
 
-def done_task_outputs(layout: JobLayout, store: StateStore) -> list[Path]:
-    """Task files that have their `.done` marker, in task order."""
-    return [
-        layout.task_output(t.task_id)
+def done_task_outputs(layout: JobLayout, store: StateStore) -> dict[str, Path]:
+    """Task files that have their `.done` marker, by batch id, in task order."""
+    return {
+        t.batch_id: layout.task_output(t.task_id)
         for t in store.tasks()
         if spool.is_done(layout.task_done(t.task_id))
-    ]
+    }
 
 
 def fingerprint(paths: list[Path]) -> str:
@@ -39,20 +39,22 @@ def fingerprint(paths: list[Path]) -> str:
 def aggregate(
     handler: Handler, layout: JobLayout, store: StateStore, spec: MergeSpec
 ) -> dict[str, Any]:
-    inputs = done_task_outputs(layout, store)
+    by_batch = done_task_outputs(layout, store)
+    inputs = list(by_batch.values())
     workdir = layout.aggregation / f"merge-{fingerprint(inputs)}"
     finals, levels = reduce_to_fan_in(inputs, workdir, spec, handler.output_schema)
     failpoint("aggregation_levels_done")
     rows = merge_stream(finals, spec, handler.output_schema)
     facts = handler.aggregate(AggregateContext(layout, store, rows, inputs))
-    rows_by_input = {str(p.relative_to(layout.root)): spool.parquet_rows(p) for p in inputs}
+    row_counts = {batch: spool.parquet_rows(path) for batch, path in by_batch.items()}
     return {
-        "input_files": list(rows_by_input),
-        "row_counts_by_batch": rows_by_input,
-        "input_rows": sum(rows_by_input.values()),
+        **facts,  # first: the engine's own keys below cannot be overwritten by a handler
+        "input_files": [str(p.relative_to(layout.root)) for p in inputs],
+        "row_counts_by_batch": row_counts,
+        "input_rows": sum(row_counts.values()),
         "fan_in": spec.fan_in,
+        "merge_dir": str(workdir.relative_to(layout.root)),
         "levels": [{"level": level.level, "outputs": level.outputs} for level in levels],
-        **facts,
     }
 
 

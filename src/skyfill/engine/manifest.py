@@ -1,4 +1,9 @@
-"""ManifestWriter: the one writer of the job's JSON manifests (atomic writes)."""
+"""ManifestWriter: the one writer of the job's JSON manifests (atomic writes).
+
+Every path inside a manifest is relative to the job directory, so a job directory can be
+moved or copied (or live under another storage URL) without its manifests going stale.
+Schemas: `engine/schemas/*.schema.json`; described in docs/manifests.md.
+"""
 
 from __future__ import annotations
 
@@ -18,6 +23,7 @@ from skyfill.engine.layout import JobLayout
 from skyfill.engine.planner import RetryPlan
 
 SCHEMA_VERSION = 1
+_PACKAGE_DIR = Path(__file__).resolve().parents[1]
 
 
 def utc_iso(timestamp: float | None = None) -> str:
@@ -25,24 +31,32 @@ def utc_iso(timestamp: float | None = None) -> str:
     return moment.isoformat().replace("+00:00", "Z")
 
 
-def _git_commit() -> str | None:
+def _git(*args: str) -> str | None:
     try:
         out = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=Path(__file__).parent,
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=False,
+            ["git", *args], cwd=_PACKAGE_DIR, capture_output=True, text=True, timeout=5, check=False
         )
     except (OSError, subprocess.SubprocessError):
         return None
-    return out.stdout.strip() or None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def git_provenance() -> dict[str, Any]:
+    """The commit of the skyfill checkout this code runs from (None when installed
+    elsewhere, so that another repository's HEAD is never recorded)."""
+    top = _git("rev-parse", "--show-toplevel")
+    if not top or not (Path(top) / "src" / "skyfill" / "__init__.py").exists():
+        return {"git_commit": None, "git_dirty": None}
+    status = _git("status", "--porcelain", "--untracked-files=no")
+    return {"git_commit": _git("rev-parse", "HEAD"), "git_dirty": bool(status)}
 
 
 class ManifestWriter:
     def __init__(self, layout: JobLayout) -> None:
         self._layout = layout
+
+    def _relative(self, path: Path) -> str:
+        return str(path.relative_to(self._layout.root))
 
     def job(
         self,
@@ -67,7 +81,7 @@ class ManifestWriter:
                 "job_type": job_type,
                 "handler": handler,
                 "skyfill_version": __version__,
-                "git_commit": _git_commit(),
+                **git_provenance(),
                 "config": config,
                 "input": input_info,
                 "batch_size": batch_size,
@@ -77,29 +91,43 @@ class ManifestWriter:
                 "status": status,
                 "submitted_at": utc_iso(submitted_at),
                 "submitted_by": f"{getpass.getuser()}@{socket.gethostname()}",
+                "updated_at": utc_iso(submitted_at),
             },
         )
 
-    def update_job_status(self, status: str) -> None:
+    def update_job(
+        self,
+        *,
+        status: str | None = None,
+        phases: list[str] | None = None,
+        error: str | None = None,
+    ) -> None:
         path = self._layout.manifest
         data = orjson.loads(path.read_bytes())
-        data["status"] = status
+        if status is not None:
+            data["status"] = status
+        if phases is not None:
+            data["phases"] = phases
+        if error is not None or status is not None:
+            data["error"] = error
         data["updated_at"] = utc_iso()
         write_json(path, data)
 
     def task(self, task_id: str, info: dict[str, Any], result: dict[str, Any] | None) -> None:
+        layout = self._layout
+        batch = info.get("batch_id", "")
         write_json(
-            self._layout.task_manifest(task_id),
+            layout.task_manifest(task_id),
             {
                 "schema_version": SCHEMA_VERSION,
                 "kind": "task",
-                "job_id": self._layout.job_id,
+                "job_id": layout.job_id,
                 "task_id": task_id,
-                "batch_id": info.get("batch_id"),
+                "batch_id": batch,
                 "role": info.get("role"),
                 "phase": info.get("phase"),
                 "group": info.get("grp"),
-                "input": str(self._layout.batch_file(info.get("batch_id", ""))),
+                "input": self._relative(layout.batch_file(batch)),
                 "output_file": info.get("output_file"),
                 "status": info.get("status"),
                 "start_time": utc_iso(info["started_at"]) if info.get("started_at") else None,
@@ -126,6 +154,7 @@ class ManifestWriter:
                 "failed_count": len(plan.failed_items),
                 "error_type_counts": plan.error_counts,
                 "retries_launched": len(plan.failed_items),
+                "tasks_launched": len(plan.tasks),
                 "batches": [b.batch_id for b in plan.batches],
                 "tasks": [t.task_id for t in plan.tasks],
                 "backoff_seconds": backoff_seconds,

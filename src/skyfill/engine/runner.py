@@ -34,7 +34,7 @@ from skyfill.engine.model import (
 from skyfill.engine.planner import RetryPlan, plan_retry, split_batches, worker_tasks
 from skyfill.engine.settings import EngineSettings
 from skyfill.engine.state.base import JobRecord, StateStore
-from skyfill.engine.worker import WorkerContext, run_task
+from skyfill.engine.worker import WorkerContext, record_failed_task, run_task
 from skyfill.errors import UsageError
 from skyfill.monitor.progress import NullProgress, Progress
 
@@ -162,6 +162,7 @@ class JobRunner:
             return job
         self.store.request_control(None)
         self.store.set_job_status(JobStatus.RUNNING)
+        self.manifests.update_job(status=JobStatus.RUNNING)
         counts = self.store.status_counts()
         self.progress.start(
             job.job_id, job.item_count, job.item_count - counts.get(PENDING_ITEM, 0)
@@ -169,13 +170,29 @@ class JobRunner:
         watcher = asyncio.ensure_future(self._watch_control())
         try:
             await self._run_phases()
+        except Exception as exc:
+            raise self._fail(exc) from exc
         finally:
             watcher.cancel()
             self.progress.stop()
         if self.stop_requested.is_set():
             return self._record_stop()
-        self._aggregate()
+        try:
+            self._aggregate()
+        except Exception as exc:
+            raise self._fail(exc) from exc
         return self._job()
+
+    def _fail(self, exc: Exception) -> JobError:
+        """Record a failure of the machinery itself (disk full, a bug): the job is `failed`
+        with the reason, and stays resumable."""
+        reason = f"{type(exc).__name__}: {exc}"
+        self.store.set_job_status(JobStatus.FAILED)
+        self.manifests.update_job(status=JobStatus.FAILED, error=reason)
+        return JobError(
+            f"{self.layout.job_id}: {reason}; fix the cause, then "
+            f"`skyfill resume {self.layout.job_id}`"
+        )
 
     def _job(self) -> JobRecord:
         job = self.store.job()
@@ -225,9 +242,18 @@ class JobRunner:
                     task = queue.get_nowait()
                 except asyncio.QueueEmpty:
                     return
-                await run_task(ctx, task)
+                try:
+                    await run_task(ctx, task)
+                except Exception as exc:
+                    record_failed_task(ctx, task, exc)
+                    self.stop_requested.set()  # the other slots stop cleanly
+                    raise
 
-        await asyncio.gather(*(slot() for _ in range(min(self.settings.parallel_tasks, len(todo)))))
+        slots = min(self.settings.parallel_tasks, len(todo))
+        results = await asyncio.gather(*(slot() for _ in range(slots)), return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
 
     # -- retry planner -------------------------------------------------------------------
 
@@ -261,17 +287,22 @@ class JobRunner:
         self._write_batch_files(plan.batches)
         self.manifests.retry(plan, 0.0)
         self.store.plan_phase(plan.phase, plan.batches, plan.tasks)
+        phases = [f"retry_{k}" for k in range(1, max(last + 1, self.settings.retries) + 1)]
+        self.manifests.update_job(
+            status=JobStatus.RUNNING, phases=["backfill", *phases, PHASE_AGGREGATE]
+        )
         return plan
 
     # -- aggregator ----------------------------------------------------------------------
 
     def _aggregate(self) -> None:
         self.store.set_job_status(JobStatus.AGGREGATING, PHASE_AGGREGATE)
+        self.manifests.update_job(status=JobStatus.AGGREGATING)
         facts = aggregate(self.handler, self.layout, self.store, self.merge_spec)
         failpoint("aggregated")
         self.manifests.aggregation(facts)
         self.store.set_job_status(JobStatus.COMPLETED, PHASE_AGGREGATE)
-        self.manifests.update_job_status(JobStatus.COMPLETED)
+        self.manifests.update_job(status=JobStatus.COMPLETED)
         remove_intermediate_merges(self.layout)
 
     # -- control -------------------------------------------------------------------------
@@ -292,5 +323,5 @@ class JobRunner:
         status = STOPPING.get(job.control or "", JobStatus.STOPPED)
         self.store.set_job_status(status)
         self.store.request_control(None)
-        self.manifests.update_job_status(status)
+        self.manifests.update_job(status=status)
         return self._job()

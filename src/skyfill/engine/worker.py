@@ -46,6 +46,7 @@ async def run_task(ctx: WorkerContext, task: Task) -> None:
         record_finished_task(ctx, task)
         return
     store.start_task(task.task_id)
+    ctx.manifests.task(task.task_id, store.task_info(task.task_id), None)
     spool.discard_uncommitted(layout.segments_dir(task.task_id), store.segments(task.task_id))
     pending = store.pending_items(task.batch_id)
     if pending:
@@ -78,7 +79,7 @@ def finalize_task(ctx: WorkerContext, task: Task) -> None:
         metrics=store.task_item_metrics(task.task_id),
     )
     result = {
-        "file": output.path.name,
+        "file": str(output.path.relative_to(layout.root)),
         "status": "ok",
         "row_count": output.rows,
         "sha256": output.sha256,
@@ -88,6 +89,21 @@ def finalize_task(ctx: WorkerContext, task: Task) -> None:
     spool.mark_done(layout.task_done(task.task_id), output.sha256)
     failpoint("task_marked_done")
     record_finished_task(ctx, task)
+
+
+def record_failed_task(ctx: WorkerContext, task: Task, exc: Exception) -> None:
+    """The task's machinery failed (not an item): record why; resume runs it again."""
+    reason = f"{type(exc).__name__}: {exc}"
+    ctx.store.finish_task(
+        task.task_id,
+        TaskStatus.FAILED,
+        output_file=None,
+        row_count=0,
+        sha256=None,
+        metrics=ctx.store.task_item_metrics(task.task_id),
+        error=reason,
+    )
+    ctx.manifests.task(task.task_id, ctx.store.task_info(task.task_id), None)
 
 
 def record_finished_task(ctx: WorkerContext, task: Task) -> None:
