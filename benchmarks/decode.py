@@ -7,9 +7,7 @@ table), then `pyarrow.parquet.write_table(..., compression="zstd")`.
 
 Stages timed separately, each run several times (best and median reported):
   decode_repo                  skyfill.atproto.repo.decode_repo alone (verify, walk, records)
-  decode [skyfill, gc off]     decode_to_table as skyfill runs it (decode_repo turns the
-                               cyclic garbage collector off while it runs)
-  decode [gc on]               decode_to_table with the garbage collector left on
+  decode_to_table              decode_repo plus building the Arrow table, as skyfill runs it
   parquet write (zstd)         writing the decoded table(s) to one Parquet file
   CAR->Parquet (decode+write)  decode_to_table + parquet write, timed as one unit
 Each timed run includes freeing its output; a gc.collect() runs before each (untimed).
@@ -40,7 +38,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import types
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -50,7 +47,6 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-import skyfill.atproto.repo as repo_module
 from skyfill.atproto.repo import build_repo, decode_repo
 from skyfill.backfill.decode import decode_to_table
 from skyfill.simnet.accounts import generate_records, plc_did
@@ -230,19 +226,6 @@ def refpds_cases(args: argparse.Namespace, workdir: Path, keep: Path | None) -> 
 # -- measurement -----------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def gc_left_on() -> Iterator[None]:
-    """Make decode_repo's gc.disable() a no-op, so the collector runs during the decode."""
-    shim = types.SimpleNamespace(isenabled=gc.isenabled, enable=gc.enable, disable=lambda: None)
-    saved = repo_module.gc
-    repo_module.gc = shim  # type: ignore[assignment]
-    gc.enable()
-    try:
-        yield
-    finally:
-        repo_module.gc = saved
-
-
 def _decode_all(case: Case) -> list[pa.Table]:
     return [
         decode_to_table(car, did, JOB_ID).table
@@ -271,11 +254,6 @@ def _decode_repo_all(case: Case) -> list[object]:
     return [decode_repo(car, did) for _ in range(case.copies) for did, car in case.cars]
 
 
-def _decode_all_gc_on(case: Case) -> list[pa.Table]:
-    with gc_left_on():
-        return _decode_all(case)
-
-
 def _time_write(case: Case, out: Path, repeats: int) -> list[float]:
     tables = _decode_all(case)
     return _timed(lambda: _write(tables, out), repeats)
@@ -286,8 +264,7 @@ def measure(case: Case, repeats: int, tmp: Path) -> list[Result]:
     _decode_all(case)  # warm-up: imports, allocator, page cache
     stages: list[tuple[str, Callable[[], object]]] = [
         ("decode_repo", lambda: _decode_repo_all(case)),
-        ("decode [skyfill, gc off]", lambda: _decode_all(case)),
-        ("decode [gc on]", lambda: _decode_all_gc_on(case)),
+        ("decode_to_table", lambda: _decode_all(case)),
     ]
     results = [Result(case.name, name, case.records, case.car_bytes, []) for name, _ in stages]
     # Interleave the decode stages run by run, so drift (neighbours, frequency) hits all alike.
