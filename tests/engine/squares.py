@@ -63,6 +63,12 @@ class SquaresHandler:
             )
             yield ItemOutput(ItemResult(item, "ok", metrics={"api_requests": 1}), rows)
 
+    def wants_more_work(self) -> bool:
+        return False
+
+    def live_stats(self) -> dict[str, Any]:
+        return {"processed": len(self.processed)}
+
     def aggregate(self, ctx: AggregateContext) -> dict[str, Any]:
         table = ctx.rows.read_all()
         ctx.layout.output.mkdir(parents=True, exist_ok=True)

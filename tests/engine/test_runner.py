@@ -39,8 +39,8 @@ def test_a_second_job_type_runs_through_the_engine(tmp_path: Path) -> None:
     table = pq.read_table(runner.layout.output / "all.parquet")
     assert table.num_rows == _expected_rows(23)
     assert store.task_item_metrics("task-0000") == {
-        "dids_processed": 5,
-        "records": 15,
+        "items_processed": 5,
+        "rows": 15,
         "api_requests": 5,
     }
 

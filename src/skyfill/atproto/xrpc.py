@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
+from typing import TypeVar
 
 import aiohttp
 import orjson
@@ -22,6 +24,7 @@ from skyfill.atproto.exceptions import (
 from skyfill.errors import RateLimited, ServerError, SkyfillError
 from skyfill.net.guard import check_host
 from skyfill.net.http import transport_error
+from skyfill.ratelimit.local import LocalLimiter, Ticket
 
 _REPO_ERRORS: dict[str, type[SkyfillError]] = {
     "RepoNotFound": RepoNotFound,
@@ -32,6 +35,7 @@ _REPO_ERRORS: dict[str, type[SkyfillError]] = {
 }
 CHUNK_BYTES = 1 << 16
 MAX_ERROR_BODY = 64 * 1024
+T = TypeVar("T")
 
 
 @dataclass(slots=True)
@@ -40,6 +44,8 @@ class RequestStats:
 
     requests: int = 0
     bytes_received: int = 0
+    rate_limited: int = 0
+    wait_seconds: float = 0.0
     by_status: dict[int, int] = field(default_factory=dict)
 
     def count(self, status: int) -> None:
@@ -99,12 +105,47 @@ def _error_fields(body: bytes) -> tuple[str, str]:
     return str(data.get("error") or ""), str(data.get("message") or "")[:300]
 
 
-class XrpcClient:
-    """Makes the XRPC and identity requests of a backfill with one shared HTTP session."""
+def rate_limit_headers(headers: aiohttp.typedefs.LooseHeaders) -> dict[str, float | None]:
+    """RateLimit-Limit / -Remaining / -Reset (epoch, or seconds when small) / -Policy and
+    Retry-After, as the limiter's observation fields."""
+    now = time.time()
+    limit = _number(headers.get("RateLimit-Limit"))
+    policy = headers.get("RateLimit-Policy")
+    if limit is None and policy:
+        limit = _number(policy.split(";")[0])
+    remaining = _number(headers.get("RateLimit-Remaining"))
+    reset = _number(headers.get("RateLimit-Reset"))
+    reset_at = None if reset is None else (reset if reset > 1e9 else now + reset)
+    return {
+        "limit": None if limit is None else int(limit),
+        "remaining": None if remaining is None else int(remaining),
+        "reset_at": reset_at,
+        "retry_after": retry_after_seconds(headers),
+    }
 
-    def __init__(self, session: aiohttp.ClientSession, allow_private_network: bool) -> None:
+
+def _number(value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        return float(value.split(",")[0].strip())
+    except ValueError:
+        return None
+
+
+class XrpcClient:
+    """Makes the XRPC and identity requests of a backfill with one shared HTTP session.
+
+    Every request waits for its host's turn in the limiter first (rate, server window,
+    concurrency), and reports the answer back so that the limiter learns the host's limits.
+    """
+
+    def __init__(
+        self, session: aiohttp.ClientSession, allow_private_network: bool, limiter: LocalLimiter
+    ) -> None:
         self._session = session
         self._allow_private = allow_private_network
+        self._limiter = limiter
         self.stats = RequestStats()
 
     def _count(self, status: int, received: int = 0) -> None:
@@ -112,15 +153,26 @@ class XrpcClient:
             if stats is not None:
                 stats.count(status)
                 stats.bytes_received += received
+                if status == 429:
+                    stats.rate_limited += 1
 
-    def _check(self, url: str) -> None:
-        check_host(URL(url).host or "", self._allow_private)
+    def _count_wait(self, seconds: float) -> None:
+        stats = current_stats.get()
+        if stats is not None:
+            stats.wait_seconds += seconds
+
+    def _host(self, url: str) -> str:
+        parsed = URL(url)
+        check_host(parsed.host or "", self._allow_private)
+        return f"{parsed.host}:{parsed.port}" if parsed.explicit_port else parsed.host or ""
 
     async def get_json(self, url: str, what: str) -> tuple[int, object]:
         """GET a small JSON document; returns (status, parsed body or None)."""
-        self._check(url)
+        host = self._host(url)
         try:
-            async with self._session.get(url) as resp:
+            async with self._limiter.request(host) as ticket, self._session.get(url) as resp:
+                self._count_wait(ticket.waited)
+                ticket.observe(resp.status, **rate_limit_headers(resp.headers))
                 body = await resp.content.read(MAX_ERROR_BODY * 16)
                 self._count(resp.status, len(body))
                 if resp.status == 429 or resp.status >= 500:
@@ -134,13 +186,32 @@ class XrpcClient:
         except (TimeoutError, aiohttp.ClientError) as exc:
             raise transport_error(exc, url) from None
 
-    async def get_repo(self, pds: str, did: str, max_bytes: int) -> bytes:
-        """Download `com.atproto.sync.getRepo` for `did` as CAR bytes, refusing > max_bytes."""
+    async def get_repo(
+        self,
+        pds: str,
+        did: str,
+        max_bytes: int,
+        then: Callable[[bytes], Awaitable[T]] | None = None,
+    ) -> T | bytes:
+        """Download `com.atproto.sync.getRepo` for `did` as CAR bytes, refusing > max_bytes.
+
+        With `then`, return `await then(car)`, still inside the admitted request slot: the
+        global concurrency then also bounds the CARs held in memory while they are decoded.
+        """
         url = f"{pds.rstrip('/')}/xrpc/com.atproto.sync.getRepo"
-        self._check(url)
+        host = self._host(url)
         what = f"getRepo {did}"
+        async with self._limiter.request(host) as ticket:
+            self._count_wait(ticket.waited)
+            car = await self._download(ticket, url, did, max_bytes, what)
+            return car if then is None else await then(car)
+
+    async def _download(
+        self, ticket: Ticket, url: str, did: str, max_bytes: int, what: str
+    ) -> bytes:
         try:
             async with self._session.get(url, params={"did": did}) as resp:
+                ticket.observe(resp.status, **rate_limit_headers(resp.headers))
                 if resp.status != 200:
                     body = await resp.content.read(MAX_ERROR_BODY)
                     self._count(resp.status, len(body))

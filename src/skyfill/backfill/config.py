@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from skyfill.atproto.identity.plc import DEFAULT_PLC_URL
 from skyfill.errors import UsageError
+from skyfill.ratelimit.spec import parse_host_rates, parse_rate
 
 GIB = 1 << 30
 
@@ -31,6 +32,8 @@ class BackfillConfig:
     """Tries per DID for retryable failures (429, 5xx, timeouts, network) within a run."""
     retry_base_seconds: float = 1.0
     """First backoff between tries; doubles each time, with jitter."""
+    backoff_max: float = 60.0
+    """Longest backoff between tries (and longest Retry-After honoured within a task)."""
     decode_processes: int = 2
     """Processes that decode large CARs (0: decode everything in the main process)."""
     inline_decode_bytes: int = 256 * 1024
@@ -50,6 +53,16 @@ class BackfillConfig:
     """Files merged into one at each level of the aggregation."""
     since: str | None = None
     """Keep only records created at or after this UTC time (ISO 8601); None keeps all."""
+    rate_limit: str = "3000/5m"
+    """Requests per window allowed per host (PDS, PLC, did:web) unless `hosts` says more."""
+    hosts: dict[str, str] = field(default_factory=dict)
+    """Per-host rate limits, e.g. {"pds.example.com": "100/1m"}."""
+    host_concurrency: int = 8
+    """Requests in flight per host at most."""
+    adaptive: bool = True
+    """Lower a host's rate when it slows down or errors, raise it back when it recovers."""
+    max_memory: int | None = None
+    """Bytes of RSS (with decoders) above which no new fetch starts; None: no limit."""
 
     def __post_init__(self) -> None:
         for name in ("concurrency", "batch_size", "max_repo_bytes", "attempts"):
@@ -64,6 +77,12 @@ class BackfillConfig:
         for name in ("connect_timeout", "read_timeout", "total_timeout"):
             if getattr(self, name) <= 0:
                 raise UsageError(f"{name.replace('_', '-')} must be positive")
+        if self.host_concurrency < 1:
+            raise UsageError("host-concurrency must be at least 1")
+        if self.max_memory is not None and self.max_memory < 64 << 20:
+            raise UsageError("max-memory must be at least 64m")
+        parse_rate(self.rate_limit)
+        parse_host_rates(self.hosts)
         if not self.plc_url.startswith(("http://", "https://")):
             raise UsageError(f"plc-url must be an http(s) URL, not {self.plc_url!r}")
 

@@ -6,6 +6,7 @@ import asyncio
 import random
 import time
 
+from skyfill.atproto.exceptions import RepoTooLarge
 from skyfill.atproto.identity import IdentityResolver
 from skyfill.atproto.xrpc import RequestStats, XrpcClient, current_stats
 from skyfill.backfill.config import BackfillConfig
@@ -13,8 +14,24 @@ from skyfill.backfill.decode import DecodedRepo, decode_to_table
 from skyfill.engine.executor.base import Executor
 from skyfill.engine.model import ItemOutput, ItemResult
 from skyfill.errors import SkyfillError, TransientError, classify
+from skyfill.ratelimit.memory import MemoryGate
 
-MAX_BACKOFF_SECONDS = 60.0
+DECODE_OVERHEAD = 3
+"""A repo needs about this many times its CAR size in memory while it is decoded."""
+
+
+def repo_size_limit(config: BackfillConfig) -> tuple[int, str]:
+    """The largest CAR accepted, and the reason to give when one is refused."""
+    if (
+        config.max_memory is not None
+        and config.max_memory // DECODE_OVERHEAD < config.max_repo_bytes
+    ):
+        limit = config.max_memory // DECODE_OVERHEAD
+        return limit, (
+            f" (with --max-memory {config.max_memory} bytes, repos up to 1/"
+            f"{DECODE_OVERHEAD} of it are accepted: decoding needs ~{DECODE_OVERHEAD}x)"
+        )
+    return config.max_repo_bytes, " (--max-repo-bytes)"
 
 
 class RepoFetcher:
@@ -24,11 +41,14 @@ class RepoFetcher:
         client: XrpcClient,
         resolver: IdentityResolver,
         executor: Executor,
+        memory: MemoryGate,
     ) -> None:
         self._config = config
         self._client = client
         self._resolver = resolver
         self._executor = executor
+        self._memory = memory
+        self._max_bytes, self._size_reason = repo_size_limit(config)
 
     async def fetch(self, did: str) -> ItemOutput:
         """Fetch and decode one DID's repo, retrying transient failures with backoff."""
@@ -48,25 +68,41 @@ class RepoFetcher:
                 output = self._failure(did, error, attempt, data)
             else:
                 output = self._success(did, decoded, car_bytes, attempt, data)
-            output.result.metrics = {"api_requests": stats.requests, "bytes": stats.bytes_received}
+            output.result.metrics = {
+                "dids_processed": 1,
+                "records": output.rows.num_rows if output.rows is not None else 0,
+                "api_requests": stats.requests,
+                "bytes": stats.bytes_received,
+                "rate_limited": stats.rate_limited,
+                "wait_seconds": round(stats.wait_seconds, 3),
+            }
             return output
 
     async def _fetch_once(self, did: str, data: dict) -> tuple[DecodedRepo, int]:
         identity = await self._resolver.resolve(did)
         data["handle"], data["pds"] = identity.handle, identity.pds
-        car = await self._client.get_repo(identity.pds, did, self._config.max_repo_bytes)
+        await self._memory.wait_below()
+
+        async def decode(car: bytes) -> tuple[DecodedRepo, int]:
+            return await self._decode(car, did), len(car)
+
+        try:
+            return await self._client.get_repo(identity.pds, did, self._max_bytes, then=decode)
+        except RepoTooLarge as exc:
+            raise RepoTooLarge(f"{exc.message}{self._size_reason}") from None
+
+    async def _decode(self, car: bytes, did: str) -> DecodedRepo:
         cfg = self._config
         if len(car) <= cfg.inline_decode_bytes:
-            decoded = decode_to_table(car, did, cfg.job_id, cfg.since)
-        else:
-            decoded = await self._executor.run(decode_to_table, car, did, cfg.job_id, cfg.since)
-        return decoded, len(car)
+            return decode_to_table(car, did, cfg.job_id, cfg.since)
+        return await self._executor.run(decode_to_table, car, did, cfg.job_id, cfg.since)
 
     def _backoff(self, attempt: int, error: SkyfillError) -> float:
+        ceiling = self._config.backoff_max
         if isinstance(error, TransientError) and error.retry_after is not None:
-            return min(error.retry_after, MAX_BACKOFF_SECONDS)
+            return min(error.retry_after, ceiling)
         base = self._config.retry_base_seconds * 2 ** (attempt - 1)
-        return min(base, MAX_BACKOFF_SECONDS) * random.uniform(0.5, 1.0)
+        return min(base, ceiling) * random.uniform(0.5, 1.0)
 
     def _success(
         self, did: str, decoded: DecodedRepo, car_bytes: int, attempt: int, data: dict

@@ -21,6 +21,9 @@ from skyfill.engine.executor import make_executor
 from skyfill.engine.handler import AggregateContext, Plan
 from skyfill.engine.model import Batch, ItemOutput, ItemResult
 from skyfill.net.http import HttpSettings, make_session
+from skyfill.ratelimit.local import LimitSettings, LocalLimiter
+from skyfill.ratelimit.memory import MemoryGate
+from skyfill.ratelimit.spec import parse_host_rates, parse_rate
 from skyfill.sinks.parquet import ParquetSink
 
 
@@ -35,7 +38,9 @@ class BackfillHandler:
         self._session = None
         self._fetcher: RepoFetcher | None = None
         self._executor = None
-        self._slots = asyncio.Semaphore(config.concurrency)
+        self.limiter: LocalLimiter | None = None
+        self.memory = MemoryGate(None)
+        self._open_items = 0
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> BackfillHandler:
@@ -75,10 +80,20 @@ class BackfillHandler:
                 allow_private_network=cfg.allow_private_network,
             )
         )
-        client = XrpcClient(self._session, cfg.allow_private_network)
+        self.limiter = LocalLimiter(
+            LimitSettings(
+                default_rate=parse_rate(cfg.rate_limit),
+                host_rates=parse_host_rates(cfg.hosts),
+                host_concurrency=cfg.host_concurrency,
+                global_concurrency=cfg.concurrency,
+                adaptive=cfg.adaptive,
+            )
+        )
+        self.memory = MemoryGate(cfg.max_memory)
+        client = XrpcClient(self._session, cfg.allow_private_network, self.limiter)
         self._executor = make_executor(cfg.decode_processes)
         self._fetcher = RepoFetcher(
-            cfg, client, IdentityResolver(client, cfg.plc_url), self._executor
+            cfg, client, IdentityResolver(client, cfg.plc_url), self._executor, self.memory
         )
 
     async def close(self) -> None:
@@ -91,21 +106,42 @@ class BackfillHandler:
         fetcher = self._fetcher
         assert fetcher is not None, "open() first"
 
-        async def one(did: str) -> ItemOutput:
-            async with self._slots:
-                return await fetcher.fetch(did)
-
-        pending = {asyncio.ensure_future(one(did)) for did in items}
+        pending = {asyncio.ensure_future(fetcher.fetch(did)) for did in items}
+        self._open_items += len(pending)
         try:
             while pending:
                 done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
                 for future in done:
+                    self._open_items -= 1
                     yield future.result()
         finally:
+            self._open_items -= len(pending)
             for future in pending:
                 future.cancel()
             if pending:
                 await asyncio.gather(*pending, return_exceptions=True)
+
+    def wants_more_work(self) -> bool:
+        """True when fewer items can make progress than the concurrency allows: the rest
+        wait for throttled hosts, so the engine should open another task."""
+        if self.limiter is None:
+            return False
+        runnable = self._open_items - self.limiter.blocked_on_hosts()
+        return runnable < self.config.concurrency
+
+    def live_stats(self) -> dict[str, Any]:
+        """Per-host counters and memory, published to the state store while the job runs."""
+        if self.limiter is None:
+            return {}
+        return {
+            "hosts": self.limiter.snapshot(),
+            "memory": {
+                "rss": self.memory.rss(),
+                "peak_rss": self.memory.peak,
+                "limit": self.memory.limit,
+                "waits": self.memory.waits,
+            },
+        }
 
     # -- aggregator ---------------------------------------------------------------------
 

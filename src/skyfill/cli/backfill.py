@@ -19,6 +19,7 @@ from skyfill.cli.plan import describe_plan
 from skyfill.cli.summary import summarize
 from skyfill.engine.layout import JobLayout
 from skyfill.monitor.progress import make_progress
+from skyfill.ratelimit.spec import parse_host_rates
 
 _BACKFILL_OPTIONS = [
     click.option(
@@ -103,6 +104,46 @@ _BACKFILL_OPTIONS = [
         help="Seconds of silence allowed while reading a response.",
     ),
     click.option(
+        "--rate-limit",
+        default="3000/5m",
+        show_default=True,
+        help="Requests per window per host (PDS, PLC, did:web), e.g. 3000/5m, 100/1m. "
+        "Tightened live from the hosts' RateLimit-* headers.",
+    ),
+    click.option(
+        "--hosts",
+        multiple=True,
+        metavar="HOST=RATE",
+        help="A host's own rate limit, e.g. pds.example.com=100/1m (repeatable; in a config "
+        "file: a mapping `hosts: {pds.example.com: 100/1m}`).",
+    ),
+    click.option(
+        "--host-concurrency",
+        type=click.IntRange(min=1),
+        default=8,
+        show_default=True,
+        help="Requests in flight per host at most.",
+    ),
+    click.option(
+        "--adaptive/--no-adaptive",
+        default=True,
+        show_default=True,
+        help="Lower a host's rate when it slows down or errors; raise it back as it recovers.",
+    ),
+    click.option(
+        "--max-memory",
+        default=None,
+        help="RSS (with decoders) above which no new fetch starts, e.g. 2g; repos whose "
+        "decoding would not fit are refused (failed). Default: no limit.",
+    ),
+    click.option(
+        "--backoff-max",
+        type=click.FloatRange(min=0),
+        default=60.0,
+        show_default=True,
+        help="Longest backoff between tries of a DID (starts at 1 s, doubles, with jitter).",
+    ),
+    click.option(
         "--allow-private-network",
         is_flag=True,
         default=False,
@@ -136,6 +177,12 @@ def build_config(options: dict[str, Any], job_id: str) -> BackfillConfig:
         decode_processes=options["decode_processes"],
         read_timeout=options["timeout"],
         allow_private_network=options["allow_private_network"],
+        rate_limit=options["rate_limit"],
+        hosts={h: str(r) for h, r in parse_host_rates(list(options["hosts"])).items()},
+        host_concurrency=options["host_concurrency"],
+        adaptive=options["adaptive"],
+        max_memory=parse_size(options["max_memory"]) if options["max_memory"] else None,
+        backoff_max=options["backoff_max"],
     )
 
 

@@ -92,6 +92,8 @@ def _check_job_type(path: Path, data: dict[str, Any]) -> None:
 def _convert(ctx: click.Context, param: click.Option, raw: Any, path: Path) -> Any:
     if raw is None:
         return None
+    if param.multiple and isinstance(raw, dict):  # e.g. hosts: {pds.example.com: 100/1m}
+        raw = [f"{key}={value}" for key, value in raw.items()]
     if param.is_flag and not isinstance(raw, bool):
         raise UsageError(f"{path}: {param.name}: expected true or false, got {raw!r}")
     try:

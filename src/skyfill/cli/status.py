@@ -10,6 +10,7 @@ from skyfill.engine.runner import is_live
 from skyfill.engine.state.base import StateStore
 
 RECENT_SECONDS = 60.0
+HOSTS_SHOWN = 10
 
 
 def job_status(store: StateStore) -> dict[str, Any]:
@@ -39,6 +40,7 @@ def job_status(store: StateStore) -> dict[str, Any]:
         },
         "throughput_per_s": round(recent, 2) if live else 0.0,
         "eta_s": round(pending / recent, 1) if live and recent > 0 else None,
+        **store.get_stats("handler"),
     }
 
 
@@ -53,6 +55,22 @@ def render_status(facts: dict[str, Any]) -> str:
     ]
     for name, count in facts.get("by_status", {}).items():
         lines.append(f"    {name:<14} {count}")
+    hosts = facts.get("hosts") or {}
+    if hosts:
+        lines.append(f"  hosts ({len(hosts)}): requests, 429s, waited, rate now, in flight")
+        busiest = sorted(hosts.items(), key=lambda kv: -kv[1]["requests"])[:HOSTS_SHOWN]
+        for name, h in busiest:
+            lines.append(
+                f"    {name:<40} {h['requests']:>7} {h['rate_limited']:>5} "
+                f"{h['wait_seconds']:>8.1f}s {h['rate_per_s']:>8.2f}/s {h['in_flight']:>3}"
+            )
+    memory = facts.get("memory") or {}
+    if memory.get("peak_rss"):
+        limit = memory.get("limit")
+        lines.append(
+            f"  memory: peak RSS {memory['peak_rss'] / 2**20:.0f} MiB"
+            + (f" (limit {limit / 2**20:.0f} MiB, {memory['waits']} waits)" if limit else "")
+        )
     if facts.get("live"):
         eta = facts.get("eta_s")
         lines.append(

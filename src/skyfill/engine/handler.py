@@ -65,6 +65,15 @@ class Handler(Protocol):
         """Process `items` of `batch`, yielding each item's output as it completes."""
         ...
 
+    def wants_more_work(self) -> bool:
+        """True when the items in hand are mostly waiting (e.g. on throttled hosts) and
+        another task would find work that can progress now; the engine then opens one."""
+        ...
+
+    def live_stats(self) -> dict[str, Any]:
+        """Counters to show while the job runs (published to the state store)."""
+        ...
+
     def aggregate(self, ctx: AggregateContext) -> dict[str, Any]:
         """Write the final output from the merged rows; return facts for the manifest."""
         ...

@@ -175,6 +175,7 @@ class JobRunner:
         finally:
             watcher.cancel()
             self.progress.stop()
+            self.publish_stats()
         if self.stop_requested.is_set():
             return self._record_stop()
         try:
@@ -232,28 +233,33 @@ class JobRunner:
             self.stop_requested,
             self.merge_spec,
         )
-        queue: asyncio.Queue[Task] = asyncio.Queue()
-        for task in todo:
-            queue.put_nowait(task)
+        waiting = list(reversed(todo))
+        running: set[asyncio.Task] = set()
+        try:
+            while (waiting or running) and not self.stop_requested.is_set():
+                while waiting and self._may_open_task(len(running)):
+                    running.add(asyncio.ensure_future(self._guarded(ctx, waiting.pop())))
+                done, running = await asyncio.wait(
+                    running, timeout=0.2, return_when=asyncio.FIRST_COMPLETED
+                )
+                for finished in done:
+                    finished.result()  # a failed task fails the phase
+        finally:
+            if running:  # stopping (or failing): let the others flush and stop cleanly
+                self.stop_requested.set()
+                await asyncio.gather(*running, return_exceptions=True)
 
-        async def slot() -> None:
-            while not self.stop_requested.is_set():
-                try:
-                    task = queue.get_nowait()
-                except asyncio.QueueEmpty:
-                    return
-                try:
-                    await run_task(ctx, task)
-                except Exception as exc:
-                    record_failed_task(ctx, task, exc)
-                    self.stop_requested.set()  # the other slots stop cleanly
-                    raise
+    def _may_open_task(self, running: int) -> bool:
+        if running < self.settings.parallel_tasks:
+            return True
+        return running < self.settings.max_open_tasks and self.handler.wants_more_work()
 
-        slots = min(self.settings.parallel_tasks, len(todo))
-        results = await asyncio.gather(*(slot() for _ in range(slots)), return_exceptions=True)
-        for result in results:
-            if isinstance(result, BaseException):
-                raise result
+    async def _guarded(self, ctx: WorkerContext, task: Task) -> None:
+        try:
+            await run_task(ctx, task)
+        except Exception as exc:
+            record_failed_task(ctx, task, exc)
+            raise
 
     # -- retry planner -------------------------------------------------------------------
 
@@ -310,13 +316,22 @@ class JobRunner:
     async def _watch_control(self) -> None:
         """Beat the heartbeat and obey `skyfill cancel` / `pause` from other processes."""
         me = runner_id()
+        polls = 0
         while True:
             self.store.heartbeat(me)
+            polls += 1
+            if polls % self.settings.stats_every_polls == 0:
+                self.publish_stats()
             job = self.store.job()
             if job is not None and job.control in STOPPING:
                 self.stop_requested.set()
                 return
             await asyncio.sleep(self.settings.control_poll_seconds)
+
+    def publish_stats(self) -> None:
+        stats = self.handler.live_stats()
+        if stats:
+            self.store.put_stats("handler", stats)
 
     def _record_stop(self) -> JobRecord:
         job = self._job()

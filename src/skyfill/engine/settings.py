@@ -11,7 +11,10 @@ class EngineSettings:
     batch_size: int = 100
     """Items per batch (one worker task each)."""
     parallel_tasks: int = 4
-    """Worker tasks running at once in this process."""
+    """Worker tasks running at once in this process ..."""
+    max_open_tasks: int = 2000
+    """... or up to this many while the handler says the open ones mostly wait (throttled
+    hosts): items of other hosts keep flowing instead of queueing behind a slow host."""
     retries: int = 3
     """Retry phases (retry_1..n) after the backfill phase, for retryable failures."""
     retry_backoff: float = 10.0
@@ -26,6 +29,8 @@ class EngineSettings:
     """... or once the oldest finished item has waited this long."""
     control_poll_seconds: float = 0.5
     """How often a running job checks for cancel/pause requests and beats its heartbeat."""
+    stats_every_polls: int = 4
+    """Publish the handler's live statistics every this many polls."""
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> EngineSettings:

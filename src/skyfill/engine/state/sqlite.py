@@ -44,6 +44,9 @@ CREATE TABLE IF NOT EXISTS items (
 );
 CREATE INDEX IF NOT EXISTS items_by_batch ON items (batch_id, status);
 CREATE INDEX IF NOT EXISTS items_by_status ON items (status, updated_at);
+CREATE TABLE IF NOT EXISTS stats (
+    name TEXT PRIMARY KEY, data TEXT NOT NULL, updated_at REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS segments (
     task_id TEXT NOT NULL, seq INTEGER NOT NULL, path TEXT NOT NULL, rows INTEGER NOT NULL,
     PRIMARY KEY (task_id, seq)
@@ -147,6 +150,17 @@ class SqliteStateStore:
             db.executemany("UPDATE items SET batch_id = ?, status = ? WHERE key = ?", pending)
         else:
             db.executemany("INSERT INTO items (batch_id, status, key) VALUES (?,?,?)", pending)
+
+    def put_stats(self, name: str, data: dict[str, Any]) -> None:
+        self._db.execute(
+            "INSERT INTO stats VALUES (?,?,?) ON CONFLICT (name) DO UPDATE SET "
+            "data = excluded.data, updated_at = excluded.updated_at",
+            (name, orjson.dumps(data).decode(), time.time()),
+        )
+
+    def get_stats(self, name: str) -> dict[str, Any]:
+        row = self._db.execute("SELECT data FROM stats WHERE name = ?", (name,)).fetchone()
+        return orjson.loads(row[0]) if row else {}
 
     # -- tasks ----------------------------------------------------------------------------
 
@@ -258,11 +272,11 @@ class SqliteStateStore:
             )
 
     def task_item_metrics(self, task_id: str) -> dict[str, float]:
-        totals: dict[str, float] = {"dids_processed": 0, "records": 0}
+        totals: dict[str, float] = {"items_processed": 0, "rows": 0}
         rows = self._db.execute("SELECT metrics, rows FROM items WHERE task_id = ?", (task_id,))
         for metrics, count in rows:
-            totals["dids_processed"] += 1
-            totals["records"] += count or 0
+            totals["items_processed"] += 1
+            totals["rows"] += count or 0
             for name, value in orjson.loads(metrics or "{}").items():
                 totals[name] = totals.get(name, 0) + value
         return totals

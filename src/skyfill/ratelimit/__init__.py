@@ -1,0 +1,2 @@
+"""Rate limits and resources: per-host token buckets that learn from the server's headers,
+a global concurrency cap, and a memory gate."""

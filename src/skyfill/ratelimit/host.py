@@ -1,0 +1,218 @@
+"""One host's limiter: token bucket + the server's own window + probing + AIMD.
+
+- Token bucket at the configured rate (burst = one window's worth).
+- Once the server has answered with RateLimit-* headers, its window is mirrored: never
+  more requests in a window than the server said remain (minus requests still in flight).
+- Until the host has answered once, one request at a time (a burst of first requests
+  cannot overrun a small limit).
+- 429: nothing is sent until Retry-After / RateLimit-Reset.
+- Adaptive (AIMD): the rate is cut when the host errors, throttles or slows down, and
+  raised again step by step while it answers well.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from skyfill.ratelimit.spec import RateSpec
+
+MIN_FRACTION = 0.05
+DECREASE = 0.5
+INCREASE_STEP = 0.05
+ADJUST_EVERY = 1.0
+SLOW_FACTOR = 3.0
+PROBE_PATIENCE = 1.0
+
+
+@dataclass(slots=True)
+class HostStats:
+    requests: int = 0
+    by_status: dict[int, int] = field(default_factory=dict)
+    rate_limited: int = 0
+    errors: int = 0
+    wait_seconds: float = 0.0
+    latency_ewma: float | None = None
+
+
+@dataclass(slots=True)
+class Observation:
+    """What one request taught us about the host."""
+
+    status: int | None
+    """HTTP status, or None when the request failed without an answer (timeout, network)."""
+    latency: float
+    limit: int | None = None
+    remaining: int | None = None
+    reset_at: float | None = None
+    """Epoch seconds when the server's window resets."""
+    retry_after: float | None = None
+
+
+class HostLimiter:
+    def __init__(
+        self,
+        host: str,
+        spec: RateSpec,
+        max_concurrency: int,
+        adaptive: bool,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.host = host
+        self.spec = spec
+        self.max_concurrency = max_concurrency
+        self.adaptive = adaptive
+        self._clock = clock
+        self.tokens = float(spec.requests)
+        self._refilled_at = clock()
+        self.fraction = 1.0
+        self._adjusted_at = 0.0
+        self._baseline_latency: float | None = None
+        self.known = False
+        self._probe_started: float | None = None
+        self.in_flight = 0
+        self.blocked_until = 0.0
+        self.window_left: float | None = None
+        self.window_reset_at: float | None = None
+        self.window_limit: int | None = None
+        self.stats = HostStats()
+        self._turn = asyncio.Lock()
+        self._changed = asyncio.Event()
+        self.waiting = 0
+
+    # -- acquiring -------------------------------------------------------------------------
+
+    async def acquire(self) -> float:
+        """Wait until a request may be sent; returns the seconds waited."""
+        started = self._clock()
+        self.waiting += 1
+        try:
+            async with self._turn:  # FIFO among this host's waiters
+                while True:
+                    wait = self._wait_needed()
+                    if wait <= 0:
+                        self._take()
+                        break
+                    self._changed.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._changed.wait(), timeout=min(wait, 1.0))
+        finally:
+            self.waiting -= 1
+        waited = self._clock() - started
+        self.stats.wait_seconds += waited
+        return waited
+
+    def rate(self) -> float:
+        return self.spec.per_second * self.fraction
+
+    def concurrency_cap(self) -> int:
+        if not self.known:
+            # One request at a time until the host answers; one more per second of silence,
+            # so that a first request that hangs does not hold the host forever.
+            silent = 0.0 if self._probe_started is None else self._clock() - self._probe_started
+            return min(self.max_concurrency, 1 + int(silent / PROBE_PATIENCE))
+        return max(1, math.floor(self.max_concurrency * self.fraction))
+
+    def _refill(self, now: float) -> None:
+        elapsed = max(0.0, now - self._refilled_at)
+        self.tokens = min(float(self.spec.requests), self.tokens + elapsed * self.rate())
+        self._refilled_at = now
+        if self.window_reset_at is not None and now >= self.window_reset_at:
+            self.window_left = None  # a new window: unknown until the server says
+            self.window_reset_at = None
+
+    def _wait_needed(self) -> float:
+        now = self._clock()
+        self._refill(now)
+        if now < self.blocked_until:
+            return self.blocked_until - now
+        if self.in_flight >= self.concurrency_cap():
+            return PROBE_PATIENCE if not self.known else 1.0  # or woken early by a release
+        if self.window_left is not None and self.window_left < 1:
+            return max(0.01, (self.window_reset_at or now + 1.0) - now)
+        if self.tokens < 1:
+            return (1 - self.tokens) / max(self.rate(), 1e-6)
+        return 0.0
+
+    def _take(self) -> None:
+        if self._probe_started is None:
+            self._probe_started = self._clock()
+        self.tokens -= 1
+        self.in_flight += 1
+        self.stats.requests += 1
+        if self.window_left is not None:
+            self.window_left -= 1
+
+    # -- learning ---------------------------------------------------------------------------
+
+    def release(self, seen: Observation) -> None:
+        self.in_flight -= 1
+        now = self._clock()
+        if seen.status is not None:
+            self.known = True
+            self.stats.by_status[seen.status] = self.stats.by_status.get(seen.status, 0) + 1
+        self._learn_window(seen, now)
+        if seen.status == 429:
+            self.stats.rate_limited += 1
+            wait = seen.retry_after if seen.retry_after is not None else 1.0
+            self.blocked_until = max(self.blocked_until, now + wait)
+            self.tokens = min(self.tokens, 0.0)
+        if seen.status is None or seen.status >= 500 or seen.status == 429:
+            self.stats.errors += 1
+            self._decrease(now)
+        else:
+            self._observe_latency(seen.latency, now)
+        self._changed.set()
+
+    def _learn_window(self, seen: Observation, now: float) -> None:
+        if seen.remaining is None or seen.reset_at is None or seen.reset_at <= now:
+            return
+        others = self.in_flight  # requests still unanswered may not be counted yet
+        left = seen.remaining - others
+        if self.window_reset_at is None or seen.reset_at > self.window_reset_at + 0.5:
+            self.window_left = left  # a newer window
+        else:
+            self.window_left = min(self.window_left if self.window_left is not None else left, left)
+        self.window_reset_at = seen.reset_at
+        self.window_limit = seen.limit
+
+    def _observe_latency(self, latency: float, now: float) -> None:
+        stats = self.stats
+        stats.latency_ewma = (
+            latency if stats.latency_ewma is None else (0.8 * stats.latency_ewma + 0.2 * latency)
+        )
+        if self._baseline_latency is None or latency < self._baseline_latency:
+            self._baseline_latency = latency
+        if not self.adaptive:
+            return
+        slow = stats.latency_ewma > SLOW_FACTOR * self._baseline_latency + 0.25
+        if slow:
+            self._decrease(now)
+        elif now - self._adjusted_at >= ADJUST_EVERY and self.fraction < 1.0:
+            self.fraction = min(1.0, self.fraction + INCREASE_STEP)
+            self._adjusted_at = now
+
+    def _decrease(self, now: float) -> None:
+        if self.adaptive and now - self._adjusted_at >= ADJUST_EVERY:
+            self.fraction = max(MIN_FRACTION, self.fraction * DECREASE)
+            self._adjusted_at = now
+
+    def snapshot(self) -> dict:
+        s = self.stats
+        return {
+            "requests": s.requests,
+            "by_status": {str(k): v for k, v in sorted(s.by_status.items())},
+            "rate_limited": s.rate_limited,
+            "errors": s.errors,
+            "wait_seconds": round(s.wait_seconds, 3),
+            "rate_per_s": round(self.rate(), 3),
+            "configured_rate": str(self.spec),
+            "server_limit": self.window_limit,
+            "in_flight": self.in_flight,
+            "waiting": self.waiting,
+            "latency_ms": round(s.latency_ewma * 1000, 1) if s.latency_ewma is not None else None,
+        }

@@ -1,0 +1,96 @@
+"""The in-process limiter: one HostLimiter per host, plus a global concurrency cap.
+
+A request first waits for its host (token, server window, host concurrency), and only
+then for a global slot: a slow or throttled host never holds global slots while it waits,
+so the other hosts keep going.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from skyfill.ratelimit.host import HostLimiter, Observation
+from skyfill.ratelimit.spec import RateSpec, parse_rate
+
+DEFAULT_RATE = "3000/5m"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class LimitSettings:
+    default_rate: RateSpec = field(default_factory=lambda: parse_rate(DEFAULT_RATE))
+    host_rates: dict[str, RateSpec] = field(default_factory=dict)
+    """Per-host overrides, by host name (or host:port)."""
+    host_concurrency: int = 8
+    global_concurrency: int = 32
+    adaptive: bool = True
+
+
+@dataclass(slots=True)
+class Ticket:
+    """One admitted request: report what happened with `observe`."""
+
+    host: HostLimiter
+    waited: float
+    started: float = field(default_factory=time.monotonic)
+    seen: Observation | None = None
+
+    def observe(
+        self,
+        status: int | None,
+        limit: int | None = None,
+        remaining: int | None = None,
+        reset_at: float | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        self.seen = Observation(
+            status, time.monotonic() - self.started, limit, remaining, reset_at, retry_after
+        )
+
+
+class LocalLimiter:
+    def __init__(self, settings: LimitSettings) -> None:
+        self.settings = settings
+        self._hosts: dict[str, HostLimiter] = {}
+        self._global = asyncio.Semaphore(settings.global_concurrency)
+        self.global_waiting = 0
+
+    def host(self, name: str) -> HostLimiter:
+        key = name.lower()
+        limiter = self._hosts.get(key)
+        if limiter is None:
+            spec = self.settings.host_rates.get(key) or self.settings.host_rates.get(
+                key.split(":")[0], self.settings.default_rate
+            )
+            limiter = HostLimiter(key, spec, self.settings.host_concurrency, self.settings.adaptive)
+            self._hosts[key] = limiter
+        return limiter
+
+    @contextlib.asynccontextmanager
+    async def request(self, host: str) -> AsyncIterator[Ticket]:
+        limiter = self.host(host)
+        waited = await limiter.acquire()
+        self.global_waiting += 1
+        try:
+            await self._global.acquire()
+        except BaseException:
+            limiter.release(Observation(None, 0.0))
+            raise
+        finally:
+            self.global_waiting -= 1
+        ticket = Ticket(limiter, waited)
+        try:
+            yield ticket
+        finally:
+            self._global.release()
+            limiter.release(ticket.seen or Observation(None, time.monotonic() - ticket.started))
+
+    def blocked_on_hosts(self) -> int:
+        """Requests waiting for a host's turn (not for a global slot)."""
+        return sum(h.waiting for h in self._hosts.values())
+
+    def snapshot(self) -> dict[str, dict]:
+        return {name: h.snapshot() for name, h in sorted(self._hosts.items())}

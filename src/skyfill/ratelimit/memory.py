@@ -1,0 +1,44 @@
+"""The memory gate: no new fetch starts while the process tree's RSS is over the limit."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import psutil
+
+POLL_SECONDS = 0.1
+CACHE_SECONDS = 0.05
+
+
+class MemoryGate:
+    def __init__(self, limit_bytes: int | None) -> None:
+        self.limit = limit_bytes
+        self._process = psutil.Process()
+        self._measured_at = 0.0
+        self._rss = 0
+        self.peak = 0
+        self.waits = 0
+
+    def rss(self) -> int:
+        """RSS of this process and its children (decoders), cached for a few ms."""
+        now = time.monotonic()
+        if now - self._measured_at >= CACHE_SECONDS:
+            total = self._process.memory_info().rss
+            for child in self._process.children(recursive=True):
+                try:
+                    total += child.memory_info().rss
+                except psutil.Error:
+                    continue
+            self._rss, self._measured_at = total, now
+            self.peak = max(self.peak, total)
+        return self._rss
+
+    async def wait_below(self) -> None:
+        if self.limit is None:
+            return
+        if self.rss() <= self.limit:
+            return
+        self.waits += 1
+        while self.rss() > self.limit:
+            await asyncio.sleep(POLL_SECONDS)
