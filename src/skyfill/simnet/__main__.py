@@ -14,6 +14,7 @@ from pathlib import Path
 
 import orjson
 
+from skyfill.ratelimit.spec import RateSpec, parse_rate
 from skyfill.simnet.run import SimSpec, add_did_web_account, build_network, write_files
 from skyfill.simnet.server import SimServers
 
@@ -28,6 +29,15 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--faults", default="", help="comma list, e.g. hang,truncate,bad_cid")
     p.add_argument("--unknown-dids", type=int, default=0)
     p.add_argument("--did-web", action="store_true", help="add one did:web account")
+    p.add_argument("--rate-limit", help="every PDS host enforces this fixed window, e.g. 100/2s")
+    p.add_argument(
+        "--throttle",
+        action="append",
+        default=[],
+        metavar="INDEX=RATE",
+        help="PDS host INDEX enforces RATE (repeatable), e.g. 0=1/1s",
+    )
+    p.add_argument("--big", type=int, default=0, help="account 0 gets this many records")
     p.add_argument("--out", type=Path, default=Path("simnet-out"))
     return p.parse_args(argv)
 
@@ -41,9 +51,10 @@ async def _serve(args: argparse.Namespace) -> None:
         statuses=[s for s in args.statuses.split(",") if s],
         faults=[f for f in args.faults.split(",") if f],
         unknown_dids=args.unknown_dids,
+        big=args.big,
     )
     network, dids = build_network(spec)
-    servers = SimServers(network)
+    servers = SimServers(network, limits=_limits(args))
     await servers.start()
     if args.did_web:
         dids.append(add_did_web_account(servers, args.mean_records, args.seed))
@@ -63,6 +74,14 @@ async def _serve(args: argparse.Namespace) -> None:
     sys.stdout.flush()
     await stop.wait()
     await servers.stop()
+
+
+def _limits(args: argparse.Namespace) -> dict[int, RateSpec]:
+    limits = {i: parse_rate(args.rate_limit) for i in range(args.hosts)} if args.rate_limit else {}
+    for entry in args.throttle:
+        index, _, rate = entry.partition("=")
+        limits[int(index)] = parse_rate(rate)
+    return limits
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -31,11 +31,16 @@ class SimSpec:
     """DIDs in the DID list that the PLC directory does not know."""
     did_web: bool = False
     """Add one did:web account (did:web:localhost%3A<port of the first PDS>)."""
+    big: int = 0
+    """Give account 0 this many records (a large repo)."""
 
 
 def build_network(spec: SimSpec) -> tuple[SimNetwork, list[str]]:
     """The network and the DID list a job should fetch (accounts + unknown DIDs)."""
     accounts = generate_accounts(spec.accounts, spec.hosts, spec.mean_records, spec.seed)
+    if spec.big and accounts:
+        rng = random.Random(spec.seed)
+        accounts[0].records = generate_records(rng, spec.big, [a.did for a in accounts])
     special = list(reversed(accounts))
     for account, status in zip(special, spec.statuses, strict=False):
         _check(status, STATUSES)

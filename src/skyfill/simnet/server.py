@@ -18,6 +18,8 @@ import contextlib
 
 from aiohttp import web
 
+from skyfill.ratelimit.spec import RateSpec
+from skyfill.simnet.limits import WindowLimit
 from skyfill.simnet.network import SimNetwork
 
 FAULTS = (
@@ -45,12 +47,20 @@ def _xrpc_error(status: int, error: str, message: str) -> web.Response:
 class SimServers:
     """Runs one PLC and `network.hosts` PDS servers on 127.0.0.1, each on a free port."""
 
-    def __init__(self, network: SimNetwork, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self,
+        network: SimNetwork,
+        host: str = "127.0.0.1",
+        limits: dict[int, RateSpec] | None = None,
+    ) -> None:
         self.network = network
         self._bind = host
         self._runners: list[web.AppRunner] = []
         self.plc_url = ""
         self.pds_urls: list[str] = []
+        self.limits = {i: WindowLimit(spec) for i, spec in (limits or {}).items()}
+        self.served = [0] * network.hosts
+        self.finished_at: list[float | None] = [None] * network.hosts
 
     async def start(self) -> None:
         self.plc_url = await self._serve(self._plc_app())
@@ -118,6 +128,7 @@ class SimServers:
         app.router.add_get("/xrpc/com.atproto.sync.getRepo", self._get_repo)
         app.router.add_get("/xrpc/_health", lambda _: web.json_response({"version": "simnet"}))
         app.router.add_get("/_simnet/requests", self._request_counts)
+        app.router.add_get("/_simnet/stats", self._stats)
         app.router.add_get("/.well-known/did.json", self._did_web_document)
         return app
 
@@ -125,7 +136,43 @@ class SimServers:
         """getRepo requests per DID so far, across all hosts (for tests)."""
         return web.json_response(self.network.requests)
 
+    async def _stats(self, request: web.Request) -> web.Response:
+        """Per host: repos served, and what its rate limit admitted and refused."""
+        return web.json_response(
+            {
+                "hosts": [
+                    {
+                        "index": i,
+                        "url": url,
+                        "served": self.served[i],
+                        **(self.limits[i].snapshot() if i in self.limits else {}),
+                    }
+                    for i, url in enumerate(self.pds_urls)
+                ]
+            }
+        )
+
     async def _get_repo(self, request: web.Request) -> web.StreamResponse:
+        index = request.app["host_index"]
+        limit = self.limits.get(index)
+        headers: dict[str, str] = {}
+        if limit is not None:
+            allowed, headers = limit.admit()
+            if not allowed:
+                return web.json_response(
+                    {"error": "RateLimitExceeded", "message": "Rate Limit Exceeded"},
+                    status=429,
+                    headers=headers,
+                )
+        request["rate_headers"] = headers
+        response = await self._serve_repo(request)
+        if not response.prepared:
+            response.headers.update(headers)
+        if response.status == 200:
+            self.served[index] += 1
+        return response
+
+    async def _serve_repo(self, request: web.Request) -> web.StreamResponse:
         did = request.query.get("did", "")
         network = self.network
         network.requests[did] = network.requests.get(did, 0) + 1
@@ -152,7 +199,9 @@ class SimServers:
         car = network.repos[did].car
         if fault == "truncate":
             car = car[: len(car) // 2]
-        response = web.StreamResponse(headers={"Content-Type": "application/vnd.ipld.car"})
+        response = web.StreamResponse(
+            headers={"Content-Type": "application/vnd.ipld.car", **request["rate_headers"]}
+        )
         await response.prepare(request)
         for start in range(0, len(car), 1 << 16):
             await response.write(car[start : start + (1 << 16)])
