@@ -68,10 +68,7 @@ def node_binary(home: Path) -> Path:
     return Path(lines[-1])
 
 
-@pytest.fixture(scope="session")
-def refpds(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """PLC + 2 PDS hosts with 12 seeded accounts (account 0 has 3000 records; the last three
-    are deactivated, taken down and deleted). `ready["truth_data"]` is the ground truth."""
+def _start_network(tmp_path_factory: pytest.TempPathFactory, options: list[str]) -> Server:
     home = refpds_home()
     node = node_binary(home)
     script = home / "net.mjs"
@@ -80,7 +77,7 @@ def refpds(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     tmp = tmp_path_factory.mktemp("refpds")
     truth_path = tmp / "truth.json"
     command = [
-        str(node), "net.mjs", *NETWORK_OPTIONS,
+        str(node), "net.mjs", *options,
         "--out", str(truth_path), "--data", str(tmp / "data"),
     ]  # fmt: skip
     try:
@@ -89,8 +86,30 @@ def refpds(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         )
     except RuntimeError as exc:
         pytest.fail(f"the reference PDS network did not start: {exc}", pytrace=False)
+    server.ready["truth_data"] = json.loads(truth_path.read_text())
+    return server
+
+
+@pytest.fixture(scope="session")
+def refpds(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """PLC + 2 PDS hosts with 12 seeded accounts (account 0 has 3000 records; the last three
+    are deactivated, taken down and deleted). `ready["truth_data"]` is the ground truth."""
+    server = _start_network(tmp_path_factory, NETWORK_OPTIONS)
     try:
-        server.ready["truth_data"] = json.loads(truth_path.read_text())
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def refpds_limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A small network with the PDS's own rate limits on (`--rate-limits`): getRepo 6000
+    per 5 min, other reads 3000 per 5 min, with RateLimit-* headers. (Seeding 3000 records
+    would trip its write limits, hence a network of its own.)"""
+    server = _start_network(
+        tmp_path_factory, ["--accounts", "8", "--records", "20", "--pds", "2", "--rate-limits"]
+    )
+    try:
         yield server
     finally:
         server.stop()

@@ -309,3 +309,37 @@ def test_resume_after_sigkill_gives_the_uninterrupted_result(
     for did in finished:
         fetched_at = rows[did]["fetched_at"]
         assert fetched_at is not None and fetched_at.timestamp() <= killed_at, rows[did]
+
+
+def test_reference_pds_with_its_rate_limits_on_sends_no_429(
+    refpds_limited: Server, tmp_path: Path
+) -> None:
+    """The PDS's own limiter and RateLimit-* headers are on: skyfill reads them, gets no 429,
+    and the records still equal the ground truth."""
+    truth = refpds_limited.ready["truth_data"]
+    dids = tmp_path / "dids.txt"
+    dids.write_text("".join(f"{did}\n" for did in truth["repos"]))
+    result = run_cli(
+        "run",
+        "--dids",
+        str(dids),
+        "--workdir",
+        str(tmp_path),
+        "--job-id",
+        "rl",
+        "--plc-url",
+        refpds_limited.ready["plc"],
+        "--allow-private-network",
+        "--progress",
+        "none",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert records_by_did(tmp_path, "rl") == {
+        d: recs for d, recs in truth_records(truth).items() if recs
+    }
+    status = run_cli("status", "rl", "--workdir", str(tmp_path), "--json")
+    hosts = json.loads(status.stdout)["hosts"]
+    pds_hosts = [h for h in hosts if any(url.endswith(h) for url in refpds_limited.ready["pds"])]
+    assert len(pds_hosts) == 2, hosts
+    assert all(h["rate_limited"] == 0 for h in hosts.values())
+    assert all(hosts[h]["server_limit"] == 6000 for h in pds_hosts)  # read from the headers

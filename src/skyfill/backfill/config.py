@@ -79,8 +79,8 @@ class BackfillConfig:
                 raise UsageError(f"{name.replace('_', '-')} must be positive")
         if self.host_concurrency < 1:
             raise UsageError("host-concurrency must be at least 1")
-        if self.max_memory is not None and self.max_memory < 64 << 20:
-            raise UsageError("max-memory must be at least 64m")
+        if self.max_memory is not None and self.max_memory < 128 << 20:
+            raise UsageError("max-memory must be at least 128m (skyfill itself needs ~100m)")
         parse_rate(self.rate_limit)
         parse_host_rates(self.hosts)
         if not self.plc_url.startswith(("http://", "https://")):

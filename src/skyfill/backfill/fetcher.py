@@ -81,15 +81,15 @@ class RepoFetcher:
     async def _fetch_once(self, did: str, data: dict) -> tuple[DecodedRepo, int]:
         identity = await self._resolver.resolve(did)
         data["handle"], data["pds"] = identity.handle, identity.pds
-        await self._memory.wait_below()
 
         async def decode(car: bytes) -> tuple[DecodedRepo, int]:
             return await self._decode(car, did), len(car)
 
-        try:
-            return await self._client.get_repo(identity.pds, did, self._max_bytes, then=decode)
-        except RepoTooLarge as exc:
-            raise RepoTooLarge(f"{exc.message}{self._size_reason}") from None
+        async with self._memory.slot():
+            try:
+                return await self._client.get_repo(identity.pds, did, self._max_bytes, then=decode)
+            except RepoTooLarge as exc:
+                raise RepoTooLarge(f"{exc.message}{self._size_reason}") from None
 
     async def _decode(self, car: bytes, did: str) -> DecodedRepo:
         cfg = self._config

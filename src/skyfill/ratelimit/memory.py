@@ -1,9 +1,16 @@
-"""The memory gate: no new fetch starts while the process tree's RSS is over the limit."""
+"""The memory gate: no new fetch starts while the process tree's RSS is over the limit.
+
+Fetches in flight are what frees memory again, so the gate only holds a new fetch back
+while at least one is in flight: with none, it lets one through (progress is guaranteed
+even when skyfill's own footprint is near the limit).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import AsyncIterator
 
 import psutil
 
@@ -19,6 +26,7 @@ class MemoryGate:
         self._rss = 0
         self.peak = 0
         self.waits = 0
+        self.in_flight = 0
 
     def rss(self) -> int:
         """RSS of this process and its children (decoders), cached for a few ms."""
@@ -34,11 +42,19 @@ class MemoryGate:
             self.peak = max(self.peak, total)
         return self._rss
 
-    async def wait_below(self) -> None:
-        if self.limit is None:
-            return
-        if self.rss() <= self.limit:
+    @contextlib.asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        """Hold a fetch's place: entered once memory is below the limit (or nothing runs)."""
+        await self._wait_below()
+        self.in_flight += 1
+        try:
+            yield
+        finally:
+            self.in_flight -= 1
+
+    async def _wait_below(self) -> None:
+        if self.limit is None or self.rss() <= self.limit:
             return
         self.waits += 1
-        while self.rss() > self.limit:
+        while self.rss() > self.limit and self.in_flight > 0:
             await asyncio.sleep(POLL_SECONDS)
