@@ -32,6 +32,31 @@ def run_cli(
     )
 
 
+def run_args(net: Server, workdir: Path, job_id: str, *flags: str) -> list[str]:
+    """`skyfill run` arguments for the whole DID list of a simulated network."""
+    return [
+        "run",
+        "--dids",
+        net.ready["dids"],
+        "--workdir",
+        str(workdir),
+        "--job-id",
+        job_id,
+        "--plc-url",
+        net.ready["plc"],
+        "--allow-private-network",
+        "--progress",
+        "none",
+        *flags,
+    ]
+
+
+def run_job(
+    net: Server, workdir: Path, job_id: str, *flags: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return run_cli(*run_args(net, workdir, job_id, *flags), env=env)
+
+
 def job_dir(workdir: Path, job_id: str) -> Path:
     return workdir / "jobs" / job_id
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import SKYFILL, Server, job_dir, repos, run_cli, start_simnet
+from tests.helpers import SKYFILL, Server, job_dir, repos, run_args, run_cli, start_simnet
 
 
 @pytest.fixture
@@ -28,21 +28,7 @@ def slow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 
 def _run_args(net: Server, workdir: Path, *flags: str) -> list[str]:
-    return [
-        "run",
-        "--dids",
-        net.ready["dids"],
-        "--workdir",
-        str(workdir),
-        "--job-id",
-        "job",
-        "--plc-url",
-        net.ready["plc"],
-        "--allow-private-network",
-        "--progress",
-        "none",
-        *flags,
-    ]
+    return run_args(net, workdir, "job", *flags)
 
 
 def _start(net: Server, workdir: Path, *flags: str) -> subprocess.Popen[str]:

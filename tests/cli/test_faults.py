@@ -18,7 +18,7 @@ from tests.helpers import (
     job_dir,
     records_by_did,
     repos,
-    run_cli,
+    run_job,
     start_simnet,
     truth_records,
 )
@@ -51,23 +51,7 @@ def faulty(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 
 def _run(net: Server, workdir: Path, job_id: str, *flags: str):
-    return run_cli(
-        "run",
-        "--dids",
-        net.ready["dids"],
-        "--workdir",
-        str(workdir),
-        "--job-id",
-        job_id,
-        "--plc-url",
-        net.ready["plc"],
-        "--allow-private-network",
-        "--progress",
-        "none",
-        "--timeout",
-        "1",
-        *flags,
-    )
+    return run_job(net, workdir, job_id, "--timeout", "1", *flags)
 
 
 def _by_fault(net: Server) -> dict[str, str]:

@@ -13,7 +13,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import SKYFILL, Server, all_records, job_dir, repos, run_cli, start_simnet
+from tests.helpers import (
+    SKYFILL,
+    Server,
+    all_records,
+    job_dir,
+    repos,
+    run_args,
+    run_cli,
+    start_simnet,
+)
 
 
 @pytest.fixture(scope="module")
@@ -31,24 +40,7 @@ def network(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 
 def _args(network: Server, workdir: Path, job_id: str) -> list[str]:
-    return [
-        "run",
-        "--dids",
-        network.ready["dids"],
-        "--workdir",
-        str(workdir),
-        "--job-id",
-        job_id,
-        "--plc-url",
-        network.ready["plc"],
-        "--allow-private-network",
-        "--progress",
-        "none",
-        "--batch-size",
-        "10",
-        "--concurrency",
-        "4",
-    ]
+    return run_args(network, workdir, job_id, "--batch-size", "10", "--concurrency", "4")
 
 
 def _request_counts(network: Server) -> dict[str, int]:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from tests.helpers import Server, job_dir, repos, run_cli, start_simnet
+from tests.helpers import Server, job_dir, repos, run_cli, run_job, start_simnet
 
 
 @contextmanager
@@ -29,21 +29,7 @@ def _server_stats(net: Server) -> list[dict]:
 
 
 def _run(net: Server, workdir: Path, *flags: str):
-    return run_cli(
-        "run",
-        "--dids",
-        net.ready["dids"],
-        "--workdir",
-        str(workdir),
-        "--job-id",
-        "job",
-        "--plc-url",
-        net.ready["plc"],
-        "--allow-private-network",
-        "--progress",
-        "none",
-        *flags,
-    )
+    return run_job(net, workdir, "job", *flags)
 
 
 def _host_of(url: str) -> str:

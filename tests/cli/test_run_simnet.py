@@ -9,25 +9,11 @@ from pathlib import Path
 import orjson
 import pyarrow.parquet as pq
 
-from tests.helpers import Server, job_dir, records_by_did, repos, run_cli, truth_records
+from tests.helpers import Server, job_dir, records_by_did, repos, run_job, truth_records
 
 
 def _run(simnet: Server, workdir: Path, job_id: str, *extra: str):
-    return run_cli(
-        "run",
-        "--dids",
-        simnet.ready["dids"],
-        "--workdir",
-        str(workdir),
-        "--job-id",
-        job_id,
-        "--plc-url",
-        simnet.ready["plc"],
-        "--allow-private-network",
-        "--progress",
-        "none",
-        *extra,
-    )
+    return run_job(simnet, workdir, job_id, *extra)
 
 
 def test_backfill_matches_truth(simnet: Server, tmp_path: Path) -> None:
