@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -146,23 +146,32 @@ class BackfillHandler:
     # -- aggregator ---------------------------------------------------------------------
 
     def aggregate(self, ctx: AggregateContext) -> dict[str, Any]:
-        repos = repos_table(ctx.store.iter_items())
+        repos = pa.RecordBatchReader.from_batches(
+            REPOS_SCHEMA, repos_batches(ctx.store.iter_items())
+        )
         facts = ParquetSink(ctx.layout.output).write(ctx.rows, repos)
         total = sum(f["rows"] for f in facts["output_files"] if f["file"].startswith("records/"))
         return {
             "total_rows": total,
-            "repos": repos.num_rows,
+            "repos": next(f["rows"] for f in facts["output_files"] if f["file"] == "repos.parquet"),
             **facts,
             "output_hash": _combined_hash(facts["output_files"]),
         }
 
 
-def repos_table(items: Any) -> pa.Table:
-    """One row per DID, from the outcomes in the state store."""
+REPOS_BATCH_ROWS = 50_000
+
+
+def repos_batches(items: Iterator[ItemResult]) -> Iterator[pa.RecordBatch]:
+    """One row per DID, from the outcomes in the state store, a bounded batch at a time."""
     columns: dict[str, list] = {name: [] for name in REPOS_SCHEMA.names}
-    for item in items:
+    for count, item in enumerate(items, start=1):
         _append_repo_row(columns, item)
-    return pa.Table.from_pydict(columns, schema=REPOS_SCHEMA)
+        if count % REPOS_BATCH_ROWS == 0:
+            yield pa.RecordBatch.from_pydict(columns, schema=REPOS_SCHEMA)
+            columns = {name: [] for name in REPOS_SCHEMA.names}
+    if columns["did"]:
+        yield pa.RecordBatch.from_pydict(columns, schema=REPOS_SCHEMA)
 
 
 def _append_repo_row(columns: dict[str, list], item: ItemResult) -> None:

@@ -8,6 +8,6 @@ import pyarrow as pa
 
 
 class Sink(Protocol):
-    def write(self, records: pa.RecordBatchReader, repos: pa.Table) -> dict[str, Any]:
-        """Write the job's records (streamed) and repos; return facts for the manifest."""
+    def write(self, records: pa.RecordBatchReader, repos: pa.RecordBatchReader) -> dict[str, Any]:
+        """Write the job's records and repos (both streamed); return facts for the manifest."""
         ...

@@ -23,7 +23,7 @@ class ParquetSink:
         self._output = output_dir
         self._partition_by = partition_by
 
-    def write(self, records: pa.RecordBatchReader, repos: pa.Table) -> dict[str, Any]:
+    def write(self, records: pa.RecordBatchReader, repos: pa.RecordBatchReader) -> dict[str, Any]:
         tmp = self._output.with_name(self._output.name + ".tmp")
         if tmp.exists():
             shutil.rmtree(tmp)
@@ -41,7 +41,9 @@ class ParquetSink:
             max_rows_per_group=128 * 1024,
             min_rows_per_group=16 * 1024,
         )
-        pq.write_table(repos, tmp / "repos.parquet", compression="zstd")
+        with pq.ParquetWriter(tmp / "repos.parquet", repos.schema, compression="zstd") as writer:
+            for batch in repos:
+                writer.write_batch(batch)
         facts = _describe(tmp)
         if self._output.exists():
             shutil.rmtree(self._output)

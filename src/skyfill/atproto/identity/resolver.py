@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections import OrderedDict
 
 from skyfill.atproto.did import validate_did
 from skyfill.atproto.identity.base import DidMethodResolver, Identity
@@ -11,6 +12,10 @@ from skyfill.atproto.identity.plc import DEFAULT_PLC_URL, PlcResolver
 from skyfill.atproto.identity.web import WebResolver
 from skyfill.atproto.xrpc import XrpcClient
 
+CACHE_SIZE = 100_000
+"""Identities kept (least recently used dropped): a job looks each DID up once or a few
+times, so the cache serves retries and did:web hosts, not the whole input."""
+
 
 class IdentityResolver:
     def __init__(self, client: XrpcClient, plc_url: str = DEFAULT_PLC_URL) -> None:
@@ -18,12 +23,13 @@ class IdentityResolver:
             "plc": PlcResolver(client, plc_url),
             "web": WebResolver(client),
         }
-        self._cache: dict[str, Identity] = {}
+        self._cache: OrderedDict[str, Identity] = OrderedDict()
         self._inflight: dict[str, asyncio.Future[Identity]] = {}
 
     async def resolve(self, did: str) -> Identity:
         """The identity of `did`. Only successes are cached, failures are raised each time."""
         if did in self._cache:
+            self._cache.move_to_end(did)
             return self._cache[did]
         if did in self._inflight:
             return await asyncio.shield(self._inflight[did])
@@ -41,6 +47,8 @@ class IdentityResolver:
         finally:
             del self._inflight[did]
         self._cache[did] = identity
+        if len(self._cache) > CACHE_SIZE:
+            self._cache.popitem(last=False)
         future.set_result(identity)
         return identity
 
