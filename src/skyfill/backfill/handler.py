@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+from yarl import URL
 
 from skyfill.atproto.identity import IdentityResolver
 from skyfill.atproto.xrpc import XrpcClient
@@ -41,6 +42,7 @@ class BackfillHandler:
         self.limiter: LocalLimiter | None = None
         self.memory = MemoryGate(None)
         self._open_items = 0
+        self._identity_hosts: frozenset[str] = frozenset()
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> BackfillHandler:
@@ -90,6 +92,10 @@ class BackfillHandler:
             )
         )
         self.memory = MemoryGate(cfg.max_memory)
+        plc = URL(cfg.plc_url)
+        self._identity_hosts = frozenset(
+            {f"{plc.host}:{plc.port}" if plc.explicit_port else plc.host or ""}
+        )
         client = XrpcClient(self._session, cfg.allow_private_network, self.limiter)
         self._executor = make_executor(cfg.decode_processes)
         self._fetcher = RepoFetcher(
@@ -126,8 +132,9 @@ class BackfillHandler:
         wait for throttled hosts, so the engine should open another task."""
         if self.limiter is None:
             return False
-        runnable = self._open_items - self.limiter.blocked_on_hosts()
-        return runnable < self.config.concurrency
+        # Waits on the PLC directory do not count: every DID needs it, more tasks only queue.
+        blocked = self.limiter.blocked_on_hosts(exclude=self._identity_hosts)
+        return self._open_items - blocked < self.config.concurrency
 
     def live_stats(self) -> dict[str, Any]:
         """Per-host counters and memory, published to the state store while the job runs."""

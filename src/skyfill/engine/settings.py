@@ -12,7 +12,7 @@ class EngineSettings:
     """Items per batch (one worker task each)."""
     parallel_tasks: int = 4
     """Worker tasks running at once in this process ..."""
-    max_open_tasks: int = 2000
+    max_open_tasks: int = 200
     """... or up to this many while the handler says the open ones mostly wait (throttled
     hosts): items of other hosts keep flowing instead of queueing behind a slow host."""
     retries: int = 3

@@ -88,9 +88,9 @@ class LocalLimiter:
             self._global.release()
             limiter.release(ticket.seen or Observation(None, time.monotonic() - ticket.started))
 
-    def blocked_on_hosts(self) -> int:
-        """Requests waiting for a host's turn (not for a global slot)."""
-        return sum(h.waiting for h in self._hosts.values())
+    def blocked_on_hosts(self, exclude: frozenset[str] = frozenset()) -> int:
+        """Requests waiting for a host's turn (not for a global slot), except `exclude`'s."""
+        return sum(h.waiting for name, h in self._hosts.items() if name not in exclude)
 
     def snapshot(self) -> dict[str, dict]:
         return {name: h.snapshot() for name, h in sorted(self._hosts.items())}
