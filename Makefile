@@ -8,7 +8,7 @@ SHARED ?= ../shared
 REFPDS_HOME ?= /tmp/refpds
 export REFPDS_HOME
 
-.PHONY: install demo test test-fast lint bench refpds clean
+.PHONY: install system-deps demo test test-fast lint bench refpds clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,13 @@ install: $(VENV)/.installed
 demo: install
 	$(BIN)/skyfill demo
 
+# redis-server backs the Redis state-store tests (tests/engine/test_state_contract.py).
+system-deps:
+	@command -v redis-server >/dev/null 2>&1 || { \
+		SUDO=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq redis-server; \
+	}
+
 refpds:
 	@bash $(SHARED)/refpds/setup.sh > $(VENV)/refpds-node
 
@@ -28,7 +35,7 @@ lint: install
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
 
-test: install refpds lint
+test: install system-deps refpds lint
 	REFPDS_NODE=$$(cat $(VENV)/refpds-node) SKYFILL_SHARED=$(SHARED) $(BIN)/pytest -q
 
 test-fast: install

@@ -15,16 +15,21 @@ strict     one PDS host enforcing a fixed window (`--limit`, default 20/10s, as 
 throttled  ten PDS hosts, nine without a limit and host 0 throttled (`--throttle`,
            default 0=1/1s). Run (a): the nine hosts' DIDs plus `--throttled-dids` of host 0's
            DIDs, spread evenly through the DID file (so every batch meets the slow host);
-           run (b): the nine hosts' DIDs alone. Per host: completion time = last fetched_at
-           of its DIDs - job start (the `skyfill run` process start); the nine hosts' DIDs/s
-           in each run and their ratio (goal: the nine finish close to their pace alone).
+           runs (b1) before and (b2) after (a): the nine hosts' DIDs alone. Per host:
+           completion time = last fetched_at of its DIDs - job start (the `skyfill run`
+           process start); the nine hosts' DIDs/s in each run and (a) / best (b) (goal: the
+           nine finish close to their pace alone); host 0's 429s, attempts and failures.
 memory     one network with many large repos (`--mem-accounts` accounts of mean
            `--mem-mean-records` records, heavy-tailed) and account 0 with `--big` records
-           (~325 B of CAR each); run with `--max-memory` (default 300m) and without.
-           The RSS of the `skyfill run` process tree (it and all its children, summed) is
-           sampled with psutil every 50 ms; reported: peak tree RSS, peak RSS of the main
-           process and of the largest child, skyfill's own peak (status "memory"), the
-           outcome per status, and the errors of failed DIDs.
+           (~325 B of CAR each); runs with `--max-memory` (default 300m), without it, and
+           with `--max-memory` and `--concurrency 4` (`--mem-low-concurrency`). The RSS of
+           the `skyfill run` process tree (it and all its children, summed, as skyfill's
+           memory gate sums it) is sampled with psutil every 50 ms; reported: peak tree RSS
+           (whole run, while fetching, after the last fetch), peak RSS of the main process
+           and of the largest child, seconds above the limit, skyfill's own peak and gate
+           waits (status "memory"), the outcome per status, and the errors of failed DIDs.
+           A run in which no DID finishes for `--stall-seconds` is stopped (SIGTERM) and
+           reported as stalled.
 
 Host indices follow the simnet's round-robin placement (account i on host i % H); which
 host serves a DID is taken from the truth file's "pds" field. Only localhost is contacted.
@@ -47,8 +52,8 @@ import time
 import urllib.parse
 import urllib.request
 from collections import Counter
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
@@ -59,6 +64,7 @@ from skyfill.ratelimit.spec import RateSpec, parse_rate
 LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1")
 SCENARIOS = ("strict", "throttled", "memory")
 SAMPLE_SECONDS = 0.05
+STATUS_POLL = 3.0
 MB = 1e6
 
 
@@ -136,6 +142,17 @@ class Repo:
     fetched_at: float | None
     error: str | None
     car_bytes: int | None
+    attempts: int | None
+
+
+@dataclass(slots=True)
+class Sample:
+    at: float
+    """Epoch seconds."""
+    tree: int
+    main: int
+    child: int
+    """RSS of the largest child."""
 
 
 @dataclass(slots=True)
@@ -146,12 +163,11 @@ class Run:
     """Epoch seconds just before the `skyfill run` process was started (the job start)."""
     seconds: float
     returncode: int
-    peak_tree_rss: int
-    peak_main_rss: int
-    peak_child_rss: int
+    samples: list[Sample]
     repos: list[Repo]
     status: dict
-    extra: dict = field(default_factory=dict)
+    stalled: bool = False
+    """Stopped by this script: no DID finished for --stall-seconds."""
 
     def by_status(self) -> Counter[str]:
         return Counter(r.status for r in self.repos)
@@ -160,6 +176,21 @@ class Run:
         """skyfill's per-host counters (`status --json` "hosts") for a PDS URL."""
         netloc = urllib.parse.urlsplit(url).netloc.lower()
         return self.status.get("hosts", {}).get(netloc, {})
+
+    def last_fetch(self) -> float | None:
+        times = [r.fetched_at for r in self.repos if r.fetched_at]
+        return max(times) if times else None
+
+    def peak(self, what: str, until: float | None = None, since: float | None = None) -> int:
+        values = [
+            getattr(s, what)
+            for s in self.samples
+            if (until is None or s.at <= until) and (since is None or s.at > since)
+        ]
+        return max(values, default=0)
+
+    def seconds_over(self, limit: int) -> float:
+        return SAMPLE_SECONDS * sum(1 for s in self.samples if s.tree > limit)
 
 
 def _log(message: str) -> None:
@@ -173,40 +204,65 @@ def _skyfill_command(arg: str | None) -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "skyfill"]
 
 
-def _run_sampled(cmd: list[str], log: Path, timeout: float) -> tuple[int, float, float, dict]:
+def _run_sampled(
+    cmd: list[str],
+    log: Path,
+    timeout: float,
+    progress: Callable[[], int | None] | None = None,
+    stall_seconds: float = 0.0,
+) -> tuple[int, float, float, list[Sample], bool]:
     """Run `cmd`; sample the RSS of its process tree every 50 ms.
 
-    Returns (exit code, start epoch, wall seconds, peaks). The tree is the process and all
-    its descendants (forkserver, decode workers); the tree's RSS is the sum over them (shared
-    pages counted once per process, as skyfill's own memory gate counts them).
+    Returns (exit code, start epoch, wall seconds, samples, stalled). The tree is the
+    process and all its descendants (decode workers, resource tracker); the tree's RSS is the sum
+    over them (shared pages counted once per process, as skyfill's own memory gate counts
+    them). With `progress` (DIDs done so far) and `stall_seconds`, the run is stopped
+    (SIGTERM) once the count has not moved for that long.
     """
-    peaks = {"tree": 0, "main": 0, "child": 0}
+    samples: list[Sample] = []
+    stalled = False
     with open(log, "wb") as out:
         started_epoch = time.time()
         started = time.perf_counter()
         proc = psutil.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+        polled_at, done, moved_at = started, None, started
         try:
             while proc.poll() is None:
-                if time.perf_counter() - started > timeout:
+                now = time.perf_counter()
+                if now - started > timeout:
                     _log(f"timeout after {timeout:.0f}s: stopping skyfill (pid {proc.pid})")
                     proc.send_signal(signal.SIGTERM)
-                    proc.wait(30)
+                    proc.wait(60)
                     break
+                if progress is not None and stall_seconds and now - polled_at >= STATUS_POLL:
+                    polled_at = now
+                    count = progress()
+                    if count != done:
+                        done, moved_at = count, now
+                    elif now - moved_at >= stall_seconds:
+                        _log(
+                            f"no DID finished for {stall_seconds:.0f}s ({done} done): "
+                            f"stopping skyfill (pid {proc.pid})"
+                        )
+                        stalled = True
+                        proc.send_signal(signal.SIGTERM)
+                        proc.wait(60)
+                        break
                 with contextlib.suppress(psutil.Error):
                     total = main = proc.memory_info().rss
+                    largest = 0
                     for child in proc.children(recursive=True):
                         with contextlib.suppress(psutil.Error):
                             rss = child.memory_info().rss
                             total += rss
-                            peaks["child"] = max(peaks["child"], rss)
-                    peaks["tree"] = max(peaks["tree"], total)
-                    peaks["main"] = max(peaks["main"], main)
+                            largest = max(largest, rss)
+                    samples.append(Sample(time.time(), total, main, largest))
                 time.sleep(SAMPLE_SECONDS)
         finally:
             if proc.poll() is None:
                 proc.kill()
             proc.wait()
-    return proc.returncode, started_epoch, time.perf_counter() - started, peaks
+    return proc.returncode, started_epoch, time.perf_counter() - started, samples, stalled
 
 
 def run_skyfill(
@@ -218,6 +274,7 @@ def run_skyfill(
     label: str,
     flags: list[str],
     timeout: float,
+    stall_seconds: float = 0.0,
 ) -> Run:
     work.mkdir(parents=True, exist_ok=True)
     dids_path = work / f"{job_id}.dids"
@@ -240,39 +297,44 @@ def run_skyfill(
     ]
     _log(f"{label}: {len(dids)} DIDs: {' '.join(cmd)}")
     log = work / f"{job_id}.log"
-    code, started, seconds, peaks = _run_sampled(cmd, log, timeout)
+
+    def progress() -> int | None:
+        return _status(skyfill, work, job_id, quiet=True).get("done")
+
+    code, started, seconds, samples, stalled = _run_sampled(
+        cmd, log, timeout, progress if stall_seconds else None, stall_seconds
+    )
     _log(f"{label}: exit {code} after {seconds:.1f}s")
     if code != 0:
         _log(f"skyfill exited {code}; its log ends:\n{log.read_text()[-3000:]}")
-    status = _status(skyfill, work, job_id)
     return Run(
         label=label,
         command=cmd,
         started=started,
         seconds=seconds,
         returncode=code,
-        peak_tree_rss=peaks["tree"],
-        peak_main_rss=peaks["main"],
-        peak_child_rss=peaks["child"],
+        samples=samples,
         repos=_repos(work / "jobs" / job_id / "output" / "repos.parquet"),
-        status=status,
+        status=_status(skyfill, work, job_id),
+        stalled=stalled,
     )
 
 
-def _status(skyfill: list[str], work: Path, job_id: str) -> dict:
+def _status(skyfill: list[str], work: Path, job_id: str, quiet: bool = False) -> dict:
     cmd = [*skyfill, "status", job_id, "--workdir", str(work), "--json"]
     done = subprocess.run(cmd, capture_output=True, text=True, check=False)
     try:
         return json.loads(done.stdout)
     except json.JSONDecodeError:
-        _log(f"skyfill status gave no JSON: {done.stdout[-500:]} {done.stderr[-500:]}")
+        if not quiet:
+            _log(f"skyfill status gave no JSON: {done.stdout[-500:]} {done.stderr[-500:]}")
         return {}
 
 
 def _repos(path: Path) -> list[Repo]:
     if not path.exists():
         return []
-    columns = ["did", "status", "pds", "fetched_at", "error", "car_bytes"]
+    columns = ["did", "status", "pds", "fetched_at", "error", "car_bytes", "attempts"]
     rows = pq.read_table(path, columns=columns).to_pylist()
     return [
         Repo(
@@ -282,6 +344,7 @@ def _repos(path: Path) -> list[Repo]:
             fetched_at=r["fetched_at"].timestamp() if r["fetched_at"] else None,
             error=r["error"],
             car_bytes=r["car_bytes"],
+            attempts=r["attempts"],
         )
         for r in rows
     ]
@@ -306,6 +369,11 @@ def _table(title: str, header: list[str], rows: list[list[str]]) -> None:
                 for i, (c, w) in enumerate(zip(row, widths, strict=True))
             )
         )
+
+
+def _tasks(run: Run) -> str:
+    """Tasks of the job, retry phases included (`skyfill status --json` "tasks")."""
+    return str(run.status.get("tasks", {}).get("total", "?"))
 
 
 def _statuses(run: Run) -> str:
@@ -408,18 +476,26 @@ def throttled(args: argparse.Namespace, skyfill: list[str], tmp: Path) -> None:
         keep = set(_spread(on_slow, args.throttled_dids))
         full = [d for d in net.dids if net.host_of(d) != slow or d in keep]
         nine = [d for d in net.dids if net.host_of(d) != slow]
-        before = net.stats()
-        run_a = run_skyfill(
-            skyfill, net, full, tmp / "thr-a", "thr-a", "(a) all ten hosts", [], args.timeout
-        )
-        after_a = net.stats()
-        run_b = run_skyfill(
-            skyfill, net, nine, tmp / "thr-b", "thr-b", "(b) nine hosts alone", [], args.timeout
-        )
-        after_b = net.stats()
-    print(f"skyfill (a): {' '.join(run_a.command)}")
-    print(f"skyfill (b): {' '.join(run_b.command)}")
-    _throttled_tables(net, slow, run_a, run_b, before, after_a, after_b)
+        # (b) before and after (a): drift of the machine shows as a difference between them.
+        plan = [
+            ("thr-b1", "(b) nine hosts alone, before (a)", nine),
+            ("thr-a", "(a) all ten hosts", full),
+            ("thr-b2", "(b) nine hosts alone, after (a)", nine),
+        ]
+        runs: dict[str, Run] = {}
+        served: dict[str, list[dict]] = {}
+        for job, label, dids in plan:
+            before = net.stats()
+            runs[job] = run_skyfill(skyfill, net, dids, tmp / job, job, label, [], args.timeout)
+            after = net.stats()
+            served[job] = [
+                {k: a.get(k, 0) - b.get(k, 0) for k in ("served", "limited")}
+                | {"limit": a.get("limit")}
+                for a, b in zip(after, before, strict=True)
+            ]
+    for job, run in runs.items():
+        print(f"skyfill {job}: {' '.join(run.command)}")
+    _throttled_tables(net, slow, runs, served)
 
 
 def _spread(items: list[str], count: int) -> list[str]:
@@ -442,33 +518,29 @@ def _completion(run: Run, net: Network) -> dict[int, tuple[int, int, float]]:
 
 
 def _throttled_tables(
-    net: Network,
-    slow: int,
-    run_a: Run,
-    run_b: Run,
-    before: list[dict],
-    after_a: list[dict],
-    after_b: list[dict],
+    net: Network, slow: int, runs: dict[str, Run], served: dict[str, list[dict]]
 ) -> None:
-    comp_a, comp_b = _completion(run_a, net), _completion(run_b, net)
+    comp = {job: _completion(run, net) for job, run in runs.items()}
+    run_a = runs["thr-a"]
     rows = []
     for index, url in enumerate(net.pds):
-        a = comp_a.get(index)
-        b = comp_b.get(index)
-        limit = after_b[index].get("limit", "none")
+        a = comp["thr-a"].get(index)
+        b1 = comp["thr-b1"].get(index)
+        b2 = comp["thr-b2"].get(index)
+        best_b = min((b[2] for b in (b1, b2) if b), default=None)
         mine = run_a.host_stats(url)
         rows.append(
             [
                 f"{index}{' (throttled)' if index == slow else ''}",
-                limit,
+                served["thr-a"][index].get("limit") or "none",
                 f"{a[0]}" if a else "-",
                 f"{a[1]}" if a else "-",
                 f"{a[2]:.2f}" if a else "-",
-                f"{b[0]}" if b else "-",
-                f"{b[1]}" if b else "-",
-                f"{b[2]:.2f}" if b else "-",
-                f"{a[2] / b[2]:.2f}" if a and b and b[2] else "-",
-                str(after_a[index].get("limited", 0) - before[index].get("limited", 0)),
+                f"{b1[2]:.2f}" if b1 else "-",
+                f"{b2[2]:.2f}" if b2 else "-",
+                f"{a[2] / best_b:.2f}" if a and best_b else "-",
+                str(served["thr-a"][index]["served"]),
+                str(served["thr-a"][index]["limited"]),
                 str(mine.get("rate_limited", "-")),
                 str(mine.get("requests", "-")),
             ]
@@ -478,57 +550,61 @@ def _throttled_tables(
         "limit",
         "(a) DIDs",
         "ok",
-        "done s",
-        "(b) DIDs",
-        "ok",
-        "done s",
-        "a/b",
+        "(a) done s",
+        "(b1) done s",
+        "(b2) done s",
+        "a / best b",
+        "served (a)",
         "429 sent (a)",
         "429 seen (a)",
         "requests (a)",
     ]
     _table(
-        "throttled: per-host completion (last fetched_at - job start), (a) all hosts, "
-        "(b) the nine alone",
+        "throttled: per-host completion = last fetched_at of the host's DIDs - job start; "
+        "(a) all ten hosts, (b1)/(b2) the nine alone before/after (a)",
         header,
         rows,
     )
-
-    def nine(run: Run, comp: dict[int, tuple[int, int, float]]) -> tuple[int, float]:
-        dids = sum(v[0] for k, v in comp.items() if k != slow)
-        last = max((v[2] for k, v in comp.items() if k != slow), default=float("nan"))
-        return dids, last
-
-    dids_a, last_a = nine(run_a, comp_a)
-    dids_b, last_b = nine(run_b, comp_b)
-    rate_a, rate_b = dids_a / last_a, dids_b / last_b
-    rows = [
-        [
-            "(a) all ten hosts",
-            f"{run_a.seconds:.1f}",
-            _statuses(run_a),
-            str(dids_a),
-            f"{last_a:.2f}",
-            f"{rate_a:.0f}",
-        ],
-        [
-            "(b) nine hosts alone",
-            f"{run_b.seconds:.1f}",
-            _statuses(run_b),
-            str(dids_b),
-            f"{last_b:.2f}",
-            f"{rate_b:.0f}",
-        ],
-    ]
+    rows = []
+    rates = {}
+    for job, run in runs.items():
+        nine = {k: v for k, v in comp[job].items() if k != slow}
+        dids = sum(v[0] for v in nine.values())
+        last = max(v[2] for v in nine.values())
+        rates[job] = dids / last
+        rows.append(
+            [
+                run.label,
+                f"{run.seconds:.1f}",
+                _statuses(run),
+                str(dids),
+                f"{last:.2f}",
+                f"{rates[job]:.0f}",
+            ]
+        )
     header = ["run", "elapsed s", "outcome", "nine DIDs", "nine done s", "nine DIDs/s"]
     _table("throttled: the nine unthrottled hosts", header, rows)
+    best_b = max(rates["thr-b1"], rates["thr-b2"])
     print(
-        f"nine hosts' DIDs/s, (a) / (b) = {rate_a / rate_b:.2f} "
+        f"nine hosts' DIDs/s, (a) / best (b) = {rates['thr-a'] / best_b:.2f} "
         f"(1.00 = throttling host {slow} costs the others nothing)"
     )
-    if slow in comp_a:
-        d, _ok, s = comp_a[slow]
-        print(f"host {slow}: {d} DIDs done after {s:.1f}s = {d / s:.2f} DIDs/s")
+    if slow in comp["thr-a"]:
+        d, ok, s = comp["thr-a"][slow]
+        spec = parse_rate(served["thr-a"][slow]["limit"] or "1/1s")
+        print(
+            f"host {slow}: {d} DIDs ({ok} ok) done after {s:.1f}s = {d / s:.2f} DIDs/s; "
+            f"allowed {spec.per_second:.2f} req/s, so at best ~{d / spec.per_second:.0f}s"
+        )
+        tries = [r.attempts or 0 for r in run_a.repos if net.host_of(r.did) == slow]
+        print(
+            f"  attempts per DID of host {slow} (repos.parquet): mean "
+            f"{sum(tries) / len(tries):.1f}, max {max(tries)}; tasks of (a), retry phases "
+            f"included: {_tasks(run_a)} (b1: {_tasks(runs['thr-b1'])})"
+        )
+        for repo in run_a.repos:
+            if net.host_of(repo.did) == slow and repo.status != "ok":
+                print(f"  {repo.did} {repo.status}: {repo.error}")
 
 
 # -- scenario 3: memory ----------------------------------------------------------------------
@@ -549,46 +625,83 @@ def memory(args: argparse.Namespace, skyfill: list[str], tmp: Path) -> None:
         f"\n== memory: {args.mem_accounts} accounts (mean {args.mem_mean_records} records, "
         f"account 0: {args.big}), --max-memory {args.max_memory} vs no limit"
     )
+    limited = ["--max-memory", args.max_memory]
+    flag_sets = [
+        (f"--max-memory {args.max_memory}", limited),
+        ("no --max-memory", []),
+    ]
+    if args.mem_low_concurrency:
+        c = str(args.mem_low_concurrency)
+        flag_sets.append(
+            (f"--max-memory {args.max_memory} --concurrency {c}", [*limited, "--concurrency", c])
+        )
     runs = []
     with simnet(tmp / "memory-net", *options) as net:
         print(f"simnet: {' '.join(['python', *net.command[1:]])}")
-        flag_sets = [
-            (f"--max-memory {args.max_memory}", ["--max-memory", args.max_memory]),
-            ("no --max-memory", []),
-        ]
         for i, (label, flags) in enumerate(flag_sets):
             job = f"mem-{i}"
-            run = run_skyfill(skyfill, net, net.dids, tmp / job, job, label, flags, args.timeout)
+            run = run_skyfill(
+                skyfill,
+                net,
+                net.dids,
+                tmp / job,
+                job,
+                label,
+                flags,
+                args.timeout,
+                stall_seconds=args.stall_seconds,
+            )
             runs.append(run)
             shutil.rmtree(tmp / job / "jobs" / job / "output" / "records", ignore_errors=True)
     repos = net.truth["repos"]
-    records = [len(r["records"]) for r in repos.values()]
+    records = sorted(len(r["records"]) for r in repos.values())
     print(
-        f"network: {len(repos)} repos, {sum(records)} records, largest {max(records)}, "
-        f"second {sorted(records)[-2]}"
+        f"network: {len(repos)} repos, {sum(records)} records, largest {records[-1]}, "
+        f"second {records[-2]}, median {records[len(records) // 2]}"
     )
     for run in runs:
         print(f"skyfill ({run.label}): {' '.join(run.command)}")
-    _memory_table(runs)
+    _memory_table(runs, parse_size(args.max_memory), args.max_memory)
 
 
-def _memory_table(runs: list[Run]) -> None:
+def parse_size(text: str) -> int:
+    """`300m`, `2g`, `512k`, or bytes (as skyfill reads --max-memory: powers of 1024)."""
+    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+    text = text.strip().lower().removesuffix("b")
+    if text and text[-1] in units:
+        return int(float(text[:-1]) * units[text[-1]])
+    return int(text)
+
+
+def _memory_table(runs: list[Run], limit: int, limit_text: str) -> None:
     rows = []
     for run in runs:
         mem = run.status.get("memory", {})
         cars = sorted((r.car_bytes or 0 for r in run.repos if r.status == "ok"), reverse=True)
+        last = run.last_fetch()
+        if run.repos:
+            outcome = _statuses(run)
+        else:
+            by = run.status.get("by_status", {})
+            outcome = ", ".join(f"{k}={v}" for k, v in sorted(by.items())) or "none"
+            outcome = f"{run.status.get('status', '?')}: {outcome} of {run.status.get('items')}"
+        if run.stalled:
+            outcome += " (stalled, stopped)"
         rows.append(
             [
                 run.label,
                 f"{run.seconds:.1f}",
-                _statuses(run),
-                _mb(sum(cars)),
-                _mb(cars[0] if cars else None),
-                _mb(run.peak_tree_rss),
-                _mb(run.peak_main_rss),
-                _mb(run.peak_child_rss),
+                outcome,
+                _mb(sum(cars)) if cars else "-",
+                _mb(cars[0]) if cars else "-",
+                _mb(run.peak("tree")),
+                _mb(run.peak("tree", until=last)) if last else "-",
+                _mb(run.peak("tree", since=last)) if last else "-",
+                _mb(run.peak("main")),
+                _mb(run.peak("child")),
+                _mb(run.samples[-1].tree) if run.samples else "-",
+                f"{run.seconds_over(limit):.1f}",
                 _mb(mem.get("peak_rss")),
-                _mb(mem.get("limit")),
                 str(mem.get("waits", "-")),
             ]
         )
@@ -597,15 +710,27 @@ def _memory_table(runs: list[Run]) -> None:
         "elapsed s",
         "outcome",
         "CAR MB ok",
-        "largest ok CAR MB",
-        "peak tree RSS MB",
-        "peak main MB",
-        "peak child MB",
-        "skyfill peak MB",
-        "limit MB",
+        "largest CAR",
+        "peak tree",
+        "fetching",
+        "after",
+        "main",
+        "child",
+        "end",
+        f"s > {limit_text}",
+        "skyfill peak",
         "gate waits",
     ]
-    _table("memory: RSS of the skyfill run process tree (psutil, every 50 ms)", header, rows)
+    _table("memory: RSS of the skyfill run process tree in MB (psutil, every 50 ms)", header, rows)
+    print(
+        "peak tree = RSS summed over skyfill and its children; fetching / after = peak tree "
+        "before / after the last fetched_at (after: task files and aggregation);\n"
+        "main = skyfill's own process; child = largest child (a decode worker); "
+        "end = tree at the last sample;\n"
+        f"s > {limit_text} = seconds the tree spent above the --max-memory limit "
+        f"({limit / MB:.1f} MB); "
+        'skyfill peak and gate waits from `skyfill status --json` "memory"'
+    )
     for run in runs:
         for repo in run.repos:
             if repo.status != "ok":
@@ -658,6 +783,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--mem-hosts", type=int, default=4, help="default 4")
     g.add_argument("--mem-mean-records", type=int, default=2000, help="default 2000")
     g.add_argument("--big", type=int, default=150000, help="records of account 0 (150000)")
+    g.add_argument(
+        "--mem-low-concurrency",
+        type=int,
+        default=4,
+        help="a third run: --max-memory with --concurrency N (0: skip; default 4)",
+    )
+    g.add_argument(
+        "--stall-seconds",
+        type=float,
+        default=30.0,
+        help="stop a memory run when no DID finished for this long (default 30)",
+    )
     p.add_argument(
         "--timeout", type=float, default=600.0, help="seconds before a skyfill run is stopped"
     )

@@ -88,9 +88,22 @@ def test_the_server_window_is_mirrored_minus_requests_in_flight() -> None:
     for _ in range(3):
         assert host._wait_needed() == 0
         host._take()
-    assert host._wait_needed() == pytest.approx(10.0)  # nothing until the window resets
-    clock.now += 10.01
-    assert host._wait_needed() == 0
+    # Nothing until the window surely reset: the header is whole seconds, maybe rounded down.
+    assert host._wait_needed() == pytest.approx(11.05)
+    clock.now += 11.1
+    for _ in range(20):  # the new window allows the server's limit, and no more, at once
+        assert host._wait_needed() == 0
+        host._take()
+    assert host._wait_needed() > 0
+
+
+def test_the_window_length_from_the_policy_tightens_the_reset() -> None:
+    host, clock = _limiter("1000/1s", concurrency=100)
+    host.known = True
+    host._take()
+    host.release(_ok(limit=2, remaining=1, reset_at=clock.now + 3, window=2))
+    host._take()
+    assert host._wait_needed() == pytest.approx(2.05)  # now + w beats header + 1
 
 
 def test_a_429_blocks_the_host_until_retry_after() -> None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
@@ -110,9 +112,17 @@ def rate_limit_headers(headers: aiohttp.typedefs.LooseHeaders) -> dict[str, floa
     Retry-After, as the limiter's observation fields."""
     now = time.time()
     limit = _number(headers.get("RateLimit-Limit"))
-    policy = headers.get("RateLimit-Policy")
+    policy = headers.get("RateLimit-Policy") or ""
     if limit is None and policy:
         limit = _number(policy.split(";")[0])
+    window = next(
+        (
+            _number(part.split("=", 1)[1])
+            for part in policy.split(";")[1:]
+            if part.strip().startswith("w=")
+        ),
+        None,
+    )
     remaining = _number(headers.get("RateLimit-Remaining"))
     reset = _number(headers.get("RateLimit-Reset"))
     reset_at = None if reset is None else (reset if reset > 1e9 else now + reset)
@@ -121,6 +131,7 @@ def rate_limit_headers(headers: aiohttp.typedefs.LooseHeaders) -> dict[str, floa
         "remaining": None if remaining is None else int(remaining),
         "reset_at": reset_at,
         "retry_after": retry_after_seconds(headers),
+        "window": window,
     }
 
 
@@ -141,8 +152,15 @@ class XrpcClient:
     """
 
     def __init__(
-        self, session: aiohttp.ClientSession, allow_private_network: bool, limiter: LocalLimiter
+        self,
+        session: aiohttp.ClientSession,
+        allow_private_network: bool,
+        limiter: LocalLimiter,
+        admission: Callable[[], AbstractAsyncContextManager[None]] | None = None,
     ) -> None:
+        """`admission`: entered after the host's and the global turn, before a repo download
+        (the memory gate: it then weighs only what is about to be downloaded)."""
+        self._admission = admission or contextlib.nullcontext
         self._session = session
         self._allow_private = allow_private_network
         self._limiter = limiter
@@ -201,7 +219,7 @@ class XrpcClient:
         url = f"{pds.rstrip('/')}/xrpc/com.atproto.sync.getRepo"
         host = self._host(url)
         what = f"getRepo {did}"
-        async with self._limiter.request(host) as ticket:
+        async with self._limiter.request(host) as ticket, self._admission():
             self._count_wait(ticket.waited)
             car = await self._download(ticket, url, did, max_bytes, what)
             return car if then is None else await then(car)

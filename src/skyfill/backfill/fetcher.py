@@ -13,10 +13,11 @@ from skyfill.backfill.config import BackfillConfig
 from skyfill.backfill.decode import DecodedRepo, decode_to_table
 from skyfill.engine.executor.base import Executor
 from skyfill.engine.model import ItemOutput, ItemResult
-from skyfill.errors import SkyfillError, TransientError, classify
-from skyfill.ratelimit.memory import MemoryGate
+from skyfill.errors import RateLimited, SkyfillError, TransientError, classify
 
-DECODE_OVERHEAD = 3
+MAX_THROTTLED_TRIES = 20
+"""429s a DID may meet before they count as failed attempts (a host that never lets up)."""
+DECODE_OVERHEAD = 6
 """A repo needs about this many times its CAR size in memory while it is decoded."""
 
 
@@ -41,13 +42,11 @@ class RepoFetcher:
         client: XrpcClient,
         resolver: IdentityResolver,
         executor: Executor,
-        memory: MemoryGate,
     ) -> None:
         self._config = config
         self._client = client
         self._resolver = resolver
         self._executor = executor
-        self._memory = memory
         self._max_bytes, self._size_reason = repo_size_limit(config)
 
     async def fetch(self, did: str) -> ItemOutput:
@@ -55,13 +54,20 @@ class RepoFetcher:
         data: dict = {"handle": None, "pds": None}
         stats = RequestStats()
         current_stats.set(stats)  # this coroutine runs in its own task: its own context
-        attempt = 0
+        attempt = throttled = 0
         while True:
             attempt += 1
             try:
                 decoded, car_bytes = await self._fetch_once(did, data)
             except Exception as exc:  # every failure ends as this DID's result
                 error = classify(exc)
+                if isinstance(error, RateLimited) and throttled < MAX_THROTTLED_TRIES:
+                    # A 429 says "not now", not "broken": the host's limiter already holds
+                    # every request to it until the server's reset, so go straight back in
+                    # line, without spending one of the DID's attempts.
+                    throttled += 1
+                    attempt -= 1
+                    continue
                 if error.retryable and attempt < self._config.attempts:
                     await asyncio.sleep(self._backoff(attempt, error))
                     continue
@@ -85,11 +91,10 @@ class RepoFetcher:
         async def decode(car: bytes) -> tuple[DecodedRepo, int]:
             return await self._decode(car, did), len(car)
 
-        async with self._memory.slot():
-            try:
-                return await self._client.get_repo(identity.pds, did, self._max_bytes, then=decode)
-            except RepoTooLarge as exc:
-                raise RepoTooLarge(f"{exc.message}{self._size_reason}") from None
+        try:
+            return await self._client.get_repo(identity.pds, did, self._max_bytes, then=decode)
+        except RepoTooLarge as exc:
+            raise RepoTooLarge(f"{exc.message}{self._size_reason}") from None
 
     async def _decode(self, car: bytes, did: str) -> DecodedRepo:
         cfg = self._config

@@ -96,10 +96,14 @@ class BackfillHandler:
         self._identity_hosts = frozenset(
             {f"{plc.host}:{plc.port}" if plc.explicit_port else plc.host or ""}
         )
-        client = XrpcClient(self._session, cfg.allow_private_network, self.limiter)
-        self._executor = make_executor(cfg.decode_processes)
+        client = XrpcClient(
+            self._session, cfg.allow_private_network, self.limiter, admission=self.memory.slot
+        )
+        # Under a memory limit, decode in-process: each decoding process costs ~150 MB idle.
+        processes = 0 if cfg.max_memory is not None else cfg.decode_processes
+        self._executor = make_executor(processes)
         self._fetcher = RepoFetcher(
-            cfg, client, IdentityResolver(client, cfg.plc_url), self._executor, self.memory
+            cfg, client, IdentityResolver(client, cfg.plc_url), self._executor
         )
 
     async def close(self) -> None:

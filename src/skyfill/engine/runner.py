@@ -94,6 +94,7 @@ class JobRunner:
             key_columns=handler.dedup_key,
             newest_column=handler.newest_column,
             fan_in=settings.fan_in,
+            workers=1 if settings.max_memory is not None else 2,
         )
 
     # -- coordinator -------------------------------------------------------------------
@@ -210,8 +211,8 @@ class JobRunner:
                     return
                 todo = [t for t in self.store.tasks(phase) if t.status is not TaskStatus.DONE]
                 if todo and not opened:
+                    opened = True  # close() even if open() fails half-way
                     await self.handler.open()
-                    opened = True
                 await self._run_tasks(todo)
                 if self.stop_requested.is_set():
                     return

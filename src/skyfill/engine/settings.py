@@ -21,6 +21,8 @@ class EngineSettings:
     """Seconds to wait before retry phase 1; doubles for each later phase."""
     fan_in: int = 10
     """Files merged into one at each level of the aggregation."""
+    max_memory: int | None = None
+    """A memory limit for the job (bytes); the aggregation then merges one file at a time."""
     flush_rows: int = 100_000
     """Commit a segment once this many rows are buffered."""
     flush_items: int = 200

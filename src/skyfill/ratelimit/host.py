@@ -27,6 +27,8 @@ INCREASE_STEP = 0.05
 ADJUST_EVERY = 1.0
 SLOW_FACTOR = 3.0
 PROBE_PATIENCE = 1.0
+RESET_MARGIN = 0.05
+MIN_429_WAIT = 0.5
 
 
 @dataclass(slots=True)
@@ -49,8 +51,10 @@ class Observation:
     limit: int | None = None
     remaining: int | None = None
     reset_at: float | None = None
-    """Epoch seconds when the server's window resets."""
+    """Epoch seconds when the server's window resets (as the header says: maybe rounded)."""
     retry_after: float | None = None
+    window: float | None = None
+    """The window's length in seconds, from RateLimit-Policy `w=`."""
 
 
 class HostLimiter:
@@ -78,7 +82,10 @@ class HostLimiter:
         self.blocked_until = 0.0
         self.window_left: float | None = None
         self.window_reset_at: float | None = None
+        """Our upper bound of when the server's current window ends."""
+        self._window_header: float | None = None
         self.window_limit: int | None = None
+        self.window_length: float | None = None
         self.stats = HostStats()
         self._turn = asyncio.Lock()
         self._changed = asyncio.Event()
@@ -109,6 +116,13 @@ class HostLimiter:
     def rate(self) -> float:
         return self.spec.per_second * self.fraction
 
+    def effective_rate(self) -> float:
+        """Requests per second allowed now: the bucket's rate, or the server's if lower."""
+        rate = self.rate()
+        if self.window_limit and self.window_length:
+            rate = min(rate, self.window_limit / self.window_length)
+        return rate
+
     def concurrency_cap(self) -> int:
         if not self.known:
             # One request at a time until the host answers; one more per second of silence,
@@ -122,7 +136,9 @@ class HostLimiter:
         self.tokens = min(float(self.spec.requests), self.tokens + elapsed * self.rate())
         self._refilled_at = now
         if self.window_reset_at is not None and now >= self.window_reset_at:
-            self.window_left = None  # a new window: unknown until the server says
+            # A new window: the server allows its full limit again (it starts counting at
+            # the first request); until it answers, send no more than that.
+            self.window_left = self.window_limit
             self.window_reset_at = None
 
     def _wait_needed(self) -> float:
@@ -133,7 +149,12 @@ class HostLimiter:
         if self.in_flight >= self.concurrency_cap():
             return PROBE_PATIENCE if not self.known else 1.0  # or woken early by a release
         if self.window_left is not None and self.window_left < 1:
-            return max(0.01, (self.window_reset_at or now + 1.0) - now)
+            if self.window_reset_at is not None:
+                return max(0.01, self.window_reset_at - now)
+            if self.in_flight > 0:
+                return 1.0  # a new window's allowance is all in flight: woken by answers
+            self.window_left = None  # no answer will tell us more: the bucket decides
+            return self._wait_needed()
         if self.tokens < 1:
             return (1 - self.tokens) / max(self.rate(), 1e-6)
         return 0.0
@@ -158,8 +179,12 @@ class HostLimiter:
         self._learn_window(seen, now)
         if seen.status == 429:
             self.stats.rate_limited += 1
-            wait = seen.retry_after if seen.retry_after is not None else 1.0
-            self.blocked_until = max(self.blocked_until, now + wait)
+            wait = seen.retry_after if seen.retry_after else None
+            if wait is None and self.window_reset_at is not None:
+                wait = self.window_reset_at - now
+            self.blocked_until = max(self.blocked_until, now + max(wait or 1.0, MIN_429_WAIT))
+            self.window_left = 0
+            self.window_reset_at = self.blocked_until  # then a fresh window
             self.tokens = min(self.tokens, 0.0)
         if seen.status is None or seen.status >= 500 or seen.status == 429:
             self.stats.errors += 1
@@ -169,16 +194,33 @@ class HostLimiter:
         self._changed.set()
 
     def _learn_window(self, seen: Observation, now: float) -> None:
-        if seen.remaining is None or seen.reset_at is None or seen.reset_at <= now:
+        if seen.remaining is None or seen.reset_at is None:
             return
-        others = self.in_flight  # requests still unanswered may not be counted yet
-        left = seen.remaining - others
-        if self.window_reset_at is None or seen.reset_at > self.window_reset_at + 0.5:
-            self.window_left = left  # a newer window
+        if seen.limit is not None:
+            self.window_limit = seen.limit
+        if seen.window is not None:
+            self.window_length = seen.window
+        left = seen.remaining - self.in_flight  # unanswered requests may not be counted yet
+        new_window = self._window_header is None or abs(seen.reset_at - self._window_header) > 0.5
+        if new_window:
+            self._window_header = seen.reset_at
+            self.window_left = left
+            self.window_reset_at = self._reset_bound(seen.reset_at, now)
         else:
-            self.window_left = min(self.window_left if self.window_left is not None else left, left)
-        self.window_reset_at = seen.reset_at
-        self.window_limit = seen.limit
+            current = self.window_left if self.window_left is not None else left
+            self.window_left = min(current, left)
+            if self.window_reset_at is None:
+                self.window_reset_at = self._reset_bound(seen.reset_at, now)
+
+    def _reset_bound(self, header_reset: float, now: float) -> float:
+        """When the window surely has ended. RateLimit-Reset is in whole seconds, rounded up
+        by some servers and down by others (the reference PDS): so up to a second later than
+        it says; and, with the window's length known, no later than `length` after now (the
+        window began at or before this answer). The tighter bound wins."""
+        bound = header_reset + 1.0
+        if self.window_length is not None:
+            bound = min(bound, now + self.window_length)
+        return max(bound, now) + RESET_MARGIN
 
     def _observe_latency(self, latency: float, now: float) -> None:
         stats = self.stats
@@ -209,9 +251,10 @@ class HostLimiter:
             "rate_limited": s.rate_limited,
             "errors": s.errors,
             "wait_seconds": round(s.wait_seconds, 3),
-            "rate_per_s": round(self.rate(), 3),
+            "rate_per_s": round(self.effective_rate(), 3),
             "configured_rate": str(self.spec),
             "server_limit": self.window_limit,
+            "server_window_s": self.window_length,
             "in_flight": self.in_flight,
             "waiting": self.waiting,
             "latency_ms": round(s.latency_ewma * 1000, 1) if s.latency_ewma is not None else None,

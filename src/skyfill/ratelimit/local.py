@@ -45,9 +45,16 @@ class Ticket:
         remaining: int | None = None,
         reset_at: float | None = None,
         retry_after: float | None = None,
+        window: float | None = None,
     ) -> None:
         self.seen = Observation(
-            status, time.monotonic() - self.started, limit, remaining, reset_at, retry_after
+            status,
+            time.monotonic() - self.started,
+            limit,
+            remaining,
+            reset_at,
+            retry_after,
+            window,
         )
 
 

@@ -16,6 +16,7 @@ import psutil
 
 POLL_SECONDS = 0.1
 CACHE_SECONDS = 0.05
+FREE_FRACTION = 0.5
 
 
 class MemoryGate:
@@ -52,9 +53,18 @@ class MemoryGate:
         finally:
             self.in_flight -= 1
 
+    def _room(self) -> bool:
+        """Room for one more fetch: under half the limit any number may run (small repos);
+        above it, one at a time, and none above the limit while another one runs."""
+        assert self.limit is not None
+        rss = self.rss()
+        if rss <= self.limit * FREE_FRACTION:
+            return True
+        return self.in_flight == 0
+
     async def _wait_below(self) -> None:
-        if self.limit is None or self.rss() <= self.limit:
+        if self.limit is None or self._room():
             return
         self.waits += 1
-        while self.rss() > self.limit and self.in_flight > 0:
+        while not self._room():
             await asyncio.sleep(POLL_SECONDS)

@@ -1,4 +1,4 @@
-"""State stores: where a job's progress lives (SQLite embedded; Redis distributed, later)."""
+"""State stores: where a job's progress lives (SQLite embedded; Redis distributed: state.redis)."""
 
 from skyfill.engine.state.base import JobRecord, Segment, StateStore
 

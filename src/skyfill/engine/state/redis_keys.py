@@ -1,0 +1,90 @@
+"""Every Redis key name used by `RedisStateStore`, in one place.
+
+All keys of a job share the prefix `skyfill:{<job_id>}:`. The braces are a Redis Cluster
+hash tag: every key of one job hashes to the same slot, so multi-key transactions
+(MULTI/EXEC) work on a cluster too.
+
+Layout (`P` = the prefix):
+
+    P job                     hash    the job record (fields of JobRecord; absent = None)
+    P stats                   hash    stats name -> JSON
+    P batch:<batch_id>        hash    phase, grp, item_count
+    P batch_items:<batch_id>  zset    item keys of the batch (all scores 0: ordered by key)
+    P batch_pending:<batch_id> zset   its items with status pending (scores 0)
+    P tasks                   list    task ids in creation order
+    P task:<task_id>          hash    the task row (fields as the SQLite `tasks` columns)
+    P task_items:<task_id>    set     keys of items whose outcome the task recorded last
+    P segments:<task_id>      hash    seq -> JSON {"path", "rows"}
+    P items                   zset    every item key (scores 0: ordered by key)
+    P item:<key>              hash    the item row (fields as the SQLite `items` columns)
+    P item_status             hash    item status -> count
+    P failed                  zset    keys of failed items (scores 0)
+    P failed_retryable        zset    keys of failed, retryable items (scores 0)
+    P completions             zset    keys of items with an outcome, scored by its time
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class RedisKeys:
+    job_id: str
+
+    @property
+    def prefix(self) -> str:
+        return f"skyfill:{{{self.job_id}}}:"
+
+    @property
+    def job(self) -> str:
+        return self.prefix + "job"
+
+    @property
+    def stats(self) -> str:
+        return self.prefix + "stats"
+
+    def batch(self, batch_id: str) -> str:
+        return f"{self.prefix}batch:{batch_id}"
+
+    def batch_items(self, batch_id: str) -> str:
+        return f"{self.prefix}batch_items:{batch_id}"
+
+    def batch_pending(self, batch_id: str) -> str:
+        return f"{self.prefix}batch_pending:{batch_id}"
+
+    @property
+    def tasks(self) -> str:
+        return self.prefix + "tasks"
+
+    def task(self, task_id: str) -> str:
+        return f"{self.prefix}task:{task_id}"
+
+    def task_items(self, task_id: str) -> str:
+        return f"{self.prefix}task_items:{task_id}"
+
+    def segments(self, task_id: str) -> str:
+        return f"{self.prefix}segments:{task_id}"
+
+    @property
+    def items(self) -> str:
+        return self.prefix + "items"
+
+    def item(self, key: str) -> str:
+        return f"{self.prefix}item:{key}"
+
+    @property
+    def item_status(self) -> str:
+        return self.prefix + "item_status"
+
+    @property
+    def failed(self) -> str:
+        return self.prefix + "failed"
+
+    @property
+    def failed_retryable(self) -> str:
+        return self.prefix + "failed_retryable"
+
+    @property
+    def completions(self) -> str:
+        return self.prefix + "completions"
