@@ -21,18 +21,25 @@ DECODE_OVERHEAD = 6
 """A repo needs about this many times its CAR size in memory while it is decoded."""
 
 
-def repo_size_limit(config: BackfillConfig) -> tuple[int, str]:
-    """The largest CAR accepted, and the reason to give when one is refused."""
-    if (
-        config.max_memory is not None
-        and config.max_memory // DECODE_OVERHEAD < config.max_repo_bytes
-    ):
-        limit = config.max_memory // DECODE_OVERHEAD
-        return limit, (
-            f" (with --max-memory {config.max_memory} bytes, repos up to 1/"
-            f"{DECODE_OVERHEAD} of it are accepted: decoding needs ~{DECODE_OVERHEAD}x)"
-        )
-    return config.max_repo_bytes, " (--max-repo-bytes)"
+MIN_REPO_BYTES = 1 << 20
+
+
+def repo_size_limit(config: BackfillConfig, baseline_rss: int = 0) -> tuple[int, str]:
+    """The largest CAR accepted, and the reason to give when one is refused.
+
+    Under --max-memory a repo must fit, decoded, in the room that skyfill's own footprint
+    (`baseline_rss`, measured when the workers start) leaves under the limit.
+    """
+    if config.max_memory is None:
+        return config.max_repo_bytes, " (--max-repo-bytes)"
+    room = max(config.max_memory - baseline_rss, 0)
+    limit = max(room // DECODE_OVERHEAD, MIN_REPO_BYTES)
+    if limit >= config.max_repo_bytes:
+        return config.max_repo_bytes, " (--max-repo-bytes)"
+    return limit, (
+        f" (--max-memory {config.max_memory} bytes leaves {room} bytes beside skyfill's own "
+        f"{baseline_rss}; decoding a repo needs ~{DECODE_OVERHEAD}x its size)"
+    )
 
 
 class RepoFetcher:
@@ -42,12 +49,13 @@ class RepoFetcher:
         client: XrpcClient,
         resolver: IdentityResolver,
         executor: Executor,
+        baseline_rss: int = 0,
     ) -> None:
         self._config = config
         self._client = client
         self._resolver = resolver
         self._executor = executor
-        self._max_bytes, self._size_reason = repo_size_limit(config)
+        self._max_bytes, self._size_reason = repo_size_limit(config, baseline_rss)
 
     async def fetch(self, did: str) -> ItemOutput:
         """Fetch and decode one DID's repo, retrying transient failures with backoff."""

@@ -92,6 +92,8 @@ class BackfillHandler:
             )
         )
         self.memory = MemoryGate(cfg.max_memory)
+        if cfg.max_memory is not None:
+            return_freed_memory()
         plc = URL(cfg.plc_url)
         self._identity_hosts = frozenset(
             {f"{plc.host}:{plc.port}" if plc.explicit_port else plc.host or ""}
@@ -103,7 +105,11 @@ class BackfillHandler:
         processes = 0 if cfg.max_memory is not None else cfg.decode_processes
         self._executor = make_executor(processes)
         self._fetcher = RepoFetcher(
-            cfg, client, IdentityResolver(client, cfg.plc_url), self._executor
+            cfg,
+            client,
+            IdentityResolver(client, cfg.plc_url),
+            self._executor,
+            baseline_rss=self.memory.rss(),
         )
 
     async def close(self) -> None:
@@ -171,6 +177,16 @@ class BackfillHandler:
 
 
 REPOS_BATCH_ROWS = 50_000
+
+
+def return_freed_memory() -> None:
+    """Have Arrow give freed memory back to the OS at once (jemalloc, no decay) rather than
+    keep it pooled, so that RSS follows what is really in use under --max-memory."""
+    try:
+        pa.set_memory_pool(pa.jemalloc_memory_pool())
+        pa.jemalloc_set_decay_ms(0)
+    except (NotImplementedError, pa.ArrowNotImplementedError):
+        pa.set_memory_pool(pa.system_memory_pool())
 
 
 def repos_batches(items: Iterator[ItemResult]) -> Iterator[pa.RecordBatch]:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Any
 
+MEMORY_LIMITED_FLUSH_ROWS = 10_000
+
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class EngineSettings:
@@ -37,4 +39,7 @@ class EngineSettings:
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> EngineSettings:
         names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in config.items() if k in names and v is not None})
+        values = {k: v for k, v in config.items() if k in names and v is not None}
+        if values.get("max_memory") is not None:  # buffer fewer rows per task
+            values.setdefault("flush_rows", MEMORY_LIMITED_FLUSH_ROWS)
+        return cls(**values)
