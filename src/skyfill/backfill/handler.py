@@ -166,7 +166,9 @@ class BackfillHandler:
         repos = pa.RecordBatchReader.from_batches(
             REPOS_SCHEMA, repos_batches(ctx.store.iter_items())
         )
-        facts = ParquetSink(ctx.layout.output).write(ctx.rows, repos)
+        facts = ParquetSink(ctx.layout.output, low_memory=self.config.max_memory is not None).write(
+            ctx.rows, repos
+        )
         total = sum(f["rows"] for f in facts["output_files"] if f["file"].startswith("records/"))
         return {
             "total_rows": total,

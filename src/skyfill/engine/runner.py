@@ -95,6 +95,7 @@ class JobRunner:
             newest_column=handler.newest_column,
             fan_in=settings.fan_in,
             workers=1 if settings.max_memory is not None else 2,
+            batch_rows=8192 if settings.max_memory is not None else 65_536,
         )
 
     # -- coordinator -------------------------------------------------------------------

@@ -19,7 +19,10 @@ from skyfill.engine.failpoints import failpoint
 
 
 class ParquetSink:
-    def __init__(self, output_dir: Path, partition_by: str = "collection") -> None:
+    def __init__(
+        self, output_dir: Path, partition_by: str = "collection", low_memory: bool = False
+    ) -> None:
+        self._low_memory = low_memory
         self._output = output_dir
         self._partition_by = partition_by
 
@@ -38,8 +41,8 @@ class ParquetSink:
             basename_template="part-{i}.parquet",
             existing_data_behavior="overwrite_or_ignore",
             file_options=ds.ParquetFileFormat().make_write_options(compression="zstd"),
-            max_rows_per_group=128 * 1024,
-            min_rows_per_group=16 * 1024,
+            max_rows_per_group=16 * 1024 if self._low_memory else 128 * 1024,
+            min_rows_per_group=2 * 1024 if self._low_memory else 16 * 1024,
         )
         with pq.ParquetWriter(tmp / "repos.parquet", repos.schema, compression="zstd") as writer:
             for batch in repos:
