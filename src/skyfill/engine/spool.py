@@ -19,6 +19,9 @@ from skyfill.engine.aggregate import MergeSpec, merge_stream
 from skyfill.engine.atomic import commit_file, sha256_file, write_bytes
 from skyfill.engine.state.base import Segment
 
+SEGMENT_ROW_GROUP = 8192
+"""Rows per row group in segments: merging a task's segments holds one group per segment."""
+
 
 class OutputValidationError(RuntimeError):
     """A written file did not read back as written."""
@@ -35,7 +38,7 @@ def write_segment(directory: Path, task_id: str, seq: int, table: pa.Table) -> S
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"seg-{seq:05d}.parquet"
     tmp = directory / f".seg-{seq:05d}.parquet.tmp"
-    pq.write_table(table, tmp, compression="zstd")
+    pq.write_table(table, tmp, compression="zstd", row_group_size=SEGMENT_ROW_GROUP)
     commit_file(tmp, path)
     return Segment(task_id=task_id, seq=seq, path=path.name, rows=table.num_rows)
 
