@@ -1,28 +1,13 @@
-"""Records: DAG-CBOR -> atproto JSON text (`$link` and `$bytes` kept apart), and createdAt."""
+"""Records: their `createdAt` as a datetime, when it is a valid atproto datetime.
+
+(Records are decoded to atproto JSON in `repo.py`'s hot loop, with cbrrr's atjson mode.)
+"""
 
 from __future__ import annotations
 
 from datetime import datetime
 
-import cbrrr
-import orjson
-
-from skyfill.atproto.exceptions import InvalidRepo
-
 MAX_DATETIME_LENGTH = 64
-
-
-def record_to_json(block: bytes) -> tuple[str, object]:
-    """Decode one record block to atproto JSON text; also return the decoded value.
-
-    cbrrr's atjson mode turns CIDs into `{"$link": ...}` and byte strings into
-    `{"$bytes": ...}` while decoding, which libipld cannot (it returns both as bytes).
-    """
-    try:
-        value = cbrrr.decode_dag_cbor(block, atjson_mode=True)
-    except Exception as exc:
-        raise InvalidRepo(f"record is not valid DAG-CBOR: {exc}") from None
-    return orjson.dumps(value).decode(), value
 
 
 def parse_datetime(value: object) -> datetime | None:

@@ -164,15 +164,15 @@ class XrpcClient:
         self._session = session
         self._allow_private = allow_private_network
         self._limiter = limiter
-        self.stats = RequestStats()
 
     def _count(self, status: int, received: int = 0) -> None:
-        for stats in (self.stats, current_stats.get()):
-            if stats is not None:
-                stats.count(status)
-                stats.bytes_received += received
-                if status == 429:
-                    stats.rate_limited += 1
+        """Count an answer for the DID being fetched (per-host counts live in the limiter)."""
+        stats = current_stats.get()
+        if stats is not None:
+            stats.count(status)
+            stats.bytes_received += received
+            if status == 429:
+                stats.rate_limited += 1
 
     def _count_wait(self, seconds: float) -> None:
         stats = current_stats.get()

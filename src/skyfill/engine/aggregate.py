@@ -38,7 +38,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from skyfill.engine.atomic import commit_file, sha256_file, write_bytes
+from skyfill.engine.atomic import commit_file, sha256_file, validate_parquet, write_bytes
 from skyfill.engine.failpoints import failpoint
 
 COMPRESSION = "zstd"
@@ -53,10 +53,6 @@ Key = tuple[tuple[Any, ...], ...]
 
 class MergeOrderError(ValueError):
     """An input of a merge was not sorted and de-duplicated by the merge key."""
-
-
-class MergeValidationError(RuntimeError):
-    """A merged file did not read back with the rows that were written to it."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -527,9 +523,7 @@ def _write_merged(group: list[Path], target: Path, spec: MergeSpec, schema: pa.S
         for batch in merge_stream(group, spec, schema):
             writer.write_batch(batch, row_group_size=batch.num_rows)  # one row group
             rows += batch.num_rows
-    read_back = pq.ParquetFile(tmp).metadata.num_rows
-    if read_back != rows:
-        raise MergeValidationError(f"{target.name}: wrote {rows} rows, read back {read_back}")
+    validate_parquet(tmp, rows)
     commit_file(tmp, target)
     failpoint("merge_written")
     return rows

@@ -20,10 +20,11 @@ from skyfill.engine.layout import JobLayout
 from skyfill.engine.state.base import StateStore
 
 
-def done_task_outputs(layout: JobLayout, store: StateStore) -> dict[str, Path]:
-    """Task files that have their `.done` marker, by batch id, in task order."""
+def done_task_outputs(layout: JobLayout, store: StateStore) -> dict[str, tuple[Path, int]]:
+    """Task files that have their `.done` marker, with their rows, by batch id, in task
+    order (the rows as recorded when the file was validated)."""
     return {
-        t.batch_id: layout.task_output(t.task_id)
+        t.batch_id: (layout.task_output(t.task_id), store.task_info(t.task_id)["row_count"])
         for t in store.tasks()
         if spool.is_done(layout.task_done(t.task_id))
     }
@@ -40,13 +41,13 @@ def aggregate(
     handler: Handler, layout: JobLayout, store: StateStore, spec: MergeSpec
 ) -> dict[str, Any]:
     by_batch = done_task_outputs(layout, store)
-    inputs = list(by_batch.values())
+    inputs = [path for path, _ in by_batch.values()]
     workdir = layout.aggregation / f"merge-{fingerprint(inputs)}"
     finals, levels = reduce_to_fan_in(inputs, workdir, spec, handler.output_schema)
     failpoint("aggregation_levels_done")
     rows = merge_stream(finals, spec, handler.output_schema)
     facts = handler.aggregate(AggregateContext(layout, store, rows, inputs))
-    row_counts = {batch: spool.parquet_rows(path) for batch, path in by_batch.items()}
+    row_counts = {batch: rows for batch, (_, rows) in by_batch.items()}
     return {
         **facts,  # first: the engine's own keys below cannot be overwritten by a handler
         "input_files": [str(p.relative_to(layout.root)) for p in inputs],

@@ -1,4 +1,5 @@
-"""Crash-safe file writes: write a temporary file, fsync, rename over the target."""
+"""Crash-safe file writes: write a temporary file, fsync, rename over the target; and the
+read-back check every written Parquet file passes before it is trusted."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import os
 from pathlib import Path
 
 import orjson
+import pyarrow.parquet as pq
 
 
 def fsync_dir(path: Path) -> None:
@@ -46,3 +48,15 @@ def sha256_file(path: Path) -> str:
         while chunk := f.read(1 << 20):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+class OutputValidationError(RuntimeError):
+    """A written file did not read back as written."""
+
+
+def validate_parquet(path: Path, expected_rows: int) -> int:
+    """Reopen a Parquet file and check its row count."""
+    rows = pq.ParquetFile(path).metadata.num_rows
+    if rows != expected_rows:
+        raise OutputValidationError(f"{path.name}: wrote {expected_rows} rows, read back {rows}")
+    return rows

@@ -40,7 +40,6 @@ PENDING_ITEM = "pending"
 PHASE_BACKFILL = "backfill"
 PHASE_AGGREGATE = "aggregate"
 GROUP_INITIAL = "initial_batch"
-GROUP_FINAL = "final_aggregation"
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from skyfill.engine.model import (
     GROUP_INITIAL,
+    PHASE_AGGREGATE,
     PHASE_BACKFILL,
     Batch,
     ItemResult,
@@ -30,6 +31,11 @@ def split_batches(
         Batch(batch_id(i, round_), phase, group, tuple(items[start : start + size]))
         for i, start in enumerate(range(0, len(items), size))
     ]
+
+
+def phase_names(retries: int) -> list[str]:
+    """The phases of a job with `retries` retry phases: backfill, retry_1..n, aggregate."""
+    return [PHASE_BACKFILL, *(retry_phase(k) for k in range(1, retries + 1)), PHASE_AGGREGATE]
 
 
 def worker_tasks(batches: list[Batch]) -> list[Task]:

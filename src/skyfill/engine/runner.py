@@ -31,7 +31,13 @@ from skyfill.engine.model import (
     TaskStatus,
     retry_round,
 )
-from skyfill.engine.planner import RetryPlan, plan_retry, split_batches, worker_tasks
+from skyfill.engine.planner import (
+    RetryPlan,
+    phase_names,
+    plan_retry,
+    split_batches,
+    worker_tasks,
+)
 from skyfill.engine.settings import EngineSettings
 from skyfill.engine.state.base import JobRecord, StateStore
 from skyfill.engine.worker import WorkerContext, record_failed_task, run_task
@@ -134,14 +140,10 @@ class JobRunner:
             batch_size=self.settings.batch_size,
             task_count=tasks,
             item_count=len(plan.items),
-            phases=self._phase_names(),
+            phases=phase_names(self.settings.retries),
             status=status,
             submitted_at=submitted,
         )
-
-    def _phase_names(self) -> list[str]:
-        retries = [f"retry_{k}" for k in range(1, self.settings.retries + 1)]
-        return ["backfill", *retries, PHASE_AGGREGATE]
 
     def _write_batch_files(self, batches: list[Batch]) -> None:
         for batch in batches:
@@ -295,9 +297,8 @@ class JobRunner:
         self._write_batch_files(plan.batches)
         self.manifests.retry(plan, 0.0)
         self.store.plan_phase(plan.phase, plan.batches, plan.tasks)
-        phases = [f"retry_{k}" for k in range(1, max(last + 1, self.settings.retries) + 1)]
         self.manifests.update_job(
-            status=JobStatus.RUNNING, phases=["backfill", *phases, PHASE_AGGREGATE]
+            status=JobStatus.RUNNING, phases=phase_names(max(last + 1, self.settings.retries))
         )
         return plan
 

@@ -16,15 +16,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from skyfill.engine.aggregate import MergeSpec, merge_stream
-from skyfill.engine.atomic import commit_file, sha256_file, write_bytes
+from skyfill.engine.atomic import commit_file, sha256_file, validate_parquet, write_bytes
 from skyfill.engine.state.base import Segment
 
 SEGMENT_ROW_GROUP = 8192
 """Rows per row group in segments: merging a task's segments holds one group per segment."""
-
-
-class OutputValidationError(RuntimeError):
-    """A written file did not read back as written."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,18 +64,6 @@ def merge_segments(
     commit_file(tmp, target)
     rows = validate_parquet(target, written)
     return TaskOutput(path=target, rows=rows, sha256=sha256_file(target))
-
-
-def validate_parquet(path: Path, expected_rows: int) -> int:
-    """Reopen a Parquet file and check its row count."""
-    rows = pq.ParquetFile(path).metadata.num_rows
-    if rows != expected_rows:
-        raise OutputValidationError(f"{path.name}: wrote {expected_rows} rows, read back {rows}")
-    return rows
-
-
-def parquet_rows(path: Path) -> int:
-    return pq.ParquetFile(path).metadata.num_rows
 
 
 def mark_done(done_marker: Path, sha256: str) -> None:

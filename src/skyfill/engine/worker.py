@@ -17,6 +17,7 @@ import pyarrow as pa
 
 from skyfill.engine import spool
 from skyfill.engine.aggregate import MergeSpec, sort_table
+from skyfill.engine.atomic import validate_parquet
 from skyfill.engine.failpoints import failpoint
 from skyfill.engine.handler import Handler
 from skyfill.engine.layout import JobLayout
@@ -71,12 +72,13 @@ def finalize_task(ctx: WorkerContext, task: Task) -> None:
         layout.task_output(task.task_id),
         ctx.merge_spec,
     )
+    metrics = store.task_item_metrics(task.task_id)
     info = store.task_info(task.task_id)
     info.update(
         status=TaskStatus.DONE,
         finished_at=time.time(),
         output_file=str(output.path.relative_to(layout.root)),
-        metrics=store.task_item_metrics(task.task_id),
+        metrics=metrics,
     )
     result = {
         "file": str(output.path.relative_to(layout.root)),
@@ -88,7 +90,7 @@ def finalize_task(ctx: WorkerContext, task: Task) -> None:
     ctx.manifests.task(task.task_id, info, result)
     spool.mark_done(layout.task_done(task.task_id), output.sha256)
     failpoint("task_marked_done")
-    record_finished_task(ctx, task)
+    _store_done(ctx, task, output.rows, output.sha256, metrics)
 
 
 def record_failed_task(ctx: WorkerContext, task: Task, exc: Exception) -> None:
@@ -107,18 +109,26 @@ def record_failed_task(ctx: WorkerContext, task: Task, exc: Exception) -> None:
 
 
 def record_finished_task(ctx: WorkerContext, task: Task) -> None:
-    """Record a task whose `.done` marker exists as done in the state store."""
+    """On resume: a task whose `.done` marker exists is recorded as done in the state store
+    (its file is checked against its manifest first)."""
     layout = ctx.layout
-    path = layout.task_output(task.task_id)
     manifest = orjson.loads(layout.task_manifest(task.task_id).read_bytes())
-    rows = spool.validate_parquet(path, manifest["result"]["row_count"])
+    rows = validate_parquet(layout.task_output(task.task_id), manifest["result"]["row_count"])
+    sha = layout.task_done(task.task_id).read_text().strip()
+    _store_done(ctx, task, rows, sha, ctx.store.task_item_metrics(task.task_id))
+
+
+def _store_done(
+    ctx: WorkerContext, task: Task, rows: int, sha256: str, metrics: dict[str, float]
+) -> None:
+    layout = ctx.layout
     ctx.store.finish_task(
         task.task_id,
         TaskStatus.DONE,
-        output_file=str(path.relative_to(layout.root)),
+        output_file=str(layout.task_output(task.task_id).relative_to(layout.root)),
         row_count=rows,
-        sha256=layout.task_done(task.task_id).read_text().strip(),
-        metrics=ctx.store.task_item_metrics(task.task_id),
+        sha256=sha256,
+        metrics=metrics,
     )
     spool.remove_segments(layout.segments_dir(task.task_id))
 
