@@ -7,8 +7,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import orjson
 import pyarrow.compute as pc
-import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from skyfill.engine.layout import JobLayout
@@ -24,8 +24,8 @@ def summarize(layout: JobLayout, job: JobRecord, started: float) -> str:
         return f"job {job.job_id} ({job.job_type}): {job.status}\n  output: {_show(output)}"
     repos = pq.read_table(output / "repos.parquet", columns=["status", "error"])
     statuses = pc.value_counts(repos["status"]).to_pylist()
-    counts = _records_per_collection(output / "records")
-    total = sum(c["collection_count"] for c in counts)
+    counts = _records_per_collection(layout)
+    total = sum(counts.values())
     elapsed = max(time.monotonic() - started, 1e-9)
     lines = [
         f"job {job.job_id}: {job.status}, {job.item_count} DIDs, {total} records "
@@ -37,8 +37,8 @@ def summarize(layout: JobLayout, job: JobRecord, started: float) -> str:
     ]
     lines += _top_errors(repos.column("status").to_pylist(), repos.column("error").to_pylist())
     lines.append(f"  records: {total}")
-    for c in sorted(counts, key=lambda c: -c["collection_count"]):
-        lines.append(f"    {c['collection']:<32} {c['collection_count']}")
+    for collection, count in counts.most_common():
+        lines.append(f"    {collection:<32} {count}")
     lines.append(f"  output: {_show(output)}")
     return "\n".join(lines)
 
@@ -53,13 +53,18 @@ def _top_errors(statuses: list[str], errors: list[str | None]) -> list[str]:
     return [f"  {count} x {reason}" for reason, count in reasons.most_common(TOP_ERRORS)]
 
 
-def _records_per_collection(path: Path) -> list[dict]:
-    files = list(path.rglob("*.parquet"))
-    if not files:
-        return []
-    records = ds.dataset(path, format="parquet", partitioning="hive")
-    table = records.to_table(columns=["collection"])
-    return table.group_by("collection").aggregate([("collection", "count")]).to_pylist()
+def _records_per_collection(layout: JobLayout) -> Counter[str]:
+    """Rows per collection, from the aggregation manifest's description of the output files
+    (written and counted once by the sink; no need to scan the dataset again)."""
+    manifest = orjson.loads((layout.aggregation / "manifest.json").read_bytes())
+    counts: Counter[str] = Counter()
+    for described in manifest["output_files"]:
+        partition = (
+            described["file"].split("/")[1] if described["file"].startswith("records/") else ""
+        )
+        if partition.startswith("collection="):
+            counts[partition.removeprefix("collection=")] += described["rows"]
+    return counts
 
 
 def _show(path: Path) -> str:
