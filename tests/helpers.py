@@ -57,6 +57,18 @@ def run_job(
     return run_cli(*run_args(net, workdir, job_id, *flags), env=env)
 
 
+def assert_one_line_error(
+    result: subprocess.CompletedProcess[str], code: int, *needles: str
+) -> None:
+    """The command failed with `code`, its last line is the error, no traceback."""
+    assert result.returncode == code, (result.returncode, result.stderr)
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert lines and lines[-1].startswith(("skyfill: error:", "Error:")), result.stderr
+    for needle in needles:
+        assert needle in result.stderr
+
+
 def job_dir(workdir: Path, job_id: str) -> Path:
     return workdir / "jobs" / job_id
 

@@ -6,16 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import Server, repos, run_cli
-
-
-def _assert_one_line_error(result, code: int, *needles: str) -> None:
-    assert result.returncode == code, (result.returncode, result.stderr)
-    assert "Traceback" not in result.stderr
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert lines and lines[-1].startswith(("skyfill: error:", "Error:")), result.stderr
-    for needle in needles:
-        assert needle in result.stderr
+from tests.helpers import Server, assert_one_line_error, repos, run_cli
 
 
 def test_malformed_lines_are_reported_with_line_numbers_and_skipped(
@@ -51,7 +42,7 @@ def test_malformed_lines_are_reported_with_line_numbers_and_skipped(
 
 def test_missing_did_file(tmp_path: Path) -> None:
     result = run_cli("run", "--dids", str(tmp_path / "nope.txt"), "--workdir", str(tmp_path))
-    _assert_one_line_error(result, 2, "DID file not found")
+    assert_one_line_error(result, 2, "DID file not found")
     assert not (tmp_path / "jobs").exists()
 
 
@@ -67,7 +58,7 @@ def test_unusable_did_files(tmp_path: Path, content: bytes, needle: str) -> None
     dids = tmp_path / "dids.txt"
     dids.write_bytes(content)
     result = run_cli("run", "--dids", str(dids), "--workdir", str(tmp_path))
-    _assert_one_line_error(result, 2, needle)
+    assert_one_line_error(result, 2, needle)
     assert not (tmp_path / "jobs").exists()
 
 
@@ -86,7 +77,7 @@ def test_bad_flags(tmp_path: Path, flags: list[str], needle: str) -> None:
     dids = tmp_path / "dids.txt"
     dids.write_text("did:plc:abcdefghijklmnopqrstuvwx\n")
     result = run_cli("run", "--dids", str(dids), "--workdir", str(tmp_path), *flags)
-    _assert_one_line_error(result, 2, needle)
+    assert_one_line_error(result, 2, needle)
 
 
 def test_existing_job_and_unknown_job(simnet: Server, tmp_path: Path) -> None:
@@ -106,8 +97,8 @@ def test_existing_job_and_unknown_job(simnet: Server, tmp_path: Path) -> None:
         "none",
     ]
     assert run_cli("run", *args).returncode == 0
-    _assert_one_line_error(run_cli("run", *args), 2, "already exists", "skyfill resume j")
-    _assert_one_line_error(run_cli("resume", "nope", "--workdir", str(tmp_path)), 2, "no job nope")
+    assert_one_line_error(run_cli("run", *args), 2, "already exists", "skyfill resume j")
+    assert_one_line_error(run_cli("resume", "nope", "--workdir", str(tmp_path)), 2, "no job nope")
 
 
 def test_loopback_endpoints_are_refused_without_allow_private_network(

@@ -15,7 +15,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import Server, all_records, records_by_did, repos, run_cli, start_simnet
+from tests.helpers import (
+    Server,
+    all_records,
+    records_by_did,
+    repos,
+    run_args,
+    run_cli,
+    start_simnet,
+    truth_records,
+)
 
 CRASH_POINTS = [
     "job_submitted",
@@ -47,19 +56,10 @@ def flaky(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 @pytest.mark.parametrize("point", CRASH_POINTS)
 def test_crash_then_resume_gives_the_truth(flaky: Server, tmp_path: Path, point: str) -> None:
-    args = [
-        "run",
-        "--dids",
-        flaky.ready["dids"],
-        "--workdir",
-        str(tmp_path),
-        "--job-id",
+    args = run_args(
+        flaky,
+        tmp_path,
         "job",
-        "--plc-url",
-        flaky.ready["plc"],
-        "--allow-private-network",
-        "--progress",
-        "none",
         "--attempts",
         "1",
         "--retries",
@@ -70,18 +70,14 @@ def test_crash_then_resume_gives_the_truth(flaky: Server, tmp_path: Path, point:
         "4",
         "--fan-in",
         "2",
-    ]
+    )
     crashed = run_cli(*args, env={"SKYFILL_FAILPOINT": point})
     assert crashed.returncode == -signal.SIGKILL, (point, crashed.stderr)
 
     resumed = run_cli("resume", "job", "--workdir", str(tmp_path), "--progress", "none")
     assert resumed.returncode == 0, resumed.stderr
     truth = flaky.ready["truth_data"]["repos"]
-    want = {
-        did: {(r["path"], r["cid"]) for r in repo["records"]}
-        for did, repo in truth.items()
-        if repo["records"]
-    }
+    want = {did: recs for did, recs in truth_records(flaky.ready["truth_data"]).items() if recs}
     assert records_by_did(tmp_path, "job") == want
     rows = all_records(tmp_path, "job")
     keys = [(r["did"], r["collection"], r["rkey"]) for r in rows]
@@ -96,26 +92,9 @@ def test_crash_then_resume_gives_the_truth(flaky: Server, tmp_path: Path, point:
 def test_a_failing_task_fails_the_job_with_its_reason_and_resume_fixes_it(
     flaky: Server, tmp_path: Path
 ) -> None:
-    args = [
-        "run",
-        "--dids",
-        flaky.ready["dids"],
-        "--workdir",
-        str(tmp_path),
-        "--job-id",
-        "job",
-        "--plc-url",
-        flaky.ready["plc"],
-        "--allow-private-network",
-        "--progress",
-        "none",
-        "--attempts",
-        "3",
-        "--retry-backoff",
-        "0.05",
-        "--batch-size",
-        "10",
-    ]
+    args = run_args(
+        flaky, tmp_path, "job", "--attempts", "3", "--retry-backoff", "0.05", "--batch-size", "10"
+    )
     failed = run_cli(*args, env={"SKYFILL_FAILPOINT": "segment_committed:2:raise"})
     assert failed.returncode == 1, failed.stderr
     assert "Traceback" not in failed.stderr
@@ -131,12 +110,7 @@ def test_a_failing_task_fails_the_job_with_its_reason_and_resume_fixes_it(
 
     resumed = run_cli("resume", "job", "--workdir", str(tmp_path), "--progress", "none")
     assert resumed.returncode == 0, resumed.stderr
-    truth = flaky.ready["truth_data"]["repos"]
-    want = {
-        did: {(r["path"], r["cid"]) for r in repo["records"]}
-        for did, repo in truth.items()
-        if repo["records"]
-    }
+    want = {did: recs for did, recs in truth_records(flaky.ready["truth_data"]).items() if recs}
     assert records_by_did(tmp_path, "job") == want
     manifest = json.loads((root / "manifest.json").read_text())
     assert manifest["status"] == "completed" and manifest["error"] is None

@@ -10,7 +10,15 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from tests.helpers import Server, job_dir, repos, run_cli, run_job, start_simnet
+from tests.helpers import (
+    Server,
+    assert_one_line_error,
+    job_dir,
+    repos,
+    run_cli,
+    run_job,
+    start_simnet,
+)
 
 
 @contextmanager
@@ -102,5 +110,4 @@ def test_bad_rate_flags_are_refused(tmp_path: Path) -> None:
         (["--max-memory", "1m"], "max-memory must be at least 128m"),
     ):
         result = run_cli("run", "--dids", str(dids), "--workdir", str(tmp_path), *flags)
-        assert result.returncode == 2 and needle in result.stderr, result.stderr
-        assert "Traceback" not in result.stderr
+        assert_one_line_error(result, 2, needle)
