@@ -186,7 +186,7 @@ def return_freed_memory() -> None:
     keep it pooled, so that RSS follows what is really in use under --max-memory."""
     try:
         pa.set_memory_pool(pa.jemalloc_memory_pool())
-        pa.jemalloc_set_decay_ms(0)
+        pa.jemalloc_set_decay_ms(0)  # also the C++ default pool (skyfill/__init__.py)
     except (NotImplementedError, pa.ArrowNotImplementedError):
         pa.set_memory_pool(pa.system_memory_pool())
 

@@ -4,19 +4,21 @@ from __future__ import annotations
 
 import pyarrow as pa
 
+from skyfill.engine.columnar import dictionary_field
+
 TIMESTAMP = pa.timestamp("us", tz="UTC")
 
 RECORDS_SCHEMA = pa.schema(
     [
-        pa.field("did", pa.string(), nullable=False),
-        pa.field("collection", pa.string(), nullable=False),
+        dictionary_field("did", pa.string(), nullable=False),
+        dictionary_field("collection", pa.string(), nullable=False),
         pa.field("rkey", pa.string(), nullable=False),
         pa.field("uri", pa.string(), nullable=False),
         pa.field("cid", pa.string(), nullable=False),
-        pa.field("rev", pa.string(), nullable=False),
+        dictionary_field("rev", pa.string(), nullable=False),
         pa.field("created_at", TIMESTAMP),
         pa.field("record", pa.string(), nullable=False),
-        pa.field("job_id", pa.string(), nullable=False),
+        dictionary_field("job_id", pa.string(), nullable=False),
     ]
 )
 
@@ -24,8 +26,8 @@ REPOS_SCHEMA = pa.schema(
     [
         pa.field("did", pa.string(), nullable=False),
         pa.field("handle", pa.string()),
-        pa.field("pds", pa.string()),
-        pa.field("status", pa.string(), nullable=False),
+        dictionary_field("pds", pa.string()),
+        dictionary_field("status", pa.string(), nullable=False),
         pa.field("rev", pa.string()),
         pa.field("commit_cid", pa.string()),
         pa.field("record_count", pa.int64()),

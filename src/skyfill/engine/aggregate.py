@@ -38,10 +38,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from skyfill.engine import columnar
 from skyfill.engine.atomic import commit_file, sha256_file, validate_parquet, write_bytes
 from skyfill.engine.failpoints import failpoint
 
-COMPRESSION = "zstd"
 PREFETCH_BATCHES = 2
 """Merged batches made ahead of the consumer, in a background thread."""
 MIN_READ_ROWS = 4096
@@ -519,7 +519,7 @@ def _write_merged(group: list[Path], target: Path, spec: MergeSpec, schema: pa.S
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.tmp")
     rows = 0
-    with pq.ParquetWriter(tmp, schema, compression=COMPRESSION) as writer:
+    with columnar.writer(tmp, schema) as writer:
         for batch in merge_stream(group, spec, schema):
             writer.write_batch(batch, row_group_size=batch.num_rows)  # one row group
             rows += batch.num_rows

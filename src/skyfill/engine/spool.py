@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
+from skyfill.engine import columnar
 from skyfill.engine.aggregate import MergeSpec, merge_stream
 from skyfill.engine.atomic import commit_file, sha256_file, validate_parquet, write_bytes
 from skyfill.engine.state.base import Segment
@@ -34,7 +34,7 @@ def write_segment(directory: Path, task_id: str, seq: int, table: pa.Table) -> S
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"seg-{seq:05d}.parquet"
     tmp = directory / f".seg-{seq:05d}.parquet.tmp"
-    pq.write_table(table, tmp, compression="zstd", row_group_size=SEGMENT_ROW_GROUP)
+    columnar.write_table(table, tmp, SEGMENT_ROW_GROUP)
     commit_file(tmp, path)
     return Segment(task_id=task_id, seq=seq, path=path.name, rows=table.num_rows)
 
@@ -56,7 +56,7 @@ def merge_segments(
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.tmp")
     written = 0
-    with pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
+    with columnar.writer(tmp, schema) as writer:
         for batch in merge_stream([directory / s.path for s in segments], spec, schema):
             if batch.num_rows:
                 writer.write_batch(batch)

@@ -7,22 +7,39 @@ one rename, so a crash never leaves a half-written dataset where readers look.
 from __future__ import annotations
 
 import shutil
+import urllib.parse
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.dataset as ds
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from skyfill.engine import columnar
 from skyfill.engine.atomic import fsync_dir, sha256_file
 from skyfill.engine.failpoints import failpoint
+
+
+@dataclass(frozen=True, slots=True)
+class RowGroupBudget:
+    """How much of the dataset is held before it is written."""
+
+    max_rows: int
+    """Rows per row group at most."""
+    max_bytes: int
+    """Bytes buffered over all partitions; past it the largest buffer is written."""
+
+
+DEFAULT_BUDGET = RowGroupBudget(max_rows=128 * 1024, max_bytes=256 << 20)
+LOW_MEMORY_BUDGET = RowGroupBudget(max_rows=16 * 1024, max_bytes=16 << 20)
 
 
 class ParquetSink:
     def __init__(
         self, output_dir: Path, partition_by: str = "collection", low_memory: bool = False
     ) -> None:
-        self._low_memory = low_memory
+        self._budget = LOW_MEMORY_BUDGET if low_memory else DEFAULT_BUDGET
         self._output = output_dir
         self._partition_by = partition_by
 
@@ -31,20 +48,12 @@ class ParquetSink:
         if tmp.exists():
             shutil.rmtree(tmp)
         (tmp / "records").mkdir(parents=True)  # present even when there are no records
-        ds.write_dataset(
-            records,
-            tmp / "records",
-            format="parquet",
-            partitioning=ds.partitioning(
-                pa.schema([records.schema.field(self._partition_by)]), flavor="hive"
-            ),
-            basename_template="part-{i}.parquet",
-            existing_data_behavior="overwrite_or_ignore",
-            file_options=ds.ParquetFileFormat().make_write_options(compression="zstd"),
-            max_rows_per_group=16 * 1024 if self._low_memory else 128 * 1024,
-            min_rows_per_group=2 * 1024 if self._low_memory else 16 * 1024,
-        )
-        with pq.ParquetWriter(tmp / "repos.parquet", repos.schema, compression="zstd") as writer:
+        with PartitionWriter(
+            tmp / "records", records.schema, self._partition_by, self._budget
+        ) as partitions:
+            for batch in records:
+                partitions.write(batch)
+        with columnar.writer(tmp / "repos.parquet", repos.schema) as writer:
             for batch in repos:
                 writer.write_batch(batch)
         facts = _describe(tmp)
@@ -68,3 +77,70 @@ def _describe(directory: Path) -> dict[str, Any]:
             }
         )
     return {"output_files": described}
+
+
+@dataclass(slots=True)
+class _Buffer:
+    batches: list[pa.RecordBatch] = field(default_factory=list)
+    rows: int = 0
+    nbytes: int = 0
+
+
+class PartitionWriter:
+    """Hive-partitioned Parquet (`<column>=<value>/part-0.parquet`, the partition column
+    left out of the files) with a bounded buffer: each partition's rows are held until a
+    row group is full, and the largest buffer is written early when all of them together
+    pass the byte budget. Arrow's own dataset writer queues far more than that."""
+
+    def __init__(self, root: Path, schema: pa.Schema, column: str, budget: RowGroupBudget) -> None:
+        self._root = root
+        self._column = column
+        self._file_schema = schema.remove(schema.get_field_index(column))
+        self._budget = budget
+        self._buffers: dict[str, _Buffer] = {}
+        self._writers: dict[str, pq.ParquetWriter] = {}
+        self._held = 0
+
+    def __enter__(self) -> PartitionWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for value in list(self._buffers):
+            self._flush(value)
+        for writer in self._writers.values():
+            writer.close()
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        values = batch.column(self._column)
+        for value in pc.unique(values).to_pylist():
+            part = batch.filter(pc.equal(values, value)).drop_columns([self._column])
+            buffer = self._buffers.setdefault(value, _Buffer())
+            buffer.batches.append(part)
+            buffer.rows += part.num_rows
+            buffer.nbytes += part.nbytes
+            self._held += part.nbytes
+            if buffer.rows >= self._budget.max_rows:
+                self._flush(value)
+        while self._held > self._budget.max_bytes:
+            self._flush(max(self._buffers, key=lambda v: self._buffers[v].nbytes))
+
+    def _flush(self, value: str) -> None:
+        buffer = self._buffers.pop(value)
+        self._held -= buffer.nbytes
+        if not buffer.rows:
+            return
+        writer = self._writers.get(value)
+        if writer is None:
+            directory = self._root / f"{self._column}={_path_segment(value)}"
+            directory.mkdir(parents=True, exist_ok=True)
+            writer = self._writers[value] = columnar.writer(
+                directory / "part-0.parquet", self._file_schema
+            )
+        table = pa.Table.from_batches(buffer.batches, self._file_schema)
+        writer.write_table(table, row_group_size=self._budget.max_rows)
+
+
+def _path_segment(value: str) -> str:
+    """`value` as one directory name that hive readers decode back (URI encoding)."""
+    quoted = urllib.parse.quote(value, safe="")
+    return quoted.replace(".", "%2E") if quoted in ("", ".", "..") else quoted
