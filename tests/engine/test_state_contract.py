@@ -483,6 +483,29 @@ def test_duplicate_segment_fails_and_changes_nothing(store: StateStore) -> None:
     assert store.segments("task-0002") == [Segment("task-0002", 1, "seg/d", 1)]
 
 
+def test_add_items_to_a_running_job(store: StateStore) -> None:
+    _create(store)
+    assert store.known_items(["a", "x", "e", "y"]) == {"a", "e"}
+    added = store.add_items([_batch("batch-0003", ["y", "x"])], [_task("task-0003", "batch-0003")])
+    assert added == 2
+    job = store.job()
+    assert job is not None and job.item_count == 7 and job.phase == "backfill"
+    assert store.pending_items("batch-0003") == ["x", "y"]
+    assert store.status_counts() == {"pending": 7}
+    assert [t.task_id for t in store.tasks()][-1] == "task-0003"
+    assert store.known_items(["x", "y", "z"]) == {"x", "y"}
+
+
+def test_add_items_that_exist_fails_atomically(store: StateStore) -> None:
+    _create(store)
+    with pytest.raises(INTEGRITY):
+        store.add_items([_batch("batch-0003", ["z", "a"])], [_task("task-0003", "batch-0003")])
+    job = store.job()
+    assert job is not None and job.item_count == 5
+    assert store.batch_items("batch-0003") == [] and store.known_items(["z"]) == set()
+    assert "task-0003" not in [t.task_id for t in store.tasks()]
+
+
 def test_iter_items_many_sorted(store: StateStore) -> None:
     keys = [f"did:plc:{i:05d}" for i in range(2500)]
     store.create_job(

@@ -10,16 +10,21 @@ import signal
 import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
 
 import orjson
+import redis
 
 from skyfill.engine.definition import import_handler
+from skyfill.engine.distributed.node import NodeSettings, WorkerNode
 from skyfill.engine.handler import Handler
 from skyfill.engine.layout import JobLayout
-from skyfill.engine.model import JobStatus
-from skyfill.engine.runner import JobRunner, is_live
+from skyfill.engine.model import Batch, JobStatus
+from skyfill.engine.runner import JobRunner, is_live, write_batch_files
 from skyfill.engine.settings import EngineSettings
 from skyfill.engine.state.base import JobRecord
+from skyfill.engine.state.redis import RedisStateStore, redact_url
 from skyfill.engine.state.sqlite import SqliteStateStore
 from skyfill.errors import UsageError
 from skyfill.monitor.progress import NullProgress, Progress
@@ -130,3 +135,116 @@ def run(runner: JobRunner) -> JobRecord:
     if job.status is not JobStatus.COMPLETED:
         raise Interrupted(job)
     return job
+
+
+# -- distributed mode ---------------------------------------------------------------------
+
+ACTIVE = (JobStatus.RUNNING, JobStatus.AGGREGATING)
+
+
+def redact(url: str) -> str:
+    return redact_url(url)
+
+
+def _connect(state_url: str, job_id: str) -> RedisStateStore:
+    if not state_url.startswith(("redis://", "rediss://", "unix://")):
+        raise UsageError(f"--state {redact(state_url)}: expected a redis:// or rediss:// URL")
+    store = RedisStateStore.from_url(state_url, job_id)
+    try:
+        store.client.ping()
+    except redis.RedisError as exc:
+        store.close()
+        raise UsageError(f"cannot reach Redis at {redact(state_url)}: {exc}") from None
+    return store
+
+
+@contextlib.contextmanager
+def open_redis_job(state_url: str, job_id: str) -> Iterator[tuple[JobLayout, RedisStateStore]]:
+    """The layout and store of a job submitted to Redis."""
+    store = _connect(state_url, job_id)
+    try:
+        entry = RedisStateStore.registered_jobs(store.client).get(job_id)
+        if entry is None or store.job() is None:
+            raise UsageError(f"no job {job_id} in {redact(state_url)}")
+        yield JobLayout(Path(entry["workdir"]), job_id), store
+    finally:
+        store.close()
+
+
+def submit_distributed(handler: Handler, layout: JobLayout, state_url: str) -> JobRecord:
+    plan = handler.plan()
+    for warning in plan.warnings:
+        print(f"skyfill: warning: {warning}", file=sys.stderr)
+    if not plan.items:
+        raise UsageError("the input holds no valid DID")
+    store = _connect(state_url, layout.job_id)
+    try:
+        if store.job() is not None or layout.manifest.exists():
+            raise UsageError(f"job {layout.job_id} already exists; pick another --job-id")
+        job = runner_for(handler, layout, store).submit(plan)
+        store.register(str(layout.workdir))
+        return job
+    finally:
+        store.close()
+
+
+def active_jobs(state_url: str) -> list[str]:
+    """Registered jobs that have work for a worker, oldest first."""
+    probe = _connect(state_url, "_")
+    try:
+        registered = RedisStateStore.registered_jobs(probe.client)
+        by_age = sorted(registered, key=lambda job_id: registered[job_id].get("created_at", 0))
+        active = []
+        for job_id in by_age:
+            job = RedisStateStore(probe.client, job_id).job()
+            if job is not None and job.status in ACTIVE and job.control is None:
+                active.append(job_id)
+        return active
+    finally:
+        probe.close()
+
+
+def serve_job(
+    state_url: str,
+    job_id: str,
+    settings: NodeSettings,
+    overrides: dict[str, Any],
+    progress: Progress,
+) -> JobRecord:
+    """Run a worker node on the job until it ends (or this process is stopped)."""
+    with open_redis_job(state_url, job_id) as (layout, store):
+        job = store.job()
+        assert job is not None
+        config = {**job.config, **{k: v for k, v in overrides.items() if k in job.config}}
+        handler = import_handler(job.handler).from_config(config)
+        runner = runner_for(handler, layout, store, progress)
+        node = WorkerNode(runner, store, settings)
+
+        async def main() -> JobRecord:
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, runner.stop_requested.set)
+            return await node.serve()
+
+        return asyncio.run(main())
+
+
+def resume_distributed(
+    state_url: str, job_id: str, settings: NodeSettings, progress: Progress
+) -> JobRecord:
+    """Put the job's unfinished tasks back in the queue, mark it running, and work on it."""
+    with open_redis_job(state_url, job_id) as (_layout, store):
+        job = store.job()
+        assert job is not None
+        if job.status is JobStatus.COMPLETED:
+            return job
+        store.request_control(None)
+        store.set_job_status(
+            JobStatus.AGGREGATING if job.phase == "aggregate" else JobStatus.RUNNING
+        )
+        store.requeue_unfinished()
+    return serve_job(state_url, job_id, settings, {}, progress)
+
+
+def write_batches(layout: JobLayout, batches: list[Batch]) -> None:
+    write_batch_files(layout, batches)

@@ -76,6 +76,20 @@ def _process_exists(pid: int) -> bool:
         return True
 
 
+def write_batch_files(layout: JobLayout, batches: list[Batch]) -> None:
+    """One read-only JSON file per batch: the items it was planned with."""
+    for batch in batches:
+        write_json(
+            layout.batch_file(batch.batch_id),
+            {
+                "batch_id": batch.batch_id,
+                "phase": batch.phase,
+                "group": batch.group,
+                "items": list(batch.items),
+            },
+        )
+
+
 class JobError(RuntimeError):
     """The job could not go on (a task or the aggregation failed); resume may fix it."""
 
@@ -146,16 +160,7 @@ class JobRunner:
         )
 
     def _write_batch_files(self, batches: list[Batch]) -> None:
-        for batch in batches:
-            write_json(
-                self.layout.batch_file(batch.batch_id),
-                {
-                    "batch_id": batch.batch_id,
-                    "phase": batch.phase,
-                    "group": batch.group,
-                    "items": list(batch.items),
-                },
-            )
+        write_batch_files(self.layout, batches)
 
     # -- the run -------------------------------------------------------------------------
 
@@ -175,20 +180,20 @@ class JobRunner:
         try:
             await self._run_phases()
         except Exception as exc:
-            raise self._fail(exc) from exc
+            raise self.fail(exc) from exc
         finally:
             watcher.cancel()
             self.progress.stop()
             self.publish_stats()
         if self.stop_requested.is_set():
-            return self._record_stop()
+            return self.record_stop()
         try:
-            self._aggregate()
+            self.aggregate_job()
         except Exception as exc:
-            raise self._fail(exc) from exc
+            raise self.fail(exc) from exc
         return self._job()
 
-    def _fail(self, exc: Exception) -> JobError:
+    def fail(self, exc: Exception) -> JobError:
         """Record a failure of the machinery itself (disk full, a bug): the job is `failed`
         with the reason, and stays resumable."""
         reason = f"{type(exc).__name__}: {exc}"
@@ -219,15 +224,13 @@ class JobRunner:
                 await self._run_tasks(todo)
                 if self.stop_requested.is_set():
                     return
-                await self._plan_next_phase(phase)
+                await self.plan_next_phase(phase)
         finally:
             if opened:
                 await self.handler.close()
 
-    async def _run_tasks(self, todo: list[Task]) -> None:
-        if not todo:
-            return
-        ctx = WorkerContext(
+    def worker_context(self) -> WorkerContext:
+        return WorkerContext(
             self.handler,
             self.layout,
             self.store,
@@ -237,12 +240,17 @@ class JobRunner:
             self.stop_requested,
             self.merge_spec,
         )
+
+    async def _run_tasks(self, todo: list[Task]) -> None:
+        if not todo:
+            return
+        ctx = self.worker_context()
         waiting = list(reversed(todo))
         running: set[asyncio.Task] = set()
         try:
             while (waiting or running) and not self.stop_requested.is_set():
-                while waiting and self._may_open_task(len(running)):
-                    running.add(asyncio.ensure_future(self._guarded(ctx, waiting.pop())))
+                while waiting and self.may_open_task(len(running)):
+                    running.add(asyncio.ensure_future(self.run_guarded(ctx, waiting.pop())))
                 done, running = await asyncio.wait(
                     running, timeout=0.2, return_when=asyncio.FIRST_COMPLETED
                 )
@@ -253,12 +261,12 @@ class JobRunner:
                 self.stop_requested.set()
                 await asyncio.gather(*running, return_exceptions=True)
 
-    def _may_open_task(self, running: int) -> bool:
+    def may_open_task(self, running: int) -> bool:
         if running < self.settings.parallel_tasks:
             return True
         return running < self.settings.max_open_tasks and self.handler.wants_more_work()
 
-    async def _guarded(self, ctx: WorkerContext, task: Task) -> None:
+    async def run_guarded(self, ctx: WorkerContext, task: Task) -> None:
         try:
             await run_task(ctx, task)
         except Exception as exc:
@@ -267,8 +275,11 @@ class JobRunner:
 
     # -- retry planner -------------------------------------------------------------------
 
-    async def _plan_next_phase(self, finished_phase: str) -> None:
-        """After a phase: plan retry_<k+1> for retryable failures, or move to aggregation."""
+    async def plan_next_phase(self, finished_phase: str) -> None:
+        """After a phase: plan retry_<k+1> for retryable failures, or move to aggregation.
+
+        The backoff comes before the plan is recorded: once recorded, its tasks may start
+        (at once on other worker nodes). A stop during the backoff records nothing."""
         round_ = retry_round(finished_phase) + 1
         failures = self.store.failed_items(retryable_only=True)
         if not failures or round_ > self.settings.retries:
@@ -276,15 +287,17 @@ class JobRunner:
             failpoint("aggregate_planned")
             return
         plan = plan_retry(failures, round_, self.settings.batch_size)
-        await self._start_retry_phase(plan, backoff=self.settings.retry_backoff * 2 ** (round_ - 1))
+        backoff = self.settings.retry_backoff * 2 ** (round_ - 1)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.stop_requested.wait(), timeout=backoff)
+        if not self.stop_requested.is_set():
+            self._start_retry_phase(plan, backoff)
 
-    async def _start_retry_phase(self, plan: RetryPlan, backoff: float) -> None:
+    def _start_retry_phase(self, plan: RetryPlan, backoff: float) -> None:
         self._write_batch_files(plan.batches)
         self.manifests.retry(plan, backoff)
         self.store.plan_phase(plan.phase, plan.batches, plan.tasks)
         failpoint("retry_planned")
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.stop_requested.wait(), timeout=backoff)
 
     def plan_failed_retry(self) -> RetryPlan | None:
         """`skyfill retry --failed`: a new retry phase over every item that ended failed."""
@@ -304,7 +317,7 @@ class JobRunner:
 
     # -- aggregator ----------------------------------------------------------------------
 
-    def _aggregate(self) -> None:
+    def aggregate_job(self) -> None:
         self.store.set_job_status(JobStatus.AGGREGATING, PHASE_AGGREGATE)
         self.manifests.update_job(status=JobStatus.AGGREGATING)
         facts = aggregate(self.handler, self.layout, self.store, self.merge_spec)
@@ -336,7 +349,7 @@ class JobRunner:
         if stats:
             self.store.put_stats("handler", stats)
 
-    def _record_stop(self) -> JobRecord:
+    def record_stop(self) -> JobRecord:
         job = self._job()
         status = STOPPING.get(job.control or "", JobStatus.STOPPED)
         self.store.set_job_status(status)

@@ -70,6 +70,15 @@ class StateStore(Protocol):
         """Ask the running runner to `cancel` or `pause` (None clears the request)."""
         ...
 
+    def add_items(self, batches: list[Batch], tasks: list[Task]) -> int:
+        """Add new items to a running job, in new batches and tasks of its current phase,
+        atomically; returns how many. Raises if an item, batch or task already exists."""
+        ...
+
+    def known_items(self, keys: list[str]) -> set[str]:
+        """Those of `keys` that are items of the job already."""
+        ...
+
     def put_stats(self, name: str, data: dict[str, Any]) -> None:
         """Keep the latest live statistics published under `name` (e.g. per-host counters)."""
         ...

@@ -41,7 +41,7 @@ from skyfill.engine.model import (
     TaskStatus,
 )
 from skyfill.engine.state.base import JobRecord, Segment
-from skyfill.engine.state.redis_keys import RedisKeys
+from skyfill.engine.state.redis_keys import JOBS_KEY, QUEUE_GROUP, RedisKeys
 
 log = logging.getLogger(__name__)
 
@@ -268,6 +268,9 @@ class RedisStateStore:
             )
         if tasks:
             pipe.rpush(k.tasks, *(t.task_id for t in tasks))
+        for t in tasks:  # in the same transaction: a planned task is always queued
+            if t.role is Role.WORKER:
+                pipe.xadd(k.queue, {"task_id": t.task_id})
 
     def job(self) -> JobRecord | None:
         raw = dict(
@@ -358,6 +361,113 @@ class RedisStateStore:
 
         self._transact([k.job, *plan_keys, *item_keys], body)
 
+    def add_items(self, batches: list[Batch], tasks: list[Task]) -> int:
+        k = self._keys
+        self._check_plan_unique(batches, tasks)
+        keys = [key for b in batches for key in b.items]
+        plan_keys = [k.batch(b.batch_id) for b in batches] + [k.task(t.task_id) for t in tasks]
+
+        def body(pipe: Pipeline) -> int:
+            def reads(p: Pipeline) -> None:
+                p.hget(k.job, "phase")
+                for name in plan_keys:
+                    p.exists(name)
+                for key in keys:
+                    p.exists(k.item(key))
+
+            got = self._read(reads)
+            phase, taken, known = got[0], got[1 : 1 + len(plan_keys)], got[1 + len(plan_keys) :]
+            if phase is None:
+                raise IntegrityError(f"no job {k.job_id}")
+            if any(taken):
+                raise IntegrityError("already planned: a batch or task id is taken")
+            if any(known) or len(set(keys)) != len(keys):
+                raise IntegrityError("an item is already in the job")
+            pipe.multi()
+            self._queue_plan(pipe, batches, tasks)
+            for b in batches:
+                for key in b.items:
+                    pipe.hset(
+                        k.item(key),
+                        mapping={
+                            "batch_id": b.batch_id,
+                            "status": PENDING_ITEM,
+                            "retryable": 0,
+                            "attempts": 0,
+                        },
+                    )
+                for chunk in _chunks(b.items):
+                    members = dict.fromkeys(chunk, 0)
+                    pipe.zadd(k.batch_items(b.batch_id), members)
+                    pipe.zadd(k.batch_pending(b.batch_id), members)
+                    pipe.zadd(k.items, members)
+            if keys:
+                pipe.hincrby(k.item_status, PENDING_ITEM, len(keys))
+                pipe.hincrby(k.job, "item_count", len(keys))
+            return len(keys)
+
+        return self._transact([k.job, *plan_keys, *(k.item(key) for key in keys)], body)
+
+    def known_items(self, keys: list[str]) -> set[str]:
+        found: set[str] = set()
+        for chunk in _chunks(keys):
+            flags = self._read(lambda p, c=chunk: [p.exists(self._keys.item(key)) for key in c])
+            found.update(key for key, flag in zip(chunk, flags, strict=True) if flag)
+        return found
+
+    # -- distributed mode: registry, queue, leases, worker heartbeats -------------------------
+
+    @property
+    def client(self) -> redis.Redis:
+        return self._r
+
+    @property
+    def keys(self) -> RedisKeys:
+        return self._keys
+
+    def register(self, workdir: str) -> None:
+        """List the job where `skyfill worker` finds work, with its job directory's root."""
+        self._r.hset(
+            JOBS_KEY,
+            self._keys.job_id,
+            _json({"workdir": workdir, "created_at": time.time()}),
+        )
+
+    @staticmethod
+    def registered_jobs(client: redis.Redis) -> dict[str, dict[str, Any]]:
+        return {_s(j): orjson.loads(v) for j, v in client.hgetall(JOBS_KEY).items()}
+
+    def requeue_unfinished(self) -> int:
+        """Put every unfinished worker task of the current phase back in the queue (after a
+        failure or a stop): the old queue and its pending claims are dropped."""
+        k = self._keys
+        job = self.job()
+        if job is None:
+            return 0
+        todo = [
+            t.task_id
+            for t in self.tasks(job.phase)
+            if t.status is not TaskStatus.DONE and t.role is Role.WORKER
+        ]
+        pipe = self._r.pipeline(transaction=True)
+        pipe.delete(k.queue)
+        for task_id in todo:
+            pipe.xadd(k.queue, {"task_id": task_id})
+        pipe.xgroup_create(k.queue, QUEUE_GROUP, id="0", mkstream=True)
+        pipe.execute()
+        return len(todo)
+
+    def worker_heartbeat(self, worker_id: str, info: dict[str, Any]) -> None:
+        self._r.hset(self._keys.workers, worker_id, _json({**info, "heartbeat_at": time.time()}))
+
+    def workers(self) -> list[dict[str, Any]]:
+        """Every worker that ever served the job, with its last heartbeat."""
+        raw = self._r.hgetall(self._keys.workers)
+        return sorted(
+            ({"worker_id": _s(w), **orjson.loads(v)} for w, v in raw.items()),
+            key=lambda w: w["worker_id"],
+        )
+
     def put_stats(self, name: str, data: dict[str, Any]) -> None:
         self._r.hset(self._keys.stats, name, _json(data))
 
@@ -378,6 +488,13 @@ class RedisStateStore:
             for t, b, r, p, g, s in self._task_rows()
             if (phase is None or p == phase) and (status is None or s == status)
         ]
+
+    def task(self, task_id: str) -> Task | None:
+        row = [_s(v) for v in self._r.hmget(self._keys.task(task_id), _TASK_FIELDS)]
+        if row[0] is None:
+            return None
+        t, b, r, p, g, st = row
+        return Task(t, b, Role(r), p, g, TaskStatus(st))
 
     def task_status_counts(self) -> dict[str, int]:
         counts: dict[str, int] = {}

@@ -21,11 +21,28 @@ Layout (`P` = the prefix):
     P failed                  zset    keys of failed items (scores 0)
     P failed_retryable        zset    keys of failed, retryable items (scores 0)
     P completions             zset    keys of items with an outcome, scored by its time
+    P queue                   stream  worker tasks to run (field task_id); consumer group
+                                      `workers` (distributed mode: engine/distributed/)
+    P lock:<name>             string  a lease (owner id, with a TTL): who advances a phase
+    P workers                 hash    worker id -> JSON of its last heartbeat
+
+Outside any job (`skyfill:` only):
+
+    skyfill:jobs              hash    job id -> JSON {"workdir", "created_at"}: the jobs
+                                      that `skyfill worker` can serve
+    skyfill:ratelimit:<host>  zset    the shared sliding-window log of one host's requests
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+JOBS_KEY = "skyfill:jobs"
+QUEUE_GROUP = "workers"
+
+
+def ratelimit_key(host: str) -> str:
+    return f"skyfill:ratelimit:{host}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,3 +105,14 @@ class RedisKeys:
     @property
     def completions(self) -> str:
         return self.prefix + "completions"
+
+    @property
+    def queue(self) -> str:
+        return self.prefix + "queue"
+
+    def lock(self, name: str) -> str:
+        return f"{self.prefix}lock:{name}"
+
+    @property
+    def workers(self) -> str:
+        return self.prefix + "workers"

@@ -151,6 +151,24 @@ class SqliteStateStore:
         else:
             db.executemany("INSERT INTO items (batch_id, status, key) VALUES (?,?,?)", pending)
 
+    def add_items(self, batches: list[Batch], tasks: list[Task]) -> int:
+        items = sum(len(b.items) for b in batches)
+        with self._transaction() as db:
+            if db.execute("SELECT 1 FROM job").fetchone() is None:
+                raise sqlite3.IntegrityError("no job to add items to")
+            self._insert_plan(db, batches, tasks)
+            db.execute("UPDATE job SET item_count = item_count + ?", (items,))
+        return items
+
+    def known_items(self, keys: list[str]) -> set[str]:
+        found: set[str] = set()
+        for start in range(0, len(keys), 500):
+            chunk = keys[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            rows = self._db.execute(f"SELECT key FROM items WHERE key IN ({marks})", chunk)
+            found.update(key for (key,) in rows)
+        return found
+
     def put_stats(self, name: str, data: dict[str, Any]) -> None:
         self._db.execute(
             "INSERT INTO stats VALUES (?,?,?) ON CONFLICT (name) DO UPDATE SET "

@@ -1,0 +1,163 @@
+"""Distributed mode: `skyfill submit`, `skyfill worker`, `skyfill enqueue` against one Redis.
+
+skyfill submit --state redis://host:6379/0 --dids dids.txt --workdir /shared/skyfill
+skyfill worker --state redis://host:6379/0          # on as many machines as you like
+skyfill enqueue JOB_ID did:plc:… --state redis://host:6379/0
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from skyfill.atproto.did import validate_did
+from skyfill.atproto.exceptions import InvalidDid
+from skyfill.backfill.handler import BackfillHandler
+from skyfill.cli import session
+from skyfill.cli.backfill import backfill_options, build_config
+from skyfill.cli.options import progress_option, with_env_vars
+from skyfill.engine.distributed.node import NodeSettings, default_worker_id
+from skyfill.engine.layout import JobLayout
+from skyfill.engine.model import PHASE_AGGREGATE, Batch, JobStatus
+from skyfill.engine.planner import worker_tasks
+from skyfill.engine.state.redis import RedisStateStore
+from skyfill.errors import UsageError
+from skyfill.monitor.progress import make_progress
+
+IDLE_POLL_SECONDS = 2.0
+
+
+def state_option(required: bool) -> Any:
+    return click.option(
+        "--state",
+        "state_url",
+        required=required,
+        envvar="SKYFILL_STATE",
+        show_envvar=True,
+        help="Redis URL of the shared state (redis://[:password@]host:port/db or rediss://).",
+    )
+
+
+@click.command()
+@backfill_options
+@state_option(required=True)
+def submit(workdir: Path, state_url: str, **options: Any) -> None:
+    """Plan a job into Redis and queue its batches; `skyfill worker` processes run it."""
+    job_id = options["job_id"] or session.new_job_id()
+    session.check_job_id(job_id)
+    handler = BackfillHandler(build_config(options, job_id))
+    layout = JobLayout(workdir.resolve(), job_id)
+    job = session.submit_distributed(handler, layout, state_url)
+    click.echo(
+        f"job {job_id}: {job.item_count} DIDs queued in {session.redact(state_url)}; "
+        f"start workers with `skyfill worker --state URL --job {job_id}`"
+    )
+
+
+@click.command()
+@state_option(required=True)
+@click.option("--job", "job_id", help="Serve only this job (default: every running job).")
+@click.option("--worker-id", help="This worker's name (default: host:pid).")
+@click.option(
+    "--concurrency",
+    type=click.IntRange(min=1),
+    help="Concurrent fetches of this worker (default: the job's --concurrency).",
+)
+@click.option(
+    "--visibility-timeout",
+    type=click.FloatRange(min=0.5),
+    default=60.0,
+    show_default=True,
+    help="Seconds a batch claimed by a silent worker waits before another worker takes it.",
+)
+@click.option(
+    "--exit-when-idle",
+    is_flag=True,
+    help="Exit when no registered job has work left (for batch schedulers such as Slurm).",
+)
+@progress_option
+def worker(
+    state_url: str,
+    job_id: str | None,
+    worker_id: str | None,
+    concurrency: int | None,
+    visibility_timeout: float,
+    exit_when_idle: bool,
+    progress: str,
+) -> None:
+    """Claim batches of running jobs from Redis and process them, until stopped."""
+    settings = NodeSettings(
+        worker_id=worker_id or default_worker_id(), visibility_timeout=visibility_timeout
+    )
+    overrides = {"concurrency": concurrency} if concurrency else {}
+    if job_id is not None:
+        session.check_job_id(job_id)
+        job = session.serve_job(state_url, job_id, settings, overrides, make_progress(progress))
+        click.echo(f"job {job_id}: {job.status}", err=True)
+        return
+    while True:
+        active = session.active_jobs(state_url)
+        for name in active:
+            job = session.serve_job(state_url, name, settings, overrides, make_progress(progress))
+            click.echo(f"job {name}: {job.status}", err=True)
+        if not active:
+            if exit_when_idle:
+                return
+            time.sleep(IDLE_POLL_SECONDS)
+
+
+@click.command()
+@click.argument("job_id")
+@click.argument("dids", nargs=-1)
+@click.option(
+    "--dids",
+    "dids_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="A file of DIDs to add (one per line), besides those given as arguments.",
+)
+@state_option(required=True)
+def enqueue(job_id: str, dids: tuple[str, ...], dids_file: Path | None, state_url: str) -> None:
+    """Add DIDs to a running job (those already in it are skipped)."""
+    session.check_job_id(job_id)
+    wanted = list(dids) + (dids_file.read_text().split() if dids_file else [])
+    try:
+        valid = list(dict.fromkeys(validate_did(d) for d in wanted))
+    except InvalidDid as exc:
+        raise UsageError(str(exc)) from None
+    if not valid:
+        raise UsageError("no DID given: `skyfill enqueue JOB_ID DID… [--dids FILE]`")
+    with session.open_redis_job(state_url, job_id) as (layout, store):
+        job = store.job()
+        assert job is not None
+        if job.status not in (JobStatus.RUNNING, JobStatus.PAUSED) or job.phase == PHASE_AGGREGATE:
+            raise UsageError(
+                f"job {job_id} is {job.status} in phase {job.phase}: it takes no more DIDs; "
+                "submit a new job"
+            )
+        new = [d for d in valid if d not in store.known_items(valid)]
+        if not new:
+            click.echo(f"job {job_id}: all {len(valid)} DIDs are in the job already")
+            return
+        batches = _extra_batches(new, job.phase, store, int(job.config.get("batch_size", 100)))
+        session.write_batches(layout, batches)
+        added = store.add_items(batches, worker_tasks(batches))
+    click.echo(
+        f"job {job_id}: added {added} DIDs in {len(batches)} batches "
+        f"({len(valid) - added} already in the job)"
+    )
+
+
+def _extra_batches(items: list[str], phase: str, store: RedisStateStore, size: int) -> list[Batch]:
+    group = next((t.group for t in store.tasks(phase)), "initial_batch")
+    tag = f"x{int(time.time())}{secrets.token_hex(2)}"
+    return [
+        Batch(f"{tag}-batch-{i:04d}", phase, group, tuple(items[start : start + size]))
+        for i, start in enumerate(range(0, len(items), size))
+    ]
+
+
+with_env_vars(submit)

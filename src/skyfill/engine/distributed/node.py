@@ -1,0 +1,217 @@
+"""A worker node: serves one job from the shared queue until the job ends.
+
+Any number of nodes, on any machines, run this loop against the same Redis:
+
+- claim a task (first one another node died holding, else a new one), run it exactly as
+  the local runner does (per-item checkpoints, segments, `.done`), acknowledge it;
+- keep what it holds claimed (heartbeat) and say it is alive (`workers` hash);
+- when the current phase has no unfinished task, take the phase's lease and plan the next
+  phase (retry or aggregation), once, whichever node gets there first;
+- in the aggregation phase, the node holding the aggregation lease aggregates; if it dies,
+  its lease expires and another node resumes the merge from its `.done` levels.
+
+A failing task (the machinery, not an item) fails the job, as on one machine; `skyfill
+resume --state …` puts its unfinished tasks back in the queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import time
+from dataclasses import dataclass
+
+from skyfill.engine.distributed.lease import RedisLease
+from skyfill.engine.distributed.queue import Claim
+from skyfill.engine.distributed.redis_queue import RedisTaskQueue
+from skyfill.engine.model import PHASE_AGGREGATE, JobStatus, Role, TaskStatus
+from skyfill.engine.runner import STOPPING, JobError, JobRunner
+from skyfill.engine.state.base import JobRecord
+from skyfill.engine.state.redis import RedisStateStore
+from skyfill.engine.worker import WorkerContext
+
+ACTIVE = (JobStatus.RUNNING, JobStatus.AGGREGATING)
+
+
+def default_worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+@dataclass(frozen=True, slots=True)
+class NodeSettings:
+    worker_id: str
+    visibility_timeout: float = 60.0
+    """Seconds a claimed task may go without a heartbeat before another node takes it."""
+    lease_ttl: float = 30.0
+    poll_seconds: float = 0.5
+    phase_check_seconds: float = 1.0
+
+
+class WorkerNode:
+    def __init__(self, runner: JobRunner, store: RedisStateStore, settings: NodeSettings) -> None:
+        self.runner = runner
+        self.store = store
+        self.settings = settings
+        self.queue = RedisTaskQueue(store.client, store.keys)
+        self.running: dict[asyncio.Task, Claim] = {}
+        self.tasks_done = 0
+        self._phase_checked = 0.0
+        self._opened = False
+
+    @property
+    def worker_id(self) -> str:
+        return self.settings.worker_id
+
+    def _lease(self, name: str) -> RedisLease:
+        return RedisLease(
+            self.store.client, self.store.keys.lock(name), self.worker_id, self.settings.lease_ttl
+        )
+
+    async def serve(self) -> JobRecord:
+        """Work on the job until it completes, fails or is stopped; return it as it ended."""
+        beat = asyncio.ensure_future(self._heartbeat())
+        try:
+            await self._loop()
+        except Exception as exc:
+            raise self.runner.fail(exc) from exc
+        finally:
+            self.runner.stop_requested.set()
+            await self._drain()
+            beat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await beat
+            if self._opened:
+                await self.runner.handler.close()
+            self._say_alive(state="stopped")
+            self.runner.publish_stats()
+        job = self._job()
+        if job.control in STOPPING and job.status in ACTIVE:
+            return self.runner.record_stop()
+        return job
+
+    def _job(self) -> JobRecord:
+        job = self.store.job()
+        if job is None:
+            raise JobError(f"job {self.store.keys.job_id} does not exist in this Redis")
+        return job
+
+    async def _loop(self) -> None:
+        ctx = self.runner.worker_context()
+        while not self.runner.stop_requested.is_set():
+            job = self._job()
+            if job.status not in ACTIVE or job.control in STOPPING:
+                return
+            if job.phase == PHASE_AGGREGATE:
+                if not self.running:
+                    await self._aggregate()
+                else:
+                    await self._collect(timeout=self.settings.poll_seconds)
+                continue
+            started = await self._start_one(ctx) if self._may_start() else False
+            if self.running:
+                finished = await self._collect(timeout=0.01 if started else 0.2)
+                if finished:
+                    await self._maybe_advance(force=True)
+            elif not started:
+                await self._maybe_advance()
+                await asyncio.sleep(self.settings.poll_seconds)
+
+    def _may_start(self) -> bool:
+        return self.runner.may_open_task(len(self.running))
+
+    async def _start_one(self, ctx: WorkerContext) -> bool:
+        claim = self.queue.reclaim(self.worker_id, self.settings.visibility_timeout)
+        if claim is None:
+            claim = self.queue.claim(self.worker_id)
+        if claim is None:
+            return False
+        task = self.store.task(claim.task_id)
+        if task is None or task.status is TaskStatus.DONE or task.role is not Role.WORKER:
+            self.queue.ack(claim)  # finished by a node that died before acknowledging
+            return True
+        if not self._opened:
+            self._opened = True  # close() even if open() fails half-way
+            await self.runner.handler.open()
+        self.running[asyncio.ensure_future(self.runner.run_guarded(ctx, task))] = claim
+        return True
+
+    async def _collect(self, timeout: float) -> int:
+        if not self.running:
+            await asyncio.sleep(timeout)
+            return 0
+        done, _ = await asyncio.wait(
+            self.running, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+        )
+        for finished in done:
+            claim = self.running.pop(finished)
+            finished.result()  # a failed task fails the job (recorded by run_guarded)
+            if self.store.task(claim.task_id).status is TaskStatus.DONE:
+                self.queue.ack(claim)
+                self.tasks_done += 1
+        return len(done)
+
+    async def _drain(self) -> None:
+        """Let running tasks flush what they have and stop; what they did not finish stays
+        claimed in the queue and goes to another node after the visibility timeout."""
+        if self.running:
+            await asyncio.gather(*self.running, return_exceptions=True)
+            for finished, claim in list(self.running.items()):
+                if not finished.exception():
+                    task = self.store.task(claim.task_id)
+                    if task is not None and task.status is TaskStatus.DONE:
+                        self.queue.ack(claim)
+            self.running.clear()
+
+    async def _maybe_advance(self, force: bool = False) -> None:
+        """Plan the next phase if the current one has no unfinished task (once, by the node
+        that holds the phase's lease)."""
+        now = time.monotonic()
+        if not force and now - self._phase_checked < self.settings.phase_check_seconds:
+            return
+        self._phase_checked = now
+        phase = self._job().phase
+        if phase == PHASE_AGGREGATE or self._phase_unfinished(phase):
+            return
+        async with self._lease(f"advance:{phase}").held() as mine:
+            if not mine or self._job().phase != phase or self._phase_unfinished(phase):
+                return  # another node advanced it, or is doing so
+            await self.runner.plan_next_phase(phase)
+
+    def _phase_unfinished(self, phase: str) -> bool:
+        return any(t.status is not TaskStatus.DONE for t in self.store.tasks(phase))
+
+    async def _aggregate(self) -> None:
+        async with self._lease("aggregate").held() as mine:
+            if not mine:
+                await asyncio.sleep(self.settings.poll_seconds)
+                return
+            if self._job().status is JobStatus.COMPLETED:
+                return
+            await asyncio.to_thread(self.runner.aggregate_job)
+
+    async def _heartbeat(self) -> None:
+        """Keep our claims, say we are alive, publish stats, and obey cancel / pause."""
+        every = min(1.0, self.settings.visibility_timeout / 3)
+        while True:
+            self.queue.extend(self.worker_id, list(self.running.values()))
+            self._say_alive(state="working" if self.running else "idle")
+            self.store.heartbeat(self.worker_id)
+            job = self.store.job()
+            if job is not None and job.control in STOPPING:
+                self.runner.stop_requested.set()
+            await asyncio.sleep(every)
+
+    def _say_alive(self, state: str) -> None:
+        self.store.worker_heartbeat(
+            self.worker_id,
+            {
+                "state": state,
+                "host": socket.gethostname(),
+                "pid": os.getpid(),
+                "tasks": sorted(c.task_id for c in self.running.values()),
+                "tasks_done": self.tasks_done,
+                "stats": self.runner.handler.live_stats(),
+            },
+        )

@@ -1,0 +1,102 @@
+"""The task queue on a Redis stream with a consumer group.
+
+Tasks enter the stream (`XADD`) in the same transaction that plans them (the Redis state
+store's `create_job`, `plan_phase`, `add_items`), so a planned task is always queued. A
+worker reads new entries with `XREADGROUP ... >`; the entry then sits in the group's
+pending list, owned by that worker, until `XACK`. A worker that dies leaves its entries
+pending: once one has been idle longer than the visibility timeout, `XAUTOCLAIM` hands it
+to another worker. Live workers reset the idle time of what they hold (`XCLAIM` with
+min-idle 0, JUSTID) several times per timeout, so long tasks are never taken from them.
+"""
+
+from __future__ import annotations
+
+import redis
+
+from skyfill.engine.distributed.queue import Claim
+from skyfill.engine.state.redis_keys import QUEUE_GROUP, RedisKeys
+
+
+class RedisTaskQueue:
+    def __init__(self, client: redis.Redis, keys: RedisKeys) -> None:
+        self._r = client
+        self._stream = keys.queue
+        self._group_ready = False
+
+    def _ensure_group(self) -> None:
+        if self._group_ready:
+            return
+        try:
+            self._r.xgroup_create(self._stream, QUEUE_GROUP, id="0", mkstream=True)
+        except redis.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+        self._group_ready = True
+
+    def claim(self, consumer: str) -> Claim | None:
+        self._ensure_group()
+        try:
+            got = self._r.xreadgroup(QUEUE_GROUP, consumer, {self._stream: ">"}, count=1)
+        except redis.ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            self._group_ready = False  # the stream was replaced (requeue): make it again
+            return None
+        for _stream, entries in got or []:
+            for message_id, fields in entries:
+                return Claim(_s(fields[_key(fields)]), _s(message_id))
+        return None
+
+    def reclaim(self, consumer: str, idle_seconds: float) -> Claim | None:
+        self._ensure_group()
+        try:
+            _cursor, entries, *_deleted = self._r.xautoclaim(
+                self._stream, QUEUE_GROUP, consumer, int(idle_seconds * 1000), "0-0", count=1
+            )
+        except redis.ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            self._group_ready = False
+            return None
+        for message_id, fields in entries:
+            if fields:  # None for an entry deleted while pending
+                pending = self._r.xpending_range(
+                    self._stream, QUEUE_GROUP, message_id, message_id, 1
+                )
+                deliveries = pending[0]["times_delivered"] if pending else 1
+                return Claim(_s(fields[_key(fields)]), _s(message_id), deliveries)
+        return None
+
+    def extend(self, consumer: str, claims: list[Claim]) -> None:
+        if claims:
+            self._r.xclaim(
+                self._stream,
+                QUEUE_GROUP,
+                consumer,
+                0,
+                [c.message_id for c in claims],
+                justid=True,
+            )
+
+    def ack(self, claim: Claim) -> None:
+        pipe = self._r.pipeline(transaction=True)
+        pipe.xack(self._stream, QUEUE_GROUP, claim.message_id)
+        pipe.xdel(self._stream, claim.message_id)
+        pipe.execute()
+
+    def depth(self) -> dict[str, int]:
+        self._ensure_group()
+        groups = {_s(g["name"]): g for g in self._r.xinfo_groups(self._stream)}
+        group = groups.get(QUEUE_GROUP)
+        if group is None:
+            return {"waiting": 0, "claimed": 0}
+        lag = group.get("lag")
+        return {"waiting": int(lag or 0), "claimed": int(group["pending"])}
+
+
+def _key(fields: dict) -> str | bytes:
+    return "task_id" if "task_id" in fields else b"task_id"
+
+
+def _s(value: str | bytes) -> str:
+    return value.decode() if isinstance(value, bytes) else value
