@@ -506,6 +506,17 @@ def test_add_items_that_exist_fails_atomically(store: StateStore) -> None:
     assert "task-0003" not in [t.task_id for t in store.tasks()]
 
 
+def test_replayed_commit_is_a_no_op(store: StateStore) -> None:
+    """A commit repeated after its reply was lost (Redis restart) changes nothing."""
+    _create(store)
+    segment = Segment("task-0001", 1, "seg/1", 2)
+    store.commit_items("task-0001", [_ok("a")], [2], segment)
+    store.commit_items("task-0001", [_ok("a")], [2], segment)
+    assert store.segments("task-0001") == [segment]
+    assert next(i for i in store.iter_items() if i.key == "a").attempts == 1
+    assert store.status_counts() == {"pending": 4, "ok": 1}
+
+
 def test_iter_items_many_sorted(store: StateStore) -> None:
     keys = [f"did:plc:{i:05d}" for i in range(2500)]
     store.create_job(

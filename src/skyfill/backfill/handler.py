@@ -24,6 +24,7 @@ from skyfill.engine.model import Batch, ItemOutput, ItemResult
 from skyfill.net.http import HttpSettings, make_session
 from skyfill.ratelimit.local import LimitSettings, LocalLimiter
 from skyfill.ratelimit.memory import MemoryGate
+from skyfill.ratelimit.shared import SharedBudget
 from skyfill.ratelimit.spec import parse_host_rates, parse_rate
 from skyfill.sinks.parquet import ParquetSink
 
@@ -40,6 +41,8 @@ class BackfillHandler:
         self._fetcher: RepoFetcher | None = None
         self._executor = None
         self.limiter: LocalLimiter | None = None
+        self.shared_budget: SharedBudget | None = None
+        """Set before `open` in distributed mode: the hosts' budgets shared by all workers."""
         self.memory = MemoryGate(None)
         self._open_items = 0
         self._identity_hosts: frozenset[str] = frozenset()
@@ -89,7 +92,8 @@ class BackfillHandler:
                 host_concurrency=cfg.host_concurrency,
                 global_concurrency=cfg.concurrency,
                 adaptive=cfg.adaptive,
-            )
+            ),
+            budget=self.shared_budget,
         )
         self.memory = MemoryGate(cfg.max_memory)
         if cfg.max_memory is not None:

@@ -9,10 +9,12 @@ import click
 import orjson
 
 from skyfill.cli import session
+from skyfill.cli.distributed import state_option
 from skyfill.cli.options import progress_option, workdir_option
 from skyfill.cli.status import job_status, render_status
 from skyfill.cli.summary import summarize
-from skyfill.engine.layout import JobLayout, jobs_in
+from skyfill.engine.distributed.node import NodeSettings, default_worker_id
+from skyfill.engine.layout import JobLayout
 from skyfill.engine.model import JobStatus
 from skyfill.errors import UsageError
 from skyfill.monitor.progress import make_progress
@@ -28,11 +30,22 @@ def _layout(workdir: Path, job_id: str) -> JobLayout:
 @click.command()
 @click.argument("job_id")
 @workdir_option
+@state_option(required=False)
 @progress_option
-def resume(job_id: str, workdir: Path, progress: str) -> None:
-    """Continue a stopped, paused, cancelled or crashed job where it stopped."""
-    layout = _layout(workdir, job_id)
+def resume(job_id: str, workdir: Path, state_url: str | None, progress: str) -> None:
+    """Continue a stopped, paused, cancelled or crashed job where it stopped.
+
+    With --state (distributed mode): put its unfinished batches back in the queue and work
+    on it as one more worker."""
     started = time.monotonic()
+    if state_url:
+        session.check_job_id(job_id)
+        settings = NodeSettings(worker_id=default_worker_id())
+        job = session.resume_distributed(state_url, job_id, settings, make_progress(progress))
+        with session.open_redis_job(state_url, job_id) as (layout, _store):
+            click.echo(summarize(layout, job, started))
+        return
+    layout = _layout(workdir, job_id)
     job = session.resume(layout, make_progress(progress))
     click.echo(summarize(layout, job, started))
 
@@ -40,13 +53,14 @@ def resume(job_id: str, workdir: Path, progress: str) -> None:
 @click.command()
 @click.argument("job_id", required=False)
 @workdir_option
+@state_option(required=False)
 @click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
-def status(job_id: str | None, workdir: Path, as_json: bool) -> None:
+def status(job_id: str | None, workdir: Path, state_url: str | None, as_json: bool) -> None:
     """A job's phase, DIDs per status, tasks, throughput and ETA (no JOB_ID: all jobs)."""
     if job_id is None:
         jobs = []
-        for name in jobs_in(workdir.resolve()):
-            with session.open_store(_layout(workdir, name)) as store:
+        for name in session.job_ids(workdir, state_url):
+            with session.open_job(name, workdir, state_url) as (_, store):
                 jobs.append(job_status(store))
         if as_json:
             click.echo(orjson.dumps(jobs, option=orjson.OPT_INDENT_2).decode())
@@ -57,7 +71,8 @@ def status(job_id: str | None, workdir: Path, as_json: bool) -> None:
                     f"{job['done']}/{job['items']}"
                 )
         return
-    with session.open_store(_layout(workdir, job_id)) as store:
+    session.check_job_id(job_id)
+    with session.open_job(job_id, workdir, state_url) as (_, store):
         facts = job_status(store)
     click.echo(
         orjson.dumps(facts, option=orjson.OPT_INDENT_2).decode()
@@ -66,9 +81,10 @@ def status(job_id: str | None, workdir: Path, as_json: bool) -> None:
     )
 
 
-def _stop(job_id: str, workdir: Path, action: str) -> None:
+def _stop(job_id: str, workdir: Path, state_url: str | None, action: str) -> None:
     target = {"cancel": JobStatus.CANCELLED, "pause": JobStatus.PAUSED}[action]
-    with session.open_store(_layout(workdir, job_id)) as store:
+    session.check_job_id(job_id)
+    with session.open_job(job_id, workdir, state_url) as (_, store):
         job = store.job()
         if job is None or job.status is JobStatus.COMPLETED:
             raise UsageError(
@@ -92,17 +108,19 @@ def _stop(job_id: str, workdir: Path, action: str) -> None:
 @click.command()
 @click.argument("job_id")
 @workdir_option
-def cancel(job_id: str, workdir: Path) -> None:
+@state_option(required=False)
+def cancel(job_id: str, workdir: Path, state_url: str | None) -> None:
     """Emergency stop: running workers stop within seconds; the job stays resumable."""
-    _stop(job_id, workdir, "cancel")
+    _stop(job_id, workdir, state_url, "cancel")
 
 
 @click.command()
 @click.argument("job_id")
 @workdir_option
-def pause(job_id: str, workdir: Path) -> None:
+@state_option(required=False)
+def pause(job_id: str, workdir: Path, state_url: str | None) -> None:
     """Pause a running job; `skyfill resume` continues it."""
-    _stop(job_id, workdir, "pause")
+    _stop(job_id, workdir, state_url, "pause")
 
 
 @click.command()

@@ -19,15 +19,16 @@ import redis
 from skyfill.engine.definition import import_handler
 from skyfill.engine.distributed.node import NodeSettings, WorkerNode
 from skyfill.engine.handler import Handler
-from skyfill.engine.layout import JobLayout
+from skyfill.engine.layout import JobLayout, jobs_in
 from skyfill.engine.model import Batch, JobStatus
 from skyfill.engine.runner import JobRunner, is_live, write_batch_files
 from skyfill.engine.settings import EngineSettings
-from skyfill.engine.state.base import JobRecord
+from skyfill.engine.state.base import JobRecord, StateStore
 from skyfill.engine.state.redis import RedisStateStore, redact_url
 from skyfill.engine.state.sqlite import SqliteStateStore
 from skyfill.errors import UsageError
 from skyfill.monitor.progress import NullProgress, Progress
+from skyfill.ratelimit.redis_budget import RedisBudget
 
 _JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
@@ -149,13 +150,12 @@ def redact(url: str) -> str:
 def _connect(state_url: str, job_id: str) -> RedisStateStore:
     if not state_url.startswith(("redis://", "rediss://", "unix://")):
         raise UsageError(f"--state {redact(state_url)}: expected a redis:// or rediss:// URL")
-    store = RedisStateStore.from_url(state_url, job_id)
-    try:
-        store.client.ping()
-    except redis.RedisError as exc:
-        store.close()
+    try:  # fail fast here; later commands ride out a Redis restart (retries)
+        with redis.Redis.from_url(state_url, socket_connect_timeout=5) as probe:
+            probe.ping()
+    except (redis.RedisError, ValueError) as exc:
         raise UsageError(f"cannot reach Redis at {redact(state_url)}: {exc}") from None
-    return store
+    return RedisStateStore.from_url(state_url, job_id)
 
 
 @contextlib.contextmanager
@@ -217,6 +217,8 @@ def serve_job(
         assert job is not None
         config = {**job.config, **{k: v for k, v in overrides.items() if k in job.config}}
         handler = import_handler(job.handler).from_config(config)
+        if hasattr(handler, "shared_budget"):  # rate limits shared by every worker
+            handler.shared_budget = RedisBudget(store.client)
         runner = runner_for(handler, layout, store, progress)
         node = WorkerNode(runner, store, settings)
 
@@ -248,3 +250,27 @@ def resume_distributed(
 
 def write_batches(layout: JobLayout, batches: list[Batch]) -> None:
     write_batch_files(layout, batches)
+
+
+@contextlib.contextmanager
+def open_job(
+    job_id: str, workdir: Path, state_url: str | None
+) -> Iterator[tuple[JobLayout, StateStore]]:
+    """A job's layout and state store: in Redis with --state, else in <workdir>."""
+    if state_url:
+        with open_redis_job(state_url, job_id) as opened:
+            yield opened
+        return
+    layout = JobLayout(workdir.resolve(), job_id)
+    with open_store(layout) as store:
+        yield layout, store
+
+
+def job_ids(workdir: Path, state_url: str | None) -> list[str]:
+    if not state_url:
+        return jobs_in(workdir.resolve())
+    probe = _connect(state_url, "_")
+    try:
+        return sorted(RedisStateStore.registered_jobs(probe.client))
+    finally:
+        probe.close()

@@ -41,7 +41,43 @@ def job_status(store: StateStore) -> dict[str, Any]:
         "throughput_per_s": round(recent, 2) if live else 0.0,
         "eta_s": round(pending / recent, 1) if live and recent > 0 else None,
         **store.get_stats("handler"),
+        **_distributed(store),
     }
+
+
+WORKER_SILENT_SECONDS = 10.0
+
+
+def _distributed(store: StateStore) -> dict[str, Any]:
+    """Worker nodes (Redis state store): each one's heartbeat, and their hosts' counters
+    summed."""
+    workers = getattr(store, "workers", None)
+    if workers is None:
+        return {}
+    now = time.time()
+    rows, hosts = [], {}
+    for w in workers():
+        age = now - w["heartbeat_at"]
+        state = w.get("state", "?")
+        if state != "stopped" and age > WORKER_SILENT_SECONDS:
+            state = "silent"
+        rows.append(
+            {
+                "worker_id": w["worker_id"],
+                "state": state,
+                "heartbeat_age_s": round(age, 1),
+                "tasks": w.get("tasks", []),
+                "tasks_done": w.get("tasks_done", 0),
+            }
+        )
+        for host, h in (w.get("stats") or {}).get("hosts", {}).items():
+            total = hosts.setdefault(
+                host, {**h, "requests": 0, "rate_limited": 0, "wait_seconds": 0.0}
+            )
+            total["requests"] += h["requests"]
+            total["rate_limited"] += h["rate_limited"]
+            total["wait_seconds"] = round(total["wait_seconds"] + h["wait_seconds"], 3)
+    return {"workers": rows, **({"hosts": hosts} if hosts else {})}
 
 
 def render_status(facts: dict[str, Any]) -> str:
@@ -63,6 +99,14 @@ def render_status(facts: dict[str, Any]) -> str:
             lines.append(
                 f"    {name:<40} {h['requests']:>7} {h['rate_limited']:>5} "
                 f"{h['wait_seconds']:>8.1f}s {h['rate_per_s']:>8.2f}/s {h['in_flight']:>3}"
+            )
+    workers = facts.get("workers") or []
+    if workers:
+        lines.append(f"  workers ({len(workers)}): state, heartbeat age, tasks done, current")
+        for w in workers:
+            lines.append(
+                f"    {w['worker_id']:<30} {w['state']:<8} {w['heartbeat_age_s']:>6.1f}s "
+                f"{w['tasks_done']:>5}  {' '.join(w['tasks'])}"
             )
     memory = facts.get("memory") or {}
     if memory.get("peak_rss"):

@@ -16,9 +16,11 @@ import asyncio
 import contextlib
 import math
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from skyfill.ratelimit.shared import SharedBudget, lease_block, lease_lifetime
 from skyfill.ratelimit.spec import RateSpec
 
 MIN_FRACTION = 0.05
@@ -39,6 +41,8 @@ class HostStats:
     errors: int = 0
     wait_seconds: float = 0.0
     latency_ewma: float | None = None
+    shared_waits: int = 0
+    """Times the shared budget (distributed mode) had no slot free."""
 
 
 @dataclass(slots=True)
@@ -65,8 +69,12 @@ class HostLimiter:
         max_concurrency: int,
         adaptive: bool,
         clock: Callable[[], float] = time.time,
+        budget: SharedBudget | None = None,
     ) -> None:
         self.host = host
+        self.budget = budget
+        self._leased: deque[float] = deque()
+        """Expiry times of slots leased from the shared budget, oldest first."""
         self.spec = spec
         self.max_concurrency = max_concurrency
         self.adaptive = adaptive
@@ -101,6 +109,8 @@ class HostLimiter:
             async with self._turn:  # FIFO among this host's waiters
                 while True:
                     wait = self._wait_needed()
+                    if wait <= 0 and self.budget is not None:
+                        wait = await self._lease_slot()
                     if wait <= 0:
                         self._take()
                         break
@@ -112,6 +122,23 @@ class HostLimiter:
         waited = self._clock() - started
         self.stats.wait_seconds += waited
         return waited
+
+    async def _lease_slot(self) -> float:
+        """0 when a leased slot of the shared budget is ready (spent by `_take`), else the
+        seconds until the budget frees one."""
+        now = self._clock()
+        while self._leased and self._leased[0] <= now:
+            self._leased.popleft()  # unused in time: the budget counted it long ago
+        if self._leased:
+            return 0.0
+        assert self.budget is not None
+        granted, wait = await self.budget.lease(self.host, self.spec, lease_block(self.spec))
+        expires = self._clock() + lease_lifetime(self.spec)
+        self._leased.extend([expires] * granted)
+        if granted:
+            return 0.0
+        self.stats.shared_waits += 1
+        return max(wait, 0.01)
 
     def rate(self) -> float:
         return self.spec.per_second * self.fraction
@@ -163,6 +190,8 @@ class HostLimiter:
         if self._probe_started is None:
             self._probe_started = self._clock()
         self.tokens -= 1
+        if self._leased:
+            self._leased.popleft()
         self.in_flight += 1
         self.stats.requests += 1
         if self.window_left is not None:
@@ -256,6 +285,7 @@ class HostLimiter:
             "server_limit": self.window_limit,
             "server_window_s": self.window_length,
             "in_flight": self.in_flight,
+            "shared_waits": s.shared_waits,
             "waiting": self.waiting,
             "latency_ms": round(s.latency_ewma * 1000, 1) if s.latency_ewma is not None else None,
         }

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from skyfill.ratelimit.host import HostLimiter, Observation
+from skyfill.ratelimit.shared import SharedBudget
 from skyfill.ratelimit.spec import RateSpec, parse_rate
 
 DEFAULT_RATE = "3000/5m"
@@ -59,8 +60,10 @@ class Ticket:
 
 
 class LocalLimiter:
-    def __init__(self, settings: LimitSettings) -> None:
+    def __init__(self, settings: LimitSettings, budget: SharedBudget | None = None) -> None:
         self.settings = settings
+        self.budget = budget
+        """Distributed mode: every host's budget, shared with the other workers."""
         self._hosts: dict[str, HostLimiter] = {}
         self._global = asyncio.Semaphore(settings.global_concurrency)
         self.global_waiting = 0
@@ -72,7 +75,13 @@ class LocalLimiter:
             spec = self.settings.host_rates.get(key) or self.settings.host_rates.get(
                 key.split(":")[0], self.settings.default_rate
             )
-            limiter = HostLimiter(key, spec, self.settings.host_concurrency, self.settings.adaptive)
+            limiter = HostLimiter(
+                key,
+                spec,
+                self.settings.host_concurrency,
+                self.settings.adaptive,
+                budget=self.budget,
+            )
             self._hosts[key] = limiter
         return limiter
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 
 from aiohttp import web
 
@@ -60,6 +61,7 @@ class SimServers:
         self.pds_urls: list[str] = []
         self.limits = {i: WindowLimit(spec) for i, spec in (limits or {}).items()}
         self.served = [0] * network.hosts
+        self.arrivals: dict[int, list[float]] = {}
         self.finished_at: list[float | None] = [None] * network.hosts
 
     async def start(self) -> None:
@@ -129,12 +131,17 @@ class SimServers:
         app.router.add_get("/xrpc/_health", lambda _: web.json_response({"version": "simnet"}))
         app.router.add_get("/_simnet/requests", self._request_counts)
         app.router.add_get("/_simnet/stats", self._stats)
+        app.router.add_get("/_simnet/arrivals", self._arrivals)
         app.router.add_get("/.well-known/did.json", self._did_web_document)
         return app
 
     async def _request_counts(self, request: web.Request) -> web.Response:
         """getRepo requests per DID so far, across all hosts (for tests)."""
         return web.json_response(self.network.requests)
+
+    async def _arrivals(self, request: web.Request) -> web.Response:
+        """When each getRepo request reached each host (epoch seconds), by host index."""
+        return web.json_response({str(i): times for i, times in sorted(self.arrivals.items())})
 
     async def _stats(self, request: web.Request) -> web.Response:
         """Per host: repos served, and what its rate limit admitted and refused."""
@@ -154,6 +161,7 @@ class SimServers:
 
     async def _get_repo(self, request: web.Request) -> web.StreamResponse:
         index = request.app["host_index"]
+        self.arrivals.setdefault(index, []).append(time.time())
         limit = self.limits.get(index)
         headers: dict[str, str] = {}
         if limit is not None:

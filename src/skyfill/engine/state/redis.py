@@ -29,7 +29,9 @@ from urllib.parse import urlsplit, urlunsplit
 
 import orjson
 import redis
+from redis.backoff import ExponentialBackoff
 from redis.client import Pipeline
+from redis.retry import Retry
 
 from skyfill.engine.model import (
     PENDING_ITEM,
@@ -48,6 +50,10 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 FAILED_ITEM = "failed"
+OUTAGE_RETRIES = 40
+OUTAGE_BACKOFF_CAP = 3.0
+"""A command retries while Redis is unreachable (a restart): up to 40 times, waiting up to
+3 s between tries (about 2 minutes in all), before the error reaches the caller."""
 _CHUNK = 1000
 _JOB_FIELDS = (
     "job_id",
@@ -124,7 +130,14 @@ class RedisStateStore:
     @classmethod
     def from_url(cls, url: str, job_id: str) -> RedisStateStore:
         """Connect to `redis://[user:password@]host:port/db` (the password is never logged)."""
-        store = cls(redis.Redis.from_url(url, decode_responses=True), job_id)
+        client = redis.Redis.from_url(
+            url,
+            decode_responses=True,
+            retry=Retry(ExponentialBackoff(cap=OUTAGE_BACKOFF_CAP, base=0.05), OUTAGE_RETRIES),
+            retry_on_error=[redis.ConnectionError, redis.TimeoutError],
+            health_check_interval=30,
+        )
+        store = cls(client, job_id)
         store._owns_client = True
         store._where = redact_url(url)
         log.debug("redis state store for job %s at %s", job_id, store._where)
@@ -322,6 +335,9 @@ class RedisStateStore:
 
             got = self._read(reads)
             job_exists, taken, rows = got[0], got[1 : 1 + len(plan_keys)], got[1 + len(plan_keys) :]
+            if taken and all(taken) and _s(self._r.hget(k.job, "phase")) == phase:
+                pipe.multi()
+                return  # a replay of a plan that was recorded (its reply was lost)
             if any(taken):
                 clash = [name for name, n in zip(plan_keys, taken, strict=True) if n]
                 raise IntegrityError(f"already planned: {clash[:5]}")
@@ -582,13 +598,16 @@ class RedisStateStore:
         def body(pipe: Pipeline) -> None:
             def reads(p: Pipeline) -> None:
                 if segment is not None:
-                    p.hexists(seg_key, str(segment.seq))
+                    p.hget(seg_key, str(segment.seq))
                 for name in item_keys:
                     p.hmget(name, ["batch_id", "status", "attempts", "task_id"])
 
             got = self._read(reads)
             if segment is not None:
-                if got[0]:
+                if got[0] is not None:
+                    if orjson.loads(got[0]) == {"path": segment.path, "rows": segment.rows}:
+                        pipe.multi()
+                        return  # a replay of a commit that happened (its reply was lost)
                     raise IntegrityError(f"segment {segment.task_id}#{segment.seq} exists")
                 got = got[1:]
             state = {

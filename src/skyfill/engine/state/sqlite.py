@@ -263,6 +263,12 @@ class SqliteStateStore:
         now = time.time()
         with self._transaction() as db:
             if segment is not None:
+                known = db.execute(
+                    "SELECT path, rows FROM segments WHERE task_id = ? AND seq = ?",
+                    (segment.task_id, segment.seq),
+                ).fetchone()
+                if known == (segment.path, segment.rows):
+                    return  # this very commit happened already (a replay)
                 db.execute(
                     "INSERT INTO segments VALUES (?,?,?,?)",
                     (segment.task_id, segment.seq, segment.path, segment.rows),

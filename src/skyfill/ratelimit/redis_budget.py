@@ -1,0 +1,65 @@
+"""A host budget shared through Redis: a sliding-window log per host, in one Lua script.
+
+The key `skyfill:ratelimit:<host>` is a sorted set of the request slots handed out in
+the last window (plus a slot's lifetime), scored by the Redis server's clock (`TIME`, so
+the workers' clocks do not matter). The script drops older slots, grants up to the number
+asked within the limit, and otherwise says when the oldest slot leaves the window. Keys
+are shared by every job on the server: two jobs on the same host share its budget.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+
+import redis
+
+from skyfill.ratelimit.shared import lease_lifetime
+from skyfill.ratelimit.spec import RateSpec
+
+_LEASE = """
+local key = KEYS[1]
+local window_us = tonumber(ARGV[1])
+local limit = tonumber(ARGV[2])
+local want = tonumber(ARGV[3])
+local tag = ARGV[4]
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window_us)
+local used = redis.call('ZCARD', key)
+local grant = math.min(want, limit - used)
+if grant <= 0 then
+  local oldest = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+  local wait = window_us
+  if oldest[2] then wait = tonumber(oldest[2]) + window_us - now end
+  return {0, wait}
+end
+for i = 1, grant do
+  redis.call('ZADD', key, now, tag .. ':' .. now .. ':' .. i)
+end
+redis.call('PEXPIRE', key, math.ceil(window_us / 1000) + 1000)
+return {grant, 0}
+"""
+
+
+def budget_key(host: str) -> str:
+    return f"skyfill:ratelimit:{host}"
+
+
+class RedisBudget:
+    def __init__(self, client: redis.Redis) -> None:
+        self._script = client.register_script(_LEASE)
+        self._tag = secrets.token_hex(4)
+
+    async def lease(self, host: str, spec: RateSpec, want: int) -> tuple[int, float]:
+        return await asyncio.to_thread(self.lease_now, host, spec, want)
+
+    def lease_now(self, host: str, spec: RateSpec, want: int) -> tuple[int, float]:
+        # A slot may be spent up to its lifetime after the lease: counting it over the window
+        # plus that lifetime keeps any real window of requests within the limit.
+        horizon = spec.window + lease_lifetime(spec)
+        granted, wait_us = self._script(
+            keys=[budget_key(host)],
+            args=[int(horizon * 1_000_000), spec.requests, want, self._tag],
+        )
+        return int(granted), max(0.0, int(wait_us) / 1_000_000)

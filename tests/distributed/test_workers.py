@@ -1,0 +1,252 @@
+"""Distributed mode end to end: `skyfill submit` + `skyfill worker` processes on one Redis,
+against the simulated network; a worker SIGKILLed mid-batch, Redis restarted mid-job."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from skyfill.engine.state.redis import RedisStateStore
+from tests.helpers import (
+    SKYFILL,
+    RedisServer,
+    Server,
+    all_records,
+    assert_one_line_error,
+    records_by_did,
+    repos,
+    run_cli,
+    run_job,
+    truth_records,
+)
+
+TIMEOUT = 120
+
+
+def submit(net: Server, redis: RedisServer, workdir: Path, job_id: str, *flags: str) -> str:
+    done = run_cli(
+        "submit",
+        "--state",
+        redis.url,
+        "--dids",
+        net.ready["dids"],
+        "--workdir",
+        str(workdir),
+        "--job-id",
+        job_id,
+        "--plc-url",
+        net.ready["plc"],
+        "--allow-private-network",
+        *flags,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def start_workers(redis: RedisServer, job_id: str, count: int, *flags: str) -> list:
+    return [
+        subprocess.Popen(
+            [
+                *SKYFILL,
+                "worker",
+                "--state",
+                redis.url,
+                "--job",
+                job_id,
+                "--worker-id",
+                f"w{i}",
+                "--progress",
+                "none",
+                "--visibility-timeout",
+                "3",
+                *flags,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(count)
+    ]
+
+
+def wait_all(workers: list, timeout: float = TIMEOUT) -> list[str]:
+    """Wait for every worker to exit; returns their stderr."""
+    errors = []
+    deadline = time.monotonic() + timeout
+    for proc in workers:
+        try:
+            _, err = proc.communicate(timeout=max(1.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            for p in workers:
+                p.kill()
+            pytest.fail(f"workers still running after {timeout}s")
+        errors.append(err)
+    return errors
+
+
+def wait_until(condition, timeout: float = 60, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.05)
+    pytest.fail(f"timed out waiting for {what}")
+
+
+def comparable(rows: list[dict]) -> list[tuple]:
+    return [tuple(v for k, v in sorted(r.items()) if k != "job_id") for r in rows]
+
+
+def test_four_workers_one_killed_mid_batch_equals_one_machine(
+    network: Server, redis_server: RedisServer, tmp_path: Path
+) -> None:
+    shared = tmp_path / "shared"
+    # 12 requests/s per host shared by all workers: the job lasts long enough to kill one
+    submit(network, redis_server, shared, "dist", "--batch-size", "8", "--rate-limit", "12/1s")
+    store = RedisStateStore.from_url(redis_server.url, "dist")
+    workers = start_workers(redis_server, "dist", 4)
+
+    def victim_mid_batch() -> str | None:
+        done = store.status_counts().get("ok", 0)
+        for w in store.workers():
+            if w.get("tasks") and done >= 10:
+                return w["worker_id"]
+        return None
+
+    wait_until(lambda: victim_mid_batch() is not None, what="a worker holding a batch")
+    victim = victim_mid_batch()
+    assert victim is not None
+    held = store.workers()[[w["worker_id"] for w in store.workers()].index(victim)]["tasks"]
+    workers[int(victim[1:])].send_signal(signal.SIGKILL)
+    errors = wait_all(workers)
+
+    job = store.job()
+    assert job is not None and str(job.status) == "completed", errors
+    counts = store.status_counts()
+    assert "pending" not in counts and sum(counts.values()) == job.item_count == 120
+    # the batch the dead worker held was finished by another worker (claimed twice)
+    assert all(store.task_info(t)["attempts"] >= 2 for t in held), held
+    assert store.task_status_counts() == {"done": len(store.tasks())}
+
+    # the same DIDs on one machine give the same dataset
+    local = run_job(network, tmp_path / "local", "local")
+    assert local.returncode == 0, local.stderr
+    dist_rows = all_records(shared, "dist")
+    keys = [(r["did"], r["collection"], r["rkey"]) for r in dist_rows]
+    assert len(keys) == len(set(keys)), "a record appears twice"
+    assert comparable(dist_rows) == comparable(all_records(tmp_path / "local", "local"))
+    truth = truth_records(network.ready["truth_data"])
+    got = records_by_did(shared, "dist")
+    assert {d: got.get(d, set()) for d in truth} == truth
+    dist_repos, local_repos = repos(shared, "dist"), repos(tmp_path / "local", "local")
+    assert {d: r["status"] for d, r in dist_repos.items()} == {
+        d: r["status"] for d, r in local_repos.items()
+    }
+    store.close()
+
+
+def test_redis_restart_with_aof_mid_job(
+    network: Server, redis_server: RedisServer, tmp_path: Path
+) -> None:
+    shared = tmp_path / "shared"
+    submit(network, redis_server, shared, "restart", "--batch-size", "8", "--rate-limit", "12/1s")
+    store = RedisStateStore.from_url(redis_server.url, "restart")
+    workers = start_workers(redis_server, "restart", 2)
+    wait_until(lambda: store.status_counts().get("ok", 0) >= 15, what="15 DIDs done")
+    store.close()
+    redis_server.kill()
+    time.sleep(2)
+    redis_server.start()  # same port, same data directory: the AOF is replayed
+    errors = wait_all(workers)
+
+    store = RedisStateStore.from_url(redis_server.url, "restart")
+    job = store.job()
+    assert job is not None and str(job.status) == "completed", errors
+    assert "pending" not in store.status_counts()
+    truth = truth_records(network.ready["truth_data"])
+    got = records_by_did(shared, "restart")
+    assert {d: got.get(d, set()) for d in truth} == truth
+    rows = all_records(shared, "restart")
+    assert len({(r["did"], r["collection"], r["rkey"]) for r in rows}) == len(rows)
+    store.close()
+
+
+def test_workers_share_one_host_budget(
+    network: Server, redis_server: RedisServer, tmp_path: Path
+) -> None:
+    rate = 6
+    pds = network.ready["pds"][0].removeprefix("http://")
+    submit(
+        network,
+        redis_server,
+        tmp_path / "shared",
+        "budget",
+        "--batch-size",
+        "5",
+        "--hosts",
+        f"{pds}={rate}/1s",
+    )
+    started = time.time()
+    wait_all(start_workers(redis_server, "budget", 4))
+    arrivals = _json(network.ready["pds"][0] + "/_simnet/arrivals")["0"]
+    mine = sorted(t for t in arrivals if t >= started)
+    assert len(mine) >= 40  # this job's getRepo requests to host 0
+    busiest = max(sum(1 for u in mine if t <= u < t + 1.0) for t in mine)
+    block = 1  # lease block of a 6/1s budget
+    assert busiest <= rate + block, f"{busiest} requests to host 0 within one second"
+    span = mine[-1] - mine[0]
+    assert len(mine) / span > 0.6 * rate, "the shared budget should still be used"
+
+
+def test_enqueue_adds_new_dids_only(
+    network: Server, redis_server: RedisServer, tmp_path: Path
+) -> None:
+    dids = Path(network.ready["dids"]).read_text().split()
+    first = tmp_path / "first.txt"
+    first.write_text("\n".join(dids[:20]) + "\n")
+    done = run_cli(
+        "submit",
+        "--state",
+        redis_server.url,
+        "--dids",
+        str(first),
+        "--workdir",
+        str(tmp_path / "shared"),
+        "--job-id",
+        "grow",
+        "--plc-url",
+        network.ready["plc"],
+        "--allow-private-network",
+    )
+    assert done.returncode == 0, done.stderr
+    added = run_cli("enqueue", "grow", *dids[15:30], "--state", redis_server.url)
+    assert added.returncode == 0, added.stderr
+    assert "added 10 DIDs" in added.stdout and "(5 already in the job)" in added.stdout
+    wait_all(start_workers(redis_server, "grow", 2))
+    assert set(repos(tmp_path / "shared", "grow")) == set(dids[:30])
+    late = run_cli("enqueue", "grow", dids[40], "--state", redis_server.url)
+    assert_one_line_error(late, 2, "takes no more DIDs")
+    bad = run_cli("enqueue", "grow", "not-a-did", "--state", redis_server.url)
+    assert_one_line_error(bad, 2, "not-a-did")
+
+
+def test_status_and_bad_state_url(
+    network: Server, redis_server: RedisServer, tmp_path: Path
+) -> None:
+    missing = run_cli("status", "nojob", "--state", redis_server.url)
+    assert_one_line_error(missing, 2, "no job nojob")
+    down = run_cli("worker", "--state", "redis://127.0.0.1:1/0", "--exit-when-idle")
+    assert_one_line_error(down, 2, "cannot reach Redis")
+    wrong = run_cli("status", "x", "--state", "http://127.0.0.1:1/")
+    assert_one_line_error(wrong, 2, "expected a redis://")
+
+
+def _json(url: str) -> dict:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return json.loads(response.read())
