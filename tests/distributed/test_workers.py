@@ -29,7 +29,7 @@ from tests.helpers import (
 TIMEOUT = 120
 
 
-def submit(net: Server, redis: RedisServer, workdir: Path, job_id: str, *flags: str) -> str:
+def submit(net: Server, redis: RedisServer, workdir: Path | str, job_id: str, *flags: str) -> str:
     done = run_cli(
         "submit",
         "--state",

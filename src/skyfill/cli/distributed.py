@@ -21,7 +21,6 @@ from skyfill.cli import session
 from skyfill.cli.backfill import backfill_options, build_config
 from skyfill.cli.options import progress_option, with_env_vars
 from skyfill.engine.distributed.node import NodeSettings, default_worker_id
-from skyfill.engine.layout import JobLayout
 from skyfill.engine.model import PHASE_AGGREGATE, Batch, JobStatus
 from skyfill.engine.planner import worker_tasks
 from skyfill.engine.state.redis import RedisStateStore
@@ -45,13 +44,17 @@ def state_option(required: bool) -> Any:
 @click.command()
 @backfill_options
 @state_option(required=True)
-def submit(workdir: Path, state_url: str, **options: Any) -> None:
-    """Plan a job into Redis and queue its batches; `skyfill worker` processes run it."""
+def submit(workdir: Path | str, state_url: str, **options: Any) -> None:
+    """Plan a job into Redis and queue its batches; `skyfill worker` processes run it.
+
+    --workdir may be a shared directory or any fsspec URL (s3://bucket/prefix: set
+    AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY for an S3-compatible
+    store)."""
     job_id = options["job_id"] or session.new_job_id()
     session.check_job_id(job_id)
     handler = BackfillHandler(build_config(options, job_id))
-    layout = JobLayout(workdir.resolve(), job_id)
-    job = session.submit_distributed(handler, layout, state_url)
+    location = workdir if isinstance(workdir, str) else str(workdir.resolve())
+    job = session.submit_distributed(handler, location, job_id, state_url)
     click.echo(
         f"job {job_id}: {job.item_count} DIDs queued in {session.redact(state_url)}; "
         f"start workers with `skyfill worker --state URL --job {job_id}`"

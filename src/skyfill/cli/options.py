@@ -14,6 +14,7 @@ from typing import Any
 import click
 
 from skyfill.engine.definition import RESERVED_KEYS, read_yaml_mapping
+from skyfill.engine.replica import is_url
 from skyfill.errors import UsageError
 
 BACKFILL_HANDLER = "skyfill.backfill.handler:BackfillHandler"
@@ -23,13 +24,25 @@ ENV_PREFIX = "SKYFILL_"
 def workdir_option(f: Callable) -> Callable:
     return click.option(
         "--workdir",
-        type=click.Path(file_okay=False, path_type=Path),
+        callback=_workdir,
         default="skyfill-work",
         show_default=True,
         envvar="SKYFILL_WORKDIR",
         show_envvar=True,
         help="Directory that holds jobs/<job_id>/.",
     )(f)
+
+
+def _workdir(ctx: click.Context, _param: click.Parameter, value: str) -> Path | str:
+    """A local directory (Path), or an fsspec URL (str) where `skyfill submit` takes one."""
+    if not is_url(value):
+        return Path(value)
+    if ctx.info_name != "submit":
+        raise UsageError(
+            f"--workdir {value}: a URL job directory is for distributed mode "
+            "(`skyfill submit --state redis://… --workdir URL`)"
+        )
+    return value
 
 
 def progress_option(f: Callable) -> Callable:

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import re
 import secrets
+import shutil
 import signal
 import sys
+import tempfile
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,6 +19,7 @@ from typing import Any
 import orjson
 import redis
 
+from skyfill.engine import replica
 from skyfill.engine.definition import import_handler
 from skyfill.engine.distributed.node import NodeSettings, WorkerNode
 from skyfill.engine.handler import Handler
@@ -166,12 +170,25 @@ def open_redis_job(state_url: str, job_id: str) -> Iterator[tuple[JobLayout, Red
         entry = RedisStateStore.registered_jobs(store.client).get(job_id)
         if entry is None or store.job() is None:
             raise UsageError(f"no job {job_id} in {redact(state_url)}")
-        yield JobLayout(Path(entry["workdir"]), job_id), store
+        yield local_layout(entry["workdir"], job_id), store
     finally:
         store.close()
 
 
-def submit_distributed(handler: Handler, layout: JobLayout, state_url: str) -> JobRecord:
+def local_layout(workdir: str, job_id: str) -> JobLayout:
+    """The job's layout in this process: the shared directory itself, or, for an fsspec
+    URL, a private working copy replicated to it (removed when the process exits)."""
+    if not replica.is_url(workdir):
+        return JobLayout(Path(workdir), job_id)
+    scratch = Path(tempfile.mkdtemp(prefix=f"skyfill-{job_id}-"))
+    atexit.register(shutil.rmtree, scratch, True)
+    layout = JobLayout(scratch, job_id)
+    replica.replicate(layout.root, f"{workdir.rstrip('/')}/jobs/{job_id}")
+    return layout
+
+
+def submit_distributed(handler: Handler, workdir: str, job_id: str, state_url: str) -> JobRecord:
+    layout = local_layout(workdir, job_id)
     plan = handler.plan()
     for warning in plan.warnings:
         print(f"skyfill: warning: {warning}", file=sys.stderr)
@@ -179,10 +196,10 @@ def submit_distributed(handler: Handler, layout: JobLayout, state_url: str) -> J
         raise UsageError("the input holds no valid DID")
     store = _connect(state_url, layout.job_id)
     try:
-        if store.job() is not None or layout.manifest.exists():
+        if store.job() is not None or replica.ensure_local(layout.manifest):
             raise UsageError(f"job {layout.job_id} already exists; pick another --job-id")
         job = runner_for(handler, layout, store).submit(plan)
-        store.register(str(layout.workdir))
+        store.register(workdir)
         return job
     finally:
         store.close()

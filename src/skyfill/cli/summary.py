@@ -11,6 +11,7 @@ import orjson
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from skyfill.engine import replica
 from skyfill.engine.layout import JobLayout
 from skyfill.engine.state.base import JobRecord
 
@@ -56,6 +57,7 @@ def _top_errors(statuses: list[str], errors: list[str | None]) -> list[str]:
 def _records_per_collection(layout: JobLayout) -> Counter[str]:
     """Rows per collection, from the aggregation manifest's description of the output files
     (written and counted once by the sink; no need to scan the dataset again)."""
+    replica.refresh(layout.aggregation / "manifest.json")
     manifest = orjson.loads((layout.aggregation / "manifest.json").read_bytes())
     counts: Counter[str] = Counter()
     for described in manifest["output_files"]:

@@ -12,7 +12,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from skyfill.engine import spool
+from skyfill.engine import replica, spool
 from skyfill.engine.aggregate import MergeSpec, merge_stream, reduce_to_fan_in
 from skyfill.engine.failpoints import failpoint
 from skyfill.engine.handler import AggregateContext, Handler
@@ -27,6 +27,7 @@ def done_task_outputs(layout: JobLayout, store: StateStore) -> dict[str, tuple[P
         t.batch_id: (layout.task_output(t.task_id), store.task_info(t.task_id)["row_count"])
         for t in store.tasks()
         if spool.is_done(layout.task_done(t.task_id))
+        and replica.ensure_local(layout.task_output(t.task_id))
     }
 
 
@@ -63,3 +64,4 @@ def remove_intermediate_merges(layout: JobLayout) -> None:
     """Once the final output is in place, the merge levels are only disk use."""
     for directory in layout.aggregation.glob("merge-*"):
         shutil.rmtree(directory, ignore_errors=True)
+        replica.removed_tree(directory)

@@ -1,5 +1,6 @@
-"""Crash-safe file writes: write a temporary file, fsync, rename over the target; and the
-read-back check every written Parquet file passes before it is trusted."""
+"""Crash-safe file writes: write a temporary file, fsync, rename over the target (then
+replicate it to the job's shared storage, if any: `replica`); and the read-back check
+every written Parquet file passes before it is trusted."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from pathlib import Path
 
 import orjson
 import pyarrow.parquet as pq
+
+from skyfill.engine.replica import published
 
 
 def fsync_dir(path: Path) -> None:
@@ -28,6 +31,7 @@ def write_bytes(path: Path, data: bytes) -> None:
         os.fsync(f.fileno())
     os.replace(tmp, path)
     fsync_dir(path.parent)
+    published(path)
 
 
 def write_json(path: Path, value: object) -> None:
@@ -40,6 +44,7 @@ def commit_file(tmp: Path, path: Path) -> None:
         os.fsync(f.fileno())
     os.replace(tmp, path)
     fsync_dir(path.parent)
+    published(path)
 
 
 def sha256_file(path: Path) -> str:

@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 
 from skyfill import __version__
+from skyfill.engine import replica
 from skyfill.engine.atomic import write_json
 from skyfill.engine.layout import JobLayout
 from skyfill.engine.planner import RetryPlan
@@ -103,6 +104,7 @@ class ManifestWriter:
         error: str | None = None,
     ) -> None:
         path = self._layout.manifest
+        replica.refresh(path)
         data = orjson.loads(path.read_bytes())
         if status is not None:
             data["status"] = status

@@ -7,14 +7,13 @@ which is reopened and checked, then hashed; only then is its `.done` marker writ
 
 from __future__ import annotations
 
-import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
 
-from skyfill.engine import columnar
+from skyfill.engine import columnar, replica
 from skyfill.engine.aggregate import MergeSpec, merge_stream
 from skyfill.engine.atomic import commit_file, sha256_file, validate_parquet, write_bytes
 from skyfill.engine.state.base import Segment
@@ -70,10 +69,18 @@ def mark_done(done_marker: Path, sha256: str) -> None:
     write_bytes(done_marker, (sha256 + "\n").encode())
 
 
+def fetch_committed(directory: Path, committed: list[Segment]) -> None:
+    """Bring committed segments written by another worker (shared storage) here."""
+    for segment in committed:
+        if not replica.ensure_local(directory / segment.path):
+            raise FileNotFoundError(f"committed segment {directory / segment.path} is missing")
+
+
 def remove_segments(directory: Path) -> None:
     if directory.is_dir():
         shutil.rmtree(directory)
+    replica.removed_tree(directory)
 
 
 def is_done(done_marker: Path) -> bool:
-    return os.path.exists(done_marker)
+    return replica.ensure_local(done_marker)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import orjson
 import pyarrow as pa
 
-from skyfill.engine import spool
+from skyfill.engine import replica, spool
 from skyfill.engine.aggregate import MergeSpec, sort_table
 from skyfill.engine.atomic import validate_parquet
 from skyfill.engine.failpoints import failpoint
@@ -48,7 +48,9 @@ async def run_task(ctx: WorkerContext, task: Task) -> None:
         return
     store.start_task(task.task_id)
     ctx.manifests.task(task.task_id, store.task_info(task.task_id), None)
-    spool.discard_uncommitted(layout.segments_dir(task.task_id), store.segments(task.task_id))
+    committed = store.segments(task.task_id)
+    spool.discard_uncommitted(layout.segments_dir(task.task_id), committed)
+    spool.fetch_committed(layout.segments_dir(task.task_id), committed)
     pending = store.pending_items(task.batch_id)
     if pending:
         batch = Batch(task.batch_id, task.phase, task.group, tuple(pending))
@@ -112,6 +114,8 @@ def record_finished_task(ctx: WorkerContext, task: Task) -> None:
     """On resume: a task whose `.done` marker exists is recorded as done in the state store
     (its file is checked against its manifest first)."""
     layout = ctx.layout
+    replica.ensure_local(layout.task_manifest(task.task_id))
+    replica.ensure_local(layout.task_output(task.task_id))
     manifest = orjson.loads(layout.task_manifest(task.task_id).read_bytes())
     rows = validate_parquet(layout.task_output(task.task_id), manifest["result"]["row_count"])
     sha = layout.task_done(task.task_id).read_text().strip()

@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from skyfill.engine import columnar
+from skyfill.engine import columnar, replica
 from skyfill.engine.atomic import fsync_dir, sha256_file
 from skyfill.engine.failpoints import failpoint
 
@@ -62,6 +62,7 @@ class ParquetSink:
         failpoint("output_removed")
         tmp.rename(self._output)
         fsync_dir(self._output.parent)
+        replica.published_tree(self._output)
         return facts
 
 
