@@ -39,7 +39,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from skyfill.engine import columnar
-from skyfill.engine.atomic import commit_file, sha256_file, validate_parquet, write_bytes
+from skyfill.engine.atomic import commit_file, sha256_file, tmp_path, validate_parquet, write_bytes
 from skyfill.engine.failpoints import failpoint
 
 PREFETCH_BATCHES = 2
@@ -517,7 +517,7 @@ def _reusable(target: Path, done: Path, identity: dict) -> dict | None:
 def _write_merged(group: list[Path], target: Path, spec: MergeSpec, schema: pa.Schema) -> int:
     """Merge `group` into `target` through a validated temporary file; return its rows."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp")
+    tmp = tmp_path(target)
     rows = 0
     with columnar.writer(tmp, schema) as writer:
         for batch in merge_stream(group, spec, schema):

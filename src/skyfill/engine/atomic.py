@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import secrets
 from pathlib import Path
 
 import orjson
@@ -22,9 +23,15 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def tmp_path(path: Path) -> Path:
+    """A temporary name beside `path`, private to this process: two workers writing the
+    same file never write into one temporary file."""
+    return path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(3)}.tmp")
+
+
 def write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = tmp_path(path)
     with open(tmp, "wb") as f:
         f.write(data)
         f.flush()

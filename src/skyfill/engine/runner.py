@@ -39,7 +39,7 @@ from skyfill.engine.planner import (
     worker_tasks,
 )
 from skyfill.engine.settings import EngineSettings
-from skyfill.engine.state.base import JobRecord, StateStore
+from skyfill.engine.state.base import JobRecord, StateStore, TaskTakenOver
 from skyfill.engine.worker import WorkerContext, record_failed_task, run_task
 from skyfill.errors import UsageError
 from skyfill.monitor.progress import NullProgress, Progress
@@ -269,6 +269,8 @@ class JobRunner:
     async def run_guarded(self, ctx: WorkerContext, task: Task) -> None:
         try:
             await run_task(ctx, task)
+        except TaskTakenOver:
+            raise  # the task lives on with its new owner; nothing to record
         except Exception as exc:
             record_failed_task(ctx, task, exc)
             raise

@@ -7,6 +7,7 @@ which is reopened and checked, then hashed; only then is its `.done` marker writ
 
 from __future__ import annotations
 
+import secrets
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +16,7 @@ import pyarrow as pa
 
 from skyfill.engine import columnar, replica
 from skyfill.engine.aggregate import MergeSpec, merge_stream
-from skyfill.engine.atomic import commit_file, sha256_file, validate_parquet, write_bytes
+from skyfill.engine.atomic import commit_file, sha256_file, tmp_path, validate_parquet, write_bytes
 from skyfill.engine.state.base import Segment
 
 SEGMENT_ROW_GROUP = 8192
@@ -31,8 +32,10 @@ class TaskOutput:
 
 def write_segment(directory: Path, task_id: str, seq: int, table: pa.Table) -> Segment:
     directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f"seg-{seq:05d}.parquet"
-    tmp = directory / f".seg-{seq:05d}.parquet.tmp"
+    # Unique per writer: a worker that lost its task to another (a long Redis outage) can
+    # never overwrite a segment the new owner committed under the same seq.
+    path = directory / f"seg-{seq:05d}-{secrets.token_hex(4)}.parquet"
+    tmp = tmp_path(path)
     columnar.write_table(table, tmp, SEGMENT_ROW_GROUP)
     commit_file(tmp, path)
     return Segment(task_id=task_id, seq=seq, path=path.name, rows=table.num_rows)
@@ -53,7 +56,7 @@ def merge_segments(
 ) -> TaskOutput:
     """Merge committed (sorted) segments into `target`, validate it, return its facts."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp")
+    tmp = tmp_path(target)
     written = 0
     with columnar.writer(tmp, schema) as writer:
         for batch in merge_stream([directory / s.path for s in segments], spec, schema):

@@ -18,7 +18,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
+import logging
 import os
+import secrets
 import socket
 import time
 from dataclasses import dataclass
@@ -28,11 +31,12 @@ from skyfill.engine.distributed.queue import Claim
 from skyfill.engine.distributed.redis_queue import RedisTaskQueue
 from skyfill.engine.model import PHASE_AGGREGATE, JobStatus, Role, TaskStatus
 from skyfill.engine.runner import STOPPING, JobError, JobRunner
-from skyfill.engine.state.base import JobRecord
-from skyfill.engine.state.redis import RedisStateStore
+from skyfill.engine.state.base import JobRecord, TaskTakenOver
+from skyfill.engine.state.redis import CLAIM, RedisStateStore
 from skyfill.engine.worker import WorkerContext
 
 ACTIVE = (JobStatus.RUNNING, JobStatus.AGGREGATING)
+log = logging.getLogger(__name__)
 
 
 def default_worker_id() -> str:
@@ -134,7 +138,16 @@ class WorkerNode:
         if not self._opened:
             self._opened = True  # close() even if open() fails half-way
             await self.runner.handler.open()
-        self.running[asyncio.ensure_future(self.runner.run_guarded(ctx, task))] = claim
+        # A token for this run: a run of the task that another claim has since replaced
+        # (here or on another node) is fenced off from committing anything more.
+        token = f"{self.worker_id}/{secrets.token_hex(4)}"
+        self.store.claim_task(task.task_id, token)
+        context = contextvars.copy_context()
+        context.run(CLAIM.set, token)
+        run = asyncio.get_running_loop().create_task(
+            self.runner.run_guarded(ctx, task), context=context
+        )
+        self.running[run] = claim
         return True
 
     async def _collect(self, timeout: float) -> int:
@@ -146,8 +159,13 @@ class WorkerNode:
         )
         for finished in done:
             claim = self.running.pop(finished)
-            finished.result()  # a failed task fails the job (recorded by run_guarded)
-            if self.store.task(claim.task_id).status is TaskStatus.DONE:
+            try:
+                finished.result()  # a failed task fails the job (recorded by run_guarded)
+            except TaskTakenOver as exc:
+                log.warning("%s: %s", self.worker_id, exc)  # its new owner acknowledges it
+                continue
+            task = self.store.task(claim.task_id)
+            if task is not None and task.status is TaskStatus.DONE:
                 self.queue.ack(claim)
                 self.tasks_done += 1
         return len(done)

@@ -68,15 +68,19 @@ class RedisTaskQueue:
         return None
 
     def extend(self, consumer: str, claims: list[Claim]) -> None:
-        if claims:
-            self._r.xclaim(
-                self._stream,
-                QUEUE_GROUP,
-                consumer,
-                0,
-                [c.message_id for c in claims],
-                justid=True,
+        if not claims:
+            return
+        # Only entries still ours: XCLAIM would otherwise take back one that another
+        # consumer reclaimed from us while we were silent.
+        mine = {
+            _s(entry["message_id"])
+            for entry in self._r.xpending_range(
+                self._stream, QUEUE_GROUP, "-", "+", len(claims) + 100, consumername=consumer
             )
+        }
+        ids = [c.message_id for c in claims if c.message_id in mine]
+        if ids:
+            self._r.xclaim(self._stream, QUEUE_GROUP, consumer, 0, ids, justid=True)
 
     def ack(self, claim: Claim) -> None:
         pipe = self._r.pipeline(transaction=True)

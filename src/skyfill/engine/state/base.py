@@ -15,6 +15,11 @@ from typing import Any, Protocol
 from skyfill.engine.model import Batch, ItemResult, JobStatus, Task, TaskStatus
 
 
+class TaskTakenOver(RuntimeError):
+    """Another worker has taken this task over (this one went silent too long): stop
+    working on it and write nothing more for it. Not a failure of the task."""
+
+
 @dataclass(frozen=True, slots=True)
 class JobRecord:
     job_id: str

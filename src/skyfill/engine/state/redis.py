@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
@@ -42,7 +43,7 @@ from skyfill.engine.model import (
     Task,
     TaskStatus,
 )
-from skyfill.engine.state.base import JobRecord, Segment
+from skyfill.engine.state.base import JobRecord, Segment, TaskTakenOver
 from skyfill.engine.state.redis_keys import JOBS_KEY, QUEUE_GROUP, RedisKeys
 
 log = logging.getLogger(__name__)
@@ -82,6 +83,10 @@ _TASK_INFO_FIELDS = (
     "error",
 )
 _ITEM_FIELDS = ("status", "error_class", "error", "retryable", "attempts", "data", "metrics")
+
+
+CLAIM: ContextVar[str | None] = ContextVar("skyfill_claim", default=None)
+"""The claim token of the task run in this context (distributed mode; see claim_task)."""
 
 
 class IntegrityError(Exception):
@@ -124,6 +129,7 @@ class RedisStateStore:
     def __init__(self, client: redis.Redis, job_id: str) -> None:
         self._r = client
         self._keys = RedisKeys(job_id)
+
         self._owns_client = False
         self._where = "redis"
 
@@ -542,6 +548,7 @@ class RedisStateStore:
         metrics: dict[str, Any],
         error: str | None = None,
     ) -> None:
+        self._check_owner(task_id, self._r.hget(self._keys.task(task_id), "owner"))
         self._update_if_exists(
             self._keys.task(task_id),
             {
@@ -554,6 +561,17 @@ class RedisStateStore:
                 "error": error,
             },
         )
+
+    def claim_task(self, task_id: str, claim: str) -> None:
+        """Record `claim` (a token unique to one run of the task) as the task's owner.
+        A run whose context carries another token (`CLAIM`) can commit nothing more to
+        the task: its commits raise TaskTakenOver."""
+        self._update_if_exists(self._keys.task(task_id), {"owner": claim})
+
+    def _check_owner(self, task_id: str, owner: Any) -> None:
+        mine = CLAIM.get()
+        if mine is not None and _s(owner) not in (None, mine):
+            raise TaskTakenOver(f"{task_id} is now worked on by {_s(owner)}")
 
     def task_info(self, task_id: str) -> dict[str, Any]:
         row = [_s(v) for v in self._r.hmget(self._keys.task(task_id), _TASK_INFO_FIELDS)]
@@ -597,12 +615,15 @@ class RedisStateStore:
 
         def body(pipe: Pipeline) -> None:
             def reads(p: Pipeline) -> None:
+                p.hget(k.task(task_id), "owner")
                 if segment is not None:
                     p.hget(seg_key, str(segment.seq))
                 for name in item_keys:
                     p.hmget(name, ["batch_id", "status", "attempts", "task_id"])
 
             got = self._read(reads)
+            self._check_owner(task_id, got[0])
+            got = got[1:]
             if segment is not None:
                 if got[0] is not None:
                     if orjson.loads(got[0]) == {"path": segment.path, "rows": segment.rows}:
@@ -666,7 +687,7 @@ class RedisStateStore:
                     pipe.sadd(k.task_items(task_id), r.key)
                 state[r.key] = [batch, r.status, attempts, task_id]
 
-        self._transact([*([seg_key] if seg_key else []), *item_keys], body)
+        self._transact([k.task(task_id), *([seg_key] if seg_key else []), *item_keys], body)
 
     def task_item_metrics(self, task_id: str) -> dict[str, float]:
         totals: dict[str, float] = {"items_processed": 0, "rows": 0}
