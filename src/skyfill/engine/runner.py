@@ -40,6 +40,7 @@ from skyfill.engine.planner import (
 )
 from skyfill.engine.settings import EngineSettings
 from skyfill.engine.state.base import JobRecord, StateStore
+from skyfill.engine.timeline import Timeline
 from skyfill.engine.worker import WorkerContext, record_failed_task, run_task
 from skyfill.errors import UsageError
 from skyfill.monitor.progress import NullProgress, Progress
@@ -95,6 +96,7 @@ class JobRunner:
         self.settings = settings
         self.progress = progress or NullProgress()
         self.manifests = ManifestWriter(layout)
+        self.timeline = Timeline(handler, store, settings.sample_interval, runner_id())
         self.stop_requested = asyncio.Event()
         self.merge_spec = MergeSpec(
             key_columns=handler.dedup_key,
@@ -179,6 +181,7 @@ class JobRunner:
         finally:
             watcher.cancel()
             self.progress.stop()
+            self.timeline.force_next()
             self.publish_stats()
         if self.stop_requested.is_set():
             return self._record_stop()
@@ -312,6 +315,7 @@ class JobRunner:
         self.manifests.aggregation(facts)
         self.store.set_job_status(JobStatus.COMPLETED, PHASE_AGGREGATE)
         self.manifests.update_job(status=JobStatus.COMPLETED)
+        self.timeline.maybe_sample(force=True)
         remove_intermediate_merges(self.layout)
 
     # -- control -------------------------------------------------------------------------
@@ -335,6 +339,8 @@ class JobRunner:
         stats = self.handler.live_stats()
         if stats:
             self.store.put_stats("handler", stats)
+        self.progress.stats(stats)
+        self.timeline.maybe_sample()
 
     def _record_stop(self) -> JobRecord:
         job = self._job()

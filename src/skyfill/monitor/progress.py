@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 import time
 from collections import Counter
-from typing import Protocol, TextIO
+from typing import Any, Protocol, TextIO
 
 import orjson
 
@@ -17,6 +17,10 @@ class Progress(Protocol):
 
     def item_done(self, result: ItemResult, rows: int) -> None: ...
 
+    def stats(self, data: dict[str, Any]) -> None:
+        """The handler's live statistics, as just published (every couple of seconds)."""
+        ...
+
     def stop(self) -> None: ...
 
 
@@ -25,6 +29,9 @@ class NullProgress:
         return None
 
     def item_done(self, result: ItemResult, rows: int) -> None:
+        return None
+
+    def stats(self, data: dict[str, Any]) -> None:
         return None
 
     def stop(self) -> None:
@@ -47,6 +54,9 @@ class _Tally:
         self.job_id, self.total, self.done = job_id, total, already_done
         self.done_at_start = already_done
         self.started = time.monotonic()
+
+    def stats(self, data: dict[str, Any]) -> None:
+        return None
 
     def add(self, result: ItemResult, rows: int) -> None:
         self.done += 1

@@ -365,6 +365,21 @@ class RedisStateStore:
         raw = self._r.hget(self._keys.stats, name)
         return orjson.loads(raw) if raw else {}
 
+    def append_sample(self, sample: dict[str, Any]) -> None:
+        sample = {"t": time.time(), **sample}
+        self._r.zadd(self._keys.samples, {_json(sample): float(sample["t"])})
+
+    def samples(self, since: float | None = None, last: int | None = None) -> list[dict[str, Any]]:
+        low = "-inf" if since is None else f"({since!r}"
+        if last is None:
+            raw = self._r.zrangebyscore(self._keys.samples, low, "+inf")
+        elif last <= 0:
+            raw = []
+        else:
+            raw = self._r.zrevrangebyscore(self._keys.samples, "+inf", low, start=0, num=last)
+            raw.reverse()
+        return [orjson.loads(m) for m in raw]
+
     # -- tasks ----------------------------------------------------------------------------
 
     def _task_rows(self) -> list[list[Any]]:
