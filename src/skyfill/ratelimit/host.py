@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from skyfill.monitor.histogram import LatencyHistogram
 from skyfill.ratelimit.spec import RateSpec
 
 MIN_FRACTION = 0.05
@@ -39,6 +40,11 @@ class HostStats:
     errors: int = 0
     wait_seconds: float = 0.0
     latency_ewma: float | None = None
+    latency: LatencyHistogram = field(default_factory=LatencyHistogram)
+    """Seconds from sending a request to its answer's headers (answered requests only)."""
+    bytes_received: int = 0
+    no_answer: int = 0
+    """Requests that ended without an HTTP answer (timeout, network error)."""
 
 
 @dataclass(slots=True)
@@ -176,6 +182,9 @@ class HostLimiter:
         if seen.status is not None:
             self.known = True
             self.stats.by_status[seen.status] = self.stats.by_status.get(seen.status, 0) + 1
+            self.stats.latency.observe(seen.latency)
+        else:
+            self.stats.no_answer += 1
         self._learn_window(seen, now)
         if seen.status == 429:
             self.stats.rate_limited += 1
@@ -258,4 +267,12 @@ class HostLimiter:
             "in_flight": self.in_flight,
             "waiting": self.waiting,
             "latency_ms": round(s.latency_ewma * 1000, 1) if s.latency_ewma is not None else None,
+            "no_answer": s.no_answer,
+            "bytes": s.bytes_received,
+            "latency": s.latency.to_dict(),
+            **{f"{q}_ms": _ms(v) for q, v in s.latency.summary().items() if q[0] == "p"},
         }
+
+
+def _ms(seconds: float | int | None) -> float | None:
+    return None if seconds is None else round(seconds * 1000, 2)
