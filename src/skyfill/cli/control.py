@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import click
 import orjson
 
 from skyfill.cli import session
+from skyfill.cli.observe import observe_options, observing
 from skyfill.cli.options import progress_option, workdir_option
 from skyfill.cli.status import job_status, render_status
 from skyfill.cli.summary import summarize
 from skyfill.engine.layout import JobLayout, jobs_in
 from skyfill.engine.model import JobStatus
 from skyfill.errors import UsageError
-from skyfill.monitor.progress import make_progress
 
 STOP_WAIT_SECONDS = 15.0
 
@@ -29,11 +30,13 @@ def _layout(workdir: Path, job_id: str) -> JobLayout:
 @click.argument("job_id")
 @workdir_option
 @progress_option
-def resume(job_id: str, workdir: Path, progress: str) -> None:
+@observe_options
+def resume(job_id: str, workdir: Path, progress: str, **observe: Any) -> None:
     """Continue a stopped, paused, cancelled or crashed job where it stopped."""
     layout = _layout(workdir, job_id)
     started = time.monotonic()
-    job = session.resume(layout, make_progress(progress))
+    with observing(layout.workdir, job_id, progress=progress, command="resume", **observe) as shown:
+        job = session.resume(layout, shown)
     click.echo(summarize(layout, job, started))
 
 
@@ -114,15 +117,19 @@ def pause(job_id: str, workdir: Path) -> None:
 )
 @workdir_option
 @progress_option
-def retry(job_id: str, failed: bool, workdir: Path, progress: str) -> None:
+@observe_options
+def retry(job_id: str, failed: bool, workdir: Path, progress: str, **observe: Any) -> None:
     """Run a new retry phase over the DIDs that ended failed, then aggregate again."""
     if not failed:
         raise UsageError("say which DIDs to retry: `skyfill retry JOB_ID --failed`")
     layout = _layout(workdir, job_id)
     started = time.monotonic()
-    with session.open_store(layout) as store:
+    with (
+        observing(layout.workdir, job_id, progress=progress, command="retry", **observe) as shown,
+        session.open_store(layout) as store,
+    ):
         session.ensure_not_running(store)
-        runner = session.stored_runner(layout, store, make_progress(progress))
+        runner = session.stored_runner(layout, store, shown)
         plan = runner.plan_failed_retry()
         if plan is None:
             click.echo(f"job {job_id}: no DID ended failed; nothing to retry")

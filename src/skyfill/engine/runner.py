@@ -180,9 +180,9 @@ class JobRunner:
             raise self._fail(exc) from exc
         finally:
             watcher.cancel()
-            self.progress.stop()
             self.timeline.force_next()
             self.publish_stats()
+            self.progress.stop()
         if self.stop_requested.is_set():
             return self._record_stop()
         try:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import math
 import time
 from collections.abc import Callable
@@ -30,6 +31,7 @@ SLOW_FACTOR = 3.0
 PROBE_PATIENCE = 1.0
 RESET_MARGIN = 0.05
 MIN_429_WAIT = 0.5
+log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
@@ -191,6 +193,13 @@ class HostLimiter:
             wait = seen.retry_after if seen.retry_after else None
             if wait is None and self.window_reset_at is not None:
                 wait = self.window_reset_at - now
+            if now >= self.blocked_until:  # once per block, not per refused request
+                log.info(
+                    "429 from %s: holding its requests for %.1f s",
+                    self.host,
+                    max(wait or 1.0, MIN_429_WAIT),
+                    extra={"event": "rate_limited", "host": self.host},
+                )
             self.blocked_until = max(self.blocked_until, now + max(wait or 1.0, MIN_429_WAIT))
             self.window_left = 0
             self.window_reset_at = self.blocked_until  # then a fresh window
