@@ -13,6 +13,7 @@ from skyfill.cli import session
 from skyfill.cli.backfill import plan, run
 from skyfill.cli.control import cancel, pause, resume, retry, status
 from skyfill.cli.demo import demo
+from skyfill.cli.monitor import dashboard, monitor, report
 from skyfill.engine.runner import JobError
 from skyfill.errors import UsageError
 
@@ -26,7 +27,7 @@ def cli() -> None:
     """Backfill AT Protocol (Bluesky) repositories into an analysis-ready dataset."""
 
 
-for command in (run, plan, resume, status, cancel, pause, retry, demo):
+for command in (run, plan, resume, status, cancel, pause, retry, demo, monitor, dashboard, report):
     cli.add_command(command)
 
 

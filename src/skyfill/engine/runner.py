@@ -173,6 +173,7 @@ class JobRunner:
         self.progress.start(
             job.job_id, job.item_count, job.item_count - counts.get(PENDING_ITEM, 0)
         )
+        self.timeline.maybe_sample(force=True)  # where this run starts
         watcher = asyncio.ensure_future(self._watch_control())
         try:
             await self._run_phases()

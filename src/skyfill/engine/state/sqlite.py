@@ -44,6 +44,7 @@ CREATE TABLE IF NOT EXISTS items (
 );
 CREATE INDEX IF NOT EXISTS items_by_batch ON items (batch_id, status);
 CREATE INDEX IF NOT EXISTS items_by_status ON items (status, updated_at);
+CREATE INDEX IF NOT EXISTS items_by_task ON items (task_id);
 CREATE TABLE IF NOT EXISTS stats (
     name TEXT PRIMARY KEY, data TEXT NOT NULL, updated_at REAL NOT NULL
 );
