@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -67,6 +68,25 @@ def assert_one_line_error(
     assert lines and lines[-1].startswith(("skyfill: error:", "Error:")), result.stderr
     for needle in needles:
         assert needle in result.stderr
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def json_lines(text: str) -> list[dict]:
+    """The JSON objects among the lines of `text` (other lines skipped)."""
+    found = []
+    for line in text.splitlines():
+        if line.startswith("{"):
+            try:
+                found.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return found
 
 
 def job_dir(workdir: Path, job_id: str) -> Path:

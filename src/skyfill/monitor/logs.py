@@ -72,7 +72,7 @@ class JsonFormatter(logging.Formatter):
             "msg": record.getMessage(),
         }
         for key, value in record_fields(record).items():
-            if value is not None:
+            if value is not None or key not in CONTEXT_FIELDS:
                 line.setdefault(key, value)
         if record.exc_info:
             line["error"] = self.formatException(record.exc_info).splitlines()[-1]
