@@ -39,7 +39,7 @@ def test_progress_lines_off_a_terminal(watched: WatchedJob) -> None:
     progress = [e for e in watched.logs if e["event"] == "progress"]
     assert len(progress) >= 4, len(progress)  # a ~6 s job, a line every 0.5 s
     for line in progress:
-        assert PROGRESS_FIELDS <= set(line), PROGRESS_FIELDS - set(line)
+        assert set(line) >= PROGRESS_FIELDS, PROGRESS_FIELDS - set(line)
         assert line["level"] == "info" and line["job_id"] == "watched"
         assert line["total"] == watched.dids and "task_id" not in line
     done = [line["done"] for line in progress]
