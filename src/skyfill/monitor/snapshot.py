@@ -139,7 +139,7 @@ def job_snapshot(store: StateStore) -> dict[str, Any]:
         "dids_per_s_recent": round(recent, 2),
         "eta_s": round(pending / recent, 1) if recent > 0 and pending else None,
         "records": stats.get("records", 0),
-        "records_per_s_recent": _recent_rate(last, "records", now),
+        "records_per_s_recent": _recent_rate(last, "records", now) if running else 0.0,
         "records_by_collection": stats.get("records_by_collection", {}),
         "retries": stats.get("retries", 0),
         "requests": totals.get("requests", 0),
