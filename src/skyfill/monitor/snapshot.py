@@ -115,9 +115,11 @@ def job_snapshot(store: StateStore) -> dict[str, Any]:
     done = job.item_count - pending
     live = is_live(job, stale_after=SILENT_AFTER)
     running = str(job.status) in ("running", "aggregating")
-    recent = store.completions_since(now - RECENT_SECONDS) / RECENT_SECONDS if running else 0.0
+    window = max(1.0, min(RECENT_SECONDS, now - job.created_at))
+    recent = store.completions_since(now - window) / window if running else 0.0
     age = now - job.heartbeat_at if job.heartbeat_at else None
-    average = done / max(job.updated_at - job.created_at, 1e-9) if done else 0.0
+    ended = now if running else job.updated_at
+    average = done / max(ended - job.created_at, 1.0) if done else 0.0
     stats = published_stats(store)
     totals = stats.get("totals") or {}
     last = store.samples(last=8)

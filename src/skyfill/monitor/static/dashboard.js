@@ -31,6 +31,7 @@ function bytes(n) {
 
 function duration(s) {
   if (s === null || s === undefined) return "-";
+  if (s > 0 && s < 10 && s !== Math.round(s)) return s.toFixed(1) + "s";
   s = Math.round(s);
   if (s >= 3600) return Math.floor(s / 3600) + "h" + String(Math.floor(s % 3600 / 60)).padStart(2, "0") + "m";
   if (s >= 60) return Math.floor(s / 60) + "m" + String(s % 60).padStart(2, "0") + "s";
