@@ -4,19 +4,24 @@ from __future__ import annotations
 
 import json
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import pytest
 import redis
 
 from skyfill.engine.model import Batch, ItemResult, Role, Task
 from skyfill.engine.state.redis import RedisStateStore
 from skyfill.engine.state.redis_keys import RedisKeys
 from skyfill.engine.state.sqlite import SqliteStateStore
+from skyfill.monitor.dashboard import DashboardServer
 from skyfill.monitor.histogram import LatencyHistogram
 from skyfill.monitor.snapshot import job_snapshot
+from skyfill.monitor.sources import RedisSource
 from tests.helpers import (
     Server,
     all_records,
@@ -158,6 +163,27 @@ def test_monitor_once_on_redis(redis_url: str) -> None:
     assert silent[0]["runner"]["silent"] is True and silent[0]["runner"]["live"] is False
     frame = run_cli("monitor", job_id, "--state", redis_url, "--once")
     assert "SILENT" in frame.stdout
+
+
+def test_dashboard_api_on_redis(redis_url: str) -> None:
+    job_id = _redis_job(redis_url)
+    server = DashboardServer(RedisSource(redis_url), port=0)
+    server.start()
+    try:
+        with urllib.request.urlopen(server.url + "api/jobs", timeout=10) as response:
+            jobs = json.loads(response.read())
+        with urllib.request.urlopen(f"{server.url}api/jobs/{job_id}", timeout=10) as response:
+            job = json.loads(response.read())
+        with pytest.raises(urllib.error.HTTPError) as missing:
+            urllib.request.urlopen(server.url + "api/jobs/nope", timeout=10)
+    finally:
+        server.stop()
+    listed = next(j for j in jobs if j["job_id"] == job_id)
+    assert (listed["done"], listed["total"], listed["live"]) == (7, 10, True)
+    assert job["snapshot"]["by_status"] == {"ok": 6, "not_found": 1}
+    assert [p["done"] for p in job["series"]] == [0, 7]
+    assert job["series"][-1]["records"] == 30
+    assert missing.value.code == 404 and "no job nope" in json.loads(missing.value.read())["error"]
 
 
 def test_monitor_errors_are_one_line(redis_url: str, tmp_path: Path) -> None:
