@@ -21,12 +21,16 @@ install: $(VENV)/.installed
 demo: install
 	$(BIN)/skyfill demo
 
-# redis-server backs the Redis state-store tests (tests/engine/test_state_contract.py).
+# redis-server backs the Redis state-store tests (tests/engine/test_state_contract.py);
+# chromium (headless) loads the dashboard and the HTML report (tests/monitor/test_browser.py).
 system-deps:
-	@command -v redis-server >/dev/null 2>&1 || { \
+	@missing=""; \
+	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
+	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	if [ -n "$$missing" ]; then \
 		SUDO=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \
-		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq redis-server; \
-	}
+		$$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
 
 refpds:
 	@bash $(SHARED)/refpds/setup.sh > $(VENV)/refpds-node

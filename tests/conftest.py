@@ -1,8 +1,12 @@
-"""Fixtures shared by every test package."""
+"""Fixtures shared by every test package: the simulated network, a throwaway redis-server."""
 
 from __future__ import annotations
 
 import json
+import shutil
+import socket
+import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,3 +31,59 @@ def simnet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     server.ready["truth_data"] = json.loads(Path(server.ready["truth"]).read_text())
     yield server
     server.stop()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A redis-server of our own on a free 127.0.0.1 port (no persistence), stopped at the end."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.fail(
+            "redis-server is not installed: the Redis state-store tests need it. "
+            "`make test` installs it (target system-deps: apt-get install redis-server).",
+            pytrace=False,
+        )
+    workdir: Path = tmp_path_factory.mktemp("redis")
+    port = _free_port()
+    # fmt: off
+    args = [
+        binary, "--save", "", "--appendonly", "no", "--port", str(port),
+        "--bind", "127.0.0.1", "--dir", str(workdir),
+    ]
+    # fmt: on
+    log = (workdir / "redis.log").open("wb")
+    process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 15
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"redis-server exited {process.returncode}: {_tail(workdir)}")
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
+                    sock.sendall(b"PING\r\n")
+                    if sock.recv(64).startswith(b"+PONG"):
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"redis-server not ready on port {port}: {_tail(workdir)}")
+            time.sleep(0.05)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        process.terminate()  # by PID: only the server this fixture started
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log.close()
+
+
+def _tail(workdir: Path) -> str:
+    return (workdir / "redis.log").read_text(errors="replace")[-2000:]

@@ -71,6 +71,25 @@ def assert_one_line_error(
         assert needle in result.stderr
 
 
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def json_lines(text: str) -> list[dict]:
+    """The JSON objects among the lines of `text` (other lines skipped)."""
+    found = []
+    for line in text.splitlines():
+        if line.startswith("{"):
+            try:
+                found.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return found
+
+
 def job_dir(workdir: Path, job_id: str) -> Path:
     return workdir / "jobs" / job_id
 
@@ -161,12 +180,6 @@ def start_simnet(out: Path, **options: object) -> Server:
         if value != "":  # "" marks a flag without a value
             args.append(str(value))
     return start_ready_process(args, timeout=120)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class RedisServer:

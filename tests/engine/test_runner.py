@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -43,6 +44,21 @@ def test_a_second_job_type_runs_through_the_engine(tmp_path: Path) -> None:
         "rows": 15,
         "api_requests": 5,
     }
+
+
+def test_the_runner_records_a_timeline(tmp_path: Path) -> None:
+    handler = SquaresHandler(23)
+    runner, store = _runner(tmp_path, handler)
+    runner.submit(handler.plan())
+    asyncio.run(runner.run())
+    samples = store.samples()
+    assert len(samples) >= 2  # the end of the run, then the completed job
+    assert [s["t"] for s in samples] == sorted(s["t"] for s in samples)
+    last = samples[-1]
+    assert last["status"] == "completed" and last["phase"] == "aggregate"
+    assert last["items"] == {"ok": 20, "failed": 3}
+    assert last["tasks"] == {"done": 5}
+    assert last["run"].endswith(f":{os.getpid()}")
 
 
 def test_stopped_job_resumes_without_redoing_committed_items(tmp_path: Path) -> None:

@@ -87,6 +87,8 @@ def test_empty_store(store: StateStore) -> None:
     assert store.completions_since(0) == 0
     assert store.task_item_metrics("nope") == {"items_processed": 0, "rows": 0}
     assert store.get_stats("handler") == {}
+    assert store.samples() == []
+    assert store.samples(since=0, last=5) == []
 
 
 def test_create_job_then_job(store: StateStore) -> None:
@@ -185,6 +187,24 @@ def test_stats(store: StateStore) -> None:
     assert store.get_stats("handler") == {"requests": 4}
     assert store.get_stats("other") == {"x": [1]}
     assert store.get_stats("missing") == {}
+
+
+def test_samples_timeline(store: StateStore) -> None:
+    before = time.time()
+    store.append_sample({"items": {"ok": 1}, "hosts": {"a": {"requests": 2, "p95": 0.25}}})
+    stamped = store.samples()
+    assert len(stamped) == 1 and before <= stamped[0]["t"] <= time.time()
+    assert stamped[0]["items"] == {"ok": 1} and stamped[0]["hosts"]["a"]["p95"] == 0.25
+    base = stamped[0]["t"] + 10
+    for i in (3, 1, 2):  # out of order: read back in time order
+        store.append_sample({"t": base + i, "rows": i * 100})
+    assert [s.get("rows") for s in store.samples()] == [None, 100, 200, 300]
+    assert [s["rows"] for s in store.samples(since=base + 1)] == [200, 300]
+    assert [s["rows"] for s in store.samples(last=2)] == [200, 300]
+    assert [s["rows"] for s in store.samples(since=base, last=1)] == [300]
+    assert store.samples(since=base + 3) == []
+    assert store.samples(last=0) == []
+    assert len(store.samples(since=0, last=100)) == 4
 
 
 # -- tasks ------------------------------------------------------------------------------------

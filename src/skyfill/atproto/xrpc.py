@@ -192,6 +192,7 @@ class XrpcClient:
                 self._count_wait(ticket.waited)
                 ticket.observe(resp.status, **rate_limit_headers(resp.headers))
                 body = await resp.content.read(MAX_ERROR_BODY * 16)
+                ticket.received(len(body))
                 self._count(resp.status, len(body))
                 if resp.status == 429 or resp.status >= 500:
                     raise error_for_response(resp.status, resp.headers, body, what)
@@ -232,9 +233,11 @@ class XrpcClient:
                 ticket.observe(resp.status, **rate_limit_headers(resp.headers))
                 if resp.status != 200:
                     body = await resp.content.read(MAX_ERROR_BODY)
+                    ticket.received(len(body))
                     self._count(resp.status, len(body))
                     raise error_for_response(resp.status, resp.headers, body, what)
                 car = await self._read_capped(resp, max_bytes, what)
+                ticket.received(len(car))
                 self._count(resp.status, len(car))
                 return car
         except SkyfillError:

@@ -63,11 +63,15 @@ class BackfillConfig:
     """Lower a host's rate when it slows down or errors, raise it back when it recovers."""
     max_memory: int | None = None
     """Bytes of RSS (with decoders) above which no new fetch starts; None: no limit."""
+    sample_interval: float = 5.0
+    """Seconds between points of the job's recorded timeline (0: only at each run's end)."""
 
     def __post_init__(self) -> None:
         for name in ("concurrency", "batch_size", "max_repo_bytes", "attempts"):
             if getattr(self, name) < 1:
                 raise UsageError(f"{name.replace('_', '-')} must be at least 1")
+        if self.sample_interval < 0:
+            raise UsageError("sample-interval must be 0 or more")
         if self.retries < 0 or self.retry_backoff < 0:
             raise UsageError("retries and retry-backoff must be 0 or more")
         if self.fan_in < 2:

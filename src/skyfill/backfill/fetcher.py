@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import time
 
@@ -14,6 +15,9 @@ from skyfill.backfill.decode import DecodedRepo, decode_to_table
 from skyfill.engine.executor.base import Executor
 from skyfill.engine.model import ItemOutput, ItemResult
 from skyfill.errors import RateLimited, SkyfillError, TransientError, classify
+from skyfill.monitor.logs import bind
+
+log = logging.getLogger(__name__)
 
 MAX_THROTTLED_TRIES = 20
 """429s a DID may meet before they count as failed attempts (a host that never lets up)."""
@@ -62,6 +66,7 @@ class RepoFetcher:
         data: dict = {"handle": None, "pds": None}
         stats = RequestStats()
         current_stats.set(stats)  # this coroutine runs in its own task: its own context
+        bind(did=did)
         attempt = throttled = 0
         while True:
             attempt += 1
@@ -77,7 +82,15 @@ class RepoFetcher:
                     attempt -= 1
                     continue
                 if error.retryable and attempt < self._config.attempts:
-                    await asyncio.sleep(self._backoff(attempt, error))
+                    delay = self._backoff(attempt, error)
+                    log.debug(
+                        "try %d failed (%s), again in %.1f s",
+                        attempt,
+                        error.message,
+                        delay,
+                        extra={"event": "did_retry", "error_class": error.error_class},
+                    )
+                    await asyncio.sleep(delay)
                     continue
                 output = self._failure(did, error, attempt, data)
             else:
@@ -90,6 +103,7 @@ class RepoFetcher:
                 "rate_limited": stats.rate_limited,
                 "wait_seconds": round(stats.wait_seconds, 3),
             }
+            _log_outcome(output.result, data.get("pds"))
             return output
 
     async def _fetch_once(self, did: str, data: dict) -> tuple[DecodedRepo, int]:
@@ -142,3 +156,21 @@ class RepoFetcher:
             data=data,
         )
         return ItemOutput(result, None)
+
+
+def _log_outcome(result: ItemResult, pds: str | None) -> None:
+    """One debug record per DID: `did_done`, or `did_failed` when it ended failed (at info
+    a million failures would be a million lines; the summary groups them)."""
+    if log.isEnabledFor(logging.DEBUG):
+        log.debug(
+            "%s%s",
+            result.status,
+            f": {result.error}" if result.error else "",
+            extra={
+                "event": "did_failed" if result.status == "failed" else "did_done",
+                "status": result.status,
+                "attempts": result.attempts,
+                "records": result.metrics.get("records", 0),
+                "host": pds,
+            },
+        )

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 from yarl import URL
 
 from skyfill.atproto.identity import IdentityResolver
@@ -46,6 +48,11 @@ class BackfillHandler:
         self.memory = MemoryGate(None)
         self._open_items = 0
         self._identity_hosts: frozenset[str] = frozenset()
+        self.records_by_collection: Counter[str] = Counter()
+        """Records decoded in this run, per collection."""
+        self.dids_done = 0
+        self.retries = 0
+        """Tries beyond each DID's first, in this run (429s excluded: they are not tries)."""
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> BackfillHandler:
@@ -133,7 +140,9 @@ class BackfillHandler:
                 done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
                 for future in done:
                     self._open_items -= 1
-                    yield future.result()
+                    output = future.result()
+                    self._tally(output)
+                    yield output
         finally:
             self._open_items -= len(pending)
             for future in pending:
@@ -150,18 +159,49 @@ class BackfillHandler:
         blocked = self.limiter.blocked_on_hosts(exclude=self._identity_hosts)
         return self._open_items - blocked < self.config.concurrency
 
+    def _tally(self, output: ItemOutput) -> None:
+        self.dids_done += 1
+        self.retries += max(0, output.result.attempts - 1)
+        if output.rows is not None and output.rows.num_rows:
+            for entry in pc.value_counts(output.rows["collection"]).to_pylist():
+                self.records_by_collection[entry["values"]] += entry["counts"]
+
     def live_stats(self) -> dict[str, Any]:
-        """Per-host counters and memory, published to the state store while the job runs."""
+        """Per-host counters (with latency histograms), totals and memory of this run,
+        published to the state store while the job runs."""
         if self.limiter is None:
             return {}
+        hosts = self.limiter.snapshot()
         return {
-            "hosts": self.limiter.snapshot(),
+            "hosts": hosts,
+            "totals": _host_totals(hosts),
+            "dids": self.dids_done,
+            "retries": self.retries,
+            "records": sum(self.records_by_collection.values()),
+            "records_by_collection": dict(self.records_by_collection.most_common()),
             "memory": {
                 "rss": self.memory.rss(),
                 "peak_rss": self.memory.peak,
                 "limit": self.memory.limit,
                 "waits": self.memory.waits,
             },
+        }
+
+    def sample_stats(self) -> dict[str, Any]:
+        """This run's counters for the job's timeline: totals, records per collection, and
+        a summary of the busiest hosts (requests, 429s, bytes, latency quantiles)."""
+        if self.limiter is None:
+            return {}
+        hosts = self.limiter.snapshot()
+        busiest = sorted(hosts.items(), key=lambda kv: -kv[1]["requests"])[:TIMELINE_HOSTS]
+        return {
+            **_host_totals(hosts),
+            "dids": self.dids_done,
+            "retries": self.retries,
+            "records": sum(self.records_by_collection.values()),
+            "records_by_collection": dict(self.records_by_collection),
+            "rss": self.memory.rss(),
+            "hosts": {name: {key: h[key] for key in _SAMPLED_HOST_KEYS} for name, h in busiest},
         }
 
     # -- aggregator ---------------------------------------------------------------------
@@ -183,6 +223,28 @@ class BackfillHandler:
 
 
 REPOS_BATCH_ROWS = 50_000
+TIMELINE_HOSTS = 20
+"""Hosts (the busiest) described in each point of the job's timeline."""
+_SAMPLED_HOST_KEYS = (
+    "requests",
+    "rate_limited",
+    "errors",
+    "bytes",
+    "wait_seconds",
+    "p50_ms",
+    "p95_ms",
+    "p99_ms",
+)
+
+
+def _host_totals(hosts: dict[str, dict]) -> dict[str, float]:
+    return {
+        "requests": sum(h["requests"] for h in hosts.values()),
+        "rate_limited": sum(h["rate_limited"] for h in hosts.values()),
+        "errors": sum(h["errors"] for h in hosts.values()),
+        "bytes": sum(h["bytes"] for h in hosts.values()),
+        "wait_seconds": round(sum(h["wait_seconds"] for h in hosts.values()), 3),
+    }
 
 
 def return_freed_memory() -> None:

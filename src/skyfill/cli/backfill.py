@@ -14,11 +14,11 @@ from skyfill.backfill.config import BackfillConfig, parse_size
 from skyfill.backfill.handler import BackfillHandler
 from skyfill.backfill.window import resolve_since
 from skyfill.cli import session
+from skyfill.cli.observe import observe_options, observing
 from skyfill.cli.options import config_option, progress_option, with_env_vars, workdir_option
 from skyfill.cli.plan import describe_plan
 from skyfill.cli.summary import summarize
 from skyfill.engine.layout import JobLayout
-from skyfill.monitor.progress import make_progress
 from skyfill.ratelimit.spec import parse_host_rates
 
 _BACKFILL_OPTIONS = [
@@ -144,6 +144,14 @@ _BACKFILL_OPTIONS = [
         help="Longest backoff between tries of a DID (starts at 1 s, doubles, with jitter).",
     ),
     click.option(
+        "--sample-interval",
+        type=click.FloatRange(min=0),
+        default=5.0,
+        show_default=True,
+        help="Seconds between points of the job's recorded timeline (for `skyfill report` "
+        "and the dashboard); 0: only at the end of each run.",
+    ),
+    click.option(
         "--allow-private-network",
         is_flag=True,
         default=False,
@@ -183,13 +191,23 @@ def build_config(options: dict[str, Any], job_id: str) -> BackfillConfig:
         adaptive=options["adaptive"],
         max_memory=parse_size(options["max_memory"]) if options["max_memory"] else None,
         backoff_max=options["backoff_max"],
+        sample_interval=options["sample_interval"],
     )
 
 
 @click.command()
 @backfill_options
 @progress_option
-def run(workdir: Path, progress: str, **options: Any) -> None:
+@observe_options
+def run(
+    workdir: Path,
+    progress: str,
+    progress_interval: float,
+    log_level: str,
+    metrics_port: int,
+    metrics_host: str,
+    **options: Any,
+) -> None:
     """Backfill every DID of a file into <workdir>/jobs/<job_id>/output/."""
     job_id = options["job_id"] or session.new_job_id()
     session.check_job_id(job_id)
@@ -197,7 +215,17 @@ def run(workdir: Path, progress: str, **options: Any) -> None:
     layout = JobLayout(workdir.resolve(), job_id)
     started = time.monotonic()
     click.echo(f"job {job_id} in {layout.root}", err=True)
-    job = session.submit_and_run(BackfillHandler(config), layout, make_progress(progress))
+    with observing(
+        layout.workdir,
+        job_id,
+        progress=progress,
+        progress_interval=progress_interval,
+        log_level=log_level,
+        metrics_port=metrics_port,
+        metrics_host=metrics_host,
+        command="run",
+    ) as shown:
+        job = session.submit_and_run(BackfillHandler(config), layout, shown)
     click.echo(summarize(layout, job, started))
 
 

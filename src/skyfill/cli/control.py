@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import click
 import orjson
 
 from skyfill.cli import session
 from skyfill.cli.distributed import state_option
+from skyfill.cli.observe import observe_options, observing
 from skyfill.cli.options import progress_option, workdir_option
 from skyfill.cli.status import job_status, render_status
 from skyfill.cli.summary import summarize
@@ -17,7 +19,6 @@ from skyfill.engine.distributed.node import NodeSettings, default_worker_id
 from skyfill.engine.layout import JobLayout
 from skyfill.engine.model import JobStatus
 from skyfill.errors import UsageError
-from skyfill.monitor.progress import make_progress
 
 STOP_WAIT_SECONDS = 15.0
 
@@ -32,7 +33,10 @@ def _layout(workdir: Path, job_id: str) -> JobLayout:
 @workdir_option
 @state_option(required=False)
 @progress_option
-def resume(job_id: str, workdir: Path, state_url: str | None, progress: str) -> None:
+@observe_options
+def resume(
+    job_id: str, workdir: Path, state_url: str | None, progress: str, **observe: Any
+) -> None:
     """Continue a stopped, paused, cancelled or crashed job where it stopped.
 
     With --state (distributed mode): put its unfinished batches back in the queue and work
@@ -41,12 +45,16 @@ def resume(job_id: str, workdir: Path, state_url: str | None, progress: str) -> 
     if state_url:
         session.check_job_id(job_id)
         settings = NodeSettings(worker_id=default_worker_id())
-        job = session.resume_distributed(state_url, job_id, settings, make_progress(progress))
+        with observing(
+            workdir, job_id, progress=progress, command="resume", state_url=state_url, **observe
+        ) as shown:
+            job = session.resume_distributed(state_url, job_id, settings, shown)
         with session.open_redis_job(state_url, job_id) as (layout, _store):
             click.echo(summarize(layout, job, started))
         return
     layout = _layout(workdir, job_id)
-    job = session.resume(layout, make_progress(progress))
+    with observing(layout.workdir, job_id, progress=progress, command="resume", **observe) as shown:
+        job = session.resume(layout, shown)
     click.echo(summarize(layout, job, started))
 
 
@@ -132,15 +140,19 @@ def pause(job_id: str, workdir: Path, state_url: str | None) -> None:
 )
 @workdir_option
 @progress_option
-def retry(job_id: str, failed: bool, workdir: Path, progress: str) -> None:
+@observe_options
+def retry(job_id: str, failed: bool, workdir: Path, progress: str, **observe: Any) -> None:
     """Run a new retry phase over the DIDs that ended failed, then aggregate again."""
     if not failed:
         raise UsageError("say which DIDs to retry: `skyfill retry JOB_ID --failed`")
     layout = _layout(workdir, job_id)
     started = time.monotonic()
-    with session.open_store(layout) as store:
+    with (
+        observing(layout.workdir, job_id, progress=progress, command="retry", **observe) as shown,
+        session.open_store(layout) as store,
+    ):
         session.ensure_not_running(store)
-        runner = session.stored_runner(layout, store, make_progress(progress))
+        runner = session.stored_runner(layout, store, shown)
         plan = runner.plan_failed_retry()
         if plan is None:
             click.echo(f"job {job_id}: no DID ended failed; nothing to retry")

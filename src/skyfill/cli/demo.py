@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import click
 
 from skyfill.backfill.config import BackfillConfig
 from skyfill.backfill.handler import BackfillHandler
 from skyfill.cli import session
+from skyfill.cli.observe import observe_options, observing
 from skyfill.cli.options import progress_option, workdir_option
 from skyfill.cli.summary import summarize
 from skyfill.engine.layout import JobLayout
-from skyfill.monitor.progress import make_progress
 from skyfill.simnet.run import SimNetThread, SimSpec, build_network, write_files
 
 
@@ -37,7 +38,10 @@ from skyfill.simnet.run import SimNetThread, SimSpec, build_network, write_files
 )
 @workdir_option
 @progress_option
-def demo(accounts: int, hosts: int, mean_records: int, workdir: Path, progress: str) -> None:
+@observe_options
+def demo(
+    accounts: int, hosts: int, mean_records: int, workdir: Path, progress: str, **observe: Any
+) -> None:
     """Start a simulated network on loopback and backfill it end to end."""
     workdir = workdir.resolve()
     spec = SimSpec(
@@ -66,7 +70,6 @@ def demo(accounts: int, hosts: int, mean_records: int, workdir: Path, progress: 
         )
         layout = JobLayout(workdir, job_id)
         started = time.monotonic()
-        job = session.submit_and_run(
-            BackfillHandler(config), layout, make_progress(progress, interval=2.0)
-        )
+        with observing(workdir, job_id, progress=progress, command="demo", **observe) as shown:
+            job = session.submit_and_run(BackfillHandler(config), layout, shown)
     click.echo(summarize(layout, job, started))

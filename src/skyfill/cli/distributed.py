@@ -19,13 +19,13 @@ from skyfill.atproto.exceptions import InvalidDid
 from skyfill.backfill.handler import BackfillHandler
 from skyfill.cli import session
 from skyfill.cli.backfill import backfill_options, build_config
+from skyfill.cli.observe import observe_options, observing
 from skyfill.cli.options import progress_option, with_env_vars
 from skyfill.engine.distributed.node import NodeSettings, default_worker_id
 from skyfill.engine.model import PHASE_AGGREGATE, Batch, JobStatus
 from skyfill.engine.planner import worker_tasks
 from skyfill.engine.state.redis import RedisStateStore
 from skyfill.errors import UsageError
-from skyfill.monitor.progress import make_progress
 
 IDLE_POLL_SECONDS = 2.0
 
@@ -83,6 +83,7 @@ def submit(workdir: Path | str, state_url: str, **options: Any) -> None:
     help="Exit when no registered job has work left (for batch schedulers such as Slurm).",
 )
 @progress_option
+@observe_options
 def worker(
     state_url: str,
     job_id: str | None,
@@ -91,22 +92,29 @@ def worker(
     visibility_timeout: float,
     exit_when_idle: bool,
     progress: str,
+    **observe: Any,
 ) -> None:
     """Claim batches of running jobs from Redis and process them, until stopped."""
     settings = NodeSettings(
         worker_id=worker_id or default_worker_id(), visibility_timeout=visibility_timeout
     )
     overrides = {"concurrency": concurrency} if concurrency else {}
+
+    def serve(name: str) -> None:
+        with observing(
+            Path("."), name, progress=progress, command="worker", state_url=state_url, **observe
+        ) as shown:
+            job = session.serve_job(state_url, name, settings, overrides, shown)
+        click.echo(f"job {name}: {job.status}", err=True)
+
     if job_id is not None:
         session.check_job_id(job_id)
-        job = session.serve_job(state_url, job_id, settings, overrides, make_progress(progress))
-        click.echo(f"job {job_id}: {job.status}", err=True)
+        serve(job_id)
         return
     while True:
         active = session.active_jobs(state_url)
         for name in active:
-            job = session.serve_job(state_url, name, settings, overrides, make_progress(progress))
-            click.echo(f"job {name}: {job.status}", err=True)
+            serve(name)
         if not active:
             if exit_when_idle:
                 return

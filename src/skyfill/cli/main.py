@@ -14,6 +14,7 @@ from skyfill.cli.backfill import plan, run
 from skyfill.cli.control import cancel, pause, resume, retry, status
 from skyfill.cli.demo import demo
 from skyfill.cli.distributed import enqueue, submit, worker
+from skyfill.cli.monitor import dashboard, monitor, report
 from skyfill.engine.runner import JobError
 from skyfill.errors import UsageError
 
@@ -27,7 +28,22 @@ def cli() -> None:
     """Backfill AT Protocol (Bluesky) repositories into an analysis-ready dataset."""
 
 
-for command in (run, plan, submit, worker, enqueue, resume, status, cancel, pause, retry, demo):
+for command in (
+    run,
+    plan,
+    submit,
+    worker,
+    enqueue,
+    resume,
+    status,
+    cancel,
+    pause,
+    retry,
+    demo,
+    monitor,
+    dashboard,
+    report,
+):
     cli.add_command(command)
 
 

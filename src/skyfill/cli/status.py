@@ -45,9 +45,6 @@ def job_status(store: StateStore) -> dict[str, Any]:
     }
 
 
-WORKER_SILENT_SECONDS = 10.0
-
-
 def _distributed(store: StateStore) -> dict[str, Any]:
     """Worker nodes (Redis state store): each one's heartbeat, and their hosts' counters
     summed."""
@@ -59,7 +56,7 @@ def _distributed(store: StateStore) -> dict[str, Any]:
     for w in workers():
         age = now - w["heartbeat_at"]
         state = w.get("state", "?")
-        if state != "stopped" and age > WORKER_SILENT_SECONDS:
+        if state != "stopped" and not w.get("live"):
             state = "silent"
         rows.append(
             {
@@ -70,7 +67,7 @@ def _distributed(store: StateStore) -> dict[str, Any]:
                 "tasks_done": w.get("tasks_done", 0),
             }
         )
-        for host, h in (w.get("stats") or {}).get("hosts", {}).items():
+        for host, h in store.get_stats(f"handler:{w['worker_id']}").get("hosts", {}).items():
             total = hosts.setdefault(
                 host, {**h, "requests": 0, "rate_limited": 0, "wait_seconds": 0.0}
             )

@@ -517,6 +517,8 @@ def _reusable(target: Path, done: Path, identity: dict) -> dict | None:
 def _write_merged(group: list[Path], target: Path, spec: MergeSpec, schema: pa.Schema) -> int:
     """Merge `group` into `target` through a validated temporary file; return its rows."""
     target.parent.mkdir(parents=True, exist_ok=True)
+    for stray in target.parent.glob(f".{target.name}.*tmp"):  # left by a crashed merge
+        stray.unlink(missing_ok=True)
     tmp = tmp_path(target)
     rows = 0
     with columnar.writer(tmp, schema) as writer:

@@ -40,6 +40,7 @@ from skyfill.engine.planner import (
 )
 from skyfill.engine.settings import EngineSettings
 from skyfill.engine.state.base import JobRecord, StateStore, TaskTakenOver
+from skyfill.engine.timeline import Timeline
 from skyfill.engine.worker import WorkerContext, record_failed_task, run_task
 from skyfill.errors import UsageError
 from skyfill.monitor.progress import NullProgress, Progress
@@ -109,6 +110,7 @@ class JobRunner:
         self.settings = settings
         self.progress = progress or NullProgress()
         self.manifests = ManifestWriter(layout)
+        self.timeline = Timeline(handler, store, settings.sample_interval, runner_id())
         self.stop_requested = asyncio.Event()
         self.merge_spec = MergeSpec(
             key_columns=handler.dedup_key,
@@ -176,6 +178,7 @@ class JobRunner:
         self.progress.start(
             job.job_id, job.item_count, job.item_count - counts.get(PENDING_ITEM, 0)
         )
+        self.timeline.maybe_sample(force=True)  # where this run starts
         watcher = asyncio.ensure_future(self._watch_control())
         try:
             await self._run_phases()
@@ -183,8 +186,9 @@ class JobRunner:
             raise self.fail(exc) from exc
         finally:
             watcher.cancel()
-            self.progress.stop()
+            self.timeline.force_next()
             self.publish_stats()
+            self.progress.stop()
         if self.stop_requested.is_set():
             return self.record_stop()
         try:
@@ -327,6 +331,7 @@ class JobRunner:
         self.manifests.aggregation(facts)
         self.store.set_job_status(JobStatus.COMPLETED, PHASE_AGGREGATE)
         self.manifests.update_job(status=JobStatus.COMPLETED)
+        self.timeline.maybe_sample(force=True)
         remove_intermediate_merges(self.layout)
 
     # -- control -------------------------------------------------------------------------
@@ -350,6 +355,8 @@ class JobRunner:
         stats = self.handler.live_stats()
         if stats:
             self.store.put_stats("handler", stats)
+        self.progress.stats(stats)
+        self.timeline.maybe_sample()
 
     def record_stop(self) -> JobRecord:
         job = self._job()

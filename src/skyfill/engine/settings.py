@@ -35,6 +35,10 @@ class EngineSettings:
     """How often a running job checks for cancel/pause requests and beats its heartbeat."""
     stats_every_polls: int = 4
     """Publish the handler's live statistics every this many polls."""
+    sample_interval: float = 5.0
+    """Record a point of the job's timeline (StateStore.append_sample) at most this often,
+    when the statistics are published; sparser in long jobs (at most ~10,000 points).
+    0: only at the end of each run."""
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> EngineSettings:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from dataclasses import dataclass
 
@@ -25,7 +26,10 @@ from skyfill.engine.manifest import ManifestWriter, utc_iso
 from skyfill.engine.model import Batch, ItemOutput, Task, TaskStatus
 from skyfill.engine.settings import EngineSettings
 from skyfill.engine.state.base import StateStore
+from skyfill.monitor.logs import bind
 from skyfill.monitor.progress import Progress
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
@@ -43,10 +47,12 @@ class WorkerContext:
 async def run_task(ctx: WorkerContext, task: Task) -> None:
     """Run (or finish) one task; returns early, unfinished, when a stop is requested."""
     layout, store = ctx.layout, ctx.store
+    bind(task_id=task.task_id)  # this asyncio task's log records, and its items'
     if spool.is_done(layout.task_done(task.task_id)):
         record_finished_task(ctx, task)
         return
     store.start_task(task.task_id)
+    log.debug("task started", extra={"event": "task_started", "phase": task.phase})
     ctx.manifests.task(task.task_id, store.task_info(task.task_id), None)
     committed = store.segments(task.task_id)
     spool.discard_uncommitted(layout.segments_dir(task.task_id), committed)
@@ -91,6 +97,10 @@ def finalize_task(ctx: WorkerContext, task: Task) -> None:
     }
     ctx.manifests.task(task.task_id, info, result)
     spool.mark_done(layout.task_done(task.task_id), output.sha256)
+    log.debug(
+        "task done",
+        extra={"event": "task_done", "rows": output.rows, "items": metrics["items_processed"]},
+    )
     failpoint("task_marked_done")
     _store_done(ctx, task, output.rows, output.sha256, metrics)
 
@@ -98,6 +108,7 @@ def finalize_task(ctx: WorkerContext, task: Task) -> None:
 def record_failed_task(ctx: WorkerContext, task: Task, exc: Exception) -> None:
     """The task's machinery failed (not an item): record why; resume runs it again."""
     reason = f"{type(exc).__name__}: {exc}"
+    log.error("task failed: %s", reason, extra={"event": "task_failed", "task_id": task.task_id})
     ctx.store.finish_task(
         task.task_id,
         TaskStatus.FAILED,

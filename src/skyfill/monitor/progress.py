@@ -1,21 +1,36 @@
-"""The progress seam and its implementations: null, JSON log lines, and a rich live bar."""
+"""The progress seam and its implementations: null, JSON log lines, and a rich live view.
+
+Both visible implementations show the same facts (`_Tally.facts()`): DIDs done/total,
+DIDs/s and records/s (over the last `RECENT_SECONDS` and on average this run), ETA,
+counts per status, retries, 429s, requests, the busiest and the most throttled hosts,
+and memory (RSS). The per-host and memory facts come from the handler's live statistics,
+which the runner hands over with `stats()` each time it publishes them.
+"""
 
 from __future__ import annotations
 
+import logging
 import sys
+import threading
 import time
-from collections import Counter
-from typing import Protocol, TextIO
-
-import orjson
+from collections import Counter, deque
+from typing import Any, Protocol
 
 from skyfill.engine.model import ItemResult
+
+RECENT_SECONDS = 30.0
+HOSTS_SHOWN = 3
+log = logging.getLogger("skyfill.progress")
 
 
 class Progress(Protocol):
     def start(self, job_id: str, total: int, already_done: int) -> None: ...
 
     def item_done(self, result: ItemResult, rows: int) -> None: ...
+
+    def stats(self, data: dict[str, Any]) -> None:
+        """The handler's live statistics, as just published (every couple of seconds)."""
+        ...
 
     def stop(self) -> None: ...
 
@@ -25,6 +40,9 @@ class NullProgress:
         return None
 
     def item_done(self, result: ItemResult, rows: int) -> None:
+        return None
+
+    def stats(self, data: dict[str, Any]) -> None:
         return None
 
     def stop(self) -> None:
@@ -39,99 +57,170 @@ class _Tally:
         self.total = 0
         self.done = 0
         self.records = 0
+        self.retries = 0
         self.by_status: Counter[str] = Counter()
         self.started = time.monotonic()
         self.done_at_start = 0
+        self.handler_stats: dict[str, Any] = {}
+        self._points: deque[tuple[float, int, int]] = deque()
+        self._lock = threading.Lock()
 
     def start(self, job_id: str, total: int, already_done: int) -> None:
         self.job_id, self.total, self.done = job_id, total, already_done
         self.done_at_start = already_done
         self.started = time.monotonic()
+        self._mark(self.started)
 
     def add(self, result: ItemResult, rows: int) -> None:
-        self.done += 1
-        self.records += rows
-        self.by_status[result.status] += 1
+        with self._lock:
+            self.done += 1
+            self.records += rows
+            self.retries += max(0, result.attempts - 1)
+            self.by_status[result.status] += 1
+        self._mark(time.monotonic())
 
-    def facts(self) -> dict:
-        elapsed = max(time.monotonic() - self.started, 1e-9)
-        fresh = self.done - self.done_at_start
-        rate = fresh / elapsed
-        remaining = self.total - self.done
+    def stats(self, data: dict[str, Any]) -> None:
+        self.handler_stats = data
+        self._mark(time.monotonic())
+
+    def _mark(self, now: float) -> None:
+        """Remember (time, done, records) at most twice a second, for the recent rates."""
+        with self._lock:
+            points = self._points
+            if points and now - points[-1][0] < 0.5:
+                return
+            points.append((now, self.done, self.records))
+            while len(points) > 2 and now - points[1][0] > RECENT_SECONDS:
+                points.popleft()
+
+    def facts(self) -> dict[str, Any]:
+        now = time.monotonic()
+        with self._lock:
+            done, records, by_status = self.done, self.records, dict(self.by_status)
+            first = self._points[0] if self._points else (self.started, done, records)
+        elapsed = max(now - self.started, 1e-9)
+        rate = (done - self.done_at_start) / elapsed
+        span = now - first[0]
+        recent = (done - first[1]) / span if span >= 1.0 else rate
+        recent_records = (records - first[2]) / span if span >= 1.0 else records / elapsed
+        remaining = self.total - done
+        basis = recent if recent > 0 else rate
+        stats = self.handler_stats
+        totals = stats.get("totals") or {}
+        memory = stats.get("memory") or {}
         return {
             "job_id": self.job_id,
-            "done": self.done,
+            "done": done,
             "total": self.total,
+            "elapsed_s": round(elapsed, 1),
             "dids_per_s": round(rate, 2),
-            "records_per_s": round(self.records / elapsed, 1),
-            "records": self.records,
-            "eta_s": round(remaining / rate, 1) if rate > 0 else None,
-            "by_status": dict(self.by_status),
+            "dids_per_s_recent": round(recent, 2),
+            "records": records,
+            "records_per_s": round(records / elapsed, 1),
+            "records_per_s_recent": round(recent_records, 1),
+            "eta_s": round(remaining / basis, 1) if basis > 0 and remaining > 0 else None,
+            "by_status": by_status,
+            "retries": self.retries,
+            "requests": totals.get("requests", 0),
+            "rate_limited": totals.get("rate_limited", 0),
+            "bytes": totals.get("bytes", 0),
+            "rss": memory.get("rss"),
+            **top_hosts(stats.get("hosts") or {}),
         }
 
 
-class LogProgress(_Tally):
-    """One JSON line every `interval` seconds (for CI, nohup, Slurm)."""
+def top_hosts(hosts: dict[str, dict], shown: int = HOSTS_SHOWN) -> dict[str, list[dict]]:
+    """The busiest hosts (most requests) and the most throttled ones (most 429s)."""
 
-    def __init__(self, interval: float = 10.0, stream: TextIO | None = None) -> None:
+    def row(name: str, h: dict) -> dict:
+        return {
+            "host": name,
+            "requests": h.get("requests", 0),
+            "rate_limited": h.get("rate_limited", 0),
+            "rate_per_s": h.get("rate_per_s"),
+            "p95_ms": h.get("p95_ms"),
+        }
+
+    busiest = sorted(hosts.items(), key=lambda kv: -kv[1].get("requests", 0))[:shown]
+    throttled = sorted(
+        (kv for kv in hosts.items() if kv[1].get("rate_limited", 0) > 0),
+        key=lambda kv: -kv[1]["rate_limited"],
+    )[:shown]
+    return {
+        "busiest_hosts": [row(n, h) for n, h in busiest],
+        "throttled_hosts": [row(n, h) for n, h in throttled],
+    }
+
+
+class LogProgress(_Tally):
+    """One JSON log line (event `progress`) every `interval` seconds, for CI, nohup, Slurm,
+    from a timer thread (so a job that is stuck still says so), and a last one at the end.
+
+    Lines go through the `skyfill.progress` logger at INFO, so they follow `--log-level`
+    and the log format (JSON off a terminal)."""
+
+    def __init__(self, interval: float = 10.0) -> None:
         super().__init__()
         self._interval = interval
-        self._stream = stream or sys.stderr
-        self._last = 0.0
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self, job_id: str, total: int, already_done: int) -> None:
+        super().start(job_id, total, already_done)
+        self._stopping.clear()
+        self._thread = threading.Thread(target=self._tick, name="skyfill-progress", daemon=True)
+        self._thread.start()
+
+    def _tick(self) -> None:
+        while not self._stopping.wait(self._interval):
+            self._emit()
 
     def item_done(self, result: ItemResult, rows: int) -> None:
         self.add(result, rows)
-        now = time.monotonic()
-        if now - self._last >= self._interval:
-            self._last = now
-            self._emit()
 
     def _emit(self) -> None:
-        line = {"event": "progress", **self.facts()}
-        self._stream.write(orjson.dumps(line).decode() + "\n")
-        self._stream.flush()
+        facts = self.facts()
+        log.info(f"{facts['done']}/{facts['total']} done", extra={"event": "progress", **facts})
 
     def stop(self) -> None:
+        if self._thread is None:
+            return
+        self._stopping.set()
+        self._thread.join(timeout=5)
+        self._thread = None
         self._emit()
 
 
 class RichProgress(_Tally):
-    """A live bar with DIDs/s, records/s, ETA and counts per status."""
+    """A live view on the terminal: a bar, rates, ETA, statuses, hosts and memory."""
 
     def __init__(self) -> None:
         super().__init__()
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            TextColumn,
-            TimeRemainingColumn,
-        )
-        from rich.progress import Progress as RichBar
+        from rich.console import Console
+        from rich.live import Live
 
-        self._bar = RichBar(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeRemainingColumn(),
-            TextColumn("{task.fields[stats]}"),
+        self._live = Live(
+            self,
+            console=Console(stderr=True),
+            refresh_per_second=4,
             transient=False,
+            redirect_stderr=True,
         )
-        self._task = None
+
+    def __rich__(self) -> Any:
+        from skyfill.monitor.view import render_progress
+
+        return render_progress(self.facts())
 
     def start(self, job_id: str, total: int, already_done: int) -> None:
         super().start(job_id, total, already_done)
-        self._bar.start()
-        self._task = self._bar.add_task(job_id, total=total, completed=already_done, stats="")
+        self._live.start()
 
     def item_done(self, result: ItemResult, rows: int) -> None:
         self.add(result, rows)
-        facts = self.facts()
-        statuses = " ".join(f"{k}={v}" for k, v in sorted(self.by_status.items()))
-        stats = f"{facts['dids_per_s']:.1f} DIDs/s {facts['records_per_s']:.0f} rec/s {statuses}"
-        self._bar.update(self._task, completed=self.done, stats=stats)
 
     def stop(self) -> None:
-        self._bar.stop()
+        self._live.stop()
 
 
 def make_progress(kind: str, interval: float = 10.0) -> Progress:

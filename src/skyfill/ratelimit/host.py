@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import math
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from skyfill.monitor.histogram import LatencyHistogram
 from skyfill.ratelimit.shared import SharedBudget, lease_block, lease_lifetime
 from skyfill.ratelimit.spec import RateSpec
 
@@ -31,6 +33,7 @@ SLOW_FACTOR = 3.0
 PROBE_PATIENCE = 1.0
 RESET_MARGIN = 0.05
 MIN_429_WAIT = 0.5
+log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
@@ -43,6 +46,11 @@ class HostStats:
     latency_ewma: float | None = None
     shared_waits: int = 0
     """Times the shared budget (distributed mode) had no slot free."""
+    latency: LatencyHistogram = field(default_factory=LatencyHistogram)
+    """Seconds from sending a request to its answer's headers (answered requests only)."""
+    bytes_received: int = 0
+    no_answer: int = 0
+    """Requests that ended without an HTTP answer (timeout, network error)."""
 
 
 @dataclass(slots=True)
@@ -205,12 +213,22 @@ class HostLimiter:
         if seen.status is not None:
             self.known = True
             self.stats.by_status[seen.status] = self.stats.by_status.get(seen.status, 0) + 1
+            self.stats.latency.observe(seen.latency)
+        else:
+            self.stats.no_answer += 1
         self._learn_window(seen, now)
         if seen.status == 429:
             self.stats.rate_limited += 1
             wait = seen.retry_after if seen.retry_after else None
             if wait is None and self.window_reset_at is not None:
                 wait = self.window_reset_at - now
+            if now >= self.blocked_until:  # once per block, not per refused request
+                log.info(
+                    "429 from %s: holding its requests for %.1f s",
+                    self.host,
+                    max(wait or 1.0, MIN_429_WAIT),
+                    extra={"event": "rate_limited", "host": self.host},
+                )
             self.blocked_until = max(self.blocked_until, now + max(wait or 1.0, MIN_429_WAIT))
             self.window_left = 0
             self.window_reset_at = self.blocked_until  # then a fresh window
@@ -288,4 +306,12 @@ class HostLimiter:
             "shared_waits": s.shared_waits,
             "waiting": self.waiting,
             "latency_ms": round(s.latency_ewma * 1000, 1) if s.latency_ewma is not None else None,
+            "no_answer": s.no_answer,
+            "bytes": s.bytes_received,
+            "latency": s.latency.to_dict(),
+            **{f"{q}_ms": _ms(v) for q, v in s.latency.summary().items() if q[0] == "p"},
         }
+
+
+def _ms(seconds: float | int | None) -> float | None:
+    return None if seconds is None else round(seconds * 1000, 2)

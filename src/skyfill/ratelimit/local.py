@@ -39,6 +39,10 @@ class Ticket:
     started: float = field(default_factory=time.monotonic)
     seen: Observation | None = None
 
+    def received(self, size: int) -> None:
+        """Count `size` bytes of the answer against its host."""
+        self.host.stats.bytes_received += size
+
     def observe(
         self,
         status: int | None,

@@ -222,14 +222,18 @@ class WorkerNode:
             await asyncio.sleep(every)
 
     def _say_alive(self, state: str) -> None:
+        tasks = sorted({c.task_id for c in self.running.values()})
         self.store.worker_heartbeat(
             self.worker_id,
             {
                 "state": state,
                 "host": socket.gethostname(),
                 "pid": os.getpid(),
-                "tasks": sorted(c.task_id for c in self.running.values()),
+                "tasks": tasks,
+                "current_task": ", ".join(tasks),
                 "tasks_done": self.tasks_done,
-                "stats": self.runner.handler.live_stats(),
             },
         )
+        stats = self.runner.handler.live_stats()
+        if stats:
+            self.store.put_stats(f"handler:{self.worker_id}", stats)

@@ -90,6 +90,16 @@ class StateStore(Protocol):
 
     def get_stats(self, name: str) -> dict[str, Any]: ...
 
+    def append_sample(self, sample: dict[str, Any]) -> None:
+        """Add one point to the job's recorded timeline. `sample["t"]` (epoch seconds) is
+        set to now when absent; samples are kept in time order."""
+        ...
+
+    def samples(self, since: float | None = None, last: int | None = None) -> list[dict[str, Any]]:
+        """The recorded timeline, oldest first: only samples taken after `since` (epoch
+        seconds), and of those only the newest `last`."""
+        ...
+
     def plan_phase(self, phase: str, batches: list[Batch], tasks: list[Task]) -> None:
         """Start `phase`: add its batches and tasks, move their items there as pending."""
         ...

@@ -51,6 +51,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 FAILED_ITEM = "failed"
+WORKER_SILENT_SECONDS = 10.0
 OUTAGE_RETRIES = 40
 OUTAGE_BACKOFF_CAP = 3.0
 """A command retries while Redis is unreachable (a restart): up to 40 times, waiting up to
@@ -483,12 +484,18 @@ class RedisStateStore:
         self._r.hset(self._keys.workers, worker_id, _json({**info, "heartbeat_at": time.time()}))
 
     def workers(self) -> list[dict[str, Any]]:
-        """Every worker that ever served the job, with its last heartbeat."""
-        raw = self._r.hgetall(self._keys.workers)
-        return sorted(
-            ({"worker_id": _s(w), **orjson.loads(v)} for w, v in raw.items()),
-            key=lambda w: w["worker_id"],
-        )
+        """Every worker that ever served the job, with its last heartbeat; `live` when it
+        has not stopped and beat within WORKER_SILENT_SECONDS."""
+        now = time.time()
+        found = []
+        for worker, value in self._r.hgetall(self._keys.workers).items():
+            info = {"worker_id": _s(worker), **orjson.loads(value)}
+            info["live"] = (
+                info.get("state") != "stopped"
+                and now - info["heartbeat_at"] < WORKER_SILENT_SECONDS
+            )
+            found.append(info)
+        return sorted(found, key=lambda w: w["worker_id"])
 
     def put_stats(self, name: str, data: dict[str, Any]) -> None:
         self._r.hset(self._keys.stats, name, _json(data))
@@ -496,6 +503,21 @@ class RedisStateStore:
     def get_stats(self, name: str) -> dict[str, Any]:
         raw = self._r.hget(self._keys.stats, name)
         return orjson.loads(raw) if raw else {}
+
+    def append_sample(self, sample: dict[str, Any]) -> None:
+        sample = {"t": time.time(), **sample}
+        self._r.zadd(self._keys.samples, {_json(sample): float(sample["t"])})
+
+    def samples(self, since: float | None = None, last: int | None = None) -> list[dict[str, Any]]:
+        low = "-inf" if since is None else f"({since!r}"
+        if last is None:
+            raw = self._r.zrangebyscore(self._keys.samples, low, "+inf")
+        elif last <= 0:
+            raw = []
+        else:
+            raw = self._r.zrevrangebyscore(self._keys.samples, "+inf", low, start=0, num=last)
+            raw.reverse()
+        return [orjson.loads(m) for m in raw]
 
     # -- tasks ----------------------------------------------------------------------------
 

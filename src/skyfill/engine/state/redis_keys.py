@@ -8,6 +8,7 @@ Layout (`P` = the prefix):
 
     P job                     hash    the job record (fields of JobRecord; absent = None)
     P stats                   hash    stats name -> JSON
+    P samples                 zset    the recorded timeline: sample JSON scored by its time
     P batch:<batch_id>        hash    phase, grp, item_count
     P batch_items:<batch_id>  zset    item keys of the batch (all scores 0: ordered by key)
     P batch_pending:<batch_id> zset   its items with status pending (scores 0)
@@ -60,6 +61,10 @@ class RedisKeys:
     @property
     def stats(self) -> str:
         return self.prefix + "stats"
+
+    @property
+    def samples(self) -> str:
+        return self.prefix + "samples"
 
     def batch(self, batch_id: str) -> str:
         return f"{self.prefix}batch:{batch_id}"
@@ -116,3 +121,14 @@ class RedisKeys:
     @property
     def workers(self) -> str:
         return self.prefix + "workers"
+
+
+JOB_KEY_PATTERN = "skyfill:{*}:job"
+"""Matches the job hash of every job on a server (for SCAN: listing the jobs)."""
+
+
+def job_id_of(job_key: str) -> str | None:
+    """The job id in a job hash's key (`skyfill:{<job_id>}:job`), or None for another key."""
+    if job_key.startswith("skyfill:{") and job_key.endswith("}:job"):
+        return job_key[len("skyfill:{") : -len("}:job")]
+    return None

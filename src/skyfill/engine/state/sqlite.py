@@ -44,9 +44,12 @@ CREATE TABLE IF NOT EXISTS items (
 );
 CREATE INDEX IF NOT EXISTS items_by_batch ON items (batch_id, status);
 CREATE INDEX IF NOT EXISTS items_by_status ON items (status, updated_at);
+CREATE INDEX IF NOT EXISTS items_by_task ON items (task_id);
 CREATE TABLE IF NOT EXISTS stats (
     name TEXT PRIMARY KEY, data TEXT NOT NULL, updated_at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS samples (t REAL NOT NULL, data TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS samples_by_time ON samples (t);
 CREATE TABLE IF NOT EXISTS segments (
     task_id TEXT NOT NULL, seq INTEGER NOT NULL, path TEXT NOT NULL, rows INTEGER NOT NULL,
     PRIMARY KEY (task_id, seq)
@@ -179,6 +182,20 @@ class SqliteStateStore:
     def get_stats(self, name: str) -> dict[str, Any]:
         row = self._db.execute("SELECT data FROM stats WHERE name = ?", (name,)).fetchone()
         return orjson.loads(row[0]) if row else {}
+
+    def append_sample(self, sample: dict[str, Any]) -> None:
+        sample = {"t": time.time(), **sample}
+        self._db.execute(
+            "INSERT INTO samples VALUES (?,?)", (sample["t"], orjson.dumps(sample).decode())
+        )
+
+    def samples(self, since: float | None = None, last: int | None = None) -> list[dict[str, Any]]:
+        rows = self._db.execute(
+            "SELECT data FROM (SELECT rowid, t, data FROM samples WHERE (?1 IS NULL OR t > ?1) "
+            "ORDER BY t DESC, rowid DESC LIMIT ?2) ORDER BY t, rowid",
+            (since, -1 if last is None else last),
+        )
+        return [orjson.loads(data) for (data,) in rows]
 
     # -- tasks ----------------------------------------------------------------------------
 

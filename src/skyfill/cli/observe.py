@@ -1,0 +1,107 @@
+"""Seeing a running command: `--progress-interval`, `--log-level`, `--metrics-port`.
+
+Options of every command that runs a job (run, resume, retry, demo); like the other
+flags, they can come from `SKYFILL_<FLAG>` variables and, for `run`, the config file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import click
+
+from skyfill.monitor.logs import LEVELS, bind, configure_logging
+from skyfill.monitor.metrics import MetricsServer
+from skyfill.monitor.progress import Progress, make_progress
+from skyfill.monitor.sources import JobSource, RedisSource, WorkdirSource
+
+log = logging.getLogger("skyfill.cli")
+
+_OPTIONS = [
+    click.option(
+        "--progress-interval",
+        type=click.FloatRange(min=0.1),
+        default=10.0,
+        show_default=True,
+        envvar="SKYFILL_PROGRESS_INTERVAL",
+        help="Seconds between JSON progress lines (off a terminal).",
+    ),
+    click.option(
+        "--log-level",
+        type=click.Choice(LEVELS, case_sensitive=False),
+        default="info",
+        show_default=True,
+        envvar="SKYFILL_LOG_LEVEL",
+        help="Least severe log records shown (JSON lines on stderr off a terminal).",
+    ),
+    click.option(
+        "--metrics-port",
+        type=click.IntRange(min=0, max=65535),
+        default=0,
+        show_default=True,
+        envvar="SKYFILL_METRICS_PORT",
+        help="Serve Prometheus metrics on http://HOST:PORT/metrics while the job runs (0: off).",
+    ),
+    click.option(
+        "--metrics-host",
+        default="127.0.0.1",
+        show_default=True,
+        envvar="SKYFILL_METRICS_HOST",
+        help="Address the metrics server listens on (0.0.0.0 for a remote Prometheus).",
+    ),
+]
+
+
+def observe_options(f: Callable) -> Callable:
+    for option in reversed(_OPTIONS):
+        f = option(f)
+    return f
+
+
+@contextlib.contextmanager
+def observing(
+    workdir: Path,
+    job_id: str,
+    *,
+    progress: str,
+    progress_interval: float,
+    log_level: str,
+    metrics_port: int,
+    metrics_host: str,
+    command: str,
+    state_url: str | None = None,
+) -> Iterator[Progress]:
+    """Logging, the metrics server and the progress display for one run of `job_id`
+    (its state in <workdir>, or in Redis at `state_url`)."""
+    configure_logging(log_level)
+    bind(job_id=job_id)
+    source: JobSource = RedisSource(state_url) if state_url else WorkdirSource(workdir)
+    metrics = MetricsServer(source, job_id, metrics_port, metrics_host) if metrics_port else None
+    log.info("%s %s", command, job_id, extra={"event": "job_started", "command": command})
+    try:
+        yield make_progress(progress, progress_interval)
+    finally:
+        if metrics is not None:
+            metrics.stop()
+        _log_end(source, job_id)
+
+
+def _log_end(source: JobSource, job_id: str) -> None:
+    with contextlib.suppress(Exception), source.open(job_id) as store:
+        job = store.job()
+        if job is not None:
+            level = logging.ERROR if job.status == "failed" else logging.INFO
+            log.log(
+                level,
+                "job %s %s",
+                job_id,
+                job.status,
+                extra={
+                    "event": "job_finished",
+                    "status": str(job.status),
+                    "by_status": store.status_counts(),
+                },
+            )
