@@ -15,6 +15,7 @@ from skyfill.cli.control import cancel, pause, resume, retry, status
 from skyfill.cli.demo import demo
 from skyfill.cli.distributed import enqueue, submit, worker
 from skyfill.cli.monitor import dashboard, monitor, report
+from skyfill.cli.slurm import slurm
 from skyfill.engine.runner import JobError
 from skyfill.errors import UsageError
 
@@ -34,6 +35,7 @@ for command in (
     submit,
     worker,
     enqueue,
+    slurm,
     resume,
     status,
     cancel,
