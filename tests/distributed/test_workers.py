@@ -23,6 +23,7 @@ from tests.helpers import (
     repos,
     run_cli,
     run_job,
+    start_simnet,
     truth_records,
 )
 
@@ -252,3 +253,29 @@ def test_status_and_bad_state_url(
 def _json(url: str) -> dict:
     with urllib.request.urlopen(url, timeout=10) as response:
         return json.loads(response.read())
+
+
+def test_retry_phase_is_planned_once_by_the_workers(tmp_path: Path) -> None:
+    """A DID that fails with a retryable error is retried in retry phases, each planned by
+    whichever worker finishes the previous phase first, exactly once."""
+    net = start_simnet(tmp_path / "net", accounts=30, hosts=2, mean_records=10, faults="flaky_503")
+    redis = RedisServer(tmp_path / "redis")
+    redis.start()
+    try:
+        flags = ("--batch-size", "5", "--attempts", "1", "--retry-backoff", "0.5")
+        submit(net, redis, tmp_path / "shared", "again", *flags)
+        errors = wait_all(start_workers(redis, "again", 3))
+        store = RedisStateStore.from_url(redis.url, "again")
+        job = store.job()
+        assert job is not None and str(job.status) == "completed", errors
+        # the fault answers 503 twice: retry_1 fails again, retry_2 succeeds; each phase
+        # was planned once (one task each), and no retry_3
+        for phase in ("retry_1", "retry_2"):
+            tasks = store.tasks(phase)
+            assert [str(t.status) for t in tasks] == ["done"], phase
+        assert store.tasks("retry_3") == []
+        assert store.status_counts() == {"ok": 30}
+        store.close()
+    finally:
+        redis.stop()
+        net.stop()

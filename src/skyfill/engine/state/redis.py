@@ -236,24 +236,7 @@ class RedisStateStore:
                 },
             )
             self._queue_plan(pipe, batches, tasks)
-            for b in batches:
-                for key in b.items:
-                    pipe.hset(
-                        k.item(key),
-                        mapping={
-                            "batch_id": b.batch_id,
-                            "status": PENDING_ITEM,
-                            "retryable": 0,
-                            "attempts": 0,
-                        },
-                    )
-                for chunk in _chunks(b.items):
-                    members = dict.fromkeys(chunk, 0)
-                    pipe.zadd(k.batch_items(b.batch_id), members)
-                    pipe.zadd(k.batch_pending(b.batch_id), members)
-                    pipe.zadd(k.items, members)
-            if items:
-                pipe.hincrby(k.item_status, PENDING_ITEM, len(items))
+            self._queue_new_items(pipe, batches)
 
         self._transact([k.job], body)
 
@@ -291,6 +274,29 @@ class RedisStateStore:
         for t in tasks:  # in the same transaction: a planned task is always queued
             if t.role is Role.WORKER:
                 pipe.xadd(k.queue, {"task_id": t.task_id})
+
+    def _queue_new_items(self, pipe: Pipeline, batches: list[Batch]) -> None:
+        """Queue the writes that create the batches' items, pending."""
+        k = self._keys
+        for b in batches:
+            for key in b.items:
+                pipe.hset(
+                    k.item(key),
+                    mapping={
+                        "batch_id": b.batch_id,
+                        "status": PENDING_ITEM,
+                        "retryable": 0,
+                        "attempts": 0,
+                    },
+                )
+            for chunk in _chunks(b.items):
+                members = dict.fromkeys(chunk, 0)
+                pipe.zadd(k.batch_items(b.batch_id), members)
+                pipe.zadd(k.batch_pending(b.batch_id), members)
+                pipe.zadd(k.items, members)
+        count = sum(len(b.items) for b in batches)
+        if count:
+            pipe.hincrby(k.item_status, PENDING_ITEM, count)
 
     def job(self) -> JobRecord | None:
         raw = dict(
@@ -408,24 +414,8 @@ class RedisStateStore:
                 raise IntegrityError("an item is already in the job")
             pipe.multi()
             self._queue_plan(pipe, batches, tasks)
-            for b in batches:
-                for key in b.items:
-                    pipe.hset(
-                        k.item(key),
-                        mapping={
-                            "batch_id": b.batch_id,
-                            "status": PENDING_ITEM,
-                            "retryable": 0,
-                            "attempts": 0,
-                        },
-                    )
-                for chunk in _chunks(b.items):
-                    members = dict.fromkeys(chunk, 0)
-                    pipe.zadd(k.batch_items(b.batch_id), members)
-                    pipe.zadd(k.batch_pending(b.batch_id), members)
-                    pipe.zadd(k.items, members)
+            self._queue_new_items(pipe, batches)
             if keys:
-                pipe.hincrby(k.item_status, PENDING_ITEM, len(keys))
                 pipe.hincrby(k.job, "item_count", len(keys))
             return len(keys)
 
