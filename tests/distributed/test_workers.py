@@ -276,6 +276,18 @@ def test_retry_phase_is_planned_once_by_the_workers(tmp_path: Path) -> None:
         assert store.tasks("retry_3") == []
         assert store.status_counts() == {"ok": 30}
         store.close()
+        # seen from another terminal: every worker, and a report from Redis
+        shown = run_cli("monitor", "again", "--state", redis.url, "--once", "--json")
+        assert shown.returncode == 0, shown.stderr
+        facts = json.loads(shown.stdout)
+        assert facts["distributed"] and facts["done"] == 30
+        assert {w["worker_id"] for w in facts["workers"]} == {"w0", "w1", "w2"}
+        assert not any(w["live"] for w in facts["workers"])  # all stopped
+        report = run_cli(
+            "report", "again", "--state", redis.url, "--format", "json", "--output", "-"
+        )
+        assert report.returncode == 0, report.stderr
+        assert json.loads(report.stdout)["job"]["job_id"] == "again"
     finally:
         redis.stop()
         net.stop()

@@ -141,7 +141,12 @@ def job_metrics(store: StateStore) -> list[Metric]:
     now = time.time()
     if workers is not None:
         alive.add_metric(
-            [], sum(1 for w in workers if now - (w.get("heartbeat_at") or 0) < SILENT_AFTER)
+            [],
+            sum(
+                1
+                for w in workers
+                if w.get("live", now - (w.get("heartbeat_at") or 0) < SILENT_AFTER)
+            ),
         )
     else:
         alive.add_metric([], 1 if is_live(job, stale_after=SILENT_AFTER) else 0)

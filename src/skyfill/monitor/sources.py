@@ -14,6 +14,7 @@ from typing import Protocol
 import redis
 
 from skyfill.engine.layout import JobLayout, jobs_in
+from skyfill.engine.replica import is_url
 from skyfill.engine.state.base import StateStore
 from skyfill.engine.state.redis import RedisStateStore, redact_url
 from skyfill.engine.state.redis_keys import JOB_KEY_PATTERN, job_id_of
@@ -81,11 +82,22 @@ class RedisSource:
         return sorted(j for j in found if j)
 
     def layout(self, job_id: str) -> JobLayout | None:
-        return JobLayout(self.workdir, job_id) if self.workdir is not None else None
+        """The job's directory: --workdir if given, else where `skyfill submit` put it
+        (when that is a local path)."""
+        if self.workdir is not None:
+            return JobLayout(self.workdir, job_id)
+        try:
+            with redis.Redis.from_url(self.url, decode_responses=True) as client:
+                entry = RedisStateStore.registered_jobs(client).get(job_id)
+        except redis.RedisError:
+            return None
+        if entry is None or is_url(entry["workdir"]):
+            return None
+        return JobLayout(Path(entry["workdir"]), job_id)
 
     @contextlib.contextmanager
     def open(self, job_id: str) -> Iterator[StateStore]:
-        store = RedisStateStore.from_url(self.url, job_id)
+        store = RedisStateStore.from_url(self.url, job_id, retries=1)  # a viewer: no waiting
         try:
             try:
                 exists = store.job() is not None

@@ -135,12 +135,12 @@ class RedisStateStore:
         self._where = "redis"
 
     @classmethod
-    def from_url(cls, url: str, job_id: str) -> RedisStateStore:
+    def from_url(cls, url: str, job_id: str, retries: int = OUTAGE_RETRIES) -> RedisStateStore:
         """Connect to `redis://[user:password@]host:port/db` (the password is never logged)."""
         client = redis.Redis.from_url(
             url,
             decode_responses=True,
-            retry=Retry(ExponentialBackoff(cap=OUTAGE_BACKOFF_CAP, base=0.05), OUTAGE_RETRIES),
+            retry=Retry(ExponentialBackoff(cap=OUTAGE_BACKOFF_CAP, base=0.05), retries),
             retry_on_error=[redis.ConnectionError, redis.TimeoutError],
             health_check_interval=30,
         )
