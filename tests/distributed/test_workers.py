@@ -291,3 +291,29 @@ def test_retry_phase_is_planned_once_by_the_workers(tmp_path: Path) -> None:
     finally:
         redis.stop()
         net.stop()
+
+
+def test_pause_then_resume_distributed(
+    network: Server, redis_server: RedisServer, tmp_path: Path
+) -> None:
+    shared = tmp_path / "shared"
+    submit(network, redis_server, shared, "halt", "--batch-size", "8", "--rate-limit", "15/1s")
+    store = RedisStateStore.from_url(redis_server.url, "halt")
+    workers = start_workers(redis_server, "halt", 2)
+    wait_until(lambda: store.status_counts().get("ok", 0) >= 10, what="10 DIDs done")
+    paused = run_cli("pause", "halt", "--state", redis_server.url)
+    assert paused.returncode == 0, paused.stderr
+    wait_all(workers, timeout=60)  # both workers stop on their own
+    job = store.job()
+    assert job is not None and str(job.status) == "paused"
+    assert store.status_counts().get("pending", 0) > 0, "paused before the end"
+    resumed = run_cli("resume", "halt", "--state", redis_server.url, "--progress", "none")
+    assert resumed.returncode == 0, resumed.stderr
+    job = store.job()
+    assert job is not None and str(job.status) == "completed"
+    truth = truth_records(network.ready["truth_data"])
+    got = records_by_did(shared, "halt")
+    assert {d: got.get(d, set()) for d in truth} == truth
+    rows = all_records(shared, "halt")
+    assert len({(r["did"], r["collection"], r["rkey"]) for r in rows}) == len(rows)
+    store.close()
