@@ -6,6 +6,7 @@ one rename, so a crash never leaves a half-written dataset where readers look.
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 from pathlib import Path
 from typing import Any
@@ -19,12 +20,19 @@ from skyfill.engine.failpoints import failpoint
 
 
 class ParquetSink:
+    kind = "parquet"
+    target = "output"
+    """The job's own output directory (relative to the job directory)."""
+
     def __init__(
         self, output_dir: Path, partition_by: str = "collection", low_memory: bool = False
     ) -> None:
         self._low_memory = low_memory
         self._output = output_dir
         self._partition_by = partition_by
+
+    def check(self) -> None:
+        """Nothing to probe: the output lives in the job directory."""
 
     def write(self, records: pa.RecordBatchReader, repos: pa.RecordBatchReader) -> dict[str, Any]:
         tmp = self._output.with_name(self._output.name + ".tmp")
@@ -47,16 +55,20 @@ class ParquetSink:
         with pq.ParquetWriter(tmp / "repos.parquet", repos.schema, compression="zstd") as writer:
             for batch in repos:
                 writer.write_batch(batch)
-        facts = _describe(tmp)
+        files = _describe(tmp)
         if self._output.exists():
             shutil.rmtree(self._output)
         failpoint("output_removed")
         tmp.rename(self._output)
         fsync_dir(self._output.parent)
-        return facts
+        return {
+            "sink": {"kind": self.kind, "target": self.target},
+            "output_files": files,
+            "output_hash": _combined_hash(files),
+        }
 
 
-def _describe(directory: Path) -> dict[str, Any]:
+def _describe(directory: Path) -> list[dict[str, Any]]:
     files = sorted(p for p in directory.rglob("*.parquet"))
     described = []
     for path in files:
@@ -67,4 +79,11 @@ def _describe(directory: Path) -> dict[str, Any]:
                 "sha256": sha256_file(path),
             }
         )
-    return {"output_files": described}
+    return described
+
+
+def _combined_hash(files: list[dict]) -> str:
+    digest = hashlib.sha256()
+    for f in sorted(files, key=lambda f: f["file"]):
+        digest.update(f"{f['file']}:{f['sha256']}\n".encode())
+    return digest.hexdigest()

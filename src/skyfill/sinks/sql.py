@@ -1,0 +1,96 @@
+"""What the SQL sinks share: table columns, the refresh rules as SQL predicates, counts.
+
+Both SQL sinks load a job the same way, in one transaction:
+  1. the job's repos and records go into temporary staging tables (streamed);
+  2. records are upserted (inserted, or updated where a value differs: a replay changes
+     nothing);
+  3. rows of the job's repos that the job says are gone are deleted: for an `ok` repo the
+     rows (within the scope) that the job did not see, for a gone account all its rows
+     (within the scope);
+  4. repos rows are upserted; for `failed` / `invalid_repo` only the outcome columns.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from skyfill.sinks.base import GONE_STATUSES, KEPT_STATUSES, LoadScope
+
+RECORD_COLUMNS = (
+    "did",
+    "collection",
+    "rkey",
+    "uri",
+    "cid",
+    "rev",
+    "created_at",
+    "record",
+    "job_id",
+)
+RECORD_KEY = ("did", "collection", "rkey")
+RECORD_VALUES = ("uri", "cid", "rev", "created_at", "record")
+"""Compared to decide whether a row changed (job_id is not: it names the job that last
+changed the row, so a job that finds a record unchanged leaves it alone)."""
+REPO_COLUMNS = (
+    "did",
+    "handle",
+    "pds",
+    "status",
+    "rev",
+    "commit_cid",
+    "record_count",
+    "car_bytes",
+    "attempts",
+    "error",
+    "fetched_at",
+)
+REPO_OUTCOME = ("status", "attempts", "error", "fetched_at")
+"""What a `failed` / `invalid_repo` outcome changes of an existing repos row (with handle
+and pds when they were learnt)."""
+REPO_LEARNT = ("handle", "pds")
+
+STAGE_RECORDS = "skyfill_stage_records"
+STAGE_REPOS = "skyfill_stage_repos"
+
+
+def quoted_list(values: tuple[str, ...]) -> str:
+    """`('a', 'b')` as SQL literals (for the fixed status names only)."""
+    return ", ".join(f"'{v}'" for v in values)
+
+
+GONE_SQL = quoted_list(GONE_STATUSES)
+KEPT_SQL = quoted_list(KEPT_STATUSES)
+
+
+def scope_predicate(
+    scope: LoadScope, column: str, prefix_match: Callable[[str, str], str], param: str
+) -> tuple[str, list[str]]:
+    """SQL that is true for rows of `column` inside the scope's collections, and its
+    parameters. `prefix_match(column, param)` renders "column starts with a parameter"."""
+    if scope.collections is None:
+        return "TRUE", []
+    terms, params = [], []
+    for nsid in scope.exact:
+        terms.append(f"{column} = {param}")
+        params.append(nsid)
+    for prefix in scope.prefixes:
+        terms.append(prefix_match(column, param))
+        params.append(prefix)
+    return "(" + " OR ".join(terms) + ")", params
+
+
+def changed(table: str, columns: tuple[str, ...], excluded: str = "EXCLUDED") -> str:
+    """`(t.a, t.b) IS DISTINCT FROM (EXCLUDED.a, EXCLUDED.b)` (PostgreSQL spelling)."""
+    mine = ", ".join(f"{table}.{c}" for c in columns)
+    theirs = ", ".join(f"{excluded}.{c}" for c in columns)
+    return f"({mine}) IS DISTINCT FROM ({theirs})"
+
+
+def load_counts(
+    rows: int, inserted: int, updated: int, deleted: int | None = None
+) -> dict[str, int]:
+    counts = {"rows": rows, "inserted": inserted, "updated": updated}
+    counts["unchanged"] = rows - inserted - updated
+    if deleted is not None:
+        counts["deleted"] = deleted
+    return counts
