@@ -238,7 +238,7 @@ def _upsert_repos(kept: bool) -> str:
         where = f"status IN ({KEPT_SQL})"
     else:
         values = {c: f"EXCLUDED.{c}" for c in REPO_COLUMNS if c != "did"}
-        where = f"status NOT IN ({KEPT_SQL})"
+        where = f"coalesce(status, '') NOT IN ({KEPT_SQL})"  # a NULL is refused below
     updates = ", ".join(f"{c} = {v}" for c, v in values.items())
     mine = ", ".join(f"p.{c}" for c in values)
     theirs = ", ".join(values.values())

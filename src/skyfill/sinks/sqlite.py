@@ -195,9 +195,17 @@ def _upsert_repos(kept: bool) -> str:
     theirs = ", ".join(values.values())
     return f"""
         INSERT INTO repos ({columns}) SELECT {columns} FROM {STAGE_REPOS}
-        WHERE status {"IN" if kept else "NOT IN"} ({KEPT_SQL})
+        WHERE {_kept_filter("status", kept)}
         ON CONFLICT (did) DO UPDATE SET {updates}
         WHERE ({mine}) IS NOT ({theirs})"""
+
+
+def _kept_filter(column: str, kept: bool) -> str:
+    """Rows of `failed`/`invalid_repo` DIDs, or of every other one (a NULL status among
+    them, to be refused by the NOT NULL constraint rather than silently skipped)."""
+    if kept:
+        return f"{column} IN ({KEPT_SQL})"
+    return f"coalesce({column}, '') NOT IN ({KEPT_SQL})"
 
 
 def _new_keys(stage: str, key: tuple[str, ...], kept: bool | None = None) -> str:
@@ -206,7 +214,7 @@ def _new_keys(stage: str, key: tuple[str, ...], kept: bool | None = None) -> str
     match = " AND ".join(f"t.{c} = s.{c}" for c in key)
     status = ""
     if kept is not None:
-        status = f"AND s.status {'IN' if kept else 'NOT IN'} ({KEPT_SQL})"
+        status = f"AND {_kept_filter('s.status', kept)}"
     return f"""SELECT count(*) FROM {stage} s
         WHERE NOT EXISTS (SELECT 1 FROM {table} t WHERE {match}) {status}"""
 
