@@ -21,12 +21,18 @@ install: $(VENV)/.installed
 demo: install
 	$(BIN)/skyfill demo
 
-# redis-server backs the Redis state-store tests (tests/engine/test_state_contract.py).
+# redis-server backs the Redis state-store tests (tests/engine/test_state_contract.py);
+# PostgreSQL (initdb + postgres, started by the tests on a free port) the PostgreSQL sink's.
+POSTGRES_FOUND = command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1
 system-deps:
-	@command -v redis-server >/dev/null 2>&1 || { \
+	@MISSING=""; \
+	command -v redis-server >/dev/null 2>&1 || MISSING="$$MISSING redis-server"; \
+	$(POSTGRES_FOUND) || MISSING="$$MISSING postgresql"; \
+	if [ -n "$$MISSING" ]; then \
 		SUDO=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \
-		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq redis-server; \
-	}
+		echo "installing$$MISSING"; \
+		$$SUDO apt-get update -qq && $$SUDO DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$MISSING; \
+	fi
 
 refpds:
 	@bash $(SHARED)/refpds/setup.sh > $(VENV)/refpds-node
@@ -41,9 +47,10 @@ test: install system-deps refpds lint
 test-fast: install
 	$(BIN)/pytest -q -m 'not refpds and not slow'
 
-bench: install refpds
+bench: install system-deps refpds
 	$(BIN)/python benchmarks/decode.py
 	$(BIN)/python benchmarks/e2e.py
+	$(BIN)/python benchmarks/postgres_load.py
 
 clean:
 	rm -rf $(VENV) skyfill-work test-output

@@ -12,7 +12,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from jsonschema import Draft202012Validator
 
+from skyfill.engine.schemas import schema
 from tests import sqltables
 from tests.helpers import (
     Server,
@@ -114,6 +116,10 @@ def test_loads_are_atomic_and_replays_change_nothing(
     assert sum(manifest["records_by_collection"].values()) == rows
     assert not (job_dir(tmp_path, "j1") / "output").exists()  # no Parquet besides
     assert f"output: {kind}" in result.stdout
+    job_manifest = json.loads((job_dir(tmp_path, "j1") / "manifest.json").read_text())
+    for name, document in (("aggregation", manifest), ("job", job_manifest)):
+        errors = list(Draft202012Validator(schema(name)).iter_errors(document))
+        assert errors == [], (name, [e.message for e in errors])
     # A second job over the same repos: the records are untouched (they keep the job_id
     # of the job that last changed them); repos rows only get their new fetched_at.
     repos_before = sqltables.digest(sink_url, "repos", ("fetched_at",))

@@ -10,6 +10,7 @@ everything back. The password of the URL never appears in a message or a manifes
 from __future__ import annotations
 
 import io
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -19,6 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 from psycopg.conninfo import conninfo_to_dict
+from psycopg.copy import QueuedLibpqWriter
 
 from skyfill.engine.failpoints import failpoint
 from skyfill.sinks.base import LoadScope
@@ -34,6 +36,7 @@ from skyfill.sinks.sql import (
     REPO_OUTCOME,
     STAGE_RECORDS,
     STAGE_REPOS,
+    Stopwatch,
     changed,
     load_counts,
     scope_predicate,
@@ -181,24 +184,38 @@ class PostgresSink:
     def _load(
         self, conn: psycopg.Connection, records: pa.RecordBatchReader, repos: pa.RecordBatchReader
     ) -> dict[str, Any]:
+        watch = Stopwatch()
         with conn.cursor() as cur:
-            cur.execute("SELECT pg_advisory_xact_lock(%s)", [LOCK_KEY])
-            for statement in (RECORDS_DDL, REPOS_DDL, *INDEXES, *STAGING):
-                cur.execute(statement)
-            repo_rows = _copy(cur, STAGE_REPOS, REPO_COLUMNS, repos)
-            record_rows = _copy(cur, STAGE_RECORDS, RECORD_COLUMNS, records)
-            cur.execute(f"ANALYZE {STAGE_REPOS}")
-            cur.execute(f"ANALYZE {STAGE_RECORDS}")
-            inserted, updated = _counted(cur, self._upsert_records())
-            deleted = self._delete_gone(cur)
-            kept = _counted(cur, _upsert_repos(kept=True))
-            others = _counted(cur, _upsert_repos(kept=False))
+            with watch.step("prepare"):
+                cur.execute("SELECT pg_advisory_xact_lock(%s)", [LOCK_KEY])
+                for statement in (RECORDS_DDL, REPOS_DDL, *INDEXES, *STAGING):
+                    cur.execute(statement)
+            with watch.step("copy"):
+                repo_rows = _copy(cur, STAGE_REPOS, REPO_COLUMNS, repos)
+                record_rows = _copy(cur, STAGE_RECORDS, RECORD_COLUMNS, records)
+            with watch.step("index"):
+                # Keys of the staged rows, built in bulk after COPY: the refresh's anti-join
+                # (which rows did the job not see?) looks them up instead of scanning.
+                cur.execute(
+                    f"ALTER TABLE {STAGE_RECORDS} ADD PRIMARY KEY ({', '.join(RECORD_KEY)})"
+                )
+                cur.execute(f"ALTER TABLE {STAGE_REPOS} ADD PRIMARY KEY (did)")
+                cur.execute(f"ANALYZE {STAGE_REPOS}")
+                cur.execute(f"ANALYZE {STAGE_RECORDS}")
+            with watch.step("upsert_records"):
+                inserted, updated = _counted(cur, self._upsert_records())
+            with watch.step("delete"):
+                deleted = self._delete_gone(cur)
+            with watch.step("upsert_repos"):
+                kept = _counted(cur, _upsert_repos(kept=True))
+                others = _counted(cur, _upsert_repos(kept=False))
         return {
             "sink": {
                 "kind": self.kind,
                 "target": self.target,
                 "records": load_counts(record_rows, inserted, updated, deleted),
                 "repos": load_counts(repo_rows, kept[0] + others[0], kept[1] + others[1]),
+                "seconds": watch.seconds,
             }
         }
 
@@ -264,10 +281,15 @@ def _counted(cur: psycopg.Cursor, upsert: str) -> tuple[int, int]:
 def _copy(
     cur: psycopg.Cursor, table: str, columns: tuple[str, ...], reader: pa.RecordBatchReader
 ) -> int:
-    """Stream the reader's batches into `table` with COPY (CSV); return the rows sent."""
+    """Stream the reader's batches into `table` with COPY (CSV); return the rows sent.
+
+    The CSV of the next batch is made while the server parses the previous one: a queued
+    writer sends from its own thread (Arrow and libpq release the GIL), bounded by its
+    queue, so memory stays a few batches."""
     rows = 0
     options = pacsv.WriteOptions(include_header=False)
-    with cur.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN (FORMAT csv)") as copy:
+    statement = f"COPY {table} ({', '.join(columns)}) FROM STDIN (FORMAT csv)"
+    with cur.copy(statement, writer=QueuedLibpqWriter(cur)) as copy:
         for batch in reader:
             if batch.num_rows == 0:
                 continue
@@ -278,15 +300,27 @@ def _copy(
     return rows
 
 
+_NUL = re.compile(b"\x00")
+_NUL_JSON = re.compile(re.escape(NUL_JSON.encode()))
+
+
+def _may_hold(array: pa.Array, pattern: re.Pattern[bytes]) -> bool:
+    """Whether the bytes of a string array may hold `pattern` (a fast scan of its data
+    buffer, without copying it; a hit outside the array's slice only costs the exact
+    check)."""
+    data = array.buffers()[2]
+    return data is not None and pattern.search(memoryview(data)) is not None
+
+
 def _postgres_safe(batch: pa.RecordBatch) -> pa.RecordBatch:
     """Text without U+0000, which PostgreSQL cannot store in text or jsonb: it becomes
     U+FFFD (in `record`, also where the JSON spells it as an escape)."""
     arrays = []
     for name, array in zip(batch.schema.names, batch.columns, strict=True):
-        if pa.types.is_string(array.type) or pa.types.is_large_string(array.type):
-            if pc.any(pc.match_substring(array, "\x00")).as_py():
+        if pa.types.is_string(array.type):
+            if _may_hold(array, _NUL):
                 array = pc.replace_substring(array, "\x00", "\ufffd")
-            if name == "record" and pc.any(pc.match_substring(array, NUL_JSON)).as_py():
+            if name == "record" and _may_hold(array, _NUL_JSON):
                 array = _replace_json_nul(array)
         arrays.append(array)
     return pa.RecordBatch.from_arrays(arrays, schema=batch.schema)

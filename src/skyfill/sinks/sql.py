@@ -12,7 +12,9 @@ Both SQL sinks load a job the same way, in one transaction:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 from skyfill.sinks.base import GONE_STATUSES, KEPT_STATUSES, LoadScope
 
@@ -94,3 +96,19 @@ def load_counts(
     if deleted is not None:
         counts["deleted"] = deleted
     return counts
+
+
+class Stopwatch:
+    """Seconds spent in each step of a load (recorded in the manifest: where time goes)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def step(self, name: str) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            elapsed = time.perf_counter() - started
+            self.seconds[name] = round(self.seconds.get(name, 0.0) + elapsed, 3)

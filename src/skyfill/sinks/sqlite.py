@@ -35,6 +35,7 @@ from skyfill.sinks.sql import (
     REPO_OUTCOME,
     STAGE_RECORDS,
     STAGE_REPOS,
+    Stopwatch,
     load_counts,
     scope_predicate,
 )
@@ -133,14 +134,24 @@ class SqliteSink:
     def _load(
         self, conn: sqlite3.Connection, records: pa.RecordBatchReader, repos: pa.RecordBatchReader
     ) -> dict[str, Any]:
-        for statement in (RECORDS_DDL, REPOS_DDL, *INDEXES, *STAGING):
-            conn.execute(statement)
-        repo_rows = _stage(conn, STAGE_REPOS, REPO_COLUMNS, repos)
-        record_rows = _stage(conn, STAGE_RECORDS, RECORD_COLUMNS, records)
-        inserted, updated = _upsert(conn, _upsert_records(), _new_keys(STAGE_RECORDS, RECORD_KEY))
-        deleted = self._delete_gone(conn)
-        kept = _upsert(conn, _upsert_repos(kept=True), _new_keys(STAGE_REPOS, ("did",), True))
-        others = _upsert(conn, _upsert_repos(kept=False), _new_keys(STAGE_REPOS, ("did",), False))
+        watch = Stopwatch()
+        with watch.step("prepare"):
+            for statement in (RECORDS_DDL, REPOS_DDL, *INDEXES, *STAGING):
+                conn.execute(statement)
+        with watch.step("copy"):
+            repo_rows = _stage(conn, STAGE_REPOS, REPO_COLUMNS, repos)
+            record_rows = _stage(conn, STAGE_RECORDS, RECORD_COLUMNS, records)
+        with watch.step("upsert_records"):
+            inserted, updated = _upsert(
+                conn, _upsert_records(), _new_keys(STAGE_RECORDS, RECORD_KEY)
+            )
+        with watch.step("delete"):
+            deleted = self._delete_gone(conn)
+        with watch.step("upsert_repos"):
+            kept = _upsert(conn, _upsert_repos(kept=True), _new_keys(STAGE_REPOS, ("did",), True))
+            others = _upsert(
+                conn, _upsert_repos(kept=False), _new_keys(STAGE_REPOS, ("did",), False)
+            )
         for statement in STAGING[:2]:
             conn.execute(statement)
         return {
@@ -149,6 +160,7 @@ class SqliteSink:
                 "target": self.target,
                 "records": load_counts(record_rows, inserted, updated, deleted),
                 "repos": load_counts(repo_rows, kept[0] + others[0], kept[1] + others[1]),
+                "seconds": watch.seconds,
             }
         }
 
