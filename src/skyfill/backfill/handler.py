@@ -38,8 +38,8 @@ class BackfillHandler:
 
     def __init__(self, config: BackfillConfig, sink_password: str | None = None) -> None:
         self.config = config
+        # The password of a PostgreSQL --sink URL: used in this process, never stored.
         self._sink_password = sink_password
-        """The password of a PostgreSQL --sink URL: used in this process, never stored."""
         self._session = None
         self._fetcher: RepoFetcher | None = None
         self._executor = None

@@ -20,7 +20,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 from psycopg.conninfo import conninfo_to_dict
-from psycopg.copy import QueuedLibpqWriter
 
 from skyfill.engine.failpoints import failpoint
 from skyfill.sinks.base import LoadScope
@@ -37,6 +36,7 @@ from skyfill.sinks.sql import (
     STAGE_RECORDS,
     STAGE_REPOS,
     Stopwatch,
+    ahead,
     changed,
     load_counts,
     scope_predicate,
@@ -283,21 +283,27 @@ def _copy(
 ) -> int:
     """Stream the reader's batches into `table` with COPY (CSV); return the rows sent.
 
-    The CSV of the next batch is made while the server parses the previous one: a queued
-    writer sends from its own thread (Arrow and libpq release the GIL), bounded by its
-    queue, so memory stays a few batches."""
+    The CSV of the next batch is made in a background thread while this one is sent and
+    parsed by the server; at most two batches are made ahead, so memory stays bounded."""
     rows = 0
-    options = pacsv.WriteOptions(include_header=False)
     statement = f"COPY {table} ({', '.join(columns)}) FROM STDIN (FORMAT csv)"
-    with cur.copy(statement, writer=QueuedLibpqWriter(cur)) as copy:
-        for batch in reader:
-            if batch.num_rows == 0:
-                continue
-            buffer = io.BytesIO()
-            pacsv.write_csv(_postgres_safe(batch.select(list(columns))), buffer, options)
-            copy.write(buffer.getbuffer())
-            rows += batch.num_rows
+    with cur.copy(statement) as copy:
+        for count, data in ahead(_csv(reader, columns)):
+            copy.write(data)
+            rows += count
     return rows
+
+
+def _csv(reader: pa.RecordBatchReader, columns: tuple[str, ...]) -> Iterator[tuple[int, bytes]]:
+    """(rows, CSV text) of each non-empty batch: PostgreSQL's CSV, made by Arrow (quoted
+    strings, empty unquoted NULLs, ISO timestamps)."""
+    options = pacsv.WriteOptions(include_header=False)
+    for batch in reader:
+        if batch.num_rows == 0:
+            continue
+        buffer = io.BytesIO()
+        pacsv.write_csv(_postgres_safe(batch.select(list(columns))), buffer, options)
+        yield batch.num_rows, buffer.getvalue()
 
 
 _NUL = re.compile(b"\x00")
