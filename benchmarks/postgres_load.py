@@ -142,10 +142,15 @@ def generate(path: Path, rows: int, per_did: int, batch_rows: int, changed: bool
 
 
 def reader(path: Path, batch_rows: int) -> pa.RecordBatchReader:
+    """The file's batches, one row group at a time, as the aggregator reads (a reader over
+    all row groups would buffer the whole file)."""
     file = pq.ParquetFile(path)
-    return pa.RecordBatchReader.from_batches(
-        file.schema_arrow, file.iter_batches(batch_size=batch_rows)
-    )
+
+    def batches():
+        for group in range(file.metadata.num_row_groups):
+            yield from file.iter_batches(batch_size=batch_rows, row_groups=[group])
+
+    return pa.RecordBatchReader.from_batches(file.schema_arrow, batches())
 
 
 def load(url: str, tmp: Path, records: Path, batch_rows: int) -> tuple[float, dict, dict]:

@@ -9,7 +9,6 @@ everything back. The password of the URL never appears in a message or a manifes
 
 from __future__ import annotations
 
-import io
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -43,6 +42,8 @@ from skyfill.sinks.sql import (
 )
 
 CONNECT_TIMEOUT = 10
+CSV_ROWS = 8192
+"""Rows per piece of CSV sent to COPY (a few MB): memory stays small, whatever the batches."""
 LOCK_KEY = 0x736B7966696C6C  # "skyfill": one load at a time per database
 NUL_JSON = "\\u0000"
 """How JSON text spells U+0000, which jsonb cannot hold."""
@@ -294,16 +295,19 @@ def _copy(
     return rows
 
 
-def _csv(reader: pa.RecordBatchReader, columns: tuple[str, ...]) -> Iterator[tuple[int, bytes]]:
-    """(rows, CSV text) of each non-empty batch: PostgreSQL's CSV, made by Arrow (quoted
-    strings, empty unquoted NULLs, ISO timestamps)."""
+def _csv(
+    reader: pa.RecordBatchReader, columns: tuple[str, ...]
+) -> Iterator[tuple[int, memoryview]]:
+    """(rows, CSV text) of slices of CSV_ROWS rows: PostgreSQL's CSV, made by Arrow (quoted
+    strings, empty unquoted NULLs, ISO timestamps), a few MB at a time."""
     options = pacsv.WriteOptions(include_header=False)
     for batch in reader:
-        if batch.num_rows == 0:
-            continue
-        buffer = io.BytesIO()
-        pacsv.write_csv(_postgres_safe(batch.select(list(columns))), buffer, options)
-        yield batch.num_rows, buffer.getvalue()
+        batch = _postgres_safe(batch.select(list(columns)))
+        for start in range(0, batch.num_rows, CSV_ROWS):
+            piece = batch.slice(start, CSV_ROWS)
+            out = pa.BufferOutputStream()
+            pacsv.write_csv(piece, out, options)
+            yield piece.num_rows, memoryview(out.getvalue())
 
 
 _NUL = re.compile(b"\x00")
