@@ -208,11 +208,19 @@ def test_bad_sink_urls_and_patterns_are_one_line_errors(simnet: Server, tmp_path
     bad = run_job(simnet, tmp_path, "j", "--collections", "app.bsky.feed.post,app.bsky")
     assert_one_line_error(bad, 2, "'app.bsky' is not an NSID")
     assert not job_dir(tmp_path, "j").exists()
+    database = tmp_path / "plan.db"
     plan = run_cli(
-        "plan", "--dids", simnet.ready["dids"], env={"SKYFILL_COLLECTIONS": "app.bsky.graph.*"}
+        "plan",
+        "--dids",
+        simnet.ready["dids"],
+        "--sink",
+        f"sqlite:///{database}",
+        env={"SKYFILL_COLLECTIONS": "app.bsky.graph.*"},
     )
     assert plan.returncode == 0, plan.stderr
     assert "collections: app.bsky.graph.*" in plan.stdout
+    assert f"sink: sqlite:///{database} (reachable)" in plan.stdout
+    assert not database.exists()  # a plan writes nothing
 
 
 def test_an_unreachable_database_stops_the_job_before_any_fetch(
