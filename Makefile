@@ -22,14 +22,18 @@ demo: install
 	$(BIN)/skyfill demo
 
 # redis-server backs the Redis state-store tests (tests/engine/test_state_contract.py);
+# PostgreSQL (initdb + postgres, started by the tests on a free port) for the PostgreSQL sink;
 # chromium (headless) loads the dashboard and the HTML report (tests/monitor/test_browser.py).
+POSTGRES_FOUND = command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1
 system-deps:
-	@missing=""; \
-	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
-	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
-	if [ -n "$$missing" ]; then \
+	@MISSING=""; \
+	command -v redis-server >/dev/null 2>&1 || MISSING="$$MISSING redis-server"; \
+	command -v chromium >/dev/null 2>&1 || MISSING="$$MISSING chromium"; \
+	$(POSTGRES_FOUND) || MISSING="$$MISSING postgresql"; \
+	if [ -n "$$MISSING" ]; then \
 		SUDO=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \
-		$$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+		echo "installing$$MISSING"; \
+		$$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$MISSING; \
 	fi
 
 refpds:
@@ -45,9 +49,10 @@ test: install system-deps refpds lint
 test-fast: install
 	$(BIN)/pytest -q -m 'not refpds and not slow'
 
-bench: install refpds
+bench: install system-deps refpds
 	$(BIN)/python benchmarks/decode.py
 	$(BIN)/python benchmarks/e2e.py
+	$(BIN)/python benchmarks/postgres_load.py
 
 clean:
 	rm -rf $(VENV) skyfill-work test-output

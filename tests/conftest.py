@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import shutil
 import socket
@@ -13,6 +14,9 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import Server, start_simnet
+from tests.pgserver import PostgresServer, PostgresUnavailable, start_postgres
+
+_databases = itertools.count()
 
 
 @pytest.fixture(scope="session")
@@ -87,3 +91,22 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 def _tail(workdir: Path) -> str:
     return (workdir / "redis.log").read_text(errors="replace")[-2000:]
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """A PostgreSQL server of the tests' own (initdb in a temporary directory, a free
+    loopback port), stopped by its PID at the end. Fails, never skips, when PostgreSQL is
+    not installed (`make system-deps` installs it)."""
+    try:
+        server = start_postgres()
+    except PostgresUnavailable as exc:
+        pytest.fail(str(exc), pytrace=False)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def pg_url(postgres: PostgresServer) -> str:
+    """The URL of a new, empty database on the test server."""
+    return postgres.create_database(f"test_{next(_databases)}")

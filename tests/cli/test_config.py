@@ -79,6 +79,9 @@ def test_precedence_cli_over_env_over_file(simnet: Server, tmp_path: Path) -> No
         ("concurrency: [1\n", ["not valid YAML"]),
         ("job_type: squares\n", ["this command runs backfill jobs"]),
         ("since: last tuesday\n", ["not a window"]),
+        ("collections: [app.bsky.feed.post, posts]\n", ["collections: 'posts' is not an NSID"]),
+        ("collections: app.bsky.*.post\n", ["'*' may only end a pattern"]),
+        ("sink: ftp://u:pw@host/db\n", ["is not a sink", "ftp://u:***@host/db"]),
     ],
 )
 def test_bad_config_files_are_named_and_explained(

@@ -19,6 +19,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from tests import sqltables
 from tests.helpers import (
     SKYFILL,
     Server,
@@ -343,3 +344,29 @@ def test_reference_pds_with_its_rate_limits_on_sends_no_429(
     assert len(pds_hosts) == 2, hosts
     assert all(h["rate_limited"] == 0 for h in hosts.values())
     assert all(hosts[h]["server_limit"] == 6000 for h in pds_hosts)  # read from the headers
+
+
+def test_postgres_sink_matches_listrecords_of_the_reference_pds(
+    refpds: Server, dids_file: Path, tmp_path: Path, pg_url: str
+) -> None:
+    """The same backfill into PostgreSQL: tables equal the truth, row for row."""
+    args = [*_run_args(refpds, dids_file, tmp_path, "e2e-pg"), "--allow-private-network"]
+    result = run_cli(*args, "--sink", pg_url, "--progress", "none", timeout=CLI_TIMEOUT)
+    assert result.returncode == 0, result.stderr[-3000:]
+    _assert_clean_stderr(result)
+    expected = _expected_records(refpds)
+    assert sqltables.records_by_did(pg_url) == {d: r for d, r in expected.items() if r}
+    rows = sqltables.rows(pg_url, "records")
+    assert len(rows) == sum(len(recs) for recs in expected.values())  # no duplicate rows
+    truth = _truth(refpds)["repos"]
+    post = next(r for r in rows if r["collection"] == "app.bsky.feed.post")
+    assert post["record"]["$type"] == "app.bsky.feed.post"  # jsonb, queryable
+    assert post["record"]["text"].endswith("✓ émoji 🚀")
+    assert post["created_at"] == datetime.fromisoformat(post["record"]["createdAt"])
+    repos_rows = {row["did"]: row for row in sqltables.rows(pg_url, "repos")}
+    assert set(repos_rows) == {*truth, NEVER_EXISTED}
+    for did, repo in truth.items():
+        assert repos_rows[did]["status"] == repo["status"], did
+        if repo["status"] == "ok":
+            assert repos_rows[did]["rev"] == repo["rev"]
+            assert repos_rows[did]["record_count"] == len(repo["records"])

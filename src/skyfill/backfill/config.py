@@ -6,8 +6,10 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from skyfill.atproto.identity.plc import DEFAULT_PLC_URL
+from skyfill.backfill.collections import parse_collections
 from skyfill.errors import UsageError
 from skyfill.ratelimit.spec import parse_host_rates, parse_rate
+from skyfill.sinks.factory import parse_sink_url
 
 GIB = 1 << 30
 
@@ -65,6 +67,12 @@ class BackfillConfig:
     """Bytes of RSS (with decoders) above which no new fetch starts; None: no limit."""
     sample_interval: float = 5.0
     """Seconds between points of the job's recorded timeline (0: only at each run's end)."""
+    collections: list[str] | None = None
+    """Keep only records of these collections: NSIDs, or prefixes ending in `*` such as
+    `app.bsky.graph.*`; None keeps all. Repos' record_count counts the kept records."""
+    sink: str = "parquet"
+    """Where the final dataset goes: `parquet` (<job>/output/), `sqlite:///path.db` or
+    `postgresql://user@host:port/db`. Never holds a password (it is taken out here)."""
 
     def __post_init__(self) -> None:
         for name in ("concurrency", "batch_size", "max_repo_bytes", "attempts"):
@@ -89,6 +97,10 @@ class BackfillConfig:
         parse_host_rates(self.hosts)
         if not self.plc_url.startswith(("http://", "https://")):
             raise UsageError(f"plc-url must be an http(s) URL, not {self.plc_url!r}")
+        # Normalised forms: the patterns de-duplicated, the sink URL without a password
+        # (and a sqlite path made absolute), so that the stored config is safe to show.
+        object.__setattr__(self, "collections", parse_collections(self.collections))
+        object.__setattr__(self, "sink", parse_sink_url(self.sink).url)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

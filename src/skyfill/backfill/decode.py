@@ -8,6 +8,7 @@ from datetime import datetime
 import pyarrow as pa
 
 from skyfill.atproto.repo import RepoRecords, decode_repo
+from skyfill.backfill.collections import CollectionFilter
 from skyfill.backfill.schema import RECORDS_SCHEMA, TIMESTAMP
 from skyfill.backfill.window import keep_mask
 
@@ -20,13 +21,22 @@ class DecodedRepo:
     table: pa.Table
 
 
-def decode_to_table(car: bytes, did: str, job_id: str, since: str | None = None) -> DecodedRepo:
+def decode_to_table(
+    car: bytes,
+    did: str,
+    job_id: str,
+    since: str | None = None,
+    collections: list[str] | None = None,
+) -> DecodedRepo:
     """Verify and decode a repo CAR into a table of the records schema.
 
-    With `since` (an ISO time), only records made at or after it are kept (see window.py);
-    `record_count` still counts every record of the repo.
+    With `collections` (NSID patterns, see collections.py), only records of matching
+    collections are decoded and kept, and `record_count` counts those: it describes the
+    part of the repo that the job is about. With `since` (an ISO time), only records made
+    at or after it are kept (see window.py); `record_count` does not depend on `since`.
     """
-    repo = decode_repo(car, expected_did=did)
+    keep = CollectionFilter.from_patterns(collections) if collections else None
+    repo = decode_repo(car, expected_did=did, keep_collection=keep)
     total = len(repo)
     if since is not None:
         _apply_window(repo, datetime.fromisoformat(since))

@@ -121,8 +121,10 @@ class RepoFetcher:
     async def _decode(self, car: bytes, did: str) -> DecodedRepo:
         cfg = self._config
         if len(car) <= cfg.inline_decode_bytes:
-            return decode_to_table(car, did, cfg.job_id, cfg.since)
-        return await self._executor.run(decode_to_table, car, did, cfg.job_id, cfg.since)
+            return decode_to_table(car, did, cfg.job_id, cfg.since, cfg.collections)
+        return await self._executor.run(
+            decode_to_table, car, did, cfg.job_id, cfg.since, cfg.collections
+        )
 
     def _backoff(self, attempt: int, error: SkyfillError) -> float:
         ceiling = self._config.backoff_max

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
@@ -28,7 +27,8 @@ from skyfill.ratelimit.local import LimitSettings, LocalLimiter
 from skyfill.ratelimit.memory import MemoryGate
 from skyfill.ratelimit.shared import SharedBudget
 from skyfill.ratelimit.spec import parse_host_rates, parse_rate
-from skyfill.sinks.parquet import ParquetSink
+from skyfill.sinks.base import LoadScope, Sink
+from skyfill.sinks.factory import open_sink
 
 
 class BackfillHandler:
@@ -37,8 +37,10 @@ class BackfillHandler:
     dedup_key = ("did", "collection", "rkey")
     newest_column = "rev"
 
-    def __init__(self, config: BackfillConfig) -> None:
+    def __init__(self, config: BackfillConfig, sink_password: str | None = None) -> None:
         self.config = config
+        # The password of a PostgreSQL --sink URL: used in this process, never stored.
+        self._sink_password = sink_password
         self._session = None
         self._fetcher: RepoFetcher | None = None
         self._executor = None
@@ -64,8 +66,10 @@ class BackfillHandler:
     # -- coordinator --------------------------------------------------------------------
 
     def plan(self) -> Plan:
+        """Read the DID file, and make sure the sink can be written before any fetch."""
         path = Path(self.config.dids_file)
         parsed = read_did_file(path)
+        self.sink(Path(self.config.job_id) / "output").check()
         return Plan(
             items=parsed.dids,
             input_description={
@@ -206,19 +210,37 @@ class BackfillHandler:
 
     # -- aggregator ---------------------------------------------------------------------
 
+    def sink(self, output: Path) -> Sink:
+        """The job's sink (`output`: the job's output directory, for Parquet)."""
+        cfg = self.config
+        return open_sink(
+            cfg.sink,
+            output=output,
+            scope=LoadScope(
+                collections=tuple(cfg.collections) if cfg.collections else None,
+                complete=cfg.since is None,
+            ),
+            password=self._sink_password,
+            low_memory=cfg.max_memory is not None,
+        )
+
     def aggregate(self, ctx: AggregateContext) -> dict[str, Any]:
+        """Hand the merged records and one row per DID to the sink, counting both."""
+        by_collection: Counter[str] = Counter()
+        by_status: Counter[str] = Counter()
+        records = pa.RecordBatchReader.from_batches(
+            ctx.rows.schema, counted(ctx.rows, "collection", by_collection)
+        )
         repos = pa.RecordBatchReader.from_batches(
-            REPOS_SCHEMA, repos_batches(ctx.store.iter_items())
+            REPOS_SCHEMA, counted(repos_batches(ctx.store.iter_items()), "status", by_status)
         )
-        facts = ParquetSink(ctx.layout.output, low_memory=self.config.max_memory is not None).write(
-            ctx.rows, repos
-        )
-        total = sum(f["rows"] for f in facts["output_files"] if f["file"].startswith("records/"))
+        facts = self.sink(ctx.layout.output).write(records, repos)
         return {
-            "total_rows": total,
-            "repos": next(f["rows"] for f in facts["output_files"] if f["file"] == "repos.parquet"),
+            "total_rows": by_collection.total(),
+            "repos": by_status.total(),
+            "records_by_collection": dict(sorted(by_collection.items())),
+            "repos_by_status": dict(sorted(by_status.items())),
             **facts,
-            "output_hash": _combined_hash(facts["output_files"]),
         }
 
 
@@ -285,8 +307,11 @@ def _append_repo_row(columns: dict[str, list], item: ItemResult) -> None:
     columns["fetched_at"].append(datetime.fromtimestamp(fetched, tz=UTC) if fetched else None)
 
 
-def _combined_hash(files: list[dict]) -> str:
-    digest = hashlib.sha256()
-    for f in sorted(files, key=lambda f: f["file"]):
-        digest.update(f"{f['file']}:{f['sha256']}\n".encode())
-    return digest.hexdigest()
+def counted(
+    batches: Iterator[pa.RecordBatch] | pa.RecordBatchReader, column: str, counts: Counter[str]
+) -> Iterator[pa.RecordBatch]:
+    """The batches, unchanged, while `counts` tallies the values of `column`."""
+    for batch in batches:
+        for entry in pc.value_counts(batch.column(column)).to_pylist():
+            counts[entry["values"]] += entry["counts"]
+        yield batch

@@ -10,6 +10,7 @@ from typing import Any
 
 import click
 
+from skyfill.backfill.collections import parse_collections
 from skyfill.backfill.config import BackfillConfig, parse_size
 from skyfill.backfill.handler import BackfillHandler
 from skyfill.backfill.window import resolve_since
@@ -20,6 +21,7 @@ from skyfill.cli.plan import describe_plan
 from skyfill.cli.summary import summarize
 from skyfill.engine.layout import JobLayout
 from skyfill.ratelimit.spec import parse_host_rates
+from skyfill.sinks.factory import split_password
 
 _BACKFILL_OPTIONS = [
     click.option(
@@ -81,6 +83,23 @@ _BACKFILL_OPTIONS = [
         show_default=True,
         help="Keep records made since: 7d, 12h, 2025-01-01, an ISO time, or all "
         "(by the rkey's TID time, else a valid createdAt).",
+    ),
+    click.option(
+        "--collections",
+        default=None,
+        metavar="NSIDS",
+        help="Keep only records of these collections: comma-separated NSIDs or prefixes "
+        "ending in *, e.g. app.bsky.feed.post,app.bsky.graph.* (a list in a config file). "
+        "Default: all.",
+    ),
+    click.option(
+        "--sink",
+        default="parquet",
+        show_default=True,
+        metavar="URL",
+        help="Where the dataset goes: parquet (<job>/output/), sqlite:///path.db, or "
+        "postgresql://user@host:port/db (tables records and repos, refreshed per DID). "
+        "A password in the URL is used, never stored: resume reads PGPASSWORD/~/.pgpass.",
     ),
     click.option(
         "--fan-in",
@@ -167,6 +186,13 @@ def backfill_options(f: Callable) -> Callable:
     return config_option(workdir_option(f))
 
 
+def build_handler(options: dict[str, Any], job_id: str) -> BackfillHandler:
+    """The handler of the job the options describe; the sink URL's password (if any) goes
+    to the handler only, never into the config that is stored."""
+    sink, password = split_password(options["sink"])
+    return BackfillHandler(build_config({**options, "sink": sink}, job_id), password)
+
+
 def build_config(options: dict[str, Any], job_id: str) -> BackfillConfig:
     if not options.get("dids"):
         raise click.UsageError("Missing option '--dids' (or `dids:` in the config file).")
@@ -192,6 +218,8 @@ def build_config(options: dict[str, Any], job_id: str) -> BackfillConfig:
         max_memory=parse_size(options["max_memory"]) if options["max_memory"] else None,
         backoff_max=options["backoff_max"],
         sample_interval=options["sample_interval"],
+        collections=parse_collections(options["collections"]),
+        sink=options["sink"],
     )
 
 
@@ -211,7 +239,7 @@ def run(
     """Backfill every DID of a file into <workdir>/jobs/<job_id>/output/."""
     job_id = options["job_id"] or session.new_job_id()
     session.check_job_id(job_id)
-    config = build_config(options, job_id)
+    handler = build_handler(options, job_id)
     layout = JobLayout(workdir.resolve(), job_id)
     started = time.monotonic()
     click.echo(f"job {job_id} in {layout.root}", err=True)
@@ -225,7 +253,7 @@ def run(
         metrics_host=metrics_host,
         command="run",
     ) as shown:
-        job = session.submit_and_run(BackfillHandler(config), layout, shown)
+        job = session.submit_and_run(handler, layout, shown)
     click.echo(summarize(layout, job, started))
 
 
@@ -233,9 +261,8 @@ def run(
 @backfill_options
 def plan(workdir: Path, **options: Any) -> None:
     """Dry run: validate the input and config, show batches, tasks, hosts and estimates."""
-    config = build_config(options, options["job_id"] or "plan")
-    handler = BackfillHandler(config)
-    click.echo(describe_plan(handler.plan(), config))
+    handler = build_handler(options, options["job_id"] or "plan")
+    click.echo(describe_plan(handler.plan(), handler.config))
 
 
 with_env_vars(run)

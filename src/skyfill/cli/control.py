@@ -49,8 +49,8 @@ def resume(
             workdir, job_id, progress=progress, command="resume", state_url=state_url, **observe
         ) as shown:
             job = session.resume_distributed(state_url, job_id, settings, shown)
-        with session.open_redis_job(state_url, job_id) as (layout, _store):
-            click.echo(summarize(layout, job, started))
+        with session.open_redis_job(state_url, job_id) as (layout, store):
+            click.echo(summarize(layout, job, started, store))
         return
     layout = _layout(workdir, job_id)
     with observing(layout.workdir, job_id, progress=progress, command="resume", **observe) as shown:

@@ -23,7 +23,6 @@ from skyfill.cli.options import progress_option, workdir_option
 from skyfill.cli.summary import summarize
 from skyfill.engine.layout import JobLayout
 from skyfill.engine.model import JobStatus
-from skyfill.engine.state.base import JobRecord
 from skyfill.engine.state.redis import RedisStateStore
 from skyfill.errors import UsageError
 from skyfill.simnet.run import SimNetThread, SimSpec, build_network, write_files
@@ -96,15 +95,18 @@ def demo(
         layout = JobLayout(workdir, job_id)
         started = time.monotonic()
         if workers:
-            job = run_distributed(BackfillHandler(config), layout, workers)
-        else:
-            with observing(workdir, job_id, progress=progress, command="demo", **observe) as shown:
-                job = session.submit_and_run(BackfillHandler(config), layout, shown)
+            click.echo(run_distributed(BackfillHandler(config), layout, workers, started))
+            return
+        with observing(workdir, job_id, progress=progress, command="demo", **observe) as shown:
+            job = session.submit_and_run(BackfillHandler(config), layout, shown)
     click.echo(summarize(layout, job, started))
 
 
-def run_distributed(handler: BackfillHandler, layout: JobLayout, workers: int) -> JobRecord:
-    """Submit the job to a private redis-server (AOF on) and run it on worker processes."""
+def run_distributed(
+    handler: BackfillHandler, layout: JobLayout, workers: int, started: float
+) -> str:
+    """Submit the job to a private redis-server (AOF on), run it on worker processes;
+    returns the summary."""
     with local_redis(layout.workdir / "demo-redis") as url:
         click.echo(f"redis-server with AOF at {url}; {workers} workers", err=True)
         session.submit_distributed(handler, str(layout.workdir), layout.job_id, url)
@@ -123,14 +125,14 @@ def run_distributed(handler: BackfillHandler, layout: JobLayout, workers: int) -
                     click.echo(f"  {job.phase:<10} {done}/{job.item_count} DIDs", err=True)
                 time.sleep(1.0)
             job = store.job()
+            if job is None or job.status is not JobStatus.COMPLETED:
+                raise session.Interrupted(job) if job else UsageError("the demo job was lost")
+            return summarize(layout, job, started, store)
         finally:
             for proc in procs:
                 proc.terminate()
                 proc.wait()
             store.close()
-    if job is None or job.status is not JobStatus.COMPLETED:
-        raise session.Interrupted(job) if job else UsageError("the demo job was never planned")
-    return job
 
 
 @contextlib.contextmanager

@@ -18,6 +18,7 @@ from skyfill.cli.monitor import dashboard, monitor, report
 from skyfill.cli.slurm import slurm
 from skyfill.engine.runner import JobError
 from skyfill.errors import UsageError
+from skyfill.sinks.exceptions import SinkError
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -62,6 +63,9 @@ def main() -> None:
     except UsageError as exc:
         click.echo(f"skyfill: error: {exc}", err=True)
         sys.exit(EXIT_USAGE)
+    except SinkError as exc:  # e.g. the database cannot be reached: checked before fetching
+        click.echo(f"skyfill: error: {exc}", err=True)
+        sys.exit(1)
     except session.Interrupted as exc:
         click.echo(
             f"skyfill: job {exc.job.job_id} {exc.job.status}; continue with "

@@ -107,6 +107,8 @@ def _convert(ctx: click.Context, param: click.Option, raw: Any, path: Path) -> A
         return None
     if param.multiple and isinstance(raw, dict):  # e.g. hosts: {pds.example.com: 100/1m}
         raw = [f"{key}={value}" for key, value in raw.items()]
+    if not param.multiple and isinstance(raw, list):  # e.g. collections: [a.b.c, d.e.*]
+        raw = ",".join(str(item) for item in raw)
     if param.is_flag and not isinstance(raw, bool):
         raise UsageError(f"{path}: {param.name}: expected true or false, got {raw!r}")
     try:

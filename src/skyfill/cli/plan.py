@@ -40,6 +40,9 @@ def describe_plan(plan: Plan, config: BackfillConfig) -> str:
         f"{_duration(repo_requests / per_second)} if every repo is on one PDS, "
         f"{_duration(methods.get('plc', 0) / per_second)} for the PLC look-ups",
         f"window: {'all records' if config.since is None else 'records since ' + config.since}",
+        "collections: "
+        + (", ".join(config.collections) if config.collections else "all (no --collections)"),
+        f"sink: {config.sink}" + ("" if config.sink == "parquet" else " (reachable)"),
     ]
     return "\n".join(lines)
 

@@ -8,57 +8,81 @@ from collections import Counter
 from pathlib import Path
 
 import orjson
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from skyfill.engine import replica
 from skyfill.engine.layout import JobLayout
-from skyfill.engine.state.base import JobRecord
+from skyfill.engine.state.base import JobRecord, StateStore
+from skyfill.engine.state.sqlite import SqliteStateStore
 
 _DID = re.compile(r"did:[a-z]+:[A-Za-z0-9._:%-]+")
 TOP_ERRORS = 3
 
 
-def summarize(layout: JobLayout, job: JobRecord, started: float) -> str:
+def summarize(
+    layout: JobLayout, job: JobRecord, started: float, store: StateStore | None = None
+) -> str:
+    """The end-of-run summary; the job's state from `store`, else from its SQLite file."""
+    if store is None:
+        local = SqliteStateStore(layout.state_db)
+        try:
+            return summarize(layout, job, started, local)
+        finally:
+            local.close()
     output = layout.output
     if job.job_type != "backfill":
         return f"job {job.job_id} ({job.job_type}): {job.status}\n  output: {_show(output)}"
-    repos = pq.read_table(output / "repos.parquet", columns=["status", "error"])
-    statuses = pc.value_counts(repos["status"]).to_pylist()
-    counts = _records_per_collection(layout)
+    replica.refresh(layout.aggregation / "manifest.json")
+    manifest = orjson.loads((layout.aggregation / "manifest.json").read_bytes())
+    sink = manifest.get("sink", {"kind": "parquet"})
+    statuses, errors = _outcomes(store, manifest)
+    counts = _records_per_collection(manifest)
     total = sum(counts.values())
     elapsed = max(time.monotonic() - started, 1e-9)
     lines = [
         f"job {job.job_id}: {job.status}, {job.item_count} DIDs, {total} records "
         f"(this run: {elapsed:.1f}s)",
         "  DIDs by status: "
-        + ", ".join(
-            f"{s['values']}={s['counts']}" for s in sorted(statuses, key=lambda s: -s["counts"])
-        ),
+        + ", ".join(f"{status}={count}" for status, count in statuses.most_common()),
     ]
-    lines += _top_errors(repos.column("status").to_pylist(), repos.column("error").to_pylist())
+    lines += _top_errors(errors)
     lines.append(f"  records: {total}")
     for collection, count in counts.most_common():
         lines.append(f"    {collection:<32} {count}")
-    lines.append(f"  output: {_show(output)}")
+    if sink["kind"] == "parquet":
+        lines.append(f"  output: {_show(output)}")
+    else:
+        lines.append(f"  output: {sink['kind']} {sink['target']} (tables records, repos)")
+        loaded = sink["records"]
+        lines.append(
+            f"  loaded records: {loaded['inserted']} inserted, {loaded['updated']} updated, "
+            f"{loaded['deleted']} deleted, {loaded['unchanged']} unchanged"
+        )
     return "\n".join(lines)
 
 
-def _top_errors(statuses: list[str], errors: list[str | None]) -> list[str]:
+def _outcomes(store: StateStore, manifest: dict) -> tuple[Counter[str], list[tuple[str, str]]]:
+    """DIDs per status, and (status, error) of the DIDs that failed or were invalid: from
+    the state store, which every sink's repos rows come from."""
+    statuses = Counter(manifest.get("repos_by_status") or store.status_counts())
+    errors = [
+        (item.status, item.error)
+        for item in store.iter_items()
+        if item.error and item.status in ("failed", "invalid_repo")
+    ]
+    return statuses, errors
+
+
+def _top_errors(errors: list[tuple[str, str]]) -> list[str]:
     """The most common reasons DIDs did not end `ok`, with DIDs masked so they group."""
-    reasons = Counter(
-        f"{status}: {_DID.sub('<did>', error)}"
-        for status, error in zip(statuses, errors, strict=True)
-        if error and status in ("failed", "invalid_repo")
-    )
+    reasons = Counter(f"{status}: {_DID.sub('<did>', error)}" for status, error in errors)
     return [f"  {count} x {reason}" for reason, count in reasons.most_common(TOP_ERRORS)]
 
 
-def _records_per_collection(layout: JobLayout) -> Counter[str]:
-    """Rows per collection, from the aggregation manifest's description of the output files
-    (written and counted once by the sink; no need to scan the dataset again)."""
-    replica.refresh(layout.aggregation / "manifest.json")
-    manifest = orjson.loads((layout.aggregation / "manifest.json").read_bytes())
+def _records_per_collection(manifest: dict) -> Counter[str]:
+    """Rows per collection, from the aggregation manifest (counted once while the sink
+    wrote them; older manifests: from the description of the output files)."""
+    if "records_by_collection" in manifest:
+        return Counter(manifest["records_by_collection"])
     counts: Counter[str] = Counter()
     for described in manifest["output_files"]:
         partition = (

@@ -38,6 +38,9 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
         help="PDS host INDEX enforces RATE (repeatable), e.g. 0=1/1s",
     )
     p.add_argument("--big", type=int, default=0, help="account 0 gets this many records")
+    p.add_argument(
+        "--edits", type=int, default=0, help="rounds of edits to every repo (later versions)"
+    )
     p.add_argument("--out", type=Path, default=Path("simnet-out"))
     return p.parse_args(argv)
 
@@ -52,6 +55,7 @@ async def _serve(args: argparse.Namespace) -> None:
         faults=[f for f in args.faults.split(",") if f],
         unknown_dids=args.unknown_dids,
         big=args.big,
+        edits=args.edits,
     )
     network, dids = build_network(spec)
     servers = SimServers(network, limits=_limits(args))

@@ -149,6 +149,23 @@ def generate_records(rng: random.Random, count: int, peers: list[str]) -> dict[s
     return records
 
 
+def edit_records(rng: random.Random, records: dict[str, dict], peers: list[str]) -> dict[str, dict]:
+    """One round of a user's edits: about a tenth of the records deleted, a tenth changed
+    (so their CID changes), and a few new ones."""
+    edited: dict[str, dict] = {}
+    for path in sorted(records):
+        roll = rng.random()
+        if roll < 0.1:
+            continue
+        record = records[path]
+        if roll < 0.2:
+            record = {**record, "edited": rng.randrange(1 << 30)}
+        edited[path] = record
+    fresh = generate_records(rng, 1 + max(1, len(records) // 20), peers)
+    fresh.pop("app.bsky.actor.profile/self")
+    return edited | fresh
+
+
 def record_count(rng: random.Random, mean: int) -> int:
     """Heavy-tailed repo sizes: most small, a few large, as on the real network."""
     return max(1, min(int(rng.paretovariate(1.6) * mean * 0.4), mean * 40))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 
 from skyfill.atproto.cid import cid_from_str
 from skyfill.atproto.repo import build_repo
@@ -11,7 +12,8 @@ from skyfill.simnet.accounts import BASE_TIME, Account
 
 # Faults after which a correct backfill still has the repo (the others lose it).
 RECOVERABLE_FAULTS = (None, "flaky_503", "flaky_429", "slow_first")
-REV = encode_tid(int(BASE_TIME.timestamp() * 1_000_000) + 365 * 86400 * 1_000_000)
+REV_TIME = BASE_TIME + timedelta(days=365)
+REV = encode_tid(int(REV_TIME.timestamp() * 1_000_000))
 
 
 @dataclass(slots=True)
@@ -40,9 +42,10 @@ def drop_block(car: bytes, record_cid: str) -> bytes:
 class SimNetwork:
     """Accounts by DID, with their repos built once."""
 
-    def __init__(self, accounts: list[Account], hosts: int) -> None:
+    def __init__(self, accounts: list[Account], hosts: int, rev: str = REV) -> None:
         self.accounts = {a.did: a for a in accounts}
         self.hosts = hosts
+        self.rev = rev
         self.repos: dict[str, BuiltRepo] = {}
         self.requests: dict[str, int] = {}
         for account in accounts:
@@ -53,7 +56,7 @@ class SimNetwork:
         self._build(account)
 
     def _build(self, account: Account) -> None:
-        car, commit, paths = build_repo(account.did, REV, account.records)
+        car, commit, paths = build_repo(account.did, self.rev, account.records)
         if account.fault == "bad_cid":
             car = corrupt_block(car, next(iter(paths.values())))
         elif account.fault == "missing_block":
@@ -69,7 +72,7 @@ class SimNetwork:
             repos[did] = {
                 "pds": pds_urls[account.host],
                 "handle": account.handle,
-                "rev": REV,
+                "rev": self.rev,
                 "commit": built.commit,
                 "status": account.status,
                 "fault": account.fault,

@@ -10,8 +10,15 @@ from pathlib import Path
 
 import orjson
 
-from skyfill.simnet.accounts import Account, generate_accounts, generate_records, plc_did
-from skyfill.simnet.network import SimNetwork
+from skyfill.atproto.tid import encode_tid
+from skyfill.simnet.accounts import (
+    Account,
+    edit_records,
+    generate_accounts,
+    generate_records,
+    plc_did,
+)
+from skyfill.simnet.network import REV_TIME, SimNetwork
 from skyfill.simnet.server import FAULTS, SimServers
 
 STATUSES = ("deactivated", "takendown", "suspended", "not_found", "tombstoned")
@@ -33,6 +40,9 @@ class SimSpec:
     """Add one did:web account (did:web:localhost%3A<port of the first PDS>)."""
     big: int = 0
     """Give account 0 this many records (a large repo)."""
+    edits: int = 0
+    """Rounds of edits applied to every account (records deleted, changed, added; a new
+    rev): the same accounts as they are later, to test refreshing a dataset."""
 
 
 def build_network(spec: SimSpec) -> tuple[SimNetwork, list[str]]:
@@ -41,6 +51,10 @@ def build_network(spec: SimSpec) -> tuple[SimNetwork, list[str]]:
     if spec.big and accounts:
         rng = random.Random(spec.seed)
         accounts[0].records = generate_records(rng, spec.big, [a.did for a in accounts])
+    for round_ in range(1, spec.edits + 1):
+        rng = random.Random(f"{spec.seed}-edits-{round_}")
+        for account in accounts:
+            account.records = edit_records(rng, account.records, [a.did for a in accounts])
     special = list(reversed(accounts))
     for account, status in zip(special, spec.statuses, strict=False):
         _check(status, STATUSES)
@@ -48,9 +62,14 @@ def build_network(spec: SimSpec) -> tuple[SimNetwork, list[str]]:
     for account, fault in zip(special[len(spec.statuses) :], spec.faults, strict=False):
         _check(fault, FAULTS)
         account.fault = fault
-    network = SimNetwork(accounts, spec.hosts)
+    network = SimNetwork(accounts, spec.hosts, rev=repo_rev(spec.edits))
     unknown = [plc_did(f"unknown-{spec.seed}-{i}") for i in range(spec.unknown_dids)]
     return network, [a.did for a in accounts] + unknown
+
+
+def repo_rev(edits: int) -> str:
+    """Every repo's rev: one second later per round of edits."""
+    return encode_tid(int(REV_TIME.timestamp() * 1_000_000) + edits * 1_000_000)
 
 
 def add_did_web_account(servers: SimServers, mean_records: int, seed: int) -> str:

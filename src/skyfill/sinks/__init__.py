@@ -1,1 +1,1 @@
-"""Sinks: where the final dataset goes (Parquet by default)."""
+"""Sinks: where the final dataset goes (Parquet by default, SQLite or PostgreSQL on request)."""

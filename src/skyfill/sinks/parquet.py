@@ -6,6 +6,7 @@ one rename, so a crash never leaves a half-written dataset where readers look.
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import urllib.parse
 from dataclasses import dataclass, field
@@ -36,12 +37,19 @@ LOW_MEMORY_BUDGET = RowGroupBudget(max_rows=16 * 1024, max_bytes=16 << 20)
 
 
 class ParquetSink:
+    kind = "parquet"
+    target = "output"
+    """The job's own output directory (relative to the job directory)."""
+
     def __init__(
         self, output_dir: Path, partition_by: str = "collection", low_memory: bool = False
     ) -> None:
         self._budget = LOW_MEMORY_BUDGET if low_memory else DEFAULT_BUDGET
         self._output = output_dir
         self._partition_by = partition_by
+
+    def check(self) -> None:
+        """Nothing to probe: the output lives in the job directory."""
 
     def write(self, records: pa.RecordBatchReader, repos: pa.RecordBatchReader) -> dict[str, Any]:
         tmp = self._output.with_name(self._output.name + ".tmp")
@@ -56,17 +64,21 @@ class ParquetSink:
         with columnar.writer(tmp / "repos.parquet", repos.schema) as writer:
             for batch in repos:
                 writer.write_batch(batch)
-        facts = _describe(tmp)
+        files = _describe(tmp)
         if self._output.exists():
             shutil.rmtree(self._output)
         failpoint("output_removed")
         tmp.rename(self._output)
         fsync_dir(self._output.parent)
         replica.published_tree(self._output)
-        return facts
+        return {
+            "sink": {"kind": self.kind, "target": self.target},
+            "output_files": files,
+            "output_hash": _combined_hash(files),
+        }
 
 
-def _describe(directory: Path) -> dict[str, Any]:
+def _describe(directory: Path) -> list[dict[str, Any]]:
     files = sorted(p for p in directory.rglob("*.parquet"))
     described = []
     for path in files:
@@ -77,7 +89,14 @@ def _describe(directory: Path) -> dict[str, Any]:
                 "sha256": sha256_file(path),
             }
         )
-    return {"output_files": described}
+    return described
+
+
+def _combined_hash(files: list[dict]) -> str:
+    digest = hashlib.sha256()
+    for f in sorted(files, key=lambda f: f["file"]):
+        digest.update(f"{f['file']}:{f['sha256']}\n".encode())
+    return digest.hexdigest()
 
 
 @dataclass(slots=True)

@@ -1,0 +1,133 @@
+"""`--sink URL` -> a `Sink`: the one place that knows the URL forms.
+
+    (absent), parquet                    Parquet under <job>/output/ (the default)
+    sqlite:///relative/path.db           SQLite file, relative to the current directory
+    sqlite:////absolute/path.db          (the SQLAlchemy convention: a fourth slash for '/')
+    postgresql://user@host:port/db       PostgreSQL (also postgres://; libpq query options)
+
+A password in a PostgreSQL URL (`user:secret@`, or `?password=`) is used but never stored
+or shown: `split_password` takes it out before the URL goes into the job's config, its
+manifests or any message. A resumed job authenticates as libpq does without one
+(PGPASSWORD, ~/.pgpass / PGPASSFILE, a trust or peer rule).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
+
+from skyfill.sinks.base import LoadScope, Sink
+from skyfill.sinks.exceptions import SinkUrlError
+
+PARQUET = "parquet"
+POSTGRES_SCHEMES = ("postgresql", "postgres")
+SQLITE_SCHEME = "sqlite"
+
+
+@dataclass(frozen=True, slots=True)
+class SinkUrl:
+    kind: str
+    """parquet, sqlite or postgresql."""
+    url: str
+    """The URL without a password (what is stored and shown)."""
+    password: str | None = None
+    path: Path | None = None
+    """The database file of a sqlite URL."""
+
+
+def parse_sink_url(text: str | None) -> SinkUrl:
+    """Validate a --sink value (syntax only, nothing is contacted). Raises SinkUrlError."""
+    value = (text or "").strip()
+    if value in ("", PARQUET):
+        return SinkUrl(PARQUET, PARQUET)
+    scheme = value.partition(":")[0].lower()
+    if scheme in POSTGRES_SCHEMES:
+        return _postgres_url(value)
+    if scheme == SQLITE_SCHEME:
+        return _sqlite_url(value)
+    raise SinkUrlError(
+        f"sink: {redact(value)!r} is not a sink (want parquet, sqlite:///path.db or "
+        "postgresql://user@host:port/db)"
+    )
+
+
+def split_password(text: str | None) -> tuple[str, str | None]:
+    """The URL to store (absolute sqlite path, no password) and the password, if any."""
+    parsed = parse_sink_url(text)
+    return parsed.url, parsed.password
+
+
+def redact(url: str) -> str:
+    """`url` with any password replaced by `***` (for messages about a URL not yet parsed)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url.split("@")[-1] if "@" in url else url
+    userinfo, at, hosts = parts.netloc.rpartition("@")
+    if at and ":" in userinfo:
+        userinfo = userinfo.partition(":")[0] + ":***"
+    query = [(k, "***" if k == "password" else v) for k, v in parse_qsl(parts.query, True)]
+    netloc = f"{userinfo}@{hosts}" if at else hosts
+    return urlunsplit(parts._replace(netloc=netloc, query=urlencode(query, safe="*")))
+
+
+def open_sink(
+    url: str | None,
+    *,
+    output: Path,
+    scope: LoadScope | None = None,
+    password: str | None = None,
+    low_memory: bool = False,
+) -> Sink:
+    """The sink a URL names. `output` is the job's output directory (used by Parquet)."""
+    parsed = parse_sink_url(url)
+    scope = scope or LoadScope()
+    if parsed.kind == PARQUET:
+        from skyfill.sinks.parquet import ParquetSink
+
+        return ParquetSink(output, low_memory=low_memory)
+    if parsed.kind == SQLITE_SCHEME:
+        from skyfill.sinks.sqlite import SqliteSink
+
+        assert parsed.path is not None
+        return SqliteSink(parsed.path, scope)
+    from skyfill.sinks.postgres import PostgresSink
+
+    return PostgresSink(parsed.url, scope, password=password or parsed.password)
+
+
+def _postgres_url(value: str) -> SinkUrl:
+    from psycopg import ProgrammingError
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        parts = urlsplit(value)
+        options = conninfo_to_dict(value)
+    except (ValueError, ProgrammingError) as exc:
+        raise SinkUrlError(f"sink: {redact(value)!r}: {exc}") from None
+    if not options.get("dbname") or options["dbname"] == "/":
+        raise SinkUrlError(
+            f"sink: {redact(value)!r} names no database (want postgresql://user@host:port/db)"
+        )
+    userinfo, at, hosts = parts.netloc.rpartition("@")
+    user = userinfo.partition(":")[0]
+    password = options.get("password")
+    query = [(k, v) for k, v in parse_qsl(parts.query, True) if k != "password"]
+    netloc = f"{user}@{hosts}" if at and user else hosts
+    scheme = "postgresql"
+    url = urlunsplit((scheme, netloc, parts.path, urlencode(query, quote_via=quote), ""))
+    return SinkUrl("postgresql", url, password=str(password) if password else None)
+
+
+def _sqlite_url(value: str) -> SinkUrl:
+    rest = value[len(SQLITE_SCHEME) + 1 :]
+    if not rest.startswith("///") or "?" in rest or "#" in rest:
+        raise SinkUrlError(
+            f"sink: {value!r}: want sqlite:///relative/path.db or sqlite:////absolute/path.db"
+        )
+    raw = unquote(rest[3:])
+    if not raw or raw.endswith("/"):
+        raise SinkUrlError(f"sink: {value!r} names no database file")
+    path = Path(raw).expanduser().resolve()
+    return SinkUrl(SQLITE_SCHEME, f"sqlite:///{quote(str(path))}", path=path)
