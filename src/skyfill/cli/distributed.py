@@ -16,9 +16,8 @@ import click
 
 from skyfill.atproto.did import validate_did
 from skyfill.atproto.exceptions import InvalidDid
-from skyfill.backfill.handler import BackfillHandler
 from skyfill.cli import session
-from skyfill.cli.backfill import backfill_options, build_config
+from skyfill.cli.backfill import backfill_options, build_handler
 from skyfill.cli.observe import observe_options, observing
 from skyfill.cli.options import progress_option, with_env_vars
 from skyfill.engine.distributed.node import NodeSettings, default_worker_id
@@ -52,7 +51,7 @@ def submit(workdir: Path | str, state_url: str, **options: Any) -> None:
     store)."""
     job_id = options["job_id"] or session.new_job_id()
     session.check_job_id(job_id)
-    handler = BackfillHandler(build_config(options, job_id))
+    handler = build_handler(options, job_id)  # a sink password stays out of Redis
     location = workdir if isinstance(workdir, str) else str(workdir.resolve())
     job = session.submit_distributed(handler, location, job_id, state_url)
     click.echo(
