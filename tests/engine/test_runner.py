@@ -14,6 +14,7 @@ from skyfill.engine.model import JobStatus, TaskStatus
 from skyfill.engine.runner import JobRunner
 from skyfill.engine.settings import EngineSettings
 from skyfill.engine.state.sqlite import SqliteStateStore
+from tests.engine.discovering import DiscoveringSquares
 from tests.engine.squares import SquaresHandler
 
 
@@ -90,3 +91,42 @@ def test_submitting_twice_is_refused(tmp_path: Path) -> None:
     runner.submit(handler.plan())
     with pytest.raises(UsageError, match="already exists"):
         runner.submit(handler.plan())
+
+
+def _found_rows(first: int, last: int) -> int:
+    return sum(n for n in range(first, last + 1) if n % 7 and n % 11)
+
+
+def test_items_discovered_while_the_job_runs(tmp_path: Path) -> None:
+    handler = DiscoveringSquares(3, 30)
+    runner, store = _runner(tmp_path, handler)
+    runner.submit(handler.plan())
+    job = asyncio.run(runner.run())
+    assert job.status is JobStatus.COMPLETED and job.item_count == 33
+    assert handler.pages_listed == list(range(4, 34, 4))
+    counts = store.status_counts()
+    assert counts["gone"] == 3 and "pending" not in counts  # 11, 22, 33: never processed
+    assert not {"11", "22", "33"} & set(handler.processed)
+    assert handler.found_processed_while_listing, "no waiting for the full list"
+    table = pq.read_table(runner.layout.output / "all.parquet")
+    assert table.num_rows == _expected_rows(3) + _found_rows(4, 33)
+    assert store.get_stats("discovery")["done"] is True
+
+
+def test_discovery_resumes_from_its_saved_position(tmp_path: Path) -> None:
+    first = DiscoveringSquares(0, 40, stop_after_pages=3)
+    runner, store = _runner(tmp_path, first)
+    first.stop = runner.stop_requested
+    runner.submit(first.plan())
+    job = asyncio.run(runner.run())
+    assert job.status is JobStatus.STOPPED
+    assert first.pages_listed == [1, 5, 9]
+    assert store.get_stats("discovery")["position"] == {"next": 13}
+
+    second = DiscoveringSquares(0, 40)
+    runner, store = _runner(tmp_path, second)
+    job = asyncio.run(runner.run())
+    assert job.status is JobStatus.COMPLETED and job.item_count == 40
+    assert second.pages_listed == [13, 17, 21, 25, 29, 33, 37]  # no page listed twice
+    table = pq.read_table(runner.layout.output / "all.parquet")
+    assert table.num_rows == _found_rows(1, 40)

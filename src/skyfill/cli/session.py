@@ -21,11 +21,13 @@ import redis
 
 from skyfill.engine import replica
 from skyfill.engine.definition import import_handler
+from skyfill.engine.discovery import discovers
 from skyfill.engine.distributed.node import NodeSettings, WorkerNode
 from skyfill.engine.handler import Handler
 from skyfill.engine.layout import JobLayout, jobs_in
+from skyfill.engine.manifest import write_batch_files
 from skyfill.engine.model import Batch, JobStatus
-from skyfill.engine.runner import JobRunner, is_live, write_batch_files
+from skyfill.engine.runner import JobRunner, is_live
 from skyfill.engine.settings import EngineSettings
 from skyfill.engine.state.base import JobRecord, StateStore
 from skyfill.engine.state.redis import RedisStateStore, redact_url
@@ -74,7 +76,7 @@ def submit_and_run(handler: Handler, layout: JobLayout, progress: Progress) -> J
     plan = handler.plan()  # validates the input before anything is written
     for warning in plan.warnings:
         print(f"skyfill: warning: {warning}", file=sys.stderr)
-    if not plan.items:
+    if not plan.items and not discovers(handler):
         raise UsageError("the input holds no valid DID")
     store = SqliteStateStore(layout.state_db)
     try:
@@ -192,7 +194,7 @@ def submit_distributed(handler: Handler, workdir: str, job_id: str, state_url: s
     plan = handler.plan()
     for warning in plan.warnings:
         print(f"skyfill: warning: {warning}", file=sys.stderr)
-    if not plan.items:
+    if not plan.items and not discovers(handler):
         raise UsageError("the input holds no valid DID")
     store = _connect(state_url, layout.job_id)
     try:

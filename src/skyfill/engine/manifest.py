@@ -21,6 +21,7 @@ from skyfill import __version__
 from skyfill.engine import replica
 from skyfill.engine.atomic import write_json
 from skyfill.engine.layout import JobLayout
+from skyfill.engine.model import Batch
 from skyfill.engine.planner import RetryPlan
 
 SCHEMA_VERSION = 1
@@ -173,5 +174,19 @@ class ManifestWriter:
                 "job_id": self._layout.job_id,
                 "written_at": utc_iso(),
                 **facts,
+            },
+        )
+
+
+def write_batch_files(layout: JobLayout, batches: list[Batch]) -> None:
+    """One read-only JSON file per batch: the items it was planned with."""
+    for batch in batches:
+        write_json(
+            layout.batch_file(batch.batch_id),
+            {
+                "batch_id": batch.batch_id,
+                "phase": batch.phase,
+                "group": batch.group,
+                "items": list(batch.items),
             },
         )

@@ -17,14 +17,21 @@ import time
 
 from skyfill.engine.aggregate import MergeSpec
 from skyfill.engine.aggregator import aggregate, remove_intermediate_merges
-from skyfill.engine.atomic import write_json
+from skyfill.engine.discovery import (
+    Discoverer,
+    DiscoveryContext,
+    discovers,
+    discovery_pending,
+    run_discovery,
+)
 from skyfill.engine.failpoints import failpoint
 from skyfill.engine.handler import Handler, Plan, handler_path
 from skyfill.engine.layout import JobLayout
-from skyfill.engine.manifest import ManifestWriter
+from skyfill.engine.manifest import ManifestWriter, write_batch_files
 from skyfill.engine.model import (
     PENDING_ITEM,
     PHASE_AGGREGATE,
+    PHASE_BACKFILL,
     Batch,
     JobStatus,
     Task,
@@ -46,6 +53,7 @@ from skyfill.errors import UsageError
 from skyfill.monitor.progress import NullProgress, Progress
 
 STOPPING = {"cancel": JobStatus.CANCELLED, "pause": JobStatus.PAUSED}
+DISCOVERY_POLL_SECONDS = 0.2
 
 
 def runner_id() -> str:
@@ -75,20 +83,6 @@ def _process_exists(pid: int) -> bool:
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return True
-
-
-def write_batch_files(layout: JobLayout, batches: list[Batch]) -> None:
-    """One read-only JSON file per batch: the items it was planned with."""
-    for batch in batches:
-        write_json(
-            layout.batch_file(batch.batch_id),
-            {
-                "batch_id": batch.batch_id,
-                "phase": batch.phase,
-                "group": batch.group,
-                "items": list(batch.items),
-            },
-        )
 
 
 class JobError(RuntimeError):
@@ -126,7 +120,7 @@ class JobRunner:
         """Record a planned job: batch files, state, manifest; the job is then RUNNING."""
         if self.store.job() is not None:
             raise UsageError(f"job {self.layout.job_id} already exists; use `skyfill resume`")
-        if not plan.items:
+        if not plan.items and not discovers(self.handler):
             raise UsageError("the input holds no valid item to process")
         batches = split_batches(plan.items, self.settings.batch_size)
         tasks = worker_tasks(batches)
@@ -222,10 +216,11 @@ class JobRunner:
                 if phase == PHASE_AGGREGATE:
                     return
                 todo = [t for t in self.store.tasks(phase) if t.status is not TaskStatus.DONE]
-                if todo and not opened:
+                finding = discovery_pending(self.handler, self.store, phase)
+                if (todo or finding) and not opened:
                     opened = True  # close() even if open() fails half-way
                     await self.handler.open()
-                await self._run_tasks(todo)
+                await self._run_tasks(todo, self._start_discovery() if finding else None)
                 if self.stop_requested.is_set():
                     return
                 await self.plan_next_phase(phase)
@@ -245,25 +240,55 @@ class JobRunner:
             self.merge_spec,
         )
 
-    async def _run_tasks(self, todo: list[Task]) -> None:
-        if not todo:
+    def _start_discovery(self) -> asyncio.Task:
+        assert isinstance(self.handler, Discoverer)
+        ctx = DiscoveryContext(self.layout, self.store, self.settings.batch_size)
+        return asyncio.ensure_future(run_discovery(self.handler, ctx))
+
+    async def _run_tasks(self, todo: list[Task], discovery: asyncio.Task | None = None) -> None:
+        """Run the phase's tasks; with a discovery running, also the tasks it adds, until
+        it has finished and they are all done."""
+        if not todo and discovery is None:
             return
         ctx = self.worker_context()
         waiting = list(reversed(todo))
+        seen = {t.task_id for t in todo}
         running: set[asyncio.Task] = set()
         try:
-            while (waiting or running) and not self.stop_requested.is_set():
+            while (waiting or running or discovery) and not self.stop_requested.is_set():
+                if discovery is not None:
+                    finished = discovery.done()  # before looking: its last tasks are there
+                    added = self._tasks_added(PHASE_BACKFILL, seen)
+                    waiting[:0] = reversed(added)
+                    if finished:
+                        discovery.result()  # a failed discovery fails the phase
+                        discovery = None
                 while waiting and self.may_open_task(len(running)):
                     running.add(asyncio.ensure_future(self.run_guarded(ctx, waiting.pop())))
+                if not running:
+                    await asyncio.sleep(DISCOVERY_POLL_SECONDS)
+                    continue
                 done, running = await asyncio.wait(
                     running, timeout=0.2, return_when=asyncio.FIRST_COMPLETED
                 )
-                for finished in done:
-                    finished.result()  # a failed task fails the phase
+                for finished_task in done:
+                    finished_task.result()  # a failed task fails the phase
         finally:
+            if discovery is not None:
+                discovery.cancel()
+                await asyncio.gather(discovery, return_exceptions=True)
             if running:  # stopping (or failing): let the others flush and stop cleanly
                 self.stop_requested.set()
                 await asyncio.gather(*running, return_exceptions=True)
+
+    def _tasks_added(self, phase: str, seen: set[str]) -> list[Task]:
+        added = [
+            t
+            for t in self.store.tasks(phase)
+            if t.task_id not in seen and t.status is not TaskStatus.DONE
+        ]
+        seen.update(t.task_id for t in added)
+        return added
 
     def may_open_task(self, running: int) -> bool:
         if running < self.settings.parallel_tasks:
