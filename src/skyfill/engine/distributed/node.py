@@ -26,6 +26,12 @@ import socket
 import time
 from dataclasses import dataclass
 
+from skyfill.engine.discovery import (
+    Discoverer,
+    DiscoveryContext,
+    discovery_pending,
+    run_discovery,
+)
 from skyfill.engine.distributed.lease import RedisLease
 from skyfill.engine.distributed.queue import Claim
 from skyfill.engine.distributed.redis_queue import RedisTaskQueue
@@ -63,6 +69,7 @@ class WorkerNode:
         self.tasks_done = 0
         self._phase_checked = 0.0
         self._opened = False
+        self._discovery: asyncio.Task | None = None
 
     @property
     def worker_id(self) -> str:
@@ -82,6 +89,9 @@ class WorkerNode:
             raise self.runner.fail(exc) from exc
         finally:
             self.runner.stop_requested.set()
+            if self._discovery is not None:
+                self._discovery.cancel()
+                await asyncio.gather(self._discovery, return_exceptions=True)
             await self._drain()
             beat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -113,6 +123,7 @@ class WorkerNode:
                 else:
                     await self._collect(timeout=self.settings.poll_seconds)
                 continue
+            await self._maybe_discover()
             started = await self._start_one(ctx) if self._may_start() else False
             if self.running:
                 finished = await self._collect(timeout=0.01 if started else 0.2)
@@ -135,9 +146,7 @@ class WorkerNode:
         if task is None or task.status is TaskStatus.DONE or task.role is not Role.WORKER:
             self.queue.ack(claim)  # finished by a node that died before acknowledging
             return True
-        if not self._opened:
-            self._opened = True  # close() even if open() fails half-way
-            await self.runner.handler.open()
+        await self._open_handler()
         # A token for this run: a run of the task that another claim has since replaced
         # (here or on another node) is fenced off from committing anything more.
         token = f"{self.worker_id}/{secrets.token_hex(4)}"
@@ -149,6 +158,36 @@ class WorkerNode:
         )
         self.running[run] = claim
         return True
+
+    async def _open_handler(self) -> None:
+        if not self._opened:
+            self._opened = True  # close() even if open() fails half-way
+            await self.runner.handler.open()
+
+    async def _maybe_discover(self) -> None:
+        """Run the job's discovery here if it is unfinished and no other node runs it (its
+        lease); a discovery whose node died resumes here from its saved position."""
+        if self._discovery is not None:
+            if self._discovery.done():
+                self._discovery.result()  # a failed discovery fails the job
+                self._discovery = None
+            return
+        handler = self.runner.handler
+        if not discovery_pending(handler, self.store, self._job().phase):
+            return
+        await self._open_handler()
+        self._discovery = asyncio.ensure_future(self._discover(handler))
+
+    async def _discover(self, handler: Discoverer) -> None:
+        async with self._lease("discovery").held() as mine:
+            if not mine:
+                await asyncio.sleep(self.settings.phase_check_seconds)
+                return
+            if discovery_pending(handler, self.store, self._job().phase):
+                ctx = DiscoveryContext(
+                    self.runner.layout, self.store, self.runner.settings.batch_size
+                )
+                await run_discovery(handler, ctx)
 
     async def _collect(self, timeout: float) -> int:
         if not self.running:
@@ -198,6 +237,8 @@ class WorkerNode:
             await self.runner.plan_next_phase(phase)
 
     def _phase_unfinished(self, phase: str) -> bool:
+        if discovery_pending(self.runner.handler, self.store, phase):
+            return True
         return any(t.status is not TaskStatus.DONE for t in self.store.tasks(phase))
 
     async def _aggregate(self) -> None:
