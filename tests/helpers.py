@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -10,11 +11,18 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
+
+from skyfill.atproto.xrpc import XrpcClient
+from skyfill.net.http import HttpSettings, make_session
+from skyfill.ratelimit.local import LimitSettings, LocalLimiter
+from skyfill.ratelimit.spec import parse_rate
 
 SKYFILL = [sys.executable, "-m", "skyfill"]
 
@@ -180,6 +188,31 @@ def start_simnet(out: Path, **options: object) -> Server:
         if value != "":  # "" marks a flag without a value
             args.append(str(value))
     return start_ready_process(args, timeout=120)
+
+
+@contextlib.asynccontextmanager
+async def xrpc_client(rate: str = "3000/5m") -> AsyncIterator[tuple[XrpcClient, LocalLimiter]]:
+    """skyfill's XRPC client as the backfill makes it (private network allowed, since the
+    test servers are on loopback), and its limiter (`rate` for every host)."""
+    session = make_session(HttpSettings(allow_private_network=True))
+    limiter = LocalLimiter(LimitSettings(default_rate=parse_rate(rate)))
+    try:
+        yield XrpcClient(session, True, limiter), limiter
+    finally:
+        await session.close()
+
+
+def host_key(url: str) -> str:
+    """The limiter's name for the host of `url` (host:port)."""
+    return url.removeprefix("http://").removeprefix("https://").rstrip("/")
+
+
+def get_json(url: str, body: dict | None = None) -> dict:
+    """GET `url` (or POST `body` as JSON) with the standard library; the JSON answer."""
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, method="GET" if body is None else "POST")
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read())
 
 
 class RedisServer:

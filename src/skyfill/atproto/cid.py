@@ -37,3 +37,12 @@ def block_matches_cid(cid: bytes, block: bytes) -> bool:
     if len(cid) != 36 or cid[2] != SHA2_256 or cid[3] != 0x20:
         return False
     return hashlib.sha256(block).digest() == cid[4:]
+
+
+def is_cid_str(text: str) -> bool:
+    """True for a base32 (`b…`) CIDv1 string with a sha-256 digest, as atproto commits use."""
+    try:
+        cid = cid_from_str(text)
+    except (ValueError, TypeError):
+        return False
+    return len(cid) == 36 and cid[0] == 0x01 and cid[2] == SHA2_256 and cid[3] == 0x20

@@ -12,7 +12,10 @@
     ├── RepoSuspended       getRepo: RepoSuspended -> suspended
     ├── RepoTooLarge        the CAR is larger than --max-repo-bytes -> failed
     ├── XrpcRequestError    any other 4xx answer -> failed
-    └── InvalidRepo         malformed CAR, CID mismatch, missing block, bad MST -> invalid_repo
+    ├── InvalidRepo         malformed CAR, CID mismatch, missing block, bad MST -> invalid_repo
+    ├── NotSupported        the host does not offer this XRPC method (404, 501, ...) -> failed
+    ├── InvalidResponse     a 200 answer that is not the JSON the method promises -> failed
+    └── CursorLoop          a listing's server handed back a cursor it gave before -> failed
 The transient ones (RateLimited, RequestTimeout, ServerError, NetworkError) live in
 `skyfill.errors`, since every layer raises them.
 """
@@ -104,3 +107,26 @@ class InvalidRepo(TerminalError):
 
     error_class = "invalid_repo"
     outcome = "invalid_repo"
+
+
+class NotSupported(TerminalError):
+    """The host does not offer this XRPC method to us (404, 501 MethodNotImplemented,
+    XRPCNotSupported, or it demands auth for a method that needs none)."""
+
+    error_class = "not_supported"
+    outcome = "failed"
+
+
+class InvalidResponse(TerminalError):
+    """A 200 answer that is not what the method promises: not JSON, not an object, too big,
+    or missing a required field."""
+
+    error_class = "invalid_response"
+    outcome = "failed"
+
+
+class CursorLoop(TerminalError):
+    """A paged listing answered with a cursor it had already given (it would never end)."""
+
+    error_class = "cursor_loop"
+    outcome = "failed"

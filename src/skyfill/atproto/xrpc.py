@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -16,6 +16,7 @@ import orjson
 from yarl import URL
 
 from skyfill.atproto.exceptions import (
+    InvalidResponse,
     RepoDeactivated,
     RepoNotFound,
     RepoSuspended,
@@ -35,9 +36,15 @@ _REPO_ERRORS: dict[str, type[SkyfillError]] = {
     "RepoTakendown": RepoTakendown,
     "RepoSuspended": RepoSuspended,
 }
+UNSUPPORTED_ERRORS = frozenset({"MethodNotImplemented", "XRPCNotSupported"})
+"""Error names with which XRPC servers say that they do not implement a method."""
 CHUNK_BYTES = 1 << 16
 MAX_ERROR_BODY = 64 * 1024
+MAX_JSON_BYTES = 8 << 20
+"""The largest JSON answer `XrpcClient.query` reads (a listRepos page of 1000 is ~200 KB)."""
 T = TypeVar("T")
+ErrorMapper = Callable[[int, Mapping[str, str], bytes, str], SkyfillError]
+"""(status, headers, body, what) of a non-2xx answer -> the error to raise."""
 
 
 @dataclass(slots=True)
@@ -84,7 +91,7 @@ def retry_after_seconds(headers: aiohttp.typedefs.LooseHeaders) -> float | None:
 
 def error_for_response(status: int, headers, body: bytes, what: str) -> SkyfillError:
     """The typed error of a non-2xx XRPC answer (JSON `{error, message}` or anything else)."""
-    name, message = _error_fields(body)
+    name, message = error_fields(body)
     if status == 429:
         return RateLimited(f"{what}: HTTP 429 {message}".strip(), retry_after_seconds(headers))
     if status >= 500:
@@ -96,7 +103,8 @@ def error_for_response(status: int, headers, body: bytes, what: str) -> SkyfillE
     return XrpcRequestError(f"{what}: HTTP {status} {name} {message}".strip())
 
 
-def _error_fields(body: bytes) -> tuple[str, str]:
+def error_fields(body: bytes) -> tuple[str, str]:
+    """The `error` name and `message` of an XRPC error body ("" for what it lacks)."""
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError:
@@ -191,7 +199,7 @@ class XrpcClient:
             async with self._limiter.request(host) as ticket, self._session.get(url) as resp:
                 self._count_wait(ticket.waited)
                 ticket.observe(resp.status, **rate_limit_headers(resp.headers))
-                body = await resp.content.read(MAX_ERROR_BODY * 16)
+                body, _ = await _read_upto(resp, MAX_ERROR_BODY * 16)
                 ticket.received(len(body))
                 self._count(resp.status, len(body))
                 if resp.status == 429 or resp.status >= 500:
@@ -200,6 +208,46 @@ class XrpcClient:
                     return resp.status, orjson.loads(body)
                 except orjson.JSONDecodeError:
                     return resp.status, None
+        except SkyfillError:
+            raise
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise transport_error(exc, url) from None
+
+    async def query(
+        self,
+        service: str,
+        nsid: str,
+        params: Mapping[str, str | int] | None = None,
+        *,
+        what: str | None = None,
+        errors: ErrorMapper = error_for_response,
+        max_bytes: int = MAX_JSON_BYTES,
+    ) -> dict:
+        """GET the XRPC query `nsid` on `service` (`<service>/xrpc/<nsid>?<params>`).
+
+        Returns the JSON object of a 200 answer. Any other status raises
+        `errors(status, headers, body, what)`; a 200 that is not a JSON object, or is longer
+        than `max_bytes`, raises InvalidResponse.
+        """
+        url = f"{service.rstrip('/')}/xrpc/{nsid}"
+        host = self._host(url)
+        what = what or nsid
+        try:
+            async with (
+                self._limiter.request(host) as ticket,
+                self._session.get(url, params=params) as resp,
+            ):
+                self._count_wait(ticket.waited)
+                ticket.observe(resp.status, **rate_limit_headers(resp.headers))
+                cap = max_bytes if resp.status == 200 else MAX_ERROR_BODY
+                body, cut = await _read_upto(resp, cap)
+                ticket.received(len(body))
+                self._count(resp.status, len(body))
+                if resp.status != 200:
+                    raise errors(resp.status, resp.headers, body, what)
+                if cut:
+                    raise InvalidResponse(f"{what}: the answer is over {max_bytes} bytes")
+                return _json_object(body, what)
         except SkyfillError:
             raise
         except (TimeoutError, aiohttp.ClientError) as exc:
@@ -232,7 +280,7 @@ class XrpcClient:
             async with self._session.get(url, params={"did": did}) as resp:
                 ticket.observe(resp.status, **rate_limit_headers(resp.headers))
                 if resp.status != 200:
-                    body = await resp.content.read(MAX_ERROR_BODY)
+                    body, _ = await _read_upto(resp, MAX_ERROR_BODY)
                     ticket.received(len(body))
                     self._count(resp.status, len(body))
                     raise error_for_response(resp.status, resp.headers, body, what)
@@ -255,3 +303,24 @@ class XrpcClient:
             if len(buffer) > max_bytes:
                 raise RepoTooLarge(f"{what}: repo is over the {max_bytes}-byte limit")
         return bytes(buffer)
+
+
+async def _read_upto(resp: aiohttp.ClientResponse, cap: int) -> tuple[bytes, bool]:
+    """The body, up to `cap` bytes, and whether it was longer. (`content.read(n)` returns
+    only what has arrived so far, which can be part of a body.)"""
+    buffer = bytearray()
+    async for chunk in resp.content.iter_chunked(CHUNK_BYTES):
+        buffer += chunk
+        if len(buffer) > cap:
+            return bytes(buffer[:cap]), True
+    return bytes(buffer), False
+
+
+def _json_object(body: bytes, what: str) -> dict:
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise InvalidResponse(f"{what}: the answer is not JSON") from None
+    if not isinstance(data, dict):
+        raise InvalidResponse(f"{what}: the answer is not a JSON object")
+    return data

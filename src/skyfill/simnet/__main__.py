@@ -15,6 +15,7 @@ from pathlib import Path
 import orjson
 
 from skyfill.ratelimit.spec import RateSpec, parse_rate
+from skyfill.simnet.listing import LISTING_FAULTS, ListingOptions
 from skyfill.simnet.run import SimSpec, add_did_web_account, build_network, write_files
 from skyfill.simnet.server import SimServers
 
@@ -41,6 +42,20 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--edits", type=int, default=0, help="rounds of edits to every repo (later versions)"
     )
+    p.add_argument(
+        "--no-list-by-collection",
+        nargs="?",
+        const="all",
+        default="",
+        metavar="INDEXES",
+        help="these PDS hosts (comma list; default all) answer listReposByCollection with 501",
+    )
+    p.add_argument(
+        "--listing-faults",
+        default="",
+        metavar="INDEX=FAULT,...",
+        help=f"listing misbehaviour per PDS host: {', '.join(LISTING_FAULTS)}",
+    )
     p.add_argument("--out", type=Path, default=Path("simnet-out"))
     return p.parse_args(argv)
 
@@ -58,7 +73,7 @@ async def _serve(args: argparse.Namespace) -> None:
         edits=args.edits,
     )
     network, dids = build_network(spec)
-    servers = SimServers(network, limits=_limits(args))
+    servers = SimServers(network, limits=_limits(args), listing_options=_listing_options(args))
     await servers.start()
     if args.did_web:
         dids.append(add_did_web_account(servers, args.mean_records, args.seed))
@@ -86,6 +101,21 @@ def _limits(args: argparse.Namespace) -> dict[int, RateSpec]:
         index, _, rate = entry.partition("=")
         limits[int(index)] = parse_rate(rate)
     return limits
+
+
+def _listing_options(args: argparse.Namespace) -> dict[int, ListingOptions]:
+    options = {i: ListingOptions() for i in range(args.hosts)}
+    if args.no_list_by_collection:
+        off = args.no_list_by_collection
+        indexes = range(args.hosts) if off == "all" else [int(i) for i in off.split(",")]
+        for index in indexes:
+            options[index].list_by_collection = False
+    for entry in filter(None, args.listing_faults.split(",")):
+        index, _, fault = entry.partition("=")
+        if fault not in LISTING_FAULTS or int(index) not in options:
+            raise SystemExit(f"--listing-faults: bad entry {entry!r}")
+        options[int(index)].fault = fault
+    return options
 
 
 def main(argv: list[str] | None = None) -> None:

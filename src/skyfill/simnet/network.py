@@ -7,7 +7,7 @@ from datetime import timedelta
 
 from skyfill.atproto.cid import cid_from_str
 from skyfill.atproto.repo import build_repo
-from skyfill.atproto.tid import encode_tid
+from skyfill.atproto.tid import encode_tid, tid_timestamp
 from skyfill.simnet.accounts import BASE_TIME, Account
 
 # Faults after which a correct backfill still has the repo (the others lose it).
@@ -21,6 +21,14 @@ class BuiltRepo:
     car: bytes
     commit: str
     paths: dict[str, str]
+    rev: str = REV
+
+
+def later_rev(rev: str, seconds: int = 1) -> str:
+    """The TID `seconds` after the TID `rev`."""
+    when = tid_timestamp(rev)
+    assert when is not None, rev
+    return encode_tid(round(when.timestamp() * 1_000_000) + seconds * 1_000_000)
 
 
 def corrupt_block(car: bytes, record_cid: str) -> bytes:
@@ -55,13 +63,21 @@ class SimNetwork:
         self.accounts[account.did] = account
         self._build(account)
 
-    def _build(self, account: Account) -> None:
-        car, commit, paths = build_repo(account.did, self.rev, account.records)
+    def _build(self, account: Account, rev: str | None = None) -> None:
+        rev = rev or self.rev
+        car, commit, paths = build_repo(account.did, rev, account.records)
         if account.fault == "bad_cid":
             car = corrupt_block(car, next(iter(paths.values())))
         elif account.fault == "missing_block":
             car = drop_block(car, next(iter(paths.values())))
-        self.repos[account.did] = BuiltRepo(car, commit, paths)
+        self.repos[account.did] = BuiltRepo(car, commit, paths, rev)
+
+    def commit(self, did: str) -> BuiltRepo:
+        """Rebuild `did`'s repo from its records as a new commit, one second after its
+        current rev (after an edit)."""
+        account = self.accounts[did]
+        self._build(account, later_rev(self.repos[did].rev))
+        return self.repos[did]
 
     def truth(self, plc_url: str, pds_urls: list[str]) -> dict:
         """Ground truth in the format of ../shared/refpds (what a correct backfill returns)."""
@@ -72,7 +88,7 @@ class SimNetwork:
             repos[did] = {
                 "pds": pds_urls[account.host],
                 "handle": account.handle,
-                "rev": self.rev,
+                "rev": built.rev,
                 "commit": built.commit,
                 "status": account.status,
                 "fault": account.fault,

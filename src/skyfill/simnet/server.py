@@ -9,18 +9,29 @@ FAULTS an account can be given (Account.fault):
   flaky_503         the first two getRepo requests answer 503
   flaky_429         the first two getRepo requests answer 429 as HTML, without headers
   generic_notfound  getRepo answers 404 {"error": "NotFound", "message": "Repo not found"}
+
+Besides getRepo, every PDS answers listRepos, listReposByCollection and getLatestCommit
+(simnet.listing; per-host ListingOptions), and these loopback-only endpoints for tests:
+  POST /_simnet/edit    change a repo or an account (simnet.edits)
+  GET  /_simnet/truth   the ground truth as it is now (after edits)
+  GET  /_simnet/stats, /_simnet/requests, /_simnet/arrivals   what the hosts served
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import time
+from collections.abc import Callable
 
 from aiohttp import web
 
 from skyfill.ratelimit.spec import RateSpec
+from skyfill.simnet import listing
+from skyfill.simnet.edits import EditError, apply_edit
 from skyfill.simnet.limits import WindowLimit
+from skyfill.simnet.listing import ListingOptions
 from skyfill.simnet.network import SimNetwork
 
 FAULTS = (
@@ -45,6 +56,13 @@ def _xrpc_error(status: int, error: str, message: str) -> web.Response:
     return web.json_response({"error": error, "message": message}, status=status)
 
 
+def _loopback(request: web.Request) -> bool:
+    try:
+        return ipaddress.ip_address(request.remote or "").is_loopback
+    except ValueError:
+        return False
+
+
 class SimServers:
     """Runs one PLC and `network.hosts` PDS servers on 127.0.0.1, each on a free port."""
 
@@ -53,8 +71,12 @@ class SimServers:
         network: SimNetwork,
         host: str = "127.0.0.1",
         limits: dict[int, RateSpec] | None = None,
+        listing_options: dict[int, ListingOptions] | None = None,
     ) -> None:
         self.network = network
+        self.listing_options = {
+            i: (listing_options or {}).get(i) or ListingOptions() for i in range(network.hosts)
+        }
         self._bind = host
         self._runners: list[web.AppRunner] = []
         self.plc_url = ""
@@ -128,6 +150,13 @@ class SimServers:
         app = web.Application()
         app["host_index"] = index
         app.router.add_get("/xrpc/com.atproto.sync.getRepo", self._get_repo)
+        app.router.add_get("/xrpc/com.atproto.sync.listRepos", self._list_repos)
+        app.router.add_get(
+            "/xrpc/com.atproto.sync.listReposByCollection", self._list_repos_by_collection
+        )
+        app.router.add_get("/xrpc/com.atproto.sync.getLatestCommit", self._get_latest_commit)
+        app.router.add_post("/_simnet/edit", self._edit)
+        app.router.add_get("/_simnet/truth", self._truth)
         app.router.add_get("/xrpc/_health", lambda _: web.json_response({"version": "simnet"}))
         app.router.add_get("/_simnet/requests", self._request_counts)
         app.router.add_get("/_simnet/stats", self._stats)
@@ -159,19 +188,88 @@ class SimServers:
             }
         )
 
+    def _admit(self, index: int) -> tuple[web.Response | None, dict[str, str]]:
+        """Count a request against host `index`'s rate limit: (429 answer or None, headers)."""
+        limit = self.limits.get(index)
+        if limit is None:
+            return None, {}
+        allowed, headers = limit.admit()
+        if allowed:
+            return None, headers
+        refusal = web.json_response(
+            {"error": "RateLimitExceeded", "message": "Rate Limit Exceeded"},
+            status=429,
+            headers=headers,
+        )
+        return refusal, headers
+
+    async def _sync_query(
+        self, request: web.Request, answer: Callable[[int], listing.Answer]
+    ) -> web.Response:
+        """A JSON sync query under the host's rate limit; `answer(index)` -> (status, body)."""
+        index = request.app["host_index"]
+        refusal, headers = self._admit(index)
+        if refusal is not None:
+            return refusal
+        status, body = answer(index)
+        return web.json_response(body, status=status, headers=headers)
+
+    async def _list_repos(self, request: web.Request) -> web.Response:
+        query = request.query
+        return await self._sync_query(
+            request,
+            lambda index: listing.list_repos(
+                self.network,
+                index,
+                self.listing_options[index],
+                query.get("cursor"),
+                query.get("limit"),
+            ),
+        )
+
+    async def _list_repos_by_collection(self, request: web.Request) -> web.Response:
+        query = request.query
+        return await self._sync_query(
+            request,
+            lambda index: listing.list_repos_by_collection(
+                self.network,
+                index,
+                self.listing_options[index],
+                query.getall("collection", []),
+                query.get("cursor"),
+                query.get("limit"),
+            ),
+        )
+
+    async def _get_latest_commit(self, request: web.Request) -> web.Response:
+        did = request.query.get("did", "")
+        return await self._sync_query(
+            request, lambda index: listing.latest_commit(self.network, index, did)
+        )
+
+    async def _edit(self, request: web.Request) -> web.Response:
+        """Apply one edit (simnet.edits) to the network: loopback clients only."""
+        if not _loopback(request):
+            return _xrpc_error(403, "Forbidden", "edits are for loopback clients only")
+        try:
+            edit = await request.json()
+        except ValueError:
+            return _xrpc_error(400, "InvalidRequest", "the body is not JSON")
+        try:
+            return web.json_response(apply_edit(self.network, edit))
+        except EditError as exc:
+            return _xrpc_error(400, "InvalidRequest", str(exc))
+
+    async def _truth(self, request: web.Request) -> web.Response:
+        """The ground truth as it is now (the truth file is as it was at the start)."""
+        return web.json_response(self.network.truth(self.plc_url, self.pds_urls))
+
     async def _get_repo(self, request: web.Request) -> web.StreamResponse:
         index = request.app["host_index"]
         self.arrivals.setdefault(index, []).append(time.time())
-        limit = self.limits.get(index)
-        headers: dict[str, str] = {}
-        if limit is not None:
-            allowed, headers = limit.admit()
-            if not allowed:
-                return web.json_response(
-                    {"error": "RateLimitExceeded", "message": "Rate Limit Exceeded"},
-                    status=429,
-                    headers=headers,
-                )
+        refusal, headers = self._admit(index)
+        if refusal is not None:
+            return refusal
         request["rate_headers"] = headers
         response = await self._serve_repo(request)
         if not response.prepared:
