@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from skyfill.atproto.identity.plc import DEFAULT_PLC_URL
+from skyfill.atproto.nsid import is_nsid
 from skyfill.backfill.collections import parse_collections
 from skyfill.errors import UsageError
 from skyfill.ratelimit.spec import parse_host_rates, parse_rate
@@ -16,8 +17,8 @@ GIB = 1 << 30
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class BackfillConfig:
-    dids_file: str
-    """Path of the input file, one DID per line."""
+    dids_file: str | None = None
+    """Path of the input file, one DID per line (None: only hosts are listed)."""
     job_id: str
     """The job's id, e.g. backfill-2026-11-24-3f9a."""
     plc_url: str = DEFAULT_PLC_URL
@@ -70,6 +71,13 @@ class BackfillConfig:
     collections: list[str] | None = None
     """Keep only records of these collections: NSIDs, or prefixes ending in `*` such as
     `app.bsky.graph.*`; None keeps all. Repos' record_count counts the kept records."""
+    from_hosts: list[str] = field(default_factory=list)
+    """Hosts (PDS or relay URLs) whose repos are listed (listRepos) while the job runs."""
+    collection: str | None = None
+    """With from_hosts: list only repos holding this collection (listReposByCollection
+    where the host offers it; elsewhere every repo, and only this collection is kept)."""
+    list_limit: int = 1000
+    """Repos per listRepos page asked for (1..1000)."""
     sink: str = "parquet"
     """Where the final dataset goes: `parquet` (<job>/output/), `sqlite:///path.db` or
     `postgresql://user@host:port/db`. Never holds a password (it is taken out here)."""
@@ -93,12 +101,24 @@ class BackfillConfig:
             raise UsageError("host-concurrency must be at least 1")
         if self.max_memory is not None and self.max_memory < 128 << 20:
             raise UsageError("max-memory must be at least 128m (skyfill itself needs ~100m)")
+        if not 1 <= self.list_limit <= 1000:
+            raise UsageError("list-limit must be between 1 and 1000")
+        if not self.dids_file and not self.from_hosts:
+            raise UsageError("give DIDs (--dids FILE) or hosts to list (--from-host URL)")
+        for host in self.from_hosts:
+            if not host.startswith(("http://", "https://")):
+                raise UsageError(f"from-host must be an http(s) URL, not {host!r}")
+        if self.collection is not None and not is_nsid(self.collection):
+            raise UsageError(f"collection: not an NSID: {self.collection!r}")
         parse_rate(self.rate_limit)
         parse_host_rates(self.hosts)
         if not self.plc_url.startswith(("http://", "https://")):
             raise UsageError(f"plc-url must be an http(s) URL, not {self.plc_url!r}")
         # Normalised forms: the patterns de-duplicated, the sink URL without a password
         # (and a sqlite path made absolute), so that the stored config is safe to show.
+        if self.collection is not None and self.collections is None:
+            object.__setattr__(self, "collections", [self.collection])  # listRepos fallback
+        object.__setattr__(self, "from_hosts", list(dict.fromkeys(self.from_hosts)))
         object.__setattr__(self, "collections", parse_collections(self.collections))
         object.__setattr__(self, "sink", parse_sink_url(self.sink).url)
 

@@ -16,9 +16,11 @@ from yarl import URL
 from skyfill.atproto.identity import IdentityResolver
 from skyfill.atproto.xrpc import XrpcClient
 from skyfill.backfill.config import BackfillConfig
+from skyfill.backfill.discovery import HostDiscovery
 from skyfill.backfill.fetcher import RepoFetcher
 from skyfill.backfill.input import read_did_file
 from skyfill.backfill.schema import RECORDS_SCHEMA, REPOS_SCHEMA
+from skyfill.engine.discovery import DiscoveryContext
 from skyfill.engine.executor import make_executor
 from skyfill.engine.handler import AggregateContext, Plan
 from skyfill.engine.model import Batch, ItemOutput, ItemResult
@@ -45,6 +47,7 @@ class BackfillHandler:
         self._fetcher: RepoFetcher | None = None
         self._executor = None
         self.limiter: LocalLimiter | None = None
+        self._client: XrpcClient | None = None
         self.shared_budget: SharedBudget | None = None
         """Set before `open` in distributed mode: the hosts' budgets shared by all workers."""
         self.memory = MemoryGate(None)
@@ -66,10 +69,14 @@ class BackfillHandler:
     # -- coordinator --------------------------------------------------------------------
 
     def plan(self) -> Plan:
-        """Read the DID file, and make sure the sink can be written before any fetch."""
+        """Read the DID file (if any), and make sure the sink can be written before any
+        fetch. Hosts to list (--from-host) are listed while the job runs (`discover`)."""
+        self.sink(Path(self.config.job_id) / "output").check()
+        hosts = {"from_hosts": self.config.from_hosts, "collection": self.config.collection}
+        if not self.config.dids_file:
+            return Plan(items=[], input_description={"kind": "hosts", **hosts})
         path = Path(self.config.dids_file)
         parsed = read_did_file(path)
-        self.sink(Path(self.config.job_id) / "output").check()
         return Plan(
             items=parsed.dids,
             input_description={
@@ -79,9 +86,17 @@ class BackfillHandler:
                 "dids": len(parsed.dids),
                 "duplicates": parsed.duplicates,
                 "malformed": len(parsed.malformed),
+                **(hosts if self.config.from_hosts else {}),
             },
             warnings=parsed.warnings(),
         )
+
+    def discovers(self) -> bool:
+        return bool(self.config.from_hosts)
+
+    async def discover(self, ctx: DiscoveryContext) -> None:
+        assert self._client is not None, "open() first"
+        await HostDiscovery(self.config, self._client).run(ctx)
 
     # -- workers ------------------------------------------------------------------------
 
@@ -113,7 +128,7 @@ class BackfillHandler:
         self._identity_hosts = frozenset(
             {f"{plc.host}:{plc.port}" if plc.explicit_port else plc.host or ""}
         )
-        client = XrpcClient(
+        client = self._client = XrpcClient(
             self._session, cfg.allow_private_network, self.limiter, admission=self.memory.slot
         )
         # Under a memory limit, decode in-process: each decoding process costs ~150 MB idle.

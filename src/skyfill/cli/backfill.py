@@ -27,7 +27,28 @@ _BACKFILL_OPTIONS = [
     click.option(
         "--dids",
         type=click.Path(dir_okay=False, path_type=Path),
-        help="File with one DID per line (# comments and blank lines ignored). [required]",
+        help="File with one DID per line (# comments and blank lines ignored); this, or "
+        "--from-host, or both.",
+    ),
+    click.option(
+        "--from-host",
+        multiple=True,
+        metavar="URL",
+        help="List every repo of this PDS or relay (com.atproto.sync.listRepos) while the "
+        "job runs; repeatable, and combinable with --dids (DIDs are de-duplicated).",
+    ),
+    click.option(
+        "--collection",
+        metavar="NSID",
+        help="With --from-host: only repos holding this collection (listReposByCollection "
+        "where the host offers it; elsewhere all repos, keeping only this collection).",
+    ),
+    click.option(
+        "--list-limit",
+        type=click.IntRange(min=1, max=1000),
+        default=1000,
+        show_default=True,
+        help="Repos per listRepos page (with --from-host).",
     ),
     click.option("--job-id", help="Job id (default: backfill-<date>-<random>)."),
     click.option(
@@ -194,10 +215,16 @@ def build_handler(options: dict[str, Any], job_id: str) -> BackfillHandler:
 
 
 def build_config(options: dict[str, Any], job_id: str) -> BackfillConfig:
-    if not options.get("dids"):
-        raise click.UsageError("Missing option '--dids' (or `dids:` in the config file).")
+    if not options.get("dids") and not options.get("from_host"):
+        raise click.UsageError(
+            "Missing option '--dids' or '--from-host' (or `dids:` / `from_host:` in the "
+            "config file)."
+        )
     return BackfillConfig(
-        dids_file=str(options["dids"]),
+        dids_file=str(options["dids"]) if options.get("dids") else None,
+        from_hosts=list(options.get("from_host") or []),
+        collection=options.get("collection"),
+        list_limit=options["list_limit"],
         job_id=job_id,
         plc_url=options["plc_url"],
         concurrency=options["concurrency"],

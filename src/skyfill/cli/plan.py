@@ -24,6 +24,12 @@ def describe_plan(plan: Plan, config: BackfillConfig) -> str:
     limit, window = DEFAULT_HOST_LIMIT
     per_second = limit / window
     lines = [*(f"warning: {w}" for w in plan.warnings)]
+    if config.from_hosts:
+        lines.append(
+            f"discovery: listing {', '.join(config.from_hosts)} while the job runs"
+            + (f" (repos holding {config.collection})" if config.collection else "")
+            + "; the counts below are for the DID file only"
+        )
     lines += [
         f"input: {info.get('path')} ({info.get('lines', 0)} lines, {len(dids)} DIDs, "
         f"{info.get('duplicates', 0)} duplicates, {info.get('malformed', 0)} malformed)",
