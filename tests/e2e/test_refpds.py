@@ -370,3 +370,24 @@ def test_postgres_sink_matches_listrecords_of_the_reference_pds(
         if repo["status"] == "ok":
             assert repos_rows[did]["rev"] == repo["rev"]
             assert repos_rows[did]["record_count"] == len(repo["records"])
+
+
+def test_from_host_discovers_exactly_the_seeded_accounts(refpds: Server, tmp_path: Path) -> None:
+    """listRepos on each PDS host: every account the host holds, once; the deleted one is
+    absent, the deactivated and taken-down ones recorded with their status, unfetched."""
+    truth = _truth(refpds)["repos"]
+    args = ["run", "--workdir", str(tmp_path), "--job-id", "hosts"]
+    args += ["--plc-url", refpds.ready["plc"], "--allow-private-network", "--progress", "none"]
+    for url in refpds.ready["pds"]:
+        args += ["--from-host", url]
+    done = run_cli(*args, "--list-limit", "5", timeout=CLI_TIMEOUT)
+    assert done.returncode == 0, done.stderr
+    rows = _repo_rows(tmp_path, "hosts")
+    assert len(rows) == len({r["did"] for r in rows})  # each account once
+    got = {r["did"]: r for r in rows}
+    expected = {d: r for d, r in truth.items() if r["status"] != "not_found"}  # deleted: absent
+    assert set(got) == set(expected)
+    for did, repo in expected.items():
+        assert got[did]["status"] == repo["status"], did
+        assert got[did]["pds"].rstrip("/") == repo["pds"].rstrip("/"), did
+    assert _records_or_empty(tmp_path, "hosts") == _expected_records(refpds)
