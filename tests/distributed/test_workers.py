@@ -317,3 +317,26 @@ def test_pause_then_resume_distributed(
     rows = all_records(shared, "halt")
     assert len({(r["did"], r["collection"], r["rkey"]) for r in rows}) == len(rows)
     store.close()
+
+
+def test_workers_fetch_while_one_of_them_lists_the_hosts(
+    network: Server, redis_server: RedisServer, tmp_path: Path
+) -> None:
+    shared = tmp_path / "shared"
+    hosts = [arg for url in network.ready["pds"] for arg in ("--from-host", url)]
+    done = run_cli(
+        "submit", "--state", redis_server.url, "--workdir", str(shared), "--job-id", "listed",
+        "--plc-url", network.ready["plc"], "--allow-private-network", *hosts,
+        "--list-limit", "10", "--batch-size", "8",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    errors = wait_all(start_workers(redis_server, "listed", 3))
+    store = RedisStateStore.from_url(redis_server.url, "listed")
+    job = store.job()
+    assert job is not None and str(job.status) == "completed", errors
+    truth = network.ready["truth_data"]["repos"]
+    listed = {d for d, r in truth.items() if r["status"] in ("ok", "deactivated")}
+    assert set(repos(shared, "listed")) == listed and job.item_count == len(listed)
+    state = store.get_stats("discovery")
+    assert state["done"] and all(h["done"] for h in state["position"].values())
+    store.close()
