@@ -63,7 +63,15 @@ class HostDiscovery:
         async for repos, next_cursor in listing:
             settled = [_inactive(r, host) for r in repos if _is_settled(r)]
             added = ctx.add([r.did for r in repos], settled)
-            _save(ctx, host, method="all", cursor=next_cursor, listed=len(repos), added=added)
+            _save(
+                ctx,
+                host,
+                method="all",
+                cursor=next_cursor,
+                listed=len(repos),
+                added=added,
+                done=next_cursor is None,  # the last page: never listed again after a crash
+            )
             failpoint("discovery_page_saved")
         _save(ctx, host, method="all", done=True, skipped=listing.skipped)
 
@@ -75,7 +83,13 @@ class HostDiscovery:
         async for dids, next_cursor in listing:
             added = ctx.add(dids)
             _save(
-                ctx, host, method="by_collection", cursor=next_cursor, listed=len(dids), added=added
+                ctx,
+                host,
+                method="by_collection",
+                cursor=next_cursor,
+                listed=len(dids),
+                added=added,
+                done=next_cursor is None,
             )
         _save(ctx, host, method="by_collection", done=True, skipped=listing.skipped)
 
