@@ -76,6 +76,9 @@ class BackfillConfig:
     collection: str | None = None
     """With from_hosts: list only repos holding this collection (listReposByCollection
     where the host offers it; elsewhere every repo, and only this collection is kept)."""
+    previous: str | None = None
+    """A refresh: the directory of the finished job this one follows. Its DIDs are in this
+    job too; repos whose rev did not change since are not fetched (getLatestCommit)."""
     list_limit: int = 1000
     """Repos per listRepos page asked for (1..1000)."""
     sink: str = "parquet"
@@ -103,7 +106,7 @@ class BackfillConfig:
             raise UsageError("max-memory must be at least 128m (skyfill itself needs ~100m)")
         if not 1 <= self.list_limit <= 1000:
             raise UsageError("list-limit must be between 1 and 1000")
-        if not self.dids_file and not self.from_hosts:
+        if not self.dids_file and not self.from_hosts and not self.previous:
             raise UsageError("give DIDs (--dids FILE) or hosts to list (--from-host URL)")
         for host in self.from_hosts:
             if not host.startswith(("http://", "https://")):

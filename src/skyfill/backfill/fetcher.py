@@ -9,9 +9,11 @@ import time
 
 from skyfill.atproto.exceptions import RepoTooLarge
 from skyfill.atproto.identity import IdentityResolver
+from skyfill.atproto.latest_commit import get_latest_commit
 from skyfill.atproto.xrpc import RequestStats, XrpcClient, current_stats
 from skyfill.backfill.config import BackfillConfig
 from skyfill.backfill.decode import DecodedRepo, decode_to_table
+from skyfill.backfill.previous import PreviousJob
 from skyfill.engine.executor.base import Executor
 from skyfill.engine.model import ItemOutput, ItemResult
 from skyfill.errors import RateLimited, SkyfillError, TransientError, classify
@@ -46,6 +48,14 @@ def repo_size_limit(config: BackfillConfig, baseline_rss: int = 0) -> tuple[int,
     )
 
 
+class Unchanged(Exception):
+    """The repo's latest commit is the one the previous job fetched (not an error)."""
+
+    def __init__(self, prior: dict) -> None:
+        super().__init__(prior.get("rev"))
+        self.prior = prior
+
+
 class RepoFetcher:
     def __init__(
         self,
@@ -54,7 +64,10 @@ class RepoFetcher:
         resolver: IdentityResolver,
         executor: Executor,
         baseline_rss: int = 0,
+        previous: PreviousJob | None = None,
     ) -> None:
+        self._previous = previous
+        """A refresh: the job it follows (repos whose rev did not change are not fetched)."""
         self._config = config
         self._client = client
         self._resolver = resolver
@@ -72,6 +85,8 @@ class RepoFetcher:
             attempt += 1
             try:
                 decoded, car_bytes = await self._fetch_once(did, data)
+            except Unchanged as same:
+                output = self._unchanged(did, same.prior, attempt, data)
             except Exception as exc:  # every failure ends as this DID's result
                 error = classify(exc)
                 if isinstance(error, RateLimited) and throttled < MAX_THROTTLED_TRIES:
@@ -109,6 +124,11 @@ class RepoFetcher:
     async def _fetch_once(self, did: str, data: dict) -> tuple[DecodedRepo, int]:
         identity = await self._resolver.resolve(did)
         data["handle"], data["pds"] = identity.handle, identity.pds
+        prior = self._previous.ok_repo(did) if self._previous is not None else None
+        if prior is not None and prior.get("pds") == identity.pds:
+            latest = await get_latest_commit(self._client, identity.pds, did)
+            if latest.rev == prior["rev"]:
+                raise Unchanged(prior)
 
         async def decode(car: bytes) -> tuple[DecodedRepo, int]:
             return await self._decode(car, did), len(car)
@@ -144,6 +164,14 @@ class RepoFetcher:
             fetched_at=time.time(),
         )
         return ItemOutput(ItemResult(did, "ok", attempts=attempt, data=data), decoded.table)
+
+    def _unchanged(self, did: str, prior: dict, attempt: int, data: dict) -> ItemOutput:
+        """Same rev as in the previous job: its facts stand, its rows are carried over."""
+        facts = {**prior, **data, "unchanged": True, "checked_at": time.time()}
+        facts["fetched_at"] = prior.get("fetched_at")
+        for name in ("rev", "commit_cid", "record_count", "car_bytes"):
+            facts[name] = prior.get(name)
+        return ItemOutput(ItemResult(did, "ok", attempts=attempt, data=facts), None)
 
     def _failure(self, did: str, error: SkyfillError, attempt: int, data: dict) -> ItemOutput:
         status = "failed" if error.retryable else error.outcome

@@ -19,11 +19,14 @@ from skyfill.backfill.config import BackfillConfig
 from skyfill.backfill.discovery import HostDiscovery
 from skyfill.backfill.fetcher import RepoFetcher
 from skyfill.backfill.input import read_did_file
+from skyfill.backfill.previous import PreviousJob, carry_over, unchanged_dids
 from skyfill.backfill.schema import RECORDS_SCHEMA, REPOS_SCHEMA
 from skyfill.engine.discovery import DiscoveryContext
 from skyfill.engine.executor import make_executor
 from skyfill.engine.handler import AggregateContext, Plan
+from skyfill.engine.layout import JobLayout
 from skyfill.engine.model import Batch, ItemOutput, ItemResult
+from skyfill.engine.state.base import StateStore
 from skyfill.net.http import HttpSettings, make_session
 from skyfill.ratelimit.local import LimitSettings, LocalLimiter
 from skyfill.ratelimit.memory import MemoryGate
@@ -73,6 +76,8 @@ class BackfillHandler:
         fetch. Hosts to list (--from-host) are listed while the job runs (`discover`)."""
         self.sink(Path(self.config.job_id) / "output").check()
         hosts = {"from_hosts": self.config.from_hosts, "collection": self.config.collection}
+        if self.config.previous:
+            return self._refresh_plan(hosts)
         if not self.config.dids_file:
             return Plan(items=[], input_description={"kind": "hosts", **hosts})
         path = Path(self.config.dids_file)
@@ -90,6 +95,38 @@ class BackfillHandler:
             },
             warnings=parsed.warnings(),
         )
+
+    def _refresh_plan(self, hosts: dict[str, Any]) -> Plan:
+        """The previous job's DIDs, then those of the DID file (if any) not among them."""
+        assert self.config.previous is not None
+        previous = PreviousJob(Path(self.config.previous))
+        try:
+            items = previous.dids()
+        finally:
+            previous.close()
+        warnings: list[str] = []
+        if self.config.dids_file:
+            parsed = read_did_file(Path(self.config.dids_file))
+            items = list(dict.fromkeys([*items, *parsed.dids]))
+            warnings = parsed.warnings()
+        return Plan(
+            items=items,
+            input_description={"kind": "refresh", "previous": self.config.previous, **hosts},
+            warnings=warnings,
+        )
+
+    def carried_inputs(self, layout: JobLayout, store: StateStore) -> list[tuple[Path, int]]:
+        """A refresh: the previous job's rows of the repos that did not change."""
+        if not self.config.previous:
+            return []
+        previous = PreviousJob(Path(self.config.previous))
+        try:
+            unchanged = unchanged_dids(store.iter_items())
+            if not len(unchanged):
+                return []
+            return carry_over(previous, unchanged, layout.aggregation / "carried", RECORDS_SCHEMA)
+        finally:
+            previous.close()
 
     def discovers(self) -> bool:
         return bool(self.config.from_hosts)
@@ -140,6 +177,7 @@ class BackfillHandler:
             IdentityResolver(client, cfg.plc_url),
             self._executor,
             baseline_rss=self.memory.rss(),
+            previous=PreviousJob(Path(cfg.previous)) if cfg.previous else None,
         )
 
     async def close(self) -> None:

@@ -20,6 +20,8 @@ from skyfill.cli.options import config_option, progress_option, with_env_vars, w
 from skyfill.cli.plan import describe_plan
 from skyfill.cli.summary import summarize
 from skyfill.engine.layout import JobLayout
+from skyfill.errors import UsageError
+from skyfill.monitor.progress import make_progress
 from skyfill.ratelimit.spec import parse_host_rates
 from skyfill.sinks.factory import split_password
 
@@ -49,6 +51,12 @@ _BACKFILL_OPTIONS = [
         default=1000,
         show_default=True,
         help="Repos per listRepos page (with --from-host).",
+    ),
+    click.option(
+        "--previous",
+        metavar="JOB_ID",
+        help="Refresh: also take every DID of this finished job (in the same workdir), and "
+        "fetch only repos whose rev changed since (getLatestCommit); the others keep its rows.",
     ),
     click.option("--job-id", help="Job id (default: backfill-<date>-<random>)."),
     click.option(
@@ -207,6 +215,17 @@ def backfill_options(f: Callable) -> Callable:
     return config_option(workdir_option(f))
 
 
+def previous_root(workdir: Path, job_id: str | None) -> str | None:
+    """--previous JOB_ID: the finished job's directory in <workdir>."""
+    if not job_id:
+        return None
+    session.check_job_id(job_id)
+    root = JobLayout(workdir.resolve(), job_id).root
+    if not (root / "aggregation" / "manifest.json").exists():
+        raise UsageError(f"--previous {job_id}: no finished job {job_id} in {workdir}")
+    return str(root)
+
+
 def build_handler(options: dict[str, Any], job_id: str) -> BackfillHandler:
     """The handler of the job the options describe; the sink URL's password (if any) goes
     to the handler only, never into the config that is stored."""
@@ -215,7 +234,7 @@ def build_handler(options: dict[str, Any], job_id: str) -> BackfillHandler:
 
 
 def build_config(options: dict[str, Any], job_id: str) -> BackfillConfig:
-    if not options.get("dids") and not options.get("from_host"):
+    if not options.get("dids") and not options.get("from_host") and not options.get("previous"):
         raise click.UsageError(
             "Missing option '--dids' or '--from-host' (or `dids:` / `from_host:` in the "
             "config file)."
@@ -225,6 +244,7 @@ def build_config(options: dict[str, Any], job_id: str) -> BackfillConfig:
         from_hosts=list(options.get("from_host") or []),
         collection=options.get("collection"),
         list_limit=options["list_limit"],
+        previous=options.get("previous"),
         job_id=job_id,
         plc_url=options["plc_url"],
         concurrency=options["concurrency"],
@@ -266,6 +286,7 @@ def run(
     """Backfill every DID of a file into <workdir>/jobs/<job_id>/output/."""
     job_id = options["job_id"] or session.new_job_id()
     session.check_job_id(job_id)
+    options["previous"] = previous_root(workdir, options.get("previous"))
     handler = build_handler(options, job_id)
     layout = JobLayout(workdir.resolve(), job_id)
     started = time.monotonic()
@@ -288,9 +309,34 @@ def run(
 @backfill_options
 def plan(workdir: Path, **options: Any) -> None:
     """Dry run: validate the input and config, show batches, tasks, hosts and estimates."""
+    options["previous"] = previous_root(workdir, options.get("previous"))
     handler = build_handler(options, options["job_id"] or "plan")
     click.echo(describe_plan(handler.plan(), handler.config))
 
 
 with_env_vars(run)
 with_env_vars(plan)
+
+
+@click.command()
+@click.argument("job_id")
+@click.option("--job-id", "new_id", help="Id of the refresh job (default: refresh-<date>-<hex>).")
+@workdir_option
+@progress_option
+def refresh(job_id: str, new_id: str | None, workdir: Path, progress: str) -> None:
+    """Bring a finished job up to date: a new job over its DIDs (and hosts, listed again)
+    with its config, fetching only repos whose rev changed (getLatestCommit)."""
+    root = previous_root(workdir, job_id)
+    with session.open_store(JobLayout(workdir.resolve(), job_id)) as store:
+        job = store.job()
+        assert job is not None
+        config = dict(job.config)
+    new_id = new_id or session.new_job_id("refresh")
+    session.check_job_id(new_id)
+    config.update(job_id=new_id, previous=root, dids_file=None)  # its DIDs come along
+    handler = BackfillHandler(BackfillConfig.from_dict(config))
+    layout = JobLayout(workdir.resolve(), new_id)
+    started = time.monotonic()
+    click.echo(f"job {new_id} refreshes {job_id} in {layout.root}", err=True)
+    job = session.submit_and_run(handler, layout, make_progress(progress))
+    click.echo(summarize(layout, job, started))

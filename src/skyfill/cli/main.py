@@ -10,7 +10,7 @@ import click
 
 from skyfill import __version__
 from skyfill.cli import session
-from skyfill.cli.backfill import plan, run
+from skyfill.cli.backfill import plan, refresh, run
 from skyfill.cli.control import cancel, pause, resume, retry, status
 from skyfill.cli.demo import demo
 from skyfill.cli.distributed import enqueue, submit, worker
@@ -33,6 +33,7 @@ def cli() -> None:
 for command in (
     run,
     plan,
+    refresh,
     submit,
     worker,
     enqueue,

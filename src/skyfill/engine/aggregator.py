@@ -31,6 +31,15 @@ def done_task_outputs(layout: JobLayout, store: StateStore) -> dict[str, tuple[P
     }
 
 
+def handler_inputs(
+    handler: Handler, layout: JobLayout, store: StateStore
+) -> list[tuple[Path, int]]:
+    """More sorted inputs a job type adds to its aggregation (e.g. the rows an incremental
+    refresh carries over from the previous job), with their row counts."""
+    extra = getattr(handler, "carried_inputs", None)
+    return list(extra(layout, store)) if callable(extra) else []
+
+
 def fingerprint(paths: list[Path]) -> str:
     digest = hashlib.sha256()
     for path in paths:
@@ -42,7 +51,9 @@ def aggregate(
     handler: Handler, layout: JobLayout, store: StateStore, spec: MergeSpec
 ) -> dict[str, Any]:
     by_batch = done_task_outputs(layout, store)
-    inputs = [path for path, _ in by_batch.values()]
+    carried = handler_inputs(handler, layout, store)
+    task_files = [path for path, _ in by_batch.values()]
+    inputs = task_files + [path for path, _ in carried]
     workdir = layout.aggregation / f"merge-{fingerprint(inputs)}"
     finals, levels = reduce_to_fan_in(inputs, workdir, spec, handler.output_schema)
     failpoint("aggregation_levels_done")
@@ -51,9 +62,14 @@ def aggregate(
     row_counts = {batch: rows for batch, (_, rows) in by_batch.items()}
     return {
         **facts,  # first: the engine's own keys below cannot be overwritten by a handler
-        "input_files": [str(p.relative_to(layout.root)) for p in inputs],
+        "input_files": [str(p.relative_to(layout.root)) for p in task_files],
         "row_counts_by_batch": row_counts,
-        "input_rows": sum(row_counts.values()),
+        "input_rows": sum(row_counts.values()) + sum(rows for _, rows in carried),
+        **(
+            {"carried_files": {str(p.relative_to(layout.root)): n for p, n in carried}}
+            if carried
+            else {}
+        ),
         "fan_in": spec.fan_in,
         "merge_dir": str(workdir.relative_to(layout.root)),
         "levels": [{"level": level.level, "outputs": level.outputs} for level in levels],
