@@ -7,6 +7,7 @@ import json
 import urllib.request
 from pathlib import Path
 
+from tests import sqltables
 from tests.helpers import (
     assert_one_line_error,
     get_json,
@@ -73,3 +74,35 @@ def test_refresh_fetches_only_changed_repos(tmp_path: Path) -> None:
 def test_refresh_of_an_unknown_job_is_one_line(tmp_path: Path) -> None:
     missing = run_cli("refresh", "nope", "--workdir", str(tmp_path))
     assert_one_line_error(missing, 2, "no finished job nope")
+
+
+def test_refresh_into_postgresql_equals_the_new_truth(tmp_path: Path, pg_url: str) -> None:
+    net = start_simnet(tmp_path / "net", accounts=16, hosts=2, mean_records=10)
+    try:
+        first = run_job(net, tmp_path, "base", "--sink", pg_url)
+        assert first.returncode == 0, first.stderr
+        ok = sorted(d for d, r in _truth(net)["repos"].items() if r["status"] == "ok")
+        edit = f"{net.ready['pds'][0]}/_simnet/edit"
+        get_json(edit, {"action": "add_post", "did": ok[0], "text": "new"})
+        victim = sorted(sqltables.records_by_did(pg_url)[ok[1]])[0][0]
+        get_json(edit, {"action": "delete_record", "did": ok[1], "path": victim})
+        before = {
+            (r["did"], r["collection"], r["rkey"]): r for r in sqltables.rows(pg_url, "records")
+        }
+
+        done = run_cli("refresh", "base", "--workdir", str(tmp_path), "--progress", "none")
+        assert done.returncode == 0, done.stderr
+        truth = _truth(net)
+        expected = {
+            d: recs
+            for d, recs in truth_records(truth).items()
+            if truth["repos"][d]["status"] == "ok" and recs
+        }
+        assert sqltables.records_by_did(pg_url) == expected
+        after = {
+            (r["did"], r["collection"], r["rkey"]): r for r in sqltables.rows(pg_url, "records")
+        }
+        untouched = [k for k in after if k[0] not in (ok[0], ok[1])]
+        assert untouched and all(after[k] == before[k] for k in untouched)  # not rewritten
+    finally:
+        net.stop()
