@@ -391,3 +391,27 @@ def test_from_host_discovers_exactly_the_seeded_accounts(refpds: Server, tmp_pat
         assert got[did]["status"] == repo["status"], did
         assert got[did]["pds"].rstrip("/") == repo["pds"].rstrip("/"), did
     assert _records_or_empty(tmp_path, "hosts") == _expected_records(refpds)
+
+
+def test_from_host_into_postgresql_twice_leaves_the_tables_unchanged(
+    refpds: Server, tmp_path: Path, pg_url: str
+) -> None:
+    args = ["--plc-url", refpds.ready["plc"], "--allow-private-network", "--progress", "none"]
+    for url in refpds.ready["pds"]:
+        args += ["--from-host", url]
+    first = run_cli("run", "--workdir", str(tmp_path), "--job-id", "pg1", *args, "--sink", pg_url)
+    assert first.returncode == 0, first.stderr
+    assert sqltables.records_by_did(pg_url) == {
+        did: recs for did, recs in _expected_records(refpds).items() if recs
+    }
+    records = sqltables.rows(pg_url, "records")
+    repos_before = {r["did"]: r for r in sqltables.rows(pg_url, "repos")}
+    again = run_cli("run", "--workdir", str(tmp_path), "--job-id", "pg2", *args, "--sink", pg_url)
+    assert again.returncode == 0, again.stderr
+    assert sqltables.rows(pg_url, "records") == records  # not one row rewritten
+    repos_after = {r["did"]: r for r in sqltables.rows(pg_url, "repos")}
+    assert set(repos_after) == set(repos_before)
+    for did, row in repos_after.items():  # only the time of the check moves
+        assert {k: v for k, v in row.items() if k != "fetched_at"} == {
+            k: v for k, v in repos_before[did].items() if k != "fetched_at"
+        }

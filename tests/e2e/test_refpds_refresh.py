@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from tests import sqltables
 from tests.e2e.conftest import _start_network
-from tests.helpers import Server, records_by_did, repos, run_cli
+from tests.helpers import Server, run_cli
 
 pytestmark = pytest.mark.refpds
 
@@ -68,13 +69,17 @@ def _listed_records(pds: str, did: str) -> set[tuple[str, str]]:
     return found
 
 
-def test_refresh_after_edits_on_the_reference_pds(small_net: Server, tmp_path: Path) -> None:
+def test_refresh_after_edits_on_the_reference_pds(
+    small_net: Server, tmp_path: Path, pg_url: str
+) -> None:
+    """Into PostgreSQL: the database ends equal to what listRecords answers now."""
     truth = small_net.ready["truth_data"]["repos"]
     dids = tmp_path / "dids.txt"
     dids.write_text("\n".join(truth) + "\n")
     base = run_cli(
         "run", "--dids", str(dids), "--workdir", str(tmp_path), "--job-id", "base",
         "--plc-url", small_net.ready["plc"], "--allow-private-network", "--progress", "none",
+        "--sink", pg_url,
     )  # fmt: skip
     assert base.returncode == 0, base.stderr
 
@@ -86,7 +91,8 @@ def test_refresh_after_edits_on_the_reference_pds(small_net: Server, tmp_path: P
     _xrpc(truth[poster]["pds"], "com.atproto.repo.createRecord",
           {"repo": poster, "collection": "app.bsky.feed.post", "record": post}, token)  # fmt: skip
     token = _login(truth[deleter]["pds"], truth[deleter]["handle"])
-    gone = sorted(p for p, _ in records_by_did(tmp_path, "base")[deleter])[0]
+    gone = sorted(p for p, _ in sqltables.records_by_did(pg_url)[deleter])[0]
+    before = {r["did"]: r for r in sqltables.rows(pg_url, "repos")}
     collection, rkey = gone.split("/")
     _xrpc(truth[deleter]["pds"], "com.atproto.repo.deleteRecord",
           {"repo": deleter, "collection": collection, "rkey": rkey}, token)  # fmt: skip
@@ -102,9 +108,9 @@ def test_refresh_after_edits_on_the_reference_pds(small_net: Server, tmp_path: P
     assert again.returncode == 0, again.stderr
     assert f"refresh: {len(ok) - 3} repos unchanged" in again.stdout
     now_listed = {did: _listed_records(truth[did]["pds"], did) for did in ok}
-    got = records_by_did(tmp_path, "again")
+    got = sqltables.records_by_did(pg_url)
     assert {d: got.get(d, set()) for d in ok} == now_listed
     assert gone not in {p for p, _ in got[deleter]}
-    before, after = repos(tmp_path, "base"), repos(tmp_path, "again")
+    after = {r["did"]: r for r in sqltables.rows(pg_url, "repos")}
     changed = {d for d in ok if after[d]["rev"] != before[d]["rev"]}
     assert changed == {poster, deleter, profiler}
