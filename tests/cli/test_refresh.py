@@ -52,6 +52,10 @@ def test_refresh_fetches_only_changed_repos(tmp_path: Path) -> None:
         refetched = {d for d in after if after[d] > before.get(d, 0)}
         assert refetched == {post, gone, profile}  # getRepo only for the changed repos
         assert f"refresh: {len(ok) - 3} repos unchanged" in done.stdout
+        report = run_cli(
+            "report", "again", "--workdir", str(tmp_path), "--format", "json", "--output", "-"
+        )
+        assert json.loads(report.stdout)["outcomes"]["unchanged"] == len(ok) - 3
 
         truth = _truth(net)
         expected = {

@@ -77,6 +77,8 @@ def _outcomes(store: StateStore, items: list) -> dict[str, Any]:
         "by_status": dict(sorted(store.status_counts().items())),
         "error_classes": dict(Counter(i.error_class for i in items if i.error_class).most_common()),
         "top_errors": [{"reason": r, "count": n} for r, n in reasons.most_common(TOP_ERRORS)],
+        # an incremental refresh: items unchanged since the previous job, not fetched
+        "unchanged": sum(1 for i in items if i.data.get("unchanged")),
     }
 
 

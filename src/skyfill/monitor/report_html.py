@@ -83,6 +83,8 @@ def render_report(report: dict[str, Any]) -> str:
         ("received", human_bytes(cost["bytes"])),
         ("DIDs retried", f"{retries['dids_retried']:,}"),
     ]
+    if outcomes.get("unchanged"):
+        kpis.append(("unchanged (not fetched)", f"{outcomes['unchanged']:,}"))
     sections = [
         _section(
             "Summary",
