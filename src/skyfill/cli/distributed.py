@@ -17,7 +17,7 @@ import click
 from skyfill.atproto.did import validate_did
 from skyfill.atproto.exceptions import InvalidDid
 from skyfill.cli import session
-from skyfill.cli.backfill import backfill_options, build_handler
+from skyfill.cli.backfill import backfill_options, build_handler, previous_root
 from skyfill.cli.observe import observe_options, observing
 from skyfill.cli.options import progress_option, with_env_vars
 from skyfill.engine.distributed.node import NodeSettings, default_worker_id
@@ -51,6 +51,10 @@ def submit(workdir: Path | str, state_url: str, **options: Any) -> None:
     store)."""
     job_id = options["job_id"] or session.new_job_id()
     session.check_job_id(job_id)
+    if options.get("previous"):
+        if isinstance(workdir, str):
+            raise UsageError("--previous needs a --workdir that is a directory, not a URL")
+        options["previous"] = previous_root(workdir, options["previous"])
     handler = build_handler(options, job_id)  # a sink password stays out of Redis
     location = workdir if isinstance(workdir, str) else str(workdir.resolve())
     job = session.submit_distributed(handler, location, job_id, state_url)
