@@ -26,9 +26,7 @@ import bisect
 import concurrent.futures
 import contextlib
 import os
-import queue
-import threading
-from collections.abc import Generator, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,6 +39,7 @@ import pyarrow.parquet as pq
 from skyfill.engine import columnar
 from skyfill.engine.atomic import commit_file, sha256_file, tmp_path, validate_parquet, write_bytes
 from skyfill.engine.failpoints import failpoint
+from skyfill.engine.prefetch import ahead
 
 PREFETCH_BATCHES = 2
 """Merged batches made ahead of the consumer, in a background thread."""
@@ -257,7 +256,7 @@ def merge_stream(inputs: list[Path], spec: MergeSpec, schema: pa.Schema) -> pa.R
     rows. Inputs may be empty files. Raises MergeOrderError when it finds an input that is
     not sorted and de-duplicated.
     """
-    batches = _prefetched(_merged_batches(inputs, spec, schema), PREFETCH_BATCHES)
+    batches = ahead(_merged_batches(inputs, spec, schema), PREFETCH_BATCHES, "skyfill-merge")
     return pa.RecordBatchReader.from_batches(schema, batches)
 
 
@@ -350,51 +349,6 @@ def _one_batch(tables: list[pa.Table]) -> pa.RecordBatch:
     """The tables' rows as one contiguous batch (copied only if they are not already)."""
     table = tables[0] if len(tables) == 1 else pa.concat_tables(tables)
     return table.combine_chunks().to_batches()[0]
-
-
-_END = object()
-
-
-def _prefetched(items: Iterator[Any], depth: int) -> Iterator[Any]:
-    """`items`, produced in a background thread up to `depth` ahead of the consumer.
-
-    Arrow releases the GIL while it reads, sorts and gathers, so the merge runs on one
-    core while the consumer (typically a Parquet writer) encodes on another. Errors are
-    raised in the consumer; when the consumer stops early the producer stops too.
-    """
-    ready: queue.Queue[Any] = queue.Queue(depth)
-    stop = threading.Event()
-
-    def put(item: Any) -> bool:
-        while not stop.is_set():
-            try:
-                ready.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                pass
-        return False
-
-    def produce() -> None:
-        try:
-            for item in items:
-                if not put(item):
-                    return
-            put(_END)
-        except BaseException as exc:  # handed to the consumer, raised there
-            put(exc)
-        finally:
-            if isinstance(items, Generator):
-                items.close()
-
-    thread = threading.Thread(target=produce, name="skyfill-merge", daemon=True)
-    thread.start()
-    try:
-        while (item := ready.get()) is not _END:
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
 
 
 # -- hierarchical reduction on disk ------------------------------------------------------

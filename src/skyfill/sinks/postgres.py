@@ -21,6 +21,7 @@ import pyarrow.csv as pacsv
 from psycopg.conninfo import conninfo_to_dict
 
 from skyfill.engine.failpoints import failpoint
+from skyfill.engine.prefetch import ahead
 from skyfill.sinks.base import LoadScope
 from skyfill.sinks.exceptions import SinkError, SinkUnavailable, SinkWriteError, one_line
 from skyfill.sinks.sql import (
@@ -35,7 +36,6 @@ from skyfill.sinks.sql import (
     STAGE_RECORDS,
     STAGE_REPOS,
     Stopwatch,
-    ahead,
     changed,
     load_counts,
     scope_predicate,

@@ -12,16 +12,11 @@ Both SQL sinks load a job the same way, in one transaction:
 
 from __future__ import annotations
 
-import queue
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TypeVar
 
 from skyfill.sinks.base import GONE_STATUSES, KEPT_STATUSES, LoadScope
-
-T = TypeVar("T")
 
 RECORD_COLUMNS = (
     "did",
@@ -117,43 +112,3 @@ class Stopwatch:
         finally:
             elapsed = time.perf_counter() - started
             self.seconds[name] = round(self.seconds.get(name, 0.0) + elapsed, 3)
-
-
-_END = object()
-
-
-def ahead(items: Iterator[T], depth: int = 2) -> Iterator[T]:
-    """`items`, made in a background thread at most `depth` ahead of the consumer (Arrow
-    and the database drivers release the GIL: encoding the next batch overlaps sending this
-    one). Errors are raised in the consumer; if it stops early, the producer stops too."""
-    ready: queue.Queue = queue.Queue(depth)
-    stop = threading.Event()
-
-    def put(item: object) -> bool:
-        while not stop.is_set():
-            try:
-                ready.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                pass
-        return False
-
-    def produce() -> None:
-        try:
-            for item in items:
-                if not put(item):
-                    return
-            put(_END)
-        except BaseException as exc:  # handed to the consumer, raised there
-            put(exc)
-
-    thread = threading.Thread(target=produce, name="skyfill-sink", daemon=True)
-    thread.start()
-    try:
-        while (item := ready.get()) is not _END:
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
-        thread.join()
