@@ -45,8 +45,8 @@ def summarize(
         + ", ".join(f"{status}={count}" for status, count in statuses.most_common()),
     ]
     lines += _top_errors(errors)
-    unchanged = sum(1 for item in store.iter_items() if item.data.get("unchanged"))
     if job.config.get("previous"):
+        unchanged = sum(1 for item in store.iter_items() if item.data.get("unchanged"))
         lines.append(
             f"  refresh: {unchanged} repos unchanged since the previous job (not fetched), "
             f"{job.item_count - unchanged} fetched or settled"

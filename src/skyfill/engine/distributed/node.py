@@ -128,7 +128,7 @@ class WorkerNode:
             if self.running:
                 finished = await self._collect(timeout=0.01 if started else 0.2)
                 if finished:
-                    await self._maybe_advance(force=True)
+                    await self._maybe_advance()
             elif not started:
                 await self._maybe_advance()
                 await asyncio.sleep(self.settings.poll_seconds)
@@ -221,11 +221,11 @@ class WorkerNode:
                         self.queue.ack(claim)
             self.running.clear()
 
-    async def _maybe_advance(self, force: bool = False) -> None:
+    async def _maybe_advance(self) -> None:
         """Plan the next phase if the current one has no unfinished task (once, by the node
         that holds the phase's lease)."""
         now = time.monotonic()
-        if not force and now - self._phase_checked < self.settings.phase_check_seconds:
+        if now - self._phase_checked < self.settings.phase_check_seconds:
             return
         self._phase_checked = now
         phase = self._job().phase

@@ -180,15 +180,21 @@ class RedisStateStore:
         return pipe.execute()
 
     def _update_if_exists(
-        self, key: str, values: dict[str, Any], incr: dict[str, int] | None = None
+        self,
+        key: str,
+        values: dict[str, Any],
+        incr: dict[str, int] | None = None,
+        check: Callable[[Pipeline], None] | None = None,
     ) -> None:
         """Set `values` (None deletes the field) and add `incr` on the hash `key`, only if it
-        exists (an UPDATE that matches no row)."""
+        exists (an UPDATE that matches no row); `check` may refuse, on the watched key."""
 
         def body(pipe: Pipeline) -> None:
             if not pipe.exists(key):
                 pipe.multi()
                 return
+            if check is not None:
+                check(pipe)
             pipe.multi()
             _hset(pipe, key, values)
             for name, amount in (incr or {}).items():
@@ -560,9 +566,9 @@ class RedisStateStore:
         metrics: dict[str, Any],
         error: str | None = None,
     ) -> None:
-        self._check_owner(task_id, self._r.hget(self._keys.task(task_id), "owner"))
+        key = self._keys.task(task_id)
         self._update_if_exists(
-            self._keys.task(task_id),
+            key,
             {
                 "status": str(status),
                 "finished_at": time.time(),
@@ -572,6 +578,7 @@ class RedisStateStore:
                 "metrics": _json(metrics),
                 "error": error,
             },
+            check=lambda pipe: self._check_owner(task_id, pipe.hget(key, "owner")),
         )
 
     def claim_task(self, task_id: str, claim: str) -> None:
