@@ -2,7 +2,7 @@
 
 Generates `--rows` rows shaped like skyfill's `records` (did, collection, rkey, uri, cid,
 rev, record JSON text of ~100-200 bytes, job_id) spread over `--files` task files of
-100 DIDs each, each file sorted and de-duplicated with `skyfill.engine.aggregate.sort_table`
+100 DIDs each, each file sorted and de-duplicated with `skyfill.storage.merge.sort_table`
 and written with zstd, as worker tasks write theirs. About `--dup-fraction` of each file's
 rows repeat a key of the previous file with a newer rev (as a retry would), so the newer
 row must win.
@@ -41,7 +41,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from skyfill.engine.aggregate import MergeSpec, merge_stream, reduce_to_fan_in, sort_table
+from skyfill.storage.merge import MergeSpec, merge_stream, sort_table
+from skyfill.storage.merge_levels import reduce_to_fan_in
 
 SCHEMA = pa.schema(
     [

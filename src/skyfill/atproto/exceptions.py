@@ -5,7 +5,6 @@
     ├── DidNotFound         the PLC directory / did:web host does not know the DID -> not_found
     ├── DidTombstoned       the PLC directory reports the DID tombstoned -> deleted
     ├── InvalidDidDocument  the DID document has no usable #atproto_pds service -> failed
-    ├── PrivateNetworkRefused  an endpoint resolves to a private address -> failed
     ├── RepoNotFound        getRepo: RepoNotFound / NotFound -> not_found
     ├── RepoDeactivated     getRepo: RepoDeactivated -> deactivated
     ├── RepoTakendown       getRepo: RepoTakendown -> takendown
@@ -17,7 +16,8 @@
     ├── InvalidResponse     a 200 answer that is not the JSON the method promises -> failed
     └── CursorLoop          a listing's server handed back a cursor it gave before -> failed
 The transient ones (RateLimited, RequestTimeout, ServerError, NetworkError) live in
-`skyfill.errors`, since every layer raises them.
+`skyfill.errors`, since every layer raises them; PrivateNetworkRefused (an endpoint on a
+private address) in `skyfill.net.exceptions`, where the guard raises it.
 """
 
 from __future__ import annotations
@@ -50,13 +50,6 @@ class InvalidDidDocument(TerminalError):
     """The DID document cannot be used: no #atproto_pds endpoint, wrong id, bad JSON."""
 
     error_class = "invalid_did_document"
-    outcome = "failed"
-
-
-class PrivateNetworkRefused(TerminalError):
-    """An endpoint resolves to a loopback/private/link-local address and that is not allowed."""
-
-    error_class = "private_network"
     outcome = "failed"
 
 

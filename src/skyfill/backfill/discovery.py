@@ -21,8 +21,8 @@ from skyfill.atproto.listing import ListedRepo, list_repos, list_repos_by_collec
 from skyfill.atproto.xrpc import XrpcClient
 from skyfill.backfill.config import BackfillConfig
 from skyfill.engine.discovery import DiscoveryContext
-from skyfill.engine.failpoints import failpoint
 from skyfill.engine.model import ItemResult
+from skyfill.failpoints import failpoint
 
 log = logging.getLogger(__name__)
 

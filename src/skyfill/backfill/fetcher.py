@@ -17,7 +17,7 @@ from skyfill.backfill.previous import PreviousJob
 from skyfill.engine.executor.base import Executor
 from skyfill.engine.model import ItemOutput, ItemResult
 from skyfill.errors import RateLimited, SkyfillError, TransientError, classify
-from skyfill.monitor.logs import bind
+from skyfill.telemetry.logcontext import bind
 
 log = logging.getLogger(__name__)
 

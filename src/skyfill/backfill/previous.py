@@ -21,10 +21,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from skyfill.engine import columnar
-from skyfill.engine.atomic import commit_file, tmp_path
 from skyfill.engine.model import ItemResult
 from skyfill.errors import UsageError
+from skyfill.storage import columnar
+from skyfill.storage.atomic import commit_file, tmp_path
 
 
 class PreviousJob:

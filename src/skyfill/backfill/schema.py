@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-from skyfill.engine.columnar import dictionary_field
+from skyfill.storage.columnar import dictionary_field
 
 TIMESTAMP = pa.timestamp("us", tz="UTC")
 

@@ -13,10 +13,12 @@ from pathlib import Path
 
 import click
 
-from skyfill.monitor.logs import LEVELS, bind, configure_logging
+from skyfill.engine.observer import JobObserver
+from skyfill.monitor.logs import LEVELS, configure_logging
 from skyfill.monitor.metrics import MetricsServer
-from skyfill.monitor.progress import Progress, make_progress
+from skyfill.monitor.progress import make_progress
 from skyfill.monitor.sources import JobSource, RedisSource, WorkdirSource
+from skyfill.telemetry.logcontext import bind
 
 log = logging.getLogger("skyfill.cli")
 
@@ -73,7 +75,7 @@ def observing(
     metrics_host: str,
     command: str,
     state_url: str | None = None,
-) -> Iterator[Progress]:
+) -> Iterator[JobObserver]:
     """Logging, the metrics server and the progress display for one run of `job_id`
     (its state in <workdir>, or in Redis at `state_url`)."""
     configure_logging(log_level)

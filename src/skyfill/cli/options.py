@@ -14,8 +14,8 @@ from typing import Any
 import click
 
 from skyfill.engine.definition import RESERVED_KEYS, read_yaml_mapping
-from skyfill.engine.replica import is_url
 from skyfill.errors import UsageError
+from skyfill.storage.replica import is_url
 
 BACKFILL_HANDLER = "skyfill.backfill.handler:BackfillHandler"
 ENV_PREFIX = "SKYFILL_"

@@ -19,7 +19,6 @@ from typing import Any
 import orjson
 import redis
 
-from skyfill.engine import replica
 from skyfill.engine.definition import import_handler
 from skyfill.engine.discovery import discovers
 from skyfill.engine.distributed.node import NodeSettings, WorkerNode
@@ -27,14 +26,15 @@ from skyfill.engine.handler import Handler
 from skyfill.engine.layout import JobLayout, jobs_in
 from skyfill.engine.manifest import write_batch_files
 from skyfill.engine.model import Batch, JobStatus
+from skyfill.engine.observer import JobObserver, NullObserver
 from skyfill.engine.runner import JobRunner, is_live
 from skyfill.engine.settings import EngineSettings
 from skyfill.engine.state.base import JobRecord, StateStore
 from skyfill.engine.state.redis import RedisStateStore, redact_url
 from skyfill.engine.state.sqlite import SqliteStateStore
 from skyfill.errors import UsageError
-from skyfill.monitor.progress import NullProgress, Progress
 from skyfill.ratelimit.redis_budget import RedisBudget
+from skyfill.storage import replica
 
 _JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
@@ -67,7 +67,7 @@ def open_store(layout: JobLayout) -> Iterator[SqliteStateStore]:
         store.close()
 
 
-def submit_and_run(handler: Handler, layout: JobLayout, progress: Progress) -> JobRecord:
+def submit_and_run(handler: Handler, layout: JobLayout, progress: JobObserver) -> JobRecord:
     if layout.state_db.exists() or layout.manifest.exists():
         raise UsageError(
             f"job {layout.job_id} already exists in {layout.workdir}; "
@@ -88,14 +88,17 @@ def submit_and_run(handler: Handler, layout: JobLayout, progress: Progress) -> J
 
 
 def runner_for(
-    handler: Handler, layout: JobLayout, store: SqliteStateStore, progress: Progress | None = None
+    handler: Handler,
+    layout: JobLayout,
+    store: SqliteStateStore,
+    progress: JobObserver | None = None,
 ) -> JobRunner:
     settings = EngineSettings.from_config(handler.config_dict())
-    return JobRunner(handler, layout, store, settings, progress or NullProgress())
+    return JobRunner(handler, layout, store, settings, progress or NullObserver())
 
 
 def stored_runner(
-    layout: JobLayout, store: SqliteStateStore, progress: Progress | None = None
+    layout: JobLayout, store: SqliteStateStore, progress: JobObserver | None = None
 ) -> JobRunner:
     """The runner of an existing job, rebuilt from its stored handler and config."""
     job = store.job()
@@ -109,7 +112,7 @@ def stored_runner(
     return runner_for(handler, layout, store, progress)
 
 
-def resume(layout: JobLayout, progress: Progress) -> JobRecord:
+def resume(layout: JobLayout, progress: JobObserver) -> JobRecord:
     with open_store(layout) as store:
         ensure_not_running(store)
         return run(stored_runner(layout, store, progress))
@@ -228,7 +231,7 @@ def serve_job(
     job_id: str,
     settings: NodeSettings,
     overrides: dict[str, Any],
-    progress: Progress,
+    progress: JobObserver,
 ) -> JobRecord:
     """Run a worker node on the job until it ends (or this process is stopped)."""
     with open_redis_job(state_url, job_id) as (layout, store):
@@ -251,7 +254,7 @@ def serve_job(
 
 
 def resume_distributed(
-    state_url: str, job_id: str, settings: NodeSettings, progress: Progress
+    state_url: str, job_id: str, settings: NodeSettings, progress: JobObserver
 ) -> JobRecord:
     """Put the job's unfinished tasks back in the queue, mark it running, and work on it."""
     with open_redis_job(state_url, job_id) as (_layout, store):

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import orjson
 
-from skyfill.engine import replica
 from skyfill.engine.layout import JobLayout
 from skyfill.engine.state.base import JobRecord, StateStore
 from skyfill.engine.state.sqlite import SqliteStateStore
+from skyfill.storage import replica
 
 _DID = re.compile(r"did:[a-z]+:[A-Za-z0-9._:%-]+")
 TOP_ERRORS = 3

@@ -12,12 +12,13 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from skyfill.engine import replica, spool
-from skyfill.engine.aggregate import MergeSpec, merge_stream, reduce_to_fan_in
-from skyfill.engine.failpoints import failpoint
 from skyfill.engine.handler import AggregateContext, Handler
 from skyfill.engine.layout import JobLayout
 from skyfill.engine.state.base import StateStore
+from skyfill.failpoints import failpoint
+from skyfill.storage import replica, spool
+from skyfill.storage.merge import MergeSpec, merge_stream
+from skyfill.storage.merge_levels import reduce_to_fan_in
 
 
 def done_task_outputs(layout: JobLayout, store: StateStore) -> dict[str, tuple[Path, int]]:

@@ -18,11 +18,11 @@ from typing import Any
 import orjson
 
 from skyfill import __version__
-from skyfill.engine import replica
-from skyfill.engine.atomic import write_json
 from skyfill.engine.layout import JobLayout
 from skyfill.engine.model import Batch
 from skyfill.engine.planner import RetryPlan
+from skyfill.storage import replica
+from skyfill.storage.atomic import write_json
 
 SCHEMA_VERSION = 1
 _PACKAGE_DIR = Path(__file__).resolve().parents[1]

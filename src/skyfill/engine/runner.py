@@ -15,7 +15,6 @@ import os
 import socket
 import time
 
-from skyfill.engine.aggregate import MergeSpec
 from skyfill.engine.aggregator import aggregate, remove_intermediate_merges
 from skyfill.engine.discovery import (
     Discoverer,
@@ -24,7 +23,6 @@ from skyfill.engine.discovery import (
     discovery_pending,
     run_discovery,
 )
-from skyfill.engine.failpoints import failpoint
 from skyfill.engine.handler import Handler, Plan, handler_path
 from skyfill.engine.layout import JobLayout
 from skyfill.engine.manifest import ManifestWriter, write_batch_files
@@ -38,6 +36,7 @@ from skyfill.engine.model import (
     TaskStatus,
     retry_round,
 )
+from skyfill.engine.observer import JobObserver, NullObserver
 from skyfill.engine.planner import (
     RetryPlan,
     phase_names,
@@ -50,7 +49,8 @@ from skyfill.engine.state.base import JobRecord, StateStore, TaskTakenOver
 from skyfill.engine.timeline import Timeline
 from skyfill.engine.worker import WorkerContext, record_failed_task, run_task
 from skyfill.errors import UsageError
-from skyfill.monitor.progress import NullProgress, Progress
+from skyfill.failpoints import failpoint
+from skyfill.storage.merge import MergeSpec
 
 STOPPING = {"cancel": JobStatus.CANCELLED, "pause": JobStatus.PAUSED}
 DISCOVERY_POLL_SECONDS = 0.2
@@ -96,13 +96,13 @@ class JobRunner:
         layout: JobLayout,
         store: StateStore,
         settings: EngineSettings,
-        progress: Progress | None = None,
+        observer: JobObserver | None = None,
     ) -> None:
         self.handler = handler
         self.layout = layout
         self.store = store
         self.settings = settings
-        self.progress = progress or NullProgress()
+        self.observer = observer or NullObserver()
         self.manifests = ManifestWriter(layout)
         self.timeline = Timeline(handler, store, settings.sample_interval, runner_id())
         self.stop_requested = asyncio.Event()
@@ -169,7 +169,7 @@ class JobRunner:
         self.store.set_job_status(JobStatus.RUNNING)
         self.manifests.update_job(status=JobStatus.RUNNING)
         counts = self.store.status_counts()
-        self.progress.start(
+        self.observer.start(
             job.job_id, job.item_count, job.item_count - counts.get(PENDING_ITEM, 0)
         )
         self.timeline.maybe_sample(force=True)  # where this run starts
@@ -182,7 +182,7 @@ class JobRunner:
             watcher.cancel()
             self.timeline.force_next()
             self.publish_stats()
-            self.progress.stop()
+            self.observer.stop()
         if self.stop_requested.is_set():
             return self.record_stop()
         try:
@@ -234,7 +234,7 @@ class JobRunner:
             self.layout,
             self.store,
             self.settings,
-            self.progress,
+            self.observer,
             self.manifests,
             self.stop_requested,
             self.merge_spec,
@@ -380,7 +380,7 @@ class JobRunner:
         stats = self.handler.live_stats()
         if stats:
             self.store.put_stats("handler", stats)
-        self.progress.stats(stats)
+        self.observer.stats(stats)
         self.timeline.maybe_sample()
 
     def record_stop(self) -> JobRecord:

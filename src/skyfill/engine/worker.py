@@ -16,18 +16,18 @@ from dataclasses import dataclass
 import orjson
 import pyarrow as pa
 
-from skyfill.engine import replica, spool
-from skyfill.engine.aggregate import MergeSpec, sort_table
-from skyfill.engine.atomic import validate_parquet
-from skyfill.engine.failpoints import failpoint
 from skyfill.engine.handler import Handler
 from skyfill.engine.layout import JobLayout
 from skyfill.engine.manifest import ManifestWriter, utc_iso
 from skyfill.engine.model import Batch, ItemOutput, Task, TaskStatus
+from skyfill.engine.observer import JobObserver
 from skyfill.engine.settings import EngineSettings
 from skyfill.engine.state.base import StateStore
-from skyfill.monitor.logs import bind
-from skyfill.monitor.progress import Progress
+from skyfill.failpoints import failpoint
+from skyfill.storage import replica, spool
+from skyfill.storage.atomic import validate_parquet
+from skyfill.storage.merge import MergeSpec, sort_table
+from skyfill.telemetry.logcontext import bind
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ class WorkerContext:
     layout: JobLayout
     store: StateStore
     settings: EngineSettings
-    progress: Progress
+    observer: JobObserver
     manifests: ManifestWriter
     stop: asyncio.Event
     merge_spec: MergeSpec
@@ -202,7 +202,7 @@ class _TaskLoop:
         self.buffer.append(output)
         rows = output.rows.num_rows if output.rows is not None else 0
         self.buffered_rows += rows
-        self.ctx.progress.item_done(output.result, rows)
+        self.ctx.observer.item_done(output.result, rows)
         settings = self.ctx.settings
         if (
             self.buffered_rows >= settings.flush_rows

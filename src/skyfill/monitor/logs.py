@@ -3,50 +3,31 @@
 Every record carries `ts` (ISO 8601, UTC), `level`, `event` (a stable snake_case name,
 e.g. `job_started`, `task_done`, `did_done`, `rate_limited`, `progress`) and `msg`, plus
 whatever is known of `job_id`, `task_id`, `did` and `host`: from the record's own
-`extra=` fields, else from the context bound with `bind()` (a ContextVar, so each asyncio
-task - one job, one engine task, one DID - carries its own).
+`extra=` fields, else from the context bound with `telemetry.logcontext.bind()` (each
+asyncio task - one job, one engine task, one DID - carries its own).
 
     log.info("job started", extra={"event": "job_started", "items": 300})
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import sys
-from collections.abc import Iterator
-from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 
 from skyfill.errors import UsageError
+from skyfill.telemetry.logcontext import CONTEXT_FIELDS, current
 
 LEVELS = ("debug", "info", "warning", "error")
-CONTEXT_FIELDS = ("job_id", "task_id", "did", "host")
-_context: ContextVar[dict[str, str]] = ContextVar("skyfill_log_context", default={})  # noqa: B039
 _STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "event"}
-
-
-def bind(**fields: str) -> None:
-    """Attach `fields` (job_id, task_id, did, host) to every record logged from the current
-    context (this asyncio task and the tasks it starts from now on)."""
-    _context.set({**_context.get(), **fields})
-
-
-@contextlib.contextmanager
-def bound(**fields: str) -> Iterator[None]:
-    token = _context.set({**_context.get(), **fields})
-    try:
-        yield
-    finally:
-        _context.reset(token)
 
 
 def record_fields(record: logging.LogRecord) -> dict[str, Any]:
     """The structured fields of a record: context first, the record's extras over them."""
-    fields: dict[str, Any] = dict(_context.get())
+    fields: dict[str, Any] = dict(current())
     for key, value in record.__dict__.items():
         if key not in _STANDARD and not key.startswith("_"):
             fields[key] = value
@@ -57,7 +38,7 @@ class ContextFilter(logging.Filter):
     """Stamps the bound context on the record when it is made (in the logging task)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        for key, value in _context.get().items():
+        for key, value in current().items():
             if not hasattr(record, key):
                 setattr(record, key, value)
         return True

@@ -46,9 +46,9 @@ from skyfill.engine.model import PENDING_ITEM, TaskStatus
 from skyfill.engine.runner import is_live
 from skyfill.engine.state.base import StateStore
 from skyfill.errors import UsageError
-from skyfill.monitor.histogram import BOUNDS, LatencyHistogram
 from skyfill.monitor.snapshot import SILENT_AFTER, published_stats, workers_of
 from skyfill.monitor.sources import JobSource
+from skyfill.telemetry.histogram import BOUNDS, LatencyHistogram
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,5 @@
-"""The progress seam and its implementations: null, JSON log lines, and a rich live view.
+"""Progress shown while a job runs: the engine's `JobObserver` as JSON log lines or a rich
+live view (`NullObserver`, from the engine, shows nothing).
 
 Both visible implementations show the same facts (`_Tally.facts()`): DIDs done/total,
 DIDs/s and records/s (over the last `RECENT_SECONDS` and on average this run), ETA,
@@ -14,39 +15,14 @@ import sys
 import threading
 import time
 from collections import Counter, deque
-from typing import Any, Protocol
+from typing import Any
 
 from skyfill.engine.model import ItemResult
+from skyfill.engine.observer import JobObserver, NullObserver
 
 RECENT_SECONDS = 30.0
 HOSTS_SHOWN = 3
 log = logging.getLogger("skyfill.progress")
-
-
-class Progress(Protocol):
-    def start(self, job_id: str, total: int, already_done: int) -> None: ...
-
-    def item_done(self, result: ItemResult, rows: int) -> None: ...
-
-    def stats(self, data: dict[str, Any]) -> None:
-        """The handler's live statistics, as just published (every couple of seconds)."""
-        ...
-
-    def stop(self) -> None: ...
-
-
-class NullProgress:
-    def start(self, job_id: str, total: int, already_done: int) -> None:
-        return None
-
-    def item_done(self, result: ItemResult, rows: int) -> None:
-        return None
-
-    def stats(self, data: dict[str, Any]) -> None:
-        return None
-
-    def stop(self) -> None:
-        return None
 
 
 class _Tally:
@@ -223,10 +199,10 @@ class RichProgress(_Tally):
         self._live.stop()
 
 
-def make_progress(kind: str, interval: float = 10.0) -> Progress:
+def make_progress(kind: str, interval: float = 10.0) -> JobObserver:
     """`auto` picks rich on a terminal and log lines elsewhere; `none` shows nothing."""
     if kind == "none":
-        return NullProgress()
+        return NullObserver()
     if kind == "rich" or (kind == "auto" and sys.stderr.isatty()):
         return RichProgress()
     return LogProgress(interval)

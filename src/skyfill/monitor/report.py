@@ -24,9 +24,9 @@ import orjson
 from skyfill.engine.layout import JobLayout
 from skyfill.engine.model import PENDING_ITEM
 from skyfill.engine.state.base import StateStore
-from skyfill.monitor.histogram import LatencyHistogram
 from skyfill.monitor.series import series
 from skyfill.monitor.snapshot import published_stats, workers_of
+from skyfill.telemetry.histogram import LatencyHistogram
 
 _DID = re.compile(r"did:[a-z]+:[A-Za-z0-9._:%-]+")
 TOP_ERRORS = 10

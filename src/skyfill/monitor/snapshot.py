@@ -15,8 +15,8 @@ from typing import Any
 from skyfill.engine.model import PENDING_ITEM, TaskStatus
 from skyfill.engine.runner import is_live
 from skyfill.engine.state.base import StateStore
-from skyfill.monitor.histogram import LatencyHistogram
 from skyfill.monitor.progress import top_hosts
+from skyfill.telemetry.histogram import LatencyHistogram
 
 RECENT_SECONDS = 30.0
 SILENT_AFTER = 5.0

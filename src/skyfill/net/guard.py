@@ -14,7 +14,7 @@ from typing import Any
 from aiohttp.abc import AbstractResolver
 from aiohttp.resolver import DefaultResolver
 
-from skyfill.atproto.exceptions import PrivateNetworkRefused
+from skyfill.net.exceptions import PrivateNetworkRefused
 
 
 def is_private_address(address: str) -> bool:

@@ -21,9 +21,9 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from skyfill.monitor.histogram import LatencyHistogram
 from skyfill.ratelimit.shared import SharedBudget, lease_block, lease_lifetime
 from skyfill.ratelimit.spec import RateSpec
+from skyfill.telemetry.histogram import LatencyHistogram
 
 MIN_FRACTION = 0.05
 DECREASE = 0.5

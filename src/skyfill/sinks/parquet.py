@@ -17,9 +17,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from skyfill.engine import columnar, replica
-from skyfill.engine.atomic import fsync_dir, sha256_file
-from skyfill.engine.failpoints import failpoint
+from skyfill.failpoints import failpoint
+from skyfill.storage import columnar, replica
+from skyfill.storage.atomic import fsync_dir, sha256_file
 
 
 @dataclass(frozen=True, slots=True)

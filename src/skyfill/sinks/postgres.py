@@ -20,8 +20,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 from psycopg.conninfo import conninfo_to_dict
 
-from skyfill.engine.failpoints import failpoint
-from skyfill.engine.prefetch import ahead
+from skyfill.failpoints import failpoint
 from skyfill.sinks.base import LoadScope
 from skyfill.sinks.exceptions import SinkError, SinkUnavailable, SinkWriteError, one_line
 from skyfill.sinks.sql import (
@@ -40,6 +39,7 @@ from skyfill.sinks.sql import (
     load_counts,
     scope_predicate,
 )
+from skyfill.storage.prefetch import ahead
 
 CONNECT_TIMEOUT = 10
 CSV_ROWS = 8192

@@ -21,7 +21,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from skyfill.engine.failpoints import failpoint
+from skyfill.failpoints import failpoint
 from skyfill.sinks.base import LoadScope
 from skyfill.sinks.exceptions import SinkUnavailable, SinkWriteError, one_line
 from skyfill.sinks.sql import (

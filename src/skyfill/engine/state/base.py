@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from skyfill.engine.model import Batch, ItemResult, JobStatus, Task, TaskStatus
+from skyfill.storage.spool import Segment
 
 
 class TaskTakenOver(RuntimeError):
@@ -38,16 +39,6 @@ class JobRecord:
     """When a runner last said it is alive."""
     runner: str | None
     """Who beat the heartbeat: `host:pid`."""
-
-
-@dataclass(frozen=True, slots=True)
-class Segment:
-    """A durable file of output rows written by a task (committed with its items)."""
-
-    task_id: str
-    seq: int
-    path: str
-    rows: int
 
 
 class StateStore(Protocol):

@@ -1,12 +1,12 @@
-"""Streaming, hierarchical merge of sorted Parquet files, de-duplicated on a key.
+"""Streaming k-way merge of sorted Parquet files, de-duplicated on a key.
 
 Every input is sorted by `MergeSpec.key_columns` (ascending) and holds one row per key
 (`sort_table` makes it so). `merge_stream` merges any number of such files into one
 sorted, de-duplicated stream, holding only a bounded slice of each input in memory.
 Among rows with equal keys the one with the greatest `newest_column` wins, and on a tie
 the row from the earliest input (in the order given), so the result equals `sort_table`
-of the inputs' concatenation. `reduce_to_fan_in` merges groups of inputs, level after
-level, into files on disk until at most `fan_in` remain; it is crash-safe and resumable.
+of the inputs' concatenation. (`merge_levels.reduce_to_fan_in` merges groups of inputs,
+level after level, into files on disk until at most `fan_in` remain.)
 
 The merge is a "frontier" merge: the frontier is the smallest last key among the
 buffered batches of inputs that still have unread rows. Every row at or below it is
@@ -16,30 +16,23 @@ the frontier is used up and refilled. Keys are compared column by column in Arro
 order (strings and binaries bytewise, nulls after every value), so keys may be of any
 sortable type, strings holding NUL bytes included; float keys holding NaN are not
 supported. The merge runs in a background thread, a couple of batches ahead of the
-consumer, so that merging and the consumer's encoding use two cores; `reduce_to_fan_in`
-also runs `MergeSpec.workers` merges of a level at once.
+consumer, so that merging and the consumer's encoding use two cores.
 """
 
 from __future__ import annotations
 
 import bisect
-import concurrent.futures
 import contextlib
-import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from skyfill.engine import columnar
-from skyfill.engine.atomic import commit_file, sha256_file, tmp_path, validate_parquet, write_bytes
-from skyfill.engine.failpoints import failpoint
-from skyfill.engine.prefetch import ahead
+from skyfill.storage.prefetch import ahead
 
 PREFETCH_BATCHES = 2
 """Merged batches made ahead of the consumer, in a background thread."""
@@ -87,14 +80,6 @@ class MergeSpec:
         """Arrow sort keys: key columns ascending, newest first, nulls last everywhere."""
         keys = [(c, "ascending", "at_end") for c in self.key_columns]
         return [*keys, (self.newest_column, "descending", "at_end")]
-
-
-@dataclass
-class MergeLevel:
-    level: int
-    outputs: list[dict]
-    """Each {"file", "inputs": [...], "rows", "sha256"}; paths relative to the merge
-    directory (the caller's files as `../...`)."""
 
 
 # -- sorting and de-duplication ---------------------------------------------------------
@@ -349,141 +334,3 @@ def _one_batch(tables: list[pa.Table]) -> pa.RecordBatch:
     """The tables' rows as one contiguous batch (copied only if they are not already)."""
     table = tables[0] if len(tables) == 1 else pa.concat_tables(tables)
     return table.combine_chunks().to_batches()[0]
-
-
-# -- hierarchical reduction on disk ------------------------------------------------------
-
-
-def reduce_to_fan_in(
-    inputs: list[Path], directory: Path, spec: MergeSpec, schema: pa.Schema
-) -> tuple[list[Path], list[MergeLevel]]:
-    """Merge consecutive inputs, `fan_in` at a time, level after level, to <= fan_in files.
-
-    Level n writes `directory/level-<n>/merge-<i>.parquet` and returns the remaining files
-    (in input order) and a description of each level. Only as many groups are merged as
-    needed: a group of one file is carried to the next level as it is, and once one
-    level can reach `fan_in` files, only enough leading groups are merged to get there.
-
-    Each output is written to a temporary name, validated (reopened, row count equals the
-    rows written), renamed, hashed, and only then gets its `merge-<i>.done` marker (JSON:
-    sha256, rows, inputs and their versions). Resumable: called again after a crash
-    (kill -9 at any point), an output is reused without recomputation when its marker
-    exists, names the same inputs in the same versions (sha256 for outputs of earlier
-    levels, size and mtime for the caller's files) and matches the file's row count;
-    partial and temporary files are ignored and overwritten; the result is identical.
-    File names depend only on the number of inputs and on fan_in. `spec.workers` merges
-    of a level run at once; the result does not depend on it.
-    """
-    directory = Path(directory)
-    files = [Path(p) for p in inputs]
-    versions: dict[Path, str] = {}  # outputs made or reused here: their content hash
-    levels: list[MergeLevel] = []
-    while len(files) > spec.fan_in:
-        level = len(levels) + 1
-        merged: list[Path] = []
-        jobs: list[_MergeJob] = []
-        for group in _plan_level(files, spec.fan_in):
-            if len(group) == 1:
-                merged.append(group[0])
-                continue
-            target = directory / f"level-{level}" / f"merge-{len(jobs):05d}.parquet"
-            inputs_at = [versions.get(p) or _file_version(p) for p in group]
-            jobs.append(_MergeJob(group, inputs_at, target, directory, spec, schema))
-            merged.append(target)
-        outputs = _run(jobs, spec.workers)
-        versions |= {
-            job.target: f"sha256:{out['sha256']}" for job, out in zip(jobs, outputs, strict=True)
-        }
-        levels.append(MergeLevel(level=level, outputs=outputs))
-        files = merged
-    return files, levels
-
-
-def _plan_level(files: list[Path], fan_in: int) -> list[list[Path]]:
-    """Consecutive groups for one level; files left alone come as groups of one."""
-    n = len(files)
-    if n > fan_in * fan_in:
-        merged = n
-    else:
-        needed = n - fan_in  # each merge of g files removes g - 1 of them
-        full, rest = divmod(needed, fan_in - 1)
-        merged = full * fan_in + (rest + 1 if rest else 0)
-    groups = [files[i : min(i + fan_in, merged)] for i in range(0, merged, fan_in)]
-    return groups + [[f] for f in files[merged:]]
-
-
-def _file_version(path: Path) -> str:
-    """A cheap identity of a caller's input file (they are written once, never changed)."""
-    stat = path.stat()
-    return f"size:{stat.st_size},mtime_ns:{stat.st_mtime_ns}"
-
-
-@dataclass(frozen=True, slots=True)
-class _MergeJob:
-    group: list[Path]
-    versions: list[str]
-    target: Path
-    directory: Path
-    spec: MergeSpec
-    schema: pa.Schema
-
-    def run(self) -> dict:
-        """Merge the group into the target unless an earlier call did; return its facts."""
-        identity = {
-            "inputs": [_relative(p, self.directory) for p in self.group],
-            "input_versions": self.versions,
-        }
-        done = self.target.with_suffix(".done")
-        facts = _reusable(self.target, done, identity)
-        if facts is None:
-            rows = _write_merged(self.group, self.target, self.spec, self.schema)
-            facts = {"rows": rows, "sha256": sha256_file(self.target)}
-            write_bytes(done, orjson.dumps(identity | facts, option=orjson.OPT_SORT_KEYS))
-        return {
-            "file": _relative(self.target, self.directory),
-            "inputs": identity["inputs"],
-            **facts,
-        }
-
-
-def _run(jobs: list[_MergeJob], workers: int) -> list[dict]:
-    """Run the merges of one level, `workers` at a time; results in the jobs' order."""
-    if workers <= 1 or len(jobs) <= 1:
-        return [job.run() for job in jobs]
-    with concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="skyfill-merge") as pool:
-        return list(pool.map(_MergeJob.run, jobs))
-
-
-def _reusable(target: Path, done: Path, identity: dict) -> dict | None:
-    """The facts of an output finished by an earlier call, or None if it must be made."""
-    try:
-        marker = orjson.loads(done.read_bytes())
-        rows = pq.ParquetFile(target).metadata.num_rows
-    except (OSError, orjson.JSONDecodeError, pa.ArrowException):
-        return None
-    if not isinstance(marker, dict) or any(marker.get(k) != v for k, v in identity.items()):
-        return None
-    if marker.get("rows") != rows or not isinstance(marker.get("sha256"), str):
-        return None
-    return {"rows": rows, "sha256": marker["sha256"]}
-
-
-def _write_merged(group: list[Path], target: Path, spec: MergeSpec, schema: pa.Schema) -> int:
-    """Merge `group` into `target` through a validated temporary file; return its rows."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    for stray in target.parent.glob(f".{target.name}.*tmp"):  # left by a crashed merge
-        stray.unlink(missing_ok=True)
-    tmp = tmp_path(target)
-    rows = 0
-    with columnar.writer(tmp, schema) as writer:
-        for batch in merge_stream(group, spec, schema):
-            writer.write_batch(batch, row_group_size=batch.num_rows)  # one row group
-            rows += batch.num_rows
-    validate_parquet(tmp, rows)
-    commit_file(tmp, target)
-    failpoint("merge_written")
-    return rows
-
-
-def _relative(path: Path, directory: Path) -> str:
-    return Path(os.path.relpath(os.path.abspath(path), os.path.abspath(directory))).as_posix()

@@ -14,10 +14,21 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from skyfill.engine import columnar, replica
-from skyfill.engine.aggregate import MergeSpec, merge_stream
-from skyfill.engine.atomic import commit_file, sha256_file, tmp_path, validate_parquet, write_bytes
-from skyfill.engine.state.base import Segment
+from skyfill.storage import columnar, replica
+from skyfill.storage.atomic import commit_file, sha256_file, tmp_path, validate_parquet, write_bytes
+from skyfill.storage.merge import MergeSpec, merge_stream
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    """A durable file of output rows written by a task (the state store commits it
+    with the outcomes of the items whose rows it holds)."""
+
+    task_id: str
+    seq: int
+    path: str
+    rows: int
+
 
 SEGMENT_ROW_GROUP = 8192
 """Rows per row group in segments: merging a task's segments holds one group per segment."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from skyfill.monitor.histogram import BOUNDS, LatencyHistogram
+from skyfill.telemetry.histogram import BOUNDS, LatencyHistogram
 
 
 def _exact(values: list[float], q: float) -> float:

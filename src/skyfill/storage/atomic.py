@@ -12,7 +12,7 @@ from pathlib import Path
 import orjson
 import pyarrow.parquet as pq
 
-from skyfill.engine.replica import published
+from skyfill.storage.replica import published
 
 
 def fsync_dir(path: Path) -> None:

@@ -22,15 +22,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from skyfill.engine.aggregate import (
-    MergeLevel,
-    MergeOrderError,
-    MergeSpec,
-    merge_stream,
-    reduce_to_fan_in,
-    sort_table,
-)
-from skyfill.engine.atomic import sha256_file
+from skyfill.storage.atomic import sha256_file
+from skyfill.storage.merge import MergeOrderError, MergeSpec, merge_stream, sort_table
+from skyfill.storage.merge_levels import MergeLevel, reduce_to_fan_in
 
 SCHEMA = pa.schema(
     [
@@ -354,8 +348,8 @@ CHILD = textwrap.dedent(
     """
     import sys, time
     from pathlib import Path
-    import skyfill.engine.aggregate as aggregate
-    from tests.engine.test_aggregate import SCHEMA, KEY
+    import skyfill.storage.merge_levels as aggregate
+    from tests.storage.test_merge import SCHEMA, KEY
 
     commit = aggregate.commit_file
     def slow_commit(tmp, path):  # widen the window in which a kill leaves a partial file

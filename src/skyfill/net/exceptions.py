@@ -1,0 +1,17 @@
+"""Errors of the HTTP layer itself (the transient ones, timeouts and network failures, are
+in `skyfill.errors`, since every layer raises them).
+
+    TerminalError
+    └── PrivateNetworkRefused  an endpoint resolves to a private address -> failed
+"""
+
+from __future__ import annotations
+
+from skyfill.errors import TerminalError
+
+
+class PrivateNetworkRefused(TerminalError):
+    """An endpoint resolves to a loopback/private/link-local address and that is not allowed."""
+
+    error_class = "private_network"
+    outcome = "failed"
