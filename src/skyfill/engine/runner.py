@@ -14,6 +14,7 @@ import contextlib
 import os
 import socket
 import time
+from typing import Any
 
 from skyfill.engine.aggregator import aggregate, remove_intermediate_merges
 from skyfill.engine.discovery import (
@@ -186,7 +187,7 @@ class JobRunner:
         if self.stop_requested.is_set():
             return self.record_stop()
         try:
-            self.aggregate_job()
+            await asyncio.to_thread(self.aggregate_job)
         except Exception as exc:
             raise self.fail(exc) from exc
         return self._job()
@@ -258,7 +259,7 @@ class JobRunner:
             while (waiting or running or discovery) and not self.stop_requested.is_set():
                 if discovery is not None:
                     finished = discovery.done()  # before looking: its last tasks are there
-                    added = self._tasks_added(PHASE_BACKFILL, seen)
+                    added = await asyncio.to_thread(self._tasks_added, PHASE_BACKFILL, seen)
                     waiting[:0] = reversed(added)
                     if finished:
                         discovery.result()  # a failed discovery fails the phase
@@ -301,7 +302,7 @@ class JobRunner:
         except TaskTakenOver:
             raise  # the task lives on with its new owner; nothing to record
         except Exception as exc:
-            record_failed_task(ctx, task, exc)
+            await asyncio.to_thread(record_failed_task, ctx, task, exc)
             raise
 
     # -- retry planner -------------------------------------------------------------------
@@ -312,17 +313,20 @@ class JobRunner:
         The backoff comes before the plan is recorded: once recorded, its tasks may start
         (at once on other worker nodes). A stop during the backoff records nothing."""
         round_ = retry_round(finished_phase) + 1
-        failures = self.store.failed_items(retryable_only=True)
+        failures = await asyncio.to_thread(self.store.failed_items, retryable_only=True)
         if not failures or round_ > self.settings.retries:
-            self.store.set_job_status(JobStatus.RUNNING, PHASE_AGGREGATE)
-            failpoint("aggregate_planned")
+            await asyncio.to_thread(self._start_aggregation_phase)
             return
         plan = plan_retry(failures, round_, self.settings.batch_size)
         backoff = self.settings.retry_backoff * 2 ** (round_ - 1)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.stop_requested.wait(), timeout=backoff)
         if not self.stop_requested.is_set():
-            self._start_retry_phase(plan, backoff)
+            await asyncio.to_thread(self._start_retry_phase, plan, backoff)
+
+    def _start_aggregation_phase(self) -> None:
+        self.store.set_job_status(JobStatus.RUNNING, PHASE_AGGREGATE)
+        failpoint("aggregate_planned")
 
     def _start_retry_phase(self, plan: RetryPlan, backoff: float) -> None:
         self._write_batch_files(plan.batches)
@@ -362,26 +366,38 @@ class JobRunner:
     # -- control -------------------------------------------------------------------------
 
     async def _watch_control(self) -> None:
-        """Beat the heartbeat and obey `skyfill cancel` / `pause` from other processes."""
+        """Beat the heartbeat and obey `skyfill cancel` / `pause` from other processes
+        (the store is read and written in a thread: a slow store delays only this)."""
         me = runner_id()
         polls = 0
         while True:
-            self.store.heartbeat(me)
+            await asyncio.to_thread(self.store.heartbeat, me)
             polls += 1
             if polls % self.settings.stats_every_polls == 0:
-                self.publish_stats()
-            job = self.store.job()
+                stats, sample = self.collect_stats(), self.timeline.handler_sample()
+                await asyncio.to_thread(self.store_stats, stats, sample)
+            job = await asyncio.to_thread(self.store.job)
             if job is not None and job.control in STOPPING:
                 self.stop_requested.set()
                 return
             await asyncio.sleep(self.settings.control_poll_seconds)
 
-    def publish_stats(self) -> None:
+    def collect_stats(self) -> dict[str, Any]:
+        """The handler's live statistics, shown at once (read on the event loop, where
+        the handler's counters change)."""
         stats = self.handler.live_stats()
+        self.observer.stats(stats)
+        return stats
+
+    def store_stats(self, stats: dict[str, Any], sample: dict[str, Any] | None = None) -> None:
+        """Publish statistics to the state store, and record a timeline point if due
+        (`sample`: the handler's part of it, taken on the loop)."""
         if stats:
             self.store.put_stats("handler", stats)
-        self.observer.stats(stats)
-        self.timeline.maybe_sample()
+        self.timeline.maybe_sample(handler_sample=sample)
+
+    def publish_stats(self) -> None:
+        self.store_stats(self.collect_stats())
 
     def record_stop(self) -> JobRecord:
         job = self._job()

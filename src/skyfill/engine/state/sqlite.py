@@ -1,8 +1,14 @@
-"""The embedded state store: one SQLite file per job, WAL mode, safe against kill -9."""
+"""The embedded state store: one SQLite file per job, WAL mode, safe against kill -9.
+
+Safe to use from several threads at once (the engine commits from worker threads, off the
+event loop): writes go through one connection, one at a time; each thread reads through a
+connection of its own, which in WAL mode never waits for a writer.
+"""
 
 from __future__ import annotations
 
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +26,7 @@ from skyfill.engine.model import (
     TaskStatus,
 )
 from skyfill.engine.state.base import JobRecord, Segment
+from skyfill.failpoints import failpoint
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS job (
@@ -63,17 +70,37 @@ class SqliteStateStore:
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._path = path
+        self._db = _connect(path)
         self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute("PRAGMA busy_timeout=10000")
         self._db.executescript(_SCHEMA)
+        self._write_lock = threading.RLock()
+        self._local = threading.local()
+        self._readers: list[sqlite3.Connection] = []
 
     def close(self) -> None:
-        self._db.close()
+        with self._write_lock:
+            for reader in self._readers:
+                reader.close()
+            self._readers.clear()
+            self._db.close()
 
     def _transaction(self) -> _Transaction:
-        return _Transaction(self._db)
+        return _Transaction(self._db, self._write_lock)
+
+    def _write(self, sql: str, params: tuple = ()) -> None:
+        """One statement, atomic on its own (autocommit)."""
+        with self._write_lock:
+            self._db.execute(sql, params)
+
+    def _reader(self) -> sqlite3.Connection:
+        """This thread's read connection."""
+        reader = getattr(self._local, "db", None)
+        if reader is None:
+            reader = self._local.db = _connect(self._path)
+            with self._write_lock:
+                self._readers.append(reader)
+        return reader
 
     # -- job ------------------------------------------------------------------------------
 
@@ -108,25 +135,29 @@ class SqliteStateStore:
             self._insert_plan(db, batches, tasks)
 
     def job(self) -> JobRecord | None:
-        row = self._db.execute(
-            "SELECT job_id, job_type, handler, status, phase, config, created_at, updated_at, "
-            "item_count, control, heartbeat_at, runner FROM job"
-        ).fetchone()
+        row = (
+            self._reader()
+            .execute(
+                "SELECT job_id, job_type, handler, status, phase, config, created_at, updated_at, "
+                "item_count, control, heartbeat_at, runner FROM job"
+            )
+            .fetchone()
+        )
         if row is None:
             return None
         return JobRecord(*row[:3], JobStatus(row[3]), row[4], orjson.loads(row[5]), *row[6:])
 
     def set_job_status(self, status: JobStatus, phase: str | None = None) -> None:
-        self._db.execute(
+        self._write(
             "UPDATE job SET status = ?, phase = COALESCE(?, phase), updated_at = ?",
             (status, phase, time.time()),
         )
 
     def heartbeat(self, runner: str) -> None:
-        self._db.execute("UPDATE job SET heartbeat_at = ?, runner = ?", (time.time(), runner))
+        self._write("UPDATE job SET heartbeat_at = ?, runner = ?", (time.time(), runner))
 
     def request_control(self, action: str | None) -> None:
-        self._db.execute("UPDATE job SET control = ?, updated_at = ?", (action, time.time()))
+        self._write("UPDATE job SET control = ?, updated_at = ?", (action, time.time()))
 
     def plan_phase(self, phase: str, batches: list[Batch], tasks: list[Task]) -> None:
         with self._transaction() as db:
@@ -168,29 +199,29 @@ class SqliteStateStore:
         for start in range(0, len(keys), 500):
             chunk = keys[start : start + 500]
             marks = ",".join("?" * len(chunk))
-            rows = self._db.execute(f"SELECT key FROM items WHERE key IN ({marks})", chunk)
+            rows = self._reader().execute(f"SELECT key FROM items WHERE key IN ({marks})", chunk)
             found.update(key for (key,) in rows)
         return found
 
     def put_stats(self, name: str, data: dict[str, Any]) -> None:
-        self._db.execute(
+        self._write(
             "INSERT INTO stats VALUES (?,?,?) ON CONFLICT (name) DO UPDATE SET "
             "data = excluded.data, updated_at = excluded.updated_at",
             (name, orjson.dumps(data).decode(), time.time()),
         )
 
     def get_stats(self, name: str) -> dict[str, Any]:
-        row = self._db.execute("SELECT data FROM stats WHERE name = ?", (name,)).fetchone()
+        row = self._reader().execute("SELECT data FROM stats WHERE name = ?", (name,)).fetchone()
         return orjson.loads(row[0]) if row else {}
 
     def append_sample(self, sample: dict[str, Any]) -> None:
         sample = {"t": time.time(), **sample}
-        self._db.execute(
+        self._write(
             "INSERT INTO samples VALUES (?,?)", (sample["t"], orjson.dumps(sample).decode())
         )
 
     def samples(self, since: float | None = None, last: int | None = None) -> list[dict[str, Any]]:
-        rows = self._db.execute(
+        rows = self._reader().execute(
             "SELECT data FROM (SELECT rowid, t, data FROM samples WHERE (?1 IS NULL OR t > ?1) "
             "ORDER BY t DESC, rowid DESC LIMIT ?2) ORDER BY t, rowid",
             (since, -1 if last is None else last),
@@ -200,7 +231,7 @@ class SqliteStateStore:
     # -- tasks ----------------------------------------------------------------------------
 
     def tasks(self, phase: str | None = None, status: TaskStatus | None = None) -> list[Task]:
-        rows = self._db.execute(
+        rows = self._reader().execute(
             f"SELECT {_TASK_COLUMNS} FROM tasks WHERE (?1 IS NULL OR phase = ?1) "
             "AND (?2 IS NULL OR status = ?2) ORDER BY rowid",
             (phase, status),
@@ -208,10 +239,10 @@ class SqliteStateStore:
         return [Task(t, b, Role(r), p, g, TaskStatus(s)) for t, b, r, p, g, s in rows]
 
     def task_status_counts(self) -> dict[str, int]:
-        return dict(self._db.execute("SELECT status, COUNT(*) FROM tasks GROUP BY status"))
+        return dict(self._reader().execute("SELECT status, COUNT(*) FROM tasks GROUP BY status"))
 
     def start_task(self, task_id: str) -> None:
-        self._db.execute(
+        self._write(
             "UPDATE tasks SET status = ?, attempts = attempts + 1, "
             "started_at = COALESCE(started_at, ?) WHERE task_id = ?",
             (TaskStatus.RUNNING, time.time(), task_id),
@@ -228,7 +259,7 @@ class SqliteStateStore:
         metrics: dict[str, Any],
         error: str | None = None,
     ) -> None:
-        self._db.execute(
+        self._write(
             "UPDATE tasks SET status = ?, finished_at = ?, output_file = ?, row_count = ?, "
             "sha256 = ?, metrics = ?, error = ? WHERE task_id = ?",
             (
@@ -244,7 +275,7 @@ class SqliteStateStore:
         )
 
     def task_info(self, task_id: str) -> dict[str, Any]:
-        cursor = self._db.execute("SELECT * FROM tasks WHERE task_id = ?", (task_id,))
+        cursor = self._reader().execute("SELECT * FROM tasks WHERE task_id = ?", (task_id,))
         names = [d[0] for d in cursor.description]
         row = cursor.fetchone()
         info = dict(zip(names, row, strict=True)) if row else {}
@@ -253,7 +284,7 @@ class SqliteStateStore:
         return info
 
     def segments(self, task_id: str) -> list[Segment]:
-        rows = self._db.execute(
+        rows = self._reader().execute(
             "SELECT task_id, seq, path, rows FROM segments WHERE task_id = ? ORDER BY seq",
             (task_id,),
         )
@@ -262,13 +293,13 @@ class SqliteStateStore:
     # -- items ----------------------------------------------------------------------------
 
     def batch_items(self, batch_id: str) -> list[str]:
-        rows = self._db.execute(
+        rows = self._reader().execute(
             "SELECT key FROM items WHERE batch_id = ? ORDER BY key", (batch_id,)
         )
         return [key for (key,) in rows]
 
     def pending_items(self, batch_id: str) -> list[str]:
-        rows = self._db.execute(
+        rows = self._reader().execute(
             "SELECT key FROM items WHERE batch_id = ? AND status = ? ORDER BY key",
             (batch_id, PENDING_ITEM),
         )
@@ -279,6 +310,7 @@ class SqliteStateStore:
     ) -> None:
         now = time.time()
         with self._transaction() as db:
+            failpoint("state_commit")  # tests: a slow disk (`state_commit:every:sleep=0.2`)
             if segment is not None:
                 known = db.execute(
                     "SELECT path, rows FROM segments WHERE task_id = ? AND seq = ?",
@@ -314,7 +346,9 @@ class SqliteStateStore:
 
     def task_item_metrics(self, task_id: str) -> dict[str, float]:
         totals: dict[str, float] = {"items_processed": 0, "rows": 0}
-        rows = self._db.execute("SELECT metrics, rows FROM items WHERE task_id = ?", (task_id,))
+        rows = self._reader().execute(
+            "SELECT metrics, rows FROM items WHERE task_id = ?", (task_id,)
+        )
         for metrics, count in rows:
             totals["items_processed"] += 1
             totals["rows"] += count or 0
@@ -323,7 +357,7 @@ class SqliteStateStore:
         return totals
 
     def failed_items(self, retryable_only: bool) -> list[tuple[ItemResult, str | None]]:
-        rows = self._db.execute(
+        rows = self._reader().execute(
             f"SELECT {_ITEM_COLUMNS}, task_id FROM items WHERE status = 'failed' "
             "AND (? = 0 OR retryable = 1) ORDER BY key",
             (int(retryable_only),),
@@ -331,18 +365,22 @@ class SqliteStateStore:
         return [(_item(row[:-1]), row[-1]) for row in rows]
 
     def iter_items(self) -> Iterator[ItemResult]:
-        for row in self._db.execute(f"SELECT {_ITEM_COLUMNS} FROM items ORDER BY key"):
+        for row in self._reader().execute(f"SELECT {_ITEM_COLUMNS} FROM items ORDER BY key"):
             yield _item(row)
 
     def status_counts(self) -> dict[str, int]:
-        rows = self._db.execute("SELECT status, COUNT(*) FROM items GROUP BY status")
+        rows = self._reader().execute("SELECT status, COUNT(*) FROM items GROUP BY status")
         return dict(rows.fetchall())
 
     def completions_since(self, since: float) -> int:
-        row = self._db.execute(
-            "SELECT COUNT(*) FROM items WHERE status != ? AND updated_at >= ?",
-            (PENDING_ITEM, since),
-        ).fetchone()
+        row = (
+            self._reader()
+            .execute(
+                "SELECT COUNT(*) FROM items WHERE status != ? AND updated_at >= ?",
+                (PENDING_ITEM, since),
+            )
+            .fetchone()
+        )
         return int(row[0])
 
 
@@ -363,13 +401,31 @@ def _item(row: tuple) -> ItemResult:
     )
 
 
+def _connect(path: Path) -> sqlite3.Connection:
+    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    db.execute("PRAGMA synchronous=FULL")
+    db.execute("PRAGMA busy_timeout=10000")
+    return db
+
+
 class _Transaction:
-    def __init__(self, db: sqlite3.Connection) -> None:
+    """BEGIN IMMEDIATE ... COMMIT on the write connection, holding the write lock."""
+
+    def __init__(self, db: sqlite3.Connection, lock: threading.RLock) -> None:
         self._db = db
+        self._lock = lock
 
     def __enter__(self) -> sqlite3.Connection:
-        self._db.execute("BEGIN IMMEDIATE")
+        self._lock.acquire()
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+        except BaseException:
+            self._lock.release()
+            raise
         return self._db
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        self._db.execute("ROLLBACK" if exc_type else "COMMIT")
+        try:
+            self._db.execute("ROLLBACK" if exc_type else "COMMIT")
+        finally:
+            self._lock.release()
