@@ -22,15 +22,16 @@ from skyfill.atproto.xrpc import XrpcClient
 from skyfill.backfill.config import BackfillConfig
 from skyfill.engine.discovery import DiscoveryContext
 from skyfill.engine.model import ItemResult
+from skyfill.errors import Outcome
 from skyfill.failpoints import failpoint
 
 log = logging.getLogger(__name__)
 
 INACTIVE_STATUSES = {
-    "deactivated": "deactivated",
-    "takendown": "takendown",
-    "suspended": "suspended",
-    "deleted": "deleted",
+    "deactivated": Outcome.DEACTIVATED,
+    "takendown": Outcome.TAKENDOWN,
+    "suspended": Outcome.SUSPENDED,
+    "deleted": Outcome.DELETED,
 }
 """listRepos statuses that are final for a backfill, as repo statuses. Others
 (desynchronized, throttled, unknown) are fetched: getRepo then says what the repo is."""

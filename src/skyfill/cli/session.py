@@ -27,7 +27,7 @@ from skyfill.engine.layout import JobLayout, jobs_in
 from skyfill.engine.manifest import write_batch_files
 from skyfill.engine.model import Batch, JobStatus
 from skyfill.engine.observer import JobObserver, NullObserver
-from skyfill.engine.runner import JobRunner, is_live
+from skyfill.engine.runner import JobRunner, is_live, reopen
 from skyfill.engine.settings import EngineSettings
 from skyfill.engine.state.base import JobRecord, StateStore
 from skyfill.engine.state.redis import RedisStateStore, redact_url
@@ -149,8 +149,6 @@ def run(runner: JobRunner) -> JobRecord:
 
 # -- distributed mode ---------------------------------------------------------------------
 
-ACTIVE = (JobStatus.RUNNING, JobStatus.AGGREGATING)
-
 
 def redact(url: str) -> str:
     return redact_url(url)
@@ -219,7 +217,7 @@ def active_jobs(state_url: str) -> list[str]:
         active = []
         for job_id in by_age:
             job = RedisStateStore(probe.client, job_id).job()
-            if job is not None and job.status in ACTIVE and job.control is None:
+            if job is not None and job.status.active and job.control is None:
                 active.append(job_id)
         return active
     finally:
@@ -262,10 +260,7 @@ def resume_distributed(
         assert job is not None
         if job.status is JobStatus.COMPLETED:
             return job
-        store.request_control(None)
-        store.set_job_status(
-            JobStatus.AGGREGATING if job.phase == "aggregate" else JobStatus.RUNNING
-        )
+        reopen(store, job)
         store.requeue_unfinished()
     return serve_job(state_url, job_id, settings, {}, progress)
 

@@ -28,10 +28,10 @@ from skyfill.engine.handler import Handler, Plan, handler_path
 from skyfill.engine.layout import JobLayout
 from skyfill.engine.manifest import ManifestWriter, write_batch_files
 from skyfill.engine.model import (
-    PENDING_ITEM,
     PHASE_AGGREGATE,
     PHASE_BACKFILL,
     Batch,
+    ItemStatus,
     JobStatus,
     Task,
     TaskStatus,
@@ -64,7 +64,7 @@ def runner_id() -> str:
 def is_live(job: JobRecord, stale_after: float = 5.0) -> bool:
     """Whether a runner is running the job now: on this host, its process exists;
     elsewhere, it beat the heartbeat within `stale_after` seconds (it beats every 0.5 s)."""
-    if job.status not in (JobStatus.RUNNING, JobStatus.AGGREGATING) or not job.heartbeat_at:
+    if not job.status.active or not job.heartbeat_at:
         return False
     host, _, pid = (job.runner or "").rpartition(":")
     if host == socket.gethostname() and pid.isdigit():
@@ -84,6 +84,22 @@ def _process_exists(pid: int) -> bool:
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return True
+
+
+def stop_unattended(store: StateStore, action: str) -> JobStatus:
+    """`cancel` or `pause` a job that no runner is running: it takes the status at once."""
+    status = STOPPING[action]
+    store.set_job_status(status)
+    return status
+
+
+def reopen(store: StateStore, job: JobRecord) -> None:
+    """Ready a stopped or failed job for workers again: running, or aggregating when it
+    stopped in the aggregate phase; any cancel/pause request is cleared."""
+    store.request_control(None)
+    store.set_job_status(
+        JobStatus.AGGREGATING if job.phase == PHASE_AGGREGATE else JobStatus.RUNNING
+    )
 
 
 class JobError(RuntimeError):
@@ -171,7 +187,7 @@ class JobRunner:
         self.manifests.update_job(status=JobStatus.RUNNING)
         counts = self.store.status_counts()
         self.observer.start(
-            job.job_id, job.item_count, job.item_count - counts.get(PENDING_ITEM, 0)
+            job.job_id, job.item_count, job.item_count - counts.get(ItemStatus.PENDING, 0)
         )
         self.timeline.maybe_sample(force=True)  # where this run starts
         watcher = asyncio.ensure_future(self._watch_control())

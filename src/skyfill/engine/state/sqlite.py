@@ -17,13 +17,16 @@ from typing import Any
 import orjson
 
 from skyfill.engine.model import (
-    PENDING_ITEM,
     Batch,
+    InvalidTransition,
     ItemResult,
+    ItemStatus,
     JobStatus,
     Role,
     Task,
     TaskStatus,
+    check_job_transition,
+    item_may_become,
 )
 from skyfill.engine.state.base import JobRecord, Segment
 from skyfill.failpoints import failpoint
@@ -148,10 +151,18 @@ class SqliteStateStore:
         return JobRecord(*row[:3], JobStatus(row[3]), row[4], orjson.loads(row[5]), *row[6:])
 
     def set_job_status(self, status: JobStatus, phase: str | None = None) -> None:
-        self._write(
-            "UPDATE job SET status = ?, phase = COALESCE(?, phase), updated_at = ?",
-            (status, phase, time.time()),
-        )
+        with self._transaction() as db:
+            self._check_transition(db, status)
+            db.execute(
+                "UPDATE job SET status = ?, phase = COALESCE(?, phase), updated_at = ?",
+                (status, phase, time.time()),
+            )
+
+    @staticmethod
+    def _check_transition(db: sqlite3.Connection, status: JobStatus) -> None:
+        row = db.execute("SELECT status FROM job").fetchone()
+        if row is not None:
+            check_job_transition(JobStatus(row[0]), status)
 
     def heartbeat(self, runner: str) -> None:
         self._write("UPDATE job SET heartbeat_at = ?, runner = ?", (time.time(), runner))
@@ -161,6 +172,8 @@ class SqliteStateStore:
 
     def plan_phase(self, phase: str, batches: list[Batch], tasks: list[Task]) -> None:
         with self._transaction() as db:
+            self._check_transition(db, JobStatus.RUNNING)
+            _check_moves_to_pending(db, [key for b in batches for key in b.items])
             self._insert_plan(db, batches, tasks, move_items=True)
             db.execute(
                 "UPDATE job SET phase = ?, status = ?, updated_at = ?",
@@ -179,7 +192,7 @@ class SqliteStateStore:
             f"INSERT INTO tasks ({_TASK_COLUMNS}) VALUES (?,?,?,?,?,?)",
             [(t.task_id, t.batch_id, t.role, t.phase, t.group, t.status) for t in tasks],
         )
-        pending = [(b.batch_id, PENDING_ITEM, key) for b in batches for key in b.items]
+        pending = [(b.batch_id, ItemStatus.PENDING, key) for b in batches for key in b.items]
         if move_items:
             db.executemany("UPDATE items SET batch_id = ?, status = ? WHERE key = ?", pending)
         else:
@@ -301,7 +314,7 @@ class SqliteStateStore:
     def pending_items(self, batch_id: str) -> list[str]:
         rows = self._reader().execute(
             "SELECT key FROM items WHERE batch_id = ? AND status = ? ORDER BY key",
-            (batch_id, PENDING_ITEM),
+            (batch_id, ItemStatus.PENDING),
         )
         return [key for (key,) in rows]
 
@@ -377,7 +390,7 @@ class SqliteStateStore:
             self._reader()
             .execute(
                 "SELECT COUNT(*) FROM items WHERE status != ? AND updated_at >= ?",
-                (PENDING_ITEM, since),
+                (ItemStatus.PENDING, since),
             )
             .fetchone()
         )
@@ -399,6 +412,18 @@ def _item(row: tuple) -> ItemResult:
         orjson.loads(data) if data else {},
         orjson.loads(metrics) if metrics else {},
     )
+
+
+def _check_moves_to_pending(db: sqlite3.Connection, keys: list[str]) -> None:
+    """A new phase takes only items whose outcome may be retried (failed ones)."""
+    for start in range(0, len(keys), 500):
+        chunk = keys[start : start + 500]
+        marks = ",".join("?" * len(chunk))
+        for (status,) in db.execute(
+            f"SELECT DISTINCT status FROM items WHERE key IN ({marks})", chunk
+        ):
+            if not item_may_become(status, ItemStatus.PENDING):
+                raise InvalidTransition(f"an item that is {status} cannot be planned again")
 
 
 def _connect(path: Path) -> sqlite3.Connection:
