@@ -9,6 +9,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from skyfill.engine.distributed.node import NodeSettings, WorkerNode
+from skyfill.engine.distributed.redis_lease import RedisLeases
+from skyfill.engine.distributed.redis_queue import RedisTaskQueue
 from skyfill.engine.layout import JobLayout
 from skyfill.engine.model import JobStatus
 from skyfill.engine.runner import JobRunner
@@ -33,6 +35,8 @@ def test_two_nodes_share_a_discovering_job(redis_url: str, tmp_path: Path) -> No
             JobRunner(h, layout, s, SETTINGS),
             s,
             NodeSettings(worker_id=f"n{i}", visibility_timeout=5.0, poll_seconds=0.1),
+            queue=RedisTaskQueue(s.client, s.keys),
+            leases=RedisLeases(s.client, s.keys),
         )
         for i, (h, s) in enumerate(zip(handlers, stores, strict=True))
     ]

@@ -27,7 +27,7 @@ from skyfill.atproto.exceptions import (
 from skyfill.errors import RateLimited, ServerError, SkyfillError
 from skyfill.net.guard import check_host
 from skyfill.net.http import transport_error
-from skyfill.ratelimit.local import LocalLimiter, Ticket
+from skyfill.ratelimit.base import Limiter, Ticket
 
 _REPO_ERRORS: dict[str, type[SkyfillError]] = {
     "RepoNotFound": RepoNotFound,
@@ -163,7 +163,7 @@ class XrpcClient:
         self,
         session: aiohttp.ClientSession,
         allow_private_network: bool,
-        limiter: LocalLimiter,
+        limiter: Limiter,
         admission: Callable[[], AbstractAsyncContextManager[None]] | None = None,
     ) -> None:
         """`admission`: entered after the host's and the global turn, before a repo download

@@ -29,7 +29,7 @@ from skyfill.engine.model import Batch, ItemOutput, ItemResult
 from skyfill.engine.state.base import StateStore
 from skyfill.net.http import HttpSettings, make_session
 from skyfill.ratelimit.local import LimitSettings, LocalLimiter
-from skyfill.ratelimit.memory import MemoryGate
+from skyfill.ratelimit.memory_gate import MemoryGate
 from skyfill.ratelimit.shared import SharedBudget
 from skyfill.ratelimit.spec import parse_host_rates, parse_rate
 from skyfill.sinks.base import LoadScope, Sink

@@ -22,6 +22,9 @@ import redis
 from skyfill.engine.definition import import_handler
 from skyfill.engine.discovery import discovers
 from skyfill.engine.distributed.node import NodeSettings, WorkerNode
+from skyfill.engine.distributed.queue import unfinished_worker_tasks
+from skyfill.engine.distributed.redis_lease import RedisLeases
+from skyfill.engine.distributed.redis_queue import RedisTaskQueue
 from skyfill.engine.handler import Handler
 from skyfill.engine.layout import JobLayout, jobs_in
 from skyfill.engine.manifest import write_batch_files
@@ -237,10 +240,15 @@ def serve_job(
         assert job is not None
         config = {**job.config, **{k: v for k, v in overrides.items() if k in job.config}}
         handler = import_handler(job.handler).from_config(config)
-        if hasattr(handler, "shared_budget"):  # rate limits shared by every worker
-            handler.shared_budget = RedisBudget(store.client)
         runner = runner_for(handler, layout, store, progress)
-        node = WorkerNode(runner, store, settings)
+        node = WorkerNode(
+            runner,
+            store,
+            settings,
+            queue=RedisTaskQueue(store.client, store.keys),
+            leases=RedisLeases(store.client, store.keys),
+            budget=RedisBudget(store.client),  # rate limits shared by every worker
+        )
 
         async def main() -> JobRecord:
             loop = asyncio.get_running_loop()
@@ -261,7 +269,7 @@ def resume_distributed(
         if job.status is JobStatus.COMPLETED:
             return job
         reopen(store, job)
-        store.requeue_unfinished()
+        RedisTaskQueue(store.client, store.keys).requeue(unfinished_worker_tasks(store))
     return serve_job(state_url, job_id, settings, {}, progress)
 
 

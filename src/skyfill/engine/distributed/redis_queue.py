@@ -88,6 +88,15 @@ class RedisTaskQueue:
         pipe.xdel(self._stream, claim.message_id)
         pipe.execute()
 
+    def requeue(self, task_ids: list[str]) -> None:
+        pipe = self._r.pipeline(transaction=True)
+        pipe.delete(self._stream)
+        for task_id in task_ids:
+            pipe.xadd(self._stream, {"task_id": task_id})
+        pipe.xgroup_create(self._stream, QUEUE_GROUP, id="0", mkstream=True)
+        pipe.execute()
+        self._group_ready = True
+
     def depth(self) -> dict[str, int]:
         self._ensure_group()
         groups = {_s(g["name"]): g for g in self._r.xinfo_groups(self._stream)}

@@ -28,7 +28,7 @@ from skyfill.engine.model import (
     check_job_transition,
     item_may_become,
 )
-from skyfill.engine.state.base import JobRecord, Segment
+from skyfill.engine.state.base import CLAIM, JobRecord, Segment, TaskTakenOver
 from skyfill.failpoints import failpoint
 
 _SCHEMA = """
@@ -58,6 +58,7 @@ CREATE INDEX IF NOT EXISTS items_by_task ON items (task_id);
 CREATE TABLE IF NOT EXISTS stats (
     name TEXT PRIMARY KEY, data TEXT NOT NULL, updated_at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS claims (task_id TEXT PRIMARY KEY, owner TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS samples (t REAL NOT NULL, data TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS samples_by_time ON samples (t);
 CREATE TABLE IF NOT EXISTS segments (
@@ -251,6 +252,33 @@ class SqliteStateStore:
         )
         return [Task(t, b, Role(r), p, g, TaskStatus(s)) for t, b, r, p, g, s in rows]
 
+    def task(self, task_id: str) -> Task | None:
+        row = (
+            self._reader()
+            .execute(f"SELECT {_TASK_COLUMNS} FROM tasks WHERE task_id = ?", (task_id,))
+            .fetchone()
+        )
+        if row is None:
+            return None
+        t, b, r, p, g, s = row
+        return Task(t, b, Role(r), p, g, TaskStatus(s))
+
+    def claim_task(self, task_id: str, claim: str) -> None:
+        self._write(
+            "INSERT INTO claims SELECT task_id, ? FROM tasks WHERE task_id = ? "
+            "ON CONFLICT (task_id) DO UPDATE SET owner = excluded.owner",
+            (claim, task_id),
+        )
+
+    @staticmethod
+    def _check_owner(db: sqlite3.Connection, task_id: str) -> None:
+        mine = CLAIM.get()
+        if mine is None:
+            return
+        row = db.execute("SELECT owner FROM claims WHERE task_id = ?", (task_id,)).fetchone()
+        if row is not None and row[0] != mine:
+            raise TaskTakenOver(f"{task_id} is now worked on by {row[0]}")
+
     def task_status_counts(self) -> dict[str, int]:
         return dict(self._reader().execute("SELECT status, COUNT(*) FROM tasks GROUP BY status"))
 
@@ -272,20 +300,22 @@ class SqliteStateStore:
         metrics: dict[str, Any],
         error: str | None = None,
     ) -> None:
-        self._write(
-            "UPDATE tasks SET status = ?, finished_at = ?, output_file = ?, row_count = ?, "
-            "sha256 = ?, metrics = ?, error = ? WHERE task_id = ?",
-            (
-                status,
-                time.time(),
-                output_file,
-                row_count,
-                sha256,
-                orjson.dumps(metrics).decode(),
-                error,
-                task_id,
-            ),
-        )
+        with self._transaction() as db:
+            self._check_owner(db, task_id)
+            db.execute(
+                "UPDATE tasks SET status = ?, finished_at = ?, output_file = ?, row_count = ?, "
+                "sha256 = ?, metrics = ?, error = ? WHERE task_id = ?",
+                (
+                    status,
+                    time.time(),
+                    output_file,
+                    row_count,
+                    sha256,
+                    orjson.dumps(metrics).decode(),
+                    error,
+                    task_id,
+                ),
+            )
 
     def task_info(self, task_id: str) -> dict[str, Any]:
         cursor = self._reader().execute("SELECT * FROM tasks WHERE task_id = ?", (task_id,))
@@ -324,6 +354,7 @@ class SqliteStateStore:
         now = time.time()
         with self._transaction() as db:
             failpoint("state_commit")  # tests: a slow disk (`state_commit:every:sleep=0.2`)
+            self._check_owner(db, task_id)
             if segment is not None:
                 known = db.execute(
                     "SELECT path, rows FROM segments WHERE task_id = ? AND seq = ?",
