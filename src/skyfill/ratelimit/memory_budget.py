@@ -22,9 +22,6 @@ class MemoryBudget:
         self._granted: dict[str, deque[float]] = {}
 
     async def lease(self, host: str, spec: RateSpec, want: int) -> tuple[int, float]:
-        return self.lease_now(host, spec, want)
-
-    def lease_now(self, host: str, spec: RateSpec, want: int) -> tuple[int, float]:
         horizon = spec.window + lease_lifetime(spec)
         now = self.clock()
         log = self._granted.setdefault(host, deque())

@@ -22,11 +22,6 @@ class MemoryLeases:
     def __call__(self, name: str, owner: str, ttl: float) -> MemoryLease:
         return MemoryLease(self, name, owner, ttl)
 
-    def holder(self, name: str) -> str | None:
-        """Who holds the lease `name` now (None once it has expired)."""
-        with self._lock:
-            return self._live(name)
-
     def _live(self, name: str) -> str | None:
         entry = self._held.get(name)
         if entry is None or entry[1] <= self.clock():

@@ -92,7 +92,3 @@ class MemoryTaskQueue:
             self._pending.clear()
             for task_id in task_ids:
                 self._put(task_id)
-
-    def depth(self) -> dict[str, int]:
-        with self._lock:
-            return {"waiting": len(self._waiting), "claimed": len(self._pending)}

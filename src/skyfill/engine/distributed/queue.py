@@ -46,10 +46,6 @@ class TaskQueue(Protocol):
         """Drop every queued and claimed task and queue `task_ids` afresh (a resume)."""
         ...
 
-    def depth(self) -> dict[str, int]:
-        """`waiting` (never claimed) and `claimed` (claimed, not acknowledged) tasks."""
-        ...
-
 
 def unfinished_worker_tasks(store: StateStore) -> list[str]:
     """The worker tasks of the job's current phase that are not done (what a queue of

@@ -97,15 +97,6 @@ class RedisTaskQueue:
         pipe.execute()
         self._group_ready = True
 
-    def depth(self) -> dict[str, int]:
-        self._ensure_group()
-        groups = {_s(g["name"]): g for g in self._r.xinfo_groups(self._stream)}
-        group = groups.get(QUEUE_GROUP)
-        if group is None:
-            return {"waiting": 0, "claimed": 0}
-        lag = group.get("lag")
-        return {"waiting": int(lag or 0), "claimed": int(group["pending"])}
-
 
 def _key(fields: dict) -> str | bytes:
     return "task_id" if "task_id" in fields else b"task_id"
