@@ -24,7 +24,7 @@ from skyfill.engine.distributed.lease import Leases
 from skyfill.engine.distributed.memory_lease import MemoryLeases
 from skyfill.engine.distributed.memory_queue import MemoryTaskQueue
 from skyfill.engine.distributed.node import NodeSettings, WorkerNode
-from skyfill.engine.distributed.queue import TaskQueue, unfinished_worker_tasks
+from skyfill.engine.distributed.queue import TaskQueue
 from skyfill.engine.distributed.redis_lease import RedisLeases
 from skyfill.engine.distributed.redis_queue import RedisTaskQueue
 from skyfill.engine.layout import JobLayout
@@ -33,11 +33,11 @@ from skyfill.engine.runner import JobRunner
 from skyfill.engine.settings import EngineSettings
 from skyfill.engine.state.base import CLAIM, NodeStore, TaskTakenOver
 from skyfill.engine.state.redis import RedisStateStore
-from skyfill.engine.state.sqlite import SqliteStateStore
 from skyfill.ratelimit.memory_budget import MemoryBudget
 from skyfill.ratelimit.redis_budget import RedisBudget
 from skyfill.ratelimit.shared import SharedBudget, lease_lifetime
 from skyfill.ratelimit.spec import RateSpec
+from tests.engine.nodes import SharedInMemory, SqliteNodeStore
 from tests.engine.squares import SquaresHandler
 
 T = TypeVar("T")
@@ -79,19 +79,6 @@ class Backend:
         while not (got := check()) and time.monotonic() < deadline:
             time.sleep(0.02)
         return got
-
-
-class SqliteNodeStore(SqliteStateStore):
-    """The SQLite store with the one thing a worker node needs besides: a heartbeat. (The
-    SQLite store has no worker registry: a `workers()` there would make the monitor count
-    an embedded run's workers instead of its runner's heartbeat.)"""
-
-    def __init__(self, path: Path) -> None:
-        super().__init__(path)
-        self.beats: dict[str, dict[str, Any]] = {}
-
-    def worker_heartbeat(self, worker_id: str, info: dict[str, Any]) -> None:
-        self.beats[worker_id] = info
 
 
 @pytest.fixture(params=["memory", "redis"])
@@ -279,8 +266,7 @@ def test_two_nodes_share_a_job_in_memory(tmp_path: Path) -> None:
     planner = SqliteNodeStore(layout.state_db)
     JobRunner(SquaresHandler(23), layout, planner, settings).submit(SquaresHandler(23).plan())
 
-    queue = MemoryTaskQueue(source=lambda: unfinished_worker_tasks(planner))
-    leases, budget = MemoryLeases(), MemoryBudget()
+    shared = SharedInMemory(planner)
     handlers = [SquaresHandler(23) for _ in range(2)]
     stores = [SqliteNodeStore(layout.state_db) for _ in handlers]
     nodes = [
@@ -288,9 +274,9 @@ def test_two_nodes_share_a_job_in_memory(tmp_path: Path) -> None:
             JobRunner(h, layout, s, settings),
             s,
             NodeSettings(worker_id=f"n{i}", visibility_timeout=5.0, poll_seconds=0.05),
-            queue=queue,
-            leases=leases,
-            budget=budget,
+            queue=shared.queue,
+            leases=shared.leases,
+            budget=shared.budget,
         )
         for i, (h, s) in enumerate(zip(handlers, stores, strict=True))
     ]

@@ -25,7 +25,7 @@ import redis
 from redis.client import Pipeline
 
 from skyfill.engine.model import JobStatus, check_job_transition
-from skyfill.engine.state.base import CLAIM, JobRecord
+from skyfill.engine.state.base import JobRecord
 from skyfill.engine.state.redis_items import RedisItems
 from skyfill.engine.state.redis_plan import RedisPlans
 from skyfill.engine.state.redis_tasks import RedisTasks
@@ -38,15 +38,9 @@ from skyfill.engine.state.redis_tx import (
     redact_url,
     to_json,
 )
-from skyfill.engine.state.redis_workers import WORKER_SILENT_SECONDS, RedisWorkers
+from skyfill.engine.state.redis_workers import RedisWorkers
 
-__all__ = [
-    "CLAIM",
-    "WORKER_SILENT_SECONDS",
-    "IntegrityError",
-    "RedisStateStore",
-    "redact_url",
-]
+__all__ = ["IntegrityError", "RedisStateStore", "redact_url"]
 
 log = logging.getLogger(__name__)
 

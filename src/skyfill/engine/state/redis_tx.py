@@ -8,7 +8,8 @@ redis-py pipeline with transaction=True). If another client changed a watched ke
 aborts and nothing is written; the transaction is then re-read and retried. A violated
 constraint (a job, batch, task or item that already exists, a segment with the same
 (task_id, seq)) raises `IntegrityError` before MULTI, so nothing changes - as a SQLite
-PRIMARY KEY violation rolls the transaction back. All keys of a job share one hash tag
+PRIMARY KEY violation rolls the transaction back. Counters that only accumulate (status
+counts) use HINCRBY inside the same MULTI/EXEC. All keys of a job share one hash tag
 (`{job_id}`), so this works on Redis Cluster too.
 
 Outages: the client made by `connect` retries a command while Redis is unreachable (a
