@@ -29,43 +29,9 @@ from skyfill.engine.model import (
     item_may_become,
 )
 from skyfill.engine.state.base import CLAIM, JobRecord, Segment, TaskTakenOver
+from skyfill.engine.state.sqlite_db import SCHEMA, Transaction, connect
 from skyfill.failpoints import failpoint
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS job (
-    job_id TEXT PRIMARY KEY, job_type TEXT NOT NULL, handler TEXT NOT NULL,
-    status TEXT NOT NULL, phase TEXT NOT NULL, config TEXT NOT NULL,
-    created_at REAL NOT NULL, updated_at REAL NOT NULL, item_count INTEGER NOT NULL,
-    control TEXT, heartbeat_at REAL, runner TEXT
-);
-CREATE TABLE IF NOT EXISTS batches (
-    batch_id TEXT PRIMARY KEY, phase TEXT NOT NULL, grp TEXT NOT NULL, item_count INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS tasks (
-    task_id TEXT PRIMARY KEY, batch_id TEXT NOT NULL, role TEXT NOT NULL, phase TEXT NOT NULL,
-    grp TEXT NOT NULL, status TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
-    started_at REAL, finished_at REAL, output_file TEXT, row_count INTEGER, sha256 TEXT,
-    metrics TEXT, error TEXT
-);
-CREATE TABLE IF NOT EXISTS items (
-    key TEXT PRIMARY KEY, batch_id TEXT NOT NULL, status TEXT NOT NULL, error_class TEXT,
-    error TEXT, retryable INTEGER NOT NULL DEFAULT 0, attempts INTEGER NOT NULL DEFAULT 0,
-    data TEXT, metrics TEXT, rows INTEGER, task_id TEXT, updated_at REAL
-);
-CREATE INDEX IF NOT EXISTS items_by_batch ON items (batch_id, status);
-CREATE INDEX IF NOT EXISTS items_by_status ON items (status, updated_at);
-CREATE INDEX IF NOT EXISTS items_by_task ON items (task_id);
-CREATE TABLE IF NOT EXISTS stats (
-    name TEXT PRIMARY KEY, data TEXT NOT NULL, updated_at REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS claims (task_id TEXT PRIMARY KEY, owner TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS samples (t REAL NOT NULL, data TEXT NOT NULL);
-CREATE INDEX IF NOT EXISTS samples_by_time ON samples (t);
-CREATE TABLE IF NOT EXISTS segments (
-    task_id TEXT NOT NULL, seq INTEGER NOT NULL, path TEXT NOT NULL, rows INTEGER NOT NULL,
-    PRIMARY KEY (task_id, seq)
-);
-"""
 _TASK_COLUMNS = "task_id, batch_id, role, phase, grp, status"
 
 
@@ -75,9 +41,9 @@ class SqliteStateStore:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._path = path
-        self._db = _connect(path)
+        self._db = connect(path)
         self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.executescript(_SCHEMA)
+        self._db.executescript(SCHEMA)
         self._write_lock = threading.RLock()
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
@@ -89,8 +55,8 @@ class SqliteStateStore:
             self._readers.clear()
             self._db.close()
 
-    def _transaction(self) -> _Transaction:
-        return _Transaction(self._db, self._write_lock)
+    def _transaction(self) -> Transaction:
+        return Transaction(self._db, self._write_lock)
 
     def _write(self, sql: str, params: tuple = ()) -> None:
         """One statement, atomic on its own (autocommit)."""
@@ -101,7 +67,7 @@ class SqliteStateStore:
         """This thread's read connection."""
         reader = getattr(self._local, "db", None)
         if reader is None:
-            reader = self._local.db = _connect(self._path)
+            reader = self._local.db = connect(self._path)
             with self._write_lock:
                 self._readers.append(reader)
         return reader
@@ -455,33 +421,3 @@ def _check_moves_to_pending(db: sqlite3.Connection, keys: list[str]) -> None:
         ):
             if not item_may_become(status, ItemStatus.PENDING):
                 raise InvalidTransition(f"an item that is {status} cannot be planned again")
-
-
-def _connect(path: Path) -> sqlite3.Connection:
-    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-    db.execute("PRAGMA synchronous=FULL")
-    db.execute("PRAGMA busy_timeout=10000")
-    return db
-
-
-class _Transaction:
-    """BEGIN IMMEDIATE ... COMMIT on the write connection, holding the write lock."""
-
-    def __init__(self, db: sqlite3.Connection, lock: threading.RLock) -> None:
-        self._db = db
-        self._lock = lock
-
-    def __enter__(self) -> sqlite3.Connection:
-        self._lock.acquire()
-        try:
-            self._db.execute("BEGIN IMMEDIATE")
-        except BaseException:
-            self._lock.release()
-            raise
-        return self._db
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        try:
-            self._db.execute("ROLLBACK" if exc_type else "COMMIT")
-        finally:
-            self._lock.release()
