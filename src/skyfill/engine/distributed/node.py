@@ -83,7 +83,7 @@ class WorkerNode:
         self.queue = queue
         self.leases = leases
         if budget is not None and hasattr(runner.handler, "shared_budget"):
-            runner.handler.shared_budget = budget  # rate limits shared by every node
+            setattr(runner.handler, "shared_budget", budget)  # noqa: B010 (not on Handler)
         self.running: dict[asyncio.Task, Claim] = {}
         self.tasks_done = 0
         self._phase_checked = 0.0
