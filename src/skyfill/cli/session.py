@@ -24,10 +24,11 @@ from skyfill.engine.discovery import discovers
 from skyfill.engine.distributed.node import NodeSettings, WorkerNode
 from skyfill.engine.handler import Handler
 from skyfill.engine.layout import JobLayout, jobs_in
+from skyfill.engine.lifecycle import is_live, reopen
 from skyfill.engine.manifest import write_batch_files
 from skyfill.engine.model import Batch, JobStatus
 from skyfill.engine.observer import JobObserver, NullObserver
-from skyfill.engine.runner import JobRunner, is_live, reopen
+from skyfill.engine.runner import JobRunner
 from skyfill.engine.settings import EngineSettings
 from skyfill.engine.state.base import JobRecord, StateStore
 from skyfill.engine.state.redis import RedisStateStore, redact_url
