@@ -26,7 +26,6 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from contextvars import ContextVar
 from typing import Any, TypeVar
-from urllib.parse import urlsplit, urlunsplit
 
 import orjson
 import redis
@@ -48,6 +47,7 @@ from skyfill.engine.model import (
 )
 from skyfill.engine.state.base import JobRecord, Segment, TaskTakenOver
 from skyfill.engine.state.redis_keys import JOBS_KEY, QUEUE_GROUP, RedisKeys
+from skyfill.urls import redact_url
 
 log = logging.getLogger(__name__)
 
@@ -96,19 +96,6 @@ CLAIM: ContextVar[str | None] = ContextVar("skyfill_claim", default=None)
 class IntegrityError(Exception):
     """A write would break a uniqueness constraint (the Redis twin of sqlite3.IntegrityError);
     nothing was written."""
-
-
-def redact_url(url: str) -> str:
-    """The URL with its password (if any) replaced by `***`, safe to log."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    netloc = f"{user}:***@{host}"
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
 def _s(value: Any) -> Any:
