@@ -15,7 +15,7 @@ from skyfill.backfill.decode import DecodedRepo, decode_to_table
 from skyfill.backfill.previous import PreviousJob
 from skyfill.engine.executor.base import Executor
 from skyfill.engine.model import ItemOutput, ItemResult
-from skyfill.errors import SkyfillError, classify
+from skyfill.errors import Outcome, SkyfillError, classify
 from skyfill.telemetry.logcontext import bind
 
 log = logging.getLogger(__name__)
@@ -143,7 +143,7 @@ class RepoFetcher:
             car_bytes=car_bytes,
             fetched_at=time.time(),
         )
-        return ItemOutput(ItemResult(did, "ok", attempts=attempt, data=data), decoded.table)
+        return ItemOutput(ItemResult(did, Outcome.OK, attempts=attempt, data=data), decoded.table)
 
     def _unchanged(self, did: str, prior: dict, attempt: int, data: dict) -> ItemOutput:
         """Same rev as in the previous job: its facts stand, its rows are carried over."""
@@ -151,10 +151,10 @@ class RepoFetcher:
         facts["fetched_at"] = prior.get("fetched_at")
         for name in ("rev", "commit_cid", "record_count", "car_bytes"):
             facts[name] = prior.get(name)
-        return ItemOutput(ItemResult(did, "ok", attempts=attempt, data=facts), None)
+        return ItemOutput(ItemResult(did, Outcome.OK, attempts=attempt, data=facts), None)
 
     def _failure(self, did: str, error: SkyfillError, attempt: int, data: dict) -> ItemOutput:
-        status = "failed" if error.retryable else error.outcome
+        status = Outcome.FAILED if error.retryable else error.outcome
         data["fetched_at"] = time.time()
         result = ItemResult(
             did,
@@ -177,7 +177,7 @@ def _log_outcome(result: ItemResult, pds: str | None) -> None:
             result.status,
             f": {result.error}" if result.error else "",
             extra={
-                "event": "did_failed" if result.status == "failed" else "did_done",
+                "event": "did_failed" if result.status == Outcome.FAILED else "did_done",
                 "status": result.status,
                 "attempts": result.attempts,
                 "records": result.metrics.get("records", 0),
