@@ -18,7 +18,6 @@ import orjson
 
 from skyfill.engine.model import (
     Batch,
-    InvalidTransition,
     ItemResult,
     ItemStatus,
     JobStatus,
@@ -26,46 +25,18 @@ from skyfill.engine.model import (
     Task,
     TaskStatus,
     check_job_transition,
-    item_may_become,
 )
 from skyfill.engine.state.base import JobRecord, Segment
+from skyfill.engine.state.sqlite_db import (
+    ITEM_COLUMNS,
+    SCHEMA,
+    TASK_COLUMNS,
+    Transaction,
+    check_moves_to_pending,
+    connect,
+    item_from_row,
+)
 from skyfill.failpoints import failpoint
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS job (
-    job_id TEXT PRIMARY KEY, job_type TEXT NOT NULL, handler TEXT NOT NULL,
-    status TEXT NOT NULL, phase TEXT NOT NULL, config TEXT NOT NULL,
-    created_at REAL NOT NULL, updated_at REAL NOT NULL, item_count INTEGER NOT NULL,
-    control TEXT, heartbeat_at REAL, runner TEXT
-);
-CREATE TABLE IF NOT EXISTS batches (
-    batch_id TEXT PRIMARY KEY, phase TEXT NOT NULL, grp TEXT NOT NULL, item_count INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS tasks (
-    task_id TEXT PRIMARY KEY, batch_id TEXT NOT NULL, role TEXT NOT NULL, phase TEXT NOT NULL,
-    grp TEXT NOT NULL, status TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
-    started_at REAL, finished_at REAL, output_file TEXT, row_count INTEGER, sha256 TEXT,
-    metrics TEXT, error TEXT
-);
-CREATE TABLE IF NOT EXISTS items (
-    key TEXT PRIMARY KEY, batch_id TEXT NOT NULL, status TEXT NOT NULL, error_class TEXT,
-    error TEXT, retryable INTEGER NOT NULL DEFAULT 0, attempts INTEGER NOT NULL DEFAULT 0,
-    data TEXT, metrics TEXT, rows INTEGER, task_id TEXT, updated_at REAL
-);
-CREATE INDEX IF NOT EXISTS items_by_batch ON items (batch_id, status);
-CREATE INDEX IF NOT EXISTS items_by_status ON items (status, updated_at);
-CREATE INDEX IF NOT EXISTS items_by_task ON items (task_id);
-CREATE TABLE IF NOT EXISTS stats (
-    name TEXT PRIMARY KEY, data TEXT NOT NULL, updated_at REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS samples (t REAL NOT NULL, data TEXT NOT NULL);
-CREATE INDEX IF NOT EXISTS samples_by_time ON samples (t);
-CREATE TABLE IF NOT EXISTS segments (
-    task_id TEXT NOT NULL, seq INTEGER NOT NULL, path TEXT NOT NULL, rows INTEGER NOT NULL,
-    PRIMARY KEY (task_id, seq)
-);
-"""
-_TASK_COLUMNS = "task_id, batch_id, role, phase, grp, status"
 
 
 class SqliteStateStore:
@@ -74,9 +45,9 @@ class SqliteStateStore:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._path = path
-        self._db = _connect(path)
+        self._db = connect(path)
         self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.executescript(_SCHEMA)
+        self._db.executescript(SCHEMA)
         self._write_lock = threading.RLock()
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
@@ -88,8 +59,8 @@ class SqliteStateStore:
             self._readers.clear()
             self._db.close()
 
-    def _transaction(self) -> _Transaction:
-        return _Transaction(self._db, self._write_lock)
+    def _transaction(self) -> Transaction:
+        return Transaction(self._db, self._write_lock)
 
     def _write(self, sql: str, params: tuple = ()) -> None:
         """One statement, atomic on its own (autocommit)."""
@@ -100,7 +71,7 @@ class SqliteStateStore:
         """This thread's read connection."""
         reader = getattr(self._local, "db", None)
         if reader is None:
-            reader = self._local.db = _connect(self._path)
+            reader = self._local.db = connect(self._path)
             with self._write_lock:
                 self._readers.append(reader)
         return reader
@@ -173,7 +144,7 @@ class SqliteStateStore:
     def plan_phase(self, phase: str, batches: list[Batch], tasks: list[Task]) -> None:
         with self._transaction() as db:
             self._check_transition(db, JobStatus.RUNNING)
-            _check_moves_to_pending(db, [key for b in batches for key in b.items])
+            check_moves_to_pending(db, [key for b in batches for key in b.items])
             self._insert_plan(db, batches, tasks, move_items=True)
             db.execute(
                 "UPDATE job SET phase = ?, status = ?, updated_at = ?",
@@ -189,7 +160,7 @@ class SqliteStateStore:
             [(b.batch_id, b.phase, b.group, len(b.items)) for b in batches],
         )
         db.executemany(
-            f"INSERT INTO tasks ({_TASK_COLUMNS}) VALUES (?,?,?,?,?,?)",
+            f"INSERT INTO tasks ({TASK_COLUMNS}) VALUES (?,?,?,?,?,?)",
             [(t.task_id, t.batch_id, t.role, t.phase, t.group, t.status) for t in tasks],
         )
         pending = [(b.batch_id, ItemStatus.PENDING, key) for b in batches for key in b.items]
@@ -245,7 +216,7 @@ class SqliteStateStore:
 
     def tasks(self, phase: str | None = None, status: TaskStatus | None = None) -> list[Task]:
         rows = self._reader().execute(
-            f"SELECT {_TASK_COLUMNS} FROM tasks WHERE (?1 IS NULL OR phase = ?1) "
+            f"SELECT {TASK_COLUMNS} FROM tasks WHERE (?1 IS NULL OR phase = ?1) "
             "AND (?2 IS NULL OR status = ?2) ORDER BY rowid",
             (phase, status),
         )
@@ -371,15 +342,15 @@ class SqliteStateStore:
 
     def failed_items(self, retryable_only: bool) -> list[tuple[ItemResult, str | None]]:
         rows = self._reader().execute(
-            f"SELECT {_ITEM_COLUMNS}, task_id FROM items WHERE status = 'failed' "
+            f"SELECT {ITEM_COLUMNS}, task_id FROM items WHERE status = 'failed' "
             "AND (? = 0 OR retryable = 1) ORDER BY key",
             (int(retryable_only),),
         )
-        return [(_item(row[:-1]), row[-1]) for row in rows]
+        return [(item_from_row(row[:-1]), row[-1]) for row in rows]
 
     def iter_items(self) -> Iterator[ItemResult]:
-        for row in self._reader().execute(f"SELECT {_ITEM_COLUMNS} FROM items ORDER BY key"):
-            yield _item(row)
+        for row in self._reader().execute(f"SELECT {ITEM_COLUMNS} FROM items ORDER BY key"):
+            yield item_from_row(row)
 
     def status_counts(self) -> dict[str, int]:
         rows = self._reader().execute("SELECT status, COUNT(*) FROM items GROUP BY status")
@@ -395,62 +366,3 @@ class SqliteStateStore:
             .fetchone()
         )
         return int(row[0])
-
-
-_ITEM_COLUMNS = "key, status, error_class, error, retryable, attempts, data, metrics"
-
-
-def _item(row: tuple) -> ItemResult:
-    key, status, error_class, error, retryable, attempts, data, metrics = row
-    return ItemResult(
-        key,
-        status,
-        error_class,
-        error,
-        bool(retryable),
-        attempts,
-        orjson.loads(data) if data else {},
-        orjson.loads(metrics) if metrics else {},
-    )
-
-
-def _check_moves_to_pending(db: sqlite3.Connection, keys: list[str]) -> None:
-    """A new phase takes only items whose outcome may be retried (failed ones)."""
-    for start in range(0, len(keys), 500):
-        chunk = keys[start : start + 500]
-        marks = ",".join("?" * len(chunk))
-        for (status,) in db.execute(
-            f"SELECT DISTINCT status FROM items WHERE key IN ({marks})", chunk
-        ):
-            if not item_may_become(status, ItemStatus.PENDING):
-                raise InvalidTransition(f"an item that is {status} cannot be planned again")
-
-
-def _connect(path: Path) -> sqlite3.Connection:
-    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-    db.execute("PRAGMA synchronous=FULL")
-    db.execute("PRAGMA busy_timeout=10000")
-    return db
-
-
-class _Transaction:
-    """BEGIN IMMEDIATE ... COMMIT on the write connection, holding the write lock."""
-
-    def __init__(self, db: sqlite3.Connection, lock: threading.RLock) -> None:
-        self._db = db
-        self._lock = lock
-
-    def __enter__(self) -> sqlite3.Connection:
-        self._lock.acquire()
-        try:
-            self._db.execute("BEGIN IMMEDIATE")
-        except BaseException:
-            self._lock.release()
-            raise
-        return self._db
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        try:
-            self._db.execute("ROLLBACK" if exc_type else "COMMIT")
-        finally:
-            self._lock.release()
