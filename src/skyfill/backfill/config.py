@@ -139,6 +139,7 @@ class BackfillConfig:
             "Default: all.",
         ),
     )
+    """Repos' record_count counts the kept records."""
     sink: str = field(
         default="parquet",
         metadata=flag(
@@ -210,6 +211,7 @@ class BackfillConfig:
             help="Longest backoff between tries of a DID (starts at 1 s, doubles, with jitter).",
         ),
     )
+    """Also the longest Retry-After honoured within a task."""
     sample_interval: float = field(
         default=ENGINE.sample_interval,
         metadata=flag(
