@@ -1,9 +1,10 @@
 """Command-line flags declared on config dataclasses: one `Flag` per field, in its metadata.
 
-A config field whose metadata is `flag(...)` carries everything the CLI needs to offer it (name,
+A field whose metadata is `flag(...)` carries everything the CLI needs to offer it (name,
 help, metavar, the parser from text to the field's value, how its default is shown, its
 range); `cli/dataclass_options.py` builds the click options, the `--config` YAML keys and
-the `SKYFILL_*` variables from it. The field's type and default stay the dataclass's own.
+the `SKYFILL_*` variables from it. The field's type and default stay the dataclass's own,
+and `check_ranges` lets the dataclass enforce the same ranges on a config made in code.
 No click here: job types and the engine may declare flags without depending on the CLI.
 """
 
@@ -46,13 +47,13 @@ class Flag:
         """Why `value` is outside this flag's range (None when it is inside)."""
         low, high = self.min, self.max
         if low is not None and high is not None and not low <= value <= high:
-            return f"must be between {low:g} and {high:g}"
+            return f"must be between {low} and {high}"
         if low is not None and self.min_open and value <= low:
-            return "must be positive" if low == 0 else f"must be more than {low:g}"
+            return "must be positive" if low == 0 else f"must be more than {low}"
         if low is not None and value < low:
-            return "must be 0 or more" if low == 0 else f"must be at least {low:g}"
+            return "must be 0 or more" if low == 0 else f"must be at least {low}"
         if high is not None and value > high:
-            return f"must be at most {high:g}"
+            return f"must be at most {high}"
         return None
 
 

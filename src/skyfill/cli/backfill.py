@@ -1,4 +1,5 @@
-"""`skyfill run` and `skyfill plan`: the backfill job's flags, from the CLI or a config file."""
+"""`skyfill run`, `plan` and `refresh`: backfill jobs configured by BackfillConfig's flags
+(declared on its fields), from the command line, SKYFILL_* variables or a config file."""
 
 from __future__ import annotations
 
