@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import orjson
 import pytest
 
 from skyfill.engine.model import (
     ACTIVE_JOB_STATUSES,
     JOB_TRANSITIONS,
     InvalidTransition,
+    ItemResult,
     ItemStatus,
     JobStatus,
     check_job_transition,
@@ -59,3 +61,9 @@ def test_items_get_one_outcome_and_only_failed_ones_are_planned_again() -> None:
         assert item_may_become(outcome, ItemStatus.PENDING) is (outcome is Outcome.FAILED)
     assert not item_may_become(ItemStatus.PENDING, ItemStatus.PENDING)
     assert ItemStatus.OK == Outcome.OK and ItemStatus.FAILED == Outcome.FAILED
+
+
+def test_an_item_result_carries_its_status_as_a_plain_string() -> None:
+    result = ItemResult("did:plc:x", Outcome.NOT_FOUND)
+    assert type(result.status) is str and result.status == "not_found"
+    assert orjson.dumps({result.status: 1}) == b'{"not_found":1}'  # JSON keys must be str

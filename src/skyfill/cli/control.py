@@ -17,8 +17,8 @@ from skyfill.cli.status import job_status, render_status
 from skyfill.cli.summary import summarize
 from skyfill.engine.distributed.node import NodeSettings, default_worker_id
 from skyfill.engine.layout import JobLayout
+from skyfill.engine.lifecycle import STOPPING, stop_unattended
 from skyfill.engine.model import JobStatus
-from skyfill.engine.runner import STOPPING, stop_unattended
 from skyfill.errors import UsageError
 
 STOP_WAIT_SECONDS = 15.0

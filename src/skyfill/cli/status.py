@@ -5,8 +5,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from skyfill.engine.lifecycle import is_live
 from skyfill.engine.model import ItemStatus
-from skyfill.engine.runner import is_live
 from skyfill.engine.state.base import StateStore
 
 RECENT_SECONDS = 60.0

@@ -12,6 +12,7 @@ import orjson
 from skyfill.engine.layout import JobLayout
 from skyfill.engine.state.base import JobRecord, StateStore
 from skyfill.engine.state.sqlite import SqliteStateStore
+from skyfill.errors import Outcome
 from skyfill.storage import replica
 
 _DID = re.compile(r"did:[a-z]+:[A-Za-z0-9._:%-]+")
@@ -73,7 +74,7 @@ def _outcomes(store: StateStore, manifest: dict) -> tuple[Counter[str], list[tup
     errors = [
         (item.status, item.error)
         for item in store.iter_items()
-        if item.error and item.status in ("failed", "invalid_repo")
+        if item.error and item.status in (Outcome.FAILED, Outcome.INVALID_REPO)
     ]
     return statuses, errors
 

@@ -134,6 +134,11 @@ class ItemResult:
     metrics: dict[str, float] = field(default_factory=dict)
     """Counters of the work done for this item (e.g. api_requests, bytes), summed per task."""
 
+    def __post_init__(self) -> None:
+        # An Outcome or ItemStatus member becomes its plain string: statuses are counted by
+        # name in dicts that go out as JSON (orjson takes only exact str keys).
+        self.status = str(self.status)
+
 
 @dataclass(slots=True)
 class ItemOutput:

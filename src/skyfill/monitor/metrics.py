@@ -42,8 +42,8 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector, CollectorRegistry
 
+from skyfill.engine.lifecycle import is_live
 from skyfill.engine.model import ItemStatus, TaskStatus
-from skyfill.engine.runner import is_live
 from skyfill.engine.state.base import StateStore
 from skyfill.errors import UsageError
 from skyfill.monitor.snapshot import SILENT_AFTER, published_stats, workers_of

@@ -71,7 +71,7 @@ def _outcomes(store: StateStore, items: list) -> dict[str, Any]:
     reasons = Counter(
         f"{i.status}: {_DID.sub('<did>', i.error)}"
         for i in items
-        if i.error and i.status not in ("ok", ItemStatus.PENDING)
+        if i.error and i.status not in (ItemStatus.OK, ItemStatus.PENDING)
     )
     return {
         "by_status": dict(sorted(store.status_counts().items())),

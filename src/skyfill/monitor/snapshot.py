@@ -12,8 +12,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from skyfill.engine.lifecycle import is_live
 from skyfill.engine.model import ItemStatus, TaskStatus
-from skyfill.engine.runner import is_live
 from skyfill.engine.state.base import StateStore
 from skyfill.monitor.progress import top_hosts
 from skyfill.telemetry.histogram import LatencyHistogram

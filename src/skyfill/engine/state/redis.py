@@ -35,12 +35,12 @@ from skyfill.engine.state.redis_tx import (
     as_float,
     as_str,
     connect,
-    redact_url,
     to_json,
 )
 from skyfill.engine.state.redis_workers import RedisWorkers
+from skyfill.urls import redact_url
 
-__all__ = ["IntegrityError", "RedisStateStore", "redact_url"]
+__all__ = ["IntegrityError", "RedisStateStore"]
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,6 @@ import orjson
 
 from skyfill.engine.model import (
     Batch,
-    InvalidTransition,
     ItemResult,
     ItemStatus,
     JobStatus,
@@ -26,13 +25,18 @@ from skyfill.engine.model import (
     Task,
     TaskStatus,
     check_job_transition,
-    item_may_become,
 )
 from skyfill.engine.state.base import CLAIM, JobRecord, Segment, TaskTakenOver
-from skyfill.engine.state.sqlite_db import SCHEMA, Transaction, connect
+from skyfill.engine.state.sqlite_db import (
+    ITEM_COLUMNS,
+    SCHEMA,
+    TASK_COLUMNS,
+    Transaction,
+    check_moves_to_pending,
+    connect,
+    item_from_row,
+)
 from skyfill.failpoints import failpoint
-
-_TASK_COLUMNS = "task_id, batch_id, role, phase, grp, status"
 
 
 class SqliteStateStore:
@@ -140,7 +144,7 @@ class SqliteStateStore:
     def plan_phase(self, phase: str, batches: list[Batch], tasks: list[Task]) -> None:
         with self._transaction() as db:
             self._check_transition(db, JobStatus.RUNNING)
-            _check_moves_to_pending(db, [key for b in batches for key in b.items])
+            check_moves_to_pending(db, [key for b in batches for key in b.items])
             self._insert_plan(db, batches, tasks, move_items=True)
             db.execute(
                 "UPDATE job SET phase = ?, status = ?, updated_at = ?",
@@ -156,7 +160,7 @@ class SqliteStateStore:
             [(b.batch_id, b.phase, b.group, len(b.items)) for b in batches],
         )
         db.executemany(
-            f"INSERT INTO tasks ({_TASK_COLUMNS}) VALUES (?,?,?,?,?,?)",
+            f"INSERT INTO tasks ({TASK_COLUMNS}) VALUES (?,?,?,?,?,?)",
             [(t.task_id, t.batch_id, t.role, t.phase, t.group, t.status) for t in tasks],
         )
         pending = [(b.batch_id, ItemStatus.PENDING, key) for b in batches for key in b.items]
@@ -212,7 +216,7 @@ class SqliteStateStore:
 
     def tasks(self, phase: str | None = None, status: TaskStatus | None = None) -> list[Task]:
         rows = self._reader().execute(
-            f"SELECT {_TASK_COLUMNS} FROM tasks WHERE (?1 IS NULL OR phase = ?1) "
+            f"SELECT {TASK_COLUMNS} FROM tasks WHERE (?1 IS NULL OR phase = ?1) "
             "AND (?2 IS NULL OR status = ?2) ORDER BY rowid",
             (phase, status),
         )
@@ -221,7 +225,7 @@ class SqliteStateStore:
     def task(self, task_id: str) -> Task | None:
         row = (
             self._reader()
-            .execute(f"SELECT {_TASK_COLUMNS} FROM tasks WHERE task_id = ?", (task_id,))
+            .execute(f"SELECT {TASK_COLUMNS} FROM tasks WHERE task_id = ?", (task_id,))
             .fetchone()
         )
         if row is None:
@@ -368,15 +372,15 @@ class SqliteStateStore:
 
     def failed_items(self, retryable_only: bool) -> list[tuple[ItemResult, str | None]]:
         rows = self._reader().execute(
-            f"SELECT {_ITEM_COLUMNS}, task_id FROM items WHERE status = 'failed' "
+            f"SELECT {ITEM_COLUMNS}, task_id FROM items WHERE status = 'failed' "
             "AND (? = 0 OR retryable = 1) ORDER BY key",
             (int(retryable_only),),
         )
-        return [(_item(row[:-1]), row[-1]) for row in rows]
+        return [(item_from_row(row[:-1]), row[-1]) for row in rows]
 
     def iter_items(self) -> Iterator[ItemResult]:
-        for row in self._reader().execute(f"SELECT {_ITEM_COLUMNS} FROM items ORDER BY key"):
-            yield _item(row)
+        for row in self._reader().execute(f"SELECT {ITEM_COLUMNS} FROM items ORDER BY key"):
+            yield item_from_row(row)
 
     def status_counts(self) -> dict[str, int]:
         rows = self._reader().execute("SELECT status, COUNT(*) FROM items GROUP BY status")
@@ -392,32 +396,3 @@ class SqliteStateStore:
             .fetchone()
         )
         return int(row[0])
-
-
-_ITEM_COLUMNS = "key, status, error_class, error, retryable, attempts, data, metrics"
-
-
-def _item(row: tuple) -> ItemResult:
-    key, status, error_class, error, retryable, attempts, data, metrics = row
-    return ItemResult(
-        key,
-        status,
-        error_class,
-        error,
-        bool(retryable),
-        attempts,
-        orjson.loads(data) if data else {},
-        orjson.loads(metrics) if metrics else {},
-    )
-
-
-def _check_moves_to_pending(db: sqlite3.Connection, keys: list[str]) -> None:
-    """A new phase takes only items whose outcome may be retried (failed ones)."""
-    for start in range(0, len(keys), 500):
-        chunk = keys[start : start + 500]
-        marks = ",".join("?" * len(chunk))
-        for (status,) in db.execute(
-            f"SELECT DISTINCT status FROM items WHERE key IN ({marks})", chunk
-        ):
-            if not item_may_become(status, ItemStatus.PENDING):
-                raise InvalidTransition(f"an item that is {status} cannot be planned again")

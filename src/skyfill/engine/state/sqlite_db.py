@@ -1,15 +1,15 @@
-"""The SQLite store's file: its schema, its connections, and the locked write transaction.
-
-Writes go through one connection, one at a time (`Transaction` holds the store's write
-lock around BEGIN IMMEDIATE ... COMMIT); each thread reads through a connection of its
-own, which in WAL mode never waits for a writer.
-"""
+"""The SQLite file behind the embedded state store: its schema, connections, the write
+transaction, and rows decoded into engine records."""
 
 from __future__ import annotations
 
 import sqlite3
 import threading
 from pathlib import Path
+
+import orjson
+
+from skyfill.engine.model import InvalidTransition, ItemResult, ItemStatus, item_may_become
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS job (
@@ -46,6 +46,36 @@ CREATE TABLE IF NOT EXISTS segments (
     PRIMARY KEY (task_id, seq)
 );
 """
+TASK_COLUMNS = "task_id, batch_id, role, phase, grp, status"
+
+
+ITEM_COLUMNS = "key, status, error_class, error, retryable, attempts, data, metrics"
+
+
+def item_from_row(row: tuple) -> ItemResult:
+    key, status, error_class, error, retryable, attempts, data, metrics = row
+    return ItemResult(
+        key,
+        status,
+        error_class,
+        error,
+        bool(retryable),
+        attempts,
+        orjson.loads(data) if data else {},
+        orjson.loads(metrics) if metrics else {},
+    )
+
+
+def check_moves_to_pending(db: sqlite3.Connection, keys: list[str]) -> None:
+    """A new phase takes only items whose outcome may be retried (failed ones)."""
+    for start in range(0, len(keys), 500):
+        chunk = keys[start : start + 500]
+        marks = ",".join("?" * len(chunk))
+        for (status,) in db.execute(
+            f"SELECT DISTINCT status FROM items WHERE key IN ({marks})", chunk
+        ):
+            if not item_may_become(status, ItemStatus.PENDING):
+                raise InvalidTransition(f"an item that is {status} cannot be planned again")
 
 
 def connect(path: Path) -> sqlite3.Connection:
