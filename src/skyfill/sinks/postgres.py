@@ -16,7 +16,6 @@ from typing import Any
 
 import psycopg
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 from psycopg.conninfo import conninfo_to_dict
 
@@ -39,6 +38,7 @@ from skyfill.sinks.sql import (
     load_counts,
     scope_predicate,
 )
+from skyfill.storage import arrow_compute as pc
 from skyfill.storage.prefetch import ahead
 
 CONNECT_TIMEOUT = 10

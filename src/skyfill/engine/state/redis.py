@@ -33,6 +33,7 @@ import redis
 from redis.backoff import ExponentialBackoff
 from redis.client import Pipeline
 from redis.retry import Retry
+from redis.typing import EncodableT, FieldT
 
 from skyfill.engine.model import (
     PENDING_ITEM,
@@ -173,7 +174,7 @@ class RedisStateStore:
                 except redis.WatchError:
                     continue
 
-    def _read(self, queue: Callable[[Pipeline], None]) -> list[Any]:
+    def _read(self, queue: Callable[[Pipeline], object]) -> list[Any]:
         """Run queued reads in one round trip (no transaction)."""
         pipe = self._r.pipeline(transaction=False)
         queue(pipe)
@@ -507,7 +508,7 @@ class RedisStateStore:
     def samples(self, since: float | None = None, last: int | None = None) -> list[dict[str, Any]]:
         low = "-inf" if since is None else f"({since!r}"
         if last is None:
-            raw = self._r.zrangebyscore(self._keys.samples, low, "+inf")
+            raw: list[Any] = self._r.zrangebyscore(self._keys.samples, low, "+inf")
         elif last <= 0:
             raw = []
         else:
@@ -594,7 +595,7 @@ class RedisStateStore:
 
     def task_info(self, task_id: str) -> dict[str, Any]:
         row = [_s(v) for v in self._r.hmget(self._keys.task(task_id), _TASK_INFO_FIELDS)]
-        info = dict(zip(_TASK_INFO_FIELDS, row, strict=True))
+        info: dict[str, Any] = dict(zip(_TASK_INFO_FIELDS, row, strict=True))
         if info["task_id"] is None:
             return {}
         info["attempts"] = _int(info["attempts"])
@@ -636,7 +637,7 @@ class RedisStateStore:
             def reads(p: Pipeline) -> None:
                 p.hget(k.task(task_id), "owner")
                 if segment is not None:
-                    p.hget(seg_key, str(segment.seq))
+                    p.hget(k.segments(segment.task_id), str(segment.seq))
                 for name in item_keys:
                     p.hmget(name, ["batch_id", "status", "attempts", "task_id"])
 
@@ -658,7 +659,9 @@ class RedisStateStore:
             pipe.multi()
             if segment is not None:
                 pipe.hset(
-                    seg_key, str(segment.seq), _json({"path": segment.path, "rows": segment.rows})
+                    k.segments(segment.task_id),
+                    str(segment.seq),
+                    _json({"path": segment.path, "rows": segment.rows}),
                 )
             for r, n in zip(results, rows, strict=True):
                 if r.key not in state:
@@ -757,7 +760,7 @@ class RedisStateStore:
 
 def _hset(pipe: Pipeline, key: str, values: dict[str, Any]) -> None:
     """HSET the non-None values and HDEL the None ones (a NULL column)."""
-    present = {name: value for name, value in values.items() if value is not None}
+    present: dict[FieldT, EncodableT] = {n: v for n, v in values.items() if v is not None}
     absent = [name for name, value in values.items() if value is None]
     if present:
         pipe.hset(key, mapping=present)
