@@ -26,6 +26,7 @@ from skyfill.engine.handler import AggregateContext, Plan
 from skyfill.engine.layout import JobLayout
 from skyfill.engine.model import Batch, ItemOutput, ItemResult
 from skyfill.engine.state.base import StateStore
+from skyfill.errors import Outcome
 from skyfill.net.http import HttpSettings, make_session
 from skyfill.ratelimit.local import LimitSettings, LocalLimiter
 from skyfill.ratelimit.memory import MemoryGate
@@ -353,7 +354,9 @@ def _append_repo_row(columns: dict[str, list], item: ItemResult) -> None:
     columns["status"].append(item.status)
     columns["rev"].append(data.get("rev"))
     columns["commit_cid"].append(data.get("commit_cid"))
-    columns["record_count"].append(data.get("record_count", 0 if item.status == "ok" else None))
+    columns["record_count"].append(
+        data.get("record_count", 0 if item.status == Outcome.OK else None)
+    )
     columns["car_bytes"].append(data.get("car_bytes"))
     columns["attempts"].append(item.attempts)
     columns["error"].append(item.error)

@@ -19,8 +19,9 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import LiteralString
+from typing import LiteralString, cast
 
+from skyfill.errors import Outcome
 from skyfill.sinks.base import GONE_STATUSES, KEPT_STATUSES, LoadScope
 
 RECORD_COLUMNS = (
@@ -60,9 +61,10 @@ STAGE_RECORDS = "skyfill_stage_records"
 STAGE_REPOS = "skyfill_stage_repos"
 
 
-def quoted_list(values: tuple[LiteralString, ...]) -> LiteralString:
-    """`('a', 'b')` as SQL literals (for the fixed status names only)."""
-    return ", ".join(f"'{v}'" for v in values)
+def quoted_list(values: tuple[Outcome, ...]) -> LiteralString:
+    """`('a', 'b')` as SQL literals (for the fixed status names only: Outcome's values are
+    constants of this code, which the checker cannot see through the enum, hence the cast)."""
+    return cast(LiteralString, ", ".join(f"'{v}'" for v in values))
 
 
 GONE_SQL = quoted_list(GONE_STATUSES)

@@ -23,10 +23,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextvars import ContextVar
 from typing import Any, TypeVar
-from urllib.parse import urlsplit, urlunsplit
 
 import orjson
 import redis
@@ -36,16 +35,20 @@ from redis.retry import Retry
 from redis.typing import EncodableT, FieldT
 
 from skyfill.engine.model import (
-    PENDING_ITEM,
     Batch,
+    InvalidTransition,
     ItemResult,
+    ItemStatus,
     JobStatus,
     Role,
     Task,
     TaskStatus,
+    check_job_transition,
+    item_may_become,
 )
 from skyfill.engine.state.base import JobRecord, Segment, TaskTakenOver
 from skyfill.engine.state.redis_keys import JOBS_KEY, QUEUE_GROUP, RedisKeys
+from skyfill.urls import redact_url
 
 log = logging.getLogger(__name__)
 
@@ -94,19 +97,6 @@ CLAIM: ContextVar[str | None] = ContextVar("skyfill_claim", default=None)
 class IntegrityError(Exception):
     """A write would break a uniqueness constraint (the Redis twin of sqlite3.IntegrityError);
     nothing was written."""
-
-
-def redact_url(url: str) -> str:
-    """The URL with its password (if any) replaced by `***`, safe to log."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    netloc = f"{user}:***@{host}"
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
 def _s(value: Any) -> Any:
@@ -291,7 +281,7 @@ class RedisStateStore:
                     k.item(key),
                     mapping={
                         "batch_id": b.batch_id,
-                        "status": PENDING_ITEM,
+                        "status": ItemStatus.PENDING,
                         "retryable": 0,
                         "attempts": 0,
                     },
@@ -303,7 +293,7 @@ class RedisStateStore:
                 pipe.zadd(k.items, members)
         count = sum(len(b.items) for b in batches)
         if count:
-            pipe.hincrby(k.item_status, PENDING_ITEM, count)
+            pipe.hincrby(k.item_status, ItemStatus.PENDING, count)
 
     def job(self) -> JobRecord | None:
         raw = dict(
@@ -330,7 +320,11 @@ class RedisStateStore:
         values: dict[str, Any] = {"status": str(status), "updated_at": time.time()}
         if phase is not None:
             values["phase"] = phase
-        self._update_if_exists(self._keys.job, values)
+
+        def check(pipe: Pipeline) -> None:
+            check_job_transition(JobStatus(_s(pipe.hget(self._keys.job, "status"))), status)
+
+        self._update_if_exists(self._keys.job, values, check=check)
 
     def heartbeat(self, runner: str) -> None:
         self._update_if_exists(self._keys.job, {"heartbeat_at": time.time(), "runner": runner})
@@ -366,6 +360,11 @@ class RedisStateStore:
                 for key, (batch, status) in zip(keys, rows, strict=True)
                 if status is not None
             }
+            _check_moves_to_pending(old for _, old in state.values())
+            if job_exists:
+                check_job_transition(
+                    JobStatus(_s(self._r.hget(k.job, "status"))), JobStatus.RUNNING
+                )
             pipe.multi()
             self._queue_plan(pipe, batches, tasks)
             for b in batches:
@@ -377,14 +376,16 @@ class RedisStateStore:
                     pipe.zrem(k.batch_pending(old_batch), key)
                     pipe.zadd(k.batch_items(b.batch_id), {key: 0})
                     pipe.zadd(k.batch_pending(b.batch_id), {key: 0})
-                    pipe.hset(k.item(key), mapping={"batch_id": b.batch_id, "status": PENDING_ITEM})
-                    if old_status != PENDING_ITEM:
+                    pipe.hset(
+                        k.item(key), mapping={"batch_id": b.batch_id, "status": ItemStatus.PENDING}
+                    )
+                    if old_status != ItemStatus.PENDING:
                         pipe.hincrby(k.item_status, old_status, -1)
-                        pipe.hincrby(k.item_status, PENDING_ITEM, 1)
+                        pipe.hincrby(k.item_status, ItemStatus.PENDING, 1)
                     pipe.zrem(k.completions, key)
                     pipe.zrem(k.failed, key)
                     pipe.zrem(k.failed_retryable, key)
-                    state[key] = (b.batch_id, PENDING_ITEM)
+                    state[key] = (b.batch_id, ItemStatus.PENDING)
             if job_exists:
                 pipe.hset(
                     k.job,
@@ -688,7 +689,7 @@ class RedisStateStore:
                 if old_status != r.status:
                     pipe.hincrby(k.item_status, old_status, -1)
                     pipe.hincrby(k.item_status, r.status, 1)
-                if r.status == PENDING_ITEM:
+                if r.status == ItemStatus.PENDING:
                     pipe.zadd(k.batch_pending(batch), {r.key: 0})
                     pipe.zrem(k.completions, r.key)
                 else:
@@ -756,6 +757,13 @@ class RedisStateStore:
 
     def completions_since(self, since: float) -> int:
         return int(self._r.zcount(self._keys.completions, since, "+inf"))
+
+
+def _check_moves_to_pending(statuses: Iterable[str]) -> None:
+    """A new phase takes only items whose outcome may be retried (failed ones)."""
+    for status in statuses:
+        if not item_may_become(status, ItemStatus.PENDING):
+            raise InvalidTransition(f"an item that is {status} cannot be planned again")
 
 
 def _hset(pipe: Pipeline, key: str, values: dict[str, Any]) -> None:
