@@ -9,7 +9,7 @@ from contextlib import AbstractAsyncContextManager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
-from typing import NamedTuple, TypeVar
+from typing import NamedTuple, TypedDict, TypeVar, overload
 
 import aiohttp
 import orjson
@@ -71,7 +71,7 @@ class RequestStats:
 current_stats: ContextVar[RequestStats | None] = ContextVar("skyfill_request_stats", default=None)
 
 
-def retry_after_seconds(headers: aiohttp.typedefs.LooseHeaders) -> float | None:
+def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
     """Seconds to wait from Retry-After (seconds or HTTP date) or RateLimit-Reset (epoch)."""
     now = time.time()
     value = headers.get("Retry-After")
@@ -120,7 +120,17 @@ def error_fields(body: bytes) -> tuple[str, str]:
     return str(data.get("error") or ""), str(data.get("message") or "")[:300]
 
 
-def rate_limit_headers(headers: aiohttp.typedefs.LooseHeaders) -> dict[str, float | None]:
+class RateLimitFields(TypedDict):
+    """`Ticket.observe`'s keyword arguments, as read from an answer's headers."""
+
+    limit: int | None
+    remaining: int | None
+    reset_at: float | None
+    retry_after: float | None
+    window: float | None
+
+
+def rate_limit_headers(headers: Mapping[str, str]) -> RateLimitFields:
     """RateLimit-Limit / -Remaining / -Reset (epoch, or seconds when small) / -Policy and
     Retry-After, as the limiter's observation fields."""
     now = time.time()
@@ -248,6 +258,14 @@ class XrpcClient:
             if answer.cut:
                 raise InvalidResponse(f"{what}: the answer is over {max_bytes} bytes")
             return _json_object(answer.body, what)
+
+    @overload
+    async def get_repo(self, pds: str, did: str, max_bytes: int, then: None = None) -> bytes: ...
+
+    @overload
+    async def get_repo(
+        self, pds: str, did: str, max_bytes: int, then: Callable[[bytes], Awaitable[T]]
+    ) -> T: ...
 
     async def get_repo(
         self,

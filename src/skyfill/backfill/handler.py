@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
 from yarl import URL
 
 from skyfill.atproto.identity import IdentityResolver
@@ -35,12 +34,13 @@ from skyfill.ratelimit.shared import SharedBudget
 from skyfill.ratelimit.spec import parse_host_rates, parse_rate
 from skyfill.sinks.base import LoadScope, Sink
 from skyfill.sinks.factory import open_sink
+from skyfill.storage import arrow_compute as pc
 
 
 class BackfillHandler:
     job_type = "backfill"
     output_schema = RECORDS_SCHEMA
-    dedup_key = ("did", "collection", "rkey")
+    dedup_key: tuple[str, ...] = ("did", "collection", "rkey")
     newest_column = "rev"
 
     def __init__(self, config: BackfillConfig, sink_password: str | None = None) -> None:
@@ -187,7 +187,7 @@ class BackfillHandler:
         if self._executor is not None:
             self._executor.shutdown()
 
-    async def process(self, batch: Batch, items: list[str]) -> AsyncIterator[ItemOutput]:
+    async def process(self, batch: Batch, items: list[str]) -> AsyncGenerator[ItemOutput, None]:
         fetcher = self._fetcher
         assert fetcher is not None, "open() first"
 

@@ -18,11 +18,11 @@ from typing import Any
 
 import orjson
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from skyfill.engine.model import ItemResult
 from skyfill.errors import Outcome, UsageError
+from skyfill.storage import arrow_compute as pc
 from skyfill.storage import columnar
 from skyfill.storage.atomic import commit_file, tmp_path
 

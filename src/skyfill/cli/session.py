@@ -95,7 +95,7 @@ def submit_and_run(handler: Handler, layout: JobLayout, progress: JobObserver) -
 def runner_for(
     handler: Handler,
     layout: JobLayout,
-    store: SqliteStateStore,
+    store: StateStore,
     progress: JobObserver | None = None,
 ) -> JobRunner:
     settings = EngineSettings.from_config(handler.config_dict())

@@ -71,7 +71,7 @@ def _outcomes(store: StateStore, manifest: dict) -> tuple[Counter[str], list[tup
     """DIDs per status, and (status, error) of the DIDs that failed or were invalid: from
     the state store, which every sink's repos rows come from."""
     statuses = Counter(manifest.get("repos_by_status") or store.status_counts())
-    errors = [
+    errors: list[tuple[str, str]] = [
         (item.status, item.error)
         for item in store.iter_items()
         if item.error and item.status in (Outcome.FAILED, Outcome.INVALID_REPO)

@@ -10,6 +10,7 @@ workers (a store that has `workers()`), each worker's published statistics
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from skyfill.engine.lifecycle import is_live
@@ -37,7 +38,7 @@ _SUMMED_HOST_KEYS = (
 
 def workers_of(store: StateStore) -> list[dict[str, Any]] | None:
     """`store.workers()` where the backend has it (distributed workers), else None."""
-    method = getattr(store, "workers", None)
+    method: Callable[[], Iterable[dict[str, Any]]] | None = getattr(store, "workers", None)
     return list(method()) if callable(method) else None
 
 

@@ -192,6 +192,7 @@ class WorkerNode:
         handler = self.runner.handler
         if not discovery_pending(handler, self.store, self._job().phase):
             return
+        assert isinstance(handler, Discoverer)  # discovery_pending found it one
         await self._open_handler()
         self._discovery = asyncio.ensure_future(self._discover(handler))
 

@@ -135,7 +135,7 @@ class RedisStateStore(RedisPlans, RedisTasks, RedisItems, RedisWorkers):
     def samples(self, since: float | None = None, last: int | None = None) -> list[dict[str, Any]]:
         low = "-inf" if since is None else f"({since!r}"
         if last is None:
-            raw = self._r.zrangebyscore(self._keys.samples, low, "+inf")
+            raw: list[Any] = self._r.zrangebyscore(self._keys.samples, low, "+inf")
         elif last <= 0:
             raw = []
         else:

@@ -50,7 +50,7 @@ class RedisItems(RedisBase):
             def reads(p: Pipeline) -> None:
                 p.hget(k.task(task_id), "owner")
                 if segment is not None:
-                    p.hget(seg_key, str(segment.seq))
+                    p.hget(k.segments(segment.task_id), str(segment.seq))
                 for name in item_keys:
                     p.hmget(name, ["batch_id", "status", "attempts", "task_id"])
 
@@ -72,7 +72,9 @@ class RedisItems(RedisBase):
             pipe.multi()
             if segment is not None:
                 pipe.hset(
-                    seg_key, str(segment.seq), to_json({"path": segment.path, "rows": segment.rows})
+                    k.segments(segment.task_id),
+                    str(segment.seq),
+                    to_json({"path": segment.path, "rows": segment.rows}),
                 )
             for r, n in zip(results, rows, strict=True):
                 if r.key not in state:

@@ -113,7 +113,7 @@ class RedisTasks(RedisBase):
 
     def task_info(self, task_id: str) -> dict[str, Any]:
         row = [as_str(v) for v in self._r.hmget(self._keys.task(task_id), _TASK_INFO_FIELDS)]
-        info = dict(zip(_TASK_INFO_FIELDS, row, strict=True))
+        info: dict[str, Any] = dict(zip(_TASK_INFO_FIELDS, row, strict=True))
         if info["task_id"] is None:
             return {}
         info["attempts"] = as_int(info["attempts"])

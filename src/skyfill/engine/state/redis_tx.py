@@ -26,6 +26,7 @@ import redis
 from redis.backoff import ExponentialBackoff
 from redis.client import Pipeline
 from redis.retry import Retry
+from redis.typing import EncodableT, FieldT
 
 from skyfill.engine.state.redis_keys import RedisKeys
 
@@ -72,7 +73,7 @@ def to_json(value: Any) -> str:
 
 def hset(pipe: Pipeline, key: str, values: dict[str, Any]) -> None:
     """HSET the non-None values and HDEL the None ones (a NULL column)."""
-    present = {name: value for name, value in values.items() if value is not None}
+    present: dict[FieldT, EncodableT] = {n: v for n, v in values.items() if v is not None}
     absent = [name for name, value in values.items() if value is None]
     if present:
         pipe.hset(key, mapping=present)
@@ -118,7 +119,7 @@ class RedisBase:
                 except redis.WatchError:
                     continue
 
-    def _read(self, queue: Callable[[Pipeline], None]) -> list[Any]:
+    def _read(self, queue: Callable[[Pipeline], object]) -> list[Any]:
         """Run queued reads in one round trip (no transaction)."""
         pipe = self._r.pipeline(transaction=False)
         queue(pipe)

@@ -119,7 +119,10 @@ class SqliteStateStore:
         )
         if row is None:
             return None
-        return JobRecord(*row[:3], JobStatus(row[3]), row[4], orjson.loads(row[5]), *row[6:])
+        job_id, job_type, handler, status, phase, config, *rest = row
+        return JobRecord(
+            job_id, job_type, handler, JobStatus(status), phase, orjson.loads(config), *rest
+        )
 
     def set_job_status(self, status: JobStatus, phase: str | None = None) -> None:
         with self._transaction() as db:
