@@ -1,10 +1,10 @@
 """A slow state store does not stall the fetches: commits run off the event loop.
 
-The store is the real SQLite one, made slow by its `state_commit` failpoint (every commit
-sleeps, as on a slow disk). The job type's items stand in for fetches: each waits a
-moment on the event loop, at most `CONCURRENCY` at once. If a commit ran on the event
-loop, no item could start while it lasted; off the loop, the fetches go on at full
-concurrency while commits are in flight.
+The store is a real one (SQLite on a file, Redis on a real server), made slow by its
+`state_commit` failpoint (every commit sleeps, as on a slow disk or a distant store). The
+job type's items stand in for fetches: each waits a moment on the event loop, at most
+`CONCURRENCY` at once. If a commit ran on the event loop, no item could start while it
+lasted; off the loop, the fetches go on at full concurrency while commits are in flight.
 """
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import AsyncIterator
+import uuid
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from skyfill.engine.layout import JobLayout
 from skyfill.engine.model import Batch, ItemOutput, ItemResult, JobStatus
 from skyfill.engine.runner import JobRunner
 from skyfill.engine.settings import EngineSettings
+from skyfill.engine.state.redis import RedisStateStore
 from skyfill.engine.state.sqlite import SqliteStateStore
 
 CONCURRENCY = 8
@@ -31,22 +33,35 @@ COMMIT_SECONDS = 0.25
 SCHEMA = pa.schema([("key", pa.string()), ("rev", pa.int64())])
 
 
-class WatchedStore(SqliteStateStore):
-    """The SQLite store, remembering when each commit of item outcomes ran."""
+class Watched:
+    """Remembers when each commit of item outcomes ran (mixed into a real store)."""
 
-    def __init__(self, path: Path) -> None:
-        super().__init__(path)
-        self.windows: list[tuple[float, float]] = []
+    windows: list[tuple[float, float]]
+    committing: threading.Event
+
+    def watch(self) -> None:
+        self.windows = []
         self.committing = threading.Event()
 
     def commit_items(self, *args: Any, **kwargs: Any) -> None:
         started = time.monotonic()
         self.committing.set()
         try:
-            super().commit_items(*args, **kwargs)
+            super().commit_items(*args, **kwargs)  # type: ignore[misc]
         finally:
             self.committing.clear()
             self.windows.append((started, time.monotonic()))
+
+
+class WatchedSqlite(Watched, SqliteStateStore):
+    pass
+
+
+class WatchedRedis(Watched, RedisStateStore):
+    pass
+
+
+WatchedStore = WatchedSqlite | WatchedRedis
 
 
 class Fetches:
@@ -108,12 +123,24 @@ class Fetches:
         return {"rows": ctx.rows.read_all().num_rows}
 
 
+@pytest.fixture(params=["sqlite", "redis"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[WatchedStore]:
+    backend: WatchedStore
+    if request.param == "sqlite":
+        backend = WatchedSqlite(JobLayout(tmp_path, "slow-store").state_db)
+    else:
+        url = request.getfixturevalue("redis_url")
+        backend = WatchedRedis.from_url(url, f"slow-store-{uuid.uuid4().hex[:8]}")
+    backend.watch()
+    yield backend
+    backend.close()
+
+
 def test_fetches_go_on_at_full_concurrency_while_a_slow_store_commits(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, store: WatchedStore
 ) -> None:
     monkeypatch.setenv("SKYFILL_FAILPOINT", f"state_commit:every:sleep={COMMIT_SECONDS}")
     layout = JobLayout(tmp_path, "slow-store")
-    store = WatchedStore(layout.state_db)
     handler = Fetches(400, store)
     # Two tasks of 200 items, each committing every 10 finished items.
     settings = EngineSettings(batch_size=200, parallel_tasks=2, flush_items=10, retries=0)

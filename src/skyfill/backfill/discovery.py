@@ -111,12 +111,15 @@ def _inactive(repo: ListedRepo, host: str) -> ItemResult:
 
 
 async def _save(ctx: DiscoveryContext, host: str, **facts: Any) -> None:
-    """Update one host's entry of the saved position (counts add up)."""
-    position = ctx.position()
-    entry = dict(position.get(host, {}))
-    for name in ("listed", "added", "skipped"):
-        if name in facts:
-            facts[name] += entry.get(name, 0)
-    entry.update(facts)
-    position[host] = entry
-    await ctx.save(position)
+    """Update one host's entry of the saved position (counts add up); hosts listed side by
+    side update it one at a time."""
+
+    def change(position: dict[str, Any]) -> None:
+        entry = dict(position.get(host, {}))
+        for name in ("listed", "added", "skipped"):
+            if name in facts:
+                facts[name] += entry.get(name, 0)
+        entry.update(facts)
+        position[host] = entry
+
+    await ctx.update(change)

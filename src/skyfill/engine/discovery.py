@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 from skyfill.engine.layout import JobLayout
@@ -36,6 +36,7 @@ class DiscoveryContext:
         self.layout = layout
         self.store = store
         self.batch_size = batch_size
+        self._updating = asyncio.Lock()
 
     def position(self) -> dict[str, Any]:
         """What the handler saved last (empty on a fresh job)."""
@@ -69,6 +70,18 @@ class DiscoveryContext:
     async def save(self, position: dict[str, Any], **facts: Any) -> None:
         """Record the position reached (after the items before it were added)."""
         await asyncio.to_thread(self._save, position, facts)
+
+    async def update(self, change: Callable[[dict[str, Any]], None], **facts: Any) -> None:
+        """Change the saved position in place (`change(position)`) and save it, one update
+        at a time: parts of the position kept side by side (one entry per host listed at
+        once) never overwrite each other's progress."""
+        async with self._updating:
+            await asyncio.to_thread(self._update, change, facts)
+
+    def _update(self, change: Callable[[dict[str, Any]], None], facts: dict[str, Any]) -> None:
+        position = self.position()
+        change(position)
+        self._save(position, facts)
 
     def _save(self, position: dict[str, Any], facts: dict[str, Any]) -> None:
         state = discovery_state(self.store)

@@ -49,8 +49,8 @@ class Leases(Protocol):
 @contextlib.asynccontextmanager
 async def held(lease: Lease) -> AsyncIterator[bool]:
     """Yield whether the lease was acquired; while held, renew it every third of its time
-    to live, and release it at the end."""
-    if not lease.try_acquire():
+    to live, and release it at the end (the store is spoken to in a thread)."""
+    if not await asyncio.to_thread(lease.try_acquire):
         yield False
         return
     keeper = asyncio.ensure_future(_keep(lease))
@@ -60,7 +60,7 @@ async def held(lease: Lease) -> AsyncIterator[bool]:
         keeper.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await keeper
-        lease.release()
+        await asyncio.to_thread(lease.release)
 
 
 async def _keep(lease: Lease) -> None:

@@ -36,12 +36,11 @@ from skyfill.engine.discovery import (
 )
 from skyfill.engine.distributed.lease import Lease, Leases, held
 from skyfill.engine.distributed.queue import Claim, TaskQueue
-from skyfill.engine.model import PHASE_AGGREGATE, JobStatus, Role, TaskStatus
+from skyfill.engine.model import PHASE_AGGREGATE, JobStatus, Role, Task, TaskStatus
 from skyfill.engine.runner import STOPPING, JobError, JobRunner
 from skyfill.engine.state.base import CLAIM, JobRecord, NodeStore, TaskTakenOver
 from skyfill.engine.worker import WorkerContext
 
-ACTIVE = (JobStatus.RUNNING, JobStatus.AGGREGATING)
 log = logging.getLogger(__name__)
 
 
@@ -118,7 +117,7 @@ class WorkerNode:
             self._say_alive(state="stopped")
             self.runner.publish_stats()
         job = self._job()
-        if job.control in STOPPING and job.status in ACTIVE:
+        if job.control in STOPPING and job.status.active:
             return self.runner.record_stop()
         return job
 
@@ -131,8 +130,8 @@ class WorkerNode:
     async def _loop(self) -> None:
         ctx = self.runner.worker_context()
         while not self.runner.stop_requested.is_set():
-            job = self._job()
-            if job.status not in ACTIVE or job.control in STOPPING:
+            job = await asyncio.to_thread(self._job)
+            if not job.status.active or job.control in STOPPING:
                 return
             if job.phase == PHASE_AGGREGATE:
                 if not self.running:
@@ -154,20 +153,13 @@ class WorkerNode:
         return self.runner.may_open_task(len(self.running))
 
     async def _start_one(self, ctx: WorkerContext) -> bool:
-        claim = self.queue.reclaim(self.worker_id, self.settings.visibility_timeout)
-        if claim is None:
-            claim = self.queue.claim(self.worker_id)
-        if claim is None:
+        taken = await asyncio.to_thread(self._take_task)
+        if taken is None:
             return False
-        task = self.store.task(claim.task_id)
-        if task is None or task.status is TaskStatus.DONE or task.role is not Role.WORKER:
-            self.queue.ack(claim)  # finished by a node that died before acknowledging
-            return True
+        claim, task, token = taken
+        if task is None:
+            return True  # a finished task's leftover claim, acknowledged
         await self._open_handler()
-        # A token for this run: a run of the task that another claim has since replaced
-        # (here or on another node) is fenced off from committing anything more.
-        token = f"{self.worker_id}/{secrets.token_hex(4)}"
-        self.store.claim_task(task.task_id, token)
         context = contextvars.copy_context()
         context.run(CLAIM.set, token)
         run = asyncio.get_running_loop().create_task(
@@ -175,6 +167,23 @@ class WorkerNode:
         )
         self.running[run] = claim
         return True
+
+    def _take_task(self) -> tuple[Claim, Task | None, str] | None:
+        """Claim a task (one a dead node held, else a new one) and fence it with a token
+        for this run: a run of the task that another claim has since replaced (here or on
+        another node) cannot commit anything more. None: no task to take."""
+        claim = self.queue.reclaim(self.worker_id, self.settings.visibility_timeout)
+        if claim is None:
+            claim = self.queue.claim(self.worker_id)
+        if claim is None:
+            return None
+        task = self.store.task(claim.task_id)
+        if task is None or task.status is TaskStatus.DONE or task.role is not Role.WORKER:
+            self.queue.ack(claim)  # finished by a node that died before acknowledging
+            return claim, None, ""
+        token = f"{self.worker_id}/{secrets.token_hex(4)}"
+        self.store.claim_task(task.task_id, token)
+        return claim, task, token
 
     async def _open_handler(self) -> None:
         if not self._opened:
@@ -190,18 +199,21 @@ class WorkerNode:
                 self._discovery = None
             return
         handler = self.runner.handler
-        if not discovery_pending(handler, self.store, self._job().phase):
+        if not await asyncio.to_thread(self._discovery_pending):
             return
         assert isinstance(handler, Discoverer)  # discovery_pending found it one
         await self._open_handler()
         self._discovery = asyncio.ensure_future(self._discover(handler))
+
+    def _discovery_pending(self) -> bool:
+        return discovery_pending(self.runner.handler, self.store, self._job().phase)
 
     async def _discover(self, handler: Discoverer) -> None:
         async with held(self._lease("discovery")) as mine:
             if not mine:
                 await asyncio.sleep(self.settings.phase_check_seconds)
                 return
-            if discovery_pending(handler, self.store, self._job().phase):
+            if await asyncio.to_thread(self._discovery_pending):
                 ctx = DiscoveryContext(
                     self.runner.layout, self.store, self.runner.settings.batch_size
                 )
@@ -221,11 +233,17 @@ class WorkerNode:
             except TaskTakenOver as exc:
                 log.warning("%s: %s", self.worker_id, exc)  # its new owner acknowledges it
                 continue
-            task = self.store.task(claim.task_id)
-            if task is not None and task.status is TaskStatus.DONE:
-                self.queue.ack(claim)
+            if await asyncio.to_thread(self._ack_if_done, claim):
                 self.tasks_done += 1
         return len(done)
+
+    def _ack_if_done(self, claim: Claim) -> bool:
+        """Acknowledge the claim of a task that is done; whether it was."""
+        task = self.store.task(claim.task_id)
+        if task is None or task.status is not TaskStatus.DONE:
+            return False
+        self.queue.ack(claim)
+        return True
 
     async def _drain(self) -> None:
         """Let running tasks flush what they have and stop; what they did not finish stays
@@ -234,9 +252,7 @@ class WorkerNode:
             await asyncio.gather(*self.running, return_exceptions=True)
             for finished, claim in list(self.running.items()):
                 if not finished.exception():
-                    task = self.store.task(claim.task_id)
-                    if task is not None and task.status is TaskStatus.DONE:
-                        self.queue.ack(claim)
+                    await asyncio.to_thread(self._ack_if_done, claim)
             self.running.clear()
 
     async def _maybe_advance(self) -> None:
@@ -246,13 +262,16 @@ class WorkerNode:
         if now - self._phase_checked < self.settings.phase_check_seconds:
             return
         self._phase_checked = now
-        phase = self._job().phase
-        if phase == PHASE_AGGREGATE or self._phase_unfinished(phase):
+        phase = (await asyncio.to_thread(self._job)).phase
+        if phase == PHASE_AGGREGATE or await asyncio.to_thread(self._phase_unfinished, phase):
             return
         async with held(self._lease(f"advance:{phase}")) as mine:
-            if not mine or self._job().phase != phase or self._phase_unfinished(phase):
+            if not mine or await asyncio.to_thread(self._phase_moved_on, phase):
                 return  # another node advanced it, or is doing so
             await self.runner.plan_next_phase(phase)
+
+    def _phase_moved_on(self, phase: str) -> bool:
+        return self._job().phase != phase or self._phase_unfinished(phase)
 
     def _phase_unfinished(self, phase: str) -> bool:
         if discovery_pending(self.runner.handler, self.store, phase):
@@ -264,7 +283,7 @@ class WorkerNode:
             if not mine:
                 await asyncio.sleep(self.settings.poll_seconds)
                 return
-            if self._job().status is JobStatus.COMPLETED:
+            if (await asyncio.to_thread(self._job)).status is JobStatus.COMPLETED:
                 return
             await asyncio.to_thread(self.runner.aggregate_job)
 
@@ -272,27 +291,39 @@ class WorkerNode:
         """Keep our claims, say we are alive, publish stats, and obey cancel / pause."""
         every = min(1.0, self.settings.visibility_timeout / 3)
         while True:
-            self.queue.extend(self.worker_id, list(self.running.values()))
-            self._say_alive(state="working" if self.running else "idle")
-            self.store.heartbeat(self.worker_id)
-            job = self.store.job()
+            claims = list(self.running.values())
+            state = "working" if claims else "idle"
+            alive = self._alive_facts(state)
+            await asyncio.to_thread(self._beat, claims, alive)
+            job = await asyncio.to_thread(self.store.job)
             if job is not None and job.control in STOPPING:
                 self.runner.stop_requested.set()
             await asyncio.sleep(every)
 
-    def _say_alive(self, state: str) -> None:
+    def _beat(self, claims: list[Claim], alive: tuple[dict, dict]) -> None:
+        """Keep our claims and say we are alive (in a thread: Redis may be slow)."""
+        self.queue.extend(self.worker_id, claims)
+        self._publish_alive(alive)
+        self.store.heartbeat(self.worker_id)
+
+    def _alive_facts(self, state: str) -> tuple[dict, dict]:
+        """This node's facts and its handler's live statistics, read on the event loop."""
         tasks = sorted({c.task_id for c in self.running.values()})
-        self.store.worker_heartbeat(
-            self.worker_id,
-            {
-                "state": state,
-                "host": socket.gethostname(),
-                "pid": os.getpid(),
-                "tasks": tasks,
-                "current_task": ", ".join(tasks),
-                "tasks_done": self.tasks_done,
-            },
-        )
-        stats = self.runner.handler.live_stats()
+        info = {
+            "state": state,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "tasks": tasks,
+            "current_task": ", ".join(tasks),
+            "tasks_done": self.tasks_done,
+        }
+        return info, self.runner.handler.live_stats()
+
+    def _publish_alive(self, alive: tuple[dict, dict]) -> None:
+        info, stats = alive
+        self.store.worker_heartbeat(self.worker_id, info)
         if stats:
             self.store.put_stats(f"handler:{self.worker_id}", stats)
+
+    def _say_alive(self, state: str) -> None:
+        self._publish_alive(self._alive_facts(state))

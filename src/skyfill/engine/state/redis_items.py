@@ -23,6 +23,7 @@ from skyfill.engine.state.redis_tx import (
     hset,
     to_json,
 )
+from skyfill.failpoints import failpoint
 
 FAILED_ITEM = "failed"
 _ITEM_FIELDS = ("status", "error_class", "error", "retryable", "attempts", "data", "metrics")
@@ -40,6 +41,7 @@ class RedisItems(RedisBase):
     ) -> None:
         if len(results) != len(rows):
             raise ValueError(f"{len(results)} results but {len(rows)} row counts")
+        failpoint("state_commit")  # tests: a slow store (`state_commit:every:sleep=0.2`)
         k = self._keys
         keys = list(dict.fromkeys(r.key for r in results))
         item_keys = [k.item(key) for key in keys]
