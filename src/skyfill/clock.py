@@ -138,7 +138,9 @@ class VirtualClock:
     def run(self, main: Coroutine[Any, Any, T], limit: float = 86_400.0) -> T:
         """Run `main` on a new event loop, jumping to the next timer whenever every task
         waits; its result. Fails if `main` still waits after `limit` virtual seconds, or
-        waits on something no timer will end (a deadlock)."""
+        waits on something no timer will end (a deadlock). For code that waits only on
+        the clock and on other tasks: a wait for a socket or a thread looks like a
+        deadlock to it (drive such code with `advance` instead)."""
         return asyncio.run(self._drive(main, limit))
 
     async def _drive(self, main: Coroutine[Any, Any, T], limit: float) -> T:
