@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import heapq
 import itertools
+import math
 import time
 from collections.abc import Coroutine
 from typing import Any, Protocol, TypeVar
@@ -162,7 +163,10 @@ class VirtualClock:
     def _timer(self, seconds: float) -> asyncio.Future[None]:
         self._touched += 1
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        heapq.heappush(self._timers, (self._now + seconds, next(self._seq), future))
+        # A wait too short to move a float this large must still move time, or a caller
+        # that waits out a rounding error (1e-12 s of a token) would wait forever.
+        deadline = max(self._now + seconds, math.nextafter(self._now, math.inf))
+        heapq.heappush(self._timers, (deadline, next(self._seq), future))
         return future
 
     def _drop_cancelled(self) -> None:
