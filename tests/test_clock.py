@@ -109,3 +109,13 @@ def test_the_system_clock_waits_for_real() -> None:
     timed_out, was_set, waited = asyncio.run(scenario())
     assert (timed_out, was_set) == (False, True)
     assert waited >= 0.05  # a lower bound only: a loaded machine waits longer, never less
+
+
+def test_a_wait_shorter_than_a_float_step_still_moves_time() -> None:
+    clock = VirtualClock()
+
+    async def scenario() -> float:
+        await clock.sleep(1e-12)  # below the resolution of a float near VIRTUAL_EPOCH
+        return clock.now()
+
+    assert clock.run(scenario()) > VIRTUAL_EPOCH
