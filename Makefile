@@ -42,6 +42,7 @@ refpds:
 lint: install
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/basedpyright
 
 test: install system-deps refpds lint
 	REFPDS_NODE=$$(cat $(VENV)/refpds-node) SKYFILL_SHARED=$(SHARED) $(BIN)/pytest -q

@@ -17,12 +17,28 @@ command with a one-line message and a non-zero exit code.
 
 from __future__ import annotations
 
+from enum import StrEnum
+
+
+class Outcome(StrEnum):
+    """How a unit of work ends; for a backfill, a repo's `repos.status`. `failed` is the
+    only outcome that is ever retried (and only when its error is retryable)."""
+
+    OK = "ok"
+    FAILED = "failed"
+    NOT_FOUND = "not_found"
+    DELETED = "deleted"
+    DEACTIVATED = "deactivated"
+    TAKENDOWN = "takendown"
+    SUSPENDED = "suspended"
+    INVALID_REPO = "invalid_repo"
+
 
 class SkyfillError(Exception):
     """Base of every error that ends one unit of work (one DID, one item)."""
 
     error_class: str = "failed"
-    outcome: str = "failed"
+    outcome: Outcome = Outcome.FAILED
     retryable: bool = False
 
     def __init__(self, message: str = "") -> None:

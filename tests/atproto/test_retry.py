@@ -5,13 +5,13 @@ from __future__ import annotations
 import pytest
 
 from skyfill.atproto.exceptions import RepoNotFound
-from skyfill.atproto.retry import RetryPolicy, with_retries
-from skyfill.errors import RateLimited, ServerError, SkyfillError
+from skyfill.atproto.retry import RetryPolicy, Tries, with_retries
+from skyfill.errors import RateLimited, ServerError
 
 FAST = RetryPolicy(attempts=3, base_seconds=0.001, max_seconds=0.01, max_throttled=2)
 
 
-def failing(*errors: SkyfillError):
+def failing(*errors: Exception):
     """A call that raises `errors` one by one, then answers "ok"; counts its calls."""
     calls = []
 
@@ -42,6 +42,22 @@ async def test_with_retries(errors: tuple, outcome: object, calls: int) -> None:
         with pytest.raises(outcome):  # type: ignore[call-overload]
             await with_retries(call, FAST, "test")
     assert len(made) == calls
+
+
+async def test_tries_are_counted_also_when_the_call_finally_raises() -> None:
+    call, _ = failing(RateLimited("x"), ServerError("a"), ServerError("b"), ServerError("c"))
+    tries = Tries()
+    with pytest.raises(ServerError, match="c"):
+        await with_retries(call, FAST, "test", tries=tries)
+    assert (tries.spent, tries.throttled) == (3, 1)
+
+
+async def test_an_exception_that_is_no_skyfill_error_passes_through_at_once() -> None:
+    call, made = failing(KeyError("x"))
+    tries = Tries()
+    with pytest.raises(KeyError):
+        await with_retries(call, FAST, "test", tries=tries)
+    assert len(made) == tries.spent == 1
 
 
 def test_delay_honours_retry_after_up_to_the_ceiling() -> None:

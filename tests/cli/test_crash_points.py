@@ -1,7 +1,7 @@
 """kill -9 at every phase boundary and inside the aggregation, then `resume`.
 
 Each case runs a job with retry phases (a flaky host) and a multi-level aggregation
-(fan-in 2), dies at one named failpoint (SKYFILL_FAILPOINT, see engine/failpoints.py),
+(fan-in 2), dies at one named failpoint (SKYFILL_FAILPOINT, see skyfill/failpoints.py),
 and must then finish with exactly the ground truth: no record missing or duplicated,
 one outcome per DID.
 """

@@ -44,8 +44,8 @@ class DiscoveringSquares(SquaresHandler):
             self.pages_listed.append(first)
             page = [str(n) for n in range(first, min(first + PAGE, end + 1))]
             gone = [ItemResult(n, "gone") for n in page if int(n) % 11 == 0]
-            ctx.add(page, gone)
-            ctx.save({"next": first + PAGE}, pages=len(self.pages_listed))
+            await ctx.add(page, gone)
+            await ctx.save({"next": first + PAGE}, pages=len(self.pages_listed))
             self.found_processed_while_listing = [p for p in self.processed if int(p) > self.count]
             if self.stop_after_pages and len(self.pages_listed) >= self.stop_after_pages:
                 assert self.stop is not None

@@ -13,9 +13,17 @@ import pytest
 import redis
 from redis.crc import key_slot
 
-from skyfill.engine.model import Batch, ItemResult, JobStatus, Role, Task, TaskStatus
+from skyfill.engine.model import (
+    Batch,
+    InvalidTransition,
+    ItemResult,
+    JobStatus,
+    Role,
+    Task,
+    TaskStatus,
+)
 from skyfill.engine.state.base import JobRecord, Segment, StateStore
-from skyfill.engine.state.redis import IntegrityError, RedisStateStore, redact_url
+from skyfill.engine.state.redis import IntegrityError, RedisStateStore
 from skyfill.engine.state.redis_keys import RedisKeys
 from skyfill.engine.state.sqlite import SqliteStateStore
 from tests.helpers import wall_clock_after
@@ -591,10 +599,7 @@ def test_redis_accepts_a_bytes_client(redis_url: str) -> None:
     assert store.get_stats("x") == {}
 
 
-def test_redact_url_hides_the_password() -> None:
-    assert redact_url("redis://user:s3cret@host:6380/2") == "redis://user:***@host:6380/2"
-    assert redact_url("rediss://:s3cret@host/0") == "rediss://:***@host/0"
-    assert redact_url("redis://127.0.0.1:6379/0") == "redis://127.0.0.1:6379/0"
+def test_the_redis_stores_repr_hides_the_password() -> None:
     store = RedisStateStore.from_url("redis://user:s3cret@127.0.0.1:1/0", "j")
     assert "s3cret" not in repr(store)
     store.close()
@@ -629,3 +634,36 @@ def test_redis_concurrent_commits_stay_consistent(redis_url: str) -> None:
     assert next(iter(setup.iter_items())).attempts == 201
     assert setup.task_item_metrics("t")["items_processed"] == 200
     setup.close()
+
+
+# -- status transitions (engine/model.py's table, enforced by every store) --------------------
+
+
+def test_a_job_moves_only_as_the_transition_table_allows(store: StateStore) -> None:
+    _create(store)
+    store.set_job_status(JobStatus.AGGREGATING, "aggregate")
+    store.set_job_status(JobStatus.COMPLETED)
+    store.set_job_status(JobStatus.COMPLETED)  # staying put is allowed: a replayed write
+    for impossible in (JobStatus.AGGREGATING, JobStatus.PAUSED, JobStatus.FAILED):
+        with pytest.raises(InvalidTransition):
+            store.set_job_status(impossible)
+    job = store.job()
+    assert job is not None and job.status is JobStatus.COMPLETED
+    store.set_job_status(JobStatus.RUNNING)  # `skyfill retry --failed` reopens it
+    job = store.job()
+    assert job is not None and job.status is JobStatus.RUNNING
+
+
+def test_a_new_phase_takes_only_failed_items(store: StateStore) -> None:
+    _create(store)
+    store.commit_items("task-0001", [_ok("a"), _failed("b", True)], [1, 0], None)
+    with pytest.raises(InvalidTransition):
+        store.plan_phase(
+            "retry_1",
+            [_batch("retry1-batch-0001", ["a", "b"], "retry_1")],
+            [_task("retry1-task-0001", "retry1-batch-0001", "retry_1")],
+        )
+    assert store.tasks("retry_1") == []
+    assert store.status_counts() == {"ok": 1, "failed": 1, "pending": 3}
+    job = store.job()
+    assert job is not None and job.phase == "backfill"

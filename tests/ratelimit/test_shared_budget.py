@@ -1,6 +1,7 @@
 """Workers sharing one host's budget (distributed mode), on a virtual clock: together they
-never send more than the budget in any window, and they still use it. The budget here
-keeps the same sliding-window log as ratelimit/redis_budget.py, in memory."""
+never send more than the budget in any window, and they still use it. The budget is
+ratelimit/memory_budget.py (the same sliding-window log as the Redis one) reading the
+virtual clock."""
 
 from __future__ import annotations
 
@@ -10,31 +11,13 @@ import pytest
 
 from skyfill.clock import VirtualClock
 from skyfill.ratelimit.host import HostLimiter, Observation
-from skyfill.ratelimit.shared import lease_lifetime
-from skyfill.ratelimit.spec import RateSpec, parse_rate
-
-
-class LogBudget:
-    """A SharedBudget: slots granted over the window plus a slot's lifetime, by time."""
-
-    def __init__(self, clock: VirtualClock) -> None:
-        self.clock = clock
-        self.granted: list[float] = []
-
-    async def lease(self, host: str, spec: RateSpec, want: int) -> tuple[int, float]:
-        now = self.clock.now()
-        horizon = spec.window + lease_lifetime(spec)
-        self.granted = [t for t in self.granted if t > now - horizon]
-        grant = min(want, spec.requests - len(self.granted))
-        if grant <= 0:
-            return 0, self.granted[0] + horizon - now
-        self.granted += [now] * grant
-        return grant, 0.0
+from skyfill.ratelimit.memory_budget import MemoryBudget
+from skyfill.ratelimit.spec import parse_rate
 
 
 def test_four_workers_never_overrun_a_shared_budget() -> None:
     clock = VirtualClock()
-    budget = LogBudget(clock)
+    budget = MemoryBudget(clock.monotonic)
     spec = parse_rate("6/1s")
     workers = [HostLimiter("h", spec, 8, False, clock=clock, budget=budget) for _ in range(4)]
     sent: list[float] = []

@@ -22,84 +22,84 @@ private address) in `skyfill.net.exceptions`, where the guard raises it.
 
 from __future__ import annotations
 
-from skyfill.errors import TerminalError
+from skyfill.errors import Outcome, TerminalError
 
 
 class InvalidDid(TerminalError):
     """The string is not a syntactically valid DID of a supported method."""
 
     error_class = "invalid_did"
-    outcome = "failed"
+    outcome = Outcome.FAILED
 
 
 class DidNotFound(TerminalError):
     """The DID's directory answered that it does not know it (PLC 404, did:web 404)."""
 
     error_class = "not_found"
-    outcome = "not_found"
+    outcome = Outcome.NOT_FOUND
 
 
 class DidTombstoned(TerminalError):
     """The PLC directory reports the DID tombstoned (HTTP 410): the account was deleted."""
 
     error_class = "deleted"
-    outcome = "deleted"
+    outcome = Outcome.DELETED
 
 
 class InvalidDidDocument(TerminalError):
     """The DID document cannot be used: no #atproto_pds endpoint, wrong id, bad JSON."""
 
     error_class = "invalid_did_document"
-    outcome = "failed"
+    outcome = Outcome.FAILED
 
 
 class RepoNotFound(TerminalError):
     """The PDS does not host this repository (RepoNotFound, or a generic NotFound)."""
 
     error_class = "not_found"
-    outcome = "not_found"
+    outcome = Outcome.NOT_FOUND
 
 
 class RepoDeactivated(TerminalError):
     """The account is deactivated on its PDS."""
 
     error_class = "deactivated"
-    outcome = "deactivated"
+    outcome = Outcome.DEACTIVATED
 
 
 class RepoTakendown(TerminalError):
     """The account was taken down by its PDS."""
 
     error_class = "takendown"
-    outcome = "takendown"
+    outcome = Outcome.TAKENDOWN
 
 
 class RepoSuspended(TerminalError):
     """The account is suspended on its PDS."""
 
     error_class = "suspended"
-    outcome = "suspended"
+    outcome = Outcome.SUSPENDED
 
 
 class RepoTooLarge(TerminalError):
     """The repository's CAR is larger than the configured size limit."""
 
     error_class = "too_large"
-    outcome = "failed"
+    outcome = Outcome.FAILED
 
 
 class XrpcRequestError(TerminalError):
     """The server refused the request with a 4xx that has no more specific meaning."""
 
     error_class = "request_error"
-    outcome = "failed"
+    outcome = Outcome.FAILED
 
 
 class InvalidRepo(TerminalError):
     """The repository does not verify: malformed CAR, CID mismatch, missing block, bad MST."""
 
     error_class = "invalid_repo"
-    outcome = "invalid_repo"
+    outcome = Outcome.INVALID_REPO
 
 
 class NotSupported(TerminalError):
@@ -107,7 +107,7 @@ class NotSupported(TerminalError):
     XRPCNotSupported, or it demands auth for a method that needs none)."""
 
     error_class = "not_supported"
-    outcome = "failed"
+    outcome = Outcome.FAILED
 
 
 class InvalidResponse(TerminalError):
@@ -115,11 +115,11 @@ class InvalidResponse(TerminalError):
     or missing a required field."""
 
     error_class = "invalid_response"
-    outcome = "failed"
+    outcome = Outcome.FAILED
 
 
 class CursorLoop(TerminalError):
     """A paged listing answered with a cursor it had already given (it would never end)."""
 
     error_class = "cursor_loop"
-    outcome = "failed"
+    outcome = Outcome.FAILED

@@ -1,9 +1,10 @@
-"""Trying one idempotent XRPC request again, decided by its error's class alone.
+"""Trying idempotent work again, decided by its error's class alone: the one retry loop,
+for an XRPC query (listings, getLatestCommit) and for one DID's whole fetch alike.
 
 Transient errors (rate_limited, timeout, server_error, network) are tried again after a
-backoff; terminal ones are raised at once. A 429 does not spend a try: the host's limiter
-already holds every request to that host until the server's reset, so the request simply
-gets back in line (up to `max_throttled` times).
+backoff; terminal ones, and exceptions that are no SkyfillError, are raised at once. A 429
+does not spend a try: the host's limiter already holds every request to that host until
+the server's reset, so the request simply gets back in line (up to `max_throttled` times).
 """
 
 from __future__ import annotations
@@ -47,27 +48,48 @@ NO_RETRY = RetryPolicy(attempts=1, max_throttled=0)
 DEFAULT_RETRY = RetryPolicy()
 
 
-async def with_retries(call: Callable[[], Awaitable[T]], policy: RetryPolicy, what: str) -> T:
-    """`await call()`, tried again on transient errors as `policy` says."""
-    attempt = throttled = 0
+@dataclass(slots=True)
+class Tries:
+    """What `with_retries` spent on one call; read it after the call returned or raised."""
+
+    spent: int = 0
+    """Tries that counted against `RetryPolicy.attempts` (the last one included)."""
+    throttled: int = 0
+    """429s that sent the call back in line without spending a try."""
+
+
+async def with_retries(
+    call: Callable[[], Awaitable[T]],
+    policy: RetryPolicy,
+    what: str,
+    *,
+    event: str = "request_retry",
+    tries: Tries | None = None,
+) -> T:
+    """`await call()`, tried again on transient errors as `policy` says.
+
+    Each retry is logged at debug level as `event`, its message prefixed with `what`;
+    `tries`, if given, counts the tries made (also when the call finally raises).
+    """
+    tries = Tries() if tries is None else tries
     while True:
-        attempt += 1
+        tries.spent += 1
         try:
             return await call()
         except SkyfillError as error:
-            if isinstance(error, RateLimited) and throttled < policy.max_throttled:
-                throttled += 1
-                attempt -= 1
+            if isinstance(error, RateLimited) and tries.throttled < policy.max_throttled:
+                tries.throttled += 1
+                tries.spent -= 1
                 continue
-            if not error.retryable or attempt >= policy.attempts:
+            if not error.retryable or tries.spent >= policy.attempts:
                 raise
-            delay = policy.delay(attempt, error)
+            delay = policy.delay(tries.spent, error)
             log.debug(
                 "%s: try %d failed (%s), again in %.1f s",
                 what,
-                attempt,
+                tries.spent,
                 error.message,
                 delay,
-                extra={"event": "request_retry", "error_class": error.error_class},
+                extra={"event": event, "error_class": error.error_class},
             )
             await asyncio.sleep(delay)

@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import re
-import threading
-import time
 from datetime import UTC, datetime
 
 _ALPHABET = "234567abcdefghijklmnopqrstuvwxyz"
 _INDEX = {c: i for i, c in enumerate(_ALPHABET)}
 _TID = re.compile(r"^[234567abcdefghij][234567abcdefghijklmnopqrstuvwxyz]{12}$")
-_lock = threading.Lock()
-_last = 0
 
 
 def encode_tid(micros: int, clock_id: int = 0) -> str:
@@ -22,15 +18,6 @@ def encode_tid(micros: int, clock_id: int = 0) -> str:
         chars.append(_ALPHABET[value & 0x1F])
         value >>= 5
     return "".join(reversed(chars))
-
-
-def next_tid(clock_id: int = 0) -> str:
-    """A new TID, strictly greater than every TID this process made before."""
-    global _last
-    with _lock:
-        now = max(time.time_ns() // 1000, _last + 1)
-        _last = now
-    return encode_tid(now, clock_id)
 
 
 def is_tid(text: str) -> bool:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
-from typing import TypeVar
+from typing import NamedTuple, TypedDict, TypeVar, overload
 
 import aiohttp
 import orjson
@@ -27,7 +27,7 @@ from skyfill.atproto.exceptions import (
 from skyfill.errors import RateLimited, ServerError, SkyfillError
 from skyfill.net.guard import check_host
 from skyfill.net.http import transport_error
-from skyfill.ratelimit.local import LocalLimiter, Ticket
+from skyfill.ratelimit.base import Limiter
 
 _REPO_ERRORS: dict[str, type[SkyfillError]] = {
     "RepoNotFound": RepoNotFound,
@@ -40,11 +40,16 @@ UNSUPPORTED_ERRORS = frozenset({"MethodNotImplemented", "XRPCNotSupported"})
 """Error names with which XRPC servers say that they do not implement a method."""
 CHUNK_BYTES = 1 << 16
 MAX_ERROR_BODY = 64 * 1024
+"""The most read of an error answer's body (its message is all that is kept)."""
+MAX_DOCUMENT_BYTES = 1 << 20
+"""The most `XrpcClient.get_json` reads of an identity document (one is a few KB)."""
 MAX_JSON_BYTES = 8 << 20
 """The largest JSON answer `XrpcClient.query` reads (a listRepos page of 1000 is ~200 KB)."""
 T = TypeVar("T")
 ErrorMapper = Callable[[int, Mapping[str, str], bytes, str], SkyfillError]
 """(status, headers, body, what) of a non-2xx answer -> the error to raise."""
+BodyReader = Callable[[aiohttp.ClientResponse], Awaitable[tuple[bytes, bool]]]
+"""Reads an answer's body: (the bytes kept, whether the body was longer)."""
 
 
 @dataclass(slots=True)
@@ -66,7 +71,7 @@ class RequestStats:
 current_stats: ContextVar[RequestStats | None] = ContextVar("skyfill_request_stats", default=None)
 
 
-def retry_after_seconds(headers: aiohttp.typedefs.LooseHeaders) -> float | None:
+def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
     """Seconds to wait from Retry-After (seconds or HTTP date) or RateLimit-Reset (epoch)."""
     now = time.time()
     value = headers.get("Retry-After")
@@ -115,7 +120,17 @@ def error_fields(body: bytes) -> tuple[str, str]:
     return str(data.get("error") or ""), str(data.get("message") or "")[:300]
 
 
-def rate_limit_headers(headers: aiohttp.typedefs.LooseHeaders) -> dict[str, float | None]:
+class RateLimitFields(TypedDict):
+    """`Ticket.observe`'s keyword arguments, as read from an answer's headers."""
+
+    limit: int | None
+    remaining: int | None
+    reset_at: float | None
+    retry_after: float | None
+    window: float | None
+
+
+def rate_limit_headers(headers: Mapping[str, str]) -> RateLimitFields:
     """RateLimit-Limit / -Remaining / -Reset (epoch, or seconds when small) / -Policy and
     Retry-After, as the limiter's observation fields."""
     now = time.time()
@@ -152,6 +167,23 @@ def _number(value: str | None) -> float | None:
         return None
 
 
+class Answer(NamedTuple):
+    """What a request got: its status, its body (as read) and whether the body was cut."""
+
+    status: int
+    body: bytes
+    cut: bool
+
+
+def _not_200(status: int) -> bool:
+    return status != 200
+
+
+def _throttled_or_5xx(status: int) -> bool:
+    """An identity document's failures; other statuses (404, 410) are its caller's to read."""
+    return status == 429 or status >= 500
+
+
 class XrpcClient:
     """Makes the XRPC and identity requests of a backfill with one shared HTTP session.
 
@@ -163,7 +195,7 @@ class XrpcClient:
         self,
         session: aiohttp.ClientSession,
         allow_private_network: bool,
-        limiter: LocalLimiter,
+        limiter: Limiter,
         admission: Callable[[], AbstractAsyncContextManager[None]] | None = None,
     ) -> None:
         """`admission`: entered after the host's and the global turn, before a repo download
@@ -194,24 +226,13 @@ class XrpcClient:
 
     async def get_json(self, url: str, what: str) -> tuple[int, object]:
         """GET a small JSON document; returns (status, parsed body or None)."""
-        host = self._host(url)
-        try:
-            async with self._limiter.request(host) as ticket, self._session.get(url) as resp:
-                self._count_wait(ticket.waited)
-                ticket.observe(resp.status, **rate_limit_headers(resp.headers))
-                body, _ = await _read_upto(resp, MAX_ERROR_BODY * 16)
-                ticket.received(len(body))
-                self._count(resp.status, len(body))
-                if resp.status == 429 or resp.status >= 500:
-                    raise error_for_response(resp.status, resp.headers, body, what)
-                try:
-                    return resp.status, orjson.loads(body)
-                except orjson.JSONDecodeError:
-                    return resp.status, None
-        except SkyfillError:
-            raise
-        except (TimeoutError, aiohttp.ClientError) as exc:
-            raise transport_error(exc, url) from None
+        async with self._request(
+            url, what, read=_body(MAX_DOCUMENT_BYTES, MAX_DOCUMENT_BYTES), failed=_throttled_or_5xx
+        ) as answer:
+            try:
+                return answer.status, orjson.loads(answer.body)
+            except orjson.JSONDecodeError:
+                return answer.status, None
 
     async def query(
         self,
@@ -230,28 +251,21 @@ class XrpcClient:
         than `max_bytes`, raises InvalidResponse.
         """
         url = f"{service.rstrip('/')}/xrpc/{nsid}"
-        host = self._host(url)
         what = what or nsid
-        try:
-            async with (
-                self._limiter.request(host) as ticket,
-                self._session.get(url, params=params) as resp,
-            ):
-                self._count_wait(ticket.waited)
-                ticket.observe(resp.status, **rate_limit_headers(resp.headers))
-                cap = max_bytes if resp.status == 200 else MAX_ERROR_BODY
-                body, cut = await _read_upto(resp, cap)
-                ticket.received(len(body))
-                self._count(resp.status, len(body))
-                if resp.status != 200:
-                    raise errors(resp.status, resp.headers, body, what)
-                if cut:
-                    raise InvalidResponse(f"{what}: the answer is over {max_bytes} bytes")
-                return _json_object(body, what)
-        except SkyfillError:
-            raise
-        except (TimeoutError, aiohttp.ClientError) as exc:
-            raise transport_error(exc, url) from None
+        async with self._request(
+            url, what, params=params, read=_body(max_bytes), errors=errors
+        ) as answer:
+            if answer.cut:
+                raise InvalidResponse(f"{what}: the answer is over {max_bytes} bytes")
+            return _json_object(answer.body, what)
+
+    @overload
+    async def get_repo(self, pds: str, did: str, max_bytes: int, then: None = None) -> bytes: ...
+
+    @overload
+    async def get_repo(
+        self, pds: str, did: str, max_bytes: int, then: Callable[[bytes], Awaitable[T]]
+    ) -> T: ...
 
     async def get_repo(
         self,
@@ -266,34 +280,62 @@ class XrpcClient:
         global concurrency then also bounds the CARs held in memory while they are decoded.
         """
         url = f"{pds.rstrip('/')}/xrpc/com.atproto.sync.getRepo"
-        host = self._host(url)
         what = f"getRepo {did}"
-        async with self._limiter.request(host) as ticket, self._admission():
-            self._count_wait(ticket.waited)
-            car = await self._download(ticket, url, did, max_bytes, what)
-            return car if then is None else await then(car)
+        async with self._request(
+            url, what, params={"did": did}, read=_car(max_bytes, what), admit=True
+        ) as answer:
+            return answer.body if then is None else await then(answer.body)
 
-    async def _download(
-        self, ticket: Ticket, url: str, did: str, max_bytes: int, what: str
-    ) -> bytes:
-        try:
-            async with self._session.get(url, params={"did": did}) as resp:
-                ticket.observe(resp.status, **rate_limit_headers(resp.headers))
-                if resp.status != 200:
-                    body, _ = await _read_upto(resp, MAX_ERROR_BODY)
+    @contextlib.asynccontextmanager
+    async def _request(
+        self,
+        url: str,
+        what: str,
+        *,
+        read: BodyReader,
+        params: Mapping[str, str | int] | None = None,
+        failed: Callable[[int], bool] = _not_200,
+        errors: ErrorMapper = error_for_response,
+        admit: bool = False,
+    ) -> AsyncIterator[Answer]:
+        """The sequence of every request: the host check; the host's (and the global) turn
+        in the limiter, with `admit` also the memory gate; one GET, whose rate-limit headers
+        go to the limiter and whose body (as `read` reads it) is counted for the host and
+        the DID; a `failed` status raised as `errors(...)`, a transport failure as its
+        transient error class. Yields the answer with the request's slot still held."""
+        host = self._host(url)
+        admission = self._admission if admit else contextlib.nullcontext
+        async with self._limiter.request(host) as ticket, admission():
+            self._count_wait(ticket.waited)
+            try:
+                async with self._session.get(url, params=params) as resp:
+                    ticket.observe(resp.status, **rate_limit_headers(resp.headers))
+                    body, cut = await read(resp)
                     ticket.received(len(body))
                     self._count(resp.status, len(body))
-                    raise error_for_response(resp.status, resp.headers, body, what)
-                car = await self._read_capped(resp, max_bytes, what)
-                ticket.received(len(car))
-                self._count(resp.status, len(car))
-                return car
-        except SkyfillError:
-            raise
-        except (TimeoutError, aiohttp.ClientError) as exc:
-            raise transport_error(exc, url) from None
+                    if failed(resp.status):
+                        raise errors(resp.status, resp.headers, body, what)
+            except (TimeoutError, aiohttp.ClientError) as exc:
+                raise transport_error(exc, url) from None
+            yield Answer(resp.status, body, cut)
 
-    async def _read_capped(self, resp: aiohttp.ClientResponse, max_bytes: int, what: str) -> bytes:
+
+def _body(ok_cap: int, other_cap: int = MAX_ERROR_BODY) -> BodyReader:
+    """Read a 200 answer up to `ok_cap` bytes, any other up to `other_cap` (cut if longer)."""
+
+    async def read(resp: aiohttp.ClientResponse) -> tuple[bytes, bool]:
+        return await _read_upto(resp, ok_cap if resp.status == 200 else other_cap)
+
+    return read
+
+
+def _car(max_bytes: int, what: str) -> BodyReader:
+    """Read a 200 getRepo answer whole, raising RepoTooLarge past `max_bytes` (as declared
+    or as streamed); an error answer as `_body` does."""
+
+    async def read(resp: aiohttp.ClientResponse) -> tuple[bytes, bool]:
+        if resp.status != 200:
+            return await _read_upto(resp, MAX_ERROR_BODY)
         declared = resp.content_length
         if declared is not None and declared > max_bytes:
             raise RepoTooLarge(f"{what}: repo is {declared} bytes, over the {max_bytes} limit")
@@ -302,7 +344,9 @@ class XrpcClient:
             buffer += chunk
             if len(buffer) > max_bytes:
                 raise RepoTooLarge(f"{what}: repo is over the {max_bytes}-byte limit")
-        return bytes(buffer)
+        return bytes(buffer), False
+
+    return read
 
 
 async def _read_upto(resp: aiohttp.ClientResponse, cap: int) -> tuple[bytes, bool]:

@@ -1,111 +1,249 @@
-"""The backfill job's configuration: every field is a CLI flag of `skyfill run`."""
+"""The backfill job's configuration, and the flags of `skyfill run` that set it."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from skyfill.atproto.identity.plc import DEFAULT_PLC_URL
 from skyfill.atproto.nsid import is_nsid
 from skyfill.backfill.collections import parse_collections
+from skyfill.backfill.window import resolve_since
+from skyfill.engine.settings import EngineSettings
 from skyfill.errors import UsageError
+from skyfill.flags import check_ranges, flag
 from skyfill.ratelimit.spec import parse_host_rates, parse_rate
 from skyfill.sinks.factory import parse_sink_url
 
 GIB = 1 << 30
+ENGINE = EngineSettings()  # the engine's defaults, declared there once
+
+
+def parse_size(text: str) -> int:
+    """`1g`, `300m`, `512k` or a plain byte count."""
+    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+    value = text.strip().lower().removesuffix("b").removesuffix("i")
+    try:
+        if value and value[-1] in units:
+            return int(float(value[:-1]) * units[value[-1]])
+        return int(value)
+    except ValueError:
+        raise UsageError(f"not a size: {text!r} (want e.g. 1g, 300m or a byte count)") from None
+
+
+def _default_decode_processes() -> int:
+    return min(2, os.cpu_count() or 1)
+
+
+def _host_rates(entries: tuple[str, ...] | list[str]) -> dict[str, str]:
+    return {host: str(rate) for host, rate in parse_host_rates(list(entries)).items()}
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class BackfillConfig:
-    dids_file: str | None = None
-    """Path of the input file, one DID per line (None: only hosts are listed)."""
-    job_id: str
-    """The job's id, e.g. backfill-2026-11-24-3f9a."""
-    plc_url: str = DEFAULT_PLC_URL
-    """PLC directory used to resolve did:plc."""
-    concurrency: int = 32
-    """Repos fetched at once."""
-    batch_size: int = 100
-    """DIDs per batch (one worker task each)."""
-    max_repo_bytes: int = GIB
-    """Largest repo CAR accepted; larger ones end `failed`."""
-    allow_private_network: bool = False
-    """Allow PDS/PLC endpoints on loopback, private or link-local addresses."""
-    attempts: int = 3
-    """Tries per DID for retryable failures (429, 5xx, timeouts, network) within a run."""
+    """A field with `flag(...)` metadata is a flag of `skyfill run`, `plan` and `submit`
+    (and a key of their `--config` file, and a SKYFILL_* variable); the others are fixed."""
+
+    dids_file: str | None = field(
+        default=None,
+        metadata=flag(
+            name="dids",
+            metavar="FILE",
+            help="File with one DID per line (# comments and blank lines ignored); this, or "
+            "--from-host, or both.",
+        ),
+    )
+    from_hosts: list[str] = field(
+        default_factory=list,
+        metadata=flag(
+            name="from-host",
+            multiple=True,
+            metavar="URL",
+            help="List every repo of this PDS or relay (com.atproto.sync.listRepos) while the "
+            "job runs; repeatable, and combinable with --dids (DIDs are de-duplicated).",
+        ),
+    )
+    collection: str | None = field(
+        default=None,
+        metadata=flag(
+            metavar="NSID",
+            help="With --from-host: only repos holding this collection (listReposByCollection "
+            "where the host offers it; elsewhere all repos, keeping only this collection).",
+        ),
+    )
+    list_limit: int = field(
+        default=1000,
+        metadata=flag(min=1, max=1000, help="Repos per listRepos page (with --from-host)."),
+    )
+    previous: str | None = field(
+        default=None,
+        metadata=flag(
+            metavar="JOB_ID",
+            help="Refresh: also take every DID of this finished job (in the same workdir), and "
+            "fetch only repos whose rev changed since (getLatestCommit); the others keep its rows.",
+        ),
+    )
+    """Stored as the finished job's directory, which the command resolves from its id."""
+    job_id: str = field(metadata=flag(help="Job id (default: backfill-<date>-<random>)."))
+    plc_url: str = field(
+        default=DEFAULT_PLC_URL, metadata=flag(help="PLC directory used to resolve did:plc.")
+    )
+    concurrency: int = field(default=32, metadata=flag(min=1, help="Repos fetched at once."))
+    batch_size: int = field(
+        default=ENGINE.batch_size,
+        metadata=flag(min=1, help="DIDs per batch (one worker task each)."),
+    )
+    max_repo_bytes: int = field(
+        default=GIB,
+        metadata=flag(
+            parse=parse_size,
+            default_text="1g",
+            min=1,
+            help="Largest repo CAR accepted (e.g. 1g, 300m); larger ones end `failed`.",
+        ),
+    )
+    attempts: int = field(
+        default=3,
+        metadata=flag(
+            min=1, help="Tries per DID for 429/5xx/timeouts/network errors within a task."
+        ),
+    )
+    retries: int = field(
+        default=ENGINE.retries,
+        metadata=flag(
+            min=0, help="Retry phases for DIDs that still failed with a retryable error."
+        ),
+    )
+    retry_backoff: float = field(
+        default=ENGINE.retry_backoff,
+        metadata=flag(min=0, help="Seconds before retry phase 1; doubles per phase."),
+    )
+    since: str | None = field(
+        default=None,
+        metadata=flag(
+            parse=resolve_since,
+            default_text="all",
+            help="Keep records made since: 7d, 12h, 2025-01-01, an ISO time, or all "
+            "(by the rkey's TID time, else a valid createdAt).",
+        ),
+    )
+    """Stored as the pinned ISO time (UTC), so that a resumed job keeps the same window."""
+    collections: list[str] | None = field(
+        default=None,
+        metadata=flag(
+            parse=parse_collections,
+            metavar="NSIDS",
+            help="Keep only records of these collections: comma-separated NSIDs or prefixes "
+            "ending in *, e.g. app.bsky.feed.post,app.bsky.graph.* (a list in a config file). "
+            "Default: all.",
+        ),
+    )
+    """Repos' record_count counts the kept records."""
+    sink: str = field(
+        default="parquet",
+        metadata=flag(
+            metavar="URL",
+            help="Where the dataset goes: parquet (<job>/output/), sqlite:///path.db, or "
+            "postgresql://user@host:port/db (tables records and repos, refreshed per DID). "
+            "A password in the URL is used, never stored: resume reads PGPASSWORD/~/.pgpass.",
+        ),
+    )
+    """Never holds a password (it is taken out here), so that the stored config is safe."""
+    fan_in: int = field(
+        default=ENGINE.fan_in,
+        metadata=flag(min=2, help="Files merged into one per level of the aggregation."),
+    )
+    decode_processes: int = field(
+        default_factory=_default_decode_processes,
+        metadata=flag(
+            shown="min(2, cores)", min=0, help="Processes decoding CARs (0: in-process)."
+        ),
+    )
+    read_timeout: float = field(
+        default=60.0,
+        metadata=flag(
+            name="timeout",
+            min=0,
+            min_open=True,
+            help="Seconds of silence allowed while reading a response.",
+        ),
+    )
+    rate_limit: str = field(
+        default="3000/5m",
+        metadata=flag(
+            help="Requests per window per host (PDS, PLC, did:web), e.g. 3000/5m, 100/1m. "
+            "Tightened live from the hosts' RateLimit-* headers."
+        ),
+    )
+    hosts: dict[str, str] = field(
+        default_factory=dict,
+        metadata=flag(
+            parse=_host_rates,
+            multiple=True,
+            metavar="HOST=RATE",
+            help="A host's own rate limit, e.g. pds.example.com=100/1m (repeatable; in a config "
+            "file: a mapping `hosts: {pds.example.com: 100/1m}`).",
+        ),
+    )
+    host_concurrency: int = field(
+        default=8, metadata=flag(min=1, help="Requests in flight per host at most.")
+    )
+    adaptive: bool = field(
+        default=True,
+        metadata=flag(
+            negatable=True,
+            help="Lower a host's rate when it slows down or errors; raise it back as it recovers.",
+        ),
+    )
+    max_memory: int | None = field(
+        default=ENGINE.max_memory,
+        metadata=flag(
+            parse=parse_size,
+            help="RSS (with decoders) above which no new fetch starts, e.g. 2g; repos whose "
+            "decoding would not fit are refused (failed). Default: no limit.",
+        ),
+    )
+    backoff_max: float = field(
+        default=60.0,
+        metadata=flag(
+            min=0,
+            help="Longest backoff between tries of a DID (starts at 1 s, doubles, with jitter).",
+        ),
+    )
+    """Also the longest Retry-After honoured within a task."""
+    sample_interval: float = field(
+        default=ENGINE.sample_interval,
+        metadata=flag(
+            min=0,
+            help="Seconds between points of the job's recorded timeline (for `skyfill report` "
+            "and the dashboard); 0: only at the end of each run.",
+        ),
+    )
+    allow_private_network: bool = field(
+        default=False,
+        metadata=flag(
+            help="Allow PDS/PLC endpoints on loopback/private addresses (tests, local "
+            "networks); refused otherwise."
+        ),
+    )
     retry_base_seconds: float = 1.0
     """First backoff between tries; doubles each time, with jitter."""
-    backoff_max: float = 60.0
-    """Longest backoff between tries (and longest Retry-After honoured within a task)."""
-    decode_processes: int = 2
-    """Processes that decode large CARs (0: decode everything in the main process)."""
     inline_decode_bytes: int = 256 * 1024
     """CARs up to this size are decoded in the main process: for small repos, shipping the
     work to another process costs more than the decode itself."""
     connect_timeout: float = 10.0
     """Seconds to connect to a host."""
-    read_timeout: float = 60.0
-    """Seconds of silence allowed while reading a response."""
     total_timeout: float = 900.0
     """Seconds for one whole repo download."""
-    retries: int = 3
-    """Retry phases for DIDs that failed with a retryable error (0: none)."""
-    retry_backoff: float = 10.0
-    """Seconds before the first retry phase; doubles for each later one."""
-    fan_in: int = 10
-    """Files merged into one at each level of the aggregation."""
-    since: str | None = None
-    """Keep only records created at or after this UTC time (ISO 8601); None keeps all."""
-    rate_limit: str = "3000/5m"
-    """Requests per window allowed per host (PDS, PLC, did:web) unless `hosts` says more."""
-    hosts: dict[str, str] = field(default_factory=dict)
-    """Per-host rate limits, e.g. {"pds.example.com": "100/1m"}."""
-    host_concurrency: int = 8
-    """Requests in flight per host at most."""
-    adaptive: bool = True
-    """Lower a host's rate when it slows down or errors, raise it back when it recovers."""
-    max_memory: int | None = None
-    """Bytes of RSS (with decoders) above which no new fetch starts; None: no limit."""
-    sample_interval: float = 5.0
-    """Seconds between points of the job's recorded timeline (0: only at each run's end)."""
-    collections: list[str] | None = None
-    """Keep only records of these collections: NSIDs, or prefixes ending in `*` such as
-    `app.bsky.graph.*`; None keeps all. Repos' record_count counts the kept records."""
-    from_hosts: list[str] = field(default_factory=list)
-    """Hosts (PDS or relay URLs) whose repos are listed (listRepos) while the job runs."""
-    collection: str | None = None
-    """With from_hosts: list only repos holding this collection (listReposByCollection
-    where the host offers it; elsewhere every repo, and only this collection is kept)."""
-    previous: str | None = None
-    """A refresh: the directory of the finished job this one follows. Its DIDs are in this
-    job too; repos whose rev did not change since are not fetched (getLatestCommit)."""
-    list_limit: int = 1000
-    """Repos per listRepos page asked for (1..1000)."""
-    sink: str = "parquet"
-    """Where the final dataset goes: `parquet` (<job>/output/), `sqlite:///path.db` or
-    `postgresql://user@host:port/db`. Never holds a password (it is taken out here)."""
 
     def __post_init__(self) -> None:
-        for name in ("concurrency", "batch_size", "max_repo_bytes", "attempts"):
-            if getattr(self, name) < 1:
-                raise UsageError(f"{name.replace('_', '-')} must be at least 1")
-        if self.sample_interval < 0:
-            raise UsageError("sample-interval must be 0 or more")
-        if self.retries < 0 or self.retry_backoff < 0:
-            raise UsageError("retries and retry-backoff must be 0 or more")
-        if self.fan_in < 2:
-            raise UsageError("fan-in must be at least 2")
-        if self.decode_processes < 0:
-            raise UsageError("decode-processes must be 0 or more")
-        for name in ("connect_timeout", "read_timeout", "total_timeout"):
+        check_ranges(self)
+        for name in ("connect_timeout", "total_timeout"):
             if getattr(self, name) <= 0:
                 raise UsageError(f"{name.replace('_', '-')} must be positive")
-        if self.host_concurrency < 1:
-            raise UsageError("host-concurrency must be at least 1")
         if self.max_memory is not None and self.max_memory < 128 << 20:
             raise UsageError("max-memory must be at least 128m (skyfill itself needs ~100m)")
-        if not 1 <= self.list_limit <= 1000:
-            raise UsageError("list-limit must be between 1 and 1000")
         if not self.dids_file and not self.from_hosts and not self.previous:
             raise UsageError("give DIDs (--dids FILE) or hosts to list (--from-host URL)")
         for host in self.from_hosts:
@@ -138,15 +276,3 @@ class BackfillConfig:
             return cls(**data)
         except TypeError as exc:
             raise UsageError(f"backfill config: {exc}") from None
-
-
-def parse_size(text: str) -> int:
-    """`1g`, `300m`, `512k` or a plain byte count."""
-    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
-    value = text.strip().lower().removesuffix("b").removesuffix("i")
-    try:
-        if value and value[-1] in units:
-            return int(float(value[:-1]) * units[value[-1]])
-        return int(value)
-    except ValueError:
-        raise UsageError(f"not a size: {text!r} (want e.g. 1g, 300m or a byte count)") from None

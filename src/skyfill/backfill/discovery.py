@@ -22,15 +22,16 @@ from skyfill.atproto.xrpc import XrpcClient
 from skyfill.backfill.config import BackfillConfig
 from skyfill.engine.discovery import DiscoveryContext
 from skyfill.engine.model import ItemResult
+from skyfill.errors import Outcome
 from skyfill.failpoints import failpoint
 
 log = logging.getLogger(__name__)
 
 INACTIVE_STATUSES = {
-    "deactivated": "deactivated",
-    "takendown": "takendown",
-    "suspended": "suspended",
-    "deleted": "deleted",
+    "deactivated": Outcome.DEACTIVATED,
+    "takendown": Outcome.TAKENDOWN,
+    "suspended": Outcome.SUSPENDED,
+    "deleted": Outcome.DELETED,
 }
 """listRepos statuses that are final for a backfill, as repo statuses. Others
 (desynchronized, throttled, unknown) are fetched: getRepo then says what the repo is."""
@@ -55,15 +56,15 @@ class HostDiscovery:
                 return
             except NotSupported as exc:
                 log.info("%s: %s; listing every repo instead", host, exc)
-                _save(ctx, host, method="all", cursor=None)
+                await _save(ctx, host, method="all", cursor=None)
         await self._list_all(ctx, host, state.get("cursor") if method == "all" else None)
 
     async def _list_all(self, ctx: DiscoveryContext, host: str, cursor: str | None) -> None:
         listing = list_repos(self.client, host, cursor=cursor, limit=self.config.list_limit)
         async for repos, next_cursor in listing:
             settled = [_inactive(r, host) for r in repos if _is_settled(r)]
-            added = ctx.add([r.did for r in repos], settled)
-            _save(
+            added = await ctx.add([r.did for r in repos], settled)
+            await _save(
                 ctx,
                 host,
                 method="all",
@@ -73,7 +74,7 @@ class HostDiscovery:
                 done=next_cursor is None,  # the last page: never listed again after a crash
             )
             failpoint("discovery_page_saved")
-        _save(ctx, host, method="all", done=True, skipped=listing.skipped)
+        await _save(ctx, host, method="all", done=True, skipped=listing.skipped)
 
     async def _list_by_collection(
         self, ctx: DiscoveryContext, host: str, cursor: str | None
@@ -81,8 +82,8 @@ class HostDiscovery:
         assert self.config.collection is not None
         listing = list_repos_by_collection(self.client, host, self.config.collection, cursor=cursor)
         async for dids, next_cursor in listing:
-            added = ctx.add(dids)
-            _save(
+            added = await ctx.add(dids)
+            await _save(
                 ctx,
                 host,
                 method="by_collection",
@@ -91,7 +92,7 @@ class HostDiscovery:
                 added=added,
                 done=next_cursor is None,
             )
-        _save(ctx, host, method="by_collection", done=True, skipped=listing.skipped)
+        await _save(ctx, host, method="by_collection", done=True, skipped=listing.skipped)
 
 
 def _is_settled(repo: ListedRepo) -> bool:
@@ -109,7 +110,7 @@ def _inactive(repo: ListedRepo, host: str) -> ItemResult:
     )
 
 
-def _save(ctx: DiscoveryContext, host: str, **facts: Any) -> None:
+async def _save(ctx: DiscoveryContext, host: str, **facts: Any) -> None:
     """Update one host's entry of the saved position (counts add up)."""
     position = ctx.position()
     entry = dict(position.get(host, {}))
@@ -118,4 +119,4 @@ def _save(ctx: DiscoveryContext, host: str, **facts: Any) -> None:
             facts[name] += entry.get(name, 0)
     entry.update(facts)
     position[host] = entry
-    ctx.save(position)
+    await ctx.save(position)

@@ -2,27 +2,24 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import random
 import time
 
 from skyfill.atproto.exceptions import RepoTooLarge
 from skyfill.atproto.identity import IdentityResolver
 from skyfill.atproto.latest_commit import get_latest_commit
+from skyfill.atproto.retry import RetryPolicy, Tries, with_retries
 from skyfill.atproto.xrpc import RequestStats, XrpcClient, current_stats
 from skyfill.backfill.config import BackfillConfig
 from skyfill.backfill.decode import DecodedRepo, decode_to_table
 from skyfill.backfill.previous import PreviousJob
 from skyfill.engine.executor.base import Executor
 from skyfill.engine.model import ItemOutput, ItemResult
-from skyfill.errors import RateLimited, SkyfillError, TransientError, classify
+from skyfill.errors import Outcome, SkyfillError, classify
 from skyfill.telemetry.logcontext import bind
 
 log = logging.getLogger(__name__)
 
-MAX_THROTTLED_TRIES = 20
-"""429s a DID may meet before they count as failed attempts (a host that never lets up)."""
 DECODE_OVERHEAD = 6
 """A repo needs about this many times its CAR size in memory while it is decoded."""
 
@@ -73,6 +70,11 @@ class RepoFetcher:
         self._resolver = resolver
         self._executor = executor
         self._max_bytes, self._size_reason = repo_size_limit(config, baseline_rss)
+        self._retry = RetryPolicy(
+            attempts=config.attempts,
+            base_seconds=config.retry_base_seconds,
+            max_seconds=config.backoff_max,
+        )
 
     async def fetch(self, did: str) -> ItemOutput:
         """Fetch and decode one DID's repo, retrying transient failures with backoff."""
@@ -80,46 +82,31 @@ class RepoFetcher:
         stats = RequestStats()
         current_stats.set(stats)  # this coroutine runs in its own task: its own context
         bind(did=did)
-        attempt = throttled = 0
-        while True:
-            attempt += 1
-            try:
-                decoded, car_bytes = await self._fetch_once(did, data)
-            except Unchanged as same:
-                output = self._unchanged(did, same.prior, attempt, data)
-            except Exception as exc:  # every failure ends as this DID's result
-                error = classify(exc)
-                if isinstance(error, RateLimited) and throttled < MAX_THROTTLED_TRIES:
-                    # A 429 says "not now", not "broken": the host's limiter already holds
-                    # every request to it until the server's reset, so go straight back in
-                    # line, without spending one of the DID's attempts.
-                    throttled += 1
-                    attempt -= 1
-                    continue
-                if error.retryable and attempt < self._config.attempts:
-                    delay = self._backoff(attempt, error)
-                    log.debug(
-                        "try %d failed (%s), again in %.1f s",
-                        attempt,
-                        error.message,
-                        delay,
-                        extra={"event": "did_retry", "error_class": error.error_class},
-                    )
-                    await asyncio.sleep(delay)
-                    continue
-                output = self._failure(did, error, attempt, data)
-            else:
-                output = self._success(did, decoded, car_bytes, attempt, data)
-            output.result.metrics = {
-                "dids_processed": 1,
-                "records": output.rows.num_rows if output.rows is not None else 0,
-                "api_requests": stats.requests,
-                "bytes": stats.bytes_received,
-                "rate_limited": stats.rate_limited,
-                "wait_seconds": round(stats.wait_seconds, 3),
-            }
-            _log_outcome(output.result, data.get("pds"))
-            return output
+        tries = Tries()
+        try:
+            decoded, car_bytes = await with_retries(
+                lambda: self._fetch_once(did, data),
+                self._retry,
+                did,
+                event="did_retry",
+                tries=tries,
+            )
+        except Unchanged as same:
+            output = self._unchanged(did, same.prior, tries.spent, data)
+        except Exception as exc:  # every failure ends as this DID's result
+            output = self._failure(did, classify(exc), tries.spent, data)
+        else:
+            output = self._success(did, decoded, car_bytes, tries.spent, data)
+        output.result.metrics = {
+            "dids_processed": 1,
+            "records": output.rows.num_rows if output.rows is not None else 0,
+            "api_requests": stats.requests,
+            "bytes": stats.bytes_received,
+            "rate_limited": stats.rate_limited,
+            "wait_seconds": round(stats.wait_seconds, 3),
+        }
+        _log_outcome(output.result, data.get("pds"))
+        return output
 
     async def _fetch_once(self, did: str, data: dict) -> tuple[DecodedRepo, int]:
         identity = await self._resolver.resolve(did)
@@ -146,13 +133,6 @@ class RepoFetcher:
             decode_to_table, car, did, cfg.job_id, cfg.since, cfg.collections
         )
 
-    def _backoff(self, attempt: int, error: SkyfillError) -> float:
-        ceiling = self._config.backoff_max
-        if isinstance(error, TransientError) and error.retry_after is not None:
-            return min(error.retry_after, ceiling)
-        base = self._config.retry_base_seconds * 2 ** (attempt - 1)
-        return min(base, ceiling) * random.uniform(0.5, 1.0)
-
     def _success(
         self, did: str, decoded: DecodedRepo, car_bytes: int, attempt: int, data: dict
     ) -> ItemOutput:
@@ -163,7 +143,7 @@ class RepoFetcher:
             car_bytes=car_bytes,
             fetched_at=time.time(),
         )
-        return ItemOutput(ItemResult(did, "ok", attempts=attempt, data=data), decoded.table)
+        return ItemOutput(ItemResult(did, Outcome.OK, attempts=attempt, data=data), decoded.table)
 
     def _unchanged(self, did: str, prior: dict, attempt: int, data: dict) -> ItemOutput:
         """Same rev as in the previous job: its facts stand, its rows are carried over."""
@@ -171,10 +151,10 @@ class RepoFetcher:
         facts["fetched_at"] = prior.get("fetched_at")
         for name in ("rev", "commit_cid", "record_count", "car_bytes"):
             facts[name] = prior.get(name)
-        return ItemOutput(ItemResult(did, "ok", attempts=attempt, data=facts), None)
+        return ItemOutput(ItemResult(did, Outcome.OK, attempts=attempt, data=facts), None)
 
     def _failure(self, did: str, error: SkyfillError, attempt: int, data: dict) -> ItemOutput:
-        status = "failed" if error.retryable else error.outcome
+        status = Outcome.FAILED if error.retryable else error.outcome
         data["fetched_at"] = time.time()
         result = ItemResult(
             did,
@@ -197,7 +177,7 @@ def _log_outcome(result: ItemResult, pds: str | None) -> None:
             result.status,
             f": {result.error}" if result.error else "",
             extra={
-                "event": "did_failed" if result.status == "failed" else "did_done",
+                "event": "did_failed" if result.status == Outcome.FAILED else "did_done",
                 "status": result.status,
                 "attempts": result.attempts,
                 "records": result.metrics.get("records", 0),

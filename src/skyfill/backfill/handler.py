@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
 from yarl import URL
 
 from skyfill.atproto.identity import IdentityResolver
@@ -27,19 +26,21 @@ from skyfill.engine.handler import AggregateContext, Plan
 from skyfill.engine.layout import JobLayout
 from skyfill.engine.model import Batch, ItemOutput, ItemResult
 from skyfill.engine.state.base import StateStore
+from skyfill.errors import Outcome
 from skyfill.net.http import HttpSettings, make_session
 from skyfill.ratelimit.local import LimitSettings, LocalLimiter
-from skyfill.ratelimit.memory import MemoryGate
+from skyfill.ratelimit.memory_gate import MemoryGate
 from skyfill.ratelimit.shared import SharedBudget
 from skyfill.ratelimit.spec import parse_host_rates, parse_rate
 from skyfill.sinks.base import LoadScope, Sink
 from skyfill.sinks.factory import open_sink
+from skyfill.storage import arrow_compute as pc
 
 
 class BackfillHandler:
     job_type = "backfill"
     output_schema = RECORDS_SCHEMA
-    dedup_key = ("did", "collection", "rkey")
+    dedup_key: tuple[str, ...] = ("did", "collection", "rkey")
     newest_column = "rev"
 
     def __init__(self, config: BackfillConfig, sink_password: str | None = None) -> None:
@@ -186,7 +187,7 @@ class BackfillHandler:
         if self._executor is not None:
             self._executor.shutdown()
 
-    async def process(self, batch: Batch, items: list[str]) -> AsyncIterator[ItemOutput]:
+    async def process(self, batch: Batch, items: list[str]) -> AsyncGenerator[ItemOutput, None]:
         fetcher = self._fetcher
         assert fetcher is not None, "open() first"
 
@@ -353,7 +354,9 @@ def _append_repo_row(columns: dict[str, list], item: ItemResult) -> None:
     columns["status"].append(item.status)
     columns["rev"].append(data.get("rev"))
     columns["commit_cid"].append(data.get("commit_cid"))
-    columns["record_count"].append(data.get("record_count", 0 if item.status == "ok" else None))
+    columns["record_count"].append(
+        data.get("record_count", 0 if item.status == Outcome.OK else None)
+    )
     columns["car_bytes"].append(data.get("car_bytes"))
     columns["attempts"].append(item.attempts)
     columns["error"].append(item.error)

@@ -18,11 +18,11 @@ from typing import Any
 
 import orjson
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from skyfill.engine.model import ItemResult
-from skyfill.errors import UsageError
+from skyfill.errors import Outcome, UsageError
+from skyfill.storage import arrow_compute as pc
 from skyfill.storage import columnar
 from skyfill.storage.atomic import commit_file, tmp_path
 
@@ -46,7 +46,7 @@ class PreviousJob:
     def ok_repo(self, did: str) -> dict[str, Any] | None:
         """The facts the previous job stored for `did` if it ended `ok` with a rev."""
         row = self._db.execute("SELECT status, data FROM items WHERE key = ?", (did,)).fetchone()
-        if row is None or row[0] != "ok" or not row[1]:
+        if row is None or row[0] != Outcome.OK or not row[1]:
             return None
         data = orjson.loads(row[1])
         return data if data.get("rev") else None

@@ -37,14 +37,3 @@ REPOS_SCHEMA = pa.schema(
         pa.field("fetched_at", TIMESTAMP),
     ]
 )
-
-REPO_STATUSES = (
-    "ok",
-    "not_found",
-    "deleted",
-    "deactivated",
-    "takendown",
-    "suspended",
-    "invalid_repo",
-    "failed",
-)

@@ -17,6 +17,7 @@ from skyfill.cli.status import job_status, render_status
 from skyfill.cli.summary import summarize
 from skyfill.engine.distributed.node import NodeSettings, default_worker_id
 from skyfill.engine.layout import JobLayout
+from skyfill.engine.lifecycle import STOPPING, stop_unattended
 from skyfill.engine.model import JobStatus
 from skyfill.errors import UsageError
 
@@ -90,7 +91,7 @@ def status(job_id: str | None, workdir: Path, state_url: str | None, as_json: bo
 
 
 def _stop(job_id: str, workdir: Path, state_url: str | None, action: str) -> None:
-    target = {"cancel": JobStatus.CANCELLED, "pause": JobStatus.PAUSED}[action]
+    target = STOPPING[action]
     session.check_job_id(job_id)
     with session.open_job(job_id, workdir, state_url) as (_, store):
         job = store.job()
@@ -99,7 +100,7 @@ def _stop(job_id: str, workdir: Path, state_url: str | None, action: str) -> Non
                 f"job {job_id} is not running (it is {job.status if job else 'unplanned'})"
             )
         if not session.is_live(job):
-            store.set_job_status(target)
+            stop_unattended(store, action)
             click.echo(f"job {job_id}: {target} (no worker was running)")
             return
         store.request_control(action)

@@ -25,6 +25,7 @@ from skyfill.engine.model import PHASE_AGGREGATE, Batch, JobStatus
 from skyfill.engine.planner import worker_tasks
 from skyfill.engine.state.redis import RedisStateStore
 from skyfill.errors import UsageError
+from skyfill.urls import redact_url
 
 IDLE_POLL_SECONDS = 2.0
 
@@ -59,7 +60,7 @@ def submit(workdir: Path | str, state_url: str, **options: Any) -> None:
     location = workdir if isinstance(workdir, str) else str(workdir.resolve())
     job = session.submit_distributed(handler, location, job_id, state_url)
     click.echo(
-        f"job {job_id}: {job.item_count} DIDs queued in {session.redact(state_url)}; "
+        f"job {job_id}: {job.item_count} DIDs queued in {redact_url(state_url)}; "
         f"start workers with `skyfill worker --state URL --job {job_id}`"
     )
 

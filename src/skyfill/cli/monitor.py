@@ -14,10 +14,9 @@ import click
 import orjson
 
 from skyfill.cli.options import workdir_option
+from skyfill.engine.model import JobStatus
 from skyfill.monitor.sources import JobSource, open_source, pick_job
 from skyfill.monitor.view import render_monitor
-
-FINISHED = ("completed", "failed", "cancelled", "paused", "stopped")
 
 
 def state_option(f: Callable) -> Callable:
@@ -71,7 +70,7 @@ def monitor(
         while True:
             facts = _snapshot(source, job_id)
             click.echo(orjson.dumps(facts).decode())
-            if once or (facts["status"] in FINISHED and not facts["runner"]["live"]):
+            if once or (not JobStatus(facts["status"]).active and not facts["runner"]["live"]):
                 return
             time.sleep(interval)
     console = Console(width=None if sys.stdout.isatty() else 120)
@@ -82,7 +81,7 @@ def monitor(
         while True:
             facts = _snapshot(source, job_id)
             live.update(render_monitor(facts), refresh=True)
-            if facts["status"] in FINISHED and not facts["runner"]["live"]:
+            if not JobStatus(facts["status"]).active and not facts["runner"]["live"]:
                 return
             time.sleep(interval)
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import click
 
+from skyfill.engine.model import JobStatus
 from skyfill.engine.observer import JobObserver
 from skyfill.monitor.logs import LEVELS, configure_logging
 from skyfill.monitor.metrics import MetricsServer
@@ -95,7 +96,7 @@ def _log_end(source: JobSource, job_id: str) -> None:
     with contextlib.suppress(Exception), source.open(job_id) as store:
         job = store.job()
         if job is not None:
-            level = logging.ERROR if job.status == "failed" else logging.INFO
+            level = logging.ERROR if job.status is JobStatus.FAILED else logging.INFO
             log.log(
                 level,
                 "job %s %s",

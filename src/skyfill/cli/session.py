@@ -22,19 +22,24 @@ import redis
 from skyfill.engine.definition import import_handler
 from skyfill.engine.discovery import discovers
 from skyfill.engine.distributed.node import NodeSettings, WorkerNode
+from skyfill.engine.distributed.queue import unfinished_worker_tasks
+from skyfill.engine.distributed.redis_lease import RedisLeases
+from skyfill.engine.distributed.redis_queue import RedisTaskQueue
 from skyfill.engine.handler import Handler
 from skyfill.engine.layout import JobLayout, jobs_in
+from skyfill.engine.lifecycle import is_live, reopen
 from skyfill.engine.manifest import write_batch_files
 from skyfill.engine.model import Batch, JobStatus
 from skyfill.engine.observer import JobObserver, NullObserver
-from skyfill.engine.runner import JobRunner, is_live
+from skyfill.engine.runner import JobRunner
 from skyfill.engine.settings import EngineSettings
 from skyfill.engine.state.base import JobRecord, StateStore
-from skyfill.engine.state.redis import RedisStateStore, redact_url
+from skyfill.engine.state.redis import RedisStateStore
 from skyfill.engine.state.sqlite import SqliteStateStore
 from skyfill.errors import UsageError
 from skyfill.ratelimit.redis_budget import RedisBudget
 from skyfill.storage import replica
+from skyfill.urls import redact_url
 
 _JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
@@ -90,7 +95,7 @@ def submit_and_run(handler: Handler, layout: JobLayout, progress: JobObserver) -
 def runner_for(
     handler: Handler,
     layout: JobLayout,
-    store: SqliteStateStore,
+    store: StateStore,
     progress: JobObserver | None = None,
 ) -> JobRunner:
     settings = EngineSettings.from_config(handler.config_dict())
@@ -149,21 +154,15 @@ def run(runner: JobRunner) -> JobRecord:
 
 # -- distributed mode ---------------------------------------------------------------------
 
-ACTIVE = (JobStatus.RUNNING, JobStatus.AGGREGATING)
-
-
-def redact(url: str) -> str:
-    return redact_url(url)
-
 
 def _connect(state_url: str, job_id: str) -> RedisStateStore:
     if not state_url.startswith(("redis://", "rediss://", "unix://")):
-        raise UsageError(f"--state {redact(state_url)}: expected a redis:// or rediss:// URL")
+        raise UsageError(f"--state {redact_url(state_url)}: expected a redis:// or rediss:// URL")
     try:  # fail fast here; later commands ride out a Redis restart (retries)
         with redis.Redis.from_url(state_url, socket_connect_timeout=5) as probe:
             probe.ping()
     except (redis.RedisError, ValueError) as exc:
-        raise UsageError(f"cannot reach Redis at {redact(state_url)}: {exc}") from None
+        raise UsageError(f"cannot reach Redis at {redact_url(state_url)}: {exc}") from None
     return RedisStateStore.from_url(state_url, job_id)
 
 
@@ -174,7 +173,7 @@ def open_redis_job(state_url: str, job_id: str) -> Iterator[tuple[JobLayout, Red
     try:
         entry = RedisStateStore.registered_jobs(store.client).get(job_id)
         if entry is None or store.job() is None:
-            raise UsageError(f"no job {job_id} in {redact(state_url)}")
+            raise UsageError(f"no job {job_id} in {redact_url(state_url)}")
         yield local_layout(entry["workdir"], job_id), store
     finally:
         store.close()
@@ -219,7 +218,7 @@ def active_jobs(state_url: str) -> list[str]:
         active = []
         for job_id in by_age:
             job = RedisStateStore(probe.client, job_id).job()
-            if job is not None and job.status in ACTIVE and job.control is None:
+            if job is not None and job.status.active and job.control is None:
                 active.append(job_id)
         return active
     finally:
@@ -239,10 +238,15 @@ def serve_job(
         assert job is not None
         config = {**job.config, **{k: v for k, v in overrides.items() if k in job.config}}
         handler = import_handler(job.handler).from_config(config)
-        if hasattr(handler, "shared_budget"):  # rate limits shared by every worker
-            handler.shared_budget = RedisBudget(store.client)
         runner = runner_for(handler, layout, store, progress)
-        node = WorkerNode(runner, store, settings)
+        node = WorkerNode(
+            runner,
+            store,
+            settings,
+            queue=RedisTaskQueue(store.client, store.keys),
+            leases=RedisLeases(store.client, store.keys),
+            budget=RedisBudget(store.client),  # rate limits shared by every worker
+        )
 
         async def main() -> JobRecord:
             loop = asyncio.get_running_loop()
@@ -262,11 +266,8 @@ def resume_distributed(
         assert job is not None
         if job.status is JobStatus.COMPLETED:
             return job
-        store.request_control(None)
-        store.set_job_status(
-            JobStatus.AGGREGATING if job.phase == "aggregate" else JobStatus.RUNNING
-        )
-        store.requeue_unfinished()
+        reopen(store, job)
+        RedisTaskQueue(store.client, store.keys).requeue(unfinished_worker_tasks(store))
     return serve_job(state_url, job_id, settings, {}, progress)
 
 

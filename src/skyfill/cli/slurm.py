@@ -11,10 +11,10 @@ import shlex
 import shutil
 import sys
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import click
 
+from skyfill import urls
 from skyfill.cli import session
 from skyfill.cli.distributed import state_option
 
@@ -68,7 +68,7 @@ def slurm(
     with session.open_redis_job(state_url, job_id):
         pass  # the job must exist
     script = output or Path(f"skyfill-{job_id}.sbatch")
-    has_password = urlsplit(state_url).password is not None
+    has_password = urls.has_password(state_url)
     state_line = (
         ': "${SKYFILL_STATE:?export SKYFILL_STATE=<the Redis URL with its password> before sbatch}"'
         if has_password

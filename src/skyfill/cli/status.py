@@ -5,8 +5,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from skyfill.engine.model import PENDING_ITEM
-from skyfill.engine.runner import is_live
+from skyfill.engine.lifecycle import is_live
+from skyfill.engine.model import ItemStatus
 from skyfill.engine.state.base import StateStore
 
 RECENT_SECONDS = 60.0
@@ -18,7 +18,7 @@ def job_status(store: StateStore) -> dict[str, Any]:
     if job is None:
         return {"job_id": None, "status": "planning", "phase": None, "items": 0, "done": 0}
     counts = store.status_counts()
-    pending = counts.get(PENDING_ITEM, 0)
+    pending = counts.get(ItemStatus.PENDING, 0)
     done = job.item_count - pending
     live = is_live(job)
     recent = store.completions_since(time.time() - RECENT_SECONDS) / RECENT_SECONDS
@@ -33,7 +33,7 @@ def job_status(store: StateStore) -> dict[str, Any]:
         "items": job.item_count,
         "done": done,
         "pending": pending,
-        "by_status": {k: v for k, v in sorted(counts.items()) if k != PENDING_ITEM},
+        "by_status": {k: v for k, v in sorted(counts.items()) if k != ItemStatus.PENDING},
         "tasks": {
             "total": sum(tasks.values()),
             **{k: tasks.get(k, 0) for k in ("done", "running", "pending", "failed")},

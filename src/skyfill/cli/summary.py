@@ -12,6 +12,7 @@ import orjson
 from skyfill.engine.layout import JobLayout
 from skyfill.engine.state.base import JobRecord, StateStore
 from skyfill.engine.state.sqlite import SqliteStateStore
+from skyfill.errors import Outcome
 from skyfill.storage import replica
 
 _DID = re.compile(r"did:[a-z]+:[A-Za-z0-9._:%-]+")
@@ -70,10 +71,10 @@ def _outcomes(store: StateStore, manifest: dict) -> tuple[Counter[str], list[tup
     """DIDs per status, and (status, error) of the DIDs that failed or were invalid: from
     the state store, which every sink's repos rows come from."""
     statuses = Counter(manifest.get("repos_by_status") or store.status_counts())
-    errors = [
+    errors: list[tuple[str, str]] = [
         (item.status, item.error)
         for item in store.iter_items()
-        if item.error and item.status in ("failed", "invalid_repo")
+        if item.error and item.status in (Outcome.FAILED, Outcome.INVALID_REPO)
     ]
     return statuses, errors
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,7 @@ def handler_inputs(
 ) -> list[tuple[Path, int]]:
     """More sorted inputs a job type adds to its aggregation (e.g. the rows an incremental
     refresh carries over from the previous job), with their row counts."""
+    extra: Callable[[JobLayout, StateStore], Iterable[tuple[Path, int]]] | None
     extra = getattr(handler, "carried_inputs", None)
     return list(extra(layout, store)) if callable(extra) else []
 

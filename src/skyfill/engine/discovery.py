@@ -2,8 +2,8 @@
 
 A handler that discovers (`Discoverer`, `discovers()` true) has `discover(ctx)` called
 once per job, beside the backfill phase's tasks, by one runner or worker node at a time.
-It hands the engine pages of items with `ctx.add(...)`, then saves its position with
-`ctx.save(...)`. The engine adds the page's new items to the job atomically, as new
+It hands the engine pages of items with `await ctx.add(...)`, then saves its position
+with `await ctx.save(...)`. The engine adds the page's new items to the job atomically, as new
 batches and tasks of the backfill phase; on Redis they are queued for the workers at once.
 The phase ends only when discovery has finished and every task is done.
 
@@ -14,6 +14,7 @@ are known already and skipped, so nothing is lost and nothing is added twice.
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import time
 from collections.abc import Sequence
@@ -40,10 +41,13 @@ class DiscoveryContext:
         """What the handler saved last (empty on a fresh job)."""
         return dict(discovery_state(self.store).get("position", {}))
 
-    def add(self, items: Sequence[str], outcomes: Sequence[ItemResult] = ()) -> int:
+    async def add(self, items: Sequence[str], outcomes: Sequence[ItemResult] = ()) -> int:
         """Add the items the job does not have yet; `outcomes` are known final outcomes of
         some of them (e.g. a deactivated repo), recorded at once and never fetched.
-        Returns how many items were new."""
+        Returns how many items were new. (The store is written in a thread.)"""
+        return await asyncio.to_thread(self._add, items, outcomes)
+
+    def _add(self, items: Sequence[str], outcomes: Sequence[ItemResult]) -> int:
         unique = list(dict.fromkeys(items))
         known = self.store.known_items(unique)
         new = [item for item in unique if item not in known]
@@ -62,8 +66,11 @@ class DiscoveryContext:
             self.store.commit_items(DISCOVERY_TASK, settled, [0] * len(settled), None)
         return len(new)
 
-    def save(self, position: dict[str, Any], **facts: Any) -> None:
+    async def save(self, position: dict[str, Any], **facts: Any) -> None:
         """Record the position reached (after the items before it were added)."""
+        await asyncio.to_thread(self._save, position, facts)
+
+    def _save(self, position: dict[str, Any], facts: dict[str, Any]) -> None:
         state = discovery_state(self.store)
         state.update(facts, position=position, saved_at=time.time())
         self.store.put_stats(STATS_NAME, state)
@@ -100,9 +107,13 @@ def discovery_pending(handler: object, store: StateStore, phase: str) -> bool:
 
 async def run_discovery(handler: Discoverer, ctx: DiscoveryContext) -> None:
     await handler.discover(ctx)
-    state = discovery_state(ctx.store)
+    await asyncio.to_thread(_mark_done, ctx.store)
+
+
+def _mark_done(store: StateStore) -> None:
+    state = discovery_state(store)
     state.update(done=True, finished_at=time.time())
-    ctx.store.put_stats(STATS_NAME, state)
+    store.put_stats(STATS_NAME, state)
 
 
 def _chunks(items: list[str], size: int) -> list[list[str]]:

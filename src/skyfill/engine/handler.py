@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, Self
@@ -61,7 +61,7 @@ class Handler(Protocol):
 
     async def close(self) -> None: ...
 
-    def process(self, batch: Batch, items: list[str]) -> AsyncIterator[ItemOutput]:
+    def process(self, batch: Batch, items: list[str]) -> AsyncGenerator[ItemOutput, None]:
         """Process `items` of `batch`, yielding each item's output as it completes."""
         ...
 

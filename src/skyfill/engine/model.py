@@ -8,6 +8,8 @@ from typing import Any
 
 import pyarrow as pa
 
+from skyfill.errors import Outcome
+
 
 class JobStatus(StrEnum):
     PLANNING = "planning"
@@ -21,12 +23,65 @@ class JobStatus(StrEnum):
     COMPLETED = "completed"
     FAILED = "failed"
 
+    @property
+    def active(self) -> bool:
+        """Being run (or crashed while it was): workers have work in it."""
+        return self in ACTIVE_JOB_STATUSES
+
+    def may_become(self, new: JobStatus) -> bool:
+        """Whether the table allows it; staying is always allowed (a replayed write)."""
+        return new == self or new in JOB_TRANSITIONS[self]
+
+
+ACTIVE_JOB_STATUSES = frozenset({JobStatus.RUNNING, JobStatus.AGGREGATING})
+_STOPPED = frozenset({JobStatus.STOPPED, JobStatus.PAUSED, JobStatus.CANCELLED})
+_RESUMED = frozenset({JobStatus.RUNNING, JobStatus.AGGREGATING})
+JOB_TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
+    JobStatus.PLANNING: frozenset({JobStatus.RUNNING, JobStatus.FAILED}),
+    # Running: aggregating (or the next phase), a stop, or a failure.
+    JobStatus.RUNNING: _RESUMED | _STOPPED | {JobStatus.FAILED},
+    JobStatus.AGGREGATING: _RESUMED | _STOPPED | {JobStatus.COMPLETED, JobStatus.FAILED},
+    # Stopped or failed: resumed, or stopped for good by a later pause/cancel.
+    **{status: _RESUMED | _STOPPED | {JobStatus.FAILED} for status in _STOPPED},
+    JobStatus.FAILED: _RESUMED | _STOPPED | {JobStatus.FAILED},
+    # Completed: only `skyfill retry --failed` opens it again.
+    JobStatus.COMPLETED: frozenset({JobStatus.RUNNING}),
+}
+"""Every status a job may move to from each status; the state stores refuse the rest."""
+
+
+class InvalidTransition(RuntimeError):
+    """A job (or item) was asked to move to a status its current one does not lead to."""
+
+
+def check_job_transition(old: JobStatus, new: JobStatus) -> None:
+    if not old.may_become(new):
+        raise InvalidTransition(f"a {old} job cannot become {new}")
+
 
 class TaskStatus(StrEnum):
     PENDING = "pending"
     RUNNING = "running"
     DONE = "done"
     FAILED = "failed"
+
+
+class ItemStatus(StrEnum):
+    """The item statuses the engine itself knows. A job type ends an item `ok`, `failed`
+    (retried by a retry phase when its error is retryable) or with a terminal status of
+    its own (a backfill's `not_found`, `takendown`, ...), which is never retried."""
+
+    PENDING = "pending"
+    OK = Outcome.OK.value
+    FAILED = Outcome.FAILED.value
+
+
+def item_may_become(old: str, new: str) -> bool:
+    """Pending items get any outcome; failed ones go back to pending (a retry phase);
+    an item with any other outcome keeps it."""
+    if old == ItemStatus.PENDING:
+        return new != ItemStatus.PENDING
+    return old == ItemStatus.FAILED and new == ItemStatus.PENDING
 
 
 class Role(StrEnum):
@@ -36,7 +91,6 @@ class Role(StrEnum):
     AGGREGATOR = "aggregator"
 
 
-PENDING_ITEM = "pending"
 PHASE_BACKFILL = "backfill"
 PHASE_AGGREGATE = "aggregate"
 GROUP_INITIAL = "initial_batch"
@@ -79,6 +133,11 @@ class ItemResult:
     """Handler-specific facts kept with the outcome (e.g. pds, rev, record_count)."""
     metrics: dict[str, float] = field(default_factory=dict)
     """Counters of the work done for this item (e.g. api_requests, bytes), summed per task."""
+
+    def __post_init__(self) -> None:
+        # An Outcome or ItemStatus member becomes its plain string: statuses are counted by
+        # name in dicts that go out as JSON (orjson takes only exact str keys).
+        self.status = str(self.status)
 
 
 @dataclass(slots=True)

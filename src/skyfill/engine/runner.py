@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import socket
 import time
+from typing import Any
 
 from skyfill.engine.aggregator import aggregate, remove_intermediate_merges
 from skyfill.engine.discovery import (
@@ -25,12 +24,13 @@ from skyfill.engine.discovery import (
 )
 from skyfill.engine.handler import Handler, Plan, handler_path
 from skyfill.engine.layout import JobLayout
+from skyfill.engine.lifecycle import STOPPING, runner_id
 from skyfill.engine.manifest import ManifestWriter, write_batch_files
 from skyfill.engine.model import (
-    PENDING_ITEM,
     PHASE_AGGREGATE,
     PHASE_BACKFILL,
     Batch,
+    ItemStatus,
     JobStatus,
     Task,
     TaskStatus,
@@ -52,37 +52,7 @@ from skyfill.errors import UsageError
 from skyfill.failpoints import failpoint
 from skyfill.storage.merge import MergeSpec
 
-STOPPING = {"cancel": JobStatus.CANCELLED, "pause": JobStatus.PAUSED}
 DISCOVERY_POLL_SECONDS = 0.2
-
-
-def runner_id() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
-
-
-def is_live(job: JobRecord, stale_after: float = 5.0) -> bool:
-    """Whether a runner is running the job now: on this host, its process exists;
-    elsewhere, it beat the heartbeat within `stale_after` seconds (it beats every 0.5 s)."""
-    if job.status not in (JobStatus.RUNNING, JobStatus.AGGREGATING) or not job.heartbeat_at:
-        return False
-    host, _, pid = (job.runner or "").rpartition(":")
-    if host == socket.gethostname() and pid.isdigit():
-        return _process_exists(int(pid))
-    return time.time() - job.heartbeat_at < stale_after
-
-
-def _process_exists(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie (killed, not yet reaped) is not alive
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return True
 
 
 class JobError(RuntimeError):
@@ -170,7 +140,7 @@ class JobRunner:
         self.manifests.update_job(status=JobStatus.RUNNING)
         counts = self.store.status_counts()
         self.observer.start(
-            job.job_id, job.item_count, job.item_count - counts.get(PENDING_ITEM, 0)
+            job.job_id, job.item_count, job.item_count - counts.get(ItemStatus.PENDING, 0)
         )
         self.timeline.maybe_sample(force=True)  # where this run starts
         watcher = asyncio.ensure_future(self._watch_control())
@@ -186,7 +156,7 @@ class JobRunner:
         if self.stop_requested.is_set():
             return self.record_stop()
         try:
-            self.aggregate_job()
+            await asyncio.to_thread(self.aggregate_job)
         except Exception as exc:
             raise self.fail(exc) from exc
         return self._job()
@@ -258,7 +228,7 @@ class JobRunner:
             while (waiting or running or discovery) and not self.stop_requested.is_set():
                 if discovery is not None:
                     finished = discovery.done()  # before looking: its last tasks are there
-                    added = self._tasks_added(PHASE_BACKFILL, seen)
+                    added = await asyncio.to_thread(self._tasks_added, PHASE_BACKFILL, seen)
                     waiting[:0] = reversed(added)
                     if finished:
                         discovery.result()  # a failed discovery fails the phase
@@ -301,7 +271,7 @@ class JobRunner:
         except TaskTakenOver:
             raise  # the task lives on with its new owner; nothing to record
         except Exception as exc:
-            record_failed_task(ctx, task, exc)
+            await asyncio.to_thread(record_failed_task, ctx, task, exc)
             raise
 
     # -- retry planner -------------------------------------------------------------------
@@ -312,17 +282,20 @@ class JobRunner:
         The backoff comes before the plan is recorded: once recorded, its tasks may start
         (at once on other worker nodes). A stop during the backoff records nothing."""
         round_ = retry_round(finished_phase) + 1
-        failures = self.store.failed_items(retryable_only=True)
+        failures = await asyncio.to_thread(self.store.failed_items, retryable_only=True)
         if not failures or round_ > self.settings.retries:
-            self.store.set_job_status(JobStatus.RUNNING, PHASE_AGGREGATE)
-            failpoint("aggregate_planned")
+            await asyncio.to_thread(self._start_aggregation_phase)
             return
         plan = plan_retry(failures, round_, self.settings.batch_size)
         backoff = self.settings.retry_backoff * 2 ** (round_ - 1)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.stop_requested.wait(), timeout=backoff)
         if not self.stop_requested.is_set():
-            self._start_retry_phase(plan, backoff)
+            await asyncio.to_thread(self._start_retry_phase, plan, backoff)
+
+    def _start_aggregation_phase(self) -> None:
+        self.store.set_job_status(JobStatus.RUNNING, PHASE_AGGREGATE)
+        failpoint("aggregate_planned")
 
     def _start_retry_phase(self, plan: RetryPlan, backoff: float) -> None:
         self._write_batch_files(plan.batches)
@@ -362,26 +335,38 @@ class JobRunner:
     # -- control -------------------------------------------------------------------------
 
     async def _watch_control(self) -> None:
-        """Beat the heartbeat and obey `skyfill cancel` / `pause` from other processes."""
+        """Beat the heartbeat and obey `skyfill cancel` / `pause` from other processes
+        (the store is read and written in a thread: a slow store delays only this)."""
         me = runner_id()
         polls = 0
         while True:
-            self.store.heartbeat(me)
+            await asyncio.to_thread(self.store.heartbeat, me)
             polls += 1
             if polls % self.settings.stats_every_polls == 0:
-                self.publish_stats()
-            job = self.store.job()
+                stats, sample = self.collect_stats(), self.timeline.handler_sample()
+                await asyncio.to_thread(self.store_stats, stats, sample)
+            job = await asyncio.to_thread(self.store.job)
             if job is not None and job.control in STOPPING:
                 self.stop_requested.set()
                 return
             await asyncio.sleep(self.settings.control_poll_seconds)
 
-    def publish_stats(self) -> None:
+    def collect_stats(self) -> dict[str, Any]:
+        """The handler's live statistics, shown at once (read on the event loop, where
+        the handler's counters change)."""
         stats = self.handler.live_stats()
+        self.observer.stats(stats)
+        return stats
+
+    def store_stats(self, stats: dict[str, Any], sample: dict[str, Any] | None = None) -> None:
+        """Publish statistics to the state store, and record a timeline point if due
+        (`sample`: the handler's part of it, taken on the loop)."""
         if stats:
             self.store.put_stats("handler", stats)
-        self.observer.stats(stats)
-        self.timeline.maybe_sample()
+        self.timeline.maybe_sample(handler_sample=sample)
+
+    def publish_stats(self) -> None:
+        self.store_stats(self.collect_stats())
 
     def record_stop(self) -> JobRecord:
         job = self._job()

@@ -39,8 +39,16 @@ class Timeline:
         """Take the next sample whatever the interval (e.g. the last one of a run)."""
         self._force = True
 
-    def maybe_sample(self, force: bool = False) -> dict[str, Any] | None:
-        """Record a sample if one is due (or `force`); returns it, or None."""
+    def handler_sample(self) -> dict[str, Any]:
+        """What the handler adds to a sample (read where its counters change: the loop)."""
+        extra = getattr(self._handler, "sample_stats", None)
+        return extra() if extra is not None else {}
+
+    def maybe_sample(
+        self, force: bool = False, handler_sample: dict[str, Any] | None = None
+    ) -> dict[str, Any] | None:
+        """Record a sample if one is due (or `force`); returns it, or None.
+        `handler_sample`: the handler's part, if already taken (else it is taken here)."""
         if self._interval <= 0 and not (force or self._force):
             return None
         job = self._store.job()
@@ -60,8 +68,6 @@ class Timeline:
             "items": self._store.status_counts(),
             "tasks": self._store.task_status_counts(),
         }
-        extra = getattr(self._handler, "sample_stats", None)
-        if extra is not None:
-            sample.update(extra())
+        sample.update(self.handler_sample() if handler_sample is None else handler_sample)
         self._store.append_sample(sample)
         return sample

@@ -45,25 +45,36 @@ class WorkerContext:
 
 
 async def run_task(ctx: WorkerContext, task: Task) -> None:
-    """Run (or finish) one task; returns early, unfinished, when a stop is requested."""
-    layout, store = ctx.layout, ctx.store
+    """Run (or finish) one task; returns early, unfinished, when a stop is requested.
+
+    Everything that touches storage (the state store, segment files, shared storage, the
+    final merge) runs in a thread: a slow disk or a state store riding out an outage never
+    holds up the fetches of the other tasks on the event loop."""
     bind(task_id=task.task_id)  # this asyncio task's log records, and its items'
-    if spool.is_done(layout.task_done(task.task_id)):
-        record_finished_task(ctx, task)
+    if await asyncio.to_thread(spool.is_done, ctx.layout.task_done(task.task_id)):
+        await asyncio.to_thread(record_finished_task, ctx, task)
         return
+    pending, next_seq = await asyncio.to_thread(_open_task, ctx, task)
+    if pending:
+        batch = Batch(task.batch_id, task.phase, task.group, tuple(pending))
+        await _TaskLoop(ctx, task, batch, next_seq).run()
+    if ctx.stop.is_set() and await asyncio.to_thread(ctx.store.pending_items, task.batch_id):
+        return
+    await asyncio.to_thread(finalize_task, ctx, task)
+
+
+def _open_task(ctx: WorkerContext, task: Task) -> tuple[list[str], int]:
+    """Mark the task started, keep only its committed segments (fetching those another
+    worker wrote); returns its items still pending and the next segment's number."""
+    layout, store = ctx.layout, ctx.store
     store.start_task(task.task_id)
     log.debug("task started", extra={"event": "task_started", "phase": task.phase})
     ctx.manifests.task(task.task_id, store.task_info(task.task_id), None)
     committed = store.segments(task.task_id)
     spool.discard_uncommitted(layout.segments_dir(task.task_id), committed)
     spool.fetch_committed(layout.segments_dir(task.task_id), committed)
-    pending = store.pending_items(task.batch_id)
-    if pending:
-        batch = Batch(task.batch_id, task.phase, task.group, tuple(pending))
-        await _TaskLoop(ctx, task, batch).run()
-    if ctx.stop.is_set() and store.pending_items(task.batch_id):
-        return
-    finalize_task(ctx, task)
+    next_seq = 1 + max((s.seq for s in committed), default=0)
+    return store.pending_items(task.batch_id), next_seq
 
 
 def finalize_task(ctx: WorkerContext, task: Task) -> None:
@@ -149,16 +160,22 @@ def _store_done(
 
 
 class _TaskLoop:
-    """Consume the handler's item outputs and commit them in segments."""
+    """Consume the handler's item outputs and commit them in segments.
 
-    def __init__(self, ctx: WorkerContext, task: Task, batch: Batch) -> None:
+    A commit (sort, segment file, state store) runs in a thread while the loop goes on
+    taking outputs; one commit per task is in flight at a time, so segments keep their
+    order. Outputs that arrive meanwhile are buffered, up to twice the flush limits; past
+    that the loop waits for the commit (memory stays bounded when the store is slow)."""
+
+    def __init__(self, ctx: WorkerContext, task: Task, batch: Batch, next_seq: int) -> None:
         self.ctx = ctx
         self.task = task
         self.batch = batch
         self.buffer: list[ItemOutput] = []
         self.buffered_rows = 0
         self.oldest = 0.0
-        self.next_seq = 1 + max((s.seq for s in ctx.store.segments(task.task_id)), default=0)
+        self.next_seq = next_seq
+        self.committing: asyncio.Future[None] | None = None
 
     async def run(self) -> None:
         outputs = self.ctx.handler.process(self.batch, list(self.batch.items))
@@ -168,70 +185,94 @@ class _TaskLoop:
             async with contextlib.aclosing(outputs):
                 while True:
                     step = step or asyncio.ensure_future(anext(outputs))
+                    waiting = {step, stop} | ({self.committing} if self.committing else set())
                     done, _ = await asyncio.wait(
-                        {step, stop},
-                        timeout=self._flush_due_in(),
-                        return_when=asyncio.FIRST_COMPLETED,
+                        waiting, timeout=self._flush_due_in(), return_when=asyncio.FIRST_COMPLETED
                     )
-                    if not done:  # nothing finished, but buffered outcomes are due
-                        self._flush()
-                        continue
-                    if step not in done:  # stop requested
+                    if self.committing is not None and self.committing in done:
+                        await self._committed()
+                    if step in done:
+                        try:
+                            output = step.result()
+                        except StopAsyncIteration:
+                            break
+                        step = None
+                        self._add(output)
+                    elif stop in done:
                         step.cancel()
                         with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
                             await step
                         break
-                    try:
-                        output = step.result()
-                    except StopAsyncIteration:
-                        break
-                    step = None
-                    self._add(output)
+                    if self._flush_due():
+                        await self._flush()
         finally:
             stop.cancel()
-            self._flush()
+            await self._committed()
+            await self._flush()
+            await self._committed()
 
     def _flush_due_in(self) -> float | None:
-        if not self.buffer:
+        """Seconds until the buffer is due by age; None when nothing is waiting for the
+        clock (an empty buffer, or a commit in flight, whose end wakes the loop)."""
+        if not self.buffer or self.committing is not None:
             return None
         return max(0.0, self.oldest + self.ctx.settings.flush_seconds - time.monotonic())
+
+    def _flush_due(self) -> bool:
+        if not self.buffer:
+            return False
+        settings = self.ctx.settings
+        factor = 1 if self.committing is None else 2  # buffer on while a commit runs
+        return (
+            self.buffered_rows >= settings.flush_rows * factor
+            or len(self.buffer) >= settings.flush_items * factor
+            or (
+                self.committing is None and time.monotonic() - self.oldest >= settings.flush_seconds
+            )
+        )
 
     def _add(self, output: ItemOutput) -> None:
         if not self.buffer:
             self.oldest = time.monotonic()
         self.buffer.append(output)
-        rows = output.rows.num_rows if output.rows is not None else 0
-        self.buffered_rows += rows
-        self.ctx.observer.item_done(output.result, rows)
-        settings = self.ctx.settings
-        if (
-            self.buffered_rows >= settings.flush_rows
-            or len(self.buffer) >= settings.flush_items
-            or time.monotonic() - self.oldest >= settings.flush_seconds
-        ):
-            self._flush()
+        self.buffered_rows += _rows(output)
+        self.ctx.observer.item_done(output.result, _rows(output))
 
-    def _flush(self) -> None:
+    async def _committed(self) -> None:
+        """Wait for the commit in flight, if any (its error is raised here)."""
+        if self.committing is not None:
+            committing, self.committing = self.committing, None
+            await committing
+
+    async def _flush(self) -> None:
+        """Hand the buffer to a commit in a thread (after the one in flight, if any)."""
+        await self._committed()
         if not self.buffer:
             return
+        outputs, self.buffer, self.buffered_rows = self.buffer, [], 0
+        seq = self.next_seq
+        if any(_rows(o) for o in outputs):
+            self.next_seq += 1
+        self.committing = asyncio.ensure_future(asyncio.to_thread(self._commit, outputs, seq))
+
+    def _commit(self, outputs: list[ItemOutput], seq: int) -> None:
+        """Write the outputs' rows as segment `seq` and commit it with their outcomes."""
         ctx = self.ctx
-        tables = [o.rows for o in self.buffer if o.rows is not None and o.rows.num_rows]
+        tables = [o.rows for o in outputs if o.rows is not None and _rows(o)]
         segment = None
         if tables:
             table = sort_table(pa.concat_tables(tables), ctx.merge_spec)
             segment = spool.write_segment(
-                ctx.layout.segments_dir(self.task.task_id),
-                self.task.task_id,
-                self.next_seq,
-                table,
+                ctx.layout.segments_dir(self.task.task_id), self.task.task_id, seq, table
             )
-            self.next_seq += 1
         ctx.store.commit_items(
             self.task.task_id,
-            [o.result for o in self.buffer],
-            [o.rows.num_rows if o.rows is not None else 0 for o in self.buffer],
+            [o.result for o in outputs],
+            [_rows(o) for o in outputs],
             segment,
         )
-        self.buffer = []
-        self.buffered_rows = 0
         failpoint("segment_committed")
+
+
+def _rows(output: ItemOutput) -> int:
+    return output.rows.num_rows if output.rows is not None else 0

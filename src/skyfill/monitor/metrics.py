@@ -42,8 +42,8 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from skyfill.engine.model import PENDING_ITEM, TaskStatus
-from skyfill.engine.runner import is_live
+from skyfill.engine.lifecycle import is_live
+from skyfill.engine.model import ItemStatus, TaskStatus
 from skyfill.engine.state.base import StateStore
 from skyfill.errors import UsageError
 from skyfill.monitor.snapshot import SILENT_AFTER, published_stats, workers_of
@@ -104,7 +104,7 @@ def job_metrics(store: StateStore) -> list[Metric]:
         "skyfill_dids", "DIDs whose recorded outcome is this status.", labels=["status"]
     )
     for status, n in sorted(counts.items()):
-        if status != PENDING_ITEM:
+        if status != ItemStatus.PENDING:
             dids.add_metric([status], n)
     metrics.append(dids)
 
@@ -132,7 +132,7 @@ def job_metrics(store: StateStore) -> list[Metric]:
     queue = GaugeMetricFamily(
         "skyfill_queue_depth", "Work not started yet: pending items and tasks.", labels=["kind"]
     )
-    queue.add_metric(["items"], counts.get(PENDING_ITEM, 0))
+    queue.add_metric(["items"], counts.get(ItemStatus.PENDING, 0))
     queue.add_metric(["tasks"], store.task_status_counts().get(TaskStatus.PENDING, 0))
     metrics.append(queue)
 

@@ -22,7 +22,7 @@ from typing import Any
 import orjson
 
 from skyfill.engine.layout import JobLayout
-from skyfill.engine.model import PENDING_ITEM
+from skyfill.engine.model import ItemStatus
 from skyfill.engine.state.base import StateStore
 from skyfill.monitor.series import series
 from skyfill.monitor.snapshot import published_stats, workers_of
@@ -71,7 +71,7 @@ def _outcomes(store: StateStore, items: list) -> dict[str, Any]:
     reasons = Counter(
         f"{i.status}: {_DID.sub('<did>', i.error)}"
         for i in items
-        if i.error and i.status not in ("ok", PENDING_ITEM)
+        if i.error and i.status not in (ItemStatus.OK, ItemStatus.PENDING)
     )
     return {
         "by_status": dict(sorted(store.status_counts().items())),
@@ -135,7 +135,7 @@ def _retries(store: StateStore, items: list) -> dict[str, Any]:
         phase["tasks"] += 1
         phase["dids_planned"] += len(store.batch_items(task.batch_id))
         phase["dids_settled"] += int(store.task_item_metrics(task.task_id)["items_processed"])
-    attempts = Counter(i.attempts for i in items if i.status != PENDING_ITEM)
+    attempts = Counter(i.attempts for i in items if i.status != ItemStatus.PENDING)
     return {
         "phases": list(phases.values()),
         "attempts": {str(k): v for k, v in sorted(attempts.items())},
@@ -198,7 +198,7 @@ def repo_size_histogram(sizes: list[int], bins: int = SIZE_BINS) -> dict[str, An
 def _cost(stats: dict[str, Any], items: list) -> dict[str, Any]:
     per_pds: dict[str, dict[str, float]] = {}
     for i in items:
-        if i.status == PENDING_ITEM:
+        if i.status == ItemStatus.PENDING:
             continue
         row = per_pds.setdefault(
             i.data.get("pds") or "(unresolved)", {"dids": 0, "requests": 0, "bytes": 0}

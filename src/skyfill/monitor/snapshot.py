@@ -10,10 +10,11 @@ workers (a store that has `workers()`), each worker's published statistics
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterable
 from typing import Any
 
-from skyfill.engine.model import PENDING_ITEM, TaskStatus
-from skyfill.engine.runner import is_live
+from skyfill.engine.lifecycle import is_live
+from skyfill.engine.model import ItemStatus, TaskStatus
 from skyfill.engine.state.base import StateStore
 from skyfill.monitor.progress import top_hosts
 from skyfill.telemetry.histogram import LatencyHistogram
@@ -37,7 +38,7 @@ _SUMMED_HOST_KEYS = (
 
 def workers_of(store: StateStore) -> list[dict[str, Any]] | None:
     """`store.workers()` where the backend has it (distributed workers), else None."""
-    method = getattr(store, "workers", None)
+    method: Callable[[], Iterable[dict[str, Any]]] | None = getattr(store, "workers", None)
     return list(method()) if callable(method) else None
 
 
@@ -111,7 +112,7 @@ def job_snapshot(store: StateStore) -> dict[str, Any]:
         return {"job_id": None, "status": "planning"}
     now = time.time()
     counts = store.status_counts()
-    pending = counts.get(PENDING_ITEM, 0)
+    pending = counts.get(ItemStatus.PENDING, 0)
     done = job.item_count - pending
     live = is_live(job, stale_after=SILENT_AFTER)
     running = str(job.status) in ("running", "aggregating")
@@ -135,7 +136,7 @@ def job_snapshot(store: StateStore) -> dict[str, Any]:
         "total": job.item_count,
         "done": done,
         "pending": pending,
-        "by_status": {k: v for k, v in sorted(counts.items()) if k != PENDING_ITEM},
+        "by_status": {k: v for k, v in sorted(counts.items()) if k != ItemStatus.PENDING},
         "tasks": {"total": sum(tasks.values()), **tasks},
         "dids_per_s": round(average, 2),
         "dids_per_s_recent": round(recent, 2),

@@ -15,11 +15,12 @@ import redis
 
 from skyfill.engine.layout import JobLayout, jobs_in
 from skyfill.engine.state.base import StateStore
-from skyfill.engine.state.redis import RedisStateStore, redact_url
+from skyfill.engine.state.redis import RedisStateStore
 from skyfill.engine.state.redis_keys import JOB_KEY_PATTERN, job_id_of
 from skyfill.engine.state.sqlite import SqliteStateStore
 from skyfill.errors import UsageError
 from skyfill.storage.replica import is_url
+from skyfill.urls import redact_url
 
 
 class JobSource(Protocol):

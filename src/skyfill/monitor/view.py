@@ -14,6 +14,8 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
+from skyfill.errors import Outcome
+
 
 def human_bytes(n: float | None) -> str:
     if n is None:
@@ -72,7 +74,7 @@ def _rates_line(facts: dict[str, Any]) -> Text:
 def _status_line(facts: dict[str, Any]) -> Text:
     text = Text("statuses: ")
     for name, count in sorted((facts.get("by_status") or {}).items()):
-        style = "green" if name == "ok" else "red" if name == "failed" else "magenta"
+        style = "green" if name == Outcome.OK else "red" if name == Outcome.FAILED else "magenta"
         text.append(f"{name}={count} ", style=style)
     return text
 

@@ -7,11 +7,11 @@ in `skyfill.errors`, since every layer raises them).
 
 from __future__ import annotations
 
-from skyfill.errors import TerminalError
+from skyfill.errors import Outcome, TerminalError
 
 
 class PrivateNetworkRefused(TerminalError):
     """An endpoint resolves to a loopback/private/link-local address and that is not allowed."""
 
     error_class = "private_network"
-    outcome = "failed"
+    outcome = Outcome.FAILED

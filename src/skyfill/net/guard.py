@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import ipaddress
 import socket
-from typing import Any
 
-from aiohttp.abc import AbstractResolver
+from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import DefaultResolver
 
 from skyfill.net.exceptions import PrivateNetworkRefused
@@ -57,7 +56,7 @@ class GuardedResolver(AbstractResolver):
 
     async def resolve(
         self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ) -> list[dict[str, Any]]:
+    ) -> list[ResolveResult]:
         check_host(host, self._allow_private)
         answers = await self._inner.resolve(host, port, family)
         if self._allow_private:

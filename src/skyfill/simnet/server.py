@@ -102,7 +102,7 @@ class SimServers:
         site = web.TCPSite(runner, self._bind, 0)
         await site.start()
         self._runners.append(runner)
-        port = site._server.sockets[0].getsockname()[1]
+        port = runner.addresses[0][1]  # (host, port, ...) of the site's one socket
         return f"http://localhost:{port}"
 
     # -- PLC ---------------------------------------------------------------------------
@@ -157,7 +157,7 @@ class SimServers:
         app.router.add_get("/xrpc/com.atproto.sync.getLatestCommit", self._get_latest_commit)
         app.router.add_post("/_simnet/edit", self._edit)
         app.router.add_get("/_simnet/truth", self._truth)
-        app.router.add_get("/xrpc/_health", lambda _: web.json_response({"version": "simnet"}))
+        app.router.add_get("/xrpc/_health", self._health)
         app.router.add_get("/_simnet/requests", self._request_counts)
         app.router.add_get("/_simnet/stats", self._stats)
         app.router.add_get("/_simnet/arrivals", self._arrivals)
@@ -259,6 +259,9 @@ class SimServers:
             return web.json_response(apply_edit(self.network, edit))
         except EditError as exc:
             return _xrpc_error(400, "InvalidRequest", str(exc))
+
+    async def _health(self, request: web.Request) -> web.Response:
+        return web.json_response({"version": "simnet"})
 
     async def _truth(self, request: web.Request) -> web.Response:
         """The ground truth as it is now (the truth file is as it was at the start)."""

@@ -14,11 +14,19 @@ from typing import Any, Protocol
 
 import pyarrow as pa
 
-REFRESHED_STATUSES = ("ok",)
+from skyfill.errors import Outcome
+
+REFRESHED_STATUSES = (Outcome.OK,)
 """The repo was fetched: its rows become exactly the job's rows (within the scope)."""
-GONE_STATUSES = ("not_found", "deleted", "deactivated", "takendown", "suspended")
+GONE_STATUSES = (
+    Outcome.NOT_FOUND,
+    Outcome.DELETED,
+    Outcome.DEACTIVATED,
+    Outcome.TAKENDOWN,
+    Outcome.SUSPENDED,
+)
 """The account serves no repo any more: its rows (within the scope) are deleted."""
-KEPT_STATUSES = ("failed", "invalid_repo")
+KEPT_STATUSES = (Outcome.FAILED, Outcome.INVALID_REPO)
 """Nothing trustworthy was read: earlier rows stay, and so do the repo's rev, commit_cid,
 record_count and car_bytes that describe them; only status, error, attempts, fetched_at
 (and a newly learnt handle or pds) change."""

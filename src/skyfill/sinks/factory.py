@@ -7,8 +7,9 @@
 
 A password in a PostgreSQL URL (`user:secret@`, or `?password=`) is used but never stored
 or shown: `split_password` takes it out before the URL goes into the job's config, its
-manifests or any message. A resumed job authenticates as libpq does without one
-(PGPASSWORD, ~/.pgpass / PGPASSFILE, a trust or peer rule).
+manifests or any message (a URL refused before that is shown through `redact_url`). A
+resumed job authenticates as libpq does without one (PGPASSWORD, ~/.pgpass / PGPASSFILE,
+a trust or peer rule).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsp
 
 from skyfill.sinks.base import LoadScope, Sink
 from skyfill.sinks.exceptions import SinkUrlError
+from skyfill.urls import redact_url
 
 PARQUET = "parquet"
 POSTGRES_SCHEMES = ("postgresql", "postgres")
@@ -47,7 +49,7 @@ def parse_sink_url(text: str | None) -> SinkUrl:
     if scheme == SQLITE_SCHEME:
         return _sqlite_url(value)
     raise SinkUrlError(
-        f"sink: {redact(value)!r} is not a sink (want parquet, sqlite:///path.db or "
+        f"sink: {redact_url(value)!r} is not a sink (want parquet, sqlite:///path.db or "
         "postgresql://user@host:port/db)"
     )
 
@@ -56,20 +58,6 @@ def split_password(text: str | None) -> tuple[str, str | None]:
     """The URL to store (absolute sqlite path, no password) and the password, if any."""
     parsed = parse_sink_url(text)
     return parsed.url, parsed.password
-
-
-def redact(url: str) -> str:
-    """`url` with any password replaced by `***` (for messages about a URL not yet parsed)."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return url.split("@")[-1] if "@" in url else url
-    userinfo, at, hosts = parts.netloc.rpartition("@")
-    if at and ":" in userinfo:
-        userinfo = userinfo.partition(":")[0] + ":***"
-    query = [(k, "***" if k == "password" else v) for k, v in parse_qsl(parts.query, True)]
-    netloc = f"{userinfo}@{hosts}" if at else hosts
-    return urlunsplit(parts._replace(netloc=netloc, query=urlencode(query, safe="*")))
 
 
 def open_sink(
@@ -105,10 +93,10 @@ def _postgres_url(value: str) -> SinkUrl:
         parts = urlsplit(value)
         options = conninfo_to_dict(value)
     except (ValueError, ProgrammingError) as exc:
-        raise SinkUrlError(f"sink: {redact(value)!r}: {exc}") from None
+        raise SinkUrlError(f"sink: {redact_url(value)!r}: {exc}") from None
     if not options.get("dbname") or options["dbname"] == "/":
         raise SinkUrlError(
-            f"sink: {redact(value)!r} names no database (want postgresql://user@host:port/db)"
+            f"sink: {redact_url(value)!r} names no database (want postgresql://user@host:port/db)"
         )
     userinfo, at, hosts = parts.netloc.rpartition("@")
     user = userinfo.partition(":")[0]

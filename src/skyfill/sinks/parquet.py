@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from skyfill.failpoints import failpoint
+from skyfill.storage import arrow_compute as pc
 from skyfill.storage import columnar, replica
 from skyfill.storage.atomic import fsync_dir, sha256_file
 

@@ -12,11 +12,10 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, LiteralString
 
 import psycopg
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 from psycopg.conninfo import conninfo_to_dict
 
@@ -39,6 +38,7 @@ from skyfill.sinks.sql import (
     load_counts,
     scope_predicate,
 )
+from skyfill.storage import arrow_compute as pc
 from skyfill.storage.prefetch import ahead
 
 CONNECT_TIMEOUT = 10
@@ -220,7 +220,7 @@ class PostgresSink:
             }
         }
 
-    def _upsert_records(self) -> str:
+    def _upsert_records(self) -> LiteralString:
         columns = ", ".join(RECORD_COLUMNS)
         updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in (*RECORD_VALUES, "job_id"))
         return f"""
@@ -233,7 +233,7 @@ class PostgresSink:
         scope, params = scope_predicate(
             self._scope, "r.collection", lambda column, p: f"starts_with({column}, {p})", "%s"
         )
-        unseen = ""
+        unseen: LiteralString = ""
         if self._scope.complete:
             unseen = f"""OR (s.status = 'ok' AND NOT EXISTS (
                 SELECT 1 FROM {STAGE_RECORDS} t
@@ -246,10 +246,11 @@ class PostgresSink:
         return cur.rowcount
 
 
-def _upsert_repos(kept: bool) -> str:
+def _upsert_repos(kept: bool) -> LiteralString:
     """Repos rows of `failed`/`invalid_repo` DIDs (kept=True: only the outcome changes) or
     of every other DID (the whole row)."""
     columns = ", ".join(REPO_COLUMNS)
+    values: dict[LiteralString, LiteralString]
     if kept:
         values = {c: f"EXCLUDED.{c}" for c in REPO_OUTCOME}
         values |= {c: f"COALESCE(EXCLUDED.{c}, p.{c})" for c in REPO_LEARNT}
@@ -267,7 +268,7 @@ def _upsert_repos(kept: bool) -> str:
         RETURNING (xmax = 0) AS inserted"""
 
 
-def _counted(cur: psycopg.Cursor, upsert: str) -> tuple[int, int]:
+def _counted(cur: psycopg.Cursor, upsert: LiteralString) -> tuple[int, int]:
     """Run an upsert that returns `inserted` per changed row: (inserted, updated)."""
     cur.execute(
         f"""WITH changed AS ({upsert})
@@ -280,7 +281,10 @@ def _counted(cur: psycopg.Cursor, upsert: str) -> tuple[int, int]:
 
 
 def _copy(
-    cur: psycopg.Cursor, table: str, columns: tuple[str, ...], reader: pa.RecordBatchReader
+    cur: psycopg.Cursor,
+    table: LiteralString,
+    columns: tuple[LiteralString, ...],
+    reader: pa.RecordBatchReader,
 ) -> int:
     """Stream the reader's batches into `table` with COPY (CSV); return the rows sent.
 

@@ -8,6 +8,10 @@ Both SQL sinks load a job the same way, in one transaction:
      rows (within the scope) that the job did not see, for a gone account all its rows
      (within the scope);
   4. repos rows are upserted; for `failed` / `invalid_repo` only the outcome columns.
+
+The SQL text is typed `LiteralString`: it is made of this code's constants only (table and
+column names, status lists, placeholders), every value goes as a parameter, and the type
+checker holds psycopg's `execute` to that.
 """
 
 from __future__ import annotations
@@ -15,7 +19,9 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import LiteralString, cast
 
+from skyfill.errors import Outcome
 from skyfill.sinks.base import GONE_STATUSES, KEPT_STATUSES, LoadScope
 
 RECORD_COLUMNS = (
@@ -55,9 +61,10 @@ STAGE_RECORDS = "skyfill_stage_records"
 STAGE_REPOS = "skyfill_stage_repos"
 
 
-def quoted_list(values: tuple[str, ...]) -> str:
-    """`('a', 'b')` as SQL literals (for the fixed status names only)."""
-    return ", ".join(f"'{v}'" for v in values)
+def quoted_list(values: tuple[Outcome, ...]) -> LiteralString:
+    """`('a', 'b')` as SQL literals (for the fixed status names only: Outcome's values are
+    constants of this code, which the checker cannot see through the enum, hence the cast)."""
+    return cast(LiteralString, ", ".join(f"'{v}'" for v in values))
 
 
 GONE_SQL = quoted_list(GONE_STATUSES)
@@ -65,13 +72,17 @@ KEPT_SQL = quoted_list(KEPT_STATUSES)
 
 
 def scope_predicate(
-    scope: LoadScope, column: str, prefix_match: Callable[[str, str], str], param: str
-) -> tuple[str, list[str]]:
+    scope: LoadScope,
+    column: LiteralString,
+    prefix_match: Callable[[LiteralString, LiteralString], LiteralString],
+    param: LiteralString,
+) -> tuple[LiteralString, list[str]]:
     """SQL that is true for rows of `column` inside the scope's collections, and its
     parameters. `prefix_match(column, param)` renders "column starts with a parameter"."""
     if scope.collections is None:
         return "TRUE", []
-    terms, params = [], []
+    terms: list[LiteralString] = []
+    params: list[str] = []
     for nsid in scope.exact:
         terms.append(f"{column} = {param}")
         params.append(nsid)
@@ -81,7 +92,9 @@ def scope_predicate(
     return "(" + " OR ".join(terms) + ")", params
 
 
-def changed(table: str, columns: tuple[str, ...], excluded: str = "EXCLUDED") -> str:
+def changed(
+    table: LiteralString, columns: tuple[LiteralString, ...], excluded: LiteralString = "EXCLUDED"
+) -> LiteralString:
     """`(t.a, t.b) IS DISTINCT FROM (EXCLUDED.a, EXCLUDED.b)` (PostgreSQL spelling)."""
     mine = ", ".join(f"{table}.{c}" for c in columns)
     theirs = ", ".join(f"{excluded}.{c}" for c in columns)

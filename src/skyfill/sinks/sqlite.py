@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from skyfill.failpoints import failpoint
 from skyfill.sinks.base import LoadScope
@@ -39,6 +38,7 @@ from skyfill.sinks.sql import (
     load_counts,
     scope_predicate,
 )
+from skyfill.storage import arrow_compute as pc
 
 BUSY_TIMEOUT_MS = 60_000
 ISO_FORMAT = "%Y-%m-%dT%H:%M:%SZ"

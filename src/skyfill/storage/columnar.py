@@ -24,13 +24,20 @@ def dictionary_field(name: str, type_: pa.DataType, nullable: bool = True) -> pa
 
 
 def dictionary_columns(schema: pa.Schema) -> list[str] | bool:
+    """Parquet's `use_dictionary`: the marked columns, or True (all) when none is marked.
+
+    pyarrow documents that argument as "bool or list" but leaves it unannotated, so a type
+    checker infers `bool` from its default; the two calls below ignore that one report."""
     marked = [f.name for f in schema if (f.metadata or {}).get(b"skyfill.dictionary") == b"true"]
     return marked or True
 
 
 def writer(path: Path, schema: pa.Schema) -> pq.ParquetWriter:
     return pq.ParquetWriter(
-        path, schema, compression=COMPRESSION, use_dictionary=dictionary_columns(schema)
+        path,
+        schema,
+        compression=COMPRESSION,
+        use_dictionary=dictionary_columns(schema),  # pyright: ignore[reportArgumentType]
     )
 
 
@@ -40,5 +47,5 @@ def write_table(table: pa.Table, path: Path, row_group_size: int) -> None:
         path,
         compression=COMPRESSION,
         row_group_size=row_group_size,
-        use_dictionary=dictionary_columns(table.schema),
+        use_dictionary=dictionary_columns(table.schema),  # pyright: ignore[reportArgumentType]
     )

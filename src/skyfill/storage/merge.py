@@ -29,9 +29,9 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from skyfill.storage import arrow_compute as pc
 from skyfill.storage.prefetch import ahead
 
 PREFETCH_BATCHES = 2

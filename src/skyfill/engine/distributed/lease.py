@@ -1,9 +1,13 @@
-"""Leases in Redis: at most one holder of a named role at a time, renewed while it works.
+"""The lease seam: at most one holder of a named role at a time, renewed while it works.
 
-A lease is a key holding its owner's id with a time to live. Whoever sets it first holds
-it; the holder renews it in the background; a holder that dies stops renewing, the key
-expires and another node takes over. Renewal and release check the owner in a Lua script,
-so a node never extends or drops a lease that has meanwhile passed to another.
+Worker nodes decide who plans the next phase, who discovers and who aggregates with
+leases. A lease has an owner and a time to live: whoever acquires it first holds it; the
+holder renews it in the background (`held`); a holder that dies stops renewing, the lease
+expires and another node takes over. Renewal and release act only for the owner, so a
+node never extends or drops a lease that has meanwhile passed to another.
+
+Implementations: `redis_lease` (a key with a TTL) and `memory_lease` (one process, an
+injectable clock, for tests).
 """
 
 from __future__ import annotations
@@ -11,63 +15,56 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-
-import redis
-
-_RENEW = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
-end
-return 0
-"""
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
-end
-return 0
-"""
+from typing import Protocol
 
 
 class LeaseLost(RuntimeError):
     """The lease expired before its holder renewed it (another node may hold it now)."""
 
 
-class RedisLease:
-    def __init__(self, client: redis.Redis, key: str, owner: str, ttl: float = 30.0) -> None:
-        self._r = client
-        self.key = key
-        self.owner = owner
-        self.ttl_ms = int(ttl * 1000)
-        self._renew = client.register_script(_RENEW)
-        self._release = client.register_script(_RELEASE)
+class Lease(Protocol):
+    owner: str
+    ttl: float
+    """Seconds the lease lasts after its last acquisition or renewal."""
 
     def try_acquire(self) -> bool:
-        return bool(self._r.set(self.key, self.owner, nx=True, px=self.ttl_ms))
+        """Take the lease if nobody holds it; True if this owner holds it now."""
+        ...
 
     def renew(self) -> bool:
-        return bool(self._renew(keys=[self.key], args=[self.owner, self.ttl_ms]))
+        """Restart the time to live if this owner still holds the lease."""
+        ...
 
     def release(self) -> None:
-        self._release(keys=[self.key], args=[self.owner])
+        """Drop the lease if this owner holds it (else do nothing)."""
+        ...
 
-    @contextlib.asynccontextmanager
-    async def held(self) -> AsyncIterator[bool]:
-        """Yield whether the lease was acquired; while held, renew it every third of its
-        time to live, and release it at the end."""
-        if not self.try_acquire():
-            yield False
-            return
-        keeper = asyncio.ensure_future(self._keep())
-        try:
-            yield True
-        finally:
-            keeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await keeper
-            self.release()
 
-    async def _keep(self) -> None:
-        while True:
-            await asyncio.sleep(self.ttl_ms / 3000)
-            if not await asyncio.to_thread(self.renew):
-                raise LeaseLost(self.key)
+class Leases(Protocol):
+    def __call__(self, name: str, owner: str, ttl: float) -> Lease:
+        """The lease on the role `name` of the job, as seen by `owner`."""
+        ...
+
+
+@contextlib.asynccontextmanager
+async def held(lease: Lease) -> AsyncIterator[bool]:
+    """Yield whether the lease was acquired; while held, renew it every third of its time
+    to live, and release it at the end."""
+    if not lease.try_acquire():
+        yield False
+        return
+    keeper = asyncio.ensure_future(_keep(lease))
+    try:
+        yield True
+    finally:
+        keeper.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await keeper
+        lease.release()
+
+
+async def _keep(lease: Lease) -> None:
+    while True:
+        await asyncio.sleep(lease.ttl / 3)
+        if not await asyncio.to_thread(lease.renew):
+            raise LeaseLost(lease.owner)

@@ -1,6 +1,8 @@
 """A worker node: serves one job from the shared queue until the job ends.
 
-Any number of nodes, on any machines, run this loop against the same Redis:
+Any number of nodes, on any machines, run this loop against the same shared state (Redis:
+`cli/session.py` wires the Redis queue, leases and budget; the in-memory ones serve
+nodes sharing a job inside one process):
 
 - claim a task (first one another node died holding, else a new one), run it exactly as
   the local runner does (per-item checkpoints, segments, `.done`), acknowledge it;
@@ -32,13 +34,11 @@ from skyfill.engine.discovery import (
     discovery_pending,
     run_discovery,
 )
-from skyfill.engine.distributed.lease import RedisLease
-from skyfill.engine.distributed.queue import Claim
-from skyfill.engine.distributed.redis_queue import RedisTaskQueue
+from skyfill.engine.distributed.lease import Lease, Leases, held
+from skyfill.engine.distributed.queue import Claim, TaskQueue
 from skyfill.engine.model import PHASE_AGGREGATE, JobStatus, Role, TaskStatus
 from skyfill.engine.runner import STOPPING, JobError, JobRunner
-from skyfill.engine.state.base import JobRecord, TaskTakenOver
-from skyfill.engine.state.redis import CLAIM, RedisStateStore
+from skyfill.engine.state.base import CLAIM, JobRecord, NodeStore, TaskTakenOver
 from skyfill.engine.worker import WorkerContext
 
 ACTIVE = (JobStatus.RUNNING, JobStatus.AGGREGATING)
@@ -60,11 +60,30 @@ class NodeSettings:
 
 
 class WorkerNode:
-    def __init__(self, runner: JobRunner, store: RedisStateStore, settings: NodeSettings) -> None:
+    """One node of a job: its queue, leases and rate budget are shared with the other
+    nodes (Redis ones across machines, in-memory ones within a process).
+
+    `budget` is the job type's request budget shared by every node (a
+    `ratelimit.shared.SharedBudget`: the engine, which knows no rate limits, passes it on
+    untyped), handed to a handler that has a `shared_budget`."""
+
+    def __init__(
+        self,
+        runner: JobRunner,
+        store: NodeStore,
+        settings: NodeSettings,
+        *,
+        queue: TaskQueue,
+        leases: Leases,
+        budget: object | None = None,
+    ) -> None:
         self.runner = runner
         self.store = store
         self.settings = settings
-        self.queue = RedisTaskQueue(store.client, store.keys)
+        self.queue = queue
+        self.leases = leases
+        if budget is not None and hasattr(runner.handler, "shared_budget"):
+            setattr(runner.handler, "shared_budget", budget)  # noqa: B010 (not on Handler)
         self.running: dict[asyncio.Task, Claim] = {}
         self.tasks_done = 0
         self._phase_checked = 0.0
@@ -75,10 +94,8 @@ class WorkerNode:
     def worker_id(self) -> str:
         return self.settings.worker_id
 
-    def _lease(self, name: str) -> RedisLease:
-        return RedisLease(
-            self.store.client, self.store.keys.lock(name), self.worker_id, self.settings.lease_ttl
-        )
+    def _lease(self, name: str) -> Lease:
+        return self.leases(name, self.worker_id, self.settings.lease_ttl)
 
     async def serve(self) -> JobRecord:
         """Work on the job until it completes, fails or is stopped; return it as it ended."""
@@ -108,7 +125,7 @@ class WorkerNode:
     def _job(self) -> JobRecord:
         job = self.store.job()
         if job is None:
-            raise JobError(f"job {self.store.keys.job_id} does not exist in this Redis")
+            raise JobError(f"job {self.runner.layout.job_id} does not exist in {self.store!r}")
         return job
 
     async def _loop(self) -> None:
@@ -175,11 +192,12 @@ class WorkerNode:
         handler = self.runner.handler
         if not discovery_pending(handler, self.store, self._job().phase):
             return
+        assert isinstance(handler, Discoverer)  # discovery_pending found it one
         await self._open_handler()
         self._discovery = asyncio.ensure_future(self._discover(handler))
 
     async def _discover(self, handler: Discoverer) -> None:
-        async with self._lease("discovery").held() as mine:
+        async with held(self._lease("discovery")) as mine:
             if not mine:
                 await asyncio.sleep(self.settings.phase_check_seconds)
                 return
@@ -231,7 +249,7 @@ class WorkerNode:
         phase = self._job().phase
         if phase == PHASE_AGGREGATE or self._phase_unfinished(phase):
             return
-        async with self._lease(f"advance:{phase}").held() as mine:
+        async with held(self._lease(f"advance:{phase}")) as mine:
             if not mine or self._job().phase != phase or self._phase_unfinished(phase):
                 return  # another node advanced it, or is doing so
             await self.runner.plan_next_phase(phase)
@@ -242,7 +260,7 @@ class WorkerNode:
         return any(t.status is not TaskStatus.DONE for t in self.store.tasks(phase))
 
     async def _aggregate(self) -> None:
-        async with self._lease("aggregate").held() as mine:
+        async with held(self._lease("aggregate")) as mine:
             if not mine:
                 await asyncio.sleep(self.settings.poll_seconds)
                 return

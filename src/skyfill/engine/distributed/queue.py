@@ -1,9 +1,18 @@
-"""The work-queue seam: how worker nodes claim, keep and acknowledge tasks."""
+"""The work-queue seam: how worker nodes claim, keep and acknowledge tasks.
+
+Implementations: `redis_queue` (a stream with a consumer group, shared by machines) and
+`memory_queue` (one process, an injectable clock, for tests). Fencing a run whose claim
+was replaced is the state store's (`claim_task`): it must be checked in the same
+transaction as the run's commits, which only the store can do.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Protocol
+
+from skyfill.engine.model import Role, TaskStatus
+from skyfill.engine.state.base import StateStore
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +42,19 @@ class TaskQueue(Protocol):
         """The task is finished: remove it from the queue."""
         ...
 
-    def depth(self) -> dict[str, int]:
-        """`waiting` (never claimed) and `claimed` (claimed, not acknowledged) tasks."""
+    def requeue(self, task_ids: list[str]) -> None:
+        """Drop every queued and claimed task and queue `task_ids` afresh (a resume)."""
         ...
+
+
+def unfinished_worker_tasks(store: StateStore) -> list[str]:
+    """The worker tasks of the job's current phase that are not done (what a queue of
+    the job should hold, claimed or not)."""
+    job = store.job()
+    if job is None:
+        return []
+    return [
+        t.task_id
+        for t in store.tasks(job.phase)
+        if t.role is Role.WORKER and t.status is not TaskStatus.DONE
+    ]

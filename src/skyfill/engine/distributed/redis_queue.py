@@ -11,7 +11,10 @@ min-idle 0, JUSTID) several times per timeout, so long tasks are never taken fro
 
 from __future__ import annotations
 
+from typing import cast
+
 import redis
+from redis.typing import StreamIdT
 
 from skyfill.engine.distributed.queue import Claim
 from skyfill.engine.state.redis_keys import QUEUE_GROUP, RedisKeys
@@ -42,7 +45,8 @@ class RedisTaskQueue:
                 raise
             self._group_ready = False  # the stream was replaced (requeue): make it again
             return None
-        for _stream, entries in got or []:
+        # RESP2, the protocol skyfill's clients speak: [[stream, [(id, fields), ...]], ...]
+        for _stream, entries in cast(list[tuple[str, list[tuple[str, dict]]]], got or []):
             for message_id, fields in entries:
                 return Claim(_s(fields[_key(fields)]), _s(message_id))
         return None
@@ -63,7 +67,7 @@ class RedisTaskQueue:
                 pending = self._r.xpending_range(
                     self._stream, QUEUE_GROUP, message_id, message_id, 1
                 )
-                deliveries = pending[0]["times_delivered"] if pending else 1
+                deliveries = int(pending[0]["times_delivered"]) if pending else 1
                 return Claim(_s(fields[_key(fields)]), _s(message_id), deliveries)
         return None
 
@@ -78,7 +82,7 @@ class RedisTaskQueue:
                 self._stream, QUEUE_GROUP, "-", "+", len(claims) + 100, consumername=consumer
             )
         }
-        ids = [c.message_id for c in claims if c.message_id in mine]
+        ids: list[StreamIdT] = [c.message_id for c in claims if c.message_id in mine]
         if ids:
             self._r.xclaim(self._stream, QUEUE_GROUP, consumer, 0, ids, justid=True)
 
@@ -88,19 +92,19 @@ class RedisTaskQueue:
         pipe.xdel(self._stream, claim.message_id)
         pipe.execute()
 
-    def depth(self) -> dict[str, int]:
-        self._ensure_group()
-        groups = {_s(g["name"]): g for g in self._r.xinfo_groups(self._stream)}
-        group = groups.get(QUEUE_GROUP)
-        if group is None:
-            return {"waiting": 0, "claimed": 0}
-        lag = group.get("lag")
-        return {"waiting": int(lag or 0), "claimed": int(group["pending"])}
+    def requeue(self, task_ids: list[str]) -> None:
+        pipe = self._r.pipeline(transaction=True)
+        pipe.delete(self._stream)
+        for task_id in task_ids:
+            pipe.xadd(self._stream, {"task_id": task_id})
+        pipe.xgroup_create(self._stream, QUEUE_GROUP, id="0", mkstream=True)
+        pipe.execute()
+        self._group_ready = True
 
 
 def _key(fields: dict) -> str | bytes:
     return "task_id" if "task_id" in fields else b"task_id"
 
 
-def _s(value: str | bytes) -> str:
-    return value.decode() if isinstance(value, bytes) else value
+def _s(value: str | bytes | int) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

@@ -25,4 +25,4 @@ def schema(kind: str) -> dict[str, Any]:
 def _text(kind: str) -> str:
     if kind not in KINDS:
         raise ValueError(f"no schema for manifest kind {kind!r} (known: {', '.join(KINDS)})")
-    return resources.files(__package__).joinpath(f"{kind}.schema.json").read_text("utf-8")
+    return resources.files(__name__).joinpath(f"{kind}.schema.json").read_text("utf-8")

@@ -9,11 +9,15 @@ them) are committed in one transaction too.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from skyfill.engine.model import Batch, ItemResult, JobStatus, Task, TaskStatus
 from skyfill.storage.spool import Segment
+
+CLAIM: ContextVar[str | None] = ContextVar("skyfill_claim", default=None)
+"""The claim token of the task run in this context (worker nodes; see `claim_task`)."""
 
 
 class TaskTakenOver(RuntimeError):
@@ -105,7 +109,16 @@ class StateStore(Protocol):
         """Items of the batch that have no committed outcome yet."""
         ...
 
+    def task(self, task_id: str) -> Task | None: ...
+
     def start_task(self, task_id: str) -> None: ...
+
+    def claim_task(self, task_id: str, claim: str) -> None:
+        """Record `claim` (a token unique to one run of the task) as the task's owner. A
+        run whose context carries another token (`CLAIM`) can commit nothing more to the
+        task: its `commit_items` and `finish_task` raise TaskTakenOver. This fencing is
+        the store's, checked inside the commit's own transaction."""
+        ...
 
     def commit_items(
         self, task_id: str, results: list[ItemResult], rows: list[int], segment: Segment | None
@@ -148,3 +161,11 @@ class StateStore(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+class NodeStore(StateStore, Protocol):
+    """What a worker node needs of the store besides `StateStore`: say it is alive."""
+
+    def worker_heartbeat(self, worker_id: str, info: dict[str, Any]) -> None:
+        """Record the worker's state (`info`, JSON) and that it is alive now."""
+        ...

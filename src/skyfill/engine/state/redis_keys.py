@@ -32,6 +32,7 @@ Outside any job (`skyfill:` only):
     skyfill:jobs              hash    job id -> JSON {"workdir", "created_at"}: the jobs
                                       that `skyfill worker` can serve
     skyfill:ratelimit:<host>  zset    the shared sliding-window log of one host's requests
+                                      (written by ratelimit/redis_budget.py, which names it)
 """
 
 from __future__ import annotations
@@ -40,10 +41,6 @@ from dataclasses import dataclass
 
 JOBS_KEY = "skyfill:jobs"
 QUEUE_GROUP = "workers"
-
-
-def ratelimit_key(host: str) -> str:
-    return f"skyfill:ratelimit:{host}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,62 @@
+"""The `pyarrow.compute` functions skyfill calls, under names a type checker can see.
+
+pyarrow makes most of `pyarrow.compute` when it is imported, one wrapper per kernel of
+Arrow's C++ function registry (`_make_global_functions`), and ships no type stubs: a static
+checker finds no `pc.not_equal` on the module. This module binds each kernel skyfill uses
+once, from the module's namespace, with its shape; modules import it as
+`from skyfill.storage import arrow_compute as pc` and call `pc.not_equal(...)` as before
+(the same function objects). Functions pyarrow writes in Python (`fill_null`) are
+re-exported as they are. pyarrow's array types are opaque to the checker either way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import pyarrow.compute as _pc
+
+Datum = Any
+"""A pyarrow Array, ChunkedArray, Scalar, RecordBatch or Table (no stubs: not checkable)."""
+
+_kernels: Mapping[str, Any] = vars(_pc)
+
+# Element-wise, two inputs (arrays, chunked arrays or scalars) of one length.
+and_: Callable[[Datum, Datum], Datum] = _kernels["and_"]
+and_not: Callable[[Datum, Datum], Datum] = _kernels["and_not"]
+or_: Callable[[Datum, Datum], Datum] = _kernels["or_"]
+equal: Callable[[Datum, Datum], Datum] = _kernels["equal"]
+not_equal: Callable[[Datum, Datum], Datum] = _kernels["not_equal"]
+
+# One input.
+all: Callable[[Datum], Datum] = _kernels["all"]  # pyarrow's name (shadows the builtin here)
+is_null: Callable[[Datum], Datum] = _kernels["is_null"]
+unique: Callable[[Datum], Datum] = _kernels["unique"]
+value_counts: Callable[[Datum], Datum] = _kernels["value_counts"]
+
+# With options: `is_in(values, value_set=...)`, `replace_substring(strings, pattern,
+# replacement)`, `sort_indices(table, sort_keys=...)`, `strftime(timestamps, format)`.
+is_in: Callable[..., Datum] = _kernels["is_in"]
+replace_substring: Callable[..., Datum] = _kernels["replace_substring"]
+sort_indices: Callable[..., Datum] = _kernels["sort_indices"]
+strftime: Callable[..., Datum] = _kernels["strftime"]
+
+fill_null = _pc.fill_null
+
+__all__ = [
+    "Datum",
+    "all",
+    "and_",
+    "and_not",
+    "equal",
+    "fill_null",
+    "is_in",
+    "is_null",
+    "not_equal",
+    "or_",
+    "replace_substring",
+    "sort_indices",
+    "strftime",
+    "unique",
+    "value_counts",
+]
