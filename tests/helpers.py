@@ -12,9 +12,10 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
@@ -25,6 +26,7 @@ from skyfill.ratelimit.local import LimitSettings, LocalLimiter
 from skyfill.ratelimit.spec import parse_rate
 
 SKYFILL = [sys.executable, "-m", "skyfill"]
+T = TypeVar("T")
 
 
 def run_cli(
@@ -77,6 +79,27 @@ def assert_one_line_error(
     assert lines and lines[-1].startswith(("skyfill: error:", "Error:")), result.stderr
     for needle in needles:
         assert needle in result.stderr
+
+
+def wait_until(
+    condition: Callable[[], T], timeout: float = 60, what: str = "", every: float = 0.05
+) -> T:
+    """Poll `condition` until it returns something truthy (returned); fails the test after
+    `timeout` seconds. For a state another process reaches, instead of a fixed sleep."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if value := condition():
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what or condition}")
+        time.sleep(every)
+
+
+def wall_clock_after(stamp: float) -> float:
+    """The wall clock once it reads strictly later than `stamp` (a time a store wrote):
+    what a test needs before checking that the next write is stamped later, instead of a
+    sleep of a guessed length."""
+    return wait_until(lambda: (now := time.time()) > stamp and now, timeout=5, every=0.001)
 
 
 def free_port() -> int:

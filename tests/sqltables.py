@@ -39,6 +39,23 @@ def rows(url: str, table: str, password: str | None = None) -> list[dict[str, An
         return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
 
 
+def table_exists(url: str, table: str, password: str | None = None) -> bool:
+    """Whether `table` exists, as the database's catalogue says (any error is raised: a
+    database that cannot be read is not one without the table)."""
+    parsed = parse_sink_url(url)
+    if parsed.kind == "sqlite":
+        assert parsed.path is not None
+        if not parsed.path.exists():
+            return False  # connecting would create it
+        with closing(sqlite3.connect(parsed.path)) as conn:
+            query = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?"
+            return conn.execute(query, (table,)).fetchone() is not None
+    with psycopg.connect(url, password=password) as conn, conn.cursor() as cur:
+        cur.execute("SELECT to_regclass(%s) IS NOT NULL", (table,))
+        found = cur.fetchone()
+        return bool(found and found[0])
+
+
 def records_by_did(url: str) -> dict[str, set[tuple[str, str]]]:
     """{did: {(collection/rkey, cid)}}, as tests.helpers.records_by_did for Parquet."""
     out: dict[str, set[tuple[str, str]]] = {}

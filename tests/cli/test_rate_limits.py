@@ -1,4 +1,9 @@
-"""Rate limits through the CLI, against simulated hosts that enforce their own limits."""
+"""Rate limits through the CLI, against simulated hosts that enforce their own limits.
+
+These assert what the servers counted (requests per window, 429s), not how long things took:
+the limiter's timing is exact, in virtual time, in tests/ratelimit/. Where an order in time
+is the point (a slow host does not hold up the others), the margin is seconds of the
+server's own enforced pace, not of this machine's speed."""
 
 from __future__ import annotations
 
@@ -50,8 +55,9 @@ def test_a_strict_server_limit_is_learned_and_never_exceeded(tmp_path: Path) -> 
         stats = _server_stats(net)[0]
     assert result.returncode == 0, result.stderr
     assert {r["status"] for r in repos(tmp_path, "job").values()} == {"ok"}
-    assert stats["served"] == 120 and stats["limited"] <= 1  # at most the very first burst
-    assert stats["max_in_window"] == 40  # the allowance was used in full
+    # Never over the limit: the server refused at most the very first burst. (Whether each
+    # window's allowance is used in full is this machine's speed; see tests/ratelimit.)
+    assert stats["served"] == 120 and stats["limited"] <= 1
     status = json.loads(run_cli("status", "job", "--workdir", str(tmp_path), "--json").stdout)
     host = status["hosts"][_host_of(net.ready["pds"][0])]
     assert host["server_limit"] == 40 and host["rate_limited"] == stats["limited"]
@@ -79,13 +85,16 @@ def test_a_throttled_host_does_not_hold_up_the_others(tmp_path: Path) -> None:
     with network(tmp_path, accounts=100, hosts=5, mean_records=5, throttle="0=2/1s") as net:
         result = _run(net, tmp_path, "--batch-size", "10")
         throttled = net.ready["pds"][0]
+        stats = _server_stats(net)[0]
     assert result.returncode == 0, result.stderr
+    assert stats["served"] == 20 and stats["limited"] <= 1
     rows = repos(tmp_path, "job").values()
     slow = sorted(r["fetched_at"] for r in rows if r["pds"] == throttled)
     fast = sorted(r["fetched_at"] for r in rows if r["pds"] != throttled)
     assert len(slow) == 20 and len(fast) == 80
-    # Every DID of the four free hosts is done before the throttled host's last five are.
-    assert fast[-1] < slow[-5]
+    # The server let the throttled host's 20 through at 2 a second: its last one came at
+    # least 9 s in. Every DID of the four free hosts is done before it.
+    assert fast[-1] < slow[-1]
 
 
 def test_a_repo_too_big_for_max_memory_is_refused_and_the_rest_completes(tmp_path: Path) -> None:

@@ -25,6 +25,7 @@ from tests.helpers import (
     run_job,
     start_simnet,
     truth_records,
+    wait_until,
 )
 
 TIMEOUT = 120
@@ -91,15 +92,6 @@ def wait_all(workers: list, timeout: float = TIMEOUT) -> list[str]:
     return errors
 
 
-def wait_until(condition, timeout: float = 60, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.05)
-    pytest.fail(f"timed out waiting for {what}")
-
-
 def comparable(rows: list[dict]) -> list[tuple]:
     return [tuple(v for k, v in sorted(r.items()) if k != "job_id") for r in rows]
 
@@ -164,6 +156,9 @@ def test_redis_restart_with_aof_mid_job(
     wait_until(lambda: store.status_counts().get("ok", 0) >= 15, what="15 DIDs done")
     store.close()
     redis_server.kill()
+    # An outage, not a wait for something: 2 s is two of a worker's heartbeats (every 1 s
+    # at --visibility-timeout 3), so each of them meets it; nothing below depends on how
+    # long it really lasted.
     time.sleep(2)
     redis_server.start()  # same port, same data directory: the AOF is replayed
     errors = wait_all(workers)
@@ -195,16 +190,22 @@ def test_workers_share_one_host_budget(
         "--hosts",
         f"{pds}={rate}/1s",
     )
-    started = time.time()
+    arrivals = _json(network.ready["pds"][0] + "/_simnet/arrivals").get("0", [])
+    before = len(arrivals)  # the package's network served other tests' jobs too
     wait_all(start_workers(redis_server, "budget", 4))
     arrivals = _json(network.ready["pds"][0] + "/_simnet/arrivals")["0"]
-    mine = sorted(t for t in arrivals if t >= started)
+    mine = sorted(arrivals[before:])
     assert len(mine) >= 40  # this job's getRepo requests to host 0
+    # The budget counts slots when Redis grants them; requests reach the host a little
+    # later, by however long this machine takes to send them. So the bounds are loose
+    # where a loaded machine could bunch arrivals, yet far from what four workers with a
+    # bucket each (4 x 6 = 24 a second) would do.
     busiest = max(sum(1 for u in mine if t <= u < t + 1.0) for t in mine)
-    block = 1  # lease block of a 6/1s budget
-    assert busiest <= rate + block, f"{busiest} requests to host 0 within one second"
+    assert busiest <= 2 * rate, f"{busiest} requests to host 0 within one second"
+    # A lower bound on time is safe on a loaded machine (it only takes longer): at 6 a
+    # second shared, the requests after the first two seconds' worth take a second per 6.
     span = mine[-1] - mine[0]
-    assert len(mine) / span > 0.6 * rate, "the shared budget should still be used"
+    assert span >= (len(mine) - 2 * rate) / rate, f"{len(mine)} requests in {span:.1f} s"
 
 
 def test_enqueue_adds_new_dids_only(

@@ -26,6 +26,7 @@ from skyfill.engine.state.base import JobRecord, Segment, StateStore
 from skyfill.engine.state.redis import IntegrityError, RedisStateStore
 from skyfill.engine.state.redis_keys import RedisKeys
 from skyfill.engine.state.sqlite import SqliteStateStore
+from tests.helpers import wall_clock_after
 
 INTEGRITY = (sqlite3.IntegrityError, IntegrityError)
 
@@ -152,7 +153,7 @@ def test_set_job_status(store: StateStore) -> None:
     _create(store)
     job = store.job()
     assert job is not None
-    time.sleep(0.01)
+    wall_clock_after(job.updated_at)
     store.set_job_status(JobStatus.AGGREGATING, "aggregate")
     changed = store.job()
     assert changed is not None
@@ -258,7 +259,7 @@ def test_start_finish_and_task_info(store: StateStore) -> None:
     store.start_task("task-0001")
     started = store.task_info("task-0001")["started_at"]
     assert isinstance(started, float)
-    time.sleep(0.01)
+    wall_clock_after(started)  # a second start would stamp a later time: it must not
     store.start_task("task-0001")
     info = store.task_info("task-0001")
     assert (info["status"], info["attempts"], info["started_at"]) == ("running", 2, started)
@@ -409,15 +410,13 @@ def test_completions_since(store: StateStore) -> None:
     _create(store)
     t0 = time.time()
     store.commit_items("task-0001", [_ok("a"), _failed("b", True)], [1, 0], None)
-    time.sleep(0.02)
-    t1 = time.time()
+    t1 = wall_clock_after(time.time())
     store.commit_items("task-0002", [_ok("d")], [1], None)
     assert store.completions_since(t0) == 3
     assert store.completions_since(t1) == 1
     assert store.completions_since(time.time() + 5) == 0
     # Recommitting moves the item's completion time forward (it is counted once).
-    time.sleep(0.02)
-    t2 = time.time()
+    t2 = wall_clock_after(time.time())
     store.commit_items("task-0001", [_ok("b")], [1], None)
     assert store.completions_since(t0) == 3
     assert store.completions_since(t2) == 1
@@ -432,7 +431,7 @@ def test_plan_phase_moves_items_as_pending(store: StateStore) -> None:
     t_plan = time.time()
     job = store.job()
     assert job is not None
-    time.sleep(0.01)
+    wall_clock_after(job.updated_at)
     store.plan_phase(
         "retry_1",
         [_batch("retry1-batch-0001", ["e", "a", "ghost"], "retry_1")],

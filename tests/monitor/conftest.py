@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import time
 import urllib.request
@@ -50,6 +51,21 @@ def start_job(net: Server, workdir: Path, job_id: str, *flags: str) -> subproces
     )
 
 
+def monitor_while_stopped(process: subprocess.Popen[str], workdir: Path) -> dict:
+    """`skyfill monitor --once --json` with the job held still (SIGSTOP, by its PID): the
+    frame is of a running job however long the command takes to start on a busy machine.
+    (A pause shorter than the job's HTTP timeouts: the job resumes as if nothing happened.)"""
+    process.send_signal(signal.SIGSTOP)
+    try:
+        result = run_cli(
+            "monitor", "watched", "--workdir", str(workdir), "--once", "--json", timeout=60
+        )
+    finally:
+        process.send_signal(signal.SIGCONT)
+    assert result.returncode == 0, result.stderr
+    return json_lines(result.stdout)[0]
+
+
 @pytest.fixture(scope="session")
 def watched(simnet: Server, tmp_path_factory: pytest.TempPathFactory) -> WatchedJob:
     workdir = tmp_path_factory.mktemp("watched")
@@ -70,11 +86,7 @@ def watched(simnet: Server, tmp_path_factory: pytest.TempPathFactory) -> Watched
             if text and "skyfill_job_info" in text:
                 scrapes.append(text)
                 if live_monitor is None and "skyfill_requests_total{" in text:
-                    result = run_cli(
-                        "monitor", "watched", "--workdir", str(workdir), "--once", "--json"
-                    )
-                    assert result.returncode == 0, result.stderr
-                    live_monitor = json_lines(result.stdout)[0]
+                    live_monitor = monitor_while_stopped(process, workdir)
             time.sleep(0.3)
         stdout, stderr = process.communicate(timeout=60)
     finally:

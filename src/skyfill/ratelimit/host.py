@@ -13,14 +13,12 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
-import time
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from skyfill.clock import SYSTEM_CLOCK, Clock
 from skyfill.ratelimit.shared import SharedBudget, lease_block, lease_lifetime
 from skyfill.ratelimit.spec import RateSpec
 from skyfill.telemetry.histogram import LatencyHistogram
@@ -76,7 +74,7 @@ class HostLimiter:
         spec: RateSpec,
         max_concurrency: int,
         adaptive: bool,
-        clock: Callable[[], float] = time.time,
+        clock: Clock = SYSTEM_CLOCK,
         budget: SharedBudget | None = None,
     ) -> None:
         self.host = host
@@ -86,9 +84,12 @@ class HostLimiter:
         self.spec = spec
         self.max_concurrency = max_concurrency
         self.adaptive = adaptive
-        self._clock = clock
+        self.clock = clock
+        """What the limiter reads the time from and waits on (`now()`: epoch seconds, as
+        the servers' RateLimit-Reset headers are)."""
+        self._clock = clock.now
         self.tokens = float(spec.requests)
-        self._refilled_at = clock()
+        self._refilled_at = clock.now()
         self.fraction = 1.0
         self._adjusted_at = 0.0
         self._baseline_latency: float | None = None
@@ -123,8 +124,7 @@ class HostLimiter:
                         self._take()
                         break
                     self._changed.clear()
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._changed.wait(), timeout=min(wait, 1.0))
+                    await self.clock.wait(self._changed, min(wait, 1.0))
         finally:
             self.waiting -= 1
         waited = self._clock() - started

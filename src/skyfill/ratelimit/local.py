@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
+from skyfill.clock import SYSTEM_CLOCK, Clock
 from skyfill.ratelimit.host import HostLimiter, Observation
 from skyfill.ratelimit.shared import SharedBudget
 from skyfill.ratelimit.spec import RateSpec, parse_rate
@@ -36,7 +36,8 @@ class Ticket:
 
     host: HostLimiter
     waited: float
-    started: float = field(default_factory=time.monotonic)
+    started: float
+    """When it was admitted, on its host's clock (`monotonic()`)."""
     seen: Observation | None = None
 
     def received(self, size: int) -> None:
@@ -54,7 +55,7 @@ class Ticket:
     ) -> None:
         self.seen = Observation(
             status,
-            time.monotonic() - self.started,
+            self.host.clock.monotonic() - self.started,
             limit,
             remaining,
             reset_at,
@@ -64,8 +65,15 @@ class Ticket:
 
 
 class LocalLimiter:
-    def __init__(self, settings: LimitSettings, budget: SharedBudget | None = None) -> None:
+    def __init__(
+        self,
+        settings: LimitSettings,
+        budget: SharedBudget | None = None,
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> None:
         self.settings = settings
+        self.clock = clock
+        """Every host's clock: a `VirtualClock` runs the limiter without real waits."""
         self.budget = budget
         """Distributed mode: every host's budget, shared with the other workers."""
         self._hosts: dict[str, HostLimiter] = {}
@@ -84,6 +92,7 @@ class LocalLimiter:
                 spec,
                 self.settings.host_concurrency,
                 self.settings.adaptive,
+                clock=self.clock,
                 budget=self.budget,
             )
             self._hosts[key] = limiter
@@ -101,12 +110,13 @@ class LocalLimiter:
             raise
         finally:
             self.global_waiting -= 1
-        ticket = Ticket(limiter, waited)
+        ticket = Ticket(limiter, waited, self.clock.monotonic())
         try:
             yield ticket
         finally:
             self._global.release()
-            limiter.release(ticket.seen or Observation(None, time.monotonic() - ticket.started))
+            latency = self.clock.monotonic() - ticket.started
+            limiter.release(ticket.seen or Observation(None, latency))
 
     def blocked_on_hosts(self, exclude: frozenset[str] = frozenset()) -> int:
         """Requests waiting for a host's turn (not for a global slot), except `exclude`'s."""
