@@ -9,7 +9,11 @@ from typing import Any
 
 from skyfill.engine.distributed.memory_lease import MemoryLeases
 from skyfill.engine.distributed.memory_queue import MemoryTaskQueue
+from skyfill.engine.distributed.node import NodeSettings, WorkerNode
 from skyfill.engine.distributed.queue import unfinished_worker_tasks
+from skyfill.engine.layout import JobLayout
+from skyfill.engine.runner import JobRunner
+from skyfill.engine.settings import EngineSettings
 from skyfill.engine.state.sqlite import SqliteStateStore
 from skyfill.ratelimit.memory_budget import MemoryBudget
 
@@ -39,3 +43,25 @@ class SharedInMemory:
 
     def __post_init__(self) -> None:
         self.queue = MemoryTaskQueue(source=lambda: unfinished_worker_tasks(self.planner))
+
+
+def memory_nodes(
+    layout: JobLayout, handlers: list, settings: EngineSettings, poll_seconds: float = 0.1
+) -> tuple[SqliteNodeStore, list[tuple[WorkerNode, SqliteNodeStore]]]:
+    """A planner's store and one node (with its own store) per handler, sharing one SQLite
+    file and the in-memory queue, leases and budget."""
+    planner = SqliteNodeStore(layout.state_db)
+    shared = SharedInMemory(planner)
+    stores = [SqliteNodeStore(layout.state_db) for _ in handlers]
+    nodes = [
+        WorkerNode(
+            JobRunner(h, layout, s, settings),
+            s,
+            NodeSettings(worker_id=f"n{i}", visibility_timeout=5.0, poll_seconds=poll_seconds),
+            queue=shared.queue,
+            leases=shared.leases,
+            budget=shared.budget,
+        )
+        for i, (h, s) in enumerate(zip(handlers, stores, strict=True))
+    ]
+    return planner, list(zip(nodes, stores, strict=True))

@@ -20,7 +20,7 @@ from skyfill.engine.runner import JobRunner
 from skyfill.engine.settings import EngineSettings
 from skyfill.engine.state.redis import RedisStateStore
 from tests.engine.discovering import DiscoveringSquares
-from tests.engine.nodes import SharedInMemory, SqliteNodeStore
+from tests.engine.nodes import memory_nodes
 
 SETTINGS = EngineSettings(batch_size=4, parallel_tasks=2, flush_items=2, retries=0)
 
@@ -41,24 +41,6 @@ def _redis_nodes(redis_url: str, layout: JobLayout, handlers: list) -> tuple[Any
     return planner, list(zip(nodes, stores, strict=True))
 
 
-def _memory_nodes(layout: JobLayout, handlers: list) -> tuple[Any, list]:
-    planner = SqliteNodeStore(layout.state_db)
-    shared = SharedInMemory(planner)
-    stores = [SqliteNodeStore(layout.state_db) for _ in handlers]
-    nodes = [
-        WorkerNode(
-            JobRunner(h, layout, s, SETTINGS),
-            s,
-            NodeSettings(worker_id=f"n{i}", visibility_timeout=5.0, poll_seconds=0.1),
-            queue=shared.queue,
-            leases=shared.leases,
-            budget=shared.budget,
-        )
-        for i, (h, s) in enumerate(zip(handlers, stores, strict=True))
-    ]
-    return planner, list(zip(nodes, stores, strict=True))
-
-
 @pytest.mark.parametrize("backend", ["redis", "memory"])
 def test_two_nodes_share_a_discovering_job(
     backend: str, request: pytest.FixtureRequest, tmp_path: Path
@@ -68,7 +50,7 @@ def test_two_nodes_share_a_discovering_job(
     if backend == "redis":
         planner, pairs = _redis_nodes(request.getfixturevalue("redis_url"), layout, handlers)
     else:
-        planner, pairs = _memory_nodes(layout, handlers)
+        planner, pairs = memory_nodes(layout, handlers, SETTINGS)
     first = DiscoveringSquares(2, 40)
     JobRunner(first, layout, planner, SETTINGS).submit(first.plan())
     nodes = [node for node, _ in pairs]

@@ -23,7 +23,6 @@ import pytest
 from skyfill.engine.distributed.lease import Leases
 from skyfill.engine.distributed.memory_lease import MemoryLeases
 from skyfill.engine.distributed.memory_queue import MemoryTaskQueue
-from skyfill.engine.distributed.node import NodeSettings, WorkerNode
 from skyfill.engine.distributed.queue import TaskQueue
 from skyfill.engine.distributed.redis_lease import RedisLeases
 from skyfill.engine.distributed.redis_queue import RedisTaskQueue
@@ -37,7 +36,7 @@ from skyfill.ratelimit.memory_budget import MemoryBudget
 from skyfill.ratelimit.redis_budget import RedisBudget
 from skyfill.ratelimit.shared import SharedBudget, lease_lifetime
 from skyfill.ratelimit.spec import RateSpec
-from tests.engine.nodes import SharedInMemory, SqliteNodeStore
+from tests.engine.nodes import SqliteNodeStore, memory_nodes
 from tests.engine.squares import SquaresHandler
 
 T = TypeVar("T")
@@ -263,23 +262,10 @@ def test_two_nodes_share_a_job_in_memory(tmp_path: Path) -> None:
     """Two WorkerNodes, one SQLite file, one in-memory queue, leases and budget."""
     layout = JobLayout(tmp_path, "squares-mem")
     settings = EngineSettings(batch_size=5, parallel_tasks=2, flush_items=2, retries=1)
-    planner = SqliteNodeStore(layout.state_db)
-    JobRunner(SquaresHandler(23), layout, planner, settings).submit(SquaresHandler(23).plan())
-
-    shared = SharedInMemory(planner)
     handlers = [SquaresHandler(23) for _ in range(2)]
-    stores = [SqliteNodeStore(layout.state_db) for _ in handlers]
-    nodes = [
-        WorkerNode(
-            JobRunner(h, layout, s, settings),
-            s,
-            NodeSettings(worker_id=f"n{i}", visibility_timeout=5.0, poll_seconds=0.05),
-            queue=shared.queue,
-            leases=shared.leases,
-            budget=shared.budget,
-        )
-        for i, (h, s) in enumerate(zip(handlers, stores, strict=True))
-    ]
+    planner, pairs = memory_nodes(layout, handlers, settings, poll_seconds=0.05)
+    JobRunner(SquaresHandler(23), layout, planner, settings).submit(SquaresHandler(23).plan())
+    nodes, stores = [n for n, _ in pairs], [s for _, s in pairs]
 
     async def serve_all() -> list:
         return await asyncio.gather(*(node.serve() for node in nodes))
