@@ -10,7 +10,7 @@ import pytest
 from skyfill.sinks.exceptions import SinkUnavailable
 from skyfill.sinks.factory import open_sink
 from tests.pgserver import PASSWORD, SECRET_USER, PostgresServer, free_port
-from tests.sinks.test_sql_contract import FIRST, FIRST_REPOS, load
+from tests.sinks.test_sink_contract import FIRST, FIRST_REPOS, load
 
 
 def _sink(url: str, tmp_path: Path):

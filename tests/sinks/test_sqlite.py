@@ -10,7 +10,7 @@ import pytest
 
 from skyfill.sinks.exceptions import SinkUnavailable
 from skyfill.sinks.factory import open_sink
-from tests.sinks.test_sql_contract import FIRST, FIRST_REPOS, load
+from tests.sinks.test_sink_contract import FIRST, FIRST_REPOS, load
 
 
 def test_records_are_json_text_and_times_iso_text(tmp_path: Path) -> None:

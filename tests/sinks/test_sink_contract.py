@@ -1,15 +1,22 @@
-"""The SQL sinks' contract, run against each backend (a real PostgreSQL, a SQLite file):
-load, replay, refresh per status, scope, atomicity. Rows are built here with Arrow."""
+"""The sinks' contract. Every sink (Parquet, a real PostgreSQL, a SQLite file) holds
+exactly what it was given, a replay changes nothing, and a load that fails half-way
+changes nothing; the SQL sinks, which keep tables across jobs, also refresh each repo by
+its status within the job's scope. Rows are built here with Arrow."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import hashlib
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
 import pytest
 
 from skyfill.backfill.schema import RECORDS_SCHEMA, REPOS_SCHEMA
@@ -36,6 +43,45 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, MakeSi
         return open_sink(url, output=tmp_path / "unused", scope=scope)
 
     return url, make
+
+
+@dataclass(frozen=True)
+class Stored:
+    """A sink's output read back: records and repos as rows (record as parsed JSON,
+    timestamps as aware datetimes), in key order."""
+
+    kind: str
+    url: str
+    output: Path
+
+    def make(self, scope: LoadScope | None = None) -> Sink:
+        return open_sink(self.url, output=self.output, scope=scope)
+
+    def rows(self, table: str) -> list[dict[str, Any]]:
+        if self.kind != "parquet":
+            return sqltables.rows(self.url, table)
+        if table == "repos":
+            repos = pq.read_table(self.output / "repos.parquet").to_pylist()
+            return sorted(repos, key=lambda r: r["did"])
+        dataset = ds.dataset(self.output / "records", format="parquet", partitioning="hive")
+        rows = dataset.to_table().to_pylist()
+        for row in rows:
+            row["record"] = orjson.loads(row["record"])
+        return sorted(rows, key=lambda r: (r["did"], r["collection"], r["rkey"]))
+
+    def digest(self) -> str:
+        text = json.dumps([self.rows("records"), self.rows("repos")], sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()
+
+
+@pytest.fixture(params=["parquet", "postgresql", "sqlite"])
+def every_sink(request: pytest.FixtureRequest, tmp_path: Path) -> Stored:
+    """A fresh sink of each kind."""
+    if request.param == "parquet":
+        return Stored("parquet", "parquet", tmp_path / "output")
+    if request.param == "sqlite":
+        return Stored("sqlite", f"sqlite:///{tmp_path}/sink.db", tmp_path / "unused")
+    return Stored("postgresql", request.getfixturevalue("pg_url"), tmp_path / "unused")
 
 
 def record(did: str, collection: str, rkey: str, cid: str, rev: str = "3rev1", **extra) -> dict:
@@ -70,18 +116,40 @@ def repo(did: str, status: str = "ok", rev: str | None = "3rev1", count: int | N
     }
 
 
-def load(sink: Sink, records: list[dict], repos: list[dict], batch_rows: int = 3) -> dict[str, Any]:
+def batches(
+    rows: list[dict], schema: pa.Schema, batch_rows: int, fail_after: int | None = None
+) -> pa.RecordBatchReader:
+    """`rows` as a stream of batches; with `fail_after`, the stream breaks after that many
+    batches (as a merge that fails half-way would)."""
+    chunks = [rows[i : i + batch_rows] for i in range(0, len(rows), batch_rows)]
+
+    def stream() -> Iterator[pa.RecordBatch]:
+        for n, chunk in enumerate(chunks):
+            if fail_after is not None and n >= fail_after:
+                raise RuntimeError("the input broke off")
+            yield pa.RecordBatch.from_pylist(chunk, schema=schema)
+
+    return pa.RecordBatchReader.from_batches(schema, stream())
+
+
+def write(
+    sink: Sink,
+    records: list[dict],
+    repos: list[dict],
+    batch_rows: int = 3,
+    fail_after: int | None = None,
+) -> dict[str, Any]:
     """Write through the sink as the aggregator does: sorted records, in several batches."""
     records = sorted(records, key=lambda r: (r["did"], r["collection"], r["rkey"]))
+    return sink.write(
+        batches(records, RECORDS_SCHEMA, batch_rows, fail_after),
+        batches(repos, REPOS_SCHEMA, batch_rows),
+    )
 
-    def batches(rows: list[dict], schema: pa.Schema) -> pa.RecordBatchReader:
-        chunks = [rows[i : i + batch_rows] for i in range(0, len(rows), batch_rows)]
-        return pa.RecordBatchReader.from_batches(
-            schema, [pa.RecordBatch.from_pylist(c, schema=schema) for c in chunks]
-        )
 
-    facts = sink.write(batches(records, RECORDS_SCHEMA), batches(repos, REPOS_SCHEMA))
-    return facts["sink"]["records"]
+def load(sink: Sink, records: list[dict], repos: list[dict], batch_rows: int = 3) -> dict[str, Any]:
+    """A SQL sink's load: its counts of rows inserted, updated, unchanged and deleted."""
+    return write(sink, records, repos, batch_rows)["sink"]["records"]
 
 
 def keys(url: str) -> dict[str, set[tuple[str, str, str]]]:
@@ -113,6 +181,45 @@ FIRST_REPOS = [
     repo("did:bad", count=1),
     repo("did:other", count=1),
 ]
+
+
+# -- every sink ------------------------------------------------------------------------------
+
+
+RECORD_FIELDS = ("did", "collection", "rkey", "uri", "cid", "rev", "created_at", "job_id")
+REPO_FIELDS = ("did", "handle", "pds", "status", "rev", "commit_cid", "record_count", "error")
+
+
+def test_every_sink_holds_exactly_what_it_was_given_and_a_replay_changes_nothing(
+    every_sink: Stored,
+) -> None:
+    write(every_sink.make(), FIRST, FIRST_REPOS)
+    stored = every_sink.rows("records")
+    expected = sorted(FIRST, key=lambda r: (r["did"], r["collection"], r["rkey"]))
+    assert [{k: r[k] for k in RECORD_FIELDS} for r in stored] == [
+        {k: r[k] for k in RECORD_FIELDS} for r in expected
+    ]
+    assert [r["record"] for r in stored] == [orjson.loads(r["record"]) for r in expected]
+    assert [{k: r[k] for k in REPO_FIELDS} for r in every_sink.rows("repos")] == [
+        {k: r[k] for k in REPO_FIELDS} for r in sorted(FIRST_REPOS, key=lambda r: r["did"])
+    ]
+    before = every_sink.digest()
+    write(every_sink.make(), FIRST, FIRST_REPOS, batch_rows=5)
+    assert every_sink.digest() == before
+
+
+def test_a_load_whose_input_breaks_off_changes_nothing(every_sink: Stored) -> None:
+    write(every_sink.make(), FIRST, FIRST_REPOS)
+    before = every_sink.digest()
+    fresh = [*FIRST[:3], record("did:a", POST, "p8", "cida8"), record("did:z", POST, "p1", "z1")]
+    with pytest.raises(Exception, match="the input broke off"):
+        write(every_sink.make(), fresh, [repo("did:a"), repo("did:z")], 2, fail_after=1)
+    assert every_sink.digest() == before
+    write(every_sink.make(), FIRST, FIRST_REPOS)  # and the sink is usable again
+    assert every_sink.digest() == before
+
+
+# -- the SQL sinks ----------------------------------------------------------------------------
 
 
 def test_load_writes_the_rows_and_a_replay_changes_nothing(
