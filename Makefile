@@ -42,7 +42,7 @@ refpds:
 lint: install
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
-	$(BIN)/basedpyright
+	$(BIN)/basedpyright -p .  # this project's config, not one in a parent directory
 
 test: install system-deps refpds lint
 	REFPDS_NODE=$$(cat $(VENV)/refpds-node) SKYFILL_SHARED=$(SHARED) $(BIN)/pytest -q
