@@ -141,15 +141,15 @@ def test_fetches_go_on_at_full_concurrency_while_a_slow_store_commits(
 ) -> None:
     monkeypatch.setenv("SKYFILL_FAILPOINT", f"state_commit:every:sleep={COMMIT_SECONDS}")
     layout = JobLayout(tmp_path, "slow-store")
-    handler = Fetches(400, store)
-    # Two tasks of 200 items, each committing every 10 finished items.
-    settings = EngineSettings(batch_size=200, parallel_tasks=2, flush_items=10, retries=0)
+    handler = Fetches(240, store)
+    # Two tasks of 120 items, each committing every 10 finished items.
+    settings = EngineSettings(batch_size=120, parallel_tasks=2, flush_items=10, retries=0)
     runner = JobRunner(handler, layout, store, settings)
     runner.submit(handler.plan())
     job = asyncio.run(runner.run())
 
     assert job.status is JobStatus.COMPLETED
-    assert store.status_counts() == {"ok": 400}
+    assert store.status_counts() == {"ok": 240}
     assert len(store.windows) >= 10  # the store was slow often: 0.25 s per commit
     inset = 0.02  # a fetch started just before a commit began is not counted
     during = [t for t in handler.starts if any(a + inset < t < b - inset for a, b in store.windows)]
