@@ -343,7 +343,8 @@ class JobRunner:
             await asyncio.to_thread(self.store.heartbeat, me)
             polls += 1
             if polls % self.settings.stats_every_polls == 0:
-                stats, sample = self.collect_stats(), self.timeline.handler_sample()
+                stats = self.collect_stats()
+                sample = self.timeline.handler_sample() if self.timeline.may_be_due() else None
                 await asyncio.to_thread(self.store_stats, stats, sample)
             job = await asyncio.to_thread(self.store.job)
             if job is not None and job.control in STOPPING:
@@ -358,15 +359,16 @@ class JobRunner:
         self.observer.stats(stats)
         return stats
 
-    def store_stats(self, stats: dict[str, Any], sample: dict[str, Any] | None = None) -> None:
-        """Publish statistics to the state store, and record a timeline point if due
-        (`sample`: the handler's part of it, taken on the loop)."""
+    def store_stats(self, stats: dict[str, Any], sample: dict[str, Any] | None) -> None:
+        """Publish statistics to the state store, and record a timeline point if one is
+        due (`sample`: the handler's part of it, taken on the loop; None: none is due)."""
         if stats:
             self.store.put_stats("handler", stats)
-        self.timeline.maybe_sample(handler_sample=sample)
+        if sample is not None:
+            self.timeline.maybe_sample(handler_sample=sample)
 
     def publish_stats(self) -> None:
-        self.store_stats(self.collect_stats())
+        self.store_stats(self.collect_stats(), self.timeline.handler_sample())
 
     def record_stop(self) -> JobRecord:
         job = self._job()

@@ -35,6 +35,13 @@ class Timeline:
         self._last = float("-inf")
         self._force = False
 
+    def may_be_due(self) -> bool:
+        """Whether a sample may be due now (cheap, no store read): the handler's part is
+        taken only then, not at every publication of the statistics."""
+        if self._force:
+            return True
+        return self._interval > 0 and time.time() - self._last >= self._interval
+
     def force_next(self) -> None:
         """Take the next sample whatever the interval (e.g. the last one of a run)."""
         self._force = True
