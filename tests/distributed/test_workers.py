@@ -126,7 +126,8 @@ def test_four_workers_one_killed_mid_batch_equals_one_machine(
     counts = store.status_counts()
     assert "pending" not in counts and sum(counts.values()) == job.item_count == 120
     # the batches the dead worker held unfinished were finished by others (claimed twice)
-    assert all(store.task_info(t)["attempts"] >= 2 for t in held), held
+    infos = {t: store.task_info(t) for t in held}
+    assert all(i["attempts"] >= 2 for i in infos.values()), (victim, infos)
     assert store.task_status_counts() == {"done": len(store.tasks())}
 
     # the same DIDs on one machine give the same dataset

@@ -12,7 +12,9 @@ from dataclasses import dataclass
 import libipld
 
 from skyfill.atproto.cid import DAG_CBOR_SHA256_PREFIX
-from skyfill.atproto.exceptions import InvalidRepo
+from skyfill.atproto.exceptions import InvalidRepo, RepoFault
+
+MALFORMED = RepoFault.MALFORMED_CAR
 
 
 @dataclass(slots=True)
@@ -28,7 +30,7 @@ def _varint(data: bytes, pos: int) -> tuple[int, int]:
     shift = 0
     while True:
         if pos >= len(data):
-            raise InvalidRepo("truncated CAR: varint runs past the end of the data")
+            raise InvalidRepo("truncated CAR: varint runs past the end of the data", MALFORMED)
         byte = data[pos]
         pos += 1
         value |= (byte & 0x7F) << shift
@@ -36,7 +38,7 @@ def _varint(data: bytes, pos: int) -> tuple[int, int]:
             return value, pos
         shift += 7
         if shift > 63:
-            raise InvalidRepo("malformed CAR: varint too long")
+            raise InvalidRepo("malformed CAR: varint too long", MALFORMED)
 
 
 def _cid_length(data: bytes, pos: int) -> int:
@@ -45,7 +47,7 @@ def _cid_length(data: bytes, pos: int) -> int:
         return 36
     version, p = _varint(data, pos)
     if version != 1:
-        raise InvalidRepo(f"malformed CAR: unsupported CID version {version}")
+        raise InvalidRepo(f"malformed CAR: unsupported CID version {version}", MALFORMED)
     _codec, p = _varint(data, p)
     _hash_code, p = _varint(data, p)
     digest_len, p = _varint(data, p)
@@ -56,23 +58,23 @@ def _read_header(data: bytes) -> tuple[list[bytes], int]:
     header_len, pos = _varint(data, 0)
     end = pos + header_len
     if header_len == 0 or end > len(data):
-        raise InvalidRepo("truncated CAR: header runs past the end of the data")
+        raise InvalidRepo("truncated CAR: header runs past the end of the data", MALFORMED)
     try:
         header = libipld.decode_dag_cbor(data[pos:end])
     except Exception as exc:
-        raise InvalidRepo(f"malformed CAR header: {exc}") from None
+        raise InvalidRepo(f"malformed CAR header: {exc}", MALFORMED) from None
     if not isinstance(header, dict) or header.get("version") != 1:
-        raise InvalidRepo("malformed CAR header: not a CAR v1")
+        raise InvalidRepo("malformed CAR header: not a CAR v1", MALFORMED)
     roots = header.get("roots")
     if not isinstance(roots, list) or not roots or not all(isinstance(r, bytes) for r in roots):
-        raise InvalidRepo("malformed CAR header: no root CID")
+        raise InvalidRepo("malformed CAR header: no root CID", MALFORMED)
     return roots, end
 
 
 def read_car(data: bytes) -> Car:
     """Split CAR v1 bytes into roots and blocks. Raises InvalidRepo if malformed/truncated."""
     if not data:
-        raise InvalidRepo("empty CAR")
+        raise InvalidRepo("empty CAR", MALFORMED)
     roots, pos = _read_header(data)
     blocks: dict[bytes, bytes] = {}
     size = len(data)
@@ -88,10 +90,12 @@ def read_car(data: bytes) -> Car:
             section_len, start = _varint(data, pos)
         end = start + section_len
         if end > size:
-            raise InvalidRepo(f"truncated CAR: block at byte {pos} runs past the end of the data")
+            raise InvalidRepo(
+                f"truncated CAR: block at byte {pos} runs past the end of the data", MALFORMED
+            )
         cid_len = 36 if data[start : start + 4] == prefix else _cid_length(data, start)
         if cid_len >= section_len:
-            raise InvalidRepo(f"malformed CAR: section at byte {pos} has no block data")
+            raise InvalidRepo(f"malformed CAR: section at byte {pos} has no block data", MALFORMED)
         blocks[data[start : start + cid_len]] = data[start + cid_len : end]
         pos = end
     return Car(roots=roots, blocks=blocks)

@@ -22,6 +22,8 @@ private address) in `skyfill.net.exceptions`, where the guard raises it.
 
 from __future__ import annotations
 
+from enum import StrEnum
+
 from skyfill.errors import Outcome, TerminalError
 
 
@@ -95,11 +97,44 @@ class XrpcRequestError(TerminalError):
     outcome = Outcome.FAILED
 
 
+class RepoFault(StrEnum):
+    """Which rule a repository broke: an `invalid_repo`'s error kind (its `error_class`)."""
+
+    MALFORMED_CAR = "malformed_car"
+    CID_MISMATCH = "cid_mismatch"
+    MISSING_BLOCK = "missing_block"
+    BAD_COMMIT = "bad_commit"
+    """The commit is not a map of the required fields with their types."""
+    UNSUPPORTED_VERSION = "unsupported_version"
+    WRONG_DID = "wrong_did"
+    """The commit names another account than the one requested."""
+    BAD_SIGNATURE = "bad_signature"
+    NO_SIGNING_KEY = "no_signing_key"
+    """The DID document has no usable `#atproto` verification method."""
+    MST_MALFORMED = "mst_malformed"
+    """A node is not `{l, e: [{p, k, v, t}]}` with the right types, or a leaf has a subtree."""
+    MST_KEY_ORDER = "mst_key_order"
+    MST_KEY_LAYER = "mst_key_layer"
+    MST_INVALID_KEY = "mst_invalid_key"
+    """A key is not a valid repo path `<collection NSID>/<record key>`."""
+    RECORD_TOO_LARGE = "record_too_large"
+    BAD_RECORD = "bad_record"
+    """A record block is not valid DAG-CBOR."""
+    INVALID_REPO = "invalid_repo"
+    """No more precise kind."""
+
+
 class InvalidRepo(TerminalError):
-    """The repository does not verify: malformed CAR, CID mismatch, missing block, bad MST."""
+    """The repository does not verify: malformed CAR, CID mismatch, missing block, bad MST,
+    bad signature. Its `kind` (a RepoFault) is its error_class and begins its message."""
 
     error_class = "invalid_repo"
     outcome = Outcome.INVALID_REPO
+
+    def __init__(self, message: str = "", kind: RepoFault = RepoFault.INVALID_REPO) -> None:
+        super().__init__(f"{kind}: {message}" if kind is not RepoFault.INVALID_REPO else message)
+        self.kind = kind
+        self.error_class = str(kind)
 
 
 class NotSupported(TerminalError):

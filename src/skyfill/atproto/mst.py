@@ -16,7 +16,9 @@ import cbrrr
 import libipld
 
 from skyfill.atproto.cid import cid_for_block
-from skyfill.atproto.exceptions import InvalidRepo
+from skyfill.atproto.exceptions import InvalidRepo, RepoFault
+
+MALFORMED = RepoFault.MST_MALFORMED
 
 BlockGetter = Callable[[bytes], bytes]
 
@@ -36,9 +38,9 @@ def _decode_node(get_block: BlockGetter, cid: bytes) -> dict:
     except InvalidRepo:
         raise
     except Exception as exc:
-        raise InvalidRepo(f"MST node is not valid DAG-CBOR: {exc}") from None
+        raise InvalidRepo(f"MST node is not valid DAG-CBOR: {exc}", MALFORMED) from None
     if not isinstance(node, dict) or not isinstance(node.get("e"), list):
-        raise InvalidRepo("MST node lacks its entry list")
+        raise InvalidRepo("MST node lacks its entry list", MALFORMED)
     return node
 
 
@@ -56,7 +58,7 @@ def collect(get_block: BlockGetter, root: bytes) -> tuple[list[bytes], list[byte
     _collect(get_block, root, None, keys, values)
     for previous, key in pairwise(keys):
         if key <= previous:
-            raise InvalidRepo(f"MST keys out of order at {key[:80]!r}")
+            raise InvalidRepo(f"MST keys out of order at {key[:80]!r}", RepoFault.MST_KEY_ORDER)
     return keys, values
 
 
@@ -70,7 +72,10 @@ def _collect(
     if node_keys:
         first_layer = key_layer(node_keys[0])
         if layer is not None and first_layer != layer:
-            raise InvalidRepo(f"MST node at layer {first_layer} where layer {layer} belongs")
+            raise InvalidRepo(
+                f"MST node at layer {first_layer} where layer {layer} belongs",
+                RepoFault.MST_KEY_LAYER,
+            )
         layer = first_layer
     below = None if layer is None else layer - 1
     if left is not None:
@@ -78,7 +83,9 @@ def _collect(
         _collect(get_block, left, below, keys, values)
     for key, entry in zip(node_keys, entries, strict=True):
         if key_layer(key) != layer:
-            raise InvalidRepo(f"MST key {key[:80]!r} is stored at the wrong layer")
+            raise InvalidRepo(
+                f"MST key {key[:80]!r} is stored at the wrong layer", RepoFault.MST_KEY_LAYER
+            )
         keys.append(key)
         values.append(entry["v"])
         subtree = entry.get("t")
@@ -95,9 +102,9 @@ def _entry_keys(entries: list) -> list[bytes]:
         try:
             prefix, suffix, value = entry["p"], entry["k"], entry["v"]
         except (KeyError, TypeError):
-            raise InvalidRepo("MST entry lacks p, k or v") from None
+            raise InvalidRepo("MST entry lacks p, k or v", MALFORMED) from None
         if not isinstance(suffix, bytes) or not isinstance(value, bytes) or prefix > len(previous):
-            raise InvalidRepo("malformed MST entry")
+            raise InvalidRepo("malformed MST entry", MALFORMED)
         previous = previous[:prefix] + suffix
         keys.append(previous)
     return keys
@@ -105,9 +112,9 @@ def _entry_keys(entries: list) -> list[bytes]:
 
 def _check_child(cid: object, layer: int | None) -> None:
     if not isinstance(cid, bytes):
-        raise InvalidRepo("MST subtree pointer is not a CID")
+        raise InvalidRepo("MST subtree pointer is not a CID", MALFORMED)
     if layer == 0:
-        raise InvalidRepo("MST leaf-layer node has a subtree")
+        raise InvalidRepo("MST leaf-layer node has a subtree", MALFORMED)
 
 
 def build(items: list[tuple[bytes, bytes]], blocks: dict[bytes, bytes]) -> bytes:

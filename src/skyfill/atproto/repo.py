@@ -23,7 +23,7 @@ from skyfill.atproto.cid import (
     cid_for_block,
     cid_to_str,
 )
-from skyfill.atproto.exceptions import InvalidRepo
+from skyfill.atproto.exceptions import InvalidRepo, RepoFault
 from skyfill.atproto.record import created_at
 
 MAX_RECORD_BYTES = 1 << 20
@@ -61,9 +61,11 @@ class _VerifiedBlocks:
     def __call__(self, cid: bytes) -> bytes:
         block = self._blocks.get(cid)
         if block is None:
-            raise InvalidRepo(f"missing block {_cid_text(cid)}")
+            raise InvalidRepo(f"missing block {_cid_text(cid)}", RepoFault.MISSING_BLOCK)
         if not block_matches_cid(cid, block):
-            raise InvalidRepo(f"block does not match its CID {_cid_text(cid)}")
+            raise InvalidRepo(
+                f"block does not match its CID {_cid_text(cid)}", RepoFault.CID_MISMATCH
+            )
         return block
 
 
@@ -80,16 +82,20 @@ def _read_commit(get_block: _VerifiedBlocks, root: bytes, expected_did: str | No
     except InvalidRepo:
         raise
     except Exception as exc:
-        raise InvalidRepo(f"commit is not valid DAG-CBOR: {exc}") from None
+        raise InvalidRepo(f"commit is not valid DAG-CBOR: {exc}", RepoFault.BAD_COMMIT) from None
     if not isinstance(commit, dict):
-        raise InvalidRepo("commit is not a map")
+        raise InvalidRepo("commit is not a map", RepoFault.BAD_COMMIT)
     did, rev, data = commit.get("did"), commit.get("rev"), commit.get("data")
     if not isinstance(did, str) or not isinstance(data, bytes) or not isinstance(rev, str):
-        raise InvalidRepo("commit lacks did, rev or data")
+        raise InvalidRepo("commit lacks did, rev or data", RepoFault.BAD_COMMIT)
     if commit.get("version") not in (2, 3):
-        raise InvalidRepo(f"unsupported repo version {commit.get('version')!r}")
+        raise InvalidRepo(
+            f"unsupported repo version {commit.get('version')!r}", RepoFault.UNSUPPORTED_VERSION
+        )
     if expected_did is not None and did != expected_did:
-        raise InvalidRepo(f"repo belongs to {did}, not to the requested {expected_did}")
+        raise InvalidRepo(
+            f"repo belongs to {did}, not to the requested {expected_did}", RepoFault.WRONG_DID
+        )
     return Commit(did=did, rev=rev, cid=cid_to_str(root), data=data)
 
 
@@ -138,14 +144,21 @@ def _decode_records(
     for key, cid in entries:
         collection, sep, rkey = key.decode("utf-8", errors="replace").partition("/")
         if not sep or not collection or not rkey or "/" in rkey:
-            raise InvalidRepo(f"MST key is not collection/rkey: {key[:80]!r}")
+            raise InvalidRepo(
+                f"MST key is not collection/rkey: {key[:80]!r}", RepoFault.MST_INVALID_KEY
+            )
         block = blocks.get(cid)
         if block is None:
-            raise InvalidRepo(f"missing block {_cid_text(cid)}")
+            raise InvalidRepo(f"missing block {_cid_text(cid)}", RepoFault.MISSING_BLOCK)
         if cid[:4] != DAG_CBOR_SHA256_PREFIX or sha256(block).digest() != cid[4:]:
-            raise InvalidRepo(f"block does not match its CID {_cid_text(cid)}")
+            raise InvalidRepo(
+                f"block does not match its CID {_cid_text(cid)}", RepoFault.CID_MISMATCH
+            )
         if len(block) > MAX_RECORD_BYTES:
-            raise InvalidRepo(f"record {collection}/{rkey} is larger than {MAX_RECORD_BYTES} bytes")
+            raise InvalidRepo(
+                f"record {collection}/{rkey} is larger than {MAX_RECORD_BYTES} bytes",
+                RepoFault.RECORD_TOO_LARGE,
+            )
         if keep_collection is not None:
             if collection != last_collection:
                 last_collection, keep = collection, keep_collection(collection)
@@ -154,7 +167,9 @@ def _decode_records(
         try:
             value = decode(block, atjson_mode=True)
         except Exception as exc:
-            raise InvalidRepo(f"record {collection}/{rkey} is not valid DAG-CBOR: {exc}") from None
+            raise InvalidRepo(
+                f"record {collection}/{rkey} is not valid DAG-CBOR: {exc}", RepoFault.BAD_RECORD
+            ) from None
         collections.append(collection)
         rkeys.append(rkey)
         cids.append(encode_cid(cid))
