@@ -7,6 +7,7 @@ import logging
 import pyarrow as pa
 import pytest
 
+from skyfill.atproto.crypto import Curve, Keypair
 from skyfill.atproto.exceptions import RepoNotFound
 from skyfill.atproto.identity.base import Identity
 from skyfill.atproto.latest_commit import LatestCommit
@@ -18,6 +19,7 @@ from skyfill.errors import RateLimited, ServerError
 DID = "did:plc:aaaaaaaaaaaaaaaaaaaaaaaa"
 PDS = "https://pds.example"
 REV = "3kabcdefghij2"
+KEY = Keypair.from_seed(Curve.K256, "alice").did_key
 CONFIG = BackfillConfig(
     job_id="j", dids_file="dids.txt", attempts=3, retry_base_seconds=0.001, backoff_max=0.01
 )
@@ -30,11 +32,11 @@ class Resolver:
         self.errors = list(errors)
         self.calls = 0
 
-    async def resolve(self, did: str) -> Identity:
+    async def resolve(self, did: str, *, fresh: bool = False) -> Identity:
         self.calls += 1
         if self.errors:
             raise self.errors.pop(0)
-        return Identity(did, PDS, "alice.test")
+        return Identity(did, PDS, "alice.test", signing_key=KEY)
 
 
 class Client:

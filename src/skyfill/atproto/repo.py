@@ -15,7 +15,7 @@ import cbrrr
 import libipld
 import orjson
 
-from skyfill.atproto import mst
+from skyfill.atproto import crypto, mst
 from skyfill.atproto.car import read_car, write_car
 from skyfill.atproto.cid import (
     DAG_CBOR_SHA256_PREFIX,
@@ -76,9 +76,12 @@ def _cid_text(cid: bytes) -> str:
         return cid.hex()
 
 
-def _read_commit(get_block: _VerifiedBlocks, root: bytes, expected_did: str | None) -> Commit:
+def _read_commit(
+    get_block: _VerifiedBlocks, root: bytes, expected_did: str | None, signing_key: str | None
+) -> Commit:
+    block = get_block(root)
     try:
-        commit = libipld.decode_dag_cbor(get_block(root))
+        commit = libipld.decode_dag_cbor(block)
     except InvalidRepo:
         raise
     except Exception as exc:
@@ -88,7 +91,7 @@ def _read_commit(get_block: _VerifiedBlocks, root: bytes, expected_did: str | No
     did, rev, data = commit.get("did"), commit.get("rev"), commit.get("data")
     if not isinstance(did, str) or not isinstance(data, bytes) or not isinstance(rev, str):
         raise InvalidRepo("commit lacks did, rev or data", RepoFault.BAD_COMMIT)
-    if commit.get("version") not in (2, 3):
+    if commit.get("version") != 3:
         raise InvalidRepo(
             f"unsupported repo version {commit.get('version')!r}", RepoFault.UNSUPPORTED_VERSION
         )
@@ -96,22 +99,48 @@ def _read_commit(get_block: _VerifiedBlocks, root: bytes, expected_did: str | No
         raise InvalidRepo(
             f"repo belongs to {did}, not to the requested {expected_did}", RepoFault.WRONG_DID
         )
+    if signing_key is not None:
+        _verify_commit(block, commit.get("sig"), did, signing_key)
     return Commit(did=did, rev=rev, cid=cid_to_str(root), data=data)
+
+
+def _verify_commit(block: bytes, sig: object, did: str, signing_key: str) -> None:
+    """The commit's `sig` must sign the DAG-CBOR of the commit without it, with the key."""
+    if not isinstance(sig, bytes):
+        raise InvalidRepo(f"commit of {did} is not signed", RepoFault.BAD_SIGNATURE)
+    # cbrrr keeps links as CIDs, so the unsigned map re-encodes to the bytes that were signed
+    try:
+        unsigned = cbrrr.decode_dag_cbor(block)
+        del unsigned["sig"]
+    except Exception as exc:  # libipld read it; a stricter decoder may not
+        raise InvalidRepo(f"commit is not valid DAG-CBOR: {exc}", RepoFault.BAD_COMMIT) from None
+    try:
+        valid = crypto.verify_signature(signing_key, cbrrr.encode_dag_cbor(unsigned), sig)
+    except crypto.InvalidKey as exc:
+        raise InvalidRepo(f"{did}: {exc}", RepoFault.NO_SIGNING_KEY) from None
+    if not valid:
+        raise InvalidRepo(
+            f"commit signature of {did} does not verify with its key {signing_key}",
+            RepoFault.BAD_SIGNATURE,
+        )
 
 
 def decode_repo(
     car_bytes: bytes,
     expected_did: str | None = None,
     keep_collection: Callable[[str], bool] | None = None,
+    signing_key: str | None = None,
 ) -> RepoRecords:
     """Verify and decode a repo CAR. Raises InvalidRepo on any inconsistency.
 
+    With `signing_key` (a did:key: the account's `#atproto` key), the commit's signature
+    is verified before anything else is read (kind `bad_signature` when it does not).
     With `keep_collection`, only records of the collections it accepts are decoded and
     returned; the others are still checked against their CID (and size), not decoded.
     """
     car = read_car(car_bytes)
     get_block = _VerifiedBlocks(car.blocks)
-    commit = _read_commit(get_block, car.roots[0], expected_did)
+    commit = _read_commit(get_block, car.roots[0], expected_did, signing_key)
     out = RepoRecords(commit=commit)
     _decode_records(out, mst.walk(get_block, commit.data), car.blocks, keep_collection)
     return out

@@ -103,6 +103,15 @@ class BackfillConfig:
             help="Largest repo CAR accepted (e.g. 1g, 300m); larger ones end `failed`.",
         ),
     )
+    verify_signatures: bool = field(
+        default=True,
+        metadata=flag(
+            negatable=True,
+            help="Verify each repo's commit signature with its account's #atproto key; "
+            "a repo that fails ends invalid_repo (bad_signature). Off: said in the manifest "
+            "and the report.",
+        ),
+    )
     attempts: int = field(
         default=3,
         metadata=flag(

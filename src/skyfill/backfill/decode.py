@@ -27,6 +27,7 @@ def decode_to_table(
     job_id: str,
     since: str | None = None,
     collections: list[str] | None = None,
+    signing_key: str | None = None,
 ) -> DecodedRepo:
     """Verify and decode a repo CAR into a table of the records schema.
 
@@ -34,9 +35,10 @@ def decode_to_table(
     collections are decoded and kept, and `record_count` counts those: it describes the
     part of the repo that the job is about. With `since` (an ISO time), only records made
     at or after it are kept (see window.py); `record_count` does not depend on `since`.
+    With `signing_key` (a did:key), the commit's signature is verified first.
     """
     keep = CollectionFilter.from_patterns(collections) if collections else None
-    repo = decode_repo(car, expected_did=did, keep_collection=keep)
+    repo = decode_repo(car, expected_did=did, keep_collection=keep, signing_key=signing_key)
     total = len(repo)
     if since is not None:
         _apply_window(repo, datetime.fromisoformat(since))

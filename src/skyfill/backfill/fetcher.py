@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 import time
 
-from skyfill.atproto.exceptions import RepoTooLarge
-from skyfill.atproto.identity import IdentityResolver
+from skyfill.atproto.exceptions import InvalidRepo, RepoFault, RepoTooLarge
+from skyfill.atproto.identity import Identity, IdentityResolver
 from skyfill.atproto.latest_commit import get_latest_commit
 from skyfill.atproto.retry import RetryPolicy, Tries, with_retries
 from skyfill.atproto.xrpc import RequestStats, XrpcClient, current_stats
@@ -16,6 +16,7 @@ from skyfill.backfill.previous import PreviousJob
 from skyfill.engine.executor.base import Executor
 from skyfill.engine.model import ItemOutput, ItemResult
 from skyfill.errors import Outcome, SkyfillError, classify
+from skyfill.sinks.base import KEPT_STATUSES
 from skyfill.telemetry.logcontext import bind
 
 log = logging.getLogger(__name__)
@@ -109,7 +110,7 @@ class RepoFetcher:
         return output
 
     async def _fetch_once(self, did: str, data: dict) -> tuple[DecodedRepo, int]:
-        identity = await self._resolver.resolve(did)
+        identity = await self._identity(did)
         data["handle"], data["pds"] = identity.handle, identity.pds
         prior = self._previous.ok_repo(did) if self._previous is not None else None
         if prior is not None and prior.get("pds") == identity.pds:
@@ -118,20 +119,49 @@ class RepoFetcher:
                 raise Unchanged(prior)
 
         async def decode(car: bytes) -> tuple[DecodedRepo, int]:
-            return await self._decode(car, did), len(car)
+            return await self._decode_verified(car, identity), len(car)
 
         try:
             return await self._client.get_repo(identity.pds, did, self._max_bytes, then=decode)
         except RepoTooLarge as exc:
             raise RepoTooLarge(f"{exc.message}{self._size_reason}") from None
 
-    async def _decode(self, car: bytes, did: str) -> DecodedRepo:
+    async def _identity(self, did: str) -> Identity:
+        """The DID's identity; when signatures are verified it must name a signing key
+        (a document without one is asked for once more, bypassing the cache)."""
+        identity = await self._resolver.resolve(did)
+        if not self._config.verify_signatures or identity.signing_key:
+            return identity
+        identity = await self._resolver.resolve(did, fresh=True)
+        if not identity.signing_key:
+            raise InvalidRepo(
+                f"the DID document of {did} has no usable #atproto verification method",
+                RepoFault.NO_SIGNING_KEY,
+            )
+        return identity
+
+    async def _decode_verified(self, car: bytes, identity: Identity) -> DecodedRepo:
+        """Decode, verifying the commit's signature; a signature that does not verify with
+        the cached key is checked once more with the key the directory gives now (keys
+        rotate), before the repo is refused."""
+        key = identity.signing_key if self._config.verify_signatures else None
+        try:
+            return await self._decode(car, identity.did, key)
+        except InvalidRepo as exc:
+            if exc.kind is not RepoFault.BAD_SIGNATURE:
+                raise
+            fresh = await self._resolver.resolve(identity.did, fresh=True)
+            if fresh.signing_key is None or fresh.signing_key == key:
+                raise
+            log.info("signing key of %s rotated", identity.did, extra={"event": "key_rotated"})
+            return await self._decode(car, identity.did, fresh.signing_key)
+
+    async def _decode(self, car: bytes, did: str, signing_key: str | None) -> DecodedRepo:
         cfg = self._config
+        args = (car, did, cfg.job_id, cfg.since, cfg.collections, signing_key)
         if len(car) <= cfg.inline_decode_bytes:
-            return decode_to_table(car, did, cfg.job_id, cfg.since, cfg.collections)
-        return await self._executor.run(
-            decode_to_table, car, did, cfg.job_id, cfg.since, cfg.collections
-        )
+            return decode_to_table(*args)
+        return await self._executor.run(decode_to_table, *args)
 
     def _success(
         self, did: str, decoded: DecodedRepo, car_bytes: int, attempt: int, data: dict
@@ -156,6 +186,13 @@ class RepoFetcher:
     def _failure(self, did: str, error: SkyfillError, attempt: int, data: dict) -> ItemOutput:
         status = Outcome.FAILED if error.retryable else error.outcome
         data["fetched_at"] = time.time()
+        prior = self._previous.ok_repo(did) if self._previous is not None else None
+        if prior is not None and status in KEPT_STATUSES:
+            # a refresh read nothing trustworthy (e.g. a bad signature): the rows and facts
+            # of the previous job stand, and the error is recorded beside them
+            for name in ("rev", "commit_cid", "record_count", "car_bytes"):
+                data[name] = prior.get(name)
+            data["kept_previous"] = True
         result = ItemResult(
             did,
             status,

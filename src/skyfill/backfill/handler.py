@@ -18,7 +18,7 @@ from skyfill.backfill.config import BackfillConfig
 from skyfill.backfill.discovery import HostDiscovery
 from skyfill.backfill.fetcher import RepoFetcher
 from skyfill.backfill.input import read_did_file
-from skyfill.backfill.previous import PreviousJob, carry_over, unchanged_dids
+from skyfill.backfill.previous import PreviousJob, carried_dids, carry_over
 from skyfill.backfill.schema import RECORDS_SCHEMA, REPOS_SCHEMA
 from skyfill.engine.discovery import DiscoveryContext
 from skyfill.engine.executor import make_executor
@@ -117,15 +117,16 @@ class BackfillHandler:
         )
 
     def carried_inputs(self, layout: JobLayout, store: StateStore) -> list[tuple[Path, int]]:
-        """A refresh: the previous job's rows of the repos that did not change."""
+        """A refresh: the previous job's rows of the repos that did not change (or that
+        this job could not read anything trustworthy of)."""
         if not self.config.previous:
             return []
         previous = PreviousJob(Path(self.config.previous))
         try:
-            unchanged = unchanged_dids(store.iter_items())
-            if not len(unchanged):
+            carried = carried_dids(store.iter_items())
+            if not len(carried):
                 return []
-            return carry_over(previous, unchanged, layout.aggregation / "carried", RECORDS_SCHEMA)
+            return carry_over(previous, carried, layout.aggregation / "carried", RECORDS_SCHEMA)
         finally:
             previous.close()
 

@@ -6,7 +6,9 @@ equals the rev the previous job stored has not changed: it is recorded `ok` with
 previous facts and `unchanged`, and not fetched. Its rows are carried over from the
 previous job's aggregation inputs (sorted task files), filtered to the unchanged DIDs, as
 more inputs of this job's aggregation; so records deleted from changed repos never come
-back, and every sink sees the whole up-to-date dataset.
+back, and every sink sees the whole up-to-date dataset. A repo that was `ok` and now ends
+`failed` or `invalid_repo` (nothing trustworthy was read, e.g. its new commit is badly
+signed) keeps its previous rows the same way, with the error recorded.
 """
 
 from __future__ import annotations
@@ -58,8 +60,13 @@ class PreviousJob:
         return [self.root / name for name in names]
 
 
-def unchanged_dids(items: Iterator[ItemResult]) -> pa.Array:
-    return pa.array(sorted(i.key for i in items if i.data.get("unchanged")), pa.string())
+def carried_dids(items: Iterator[ItemResult]) -> pa.Array:
+    """The DIDs whose previous rows stand: unchanged repos, and repos this job could not
+    read anything trustworthy of (`kept_previous`: failed, or invalid, e.g. badly signed)."""
+    return pa.array(
+        sorted(i.key for i in items if i.data.get("unchanged") or i.data.get("kept_previous")),
+        pa.string(),
+    )
 
 
 def carry_over(

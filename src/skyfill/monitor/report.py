@@ -53,6 +53,7 @@ def build_report(store: StateStore, layout: JobLayout | None) -> dict[str, Any]:
             "updated_at": job.updated_at,
             "items": job.item_count,
             "wall_seconds": round(job.updated_at - job.created_at, 3),
+            "signatures_verified": job.config.get("verify_signatures"),
         },
         "outcomes": _outcomes(store, items),
         "throughput": _throughput(points, samples),

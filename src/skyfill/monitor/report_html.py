@@ -29,6 +29,7 @@ th:first-child, td:first-child { text-align: left; }
 svg.chart { max-width: 100%; height: auto; font-size: 11px; fill: #39404d; }
 svg.chart .grid { stroke: #e6e8ec; }
 .note { color: #6b7280; font-size: 12px; }
+header p.warning { color: #ffd166; }
 """
 
 
@@ -226,6 +227,15 @@ def render_report(report: dict[str, Any]) -> str:
     return _page(job, sections)
 
 
+def _trust_warning(job: dict[str, Any]) -> str:
+    if job.get("signatures_verified") is not False:
+        return ""
+    return (
+        "<p class=warning><strong>Commit signatures were not verified</strong> "
+        "(--no-verify-signatures): rows are not proven to come from their accounts.</p>"
+    )
+
+
 def _page(job: dict[str, Any], sections: list[str]) -> str:
     title = f"skyfill report: {job.get('job_id')}"
     when = time.strftime("%Y-%m-%d %H:%M:%S %Z")
@@ -236,6 +246,7 @@ def _page(job: dict[str, Any], sections: list[str]) -> str:
         '<link rel="icon" href="data:,">'
         f"<style>{CSS}</style></head><body><header><h1>{escape(title)}</h1>"
         f"<p>{escape(str(job.get('job_type', '')))} job, {escape(str(job.get('status')))}, "
-        f"phase {escape(str(job.get('phase')))} · generated {escape(when)}</p></header>"
+        f"phase {escape(str(job.get('phase')))} · generated {escape(when)}</p>"
+        f"{_trust_warning(job)}</header>"
         f"<main>{''.join(sections)}</main></body></html>\n"
     )

@@ -11,6 +11,9 @@ class Identity:
     did: str
     pds: str
     handle: str | None
+    signing_key: str | None = None
+    """The `#atproto` verification method's key as a did:key (commits are signed with it);
+    None when the document has no usable one."""
 
 
 class DidMethodResolver(Protocol):

@@ -1,9 +1,10 @@
-"""Reading a DID document: the #atproto_pds endpoint and the handle."""
+"""Reading a DID document: the #atproto_pds endpoint, the #atproto signing key, the handle."""
 
 from __future__ import annotations
 
 from yarl import URL
 
+from skyfill.atproto.crypto import InvalidKey, parse_multikey
 from skyfill.atproto.exceptions import InvalidDidDocument
 from skyfill.atproto.identity.base import Identity
 
@@ -14,7 +15,12 @@ def identity_from_document(did: str, doc: object) -> Identity:
         raise InvalidDidDocument(f"{did}: DID document is not a JSON object")
     if doc.get("id") != did:
         raise InvalidDidDocument(f"{did}: DID document is for {str(doc.get('id'))[:80]!r}")
-    return Identity(did=did, pds=_pds_endpoint(did, doc), handle=_handle(doc))
+    return Identity(
+        did=did,
+        pds=_pds_endpoint(did, doc),
+        handle=_handle(doc),
+        signing_key=_signing_key(did, doc),
+    )
 
 
 def _pds_endpoint(did: str, doc: dict) -> str:
@@ -32,6 +38,21 @@ def _pds_endpoint(did: str, doc: dict) -> str:
             raise InvalidDidDocument(f"{did}: PDS endpoint is not an http(s) URL: {endpoint[:80]}")
         return endpoint.rstrip("/")
     raise InvalidDidDocument(f"{did}: DID document has no #atproto_pds service endpoint")
+
+
+def _signing_key(did: str, doc: dict) -> str | None:
+    """The `#atproto` verification method's public key as a did:key, if it is usable."""
+    methods = doc.get("verificationMethod")
+    for method in methods if isinstance(methods, list) else []:
+        if not isinstance(method, dict) or method.get("id") not in ("#atproto", f"{did}#atproto"):
+            continue
+        try:
+            return parse_multikey(
+                method.get("publicKeyMultibase"), str(method.get("type", "Multikey"))
+            ).did_key
+        except InvalidKey:
+            return None
+    return None
 
 
 def _handle(doc: dict) -> str | None:

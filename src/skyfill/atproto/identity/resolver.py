@@ -26,9 +26,13 @@ class IdentityResolver:
         self._cache: OrderedDict[str, Identity] = OrderedDict()
         self._inflight: dict[str, asyncio.Future[Identity]] = {}
 
-    async def resolve(self, did: str) -> Identity:
-        """The identity of `did`. Only successes are cached, failures are raised each time."""
-        if did in self._cache:
+    async def resolve(self, did: str, *, fresh: bool = False) -> Identity:
+        """The identity of `did`. Only successes are cached, failures are raised each time.
+
+        `fresh`: ask the directory again (a key may have rotated since it was cached)."""
+        if fresh:
+            self._cache.pop(did, None)
+        elif did in self._cache:
             self._cache.move_to_end(did)
             return self._cache[did]
         if did in self._inflight:
