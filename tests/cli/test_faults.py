@@ -67,7 +67,9 @@ def _assert_outcomes(net: Server, workdir: Path, job_id: str) -> dict[str, dict]
     rows = repos(workdir, job_id)
     for fault, status in EXPECTED.items():
         assert rows[_by_fault(net)[fault]]["status"] == status, (fault, rows[_by_fault(net)[fault]])
-    assert rows[_by_fault(net)["bad_cid"]]["error"].startswith("block does not match its CID")
+    assert rows[_by_fault(net)["bad_cid"]]["error"].startswith(
+        "cid_mismatch: block does not match its CID"
+    )
     assert "timed out" in rows[_by_fault(net)["hang"]]["error"]
     want = {d: r for d, r in truth_records(net.ready["truth_data"]).items() if r}
     assert records_by_did(workdir, job_id) == want
