@@ -53,6 +53,7 @@ SAMPLES: dict[str, tuple[str, str, Any]] = {
     "hosts": ("pds.a.com=100/1m", "{pds.a.com: 100/1m}", {"pds.a.com": "100/60s"}),
     "host_concurrency": ("3", "3", 3),
     "adaptive": ("false", "false", False),
+    "verify_signatures": ("false", "false", False),
     "max_memory": ("2g", "2g", 2 << 30),
     "backoff_max": ("30", "30", 30.0),
     "sample_interval": ("0", "0", 0.0),

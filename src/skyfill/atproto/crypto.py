@@ -4,7 +4,9 @@ A repo commit is signed with ECDSA over sha256 by the key in the DID document's 
 verification method: P-256 (multicodec 0x1200) or secp256k1 (0xe7), published as a
 multibase (base58btc `z`) compressed point. Signatures are 64 bytes `r‖s`, and only the
 low-S form is valid in atproto (a high-S signature is refused, so a signature cannot be
-malleated into a second valid one). The curve arithmetic is the `cryptography` library's.
+malleated into a second valid one). The curve arithmetic is a library's: secp256k1 by
+`coincurve` (libsecp256k1, ~10x faster at verifying than OpenSSL's generic code for that
+curve, which matters at one verify per repo), P-256 by `cryptography` (OpenSSL).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import hashlib
 from dataclasses import dataclass
 from enum import StrEnum
 
+import coincurve
 import libipld
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
@@ -117,13 +120,23 @@ def verify(key: PublicKey, message: bytes, signature: bytes) -> bool:
     order = _ORDER[key.curve]
     if not (0 < r < order and 0 < s <= order // 2):
         return False
+    der = encode_dss_signature(r, s)
+    if key.curve is Curve.K256:
+        return _secp256k1(key.point).verify(der, message, hasher=_sha256)
     try:
-        _loaded(key.curve, key.point).verify(
-            encode_dss_signature(r, s), message, ec.ECDSA(hashes.SHA256())
-        )
+        _loaded(key.curve, key.point).verify(der, message, ec.ECDSA(hashes.SHA256()))
     except InvalidSignature:
         return False
     return True
+
+
+def _sha256(message: bytes) -> bytes:
+    return hashlib.sha256(message).digest()
+
+
+@functools.lru_cache(maxsize=4096)
+def _secp256k1(point: bytes) -> coincurve.PublicKey:
+    return coincurve.PublicKey(point)
 
 
 def verify_signature(did_key: str, message: bytes, signature: bytes) -> bool:
