@@ -143,7 +143,7 @@ def _build_node(items: list[tuple[bytes, bytes, int]], layer: int, blocks: dict)
         else:
             left = subtree
         key = item[0]
-        prefix = _common_prefix(prev_key, key)
+        prefix = common_prefix(prev_key, key)
         entries.append({"p": prefix, "k": key[prefix:], "v": cbrrr.CID(item[1]), "t": None})
         prev_key = key
     if pending:
@@ -159,7 +159,8 @@ def _build_node(items: list[tuple[bytes, bytes, int]], layer: int, blocks: dict)
     return cid
 
 
-def _common_prefix(a: bytes, b: bytes) -> int:
+def common_prefix(a: bytes, b: bytes) -> int:
+    """How many leading bytes `a` and `b` share (an MST entry stores its key after them)."""
     n = min(len(a), len(b))
     i = 0
     while i < n and a[i] == b[i]:
