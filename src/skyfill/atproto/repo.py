@@ -170,6 +170,8 @@ def _decode_records(
             raise InvalidRepo(
                 f"record {collection}/{rkey} is not valid DAG-CBOR: {exc}", RepoFault.BAD_RECORD
             ) from None
+        if type(value) is not dict:
+            raise InvalidRepo(f"record {collection}/{rkey} is not a map", RepoFault.BAD_RECORD)
         collections.append(collection)
         rkeys.append(rkey)
         cids.append(encode_cid(cid))
