@@ -280,7 +280,7 @@ def target_decode_repo(car: bytes) -> RepoRecords | None:
     except InvalidRepo:
         return None
     for text in repo.records:
-        orjson.loads(text)  # every row is JSON
+        assert isinstance(orjson.loads(text), dict), "a record row that is not a JSON object"
     return repo
 
 
@@ -336,3 +336,99 @@ def keys_at_layer(layer: int, count: int, collection: str = "com.example.a") -> 
             found.append(key)
         i += 1
     return found
+
+
+# --- the same inputs from a plain Random (benchmarks/fuzz.py) ------------------------------
+
+
+def random_junk(rnd: random.Random) -> object:
+    """A value of any DAG-CBOR type, where a field expects another."""
+    kind = rnd.randrange(8)
+    if kind == 0:
+        return None
+    if kind == 1:
+        return rnd.random() < 0.5
+    if kind == 2:
+        return rnd.choice([-1, 0, 1, 2**31, 2**63, -(2**63) - 1, rnd.randint(-(2**64), 2**64 - 1)])
+    if kind == 3:
+        return rnd.choice([0.5, -1.0, 1e300])
+    if kind == 4:
+        return rnd.choice(["", "a", "1", "\u00e9"])
+    if kind == 5:
+        return rnd.randbytes(rnd.randrange(40))
+    if kind == 6:
+        return [rnd.randrange(4) for _ in range(rnd.randrange(3))]
+    return {"a": rnd.randrange(4)}
+
+
+def random_value(rnd: random.Random, depth: int = 0) -> object:
+    """A random DAG-CBOR value (maps, lists, links, bytes, text, integers, floats)."""
+    kind = rnd.randrange(10 if depth < 4 else 8)
+    if kind == 0:
+        return cbrrr.CID(cid_for_block(b"a record"))
+    if kind < 8:
+        return random_junk(rnd)
+    if kind == 8:
+        return [random_value(rnd, depth + 1) for _ in range(rnd.randrange(4))]
+    return {
+        rnd.choice(["a", "$type", "$link", "$bytes", "text", "createdAt"]): random_value(
+            rnd, depth + 1
+        )
+        for _ in range(rnd.randrange(4))
+    }
+
+
+_RANDOM_KEYS = [b"a/b", b"app.bsky.feed.post/", b"com.example.a/00000000", b"/", b""]
+
+
+def random_nodes(rnd: random.Random) -> list[dict]:
+    """Up to 5 random MST-ish nodes, each linking (if at all) to nodes before it."""
+    nodes: list[dict] = []
+    for i in range(rnd.randint(1, 5)):
+
+        def link(i: int = i) -> object:
+            choice = rnd.randrange(4)
+            if choice == 0 and i:
+                return ("node", rnd.randrange(i))
+            if choice == 1:
+                return ("cid", cid_for_block(b"a record"))
+            return None if choice == 2 else random_junk(rnd)
+
+        entries = []
+        for _ in range(rnd.randrange(5)):
+            entry: dict = {
+                "p": rnd.randrange(30) if rnd.random() < 0.8 else random_junk(rnd),
+                "k": rnd.choice([*_RANDOM_KEYS, rnd.randbytes(rnd.randrange(24))]),
+                "v": ("cid", cid_for_block(b"a record")) if rnd.random() < 0.8 else link(),
+                "t": link(),
+            }
+            for field in ("p", "k", "v", "t"):
+                if rnd.random() < 0.05:
+                    del entry[field]
+            entries.append(entry)
+        node: dict = {"l": link(), "e": entries if rnd.random() < 0.95 else random_junk(rnd)}
+        nodes.append(node)
+    return nodes
+
+
+def mutate_nodes(tree: list[dict], rnd: random.Random) -> list[dict]:
+    """A valid tree (from `index_nodes`) with 1-3 changes: a field, a link, an entry."""
+    nodes = [dict(node, e=[dict(entry) for entry in node["e"]]) for node in tree]
+    for _ in range(rnd.randint(1, 3)):
+        i = rnd.randrange(len(nodes))
+        node = nodes[i]
+        below = ("node", rnd.randrange(i)) if i else None
+        what = rnd.randrange(4)
+        if what == 0:
+            node["l"] = below if rnd.random() < 0.5 else random_junk(rnd)
+        elif not node["e"]:
+            continue
+        elif what == 1:
+            del node["e"][rnd.randrange(len(node["e"]))]
+        elif what == 2:
+            node["e"].insert(rnd.randrange(len(node["e"]) + 1), dict(rnd.choice(node["e"])))
+        else:
+            entry = rnd.choice(node["e"])
+            field = rnd.choice(["p", "k", "v", "t"])
+            entry[field] = rnd.choice([below, rnd.choice(_RANDOM_KEYS), random_junk(rnd)])
+    return nodes
