@@ -28,6 +28,11 @@ Exit status 1 when there is a finding.
 
     .venv/bin/python -m benchmarks.fuzz --seconds 300
     .venv/bin/python -m benchmarks.fuzz --replay test-output/fuzz/mst-random-1.car
+
+The hypothesis tests themselves run long with their `long` profile (20000 examples each,
+shrinking a failure to a minimal input):
+
+    SKYFILL_HYPOTHESIS_PROFILE=long .venv/bin/pytest tests/atproto/test_fuzz.py
 """
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from skyfill.atproto import mst
+from skyfill.atproto.car import write_car
 from skyfill.atproto.cid import cid_for_block
 from skyfill.atproto.exceptions import InvalidRepo, RepoFault
 from skyfill.atproto.repo import decode_repo
@@ -156,6 +157,30 @@ def test_mutated_mst_walks_or_raises_invalid_repo(data: st.DataObject) -> None:
 def test_unmutated_tree_walks() -> None:
     blocks, root = mst_blocks(TREE)
     assert len(mst.collect(getter(blocks), root)[0]) == 60
+
+
+# --- commits -----------------------------------------------------------------------------
+
+_TREE_BLOCKS, _TREE_ROOT = mst_blocks(TREE)
+
+
+@given(
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "did": st.one_of(st.just(DID), _JUNK),
+            "version": st.one_of(st.sampled_from([2, 3, 3.0]), _JUNK),
+            "data": st.one_of(st.just(cbrrr.CID(_TREE_ROOT)), st.just(cbrrr.CID(VALUE)), _JUNK),
+            "rev": st.one_of(st.just("3kabcdefghijk"), _JUNK),
+            "prev": st.one_of(st.none(), _JUNK),
+            "sig": st.one_of(st.just(b"\x00" * 64), _JUNK),
+        },
+    )
+)
+def test_any_commit_map_decodes_or_raises_invalid_repo(commit: dict) -> None:
+    block = cbrrr.encode_dag_cbor(commit)
+    cid = cid_for_block(block)
+    target_decode_repo(write_car([cid], [(cid, block), *_TREE_BLOCKS.items()]))
 
 
 # --- record blocks -------------------------------------------------------------------------
