@@ -1,9 +1,11 @@
-"""Fixtures shared by every test package: the simulated network, a throwaway redis-server."""
+"""Fixtures shared by every test package: the simulated network, a throwaway redis-server;
+the hypothesis profiles (`ci`, the default: few examples, derandomized; `long`: many)."""
 
 from __future__ import annotations
 
 import itertools
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -12,11 +14,18 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from tests.helpers import Server, start_simnet
 from tests.pgserver import PostgresServer, PostgresUnavailable, start_postgres
 
 _databases = itertools.count()
+
+# Property tests (tests/atproto/test_fuzz.py, tests/interop/): a short, reproducible run by
+# default; SKYFILL_HYPOTHESIS_PROFILE=long for a fuzzing session (benchmarks/fuzz.py).
+settings.register_profile("ci", max_examples=60, deadline=None, derandomize=True, database=None)
+settings.register_profile("long", max_examples=20_000, deadline=None, database=None)
+settings.load_profile(os.environ.get("SKYFILL_HYPOTHESIS_PROFILE", "ci"))
 
 
 @pytest.fixture(scope="session")

@@ -119,7 +119,7 @@ class RepoFault(StrEnum):
     """A key is not a valid repo path `<collection NSID>/<record key>`."""
     RECORD_TOO_LARGE = "record_too_large"
     BAD_RECORD = "bad_record"
-    """A record block is not valid DAG-CBOR."""
+    """A record block is not valid DAG-CBOR (atproto's: no floats), or is not a map."""
     INVALID_REPO = "invalid_repo"
     """No more precise kind."""
 

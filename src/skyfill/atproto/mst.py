@@ -4,13 +4,16 @@ A node is `{l: CID|null, e: [{p: prefix_len, k: key_suffix, v: value CID, t: CID
 Every key of a node sits at that node's layer (leading zero bits of sha256(key), in pairs);
 `l` and each entry's `t` point to subtrees one layer down. The walk checks the structure,
 the key order and each key's layer, so that a repository that does not verify is refused.
+It checks the order as it goes, so a node linked from several places (which repeats keys)
+is refused at its second visit rather than walked again and again; and it goes no deeper
+than MAX_DEPTH nodes (a sha-256 has 128 layers), so a chain of empty nodes cannot exhaust
+the stack.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterator
-from itertools import pairwise
 
 import cbrrr
 import libipld
@@ -19,6 +22,7 @@ from skyfill.atproto.cid import cid_for_block
 from skyfill.atproto.exceptions import InvalidRepo, RepoFault
 
 MALFORMED = RepoFault.MST_MALFORMED
+MAX_DEPTH = 256
 
 BlockGetter = Callable[[bytes], bytes]
 
@@ -55,16 +59,20 @@ def collect(get_block: BlockGetter, root: bytes) -> tuple[list[bytes], list[byte
     not verify (structure, key order, each key at its layer)."""
     keys: list[bytes] = []
     values: list[bytes] = []
-    _collect(get_block, root, None, keys, values)
-    for previous, key in pairwise(keys):
-        if key <= previous:
-            raise InvalidRepo(f"MST keys out of order at {key[:80]!r}", RepoFault.MST_KEY_ORDER)
+    _collect(get_block, root, None, keys, values, 0)
     return keys, values
 
 
 def _collect(
-    get_block: BlockGetter, cid: bytes, layer: int | None, keys: list[bytes], values: list[bytes]
+    get_block: BlockGetter,
+    cid: bytes,
+    layer: int | None,
+    keys: list[bytes],
+    values: list[bytes],
+    depth: int,
 ) -> None:
+    if depth >= MAX_DEPTH:
+        raise InvalidRepo(f"MST deeper than {MAX_DEPTH} nodes", MALFORMED)
     node = _decode_node(get_block, cid)
     entries = node["e"]
     left = node.get("l")
@@ -80,18 +88,20 @@ def _collect(
     below = None if layer is None else layer - 1
     if left is not None:
         _check_child(left, layer)
-        _collect(get_block, left, below, keys, values)
+        _collect(get_block, left, below, keys, values, depth + 1)
     for key, entry in zip(node_keys, entries, strict=True):
         if key_layer(key) != layer:
             raise InvalidRepo(
                 f"MST key {key[:80]!r} is stored at the wrong layer", RepoFault.MST_KEY_LAYER
             )
+        if keys and key <= keys[-1]:
+            raise InvalidRepo(f"MST keys out of order at {key[:80]!r}", RepoFault.MST_KEY_ORDER)
         keys.append(key)
         values.append(entry["v"])
         subtree = entry.get("t")
         if subtree is not None:
             _check_child(subtree, layer)
-            _collect(get_block, subtree, below, keys, values)
+            _collect(get_block, subtree, below, keys, values, depth + 1)
 
 
 def _entry_keys(entries: list) -> list[bytes]:
@@ -103,7 +113,12 @@ def _entry_keys(entries: list) -> list[bytes]:
             prefix, suffix, value = entry["p"], entry["k"], entry["v"]
         except (KeyError, TypeError):
             raise InvalidRepo("MST entry lacks p, k or v", MALFORMED) from None
-        if not isinstance(suffix, bytes) or not isinstance(value, bytes) or prefix > len(previous):
+        if (
+            type(prefix) is not int
+            or not 0 <= prefix <= len(previous)
+            or not isinstance(suffix, bytes)
+            or not isinstance(value, bytes)
+        ):
             raise InvalidRepo("malformed MST entry", MALFORMED)
         previous = previous[:prefix] + suffix
         keys.append(previous)
@@ -143,7 +158,7 @@ def _build_node(items: list[tuple[bytes, bytes, int]], layer: int, blocks: dict)
         else:
             left = subtree
         key = item[0]
-        prefix = _common_prefix(prev_key, key)
+        prefix = common_prefix(prev_key, key)
         entries.append({"p": prefix, "k": key[prefix:], "v": cbrrr.CID(item[1]), "t": None})
         prev_key = key
     if pending:
@@ -159,7 +174,8 @@ def _build_node(items: list[tuple[bytes, bytes, int]], layer: int, blocks: dict)
     return cid
 
 
-def _common_prefix(a: bytes, b: bytes) -> int:
+def common_prefix(a: bytes, b: bytes) -> int:
+    """How many leading bytes `a` and `b` share (an MST entry stores its key after them)."""
     n = min(len(a), len(b))
     i = 0
     while i < n and a[i] == b[i]:

@@ -195,14 +195,17 @@ def _decode_records(
                 continue
         try:
             value = decode(block, atjson_mode=True)
+            text = dumps(value)  # TypeError: nested deeper than 254, an integer below -2**63
         except Exception as exc:
             raise InvalidRepo(
                 f"record {collection}/{rkey} is not valid DAG-CBOR: {exc}", RepoFault.BAD_RECORD
             ) from None
+        if type(value) is not dict:
+            raise InvalidRepo(f"record {collection}/{rkey} is not a map", RepoFault.BAD_RECORD)
         collections.append(collection)
         rkeys.append(rkey)
         cids.append(encode_cid(cid))
-        records.append(dumps(value).decode())
+        records.append(text.decode())
         created.append(created_at(value))
 
 
