@@ -71,7 +71,7 @@ FAULTS = (
 FAULT_OUTCOMES: dict[str, tuple[str, str | None]] = {
     "hang": ("failed", None),
     "slow_first": ("ok", None),
-    "truncate": ("invalid_repo", None),
+    "truncate": ("invalid_repo", "malformed_car"),
     "bad_cid": ("invalid_repo", "cid_mismatch"),
     "missing_block": ("invalid_repo", "missing_block"),
     "flaky_503": ("ok", None),
@@ -88,7 +88,7 @@ FAULT_OUTCOMES: dict[str, tuple[str, str | None]] = {
     "mst_wrong_layer": ("invalid_repo", "mst_key_layer"),
 }
 """Each fault's outcome in a correct backfill that verifies signatures: the repo's status
-and, for an invalid_repo, its kind (the error class; None where it is not fixed here)."""
+and, for an invalid_repo, its kind (RepoFault, the error class)."""
 _STATUS_ERRORS = {
     "deactivated": "RepoDeactivated",
     "takendown": "RepoTakendown",
