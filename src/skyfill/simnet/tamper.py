@@ -100,7 +100,8 @@ def flat_tree(items: Items, blocks: dict[bytes, bytes]) -> bytes:
         prefix = _common_prefix(previous, key)
         entries.append({"p": prefix, "k": key[prefix:], "v": cbrrr.CID(value), "t": None})
         previous = key
-    block = cbrrr.encode_dag_cbor({"l": None, "e": entries})
+    node: dict = {"l": None, "e": entries}
+    block = cbrrr.encode_dag_cbor(node)
     cid = cid_for_block(block)
     blocks[cid] = block
     return cid
