@@ -209,11 +209,15 @@ def _decode_records(
         created.append(created_at(value))
 
 
-def build_repo(did: str, rev: str, records: dict[str, dict]) -> tuple[bytes, str, dict[str, str]]:
-    """Build a repo CAR (unsigned commit) from `{"collection/rkey": record}`.
+def build_repo(
+    did: str, rev: str, records: dict[str, dict], *, sign: Callable[[bytes], bytes] | None = None
+) -> tuple[bytes, str, dict[str, str]]:
+    """Build a repo CAR from `{"collection/rkey": record}`.
 
-    Records are python values for cbrrr (use cbrrr.CID for links). Returns the CAR bytes,
-    the commit CID and each path's record CID. Used by the simulated network.
+    Records are python values for cbrrr (use cbrrr.CID for links). With `sign` (a key's
+    `sign`: DAG-CBOR of the commit without `sig` -> 64-byte signature), the commit is
+    signed; without it, its `sig` is 64 zero bytes. Returns the CAR bytes, the commit CID
+    and each path's record CID. Used by the simulated network.
     """
     blocks: dict[bytes, bytes] = {}
     items: list[tuple[bytes, bytes]] = []
@@ -225,14 +229,14 @@ def build_repo(did: str, rev: str, records: dict[str, dict]) -> tuple[bytes, str
         items.append((path.encode(), cid))
         paths[path] = cid_to_str(cid)
     data_root = mst.build(items, blocks)
-    commit = {
+    commit: dict = {
         "did": did,
         "version": 3,
         "data": cbrrr.CID(data_root),
         "rev": rev,
         "prev": None,
-        "sig": b"\x00" * 64,
     }
+    commit["sig"] = b"\x00" * 64 if sign is None else sign(cbrrr.encode_dag_cbor(commit))
     commit_block = cbrrr.encode_dag_cbor(commit)
     commit_cid = cid_for_block(commit_block)
     blocks[commit_cid] = commit_block

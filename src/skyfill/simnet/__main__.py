@@ -17,7 +17,7 @@ import orjson
 from skyfill.ratelimit.spec import RateSpec, parse_rate
 from skyfill.simnet.listing import LISTING_FAULTS, ListingOptions
 from skyfill.simnet.run import SimSpec, add_did_web_account, build_network, write_files
-from skyfill.simnet.server import SimServers
+from skyfill.simnet.server import FAULTS, SimServers
 
 
 def _args(argv: list[str] | None) -> argparse.Namespace:
@@ -27,7 +27,11 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--mean-records", type=int, default=60)
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--statuses", default="", help="comma list, e.g. deactivated,takendown")
-    p.add_argument("--faults", default="", help="comma list, e.g. hang,truncate,bad_cid")
+    p.add_argument(
+        "--faults",
+        default="",
+        help=f"comma list, one account each (the last accounts): {', '.join(FAULTS)}",
+    )
     p.add_argument("--unknown-dids", type=int, default=0)
     p.add_argument("--did-web", action="store_true", help="add one did:web account")
     p.add_argument("--rate-limit", help="every PDS host enforces this fixed window, e.g. 100/2s")

@@ -10,15 +10,22 @@ from datetime import UTC, datetime, timedelta
 import cbrrr
 
 from skyfill.atproto.cid import cid_for_block, cid_to_str
+from skyfill.atproto.crypto import Curve
 from skyfill.atproto.tid import encode_tid
 
 BASE_TIME = datetime(2025, 1, 1, tzinfo=UTC)
+_CURVES = (Curve.P256, Curve.K256)
 _B32 = "abcdefghijklmnopqrstuvwxyz234567"
 
 
 def plc_did(seed: str) -> str:
     digest = hashlib.sha256(seed.encode()).digest()
     return "did:plc:" + "".join(_B32[b % 32] for b in digest[:24])
+
+
+def curve_of(index: int) -> Curve:
+    """The curve of the `index`-th account's signing key: P-256 and secp256k1 in turn."""
+    return _CURVES[index % len(_CURVES)]
 
 
 @dataclass(slots=True)
@@ -32,6 +39,8 @@ class Account:
     records: dict[str, dict] = field(default_factory=dict)
     fault: str | None = None
     """Injected misbehaviour of its PDS: see simnet.server.FAULTS."""
+    curve: Curve = Curve.P256
+    """The curve of its signing key (simnet.keys)."""
 
 
 def _tid(rng: random.Random, when: datetime) -> str:
@@ -176,7 +185,9 @@ def generate_accounts(count: int, hosts: int, mean_records: int, seed: int = 7) 
     dids = [plc_did(f"simnet-{seed}-{i}") for i in range(count)]
     accounts = []
     for i, did in enumerate(dids):
-        account = Account(did=did, handle=f"user{i}.sim.test", host=i % max(1, hosts))
+        account = Account(
+            did=did, handle=f"user{i}.sim.test", host=i % max(1, hosts), curve=curve_of(i)
+        )
         account.records = generate_records(rng, record_count(rng, mean_records), dids)
         accounts.append(account)
     return accounts

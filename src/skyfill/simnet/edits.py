@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import random
 
-from skyfill.simnet.accounts import Account, generate_records, plc_did
+from skyfill.simnet.accounts import Account, curve_of, generate_records, plc_did
 from skyfill.simnet.network import SimNetwork, later_rev
 
 EDIT_ACTIONS = ("add_post", "delete_record", "update_profile", "set_status", "create_account")
@@ -97,7 +97,9 @@ def _create_account(network: SimNetwork, edit: dict) -> dict:
     while did in network.accounts:
         number += 1
         did = plc_did(f"simnet-created-{number}")
-    account = Account(did=did, handle=f"created{number}.sim.test", host=host)
+    account = Account(
+        did=did, handle=f"created{number}.sim.test", host=host, curve=curve_of(number)
+    )
     account.records = generate_records(random.Random(did), count, [did])
     network.add(account)
     built = network.repos[did]

@@ -6,12 +6,13 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from skyfill.atproto.cid import cid_from_str
-from skyfill.atproto.repo import build_repo
 from skyfill.atproto.tid import encode_tid, tid_timestamp
 from skyfill.simnet.accounts import BASE_TIME, Account
+from skyfill.simnet.keys import signing_key
+from skyfill.simnet.tamper import build_served_repo
 
 # Faults after which a correct backfill still has the repo (the others lose it).
-RECOVERABLE_FAULTS = (None, "flaky_503", "flaky_429", "slow_first")
+RECOVERABLE_FAULTS = (None, "flaky_503", "flaky_429", "slow_first", "key_rotated")
 REV_TIME = BASE_TIME + timedelta(days=365)
 REV = encode_tid(int(REV_TIME.timestamp() * 1_000_000))
 
@@ -48,7 +49,7 @@ def drop_block(car: bytes, record_cid: str) -> bytes:
 
 
 class SimNetwork:
-    """Accounts by DID, with their repos built once."""
+    """Accounts by DID, with their repos built once (each signed with its account's key)."""
 
     def __init__(self, accounts: list[Account], hosts: int, rev: str = REV) -> None:
         self.accounts = {a.did: a for a in accounts}
@@ -56,6 +57,9 @@ class SimNetwork:
         self.rev = rev
         self.repos: dict[str, BuiltRepo] = {}
         self.requests: dict[str, int] = {}
+        """getRepo requests per DID so far."""
+        self.document_requests: dict[str, int] = {}
+        """DID document requests per DID so far (PLC or did:web)."""
         for account in accounts:
             self._build(account)
 
@@ -65,7 +69,7 @@ class SimNetwork:
 
     def _build(self, account: Account, rev: str | None = None) -> None:
         rev = rev or self.rev
-        car, commit, paths = build_repo(account.did, rev, account.records)
+        car, commit, paths = build_served_repo(account, rev)
         if account.fault == "bad_cid":
             car = corrupt_block(car, next(iter(paths.values())))
         elif account.fault == "missing_block":
@@ -92,6 +96,7 @@ class SimNetwork:
                 "commit": built.commit,
                 "status": account.status,
                 "fault": account.fault,
+                "signing_key": signing_key(account).did_key,
                 "records": [{"path": p, "cid": c} for p, c in sorted(built.paths.items())]
                 if ok
                 else [],

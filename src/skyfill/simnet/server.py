@@ -9,6 +9,20 @@ FAULTS an account can be given (Account.fault):
   flaky_503         the first two getRepo requests answer 503
   flaky_429         the first two getRepo requests answer 429 as HTML, without headers
   generic_notfound  getRepo answers 404 {"error": "NotFound", "message": "Repo not found"}
+  sig_wrong_key     the commit is signed by another key than the one its DID document gives
+  sig_high_s        the commit's signature is in its high-S form (valid ECDSA, not atproto)
+  sig_flipped_bit   one bit of the commit's signature is flipped
+  sig_missing       the commit has no `sig` field
+  no_signing_key    the DID document has no #atproto verification method (the repo is signed)
+  key_rotated       the DID document's first answer gives an old key, every later one the
+                    key the repo is signed with (a verifier that resolves again on a
+                    mismatch gets the repo; one that trusts its cache does not)
+  mst_invalid_key   a record is stored under a key that is not <collection>/<rkey>
+  mst_unsorted      two neighbouring entries of one MST node are swapped (keys out of order)
+  mst_wrong_layer   the MST is one node holding every key (keys at the wrong layer)
+Every repo is signed with its account's key (simnet.keys: P-256 and secp256k1 in turn),
+whose did:key the truth gives as `signing_key`; the mst_* repos are signed correctly, only
+their tree is wrong (simnet.tamper). FAULT_OUTCOMES says how a correct backfill ends each.
 
 Besides getRepo, every PDS answers listRepos, listReposByCollection and getLatestCommit
 (simnet.listing; per-host ListingOptions), and these loopback-only endpoints for tests:
@@ -30,6 +44,7 @@ from aiohttp import web
 from skyfill.ratelimit.spec import RateSpec
 from skyfill.simnet import listing
 from skyfill.simnet.edits import EditError, apply_edit
+from skyfill.simnet.keys import published_key, verification_methods
 from skyfill.simnet.limits import WindowLimit
 from skyfill.simnet.listing import ListingOptions
 from skyfill.simnet.network import SimNetwork
@@ -43,7 +58,37 @@ FAULTS = (
     "flaky_503",
     "flaky_429",
     "generic_notfound",
+    "sig_wrong_key",
+    "sig_high_s",
+    "sig_flipped_bit",
+    "sig_missing",
+    "no_signing_key",
+    "key_rotated",
+    "mst_invalid_key",
+    "mst_unsorted",
+    "mst_wrong_layer",
 )
+FAULT_OUTCOMES: dict[str, tuple[str, str | None]] = {
+    "hang": ("failed", None),
+    "slow_first": ("ok", None),
+    "truncate": ("invalid_repo", "malformed_car"),
+    "bad_cid": ("invalid_repo", "cid_mismatch"),
+    "missing_block": ("invalid_repo", "missing_block"),
+    "flaky_503": ("ok", None),
+    "flaky_429": ("ok", None),
+    "generic_notfound": ("not_found", None),
+    "sig_wrong_key": ("invalid_repo", "bad_signature"),
+    "sig_high_s": ("invalid_repo", "bad_signature"),
+    "sig_flipped_bit": ("invalid_repo", "bad_signature"),
+    "sig_missing": ("invalid_repo", "bad_signature"),
+    "no_signing_key": ("invalid_repo", "no_signing_key"),
+    "key_rotated": ("ok", None),
+    "mst_invalid_key": ("invalid_repo", "mst_invalid_key"),
+    "mst_unsorted": ("invalid_repo", "mst_key_order"),
+    "mst_wrong_layer": ("invalid_repo", "mst_key_layer"),
+}
+"""Each fault's outcome in a correct backfill that verifies signatures: the repo's status
+and, for an invalid_repo, its kind (RepoFault, the error class)."""
 _STATUS_ERRORS = {
     "deactivated": "RepoDeactivated",
     "takendown": "RepoTakendown",
@@ -129,12 +174,15 @@ class SimServers:
         return web.json_response(self._document(did))
 
     def _document(self, did: str) -> dict:
+        """The DID document, with the `#atproto` key its account's fault has it give now."""
         account = self.network.accounts[did]
+        requests = self.network.document_requests
+        requests[did] = requests.get(did, 0) + 1
         return {
             "@context": ["https://www.w3.org/ns/did/v1"],
             "id": did,
             "alsoKnownAs": [f"at://{account.handle}"],
-            "verificationMethod": [],
+            "verificationMethod": verification_methods(did, published_key(account, requests[did])),
             "service": [
                 {
                     "id": "#atproto_pds",
