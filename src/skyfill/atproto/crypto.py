@@ -174,8 +174,14 @@ class Keypair:
         return self.public.did_key
 
     def sign(self, message: bytes) -> bytes:
-        """The 64-byte low-S `r‖s` signature of sha256(`message`)."""
-        r, s = decode_dss_signature(self._private.sign(message, ec.ECDSA(hashes.SHA256())))
+        """The 64-byte low-S `r‖s` signature of sha256(`message`) (deterministic, RFC 6979,
+        on secp256k1)."""
+        if self.curve is Curve.K256:
+            secret = self._private.private_numbers().private_value.to_bytes(32)
+            der = coincurve.PrivateKey(secret).sign(message, hasher=_sha256)
+            r, s = decode_dss_signature(der)
+        else:
+            r, s = decode_dss_signature(self._private.sign(message, ec.ECDSA(hashes.SHA256())))
         order = _ORDER[self.curve]
         if s > order // 2:
             s = order - s

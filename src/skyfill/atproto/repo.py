@@ -111,9 +111,11 @@ def _verify_commit(block: bytes, sig: object, did: str, signing_key: str) -> Non
     # cbrrr keeps links as CIDs, so the unsigned map re-encodes to the bytes that were signed
     try:
         unsigned = cbrrr.decode_dag_cbor(block)
-        del unsigned["sig"]
     except Exception as exc:  # libipld read it; a stricter decoder may not
         raise InvalidRepo(f"commit is not valid DAG-CBOR: {exc}", RepoFault.BAD_COMMIT) from None
+    if not isinstance(unsigned, dict):
+        raise InvalidRepo("commit is not a map", RepoFault.BAD_COMMIT)
+    unsigned.pop("sig", None)
     try:
         valid = crypto.verify_signature(signing_key, cbrrr.encode_dag_cbor(unsigned), sig)
     except crypto.InvalidKey as exc:

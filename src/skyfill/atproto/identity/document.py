@@ -46,10 +46,11 @@ def _signing_key(did: str, doc: dict) -> str | None:
     for method in methods if isinstance(methods, list) else []:
         if not isinstance(method, dict) or method.get("id") not in ("#atproto", f"{did}#atproto"):
             continue
+        value = method.get("publicKeyMultibase")
+        if not isinstance(value, str):
+            return None
         try:
-            return parse_multikey(
-                method.get("publicKeyMultibase"), str(method.get("type", "Multikey"))
-            ).did_key
+            return parse_multikey(value, str(method.get("type", "Multikey"))).did_key
         except InvalidKey:
             return None
     return None
