@@ -15,6 +15,7 @@ import orjson
 import pytest
 
 from skyfill.engine.state.sqlite import SqliteStateStore
+from tests import sqltables
 from tests.helpers import (
     Server,
     get_json,
@@ -131,3 +132,40 @@ def test_a_verified_jobs_report_does_not_warn(tampered: Server, tmp_path: Path) 
     report = run_cli("report", "v", "--workdir", str(tmp_path), "--output", str(html))
     assert report.returncode == 0, report.stderr
     assert "Commit signatures were not verified" not in html.read_text()
+
+
+def _refresh(workdir: Path, job: str, again: str) -> None:
+    done = run_cli(
+        "refresh", job, "--job-id", again, "--workdir", str(workdir), "--progress", "none"
+    )
+    assert done.returncode == 0, done.stderr
+
+
+def test_a_refresh_keeps_the_rows_of_a_repo_now_badly_signed(tmp_path: Path) -> None:
+    net = start_simnet(tmp_path / "net", accounts=10, hosts=1, mean_records=12)
+    db = f"sqlite:///{tmp_path / 'out.db'}"
+    try:
+        for job, flags in (("base", ()), ("sqlbase", ("--sink", db))):
+            first = run_job(net, tmp_path, job, *flags)
+            assert first.returncode == 0, first.stderr
+        base_rows, base_repos = records_by_did(tmp_path, "base"), repos(tmp_path, "base")
+        victim = sorted(d for d, r in base_repos.items() if r["status"] == "ok")[0]
+        sql_before = sqltables.rows(db, "records")
+        assert base_rows[victim] and any(r["did"] == victim for r in sql_before)
+        edit = {"action": "tamper", "did": victim, "fault": "sig_wrong_key"}
+        changed = get_json(f"{net.ready['pds'][0]}/_simnet/edit", edit)
+        assert changed["rev"] != base_repos[victim]["rev"]  # a new commit, badly signed
+
+        _refresh(tmp_path, "base", "again")
+        row = repos(tmp_path, "again")[victim]
+        assert row["status"] == "invalid_repo" and row["error"].startswith("bad_signature: ")
+        assert row["rev"] == base_repos[victim]["rev"]  # the facts of the rows that stand
+        assert records_by_did(tmp_path, "again") == base_rows  # nothing lost, nothing new
+
+        _refresh(tmp_path, "sqlbase", "sqlagain")
+        sql_repo = next(r for r in sqltables.rows(db, "repos") if r["did"] == victim)
+        assert sql_repo["status"] == "invalid_repo" and sql_repo["rev"] == row["rev"]
+        assert sql_repo["error"].startswith("bad_signature: ")
+        assert sqltables.rows(db, "records") == sql_before
+    finally:
+        net.stop()

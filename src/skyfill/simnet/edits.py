@@ -8,6 +8,8 @@
   set_status      {"did", "status"}: ok, deactivated, takendown, suspended, not_found
                   (deleted on its PDS) or tombstoned; no new commit
   create_account  {"host"[, "records"]}: a new account on PDS `host`; answers its DID
+  tamper          {"did", "fault"}: a new commit, broken by `fault` (one of
+                  simnet.tamper's SIGNATURE_FAULTS / MST_FAULTS), or null for a good one
 Record edits make a new commit whose rev is one second after the repo's previous rev.
 Every answer has the repo's `did`, `rev` and `commit` after the edit.
 """
@@ -18,8 +20,16 @@ import random
 
 from skyfill.simnet.accounts import Account, curve_of, generate_records, plc_did
 from skyfill.simnet.network import SimNetwork, later_rev
+from skyfill.simnet.tamper import MST_FAULTS, SIGNATURE_FAULTS
 
-EDIT_ACTIONS = ("add_post", "delete_record", "update_profile", "set_status", "create_account")
+EDIT_ACTIONS = (
+    "add_post",
+    "delete_record",
+    "update_profile",
+    "set_status",
+    "create_account",
+    "tamper",
+)
 ACCOUNT_STATES = ("ok", "deactivated", "takendown", "suspended", "not_found", "tombstoned")
 
 
@@ -46,7 +56,15 @@ def apply_edit(network: SimNetwork, edit: object) -> dict:
         built = network.repos[account.did]
         return {"did": account.did, "rev": built.rev, "commit": built.commit, "status": status}
     answer: dict
-    if action == "add_post":
+    if action == "tamper":
+        fault = edit.get("fault")
+        if fault is not None and fault not in (*SIGNATURE_FAULTS, *MST_FAULTS):
+            raise EditError(
+                f"fault must be null or one of {', '.join(SIGNATURE_FAULTS + MST_FAULTS)}"
+            )
+        account.fault = fault
+        answer = {"fault": fault}
+    elif action == "add_post":
         answer = _add_post(network, account, str(edit.get("text") or "an edit"))
     elif action == "delete_record":
         answer = {"path": _delete_record(account, edit.get("path"))}
