@@ -9,6 +9,11 @@ same call without a key. Rounds alternate the two, so drift
 of a noisy machine falls on both; the best and median round of each are reported.
 
     .venv/bin/python -m benchmarks.verify [--accounts 400] [--rounds 5] [--p256 K]
+
+`--full-run`: the share of a whole `skyfill run` instead (fetch, decode, write, state):
+the simulated network (`skyfill.simnet`, every repo signed, curves alternating), and
+`skyfill run` over all its DIDs with and without `--no-verify-signatures`, alternating,
+each run's process tree's CPU seconds sampled with psutil (benchmarks/e2e.py).
 """
 
 from __future__ import annotations
@@ -85,6 +90,40 @@ def verify_only(repos: list[tuple[str, str, bytes]]) -> dict[str, float]:
     return {curve: statistics.median(times) for curve, times in per_curve.items()}
 
 
+def full_run(accounts: int, rounds: int, mean_records: int) -> None:
+    from benchmarks.e2e import _run_sampling_cpu, simnet
+
+    with tempfile.TemporaryDirectory(prefix="skyfill-verify-run-") as tmp:
+        root = Path(tmp)
+        with simnet(sys.executable, accounts, 3, mean_records, 7, root / "net") as net:
+            cpu: dict[bool, list[float]] = {True: [], False: []}
+            for index in range(rounds * 2):
+                verify = index % 2 == 1
+                job = f"r{index}"
+                command = [
+                    sys.executable, "-m", "skyfill", "run", "--dids", str(net.dids_path),
+                    "--plc-url", net.plc, "--allow-private-network", "--workdir",
+                    str(root / "work"), "--job-id", job, "--progress", "none",
+                    "--rate-limit", "1000000/1s",
+                ]  # fmt: skip
+                if not verify:
+                    command.append("--no-verify-signatures")
+                code, seconds = _run_sampling_cpu(command, root / f"{job}.log")
+                if code != 0:
+                    raise SystemExit((root / f"{job}.log").read_text()[-2000:])
+                cpu[verify].append(seconds)
+    base, verified = statistics.median(cpu[False]), statistics.median(cpu[True])
+    print(
+        f"skyfill run over {accounts} signed repos (~{mean_records} records each), {rounds} "
+        "runs each way, CPU seconds of the process tree"
+    )
+    print(f"--no-verify-signatures: median {base:.2f} s {sorted(round(c, 2) for c in cpu[False])}")
+    print(
+        f"verifying (default):    median {verified:.2f} s {sorted(round(c, 2) for c in cpu[True])}"
+    )
+    print(f"verification's share of a full run's CPU: {(verified - base) / verified * 100:.2f} %")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--accounts", type=int, default=400)
@@ -92,7 +131,11 @@ def main() -> None:
     parser.add_argument(
         "--p256", type=int, default=None, help="accounts with a P-256 key (default: half)"
     )
+    parser.add_argument("--full-run", action="store_true", help="whole `skyfill run`s instead")
+    parser.add_argument("--mean-records", type=int, default=100, help="with --full-run")
     args = parser.parse_args()
+    if args.full_run:
+        return full_run(args.accounts, args.rounds, args.mean_records)
     with tempfile.TemporaryDirectory(prefix="skyfill-verify-") as tmp:
         data = Path(tmp)
         generate(data, args.accounts, args.accounts // 2 if args.p256 is None else args.p256)
