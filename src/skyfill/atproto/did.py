@@ -1,4 +1,6 @@
-"""DID syntax: validation before any request, and the pieces of did:plc / did:web."""
+"""DIDs skyfill can resolve (did:plc, did:web), and the host a did:web names.
+
+The DID syntax itself is `syntax.validate_did`; this module adds the methods policy."""
 
 from __future__ import annotations
 
@@ -6,25 +8,24 @@ import re
 from urllib.parse import unquote
 
 from skyfill.atproto.exceptions import InvalidDid
+from skyfill.atproto.syntax import validate_did
 
 # did:plc is 24 chars of base32 (a-z, 2-7); did:web is a hostname, optionally with an
 # encoded port (%3A). Paths in did:web are not allowed by atproto.
-_PLC = re.compile(r"^did:plc:[a-z2-7]{24}$")
-_WEB = re.compile(r"^did:web:[a-zA-Z0-9.\-]+(%3[aA][0-9]{1,5})?$")
-_GENERIC = re.compile(r"^did:[a-z]+:[a-zA-Z0-9._:%\-]*[a-zA-Z0-9._\-]$")
-MAX_DID_LENGTH = 2048
+_PLC = re.compile(r"did:plc:[a-z2-7]{24}")
+_WEB = re.compile(r"did:web:[a-zA-Z0-9.\-]+(%3[aA][0-9]{1,5})?")
 
 
-def validate_did(did: str) -> str:
-    """Return `did` if it is a valid did:plc or did:web, else raise InvalidDid."""
-    if len(did) > MAX_DID_LENGTH or not _GENERIC.match(did):
-        raise InvalidDid(f"not a valid DID: {did[:80]!r}")
+def validate_supported_did(did: str) -> str:
+    """`did` if it is valid DID syntax of a method skyfill resolves (did:plc, did:web), else
+    raise InvalidDid saying which rule it breaks."""
+    validate_did(did)
     if did.startswith("did:plc:"):
-        if not _PLC.match(did):
+        if _PLC.fullmatch(did) is None:
             raise InvalidDid(f"malformed did:plc (want 24 base32 characters): {did[:80]!r}")
         return did
     if did.startswith("did:web:"):
-        if not _WEB.match(did):
+        if _WEB.fullmatch(did) is None:
             raise InvalidDid(f"malformed did:web (want a hostname): {did[:80]!r}")
         return did
     raise InvalidDid(f"unsupported DID method (want did:plc or did:web): {did[:80]!r}")

@@ -12,10 +12,10 @@ from collections.abc import Mapping
 from typing import NamedTuple
 
 from skyfill.atproto.cid import is_cid_str
-from skyfill.atproto.did import validate_did
+from skyfill.atproto.did import validate_supported_did
 from skyfill.atproto.exceptions import InvalidResponse, NotSupported
 from skyfill.atproto.retry import DEFAULT_RETRY, RetryPolicy, with_retries
-from skyfill.atproto.tid import is_tid
+from skyfill.atproto.syntax import is_valid_tid
 from skyfill.atproto.xrpc import UNSUPPORTED_ERRORS, XrpcClient, error_fields, error_for_response
 from skyfill.errors import SkyfillError
 
@@ -45,7 +45,7 @@ async def get_latest_commit(
     client: XrpcClient, host_url: str, did: str, *, retry: RetryPolicy = DEFAULT_RETRY
 ) -> LatestCommit:
     """The current commit of `did`'s repo on `host_url` (its PDS)."""
-    validate_did(did)
+    validate_supported_did(did)
     what = f"getLatestCommit {did}"
     body = await with_retries(
         lambda: client.query(
@@ -57,6 +57,6 @@ async def get_latest_commit(
     cid, rev = body.get("cid"), body.get("rev")
     if not isinstance(cid, str) or not is_cid_str(cid):
         raise InvalidResponse(f"{what}: the answer's cid is not a CID: {str(cid)[:80]!r}")
-    if not isinstance(rev, str) or not is_tid(rev):
+    if not isinstance(rev, str) or not is_valid_tid(rev):
         raise InvalidResponse(f"{what}: the answer's rev is not a TID: {str(rev)[:80]!r}")
     return LatestCommit(cid, rev)

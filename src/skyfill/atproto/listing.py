@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Generic, NamedTuple, TypeVar
 
 from skyfill.atproto.cid import is_cid_str
-from skyfill.atproto.did import validate_did
+from skyfill.atproto.did import validate_supported_did
 from skyfill.atproto.exceptions import (
     CursorLoop,
     InvalidDid,
@@ -37,7 +37,7 @@ from skyfill.atproto.exceptions import (
     XrpcRequestError,
 )
 from skyfill.atproto.retry import DEFAULT_RETRY, RetryPolicy, with_retries
-from skyfill.atproto.tid import is_tid
+from skyfill.atproto.syntax import is_valid_tid
 from skyfill.atproto.xrpc import UNSUPPORTED_ERRORS, XrpcClient, error_fields, error_for_response
 from skyfill.errors import SkyfillError
 
@@ -102,12 +102,12 @@ def parse_listed_repo(item: object) -> ListedRepo:
     did = item.get("did")
     if not isinstance(did, str):
         raise ValueError(f"item has no DID: {str(item)[:120]!r}")
-    validate_did(did)
+    validate_supported_did(did)
     head = _optional_str(item, "head", did)
     if head is not None and not is_cid_str(head):
         raise ValueError(f"{did}: head is not a CID: {head[:80]!r}")
     rev = _optional_str(item, "rev", did)
-    if rev is not None and not is_tid(rev):
+    if rev is not None and not is_valid_tid(rev):
         raise ValueError(f"{did}: rev is not a TID: {rev[:80]!r}")
     status = _optional_str(item, "status", did)
     active = item.get("active")
@@ -122,7 +122,7 @@ def parse_listed_did(item: object) -> str:
     """A listReposByCollection item's DID, validated (InvalidDid or ValueError)."""
     if not isinstance(item, dict) or not isinstance(item.get("did"), str):
         raise ValueError(f"item has no DID: {str(item)[:120]!r}")
-    return validate_did(item["did"])
+    return validate_supported_did(item["did"])
 
 
 def _optional_str(item: dict, key: str, did: str) -> str | None:

@@ -1,13 +1,15 @@
-"""TIDs: atproto's sortable timestamp identifiers (record keys and repo revs)."""
+"""TIDs: atproto's sortable timestamp identifiers (record keys and repo revs).
+
+Their syntax is `syntax.is_valid_tid`; here, making one and reading its time."""
 
 from __future__ import annotations
 
-import re
 from datetime import UTC, datetime
+
+from skyfill.atproto.syntax import is_valid_tid
 
 _ALPHABET = "234567abcdefghijklmnopqrstuvwxyz"
 _INDEX = {c: i for i, c in enumerate(_ALPHABET)}
-_TID = re.compile(r"^[234567abcdefghij][234567abcdefghijklmnopqrstuvwxyz]{12}$")
 
 
 def encode_tid(micros: int, clock_id: int = 0) -> str:
@@ -20,13 +22,9 @@ def encode_tid(micros: int, clock_id: int = 0) -> str:
     return "".join(reversed(chars))
 
 
-def is_tid(text: str) -> bool:
-    return bool(_TID.match(text))
-
-
 def tid_timestamp(text: str) -> datetime | None:
     """The time a TID encodes, or None if `text` is not a TID."""
-    if not is_tid(text):
+    if not is_valid_tid(text):
         return None
     value = 0
     for c in text:

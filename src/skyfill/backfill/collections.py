@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from skyfill.atproto.nsid import is_nsid, is_nsid_prefix
+from skyfill.atproto.syntax import is_nsid_prefix, is_valid_nsid
 from skyfill.errors import UsageError
 
 EVERYTHING = ("", "*", "all")
@@ -45,7 +45,7 @@ def _check(pattern: str) -> None:
         )
     if star and not is_nsid_prefix(stem):
         raise UsageError(f"collections: {pattern!r}: {stem!r} is not the beginning of an NSID")
-    if not star and not is_nsid(pattern):
+    if not star and not is_valid_nsid(pattern):
         raise UsageError(
             f"collections: {pattern!r} is not an NSID (want e.g. app.bsky.feed.post, "
             "or app.bsky.graph.* for every collection under app.bsky.graph)"

@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from skyfill.atproto.identity.plc import DEFAULT_PLC_URL
-from skyfill.atproto.nsid import is_nsid
+from skyfill.atproto.syntax import is_valid_nsid
 from skyfill.backfill.collections import parse_collections
 from skyfill.backfill.window import resolve_since
 from skyfill.engine.settings import EngineSettings
@@ -258,7 +258,7 @@ class BackfillConfig:
         for host in self.from_hosts:
             if not host.startswith(("http://", "https://")):
                 raise UsageError(f"from-host must be an http(s) URL, not {host!r}")
-        if self.collection is not None and not is_nsid(self.collection):
+        if self.collection is not None and not is_valid_nsid(self.collection):
             raise UsageError(f"collection: not an NSID: {self.collection!r}")
         parse_rate(self.rate_limit)
         parse_host_rates(self.hosts)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from skyfill.atproto.did import validate_did
+from skyfill.atproto.did import validate_supported_did
 from skyfill.atproto.exceptions import InvalidDid
 from skyfill.errors import UsageError
 
@@ -49,7 +49,7 @@ def read_did_file(path: Path) -> DidInput:
         if not entry:
             continue
         try:
-            did = validate_did(entry)
+            did = validate_supported_did(entry)
         except InvalidDid as exc:
             parsed.malformed.append((number, exc.message))
             continue

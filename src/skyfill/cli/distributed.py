@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from skyfill.atproto.did import validate_did
+from skyfill.atproto.did import validate_supported_did
 from skyfill.atproto.exceptions import InvalidDid
 from skyfill.cli import session
 from skyfill.cli.backfill import backfill_options, build_handler, previous_root
@@ -140,7 +140,7 @@ def enqueue(job_id: str, dids: tuple[str, ...], dids_file: Path | None, state_ur
     session.check_job_id(job_id)
     wanted = list(dids) + (dids_file.read_text().split() if dids_file else [])
     try:
-        valid = list(dict.fromkeys(validate_did(d) for d in wanted))
+        valid = list(dict.fromkeys(validate_supported_did(d) for d in wanted))
     except InvalidDid as exc:
         raise UsageError(str(exc)) from None
     if not valid:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections import OrderedDict
 
-from skyfill.atproto.did import validate_did
+from skyfill.atproto.did import validate_supported_did
 from skyfill.atproto.identity.base import DidMethodResolver, Identity
 from skyfill.atproto.identity.document import identity_from_document
 from skyfill.atproto.identity.plc import DEFAULT_PLC_URL, PlcResolver
@@ -57,7 +57,7 @@ class IdentityResolver:
         return identity
 
     async def _resolve_uncached(self, did: str) -> Identity:
-        validate_did(did)
+        validate_supported_did(did)
         method = self._methods[did.split(":", 2)[1]]
         doc = await method.fetch_document(did)
         return identity_from_document(did, doc)
