@@ -25,6 +25,7 @@ from skyfill.atproto.cid import (
 )
 from skyfill.atproto.exceptions import InvalidRepo, RepoFault
 from skyfill.atproto.record import created_at
+from skyfill.atproto.syntax import RECORD_KEY, is_valid_nsid
 
 MAX_RECORD_BYTES = 1 << 20
 
@@ -156,8 +157,8 @@ def _decode_records(
 ) -> None:
     """The hot loop: one pass per record, names bound locally (it runs ~10^5 times a repo).
 
-    Entries come in key order, so records of one collection are contiguous: the filter is
-    asked once per collection."""
+    Entries come in key order, so records of one collection are contiguous: the collection's
+    syntax and the filter are checked once per collection."""
     sha256, decode, dumps, encode_cid = (
         hashlib.sha256,
         cbrrr.decode_dag_cbor,
@@ -171,10 +172,21 @@ def _decode_records(
         out.records,
         out.created_at,
     )
-    last_collection, keep = "", True
+    rkey_ok = RECORD_KEY.fullmatch
+    last_collection, keep = None, True
     for key, cid in entries:
-        collection, sep, rkey = key.decode("utf-8", errors="replace").partition("/")
-        if not sep or not collection or not rkey or "/" in rkey:
+        # The repo path rule (syntax.is_valid_repo_path), split for speed: the collection is
+        # checked once per run of keys (records of one collection are contiguous), the
+        # record key (which then has no `/`) by one regex match.
+        collection, _, rkey = key.decode("utf-8", errors="replace").partition("/")
+        if collection != last_collection:
+            if not is_valid_nsid(collection):
+                raise InvalidRepo(
+                    f"MST key's collection is not an NSID: {key[:80]!r}", RepoFault.MST_INVALID_KEY
+                )
+            last_collection = collection
+            keep = keep_collection is None or keep_collection(collection)
+        if rkey_ok(rkey) is None:
             raise InvalidRepo(
                 f"MST key is not collection/rkey: {key[:80]!r}", RepoFault.MST_INVALID_KEY
             )
@@ -190,11 +202,8 @@ def _decode_records(
                 f"record {collection}/{rkey} is larger than {MAX_RECORD_BYTES} bytes",
                 RepoFault.RECORD_TOO_LARGE,
             )
-        if keep_collection is not None:
-            if collection != last_collection:
-                last_collection, keep = collection, keep_collection(collection)
-            if not keep:
-                continue
+        if not keep:
+            continue
         try:
             value = decode(block, atjson_mode=True)
             text = dumps(value)  # TypeError: nested deeper than 254, an integer below -2**63
