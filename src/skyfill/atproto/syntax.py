@@ -60,9 +60,10 @@ TID = re.compile(r"[234567abcdefghij][234567abcdefghijklmnopqrstuvwxyz]{12}")
 # The Lexicon `cid` string format checks syntax only: 8-256 of `A-Za-z0-9+=` (a multibase
 # string), and not a CIDv0 (`Qm…`). `cid.is_cid_str` is the strict check of a commit's CID.
 _CID = re.compile(r"(?!Qm)[a-zA-Z0-9+=]{8,256}")
+# `-00:00` (RFC 3339's "offset unknown") is not allowed: UTC is `Z` or `+00:00`.
 _DATETIME = re.compile(
     r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]+)?"
-    r"(?:Z|[+-][0-9]{2}:[0-9]{2})"
+    r"(?:Z|\+[0-9]{2}:[0-9]{2}|-(?!00:00)[0-9]{2}:[0-9]{2})"
 )
 
 
@@ -179,24 +180,24 @@ def validate_datetime(value: str) -> str:
 
 
 def is_valid_datetime(value: str) -> bool:
-    return (
-        len(value) <= MAX_DATETIME_LENGTH
-        and _DATETIME.fullmatch(value) is not None
-        and not value.endswith("-00:00")  # RFC 3339's "unknown offset"; atproto wants +00:00
-    )
+    return len(value) <= MAX_DATETIME_LENGTH and _DATETIME.fullmatch(value) is not None
+
+
+_match_datetime = _DATETIME.fullmatch
+_fromisoformat = datetime.fromisoformat
 
 
 def parse_datetime(value: object) -> datetime | None:
     """An atproto datetime as an aware datetime (in its own offset), or None if `value` is
     not a string of datetime syntax, names no real instant, or one before year 1 UTC (which
     Python cannot hold: `0000-01-01T00:00:00Z` is valid syntax but parses to None)."""
-    if not isinstance(value, str) or not is_valid_datetime(value):
+    # Inlined is_valid_datetime: this runs once per record in the decode loop.
+    if type(value) is not str or len(value) > MAX_DATETIME_LENGTH or _match_datetime(value) is None:
         return None
     try:
-        # The syntax is checked above; fromisoformat reads every string of it exactly
-        # (Z, any number of fractional digits, truncated to microseconds) and checks the
-        # fields' ranges.
-        parsed = datetime.fromisoformat(value)
+        # fromisoformat reads every string of this syntax exactly (Z, any number of
+        # fractional digits, truncated to microseconds) and checks the fields' ranges.
+        parsed = _fromisoformat(value)
         if parsed.year == 1:
             parsed.astimezone(UTC)  # OverflowError if the offset takes it below year 1
     except (ValueError, OverflowError):
