@@ -7,6 +7,7 @@ from yarl import URL
 from skyfill.atproto.crypto import InvalidKey, parse_multikey
 from skyfill.atproto.exceptions import InvalidDidDocument
 from skyfill.atproto.identity.base import Identity
+from skyfill.atproto.syntax import is_valid_handle
 
 
 def identity_from_document(did: str, doc: object) -> Identity:
@@ -57,8 +58,11 @@ def _signing_key(did: str, doc: dict) -> str | None:
 
 
 def _handle(doc: dict) -> str | None:
+    """The first `at://` alias, lower-cased, if it is handle syntax: else no handle (an
+    invalid one is not trusted, and a later alias is not a fallback for it)."""
     aliases = doc.get("alsoKnownAs")
     for alias in aliases if isinstance(aliases, list) else []:
         if isinstance(alias, str) and alias.startswith("at://"):
-            return alias.removeprefix("at://")
+            handle = alias.removeprefix("at://")
+            return handle.lower() if is_valid_handle(handle) else None
     return None
