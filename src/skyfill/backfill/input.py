@@ -1,4 +1,7 @@
-"""Reading the DID input file: one DID per line, comments, blanks, duplicates, bad lines."""
+"""Reading the DID input file: one DID per line, comments, blanks, duplicates, bad lines.
+
+A line's DID must be strict DID syntax of a method skyfill resolves (`did.validate_supported_did`);
+a line that is not is reported with its number and reason, and left out."""
 
 from __future__ import annotations
 
@@ -45,7 +48,9 @@ def read_did_file(path: Path) -> DidInput:
     seen: set[str] = set()
     for number, line in enumerate(text.splitlines(), start=1):
         parsed.lines = number
-        entry = line.split("#", 1)[0].strip()
+        # Spaces and tabs around a DID (or before a comment) are the file's layout; anything
+        # else is part of the DID and must pass its strict syntax (no-break spaces too).
+        entry = line.split("#", 1)[0].strip(" \t")
         if not entry:
             continue
         try:
