@@ -24,6 +24,8 @@ GOOD = {"app.bsky.feed.like/3kabcdefghijk": {"text": "fine"}}
         "app.bsky.feed.post/",
         "app.bsky.feed.post/self\n",
         "app.bsky.feed.post/caf\u00e9",
+        "app.bsky.feed.post/\u0661\u0662\u00b2",
+        "app.bsky.feed.post/selfie\u2028",
         "app.bsky.feed.post/" + "o" * 513,
         "app.bsky.feed.post",
         "app.bsky.feed_post/self",
