@@ -55,14 +55,14 @@ RECORD_KEY = re.compile(rf"(?!\.\.?\Z)[a-zA-Z0-9_~.:-]{{1,{MAX_RECORD_KEY_LENGTH
 """A record key: 1-512 of `A-Za-z0-9 _ ~ . : -`, and neither `.` nor `..`."""
 TID = re.compile(r"[234567abcdefghij][234567abcdefghijklmnopqrstuvwxyz]{12}")
 """13 characters of base32-sortable; the first leaves the top bit of the 64 clear."""
-# Lexicon datetimes: RFC 3339 with ISO 8601's upper-case T and Z, seconds required,
-# fractional seconds optional (one digit or more), and a time zone (Z or +hh:mm/-hh:mm).
-# Field values (month 13, second 61) are checked when parsing.
 # The Lexicon `cid` string format checks syntax only: 8-256 of `A-Za-z0-9+=` (a multibase
 # string), and not a CIDv0 (`Qm…`). `cid.is_cid_str` is the strict check of a commit's CID.
 _CID = re.compile(r"(?!Qm)[a-zA-Z0-9+=]{8,256}")
-# `-00:00` (RFC 3339's "offset unknown") is not allowed: UTC is `Z` or `+00:00`.
-# (Digits written out, not `{n}`: the regex runs once per record and this is faster.)
+# Lexicon datetimes: RFC 3339 with ISO 8601's upper-case T and Z, seconds required,
+# fractional seconds optional (one digit or more), and a time zone (Z or +hh:mm/-hh:mm).
+# Field values (month 13, second 61) are checked when parsing. `-00:00` (RFC 3339's
+# "offset unknown") is not allowed: UTC is `Z` or `+00:00`. Digits are written out, not
+# `{n}`: the regex runs once per record, and this is faster.
 _DATETIME = re.compile(
     r"[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]T[0-9][0-9]:[0-9][0-9]:[0-9][0-9](?:\.[0-9]+)?"
     r"(?:Z|\+[0-9][0-9]:[0-9][0-9]|-(?!00:00)[0-9][0-9]:[0-9][0-9])"
