@@ -4,7 +4,6 @@ the hypothesis profiles (`ci`, the default: few examples, derandomized; `long`: 
 from __future__ import annotations
 
 import itertools
-import json
 import os
 import shutil
 import socket
@@ -41,7 +40,6 @@ def simnet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         unknown_dids=2,
         did_web="",
     )
-    server.ready["truth_data"] = json.loads(Path(server.ready["truth"]).read_text())
     yield server
     server.stop()
 

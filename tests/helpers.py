@@ -204,13 +204,21 @@ def start_ready_process(
 
 
 def start_simnet(out: Path, **options: object) -> Server:
-    """Start `python -m skyfill.simnet` with options such as accounts=20, faults="hang"."""
+    """Start `python -m skyfill.simnet` with options such as accounts=20, faults="hang";
+    `ready["truth_data"]` is its ground truth as it started."""
     args = [sys.executable, "-m", "skyfill.simnet", "--out", str(out)]
     for key, value in options.items():
         args.append(f"--{key.replace('_', '-')}")
         if value != "":  # "" marks a flag without a value
             args.append(str(value))
-    return start_ready_process(args, timeout=120)
+    server = start_ready_process(args, timeout=120)
+    server.ready["truth_data"] = json.loads(Path(server.ready["truth"]).read_text())
+    return server
+
+
+def dids_by_fault(net: Server) -> dict[str, str]:
+    """{fault: DID} of a simulated network started with `faults=`."""
+    return {r["fault"]: did for did, r in net.ready["truth_data"]["repos"].items() if r["fault"]}
 
 
 @contextlib.asynccontextmanager

@@ -7,7 +7,6 @@ items to every page; host 3 answers a request with a cursor with that same curso
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -46,7 +45,6 @@ def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         no_list_by_collection="1",
         listing_faults="2=malformed_items,3=cursor_loop",
     )
-    server.ready["truth_data"] = json.loads(Path(server.ready["truth"]).read_text())
     try:
         yield server
     finally:

@@ -49,7 +49,6 @@ def flaky(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         faults="flaky_503,flaky_429",
         statuses="deactivated",
     )
-    server.ready["truth_data"] = json.loads(Path(server.ready["truth"]).read_text())
     yield server
     server.stop()
 

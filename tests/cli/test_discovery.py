@@ -38,7 +38,6 @@ def hosts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         statuses="deactivated,takendown,suspended,not_found,tombstoned",
         no_list_by_collection="1",
     )
-    server.ready["truth_data"] = json.loads(Path(server.ready["truth"]).read_text())
     yield server
     server.stop()
 

@@ -15,6 +15,7 @@ import pytest
 
 from tests.helpers import (
     Server,
+    dids_by_fault,
     job_dir,
     records_by_did,
     repos,
@@ -45,17 +46,12 @@ def faulty(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         faults=",".join(EXPECTED),
         statuses="deactivated,takendown",
     )
-    server.ready["truth_data"] = json.loads(Path(server.ready["truth"]).read_text())
     yield server
     server.stop()
 
 
 def _run(net: Server, workdir: Path, job_id: str, *flags: str):
     return run_job(net, workdir, job_id, "--timeout", "1", *flags)
-
-
-def _by_fault(net: Server) -> dict[str, str]:
-    return {r["fault"]: did for did, r in net.ready["truth_data"]["repos"].items() if r["fault"]}
 
 
 def _requests(net: Server) -> dict[str, int]:
@@ -66,11 +62,14 @@ def _requests(net: Server) -> dict[str, int]:
 def _assert_outcomes(net: Server, workdir: Path, job_id: str) -> dict[str, dict]:
     rows = repos(workdir, job_id)
     for fault, status in EXPECTED.items():
-        assert rows[_by_fault(net)[fault]]["status"] == status, (fault, rows[_by_fault(net)[fault]])
-    assert rows[_by_fault(net)["bad_cid"]]["error"].startswith(
+        assert rows[dids_by_fault(net)[fault]]["status"] == status, (
+            fault,
+            rows[dids_by_fault(net)[fault]],
+        )
+    assert rows[dids_by_fault(net)["bad_cid"]]["error"].startswith(
         "cid_mismatch: block does not match its CID"
     )
-    assert "timed out" in rows[_by_fault(net)["hang"]]["error"]
+    assert "timed out" in rows[dids_by_fault(net)["hang"]]["error"]
     want = {d: r for d, r in truth_records(net.ready["truth_data"]).items() if r}
     assert records_by_did(workdir, job_id) == want
     return rows
@@ -81,8 +80,8 @@ def test_attempts_within_a_task(faulty: Server, tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
     rows = _assert_outcomes(faulty, tmp_path, "f")
-    assert rows[_by_fault(faulty)["flaky_503"]]["attempts"] == 3
-    assert rows[_by_fault(faulty)["hang"]]["attempts"] == 3
+    assert rows[dids_by_fault(faulty)["flaky_503"]]["attempts"] == 3
+    assert rows[dids_by_fault(faulty)["hang"]]["attempts"] == 3
     assert not (job_dir(tmp_path, "f") / "retries").exists()
 
 
@@ -92,7 +91,7 @@ def test_retry_phases_retry_only_retryable_failures(faulty: Server, tmp_path: Pa
     )
     assert result.returncode == 0, result.stderr
     rows = _assert_outcomes(faulty, tmp_path, "r")
-    faults = _by_fault(faulty)
+    faults = dids_by_fault(faulty)
     for name in ("flaky_503", "hang"):
         assert rows[faults[name]]["attempts"] == 3, name  # backfill, retry_1, retry_2
     # A 429 is "not now": the DID waits for its host and tries again without spending an

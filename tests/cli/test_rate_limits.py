@@ -29,7 +29,6 @@ from tests.helpers import (
 @contextmanager
 def network(tmp_path: Path, **options: object) -> Iterator[Server]:
     server = start_simnet(tmp_path / "net", **options)
-    server.ready["truth_data"] = json.loads(Path(server.ready["truth"]).read_text())
     try:
         yield server
     finally:

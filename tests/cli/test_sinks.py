@@ -54,7 +54,6 @@ def edited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         did_web="",
         edits=1,
     )
-    server.ready["truth_data"] = json.loads(Path(server.ready["truth"]).read_text())
     yield server
     server.stop()
 

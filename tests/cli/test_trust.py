@@ -18,6 +18,7 @@ from skyfill.engine.state.sqlite import SqliteStateStore
 from tests import sqltables
 from tests.helpers import (
     Server,
+    dids_by_fault,
     get_json,
     job_dir,
     records_by_did,
@@ -50,13 +51,8 @@ def tampered(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         mean_records=20,
         faults=",".join([*EXPECTED_KIND, "key_rotated"]),
     )
-    server.ready["truth_data"] = json.loads(Path(server.ready["truth"]).read_text())
     yield server
     server.stop()
-
-
-def _by_fault(net: Server) -> dict[str, str]:
-    return {r["fault"]: did for did, r in net.ready["truth_data"]["repos"].items() if r["fault"]}
 
 
 def _error_classes(workdir: Path, job_id: str) -> dict[str, str | None]:
@@ -73,7 +69,11 @@ def test_each_fault_is_invalid_with_its_kind_and_the_rest_is_exact(
     done = run_job(tampered, tmp_path, "t")
     assert done.returncode == 0, done.stderr
     assert "Traceback" not in done.stderr
-    rows, kinds, faulty = repos(tmp_path, "t"), _error_classes(tmp_path, "t"), _by_fault(tampered)
+    rows, kinds, faulty = (
+        repos(tmp_path, "t"),
+        _error_classes(tmp_path, "t"),
+        dids_by_fault(tampered),
+    )
     for fault, kind in EXPECTED_KIND.items():
         row = rows[faulty[fault]]
         assert (row["status"], kinds[faulty[fault]]) == ("invalid_repo", kind), (fault, row)
@@ -104,7 +104,7 @@ def test_no_verify_signatures_takes_badly_signed_repos_and_says_so(
 ) -> None:
     done = run_job(tampered, tmp_path, "nv", "--no-verify-signatures")
     assert done.returncode == 0, done.stderr
-    rows, faulty = repos(tmp_path, "nv"), _by_fault(tampered)
+    rows, faulty = repos(tmp_path, "nv"), dids_by_fault(tampered)
     for fault in [*SIGNATURE_FAULTS, "no_signing_key"]:
         assert rows[faulty[fault]]["status"] == "ok", (fault, rows[faulty[fault]])
     for fault in ("mst_invalid_key", "mst_unsorted", "mst_wrong_layer"):

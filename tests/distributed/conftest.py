@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,6 +26,5 @@ def network(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     server = start_simnet(
         out, accounts=120, hosts=3, mean_records=30, statuses="deactivated,not_found"
     )
-    server.ready["truth_data"] = json.loads(Path(server.ready["truth"]).read_text())
     yield server
     server.stop()

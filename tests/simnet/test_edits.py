@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import urllib.error
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -21,7 +20,6 @@ from tests.helpers import Server, get_json, start_simnet, xrpc_client
 @pytest.fixture(scope="module")
 def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     server = start_simnet(tmp_path_factory.mktemp("edits-net"), accounts=8, hosts=2)
-    server.ready["truth_data"] = json.loads(Path(server.ready["truth"]).read_text())
     try:
         yield server
     finally:

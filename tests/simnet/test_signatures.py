@@ -4,11 +4,9 @@ both curves and for each signature and MST fault (simnet.tamper)."""
 
 from __future__ import annotations
 
-import json
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
-from pathlib import Path
 
 import cbrrr
 import libipld
@@ -40,7 +38,6 @@ def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         faults=",".join(TRUST_FAULTS),
         did_web="",
     )
-    server.ready["truth_data"] = json.loads(Path(server.ready["truth"]).read_text())
     try:
         yield server
     finally:
