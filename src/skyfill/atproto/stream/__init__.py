@@ -1,0 +1,1 @@
+"""The event stream of a host (`com.atproto.sync.subscribeRepos`): frames, commit checks, client."""
