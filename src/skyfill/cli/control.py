@@ -20,6 +20,7 @@ from skyfill.engine.layout import JobLayout
 from skyfill.engine.lifecycle import STOPPING, stop_unattended
 from skyfill.engine.model import JobStatus
 from skyfill.errors import UsageError
+from skyfill.firehose.status import render_stream_status, stream_ids, stream_status
 
 STOP_WAIT_SECONDS = 15.0
 
@@ -65,7 +66,8 @@ def resume(
 @state_option(required=False)
 @click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
 def status(job_id: str | None, workdir: Path, state_url: str | None, as_json: bool) -> None:
-    """A job's phase, DIDs per status, tasks, throughput and ETA (no JOB_ID: all jobs)."""
+    """A job's phase, DIDs per status, tasks, throughput and ETA (no JOB_ID: all jobs);
+    for a stream's id (`skyfill firehose`): its cursor, rates, lag and repos."""
     if job_id is None:
         jobs = []
         for name in session.job_ids(workdir, state_url):
@@ -79,6 +81,14 @@ def status(job_id: str | None, workdir: Path, state_url: str | None, as_json: bo
                     f"{job['job_id']:<40} {job['status']:<12} {job['phase']:<10} "
                     f"{job['done']}/{job['items']}"
                 )
+        return
+    if state_url is None and job_id in stream_ids(workdir):
+        facts = stream_status(workdir, job_id)
+        click.echo(
+            orjson.dumps(facts, option=orjson.OPT_INDENT_2).decode()
+            if as_json
+            else render_stream_status(facts)
+        )
         return
     session.check_job_id(job_id)
     with session.open_job(job_id, workdir, state_url) as (_, store):

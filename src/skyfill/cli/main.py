@@ -14,6 +14,7 @@ from skyfill.cli.backfill import plan, refresh, run
 from skyfill.cli.control import cancel, pause, resume, retry, status
 from skyfill.cli.demo import demo
 from skyfill.cli.distributed import enqueue, submit, worker
+from skyfill.cli.firehose import firehose
 from skyfill.cli.monitor import dashboard, monitor, report
 from skyfill.cli.slurm import slurm
 from skyfill.engine.runner import JobError
@@ -44,6 +45,7 @@ for command in (
     pause,
     retry,
     demo,
+    firehose,
     monitor,
     dashboard,
     report,

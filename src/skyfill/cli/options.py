@@ -79,7 +79,7 @@ def _load_config(ctx: click.Context, _param: click.Parameter, path: Path | None)
     if path is None:
         return
     data = read_yaml_mapping(path)
-    _check_job_type(path, data)
+    _check_job_type(path, data, ctx.info_name or "")
     params = {p.name: p for p in ctx.command.params if isinstance(p, click.Option)}
     defaults: dict[str, Any] = {}
     for key, raw in data.items():
@@ -92,7 +92,11 @@ def _load_config(ctx: click.Context, _param: click.Parameter, path: Path | None)
     ctx.default_map = {**(ctx.default_map or {}), **defaults}
 
 
-def _check_job_type(path: Path, data: dict[str, Any]) -> None:
+def _check_job_type(path: Path, data: dict[str, Any], command: str) -> None:
+    if command == "firehose":
+        if data.get("job_type", "firehose") != "firehose":
+            raise UsageError(f"{path}: job_type {data['job_type']!r}: this command runs streams")
+        return
     job_type = data.get("job_type", "backfill")
     handler = data.get("handler", BACKFILL_HANDLER)
     if job_type != "backfill" or handler != BACKFILL_HANDLER:

@@ -1,0 +1,1 @@
+"""The firehose consumer: replays and follows a host's event stream into the sinks."""

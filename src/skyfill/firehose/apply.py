@@ -1,0 +1,341 @@
+"""Events -> sink changes, one repo at a time, in seq order: the stream's rules.
+
+- A commit is applied only if its rev is newer than the repo's stored rev (so a replay
+  changes nothing), after it is verified (sync 1.1: the signature with the account's
+  key, the ops inverted on the slice's MST giving `prevData`) and found to follow the
+  stored rev (`since`). A commit that fails, a gap, a `tooBig` commit, a `#sync` to a
+  newer rev or a reactivation marks the repo desynchronized: its events are held back,
+  it is fetched again whole (getRepo), and the held events newer than that are applied.
+- `#identity` re-resolves the DID (the handle is the DID document's, not the frame's).
+- `#account` sets the status; an account that is gone (deleted, deactivated, taken down,
+  suspended) loses its records, as in a backfill.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from skyfill.atproto.exceptions import InvalidRepo, RepoFault
+from skyfill.atproto.identity import Identity, IdentityResolver
+from skyfill.atproto.stream.commit import verify_commit, verify_sync
+from skyfill.atproto.stream.frames import (
+    AccountFrame,
+    CommitFrame,
+    Frame,
+    IdentityFrame,
+    SyncFrame,
+)
+from skyfill.errors import Outcome, SkyfillError, classify
+from skyfill.firehose.book import ACTIVE, DESYNCHRONIZED, RepoBook
+from skyfill.firehose.stats import StreamCounters
+from skyfill.sinks.changes import Change, RecordDelete, RecordPut, RepoReset, RepoUpdate
+
+log = logging.getLogger(__name__)
+
+GONE = frozenset(
+    {Outcome.DELETED, Outcome.DEACTIVATED, Outcome.TAKENDOWN, Outcome.SUSPENDED, Outcome.NOT_FOUND}
+)
+"""Account statuses whose records are removed (as a backfill leaves none for them)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """A repo fetched whole: its new content, or why it could not be read."""
+
+    did: str
+    rev: str | None = None
+    commit_cid: str | None = None
+    records: object | None = None
+    """A pyarrow Table of the repo's records (RepoReset.records)."""
+    identity: Identity | None = None
+    error: SkyfillError | None = None
+
+
+class Applier:
+    def __init__(
+        self,
+        *,
+        book: RepoBook,
+        resolver: IdentityResolver,
+        counters: StreamCounters,
+        verify: bool,
+        keep_did: Callable[[str], bool],
+        keep_collection: Callable[[str], bool] | None,
+        request_resync: Callable[[str], None],
+    ) -> None:
+        self._book = book
+        self._resolver = resolver
+        self._counters = counters
+        self._verify = verify
+        self._keep_did = keep_did
+        self._keep_collection = keep_collection
+        self._request_resync = request_resync
+
+    async def apply(self, frame: Frame) -> list[Change]:
+        if isinstance(frame, CommitFrame):
+            return await self.commit(frame)
+        if isinstance(frame, SyncFrame):
+            return await self.sync(frame)
+        if isinstance(frame, IdentityFrame):
+            return await self.identity(frame)
+        if isinstance(frame, AccountFrame):
+            return self.account(frame)
+        self._counters.skipped += 1
+        return []
+
+    # -- commits ----------------------------------------------------------------------
+
+    async def commit(self, frame: CommitFrame) -> list[Change]:
+        did, counters = frame.repo, self._counters
+        if not self._keep_did(did):
+            counters.skipped += 1
+            return []
+        facts = self._book.get(did)
+        if facts is not None and facts.phase != ACTIVE:
+            self._book.hold(frame)
+            counters.held += 1
+            return []
+        if facts is not None and facts.rev is not None and frame.rev <= facts.rev:
+            counters.skipped += 1
+            return []
+        if frame.too_big:
+            self.desynchronize(did, f"commit {frame.rev} too big to be sent (seq {frame.seq})")
+            return []
+        if facts is not None and facts.rev is not None and frame.since != facts.rev:
+            self.desynchronize(
+                did,
+                f"gap: commit {frame.rev} (seq {frame.seq}) follows {frame.since}, "
+                f"the stored rev is {facts.rev}",
+            )
+            self._book.hold(frame)
+            return []
+        try:
+            identity, verified = await self._verified(frame)
+        except InvalidRepo as exc:
+            counters.malformed += 1
+            log.warning(
+                "seq %s: commit of %s refused: %s",
+                frame.seq,
+                did,
+                exc.message,
+                extra={"event": "commit_refused", "did": did, "seq": frame.seq},
+            )
+            self.desynchronize(did, f"commit {frame.rev} (seq {frame.seq}) refused: {exc.message}")
+            return []
+        except SkyfillError as exc:  # the DID could not be resolved: fetch it whole later
+            self.desynchronize(did, f"identity: {exc.message}")
+            self._book.hold(frame)
+            return []
+        return self._commit_changes(frame, identity, verified, first=facts is None)
+
+    async def _verified(self, frame: CommitFrame) -> tuple[Identity, object]:
+        identity = await self._resolver.resolve(frame.repo)
+        if not self._verify:
+            return identity, verify_commit(
+                frame, None, keep_collection=self._keep_collection, check_proof=False
+            )
+        if identity.signing_key is None:
+            identity = await self._resolver.resolve(frame.repo, fresh=True)
+        if identity.signing_key is None:
+            raise InvalidRepo(
+                f"the DID document of {frame.repo} has no #atproto key", RepoFault.NO_SIGNING_KEY
+            )
+        try:
+            verified = verify_commit(
+                frame, identity.signing_key, keep_collection=self._keep_collection
+            )
+        except InvalidRepo as exc:
+            if exc.kind is not RepoFault.BAD_SIGNATURE:
+                raise
+            fresh = await self._resolver.resolve(frame.repo, fresh=True)
+            if fresh.signing_key in (None, identity.signing_key):
+                raise
+            identity = fresh
+            verified = verify_commit(
+                frame, fresh.signing_key, keep_collection=self._keep_collection
+            )
+        self._counters.signatures_verified += 1
+        if verified.proof == "verified":
+            self._counters.proofs_verified += 1
+        elif verified.proof == "no_prev_data":
+            self._counters.no_prev_data += 1
+        return identity, verified
+
+    def _commit_changes(
+        self, frame: CommitFrame, identity: Identity, verified: object, *, first: bool
+    ) -> list[Change]:
+        did, seq, time, rev = frame.repo, frame.seq, frame.time, frame.rev
+        changes: list[Change] = [
+            RecordPut(
+                seq=seq,
+                time=time,
+                did=did,
+                collection=put.collection,
+                rkey=put.rkey,
+                cid=put.cid,
+                rev=rev,
+                record=put.record,
+                created_at=put.created_at,
+                action=put.action,
+            )
+            for put in verified.puts  # type: ignore[attr-defined]
+        ]
+        changes.extend(
+            RecordDelete(seq=seq, time=time, did=did, collection=c, rkey=r, rev=rev)
+            for c, r in verified.deletes  # type: ignore[attr-defined]
+        )
+        self._counters.ops += len(changes)
+        facts = self._book.get(did)
+        status = facts.status if facts is not None else Outcome.OK
+        changes.append(
+            RepoUpdate(
+                seq=seq,
+                time=time,
+                did=did,
+                status=status,
+                rev=rev,
+                commit_cid=verified.commit_cid,  # type: ignore[attr-defined]
+                handle=identity.handle if first else None,
+                pds=identity.pds,
+            )
+        )
+        self._book.update(did, rev=rev, status=status)
+        self._counters.applied += 1
+        return changes
+
+    # -- other events -----------------------------------------------------------------
+
+    async def sync(self, frame: SyncFrame) -> list[Change]:
+        """A repo's new state is only its commit: fetch it whole unless we hold that rev."""
+        did = frame.did
+        if not self._keep_did(did):
+            self._counters.skipped += 1
+            return []
+        rev = frame.rev
+        if self._verify:
+            try:
+                identity = await self._resolver.resolve(did)
+                rev, _ = verify_sync(frame, identity.signing_key)
+            except (InvalidRepo, SkyfillError) as exc:
+                log.warning("seq %s: #sync of %s refused: %s", frame.seq, did, exc)
+                self._counters.malformed += 1
+        facts = self._book.get(did)
+        if facts is not None and facts.rev is not None and rev <= facts.rev:
+            self._counters.skipped += 1
+            return []
+        self.desynchronize(did, f"#sync to rev {rev} (seq {frame.seq})")
+        return []
+
+    async def identity(self, frame: IdentityFrame) -> list[Change]:
+        did = frame.did
+        if not self._keep_did(did):
+            self._counters.skipped += 1
+            return []
+        try:
+            identity = await self._resolver.resolve(did, fresh=True)
+        except Exception as exc:
+            log.warning("seq %s: #identity of %s not resolved: %s", frame.seq, did, exc)
+            self._counters.skipped += 1
+            return []
+        facts = self._book.get(did) or self._book.update(did)
+        self._counters.applied += 1
+        return [
+            RepoUpdate(
+                seq=frame.seq,
+                time=frame.time,
+                did=did,
+                status=facts.status,
+                handle=identity.handle,
+                pds=identity.pds,
+            )
+        ]
+
+    def account(self, frame: AccountFrame) -> list[Change]:
+        did = frame.did
+        if not self._keep_did(did):
+            self._counters.skipped += 1
+            return []
+        before = self._book.get(did)
+        status = Outcome.OK.value if frame.active else (frame.status or Outcome.DEACTIVATED.value)
+        self._book.update(did, status=status)
+        self._counters.applied += 1
+        update = RepoUpdate(
+            seq=frame.seq, time=frame.time, did=did, status=status, erase=status in GONE
+        )
+        if frame.active and before is not None and before.status in GONE:
+            self.desynchronize(did, f"reactivated (seq {frame.seq})")
+        return [update]
+
+    # -- desynchronized repos ---------------------------------------------------------
+
+    def desynchronize(self, did: str, reason: str) -> None:
+        facts = self._book.get(did)
+        if facts is not None and facts.phase != ACTIVE:
+            return
+        self._book.update(did, phase=DESYNCHRONIZED, reason=reason)
+        self._counters.desynchronized += 1
+        log.info("%s desynchronized: %s", did, reason, extra={"event": "desynchronized"})
+        self._request_resync(did)
+
+    async def snapshot(self, snap: Snapshot, seq: int, time: str) -> list[Change]:
+        """A desynchronized repo fetched whole: its content replaces the stored one, then
+        its held events newer than the fetched rev are applied."""
+        did, book = snap.did, self._book
+        facts = book.get(did)
+        status = facts.status if facts is not None else Outcome.OK.value
+        if snap.error is not None:
+            return self._snapshot_failed(snap, seq, time)
+        assert snap.rev is not None and snap.commit_cid is not None
+        self._counters.resynced += 1
+        identity = snap.identity
+        changes: list[Change] = [
+            RepoReset(
+                seq=seq,
+                time=time,
+                did=did,
+                rev=snap.rev,
+                commit_cid=snap.commit_cid,
+                records=snap.records,  # type: ignore[arg-type]
+            ),
+            RepoUpdate(
+                seq=seq,
+                time=time,
+                did=did,
+                status=Outcome.OK.value,
+                rev=snap.rev,
+                commit_cid=snap.commit_cid,
+                handle=identity.handle if identity else None,
+                pds=identity.pds if identity else None,
+            ),
+        ]
+        del status
+        book.update(did, rev=snap.rev, status=Outcome.OK.value, phase=ACTIVE, reason=None)
+        for frame in book.release(did):
+            changes.extend(await self.commit(frame))
+        if did in book.overflowed:
+            book.overflowed.discard(did)
+            self.desynchronize(did, "events held while it was fetched overflowed the limit")
+        return changes
+
+    def _snapshot_failed(self, snap: Snapshot, seq: int, time: str) -> list[Change]:
+        error, did, book = classify(snap.error), snap.did, self._book  # type: ignore[arg-type]
+        if error.retryable:
+            self._counters.resync_failed += 1
+            book.update(did, reason=f"re-fetch failed: {error.message}")
+            return []
+        status = error.outcome.value
+        book.release(did)
+        book.update(did, status=status, phase=ACTIVE, reason=None)
+        self._counters.resynced += 1
+        return [
+            RepoUpdate(
+                seq=seq,
+                time=time,
+                did=did,
+                status=status,
+                error=error.message if status == Outcome.INVALID_REPO else None,
+                erase=status in GONE,
+            )
+        ]

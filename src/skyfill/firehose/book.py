@@ -1,0 +1,81 @@
+"""The consumer's per-repo bookkeeping: each repo's facts, which changed since the last
+save, and the events held back for repos waiting for a re-fetch.
+
+A re-fetch reads the repo as it is when the fetch starts, so it covers every event that
+came before: those are dropped when it starts, and only events that arrive while it runs
+are replayed after it. Held events are bounded by bytes: past the limit the oldest held
+events of the repo holding the most are dropped and the repo is marked `overflowed`, so
+that it is fetched once more after the running fetch.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterator
+
+from skyfill.atproto.stream.frames import CommitFrame
+from skyfill.firehose.state import RepoFacts
+
+ACTIVE = "active"
+DESYNCHRONIZED = "desynchronized"
+
+
+class RepoBook:
+    def __init__(self, facts: dict[str, RepoFacts], max_held_bytes: int) -> None:
+        self._facts = facts
+        self._dirty: dict[str, RepoFacts] = {}
+        self._held: dict[str, deque[CommitFrame]] = {}
+        self._held_bytes = 0
+        self.max_held_bytes = max_held_bytes
+        self.dropped_held = 0
+        self.overflowed: set[str] = set()
+
+    def __len__(self) -> int:
+        return len(self._facts)
+
+    def get(self, did: str) -> RepoFacts | None:
+        return self._facts.get(did)
+
+    def set(self, did: str, facts: RepoFacts) -> None:
+        self._facts[did] = facts
+        self._dirty[did] = facts
+
+    def update(self, did: str, **changes: object) -> RepoFacts:
+        facts = self._facts.get(did) or RepoFacts(rev=None, status="ok")
+        for name, value in changes.items():
+            setattr(facts, name, value)
+        self.set(did, facts)
+        return facts
+
+    def take_dirty(self) -> list[tuple[str, RepoFacts]]:
+        dirty, self._dirty = self._dirty, {}
+        return [(did, RepoFacts(f.rev, f.status, f.phase, f.reason)) for did, f in dirty.items()]
+
+    def desynchronized(self) -> Iterator[str]:
+        return (did for did, f in self._facts.items() if f.phase != ACTIVE)
+
+    def count_desynchronized(self) -> int:
+        return sum(1 for f in self._facts.values() if f.phase != ACTIVE)
+
+    # -- held events ------------------------------------------------------------------
+
+    def hold(self, frame: CommitFrame) -> None:
+        self._held.setdefault(frame.repo, deque()).append(frame)
+        self._held_bytes += len(frame.blocks)
+        while self._held_bytes > self.max_held_bytes and self._held:
+            did = max(self._held, key=lambda d: len(self._held[d]))
+            oldest = self._held[did].popleft()
+            self._held_bytes -= len(oldest.blocks)
+            self.dropped_held += 1
+            self.overflowed.add(did)
+            if not self._held[did]:
+                del self._held[did]
+
+    def release(self, did: str) -> list[CommitFrame]:
+        frames = self._held.pop(did, deque())
+        self._held_bytes -= sum(len(f.blocks) for f in frames)
+        return list(frames)
+
+    @property
+    def held_bytes(self) -> int:
+        return self._held_bytes

@@ -1,0 +1,379 @@
+"""The stream consumer: reads a host's events from a cursor, applies them to a sink in
+batches (each with the cursor it covers), and reconnects after a dropped connection.
+
+One task reads frames (and starts resolving the DIDs they name, a few at a time); the
+main loop applies them in seq order and flushes a batch every `batch_size` events or
+`flush_seconds`: the sink's transaction first (rows and cursor), then the stream's state
+(cursor and repo facts). Re-fetches of desynchronized repos run beside it and come back
+through the same queue, so everything the sink sees is in one order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import aiohttp
+
+from skyfill.atproto.identity import IdentityResolver
+from skyfill.atproto.stream.client import StreamClosed, StreamUnavailable, subscribe
+from skyfill.atproto.stream.frames import (
+    AccountFrame,
+    CommitFrame,
+    ErrorFrame,
+    Frame,
+    FrameError,
+    IdentityFrame,
+    InfoFrame,
+    SyncFrame,
+    UnknownFrame,
+    decode_frame,
+)
+from skyfill.errors import SkyfillError
+from skyfill.firehose.apply import Applier, Snapshot
+from skyfill.firehose.book import RepoBook
+from skyfill.firehose.resync import Resyncer
+from skyfill.firehose.state import StreamState
+from skyfill.firehose.stats import StreamCounters
+from skyfill.firehose.window import Opener, find_head
+from skyfill.ratelimit.memory_gate import MemoryGate
+from skyfill.sinks.changes import Change, ChangeBatch, StreamSink
+
+log = logging.getLogger(__name__)
+
+QUEUE_FRAMES = 2000
+"""Frames read ahead of the one being applied (their DIDs are resolved meanwhile)."""
+HEAD_REPROBE_SECONDS = 60.0
+
+
+class StreamStopped(SkyfillError):
+    """The host refused the stream for good (e.g. FutureCursor): said in one line."""
+
+    error_class = "stream_refused"
+
+
+@dataclass(frozen=True, slots=True)
+class _Snapshot:
+    snap: Snapshot
+
+
+@dataclass(frozen=True, slots=True)
+class _Refused:
+    frame: ErrorFrame
+
+
+@dataclass(frozen=True, slots=True)
+class _Malformed:
+    error: FrameError
+
+
+Item = Frame | _Snapshot | _Refused | _Malformed
+
+
+class Consumer:
+    def __init__(
+        self,
+        *,
+        url: str,
+        source: str,
+        session: aiohttp.ClientSession,
+        sink: StreamSink,
+        state: StreamState,
+        book: RepoBook,
+        resolver: IdentityResolver,
+        counters: StreamCounters,
+        probe: Opener,
+        batch_size: int,
+        batch_delay: float,
+        flush_seconds: float,
+        max_concurrent: int,
+        memory: MemoryGate,
+        until_live: bool,
+        duration: float | None,
+        make_applier: Callable[[Callable[[str], None]], Applier],
+        make_resyncer: Callable[..., Resyncer],
+        on_flush: Callable[[], None] = lambda: None,
+    ) -> None:
+        self._url = url
+        self._source = source
+        self._session = session
+        self._sink = sink
+        self._state = state
+        self._book = book
+        self._resolver = resolver
+        self.counters = counters
+        self._probe = probe
+        self._batch_size = batch_size
+        self._batch_delay = batch_delay
+        self._flush_seconds = flush_seconds
+        self._memory = memory
+        self._until_live = until_live
+        self._deadline = None if duration is None else time.monotonic() + duration
+        self._queue: asyncio.Queue[Item] = asyncio.Queue(QUEUE_FRAMES)
+        self._resolving = asyncio.Semaphore(max_concurrent)
+        self._resolve_tasks: set[asyncio.Task] = set()
+        self._stop = asyncio.Event()
+        self._changes: list[Change] = []
+        self._events_in_batch = 0
+        self._batch_started = time.monotonic()
+        self._pending_seq: int | None = None
+        self._pending_time: str | None = None
+        self._read_cursor: int | None = None
+        self._target: int | None = None
+        self._reprobed = False
+        self._outdated = False
+        self._on_flush = on_flush
+        self.resyncer = make_resyncer(deliver=self._deliver, started=self._book.release)
+        self.applier = make_applier(self.resyncer.request)
+
+    def stop(self) -> None:
+        """Finish the current batch, save the cursor and return (a signal handler)."""
+        self._stop.set()
+
+    async def run(self, start: int | None) -> None:
+        """Stream from after `start` (None: live events only) until stopped, live (with
+        --until-live) or out of time."""
+        self._read_cursor = start
+        self.counters.cursor = start
+        for did in list(self._book.desynchronized()):  # left so by an earlier run
+            self.resyncer.request(did)
+        if self._until_live:
+            self._target = await find_head(self._probe)
+            self.counters.head = self._target
+            if start is not None and start >= self._target:
+                self._target = None  # nothing to replay: live already
+                self.counters.live = True
+                self._stop.set()
+        reader = asyncio.create_task(self._read(), name="firehose reader")
+        try:
+            await self._loop()
+            if self._until_live:
+                await self._finish_resyncs()
+            await self._flush(force=True)
+        finally:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
+            for task in list(self._resolve_tasks):
+                task.cancel()
+            await self.resyncer.close()
+
+    # -- reading ----------------------------------------------------------------------
+
+    async def _read(self) -> None:
+        backoff = 0.5
+        while True:
+            try:
+                async for message in subscribe(self._url, self._read_cursor, session=self._session):
+                    backoff = 0.5
+                    self.counters.received += 1
+                    self.counters.bytes += len(message)
+                    await self._queue.put(self._decode(message))
+            except (StreamClosed, StreamUnavailable) as exc:
+                log.warning(
+                    "stream from %s dropped (%s); reconnecting after seq %s",
+                    self._url,
+                    exc,
+                    self._read_cursor,
+                    extra={"event": "stream_reconnect"},
+                )
+            self.counters.reconnects += 1
+            await asyncio.sleep(backoff * random.uniform(0.5, 1.0))
+            backoff = min(backoff * 2, 30.0)
+
+    def _decode(self, message: bytes) -> Item:
+        try:
+            frame = decode_frame(message)
+        except FrameError as exc:
+            if exc.seq is not None:
+                self._read_cursor = exc.seq
+            return _Malformed(exc)
+        if isinstance(frame, ErrorFrame):
+            return _Refused(frame)
+        if isinstance(frame, InfoFrame | UnknownFrame):
+            if isinstance(frame, UnknownFrame) and frame.seq is not None:
+                self._read_cursor = frame.seq
+            return frame
+        self._read_cursor = frame.seq
+        did = frame.repo if isinstance(frame, CommitFrame) else frame.did
+        if isinstance(frame, CommitFrame | SyncFrame):
+            self._prefetch_identity(did)
+        return frame
+
+    def _prefetch_identity(self, did: str) -> None:
+        async def resolve() -> None:
+            async with self._resolving:
+                with contextlib.suppress(Exception):  # the applier asks again and decides
+                    await self._resolver.resolve(did)
+
+        task = asyncio.create_task(resolve())
+        self._resolve_tasks.add(task)
+        task.add_done_callback(self._resolve_tasks.discard)
+
+    async def _deliver(self, snap: Snapshot) -> None:
+        await self._queue.put(_Snapshot(snap))
+
+    # -- applying ---------------------------------------------------------------------
+
+    async def _loop(self) -> None:
+        while not self._stop.is_set():
+            if self._deadline is not None and time.monotonic() >= self._deadline:
+                return
+            timeout = max(0.05, self._flush_seconds - (time.monotonic() - self._batch_started))
+            try:
+                async with asyncio.timeout(min(timeout, 0.5)):
+                    item = await self._queue.get()
+            except TimeoutError:
+                await self._flush()
+                if self._until_live and await self._caught_up(idle=True):
+                    return
+                continue
+            await self._handle(item)
+            if (
+                self._events_in_batch >= self._batch_size
+                or time.monotonic() - self._batch_started >= self._flush_seconds
+            ):
+                await self._flush()
+            if self._until_live and await self._caught_up(idle=False):
+                return
+
+    async def _handle(self, item: Item) -> None:
+        counters = self.counters
+        if isinstance(item, _Snapshot):
+            changes = await self.applier.snapshot(
+                item.snap, self._pending_seq or counters.cursor or 0, self._pending_time or ""
+            )
+            if item.snap.error is not None and item.snap.error.retryable:
+                self.resyncer.retry_later(item.snap.did)
+            self._changes.extend(changes)
+            return
+        if isinstance(item, _Refused):
+            raise StreamStopped(_refusal_line(item.frame, self._url, self._read_cursor))
+        if isinstance(item, _Malformed):
+            counters.malformed += 1
+            log.warning(
+                "malformed frame%s skipped: %s",
+                "" if item.error.seq is None else f" (seq {item.error.seq})",
+                item.error,
+                extra={"event": "frame_malformed", "seq": item.error.seq},
+            )
+            if item.error.seq is not None:
+                self._advance(item.error.seq, None)
+            return
+        if isinstance(item, InfoFrame):
+            self._info(item)
+            return
+        if isinstance(item, UnknownFrame):
+            counters.skipped += 1
+            if item.seq is not None:
+                self._advance(item.seq, None)
+            return
+        assert isinstance(item, CommitFrame | SyncFrame | IdentityFrame | AccountFrame)
+        if self._outdated:
+            self._outdated = False
+            log.warning(
+                _gap_line(self._url, counters.cursor, item.seq, item.time),
+                extra={"event": "cursor_outdated"},
+            )
+        self._changes.extend(await self.applier.apply(item))
+        self._advance(item.seq, item.time)
+
+    def _advance(self, seq: int, when: str | None) -> None:
+        self._pending_seq = seq
+        self._pending_time = when or self._pending_time
+        self._events_in_batch += 1
+        self.counters.seq = seq
+        if when:
+            self.counters.event_time = when
+        if self.counters.head is None or seq > self.counters.head:
+            self.counters.head = seq
+
+    def _info(self, frame: InfoFrame) -> None:
+        if frame.name == "OutdatedCursor":
+            self._outdated = True  # said with the first event after it (the range is known)
+        else:
+            log.info("host info %s: %s", frame.name, frame.message, extra={"event": "info"})
+
+    async def _flush(self, force: bool = False) -> None:
+        if self._pending_seq is None or (
+            not force and not self._changes and self._pending_seq == self.counters.cursor
+        ):
+            self._batch_started = time.monotonic()
+            return
+        seq, when = self._pending_seq, self._pending_time
+        batch = ChangeBatch(self._source, seq, self._changes)
+        self._changes, self._events_in_batch = [], 0
+        await asyncio.to_thread(self._sink.apply, batch)
+        dirty = self._book.take_dirty()
+        await asyncio.to_thread(self._state.save, self._source, seq, when, dirty)
+        self.counters.cursor = seq
+        self.counters.batches += 1
+        self._on_flush()
+        self._batch_started = time.monotonic()
+        if self._batch_delay:
+            await asyncio.sleep(self._batch_delay)
+        await self._memory_throttle()
+
+    async def _memory_throttle(self) -> None:
+        limit = self._memory.limit
+        if limit is None or self._memory.rss() <= limit:
+            return
+        log.info("memory over %d bytes: reading paused", limit, extra={"event": "memory_pause"})
+        while self._memory.rss() > limit and not self._stop.is_set():
+            gc.collect()
+            await asyncio.sleep(0.5)
+
+    # -- live -------------------------------------------------------------------------
+
+    async def _caught_up(self, *, idle: bool) -> bool:
+        """With --until-live: reached the head probed at the start, and then the head
+        probed again there (or nothing more came for a while)."""
+        seq = self.counters.seq
+        if self._target is None:
+            return self._stop.is_set() or idle
+        if seq is None or seq < self._target:
+            return False
+        if not self._reprobed:
+            self._reprobed = True
+            self._target = await find_head(self._probe)
+            self.counters.head = max(self._target, seq)
+            if seq < self._target:
+                return False
+        self.counters.live = True
+        return True
+
+    async def _finish_resyncs(self) -> None:
+        """Wait for the re-fetches in flight and apply what they bring."""
+        while self.resyncer.in_flight or not self._queue.empty():
+            if self._queue.empty():
+                await asyncio.sleep(0.05)
+                continue
+            item = self._queue.get_nowait()
+            if isinstance(item, _Snapshot):
+                await self._handle(item)
+            # frames read past the head stay for the next run (the cursor does not pass them)
+
+
+def _refusal_line(frame: ErrorFrame, url: str, cursor: int | None) -> str:
+    if frame.error == "FutureCursor":
+        return (
+            f"{url} says cursor {cursor} is in its future ({frame.message or 'FutureCursor'}): "
+            "the host's sequence was reset or this is another host; start again with "
+            "--reset-cursor and --since or --cursor"
+        )
+    return f"{url} refused the stream: {frame.error}: {frame.message or ''}".rstrip(": ")
+
+
+def _gap_line(url: str, cursor: int | None, first: int, when: str) -> str:
+    return (
+        f"{url} no longer keeps the events after seq {cursor or 0}: it starts at seq {first} "
+        f"({when}); events from seq {(cursor or 0) + 1} to {first - 1} are missing. Close the gap "
+        f"with a snapshot of the repos (skyfill run --from-host {url} --sink <the same sink>) "
+        "while this stream goes on"
+    )

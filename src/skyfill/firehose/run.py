@@ -1,0 +1,278 @@
+"""One `skyfill firehose` run: the stream's directory, its state and sink, where it starts,
+the consumer, signals, progress and the summary."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import logging
+import signal
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+from yarl import URL
+
+from skyfill.atproto.identity import IdentityResolver
+from skyfill.atproto.stream.client import subscribe
+from skyfill.atproto.xrpc import XrpcClient
+from skyfill.backfill.collections import CollectionFilter
+from skyfill.backfill.input import read_did_file
+from skyfill.errors import UsageError
+from skyfill.firehose.apply import Applier
+from skyfill.firehose.book import RepoBook
+from skyfill.firehose.config import FirehoseConfig
+from skyfill.firehose.consumer import Consumer
+from skyfill.firehose.progress import serve_metrics, showing, summary_line
+from skyfill.firehose.resync import Resyncer
+from skyfill.firehose.state import StreamState
+from skyfill.firehose.stats import StreamCounters
+from skyfill.firehose.window import event_time, find_head, first_at_or_after, probe_with
+from skyfill.net.http import HttpSettings, make_session
+from skyfill.ratelimit.local import LimitSettings, LocalLimiter
+from skyfill.ratelimit.memory_gate import MemoryGate
+from skyfill.ratelimit.spec import parse_rate
+from skyfill.sinks.factory import open_stream_sink
+
+log = logging.getLogger(__name__)
+
+HELD_BYTES_DEFAULT = 256 << 20
+"""Events held for desynchronized repos, at most (without --max-memory: a quarter of it)."""
+
+
+class StreamBusy(UsageError):
+    """Another process is running this stream."""
+
+
+@dataclass(slots=True)
+class StreamDir:
+    root: Path
+
+    @classmethod
+    def of(cls, workdir: Path, stream_id: str) -> StreamDir:
+        return cls(workdir / "streams" / stream_id)
+
+    @property
+    def state(self) -> Path:
+        return self.root / "state.sqlite"
+
+    @property
+    def manifest(self) -> Path:
+        return self.root / "stream.json"
+
+    @property
+    def lock(self) -> Path:
+        return self.root / "lock"
+
+
+def source_key(url: str) -> str:
+    """The cursor's key for a host: `host:port`."""
+    parsed = URL(url)
+    return f"{parsed.host}:{parsed.port}"
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise StreamBusy(
+                f"stream {path.parent.name} is already running (lock {path})"
+            ) from None
+        yield
+
+
+def run_stream(
+    config: FirehoseConfig,
+    workdir: Path,
+    *,
+    progress: str = "auto",
+    progress_interval: float = 10.0,
+    metrics_port: int = 0,
+) -> dict[str, Any]:
+    """Run the stream until stopped; returns the summary's facts."""
+    where = StreamDir.of(workdir, config.stream_id)
+    with _locked(where.lock):
+        return asyncio.run(_run(config, where, progress, progress_interval, metrics_port))
+
+
+async def _run(
+    config: FirehoseConfig, where: StreamDir, progress: str, interval: float, metrics_port: int
+) -> dict[str, Any]:
+    keep_did = _did_filter(config.dids_file)
+    state = StreamState(where.state)
+    sink = open_stream_sink(config.sink, stream_id=config.stream_id)
+    try:
+        await asyncio.to_thread(sink.check)
+        _write_manifest(where, config, sink.target)
+        source = source_key(config.from_host)
+        counters = StreamCounters()
+        memory = MemoryGate(config.max_memory)
+        held = (config.max_memory or HELD_BYTES_DEFAULT * 4) // 4
+        book = RepoBook(state.load_repos(), held)
+        async with _http(config) as (stream_session, client):
+            resolver = IdentityResolver(client, config.plc_url)
+            probe = probe_with(subscribe, config.from_host, session=stream_session)
+            start = await _start(config, state, sink, source, probe)
+
+            def facts() -> dict[str, Any]:
+                data = counters.snapshot(memory.rss())
+                data.update(
+                    stream_id=config.stream_id,
+                    source=source,
+                    desynchronized_repos=book.count_desynchronized(),
+                    repos_known=len(book),
+                    held_bytes=book.held_bytes,
+                )
+                return data
+
+            def on_flush() -> None:
+                state.put_meta("stats", {**facts(), "updated_at": time.time()})
+
+            consumer = Consumer(
+                url=config.from_host,
+                source=source,
+                session=stream_session,
+                sink=sink,
+                state=state,
+                book=book,
+                resolver=resolver,
+                counters=counters,
+                probe=probe,
+                batch_size=config.batch_size,
+                batch_delay=config.batch_delay,
+                flush_seconds=config.flush_seconds,
+                max_concurrent=config.max_concurrent,
+                memory=memory,
+                until_live=config.until_live,
+                duration=config.duration,
+                make_applier=lambda request: Applier(
+                    book=book,
+                    resolver=resolver,
+                    counters=counters,
+                    verify=config.verify_signatures,
+                    keep_did=keep_did,
+                    keep_collection=CollectionFilter.from_patterns(config.collections)
+                    if config.collections
+                    else None,
+                    request_resync=request,
+                ),
+                make_resyncer=lambda **hooks: Resyncer(
+                    client=client,
+                    resolver=resolver,
+                    stream_id=config.stream_id,
+                    collections=config.collections,
+                    verify=config.verify_signatures,
+                    max_concurrent=config.max_concurrent,
+                    max_repo_bytes=config.max_repo_bytes,
+                    **hooks,
+                ),
+                on_flush=on_flush,
+            )
+            if metrics_port:
+                serve_metrics(facts, config.stream_id, metrics_port)
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, consumer.stop)
+            try:
+                async with showing(facts, progress, interval):
+                    await consumer.run(start)
+            finally:
+                for sig in (signal.SIGTERM, signal.SIGINT):
+                    loop.remove_signal_handler(sig)
+            final = facts()
+            on_flush()
+            log.info(summary_line(final), extra={"event": "firehose_done", **final})
+            return final
+    finally:
+        sink.close()
+        state.close()
+
+
+@contextlib.asynccontextmanager
+async def _http(config: FirehoseConfig) -> Any:
+    """A session for the stream (no overall timeout: it stays open for days) and an XRPC
+    client for DID documents and re-fetches."""
+    guard = config.allow_private_network
+    stream_session = make_session(
+        HttpSettings(
+            connect_timeout=10.0, read_timeout=None, total_timeout=None, allow_private_network=guard
+        )  # type: ignore[arg-type]
+    )
+    session = make_session(HttpSettings(allow_private_network=guard))
+    limiter = LocalLimiter(
+        LimitSettings(
+            default_rate=parse_rate("3000/5m"),
+            host_rates={},
+            host_concurrency=config.max_concurrent,
+            global_concurrency=config.max_concurrent * 2,
+            adaptive=True,
+        )
+    )
+    client = XrpcClient(session, guard, limiter)
+    try:
+        yield stream_session, client
+    finally:
+        await stream_session.close()
+        await session.close()
+
+
+async def _start(
+    config: FirehoseConfig, state: StreamState, sink: Any, source: str, probe: Any
+) -> int | None:
+    """Where to start: the saved cursor (the older of the stream's and the sink's), else
+    --cursor, else the first event inside --since, else the live head."""
+    if config.reset_cursor:
+        state.reset_cursor(source)
+    saved = state.cursor(source)
+    in_sink = None if config.reset_cursor else await asyncio.to_thread(sink.cursor, source)
+    known = [c for c in (saved[0] if saved else None, in_sink) if c is not None]
+    if known:
+        start = min(known)
+        log.info("resuming %s after seq %d", config.from_host, start, extra={"event": "resume"})
+        return start
+    if config.cursor is not None:
+        return config.cursor
+    if config.since is None:
+        return None
+    if config.since == "all":
+        return 0
+    when = datetime.fromisoformat(config.since)
+    head = await find_head(probe)
+    start, oldest = await first_at_or_after(probe, when, head)
+    oldest_time = event_time(oldest)
+    if start == 0 and oldest_time is not None and oldest_time > when:
+        log.warning(
+            f"{config.from_host} keeps events only from seq {oldest.seq} ({oldest.time}); "
+            f"the window from {config.since} to then is missing. Close it with a snapshot "
+            f"(skyfill run --from-host {config.from_host} --since {config.since} --sink "
+            "<the same sink>) while this stream goes on",
+            extra={"event": "window_not_kept"},
+        )
+    return start
+
+
+def _did_filter(path: str | None) -> Any:
+    if path is None:
+        return lambda did: True
+    wanted = frozenset(read_did_file(Path(path)).dids)
+    return wanted.__contains__
+
+
+def _write_manifest(where: StreamDir, config: FirehoseConfig, target: str) -> None:
+    data = {
+        "stream_id": config.stream_id,
+        "from_host": config.from_host,
+        "sink": target,
+        "config": {**config.to_dict(), "sink": target},
+        "started_at": time.time(),
+    }
+    where.root.mkdir(parents=True, exist_ok=True)
+    where.manifest.write_bytes(orjson.dumps(data, option=orjson.OPT_INDENT_2))

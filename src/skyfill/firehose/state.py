@@ -1,0 +1,139 @@
+"""A stream's own state: its cursor per source and what it knows of each repo.
+
+One SQLite file per stream (`<workdir>/streams/<stream_id>/state.sqlite`, WAL), written
+after the sink has applied a batch: the sink's transaction holds the rows and the cursor
+they cover (SQL sinks); this file holds the same cursor plus the per-repo facts the
+consumer decides with (the last applied rev, the account status, whether the repo is
+desynchronized and why). If a crash falls between the two, the stream resumes from this
+file's older cursor and re-applies a batch the sink already holds, which changes nothing.
+A repo recorded as desynchronized is fetched again after a restart.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS cursor (
+    source TEXT PRIMARY KEY, seq INTEGER NOT NULL, event_time TEXT, updated_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS repos (
+    did TEXT PRIMARY KEY, rev TEXT, status TEXT NOT NULL, phase TEXT NOT NULL, reason TEXT
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS repos_by_phase ON repos (phase) WHERE phase != 'active';
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, data TEXT NOT NULL);
+"""
+
+
+@dataclass(slots=True)
+class RepoFacts:
+    """What the stream knows of one repo."""
+
+    rev: str | None
+    status: str
+    """The account's status as the stream last saw it (`ok`, `deactivated`, ...)."""
+    phase: str = "active"
+    """`active` (events applied as they come) or `desynchronized` (waiting for a re-fetch;
+    its events are held back)."""
+    reason: str | None = None
+    """Why the repo is desynchronized (a `#sync`, a gap in `since`, a commit that failed
+    verification, a reactivation)."""
+
+
+class StreamState:
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._lock = threading.Lock()
+        self._conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute("PRAGMA synchronous=NORMAL")
+        self._conn.executescript(SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    def cursor(self, source: str) -> tuple[int, str | None] | None:
+        """The saved (seq, event time) of `source`, or None if it was never saved."""
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT seq, event_time FROM cursor WHERE source = ?", (source,)
+            ).fetchone()
+        return (int(row[0]), row[1]) if row else None
+
+    def load_repos(self) -> dict[str, RepoFacts]:
+        with self._lock:
+            rows = self._conn.execute("SELECT did, rev, status, phase, reason FROM repos")
+            return {
+                did: RepoFacts(rev, status, phase, reason)
+                for did, rev, status, phase, reason in rows
+            }
+
+    def desynchronized(self) -> list[str]:
+        with self._lock:
+            rows = self._conn.execute("SELECT did FROM repos WHERE phase != 'active'").fetchall()
+        return [did for (did,) in rows]
+
+    def save(
+        self,
+        source: str,
+        seq: int,
+        event_time: str | None,
+        repos: Iterable[tuple[str, RepoFacts]],
+    ) -> None:
+        """The cursor and the repos changed since the last save, in one transaction."""
+        rows = [(did, f.rev, f.status, f.phase, f.reason) for did, f in repos]
+        with self._lock:
+            conn = self._conn
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.executemany(
+                    "INSERT INTO repos (did, rev, status, phase, reason) VALUES (?, ?, ?, ?, ?) "
+                    "ON CONFLICT (did) DO UPDATE SET rev = excluded.rev, status = excluded.status, "
+                    "phase = excluded.phase, reason = excluded.reason",
+                    rows,
+                )
+                conn.execute(
+                    "INSERT INTO cursor (source, seq, event_time, updated_at) VALUES (?, ?, ?, ?) "
+                    "ON CONFLICT (source) DO UPDATE SET seq = excluded.seq, "
+                    "event_time = excluded.event_time, updated_at = excluded.updated_at",
+                    (source, seq, event_time, time.time()),
+                )
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+
+    def reset_cursor(self, source: str) -> None:
+        with self._lock:
+            self._conn.execute("DELETE FROM cursor WHERE source = ?", (source,))
+
+    def put_meta(self, name: str, data: object) -> None:
+        with self._lock:
+            self._conn.execute(
+                "INSERT INTO meta (name, data) VALUES (?, ?) "
+                "ON CONFLICT (name) DO UPDATE SET data = excluded.data",
+                (name, orjson.dumps(data).decode()),
+            )
+
+    def meta(self, name: str) -> object | None:
+        with self._lock:
+            row = self._conn.execute("SELECT data FROM meta WHERE name = ?", (name,)).fetchone()
+        return orjson.loads(row[0]) if row else None
+
+    def counts(self) -> dict[str, int]:
+        """Repos per phase and per status (for `skyfill status`)."""
+        with self._lock:
+            phases = self._conn.execute("SELECT phase, count(*) FROM repos GROUP BY phase")
+            out = {f"phase:{p}": n for p, n in phases}
+            statuses = self._conn.execute("SELECT status, count(*) FROM repos GROUP BY status")
+            out.update({f"status:{s}": n for s, n in statuses})
+        return out

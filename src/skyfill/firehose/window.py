@@ -1,0 +1,139 @@
+"""Where a stream starts: the host's head, the oldest event it keeps, and the first event
+inside a time window, found by probing the stream itself.
+
+A host's stream can be opened at any cursor: above the head it answers `FutureCursor`; at
+the head it is silent; below it, it sends the next event at once (or `#info
+OutdatedCursor` and then its oldest kept event). Seqs only grow and so do event times,
+so a binary search over cursors finds the head, and then the first event at or after a
+time, in ~2·log2(head) short connections.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from skyfill.atproto.stream.frames import (
+    ErrorFrame,
+    FrameError,
+    InfoFrame,
+    UnknownFrame,
+    decode_frame,
+)
+
+SILENCE_SECONDS = 1.0
+"""A host at its head sends nothing: after this long without a frame, the cursor is it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Probe:
+    """What the stream sends first when opened after `cursor`."""
+
+    cursor: int
+    seq: int | None = None
+    """The first event's seq (None: nothing came, or an error)."""
+    time: str | None = None
+    future: bool = False
+    """The host answered FutureCursor: `cursor` is above its head."""
+    outdated: bool = False
+    """The host said OutdatedCursor: `cursor` is older than it keeps."""
+
+
+Opener = Callable[[int], Awaitable[Probe]]
+
+
+def probe_with(subscribe: Callable, url: str, **client: object) -> Opener:
+    """A probe over the websocket client: open at a cursor, read the first frame, close."""
+
+    async def probe(cursor: int) -> Probe:
+        outdated = False
+        stream = subscribe(url, cursor, **client)
+        try:
+            async with asyncio.timeout(SILENCE_SECONDS):
+                async for message in stream:
+                    try:
+                        frame = decode_frame(message)
+                    except FrameError as exc:
+                        if exc.seq is not None:
+                            return Probe(cursor, exc.seq, None, outdated=outdated)
+                        continue
+                    if isinstance(frame, ErrorFrame):
+                        return Probe(cursor, future=frame.error == "FutureCursor")
+                    if isinstance(frame, InfoFrame):
+                        outdated = outdated or frame.name == "OutdatedCursor"
+                        continue
+                    if isinstance(frame, UnknownFrame):
+                        if frame.seq is not None:
+                            return Probe(cursor, frame.seq, None, outdated=outdated)
+                        continue
+                    return Probe(cursor, frame.seq, frame.time, outdated=outdated)
+        except TimeoutError:
+            pass
+        finally:
+            with contextlib.suppress(Exception):
+                await stream.aclose()  # type: ignore[attr-defined]
+        return Probe(cursor, outdated=outdated)
+
+    return probe
+
+
+async def find_head(probe: Opener) -> int:
+    """The seq of the host's newest event (0 when it has none)."""
+    low, high = 0, 1  # head >= low; `high` grows until it is above the head
+    while True:
+        p = await probe(high)
+        if p.future:
+            break
+        if p.seq is None:  # silent: high is the head
+            return high
+        low = max(low, p.seq)
+        high = max(high * 4, p.seq + 1)
+    # invariant: head >= low, head < high
+    while high - low > 1:
+        middle = (low + high) // 2
+        p = await probe(middle)
+        if p.future:
+            high = middle
+        elif p.seq is None:
+            return middle
+        else:
+            low = max(low, p.seq)
+    return low
+
+
+async def first_at_or_after(probe: Opener, when: datetime, head: int) -> tuple[int, Probe]:
+    """The cursor to open at so that the first event is the first at or after `when`, and
+    the probe at the host's oldest kept event (its time says whether the window is
+    covered). `f(c)`, the time of the first event after cursor `c`, only grows with `c`:
+    the answer is the smallest `c` with `f(c) >= when`."""
+    oldest = await probe(0)
+    if oldest.seq is None or not _before(oldest, when):
+        return 0, oldest
+    low, high = 0, head  # f(low) < when; f(high) >= when (at the head: nothing comes)
+    while high - low > 1:
+        middle = (low + high) // 2
+        if _before(await probe(middle), when):
+            low = middle
+        else:
+            high = middle
+    return high, oldest
+
+
+def event_time(probe: Probe) -> datetime | None:
+    if probe.time is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(probe.time.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _before(probe: Probe, when: datetime) -> bool:
+    """Whether the probed event is before `when` (an event without a readable time is
+    taken as inside the window: starting earlier loses nothing)."""
+    moment = event_time(probe)
+    return probe.seq is not None and moment is not None and moment < when
