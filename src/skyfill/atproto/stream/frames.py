@@ -5,21 +5,40 @@ an event whose type `t` is `#commit`, `#sync`, `#identity`, `#account` or `#info
 `op: -1` is an error frame (`FutureCursor`, `ConsumerTooSlow`, ...) after which the host
 closes the connection. A frame that cannot be read raises `FrameError` (with its seq
 when the body got that far), never anything else.
+
+`decode_frame` checks each field's type and the syntax of DIDs, revs and CIDs (a link
+must be a CIDv1 of DAG-CBOR and sha-256, as every repo block is); whether the commit it
+carries is true is `commit.verify_commit`'s question. `encode_frame` is its inverse, for
+test servers and crafted frames.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
+
+import cbrrr
+import libipld
+
+from skyfill.atproto.cid import DAG_CBOR_SHA256_PREFIX
+from skyfill.atproto.syntax import is_valid_did, is_valid_handle, is_valid_tid
 
 MAX_FRAME_BYTES = 5 * 1024 * 1024
 """Frames larger than this are refused unread (the spec's limit is ~2 MB of blocks)."""
+
+OP_EVENT = 1
+OP_ERROR = -1
+ACTIONS = ("create", "update", "delete")
+
+T = TypeVar("T")
 
 
 class FrameError(ValueError):
     """A message that is not a well-formed frame; `seq` when it could be read."""
 
     def __init__(self, message: str, seq: int | None = None) -> None:
-        super().__init__(message)
+        super().__init__(message if seq is None else f"seq {seq}: {message}")
         self.seq = seq
 
 
@@ -28,7 +47,7 @@ class RepoOp:
     action: str
     """`create`, `update` or `delete`."""
     path: str
-    """`collection/rkey`."""
+    """`collection/rkey` (its syntax is checked by `verify_commit`, not here)."""
     cid: bytes | None
     """The record's CID (raw bytes, as in CAR blocks); None for a delete."""
     prev: bytes | None = None
@@ -108,3 +127,275 @@ Frame = (
     CommitFrame | SyncFrame | IdentityFrame | AccountFrame | InfoFrame | ErrorFrame | UnknownFrame
 )
 SequencedFrame = CommitFrame | SyncFrame | IdentityFrame | AccountFrame
+
+
+def decode_frame(message: bytes, max_bytes: int = MAX_FRAME_BYTES) -> Frame:
+    """The frame in one websocket message; raises FrameError if it is not a valid one."""
+    if len(message) > max_bytes:
+        raise FrameError(f"frame of {len(message)} bytes is larger than {max_bytes}")
+    try:
+        values = libipld.decode_dag_cbor_multi(message)
+    except Exception as exc:  # libipld raises ValueError, but a frame is untrusted input
+        raise FrameError(f"frame is not DAG-CBOR: {exc}") from None
+    if len(values) != 2:
+        raise FrameError(f"frame holds {len(values)} DAG-CBOR values, not a header and a body")
+    header, body = values
+    if type(header) is not dict or type(body) is not dict:
+        raise FrameError("frame header or body is not a map")
+    op = header.get("op")
+    if op == OP_ERROR and type(op) is int:
+        return _error(_Fields(body, None))
+    if op != OP_EVENT or type(op) is not int:
+        raise FrameError(f"frame header has op {op!r}, not 1 or -1")
+    kind = header.get("t")
+    if type(kind) is not str:
+        raise FrameError("event frame header lacks its type t")
+    seq = body.get("seq")
+    known_seq = seq if type(seq) is int else None
+    reader = _READERS.get(kind)
+    if reader is None:
+        return UnknownFrame(type=kind, seq=known_seq, body=body)
+    try:
+        return reader(_Fields(body, known_seq))
+    except FrameError:
+        raise
+    except Exception as exc:  # a value no check foresaw: still the frame's fault
+        raise FrameError(f"{kind} body: {type(exc).__name__}: {exc}", known_seq) from None
+
+
+class _Fields:
+    """Typed reads of a body's fields; each failure is a FrameError naming the field."""
+
+    __slots__ = ("body", "seq")
+
+    def __init__(self, body: dict, seq: int | None) -> None:
+        self.body = body
+        self.seq = seq
+
+    def fail(self, message: str) -> FrameError:
+        return FrameError(message, self.seq)
+
+    def _get(self, name: str, kind: type[T]) -> T:
+        value = self.body.get(name)
+        if type(value) is not kind:
+            raise self.fail(f"{name} is {_what(value)}, not {kind.__name__}")
+        return value
+
+    def _optional(self, name: str, kind: type[T]) -> T | None:
+        return None if self.body.get(name) is None else self._get(name, kind)
+
+    def natural(self, name: str) -> int:
+        value = self._get(name, int)
+        if value < 0:
+            raise self.fail(f"{name} is negative")
+        return value
+
+    def text(self, name: str) -> str:
+        return self._get(name, str)
+
+    def opt_text(self, name: str) -> str | None:
+        return self._optional(name, str)
+
+    def flag(self, name: str) -> bool:
+        return self._get(name, bool)
+
+    def opt_flag(self, name: str, default: bool) -> bool:
+        value = self._optional(name, bool)
+        return default if value is None else value
+
+    def raw(self, name: str) -> bytes:
+        return self._get(name, bytes)
+
+    def cid(self, name: str) -> bytes:
+        return self._check_cid(name, self._get(name, bytes))
+
+    def opt_cid(self, name: str) -> bytes | None:
+        value = self._optional(name, bytes)
+        return None if value is None else self._check_cid(name, value)
+
+    def _check_cid(self, name: str, value: bytes) -> bytes:
+        if len(value) != 36 or value[:4] != DAG_CBOR_SHA256_PREFIX:
+            raise self.fail(f"{name} is not a DAG-CBOR sha-256 CIDv1")
+        return value
+
+    def did(self, name: str) -> str:
+        value = self.text(name)
+        if not is_valid_did(value):
+            raise self.fail(f"{name} is not a DID: {value[:80]!r}")
+        return value
+
+    def tid(self, name: str) -> str:
+        value = self.text(name)
+        if not is_valid_tid(value):
+            raise self.fail(f"{name} is not a TID: {value[:80]!r}")
+        return value
+
+
+def _what(value: object) -> str:
+    return "missing" if value is None else type(value).__name__
+
+
+def _commit(fields: _Fields) -> CommitFrame:
+    commit = fields.cid("commit")
+    since = fields.opt_text("since")
+    if since is not None and not is_valid_tid(since):
+        raise fields.fail(f"since is not a TID: {since[:80]!r}")
+    return CommitFrame(
+        seq=fields.natural("seq"),
+        repo=fields.did("repo"),
+        rev=fields.tid("rev"),
+        since=since,
+        commit=commit,
+        blocks=fields.raw("blocks"),
+        ops=_ops(fields),
+        time=fields.text("time"),
+        prev_data=fields.opt_cid("prevData"),
+        # deprecated in sync 1.1; hosts still send them, and may stop
+        too_big=fields.opt_flag("tooBig", False),
+        rebase=fields.opt_flag("rebase", False),
+    )
+
+
+def _ops(fields: _Fields) -> tuple[RepoOp, ...]:
+    ops = fields.body.get("ops")
+    if type(ops) is not list:
+        raise fields.fail(f"ops is {_what(ops)}, not list")
+    return tuple(_op(_Fields(op, fields.seq), i) for i, op in enumerate(_maps(fields, ops)))
+
+
+def _maps(fields: _Fields, items: list) -> list[dict]:
+    for i, item in enumerate(items):
+        if type(item) is not dict:
+            raise fields.fail(f"ops[{i}] is {_what(item)}, not a map")
+    return items
+
+
+def _op(fields: _Fields, index: int) -> RepoOp:
+    action = fields.text("action")
+    if action not in ACTIONS:
+        raise fields.fail(f"ops[{index}] has action {action[:20]!r}")
+    cid = fields.opt_cid("cid")
+    if (cid is None) != (action == "delete"):
+        raise fields.fail(f"ops[{index}]: a {action} must {'not ' * (cid is not None)}have a cid")
+    return RepoOp(
+        action=action,
+        path=fields.text("path"),
+        cid=cid,
+        prev=fields.opt_cid("prev"),
+    )
+
+
+def _sync(fields: _Fields) -> SyncFrame:
+    return SyncFrame(
+        seq=fields.natural("seq"),
+        did=fields.did("did"),
+        rev=fields.tid("rev"),
+        blocks=fields.raw("blocks"),
+        time=fields.text("time"),
+    )
+
+
+def _identity(fields: _Fields) -> IdentityFrame:
+    handle = fields.opt_text("handle")
+    if handle is not None and not is_valid_handle(handle):
+        raise fields.fail(f"handle is not a handle: {handle[:80]!r}")
+    return IdentityFrame(
+        seq=fields.natural("seq"), did=fields.did("did"), time=fields.text("time"), handle=handle
+    )
+
+
+def _account(fields: _Fields) -> AccountFrame:
+    return AccountFrame(
+        seq=fields.natural("seq"),
+        did=fields.did("did"),
+        active=fields.flag("active"),
+        time=fields.text("time"),
+        status=fields.opt_text("status"),
+    )
+
+
+def _info(fields: _Fields) -> InfoFrame:
+    return InfoFrame(name=fields.text("name"), message=fields.opt_text("message"))
+
+
+def _error(fields: _Fields) -> ErrorFrame:
+    return ErrorFrame(error=fields.text("error"), message=fields.opt_text("message"))
+
+
+_READERS: dict[str, Callable[[_Fields], Frame]] = {
+    "#commit": _commit,
+    "#sync": _sync,
+    "#identity": _identity,
+    "#account": _account,
+    "#info": _info,
+}
+
+
+def encode_frame(frame: Frame) -> bytes:
+    """The websocket message of a frame (the inverse of `decode_frame`).
+
+    An UnknownFrame's body is written as it is (bytes stay bytes: libipld decodes links
+    to bytes, so a decoded unknown body does not re-encode its links as links)."""
+    header, body = _header_and_body(frame)
+    return cbrrr.encode_dag_cbor(header) + cbrrr.encode_dag_cbor(body)
+
+
+def _header_and_body(frame: Frame) -> tuple[dict, dict]:
+    match frame:
+        case ErrorFrame(error=error, message=message):
+            return {"op": OP_ERROR}, _without_none({"error": error, "message": message})
+        case InfoFrame(name=name, message=message):
+            return _event("#info"), _without_none({"name": name, "message": message})
+        case CommitFrame():
+            return _event("#commit"), _commit_body(frame)
+        case SyncFrame():
+            body = {"seq": frame.seq, "did": frame.did, "rev": frame.rev}
+            return _event("#sync"), {**body, "blocks": frame.blocks, "time": frame.time}
+        case IdentityFrame(seq=seq, did=did, time=time, handle=handle):
+            return _event("#identity"), _without_none(
+                {"seq": seq, "did": did, "time": time, "handle": handle}
+            )
+        case AccountFrame(seq=seq, did=did, active=active, time=time, status=status):
+            return _event("#account"), _without_none(
+                {"seq": seq, "did": did, "active": active, "time": time, "status": status}
+            )
+        case UnknownFrame(type=kind, body=body):
+            return _event(kind), body
+
+
+def _event(kind: str) -> dict:
+    return {"op": OP_EVENT, "t": kind}
+
+
+def _without_none(body: dict) -> dict:
+    return {key: value for key, value in body.items() if value is not None}
+
+
+def _commit_body(frame: CommitFrame) -> dict:
+    body = {
+        "seq": frame.seq,
+        "repo": frame.repo,
+        "rev": frame.rev,
+        "since": frame.since,
+        "commit": cbrrr.CID(frame.commit),
+        "blocks": frame.blocks,
+        "ops": [_op_body(op) for op in frame.ops],
+        "time": frame.time,
+        "tooBig": frame.too_big,
+        "rebase": frame.rebase,
+        "blobs": [],
+    }
+    if frame.prev_data is not None:
+        body["prevData"] = cbrrr.CID(frame.prev_data)
+    return body
+
+
+def _op_body(op: RepoOp) -> dict:
+    body = {
+        "action": op.action,
+        "path": op.path,
+        "cid": None if op.cid is None else cbrrr.CID(op.cid),
+    }
+    if op.prev is not None:
+        body["prev"] = cbrrr.CID(op.prev)
+    return body
