@@ -154,12 +154,14 @@ class PartialMST:
             if left is not None:
                 raise InvalidRepo("MST root has no keys but a subtree", MALFORMED)
             return None
-        return _Node(layer, left, entries, cid)
+        return _leaf_check(_Node(layer, left, entries, cid))
 
     def _load(self, child: _Child, layer: int, lo: bytes | None, hi: bytes | None) -> _Node | None:
         """The node of a subtree one layer below its parent, loaded if it was a CID."""
         if not isinstance(child, bytes):
             return child
+        if layer < 0:  # below a leaf node: refused when that node was loaded
+            raise InvalidRepo("MST leaf-layer node has a subtree", MALFORMED)
         found, left, entries = self._read(child)
         if found is None:
             if left is None:
@@ -171,10 +173,10 @@ class PartialMST:
         if entries and (
             (lo is not None and entries[0].key <= lo) or (hi is not None and entries[-1].key >= hi)
         ):
-            raise InvalidRepo("MST node holds keys outside its parent's range", RepoFault.MST_KEY_ORDER)
-        if layer == 0 and (left is not None or any(e.right is not None for e in entries)):
-            raise InvalidRepo("MST leaf-layer node has a subtree", MALFORMED)
-        return _Node(layer, left, entries, child)
+            raise InvalidRepo(
+                "MST node holds keys outside its parent's range", RepoFault.MST_KEY_ORDER
+            )
+        return _leaf_check(_Node(layer, left, entries, child))
 
     def _slot(self, node: _Node, i: int, lo: bytes | None, hi: bytes | None) -> _Node | None:
         """Load the subtree in gap `i` of `node` (bounded by lo, hi) and keep it there."""
@@ -202,7 +204,13 @@ class PartialMST:
     # --- editing ----------------------------------------------------------------------
 
     def _put(
-        self, node: _Node, key: bytes, value: cbrrr.CID, layer: int, lo: bytes | None, hi: bytes | None
+        self,
+        node: _Node,
+        key: bytes,
+        value: cbrrr.CID,
+        layer: int,
+        lo: bytes | None,
+        hi: bytes | None,
     ) -> bytes | None:
         i = bisect.bisect_left(node.entries, key, key=_entry_key)
         if node.layer == layer:
@@ -320,7 +328,12 @@ class PartialMST:
         for entry in node.entries:
             prefix = common_prefix(previous, entry.key)
             entries.append(
-                {"p": prefix, "k": entry.key[prefix:], "v": entry.value, "t": self._link(entry.right)}
+                {
+                    "p": prefix,
+                    "k": entry.key[prefix:],
+                    "v": entry.value,
+                    "t": self._link(entry.right),
+                }
             )
             previous = entry.key
         node.cid = self._store(cbrrr.encode_dag_cbor({"l": self._link(node.left), "e": entries}))
@@ -356,6 +369,15 @@ def _gap_bounds(
     """The key range of gap `i` of a node whose own range is (lo, hi)."""
     entries = node.entries
     return (entries[i - 1].key if i else lo, entries[i].key if i < len(entries) else hi)
+
+
+def _leaf_check(node: _Node) -> _Node:
+    """`node` unless it is on the leaf layer and has a subtree."""
+    if node.layer == 0 and (
+        node.left is not None or any(entry.right is not None for entry in node.entries)
+    ):
+        raise InvalidRepo("MST leaf-layer node has a subtree", MALFORMED)
+    return node
 
 
 def _nonempty(node: _Node | None) -> _Node | None:
@@ -403,10 +425,15 @@ def _link_bytes(link: object) -> bytes | None:
 
 
 def _value_cid(value: bytes) -> cbrrr.CID:
-    try:
-        return cbrrr.CID(value)
-    except Exception:
-        raise InvalidRepo("an op's record CID is not a CID", RepoFault.BAD_OPS) from None
+    """A record CID as the tree stores it; atproto's are CIDv1 with a sha-256 digest."""
+    if (
+        not isinstance(value, bytes)
+        or len(value) != 36
+        or value[0] != 1
+        or value[2:4] != b"\x12\x20"
+    ):
+        raise InvalidRepo("a record CID is not a sha-256 CIDv1", RepoFault.BAD_OPS)
+    return cbrrr.CID(value)
 
 
 # --- sync 1.1 ---------------------------------------------------------------------------
