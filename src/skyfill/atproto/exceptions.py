@@ -120,6 +120,10 @@ class RepoFault(StrEnum):
     RECORD_TOO_LARGE = "record_too_large"
     BAD_RECORD = "bad_record"
     """A record block is not valid DAG-CBOR (atproto's: no floats), or is not a map."""
+    MISSING_PROOF = "missing_proof"
+    """A `#commit` event's slice lacks an MST node that inverting its ops needs."""
+    BAD_OPS = "bad_ops"
+    """A `#commit` event's ops do not match its tree, or an update/delete lacks `prev`."""
     INVALID_REPO = "invalid_repo"
     """No more precise kind."""
 
