@@ -74,9 +74,14 @@ def _cid_text(cid: bytes) -> str:
         return cid.hex()
 
 
-def _read_commit(
-    get_block: _VerifiedBlocks, root: bytes, expected_did: str | None, signing_key: str | None
+def read_commit(
+    get_block: Callable[[bytes], bytes],
+    root: bytes,
+    expected_did: str | None,
+    signing_key: str | None,
 ) -> Commit:
+    """The commit block at `root`: a version 3 map of did, rev and data, of `expected_did`
+    (when given) and signed with `signing_key` (when given); else InvalidRepo."""
     block = get_block(root)
     try:
         commit = libipld.decode_dag_cbor(block)
@@ -140,7 +145,7 @@ def decode_repo(
     """
     car = read_car(car_bytes)
     get_block = _VerifiedBlocks(car.blocks)
-    commit = _read_commit(get_block, car.roots[0], expected_did, signing_key)
+    commit = read_commit(get_block, car.roots[0], expected_did, signing_key)
     out = RepoRecords(commit=commit)
     _decode_records(out, mst.walk(get_block, commit.data), car.blocks, keep_collection)
     return out
