@@ -151,7 +151,7 @@ def decode_frame(message: bytes, max_bytes: int = MAX_FRAME_BYTES) -> Frame:
     if type(kind) is not str:
         raise FrameError("event frame header lacks its type t")
     seq = body.get("seq")
-    known_seq = seq if type(seq) is int else None
+    known_seq = seq if type(seq) is int and seq >= 0 else None
     reader = _READERS.get(kind)
     if reader is None:
         return UnknownFrame(type=kind, seq=known_seq, body=body)
