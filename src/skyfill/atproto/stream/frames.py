@@ -260,14 +260,12 @@ def _ops(fields: _Fields) -> tuple[RepoOp, ...]:
     ops = fields.body.get("ops")
     if type(ops) is not list:
         raise fields.fail(f"ops is {_what(ops)}, not list")
-    return tuple(_op(_Fields(op, fields.seq), i) for i, op in enumerate(_maps(fields, ops)))
-
-
-def _maps(fields: _Fields, items: list) -> list[dict]:
-    for i, item in enumerate(items):
-        if type(item) is not dict:
-            raise fields.fail(f"ops[{i}] is {_what(item)}, not a map")
-    return items
+    decoded: list[RepoOp] = []
+    for i, op in enumerate(ops):
+        if type(op) is not dict:
+            raise fields.fail(f"ops[{i}] is {_what(op)}, not a map")
+        decoded.append(_op(_Fields(op, fields.seq), i))
+    return tuple(decoded)
 
 
 def _op(fields: _Fields, index: int) -> RepoOp:
