@@ -60,12 +60,24 @@ async def signing_keys(plc: str, dids: set[str]) -> dict[str, str | None]:
     return {identity.did: identity.signing_key for identity in identities}
 
 
-async def test_replay_from_zero_verifies_and_rebuilds_the_truth(refpds: Server) -> None:
+async def replay_hosts(hosts: list[str]) -> list[list[bytes]]:
     session = make_session(HttpSettings(allow_private_network=True))
     try:
-        messages = [m for pds in refpds.ready["pds"] for m in await replay(session, pds, 0)]
+        return [await replay(session, pds, 0) for pds in hosts]
     finally:
         await session.close()
+
+
+@pytest.fixture(scope="module")
+def replayed(refpds: Server) -> list[list[bytes]]:
+    """Each PDS's messages from cursor 0 (read once for the module)."""
+    return asyncio.run(replay_hosts(refpds.ready["pds"]))
+
+
+async def test_replay_from_zero_verifies_and_rebuilds_the_truth(
+    refpds: Server, replayed: list[list[bytes]]
+) -> None:
+    messages = [m for host in replayed for m in host]
     started = time.perf_counter()
     frames: list[Frame] = [decode_frame(m) for m in messages]
     decode_seconds = time.perf_counter() - started
@@ -113,12 +125,11 @@ async def test_replay_from_zero_verifies_and_rebuilds_the_truth(refpds: Server) 
         assert len(records[did]) == (0 if gone else truth[did]["records_before"]), did
 
 
-async def test_account_and_identity_frames_name_the_accounts(refpds: Server) -> None:
-    session = make_session(HttpSettings(allow_private_network=True))
-    try:
-        frames = [decode_frame(m) for m in await replay(session, refpds.ready["pds"][0], 0)]
-    finally:
-        await session.close()
+def test_account_and_identity_frames_name_the_accounts(
+    refpds: Server, replayed: list[list[bytes]]
+) -> None:
+    frames = [decode_frame(m) for host in replayed for m in host]
+    assert all(isinstance(f, AccountFrame | IdentityFrame) for f in frames[:2])
     handles = {f.did: f.handle for f in frames if isinstance(f, IdentityFrame)}
     truth = refpds.ready["truth_data"]["repos"]
     assert handles and all(truth[did]["handle"] == handle for did, handle in handles.items())
