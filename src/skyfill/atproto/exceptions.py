@@ -124,6 +124,10 @@ class RepoFault(StrEnum):
     """A `#commit` event's slice lacks an MST node that inverting its ops needs."""
     BAD_OPS = "bad_ops"
     """A `#commit` event's ops do not match its tree, or an update/delete lacks `prev`."""
+    EVENT_MISMATCH = "event_mismatch"
+    """A stream event's fields (commit CID, rev) disagree with the commit block it carries."""
+    PREV_DATA_MISMATCH = "prev_data_mismatch"
+    """Inverting a `#commit` event's ops on its slice does not give the event's `prevData`."""
     INVALID_REPO = "invalid_repo"
     """No more precise kind."""
 

@@ -13,7 +13,6 @@ from datetime import datetime
 
 import cbrrr
 import libipld
-import orjson
 
 from skyfill.atproto import crypto, mst
 from skyfill.atproto.car import read_car, write_car
@@ -24,10 +23,8 @@ from skyfill.atproto.cid import (
     cid_to_str,
 )
 from skyfill.atproto.exceptions import InvalidRepo, RepoFault
-from skyfill.atproto.record import created_at
+from skyfill.atproto.record import MAX_RECORD_BYTES, decode_record, record_too_large
 from skyfill.atproto.syntax import MAX_RECORD_KEY_LENGTH, RECORD_KEY, is_valid_nsid
-
-MAX_RECORD_BYTES = 1 << 20
 
 
 @dataclass(slots=True)
@@ -77,9 +74,14 @@ def _cid_text(cid: bytes) -> str:
         return cid.hex()
 
 
-def _read_commit(
-    get_block: _VerifiedBlocks, root: bytes, expected_did: str | None, signing_key: str | None
+def read_commit(
+    get_block: Callable[[bytes], bytes],
+    root: bytes,
+    expected_did: str | None,
+    signing_key: str | None,
 ) -> Commit:
+    """The commit block at `root`: a version 3 map of did, rev and data, of `expected_did`
+    (when given) and signed with `signing_key` (when given); else InvalidRepo."""
     block = get_block(root)
     try:
         commit = libipld.decode_dag_cbor(block)
@@ -143,7 +145,7 @@ def decode_repo(
     """
     car = read_car(car_bytes)
     get_block = _VerifiedBlocks(car.blocks)
-    commit = _read_commit(get_block, car.roots[0], expected_did, signing_key)
+    commit = read_commit(get_block, car.roots[0], expected_did, signing_key)
     out = RepoRecords(commit=commit)
     _decode_records(out, mst.walk(get_block, commit.data), car.blocks, keep_collection)
     return out
@@ -159,12 +161,7 @@ def _decode_records(
 
     Entries come in key order, so records of one collection are contiguous: the collection's
     syntax and the filter are checked once per collection."""
-    sha256, decode, dumps, encode_cid = (
-        hashlib.sha256,
-        cbrrr.decode_dag_cbor,
-        orjson.dumps,
-        libipld.encode_cid,
-    )
+    sha256, encode_cid, max_bytes = hashlib.sha256, libipld.encode_cid, MAX_RECORD_BYTES
     collections, rkeys, cids, records, created = (
         out.collections,
         out.rkeys,
@@ -203,27 +200,16 @@ def _decode_records(
             raise InvalidRepo(
                 f"block does not match its CID {_cid_text(cid)}", RepoFault.CID_MISMATCH
             )
-        if len(block) > MAX_RECORD_BYTES:
-            raise InvalidRepo(
-                f"record {collection}/{rkey} is larger than {MAX_RECORD_BYTES} bytes",
-                RepoFault.RECORD_TOO_LARGE,
-            )
         if not keep:
+            if len(block) > max_bytes:
+                raise record_too_large(collection, rkey)
             continue
-        try:
-            value = decode(block, atjson_mode=True)
-            text = dumps(value)  # TypeError: nested deeper than 254, an integer below -2**63
-        except Exception as exc:
-            raise InvalidRepo(
-                f"record {collection}/{rkey} is not valid DAG-CBOR: {exc}", RepoFault.BAD_RECORD
-            ) from None
-        if type(value) is not dict:
-            raise InvalidRepo(f"record {collection}/{rkey} is not a map", RepoFault.BAD_RECORD)
+        text, when = decode_record(block, collection, rkey)
         collections.append(collection)
         rkeys.append(rkey)
         cids.append(encode_cid(cid))
-        records.append(text.decode())
-        created.append(created_at(value))
+        records.append(text)
+        created.append(when)
 
 
 def build_repo(

@@ -151,7 +151,7 @@ def decode_frame(message: bytes, max_bytes: int = MAX_FRAME_BYTES) -> Frame:
     if type(kind) is not str:
         raise FrameError("event frame header lacks its type t")
     seq = body.get("seq")
-    known_seq = seq if type(seq) is int else None
+    known_seq = seq if type(seq) is int and seq >= 0 else None
     reader = _READERS.get(kind)
     if reader is None:
         return UnknownFrame(type=kind, seq=known_seq, body=body)
@@ -260,14 +260,12 @@ def _ops(fields: _Fields) -> tuple[RepoOp, ...]:
     ops = fields.body.get("ops")
     if type(ops) is not list:
         raise fields.fail(f"ops is {_what(ops)}, not list")
-    return tuple(_op(_Fields(op, fields.seq), i) for i, op in enumerate(_maps(fields, ops)))
-
-
-def _maps(fields: _Fields, items: list) -> list[dict]:
-    for i, item in enumerate(items):
-        if type(item) is not dict:
-            raise fields.fail(f"ops[{i}] is {_what(item)}, not a map")
-    return items
+    decoded: list[RepoOp] = []
+    for i, op in enumerate(ops):
+        if type(op) is not dict:
+            raise fields.fail(f"ops[{i}] is {_what(op)}, not a map")
+        decoded.append(_op(_Fields(op, fields.seq), i))
+    return tuple(decoded)
 
 
 def _op(fields: _Fields, index: int) -> RepoOp:

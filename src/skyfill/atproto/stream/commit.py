@@ -1,0 +1,215 @@
+"""Verifying a `#commit` or `#sync` event and decoding its records, sync 1.1 style.
+
+`verify_commit` checks, in order, each failure an InvalidRepo of its RepoFault kind:
+the CAR slice reads (`malformed_car`) and every block hashes to its CID (`cid_mismatch`);
+its root is the event's `commit` (`event_mismatch`); the commit block is a version 3 map
+(`bad_commit`, `unsupported_version`) of the event's repo (`wrong_did`) at the event's rev
+(`event_mismatch`), signed with the key when one is given (`bad_signature`); every op has a
+valid repo path, once (`bad_ops`), and each create/update's record is in the slice
+(`missing_block`: blocks are looked up by the op's CID, so a present block matches it) and
+decodes as the getRepo path decodes it (`record.decode_record`); and, with `prevData` sent
+and `check_proof`, undoing the ops on the slice's MST (`mst_edit.invert_ops`: `bad_ops`,
+`missing_proof`) gives `prevData` (`prev_data_mismatch`).
+
+What to do with a failure (or a None key) is the caller's policy: the design marks the repo
+`desynchronized` and re-fetches it. A `tooBig` commit (deprecated; its slice may be empty)
+fails like any other whose slice is incomplete.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal
+
+from skyfill.atproto.car import read_car
+from skyfill.atproto.cid import block_matches_cid, cid_to_str
+from skyfill.atproto.exceptions import InvalidRepo, RepoFault
+from skyfill.atproto.mst_edit import invert_ops
+from skyfill.atproto.record import MAX_RECORD_BYTES, decode_record, record_too_large
+from skyfill.atproto.repo import Commit, read_commit
+from skyfill.atproto.stream.frames import CommitFrame, RepoOp, SyncFrame
+from skyfill.atproto.syntax import is_valid_repo_path
+
+Proof = Literal["verified", "no_prev_data", "skipped"]
+"""`verified`: the ops inverted give prevData; `no_prev_data`: the event has none (a repo's
+first commit, or a host before sync 1.1); `skipped`: the caller asked for no check."""
+
+
+@dataclass(frozen=True, slots=True)
+class CommitPut:
+    """A record a commit creates or updates, decoded as the getRepo path decodes it."""
+
+    action: Literal["create", "update"]
+    collection: str
+    rkey: str
+    cid: str
+    record: str
+    """atproto JSON text."""
+    created_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class CommitDelete:
+    collection: str
+    rkey: str
+
+
+@dataclass(frozen=True, slots=True)
+class VerifiedCommit:
+    rev: str
+    commit_cid: str
+    data: bytes
+    """The new MST root (raw CID)."""
+    puts: tuple[CommitPut, ...]
+    """Creates and updates, in op order (only of collections `keep_collection` accepts)."""
+    deletes: tuple[CommitDelete, ...]
+    proof: Proof
+
+
+def verify_commit(
+    frame: CommitFrame,
+    signing_key: str | None,
+    *,
+    keep_collection: Callable[[str], bool] | None = None,
+    check_proof: bool = True,
+) -> VerifiedCommit:
+    """Verify a `#commit` event and decode its ops; InvalidRepo (with its kind) if it fails.
+
+    `signing_key` (a did:key) None: the signature is not checked. `keep_collection`: the
+    records of other collections are checked (CID, size) but neither decoded nor returned,
+    nor are their deletes (as `decode_repo` does)."""
+    root, get_block = _read_slice(frame.blocks)
+    if root != frame.commit:
+        raise InvalidRepo(
+            f"the slice's root {_cid_text(root)} is not the event's commit "
+            f"{_cid_text(frame.commit)}",
+            RepoFault.EVENT_MISMATCH,
+        )
+    commit = _checked_commit(get_block, frame.commit, frame.repo, frame.rev, signing_key)
+    puts, deletes = _decode_ops(frame.ops, get_block, keep_collection)
+    return VerifiedCommit(
+        rev=commit.rev,
+        commit_cid=commit.cid,
+        data=commit.data,
+        puts=puts,
+        deletes=deletes,
+        proof=_check_proof(frame, commit.data, get_block) if check_proof else "skipped",
+    )
+
+
+def verify_sync(frame: SyncFrame, signing_key: str | None) -> tuple[str, str]:
+    """Verify a `#sync` event (its CAR's commit block: did, rev, signature); return the
+    repo's new (rev, commit CID). InvalidRepo if it does not verify."""
+    root, get_block = _read_slice(frame.blocks)
+    commit = _checked_commit(get_block, root, frame.did, frame.rev, signing_key)
+    return commit.rev, commit.cid
+
+
+BlockGetter = Callable[[bytes], bytes]
+
+
+def _read_slice(car_bytes: bytes) -> tuple[bytes, BlockGetter]:
+    """Read a CAR and check every block against its CID: its root, and a getter of its
+    blocks (a missing one raises `missing_block`)."""
+    car = read_car(car_bytes)
+    blocks = car.blocks
+    for cid, block in blocks.items():
+        if not block_matches_cid(cid, block):
+            raise InvalidRepo(
+                f"block does not match its CID {_cid_text(cid)}", RepoFault.CID_MISMATCH
+            )
+
+    def get_block(cid: bytes) -> bytes:
+        block = blocks.get(cid)
+        if block is None:
+            raise InvalidRepo(f"missing block {_cid_text(cid)}", RepoFault.MISSING_BLOCK)
+        return block
+
+    return car.roots[0], get_block
+
+
+def _checked_commit(
+    get_block: BlockGetter, root: bytes, did: str, rev: str, signing_key: str | None
+) -> Commit:
+    commit = read_commit(get_block, root, did, signing_key)
+    if commit.rev != rev:
+        raise InvalidRepo(
+            f"the commit's rev {commit.rev} is not the event's rev {rev}",
+            RepoFault.EVENT_MISMATCH,
+        )
+    return commit
+
+
+def _decode_ops(
+    ops: tuple[RepoOp, ...],
+    get_block: BlockGetter,
+    keep_collection: Callable[[str], bool] | None,
+) -> tuple[tuple[CommitPut, ...], tuple[CommitDelete, ...]]:
+    puts: list[CommitPut] = []
+    deletes: list[CommitDelete] = []
+    seen: set[str] = set()
+    for op in ops:
+        collection, rkey = _split_path(op.path, seen)
+        keep = keep_collection is None or keep_collection(collection)
+        if op.action == "delete":
+            if keep:
+                deletes.append(CommitDelete(collection=collection, rkey=rkey))
+            continue
+        put = _decode_put(op, collection, rkey, get_block, keep)
+        if put is not None:
+            puts.append(put)
+    return tuple(puts), tuple(deletes)
+
+
+def _split_path(path: str, seen: set[str]) -> tuple[str, str]:
+    if not is_valid_repo_path(path):
+        raise InvalidRepo(f"op path is not collection/rkey: {path[:80]!r}", RepoFault.BAD_OPS)
+    if path in seen:
+        raise InvalidRepo(f"a commit touches {path} twice", RepoFault.BAD_OPS)
+    seen.add(path)
+    collection, _, rkey = path.partition("/")
+    return collection, rkey
+
+
+def _decode_put(
+    op: RepoOp, collection: str, rkey: str, get_block: BlockGetter, keep: bool
+) -> CommitPut | None:
+    # frames.decode_frame guarantees a create/update has a cid; a hand-made RepoOp may not
+    if op.cid is None or op.action not in ("create", "update"):
+        raise InvalidRepo(f"op {op.action} of {op.path} has no record CID", RepoFault.BAD_OPS)
+    block = get_block(op.cid)
+    if not keep:
+        if len(block) > MAX_RECORD_BYTES:
+            raise record_too_large(collection, rkey)
+        return None
+    text, created_at = decode_record(block, collection, rkey)
+    return CommitPut(
+        action="create" if op.action == "create" else "update",
+        collection=collection,
+        rkey=rkey,
+        cid=cid_to_str(op.cid),
+        record=text,
+        created_at=created_at,
+    )
+
+
+def _check_proof(frame: CommitFrame, data: bytes, get_block: BlockGetter) -> Proof:
+    if frame.prev_data is None:
+        return "no_prev_data"
+    before = invert_ops(data, get_block, frame.ops)
+    if before != frame.prev_data:
+        raise InvalidRepo(
+            f"inverting the ops gives {_cid_text(before)}, not prevData "
+            f"{_cid_text(frame.prev_data)}",
+            RepoFault.PREV_DATA_MISMATCH,
+        )
+    return "verified"
+
+
+def _cid_text(cid: bytes) -> str:
+    try:
+        return cid_to_str(cid)
+    except Exception:  # not a CID at all: show its bytes
+        return cid.hex()

@@ -1,0 +1,235 @@
+"""`decode_frame` on crafted messages: every frame type round-trips through `encode_frame`;
+malformed CBOR, missing fields, wrong types and oversized messages raise FrameError (with
+the seq when the body has one), never another exception."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import replace
+
+import cbrrr
+import pytest
+
+from skyfill.atproto.stream.frames import (
+    AccountFrame,
+    CommitFrame,
+    ErrorFrame,
+    FrameError,
+    IdentityFrame,
+    InfoFrame,
+    SyncFrame,
+    UnknownFrame,
+    decode_frame,
+    encode_frame,
+)
+from tests.atproto.stream.builder import RepoWriter, post
+
+DID = "did:plc:abcdefghijklmnopqrstuvwx"
+CID = cbrrr.CID(bytes([1, 0x71, 0x12, 0x20]) + bytes(32))
+
+
+def commit_frames() -> list[CommitFrame]:
+    writer = RepoWriter()
+    first = writer.commit({"app.bsky.feed.post/3laaaaaaaaaaa": post("a")})
+    second = writer.commit(
+        {
+            "app.bsky.feed.post/3laaaaaaaaaaa": post("b"),
+            "app.bsky.feed.post/3lbbbbbbbbbbb": post("c"),
+        }
+    )
+    third = writer.commit(deletes=["app.bsky.feed.post/3lbbbbbbbbbbb"])
+    return [first, second, third]
+
+
+FRAMES = [
+    *commit_frames(),
+    SyncFrame(seq=4, did=DID, rev="3laaaaaaaaaaa", blocks=b"car", time="t"),
+    IdentityFrame(seq=5, did=DID, time="t", handle="a.test"),
+    IdentityFrame(seq=6, did=DID, time="t"),
+    AccountFrame(seq=7, did=DID, active=False, time="t", status="deactivated"),
+    AccountFrame(seq=8, did=DID, active=True, time="t"),
+    InfoFrame(name="OutdatedCursor"),
+    InfoFrame(name="Other", message="text"),
+    ErrorFrame(error="FutureCursor", message="Cursor in the future."),
+    ErrorFrame(error="ConsumerTooSlow"),
+    UnknownFrame(type="#labels", seq=9, body={"seq": 9, "labels": []}),
+]
+
+
+@pytest.mark.parametrize("frame", FRAMES, ids=lambda f: type(f).__name__)
+def test_every_frame_type_round_trips(frame: object) -> None:
+    assert decode_frame(encode_frame(frame)) == frame  # type: ignore[arg-type]
+
+
+def test_commit_ops_keep_their_actions_and_prev() -> None:
+    frames = [decode_frame(encode_frame(f)) for f in commit_frames()]
+    ops = [[(op.action, op.cid is None, op.prev is None) for op in f.ops] for f in frames]  # type: ignore[union-attr]
+    assert ops == [
+        [("create", False, True)],
+        [("update", False, False), ("create", False, True)],
+        [("delete", True, False)],
+    ]
+    assert [f.prev_data is None for f in frames] == [True, False, False]  # type: ignore[union-attr]
+
+
+def message(header: object, body: object) -> bytes:
+    return cbrrr.encode_dag_cbor(header) + cbrrr.encode_dag_cbor(body)
+
+
+def commit_body() -> dict:
+    return {
+        "seq": 12,
+        "repo": DID,
+        "rev": "3laaaaaaaaaaa",
+        "since": None,
+        "commit": CID,
+        "blocks": b"car",
+        "ops": [{"action": "create", "path": "a.b.c/x", "cid": CID}],
+        "time": "2025-10-01T00:00:00Z",
+        "tooBig": False,
+        "rebase": False,
+        "blobs": [],
+    }
+
+
+COMMIT = {"op": 1, "t": "#commit"}
+
+
+def test_oversized_is_refused_unread() -> None:
+    garbage = b"\xff" * 101  # would be "not DAG-CBOR" if it were read
+    with pytest.raises(FrameError, match="larger than 100"):
+        decode_frame(garbage, max_bytes=100)
+    good = encode_frame(FRAMES[0])
+    with pytest.raises(FrameError, match="larger than"):
+        decode_frame(good, max_bytes=len(good) - 1)
+    assert decode_frame(good, max_bytes=len(good)) == FRAMES[0]
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"",
+        b"\xff",
+        cbrrr.encode_dag_cbor(COMMIT),
+        message(COMMIT, commit_body())[:-3],
+        message(COMMIT, commit_body()) + cbrrr.encode_dag_cbor(1),
+        message([1, "#commit"], commit_body()),
+        message(COMMIT, [commit_body()]),
+        message({"op": 1}, commit_body()),
+        message({"op": 1, "t": 7}, commit_body()),
+        message({"op": True, "t": "#commit"}, commit_body()),
+        message({"op": 2, "t": "#commit"}, commit_body()),
+        message({"op": "1", "t": "#commit"}, commit_body()),
+        message({"op": -1}, {"message": "no error name"}),
+    ],
+)
+def test_malformed_messages(data: bytes) -> None:
+    with pytest.raises(FrameError):
+        decode_frame(data)
+
+
+REQUIRED = ["seq", "repo", "rev", "commit", "blocks", "ops", "time"]
+
+
+@pytest.mark.parametrize("name", REQUIRED)
+def test_missing_commit_fields_name_the_field_and_seq(name: str) -> None:
+    body = commit_body()
+    del body[name]
+    with pytest.raises(FrameError, match=name) as error:
+        decode_frame(message(COMMIT, body))
+    assert error.value.seq == (None if name == "seq" else 12)
+
+
+def test_optional_commit_fields_may_be_absent() -> None:
+    body = commit_body()
+    for name in ("since", "tooBig", "rebase", "blobs"):
+        del body[name]
+    frame = decode_frame(message(COMMIT, body))
+    assert isinstance(frame, CommitFrame)
+    assert (frame.since, frame.too_big, frame.prev_data) == (None, False, None)
+
+
+BAD_VALUES = [
+    ("seq", "12"),
+    ("seq", True),
+    ("seq", -1),
+    ("repo", "not a did"),
+    ("repo", b"did:plc:x"),
+    ("rev", "2024-01-01"),
+    ("since", "x"),
+    ("commit", "bafyrei"),
+    ("commit", b"\x01q\x12 short"),
+    ("commit", cbrrr.CID(bytes([1, 0x55, 0x12, 0x20]) + bytes(32))),
+    ("blocks", "car"),
+    ("ops", {"action": "create"}),
+    ("ops", ["create"]),
+    ("ops", [{"action": "upsert", "path": "a.b.c/x", "cid": CID}]),
+    ("ops", [{"action": "create", "path": "a.b.c/x", "cid": None}]),
+    ("ops", [{"action": "delete", "path": "a.b.c/x", "cid": CID}]),
+    ("ops", [{"action": "create", "path": 5, "cid": CID}]),
+    ("ops", [{"action": "update", "path": "a.b.c/x", "cid": CID, "prev": b"x"}]),
+    ("prevData", b"x"),
+    ("time", 5),
+    ("tooBig", "no"),
+]
+
+
+@pytest.mark.parametrize(("name", "value"), BAD_VALUES)
+def test_wrong_types_in_a_commit(name: str, value: object) -> None:
+    body = commit_body() | {name: value}
+    with pytest.raises(FrameError) as error:
+        decode_frame(message(COMMIT, body))
+    assert error.value.seq == (None if name == "seq" else 12)
+
+
+@pytest.mark.parametrize(
+    ("kind", "body"),
+    [
+        ("#sync", {"seq": 1, "did": DID, "rev": "3laaaaaaaaaaa", "time": "t"}),
+        ("#sync", {"seq": 1, "did": DID, "rev": "3laaaaaaaaaaa", "blocks": CID, "time": 1}),
+        ("#identity", {"seq": 1, "did": DID}),
+        ("#identity", {"seq": 1, "did": DID, "time": "t", "handle": "not a handle"}),
+        ("#account", {"seq": 1, "did": DID, "time": "t"}),
+        ("#account", {"seq": 1, "did": DID, "time": "t", "active": 1}),
+        ("#account", {"seq": 1, "did": DID, "time": "t", "active": False, "status": 3}),
+        ("#info", {"message": "no name"}),
+    ],
+)
+def test_other_types_are_checked_too(kind: str, body: dict) -> None:
+    with pytest.raises(FrameError):
+        decode_frame(message({"op": 1, "t": kind}, body))
+
+
+def test_unknown_type_keeps_its_seq_and_body() -> None:
+    frame = decode_frame(message({"op": 1, "t": "#future"}, {"seq": 3, "x": [1]}))
+    assert frame == UnknownFrame(type="#future", seq=3, body={"seq": 3, "x": [1]})
+
+
+def test_random_damage_raises_only_frame_error() -> None:
+    """Flip, drop and insert bytes of real frames: each either decodes or is a FrameError."""
+    rng = random.Random(15)
+    originals = [encode_frame(f) for f in FRAMES]
+    errors = 0
+    for _ in range(3000):
+        data = bytearray(rng.choice(originals))
+        for _ in range(rng.randint(1, 3)):
+            at = rng.randrange(len(data))
+            match rng.randrange(3):
+                case 0:
+                    data[at] = rng.randrange(256)
+                case 1:
+                    del data[at]
+                case _:
+                    data.insert(at, rng.randrange(256))
+        try:
+            decode_frame(bytes(data))
+        except FrameError:
+            errors += 1
+    assert errors > 1000  # most damage is caught by the strict reading
+
+
+def test_a_replaced_field_changes_the_decoded_frame() -> None:
+    frame = FRAMES[0]
+    assert isinstance(frame, CommitFrame)
+    changed = replace(frame, seq=99, since="3laaaaaaaaaaa")
+    assert decode_frame(encode_frame(changed)) == changed != frame
