@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import _start_network  # pyright: ignore[reportPrivateUsage]
+from tests.e2e.conftest import _start_network
 from tests.firehose.live import LIVE_OPTIONS
 from tests.firehose.recording import (
     Recording,

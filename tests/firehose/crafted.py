@@ -180,8 +180,10 @@ def bad_signature_frame(message: bytes, bit: int = 0) -> bytes:
     for cid, data in blocks:
         if cid == old.cid_bytes:
             commit = cbrrr.decode_dag_cbor(data)
-            assert isinstance(commit, dict) and isinstance(commit.get("sig"), bytes)
-            sig = bytearray(commit["sig"])
+            assert isinstance(commit, dict)
+            signature = commit.get("sig")
+            assert isinstance(signature, bytes), "an unsigned commit"
+            sig = bytearray(signature)
             sig[bit // 8] ^= 1 << (bit % 8)
             data = cbrrr.encode_dag_cbor({**commit, "sig": bytes(sig)})
             new = cbrrr.CID.cidv1_dag_cbor_sha256_32_from(data)

@@ -150,9 +150,10 @@ class Recording:
 
     @property
     def truth(self) -> dict[str, Any]:
-        if self._truth is None:
-            self._truth = json.loads((self.path / "truth.json").read_text())
-        return self._truth
+        truth = self._truth
+        if truth is None:
+            truth = self._truth = json.loads((self.path / "truth.json").read_text())
+        return truth
 
 
 def generate(spec: RecordingSpec, out: Path, port: int = BASE_PORT) -> float:

@@ -17,6 +17,7 @@ import psycopg
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from psycopg import sql
 
 from skyfill.atproto.crypto import verify_signature
 from tests.firehose.conftest import ServeRecording
@@ -115,7 +116,9 @@ def _signature_ok(recording: Recording, message: bytes) -> bool:
     unsigned = cbrrr.encode_dag_cbor({k: v for k, v in commit.items() if k != "sig"})
     doc = json.loads((recording.path / "plc" / body["repo"]).read_text())
     key = doc["verificationMethod"][0]["publicKeyMultibase"]
-    return verify_signature(key, unsigned, commit["sig"])
+    signature = commit["sig"]
+    assert isinstance(signature, bytes)
+    return verify_signature(key, unsigned, signature)
 
 
 def test_bad_signature_frame_has_valid_cids_and_a_wrong_signature(fh_recording: Recording) -> None:
@@ -282,20 +285,27 @@ def test_compare_parquet(tmp_path: Path) -> None:
     assert compare_parquet(broken, _truth()) == EXPECTED_BROKEN
 
 
-def test_compare_postgres(pg_url: str) -> None:
+def _pg_tables(pg_url: str, schema: str, records: list, repos: list) -> None:
+    name = sql.Identifier(schema)
     with psycopg.connect(pg_url, autocommit=True) as conn:
-        for schema, records, repos in (
-            ("good", RECORDS, REPOS),
-            ("bad", BROKEN_RECORDS, BROKEN_REPOS),
-        ):
-            conn.execute(f"CREATE SCHEMA {schema}")
-            conn.execute(
-                f"CREATE TABLE {schema}.records (did text, collection text, rkey text, cid text)"
-            )
-            conn.execute(f"CREATE TABLE {schema}.repos (did text, handle text, status text)")
-            with conn.cursor() as cur:
-                cur.executemany(f"INSERT INTO {schema}.records VALUES (%s, %s, %s, %s)", records)
-                cur.executemany(f"INSERT INTO {schema}.repos VALUES (%s, %s, %s)", repos)
+        conn.execute(sql.SQL("CREATE SCHEMA {}").format(name))
+        conn.execute(
+            sql.SQL(
+                "CREATE TABLE {}.records (did text, collection text, rkey text, cid text)"
+            ).format(name)
+        )
+        conn.execute(
+            sql.SQL("CREATE TABLE {}.repos (did text, handle text, status text)").format(name)
+        )
+        with conn.cursor() as cur:
+            insert = sql.SQL("INSERT INTO {}.records VALUES (%s, %s, %s, %s)").format(name)
+            cur.executemany(insert, records)
+            cur.executemany(sql.SQL("INSERT INTO {}.repos VALUES (%s, %s, %s)").format(name), repos)
+
+
+def test_compare_postgres(pg_url: str) -> None:
+    _pg_tables(pg_url, "good", RECORDS, REPOS)
+    _pg_tables(pg_url, "bad", BROKEN_RECORDS, BROKEN_REPOS)
     assert compare_postgres(pg_url, _truth(), schema="good") == []
     assert compare_postgres(pg_url, _truth(), schema="bad") == EXPECTED_BROKEN
 
