@@ -97,20 +97,23 @@ class RecordingSpec:
     events: int = 2000
     """Commit events, account creations not counted."""
     seed: str = "1"
-    handle_changes: int = 4
-    """`#identity` events with a new handle."""
-    deactivations: int = 3
-    """Deactivate → activate cycles."""
-    deactivate_final: int = 2
-    """Accounts deactivated near the end and left so."""
+    handle_changes: int | None = 4
+    """`#identity` events with a new handle (None: the generator's default, accounts/100)."""
+    deactivations: int | None = 3
+    """Deactivate → activate cycles (None: accounts/200)."""
+    deactivate_final: int | None = 2
+    """Accounts deactivated near the end and left so (None: 1)."""
 
     def options(self) -> list[str]:
-        return [
-            "--accounts", str(self.accounts), "--events", str(self.events), "--seed", self.seed,
-            "--handle-changes", str(self.handle_changes),
-            "--deactivations", str(self.deactivations),
-            "--deactivate-final", str(self.deactivate_final),
-        ]  # fmt: skip
+        options = ["--accounts", str(self.accounts), "--events", str(self.events)]
+        options += ["--seed", self.seed]
+        for flag, value in (
+            ("--handle-changes", self.handle_changes),
+            ("--deactivations", self.deactivations),
+            ("--deactivate-final", self.deactivate_final),
+        ):
+            options += [] if value is None else [flag, str(value)]
+        return options
 
     def key(self) -> str:
         """A hash of the options and of the generator's source."""
