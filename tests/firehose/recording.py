@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.helpers import Server, free_port, start_ready_process
+from tests.helpers import Server, free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SUB_PATH = "/xrpc/com.atproto.sync.subscribeRepos"
@@ -328,16 +328,33 @@ class ServedRecording:
             server.stop()
 
 
+def start_logged(command: list[str], log: Path, timeout: float = 60) -> Server:
+    """Start a server that prints a `{"ready": true}` line on stdout; its stderr goes to
+    `log` (fhserve writes a line per connection there: a pipe nobody reads would fill)."""
+    with log.open("ab") as err:
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=err, text=True)
+    assert process.stdout is not None
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if not line and process.poll() is not None:
+            raise RecordingError(f"{command[:3]} exited {process.returncode}: see {log}")
+        if line.startswith("{") and json.loads(line).get("ready"):
+            return Server(process, json.loads(line))
+    process.kill()
+    process.wait(5)
+    raise RecordingError(f"{command[:3]} not ready after {timeout} s")
+
+
 def _start_servers(staged: Recording, close_at_end: bool) -> ServedRecording:
-    plc = start_ready_process(
-        [sys.executable, str(Path(__file__).with_name("plcserve.py")), str(staged.path / "plc"),
-         "--port", str(staged.plc_port)],
-        timeout=30,
-    )  # fmt: skip
+    plcserve = Path(__file__).with_name("plcserve.py")
+    plc_command = [sys.executable, str(plcserve), str(staged.path / "plc")]
+    plc = start_logged([*plc_command, "--port", str(staged.plc_port)], staged.path / "plc.log")
     fhserve = shared_dir() / "staticnet" / "fhserve.py"
     command = [sys.executable, str(fhserve), str(staged.path), "--port", str(staged.port)]
     try:
-        stream = start_ready_process(command + ["--close-at-end"] * close_at_end, timeout=60)
+        command += ["--close-at-end"] * close_at_end
+        stream = start_logged(command, staged.path / "fhserve.log")
     except BaseException:
         plc.stop()
         raise
@@ -352,7 +369,7 @@ def serve(recording: Recording, dst: Path, close_at_end: bool = False) -> Served
         staged = stage(recording, dst, free_port(), free_port())
         try:
             return _start_servers(staged, close_at_end)
-        except RuntimeError as exc:
+        except RecordingError as exc:
             error = exc
     raise RecordingError(f"could not serve {recording.path}: {error}")
 
