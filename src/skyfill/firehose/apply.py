@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from skyfill.atproto.exceptions import InvalidRepo, RepoFault
 from skyfill.atproto.identity import Identity, IdentityResolver
-from skyfill.atproto.stream.commit import verify_commit, verify_sync
+from skyfill.atproto.stream.commit import VerifiedCommit, verify_commit, verify_sync
 from skyfill.atproto.stream.frames import (
     AccountFrame,
     CommitFrame,
@@ -130,7 +130,7 @@ class Applier:
             return []
         return self._commit_changes(frame, identity, verified, first=facts is None)
 
-    async def _verified(self, frame: CommitFrame) -> tuple[Identity, object]:
+    async def _verified(self, frame: CommitFrame) -> tuple[Identity, VerifiedCommit]:
         identity = await self._resolver.resolve(frame.repo)
         if not self._verify:
             return identity, verify_commit(
@@ -164,7 +164,7 @@ class Applier:
         return identity, verified
 
     def _commit_changes(
-        self, frame: CommitFrame, identity: Identity, verified: object, *, first: bool
+        self, frame: CommitFrame, identity: Identity, verified: VerifiedCommit, *, first: bool
     ) -> list[Change]:
         did, seq, time, rev = frame.repo, frame.seq, frame.time, frame.rev
         changes: list[Change] = [
@@ -180,11 +180,11 @@ class Applier:
                 created_at=put.created_at,
                 action=put.action,
             )
-            for put in verified.puts  # type: ignore[attr-defined]
+            for put in verified.puts
         ]
         changes.extend(
-            RecordDelete(seq=seq, time=time, did=did, collection=c, rkey=r, rev=rev)
-            for c, r in verified.deletes  # type: ignore[attr-defined]
+            RecordDelete(seq=seq, time=time, did=did, collection=d.collection, rkey=d.rkey, rev=rev)
+            for d in verified.deletes
         )
         self._counters.ops += len(changes)
         facts = self._book.get(did)
@@ -196,7 +196,7 @@ class Applier:
                 did=did,
                 status=status,
                 rev=rev,
-                commit_cid=verified.commit_cid,  # type: ignore[attr-defined]
+                commit_cid=verified.commit_cid,
                 handle=identity.handle if first else None,
                 pds=identity.pds,
             )

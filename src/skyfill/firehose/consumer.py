@@ -83,6 +83,7 @@ class Consumer:
         url: str,
         source: str,
         session: aiohttp.ClientSession,
+        allow_private_network: bool,
         sink: StreamSink,
         state: StreamState,
         book: RepoBook,
@@ -103,6 +104,7 @@ class Consumer:
         self._url = url
         self._source = source
         self._session = session
+        self._allow_private = allow_private_network
         self._sink = sink
         self._state = state
         self._book = book
@@ -170,7 +172,12 @@ class Consumer:
         backoff = 0.5
         while True:
             try:
-                async for message in subscribe(self._url, self._read_cursor, session=self._session):
+                async for message in subscribe(
+                    self._url,
+                    self._read_cursor,
+                    session=self._session,
+                    allow_private_network=self._allow_private,
+                ):
                     backoff = 0.5
                     self.counters.received += 1
                     self.counters.bytes += len(message)

@@ -119,7 +119,12 @@ async def _run(
         book = RepoBook(state.load_repos(), held)
         async with _http(config) as (stream_session, client):
             resolver = IdentityResolver(client, config.plc_url)
-            probe = probe_with(subscribe, config.from_host, session=stream_session)
+            probe = probe_with(
+                subscribe,
+                config.from_host,
+                session=stream_session,
+                allow_private_network=config.allow_private_network,
+            )
             start = await _start(config, state, sink, source, probe)
 
             def facts() -> dict[str, Any]:
@@ -140,6 +145,7 @@ async def _run(
                 url=config.from_host,
                 source=source,
                 session=stream_session,
+                allow_private_network=config.allow_private_network,
                 sink=sink,
                 state=state,
                 book=book,
