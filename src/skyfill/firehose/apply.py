@@ -258,13 +258,14 @@ class Applier:
             self._counters.skipped += 1
             return []
         before = self._book.get(did)
+        was_gone = before is not None and before.status in GONE
         status = Outcome.OK.value if frame.active else (frame.status or Outcome.DEACTIVATED.value)
         self._book.update(did, status=status)
         self._counters.applied += 1
         update = RepoUpdate(
             seq=frame.seq, time=frame.time, did=did, status=status, erase=status in GONE
         )
-        if frame.active and before is not None and before.status in GONE:
+        if frame.active and was_gone:
             self.desynchronize(did, f"reactivated (seq {frame.seq})")
         return [update]
 
@@ -283,8 +284,6 @@ class Applier:
         """A desynchronized repo fetched whole: its content replaces the stored one, then
         its held events newer than the fetched rev are applied."""
         did, book = snap.did, self._book
-        facts = book.get(did)
-        status = facts.status if facts is not None else Outcome.OK.value
         if snap.error is not None:
             return self._snapshot_failed(snap, seq, time)
         assert snap.rev is not None and snap.commit_cid is not None
@@ -310,7 +309,6 @@ class Applier:
                 pds=identity.pds if identity else None,
             ),
         ]
-        del status
         book.update(did, rev=snap.rev, status=Outcome.OK.value, phase=ACTIVE, reason=None)
         for frame in book.release(did):
             changes.extend(await self.commit(frame))
