@@ -24,6 +24,7 @@ import aiohttp
 from skyfill.atproto.identity import IdentityResolver
 from skyfill.atproto.stream.client import StreamClosed, StreamUnavailable, subscribe
 from skyfill.atproto.stream.frames import (
+    MAX_FRAME_BYTES,
     AccountFrame,
     CommitFrame,
     ErrorFrame,
@@ -47,9 +48,12 @@ from skyfill.sinks.changes import Change, ChangeBatch, StreamSink
 
 log = logging.getLogger(__name__)
 
+RECEIVE_LIMIT = 4 * MAX_FRAME_BYTES
+"""Messages up to this size are received (and a frame over MAX_FRAME_BYTES refused with
+its seq); a larger one ends the connection, and the stream goes on after the next seq."""
 QUEUE_FRAMES = 2000
 """Frames read ahead of the one being applied (their DIDs are resolved meanwhile)."""
-HEAD_REPROBE_SECONDS = 60.0
+MESSAGE_TOO_BIG = 1009
 
 
 class StreamStopped(SkyfillError):
@@ -177,22 +181,37 @@ class Consumer:
                     self._read_cursor,
                     session=self._session,
                     allow_private_network=self._allow_private,
+                    max_frame_bytes=RECEIVE_LIMIT,
                 ):
                     backoff = 0.5
                     self.counters.received += 1
                     self.counters.bytes += len(message)
                     await self._queue.put(self._decode(message))
             except (StreamClosed, StreamUnavailable) as exc:
-                log.warning(
-                    "stream from %s dropped (%s); reconnecting after seq %s",
-                    self._url,
-                    exc,
-                    self._read_cursor,
-                    extra={"event": "stream_reconnect"},
-                )
+                self._dropped(exc)
             self.counters.reconnects += 1
             await asyncio.sleep(backoff * random.uniform(0.5, 1.0))
             backoff = min(backoff * 2, 30.0)
+
+    def _dropped(self, exc: StreamClosed | StreamUnavailable) -> None:
+        cursor = self._read_cursor
+        if isinstance(exc, StreamClosed) and exc.code == MESSAGE_TOO_BIG and cursor is not None:
+            log.warning(
+                "a frame after seq %s is larger than %d bytes: skipped",
+                cursor,
+                RECEIVE_LIMIT,
+                extra={"event": "frame_malformed", "seq": cursor + 1},
+            )
+            self.counters.malformed += 1
+            self._read_cursor = cursor + 1
+            return
+        log.warning(
+            "stream from %s dropped (%s); reconnecting after seq %s",
+            self._url,
+            exc,
+            cursor,
+            extra={"event": "stream_reconnect"},
+        )
 
     def _decode(self, message: bytes) -> Item:
         try:

@@ -25,7 +25,8 @@ from skyfill.atproto.cid import DAG_CBOR_SHA256_PREFIX
 from skyfill.atproto.syntax import is_valid_did, is_valid_handle, is_valid_tid
 
 MAX_FRAME_BYTES = 5 * 1024 * 1024
-"""Frames larger than this are refused unread (the spec's limit is ~2 MB of blocks)."""
+"""Frames larger than this are refused (the spec's limit is ~2 MB of blocks); only their
+seq is read, so that the consumer can say which event it skipped."""
 
 OP_EVENT = 1
 OP_ERROR = -1
@@ -132,7 +133,9 @@ SequencedFrame = CommitFrame | SyncFrame | IdentityFrame | AccountFrame
 def decode_frame(message: bytes, max_bytes: int = MAX_FRAME_BYTES) -> Frame:
     """The frame in one websocket message; raises FrameError if it is not a valid one."""
     if len(message) > max_bytes:
-        raise FrameError(f"frame of {len(message)} bytes is larger than {max_bytes}")
+        raise FrameError(
+            f"frame of {len(message)} bytes is larger than {max_bytes}", _seq_of(message)
+        )
     try:
         values = libipld.decode_dag_cbor_multi(message)
     except Exception as exc:  # libipld raises ValueError, but a frame is untrusted input
@@ -397,3 +400,14 @@ def _op_body(op: RepoOp) -> dict:
     if op.prev is not None:
         body["prev"] = cbrrr.CID(op.prev)
     return body
+
+
+def _seq_of(message: bytes) -> int | None:
+    """The seq of a frame that is refused whole, if its body can be read at all."""
+    try:
+        values = libipld.decode_dag_cbor_multi(message)
+    except Exception:
+        return None
+    body = values[1] if len(values) == 2 else None
+    seq = body.get("seq") if type(body) is dict else None
+    return seq if type(seq) is int and seq >= 0 else None
