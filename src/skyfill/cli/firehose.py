@@ -15,7 +15,6 @@ from skyfill.firehose.config import BACKGROUND, FirehoseConfig
 from skyfill.firehose.progress import summary_line
 from skyfill.firehose.run import run_stream
 from skyfill.monitor.logs import configure_logging
-from skyfill.sinks.compact import compact as compact_log
 
 
 @click.group(invoke_without_command=True)
@@ -71,6 +70,8 @@ def firehose(
 def compact(log_dir: Path, out_dir: Path, snapshot: Path | None) -> None:
     """Turn a Parquet event log (LOG_DIR, a --sink directory of `skyfill firehose`) and an
     optional snapshot into current-state `records` and `repos` datasets in OUT_DIR."""
+    from skyfill.sinks.compact import compact as compact_log
+
     facts = compact_log(log_dir, out_dir, snapshot)
     click.echo(f"compacted into {out_dir}: " + ", ".join(f"{k} {v}" for k, v in facts.items()))
 

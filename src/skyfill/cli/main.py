@@ -19,6 +19,7 @@ from skyfill.cli.monitor import dashboard, monitor, report
 from skyfill.cli.slurm import slurm
 from skyfill.engine.runner import JobError
 from skyfill.errors import UsageError
+from skyfill.firehose.consumer import StreamStopped
 from skyfill.sinks.exceptions import SinkError
 
 EXIT_USAGE = 2
@@ -68,6 +69,9 @@ def main() -> None:
         sys.exit(EXIT_USAGE)
     except SinkError as exc:  # e.g. the database cannot be reached: checked before fetching
         click.echo(f"skyfill: error: {exc}", err=True)
+        sys.exit(1)
+    except StreamStopped as exc:  # the host refused the stream (e.g. FutureCursor)
+        click.echo(f"skyfill: error: {exc.message}", err=True)
         sys.exit(1)
     except session.Interrupted as exc:
         click.echo(

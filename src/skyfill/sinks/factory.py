@@ -19,6 +19,7 @@ from pathlib import Path
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
 
 from skyfill.sinks.base import LoadScope, Sink
+from skyfill.sinks.changes import StreamSink
 from skyfill.sinks.exceptions import SinkUrlError
 from skyfill.urls import redact_url
 
@@ -119,3 +120,23 @@ def _sqlite_url(value: str) -> SinkUrl:
         raise SinkUrlError(f"sink: {value!r} names no database file")
     path = Path(raw).expanduser().resolve()
     return SinkUrl(SQLITE_SCHEME, f"sqlite:///{quote(str(path))}", path=path)
+
+
+def open_stream_sink(url: str, *, stream_id: str, password: str | None = None) -> StreamSink:
+    """The stream sink a URL names: sqlite:///PATH, postgresql://…, or a directory (a
+    Parquet event log)."""
+    if "://" not in url:
+        from skyfill.sinks.event_log import EventLogSink
+
+        return EventLogSink(Path(url), stream_id)
+    parsed = parse_sink_url(url)
+    if parsed.kind == SQLITE_SCHEME:
+        from skyfill.sinks.sqlite_stream import SqliteStreamSink
+
+        assert parsed.path is not None
+        return SqliteStreamSink(parsed.path, stream_id)
+    if parsed.kind == PARQUET:
+        raise SinkUrlError("a stream's Parquet sink is a directory: give its path")
+    from skyfill.sinks.postgres_stream import PostgresStreamSink
+
+    return PostgresStreamSink(parsed.url, stream_id, password=password or parsed.password)

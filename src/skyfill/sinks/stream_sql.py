@@ -1,0 +1,188 @@
+"""What the SQL stream sinks share: the cursor table and the statements that apply
+changes by rev (SQLite and PostgreSQL both speak this SQL: upserts with a WHERE on the
+conflict's update, and `?`-less text the drivers fill with their own placeholders).
+
+Rev rules (revs are TIDs: text order is time order):
+- a put is upserted only over an older row;
+- a delete removes the row only if the row is older than the delete;
+- a reset removes the repo's rows at or below its rev, then puts its records;
+- a repo update sets the status (and error, fetched_at) always, rev and commit_cid only
+  when newer, handle and pds when given; `erase` deletes every record of the repo.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, LiteralString
+
+from skyfill.sinks.changes import (
+    ApplyCounts,
+    ChangeBatch,
+    RecordDelete,
+    RecordPut,
+    RepoReset,
+    RepoUpdate,
+)
+
+CURSOR_TABLE = "firehose_cursor"
+CURSOR_DDL: LiteralString = (
+    "CREATE TABLE IF NOT EXISTS firehose_cursor ("
+    " source TEXT PRIMARY KEY NOT NULL, cursor BIGINT NOT NULL, updated_at TEXT NOT NULL)"
+)
+
+
+def statements(p: LiteralString) -> dict[str, LiteralString]:
+    """The apply statements with `p` as the driver's placeholder (`?` or `%s`)."""
+    return {
+        "put": (
+            "INSERT INTO records (did, collection, rkey, uri, cid, rev, created_at, record, job_id)"
+            f" VALUES ({p}, {p}, {p}, {p}, {p}, {p}, {p}, {p}, {p})"
+            " ON CONFLICT (did, collection, rkey) DO UPDATE SET uri = excluded.uri,"
+            " cid = excluded.cid, rev = excluded.rev, created_at = excluded.created_at,"
+            " record = excluded.record, job_id = excluded.job_id"
+            " WHERE excluded.rev > records.rev"
+        ),
+        "delete": (
+            f"DELETE FROM records WHERE did = {p} AND collection = {p} AND rkey = {p} AND rev < {p}"
+        ),
+        "reset": f"DELETE FROM records WHERE did = {p} AND rev <= {p}",
+        "erase": f"DELETE FROM records WHERE did = {p}",
+        "repo": (
+            "INSERT INTO repos (did, handle, pds, status, rev, commit_cid, error, fetched_at)"
+            f" VALUES ({p}, {p}, {p}, {p}, {p}, {p}, {p}, {p})"
+            " ON CONFLICT (did) DO UPDATE SET status = excluded.status,"
+            " handle = coalesce(excluded.handle, repos.handle),"
+            " pds = coalesce(excluded.pds, repos.pds),"
+            " rev = CASE WHEN excluded.rev IS NOT NULL AND (repos.rev IS NULL OR"
+            " excluded.rev > repos.rev) THEN excluded.rev ELSE repos.rev END,"
+            " commit_cid = CASE WHEN excluded.rev IS NOT NULL AND (repos.rev IS NULL OR"
+            " excluded.rev > repos.rev) THEN excluded.commit_cid ELSE repos.commit_cid END,"
+            " error = excluded.error, fetched_at = excluded.fetched_at"
+        ),
+        "count": (
+            "UPDATE repos SET record_count = (SELECT count(*) FROM records"
+            f" WHERE records.did = repos.did) WHERE did = {p}"
+        ),
+        "cursor": (
+            f"INSERT INTO firehose_cursor (source, cursor, updated_at) VALUES ({p}, {p}, {p})"
+            " ON CONFLICT (source) DO UPDATE SET cursor = excluded.cursor,"
+            " updated_at = excluded.updated_at"
+        ),
+        "get_cursor": f"SELECT cursor FROM firehose_cursor WHERE source = {p}",
+    }
+
+
+def now_text() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def uri(did: str, collection: str, rkey: str) -> str:
+    return f"at://{did}/{collection}/{rkey}"
+
+
+class ChangeWriter:
+    """Applies a batch's changes in order through a DB-API cursor, grouping runs of puts
+    (and of deletes) into one executemany each. `timestamp` turns a datetime into what
+    the database takes (SQLite: ISO text; PostgreSQL: the datetime itself)."""
+
+    def __init__(
+        self, cursor: Any, sql: dict[str, LiteralString], stream_id: str, timestamp: Any
+    ) -> None:
+        self._cur = cursor
+        self._sql = sql
+        self._stream_id = stream_id
+        self._timestamp = timestamp
+        self._run: list[tuple] = []
+        self._run_kind: str | None = None
+        self.touched: set[str] = set()
+        self.counts = ApplyCounts()
+
+    def apply(self, batch: ChangeBatch) -> ApplyCounts:
+        now = self._timestamp(datetime.now(UTC))
+        for change in batch.changes:
+            self.touched.add(change.did)
+            if isinstance(change, RecordPut):
+                self._queue("put", self._put_row(change))
+            elif isinstance(change, RecordDelete):
+                self._queue("delete", (change.did, change.collection, change.rkey, change.rev))
+            elif isinstance(change, RepoReset):
+                self._flush()
+                self._reset(change)
+            else:
+                self._flush()
+                self._repo(change, now)
+        self._flush()
+        for did in sorted(self.touched):
+            self._cur.execute(self._sql["count"], (did,))
+        self._cur.execute(self._sql["cursor"], (batch.source, batch.cursor, now_text()))
+        return self.counts
+
+    def _put_row(self, c: RecordPut) -> tuple:
+        return (
+            c.did,
+            c.collection,
+            c.rkey,
+            uri(c.did, c.collection, c.rkey),
+            c.cid,
+            c.rev,
+            self._timestamp(c.created_at),
+            c.record,
+            self._stream_id,
+        )
+
+    def _queue(self, kind: str, row: tuple) -> None:
+        if self._run_kind != kind:
+            self._flush()
+            self._run_kind = kind
+        self._run.append(row)
+
+    def _flush(self) -> None:
+        if not self._run:
+            return
+        kind, rows = self._run_kind, self._run
+        self._run, self._run_kind = [], None
+        self._cur.executemany(self._sql[kind or ""], rows)
+        changed = max(self._cur.rowcount, 0)  # executemany sums the rows each changed
+        if kind == "put":
+            self.counts.upserted += changed
+        else:
+            self.counts.deleted += changed
+        self.counts.skipped += len(rows) - changed
+
+    def _reset(self, change: RepoReset) -> None:
+        self._cur.execute(self._sql["reset"], (change.did, change.rev))
+        rows = [
+            (
+                change.did,
+                r["collection"],
+                r["rkey"],
+                uri(change.did, r["collection"], r["rkey"]),
+                r["cid"],
+                r["rev"],
+                self._timestamp(r["created_at"]),
+                r["record"],
+                self._stream_id,
+            )
+            for r in change.records.to_pylist()
+        ]
+        if rows:
+            self._cur.executemany(self._sql["put"], rows)
+        self.counts.upserted += len(rows)
+
+    def _repo(self, change: RepoUpdate, now: Any) -> None:
+        if change.erase:
+            self._cur.execute(self._sql["erase"], (change.did,))
+        self._cur.execute(
+            self._sql["repo"],
+            (
+                change.did,
+                change.handle,
+                change.pds,
+                change.status,
+                change.rev,
+                change.commit_cid,
+                change.error,
+                now,
+            ),
+        )
+        self.counts.repos += 1
