@@ -81,7 +81,7 @@ class Applier:
         if isinstance(frame, IdentityFrame):
             return await self.identity(frame)
         if isinstance(frame, AccountFrame):
-            return self.account(frame)
+            return await self.account(frame)
         self._counters.skipped += 1
         return []
 
@@ -252,7 +252,7 @@ class Applier:
             )
         ]
 
-    def account(self, frame: AccountFrame) -> list[Change]:
+    async def account(self, frame: AccountFrame) -> list[Change]:
         did = frame.did
         if not self._keep_did(did):
             self._counters.skipped += 1
@@ -262,8 +262,21 @@ class Applier:
         status = Outcome.OK.value if frame.active else (frame.status or Outcome.DEACTIVATED.value)
         self._book.update(did, status=status)
         self._counters.applied += 1
+        handle = pds = None
+        if before is None:  # first seen here (e.g. a deleted account: its events are gone)
+            try:
+                identity = await self._resolver.resolve(did)
+                handle, pds = identity.handle, identity.pds
+            except Exception as exc:
+                log.info("%s not resolved: %s", did, exc, extra={"event": "identity_unresolved"})
         update = RepoUpdate(
-            seq=frame.seq, time=frame.time, did=did, status=status, erase=status in GONE
+            seq=frame.seq,
+            time=frame.time,
+            did=did,
+            status=status,
+            handle=handle,
+            pds=pds,
+            erase=status in GONE,
         )
         if frame.active and was_gone:
             self.desynchronize(did, f"reactivated (seq {frame.seq})")
