@@ -101,13 +101,17 @@ class PostgresSink:
 
     # -- connecting ---------------------------------------------------------------------
 
-    @contextmanager
-    def _connect(self) -> Iterator[psycopg.Connection]:
+    def _connect_options(self) -> dict[str, Any]:
         options: dict[str, Any] = {"application_name": "skyfill"}
         if "connect_timeout" not in conninfo_to_dict(self._url):
             options["connect_timeout"] = CONNECT_TIMEOUT
         if self._password:
             options["password"] = self._password
+        return options
+
+    @contextmanager
+    def _connect(self) -> Iterator[psycopg.Connection]:
+        options = self._connect_options()
         try:
             conn = psycopg.connect(self._url, **options)
         except psycopg.Error as exc:
@@ -116,6 +120,17 @@ class PostgresSink:
             yield conn
         finally:
             conn.close()
+
+    def connect_raw(self) -> psycopg.Connection:
+        """A connection of its own (autocommit: each use opens its own transaction),
+        for a long-running writer such as a stream; the caller closes it."""
+        try:
+            return psycopg.connect(self._url, autocommit=True, **self._connect_options())
+        except psycopg.Error as exc:
+            raise SinkUnavailable(self._unavailable(exc)) from None
+
+    def message(self, exc: BaseException) -> str:
+        return self._message(exc)
 
     def _unavailable(self, exc: psycopg.Error) -> str:
         message = f"cannot connect to {self._url}: {self._message(exc)}"

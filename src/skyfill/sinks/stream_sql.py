@@ -31,12 +31,13 @@ CURSOR_DDL: LiteralString = (
 )
 
 
-def statements(p: LiteralString) -> dict[str, LiteralString]:
-    """The apply statements with `p` as the driver's placeholder (`?` or `%s`)."""
+def statements(p: LiteralString, json: LiteralString = "") -> dict[str, LiteralString]:
+    """The apply statements with `p` as the driver's placeholder (`?` or `%s`); `json`
+    casts the record's text where the column is jsonb (`::jsonb`)."""
     return {
         "put": (
             "INSERT INTO records (did, collection, rkey, uri, cid, rev, created_at, record, job_id)"
-            f" VALUES ({p}, {p}, {p}, {p}, {p}, {p}, {p}, {p}, {p})"
+            f" VALUES ({p}, {p}, {p}, {p}, {p}, {p}, {p}, {p}{json}, {p})"
             " ON CONFLICT (did, collection, rkey) DO UPDATE SET uri = excluded.uri,"
             " cid = excluded.cid, rev = excluded.rev, created_at = excluded.created_at,"
             " record = excluded.record, job_id = excluded.job_id"
@@ -86,8 +87,14 @@ class ChangeWriter:
     the database takes (SQLite: ISO text; PostgreSQL: the datetime itself)."""
 
     def __init__(
-        self, cursor: Any, sql: dict[str, LiteralString], stream_id: str, timestamp: Any
+        self,
+        cursor: Any,
+        sql: dict[str, LiteralString],
+        stream_id: str,
+        timestamp: Any,
+        text: Any = None,
     ) -> None:
+        self._text = text or (lambda value: value)
         self._cur = cursor
         self._sql = sql
         self._stream_id = stream_id
@@ -126,7 +133,7 @@ class ChangeWriter:
             c.cid,
             c.rev,
             self._timestamp(c.created_at),
-            c.record,
+            self._text(c.record),
             self._stream_id,
         )
 
@@ -160,7 +167,7 @@ class ChangeWriter:
                 r["cid"],
                 r["rev"],
                 self._timestamp(r["created_at"]),
-                r["record"],
+                self._text(r["record"]),
                 self._stream_id,
             )
             for r in change.records.to_pylist()

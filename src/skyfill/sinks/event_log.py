@@ -1,0 +1,158 @@
+"""Parquet stream sink: an append-only event log of what a stream changed.
+
+`<dir>/events/date=YYYY-MM-DD/part-<first seq>-<last seq>.parquet`, one file per batch
+(written to a temporary name, then renamed; `<file>.done` beside it once it is in place),
+and `<dir>/cursor.json` ({source: seq}) written after the file. A crash between the two
+makes the next run write an overlapping part again; readers (`compact`) de-duplicate by
+(seq, idx). Columns:
+
+- seq, idx (the change's position in its batch), time (the event's), did, op;
+- op `create` / `update`: collection, rkey, cid, rev, record (atproto JSON), created_at;
+- op `delete`: collection, rkey, rev;
+- op `reset`: the repo was fetched whole at `rev` (`commit_cid`): its rows at or below
+  `rev` go; the `create` rows that follow (same seq) are its records;
+- op `repo`: status, and handle, pds, rev, commit_cid, error where known; `erase` true
+  when the account is gone (its rows go).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from skyfill.sinks.changes import (
+    ApplyCounts,
+    ChangeBatch,
+    RecordDelete,
+    RecordPut,
+    RepoReset,
+    RepoUpdate,
+)
+from skyfill.storage.atomic import commit_file, tmp_path, write_bytes
+
+TIMESTAMP = pa.timestamp("us", tz="UTC")
+EVENT_SCHEMA = pa.schema(
+    [
+        pa.field("seq", pa.int64(), nullable=False),
+        pa.field("idx", pa.int32(), nullable=False),
+        pa.field("time", pa.string()),
+        pa.field("did", pa.string(), nullable=False),
+        pa.field("op", pa.string(), nullable=False),
+        pa.field("collection", pa.string()),
+        pa.field("rkey", pa.string()),
+        pa.field("cid", pa.string()),
+        pa.field("rev", pa.string()),
+        pa.field("record", pa.string()),
+        pa.field("created_at", TIMESTAMP),
+        pa.field("status", pa.string()),
+        pa.field("handle", pa.string()),
+        pa.field("pds", pa.string()),
+        pa.field("commit_cid", pa.string()),
+        pa.field("error", pa.string()),
+        pa.field("erase", pa.bool_()),
+    ]
+)
+_EMPTY = dict.fromkeys(EVENT_SCHEMA.names)
+
+
+def _rows(batch: ChangeBatch) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+
+    def add(change: Any, op: str, **values: Any) -> None:
+        row = {**_EMPTY, "seq": change.seq, "time": change.time, "did": change.did, "op": op}
+        row.update(values, idx=len(rows))
+        rows.append(row)
+
+    for c in batch.changes:
+        if isinstance(c, RecordPut):
+            add(c, c.action, collection=c.collection, rkey=c.rkey, cid=c.cid, rev=c.rev,
+                record=c.record, created_at=c.created_at)  # fmt: skip
+        elif isinstance(c, RecordDelete):
+            add(c, "delete", collection=c.collection, rkey=c.rkey, rev=c.rev)
+        elif isinstance(c, RepoReset):
+            add(c, "reset", rev=c.rev, commit_cid=c.commit_cid)
+            for r in c.records.to_pylist():
+                add(c, "create", collection=r["collection"], rkey=r["rkey"], cid=r["cid"],
+                    rev=r["rev"], record=r["record"], created_at=r["created_at"])  # fmt: skip
+        elif isinstance(c, RepoUpdate):
+            add(c, "repo", status=c.status, handle=c.handle, pds=c.pds, rev=c.rev,
+                commit_cid=c.commit_cid, error=c.error, erase=c.erase)  # fmt: skip
+    return rows
+
+
+class EventLogSink:
+    kind = "parquet"
+
+    def __init__(self, root: Path, stream_id: str) -> None:
+        self.root = Path(root)
+        self.target = str(self.root)
+        self._stream_id = stream_id
+
+    @property
+    def _cursor_file(self) -> Path:
+        return self.root / "cursor.json"
+
+    def check(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def cursor(self, source: str) -> int | None:
+        if not self._cursor_file.exists():
+            return None
+        value = orjson.loads(self._cursor_file.read_bytes()).get(source)
+        return None if value is None else int(value)
+
+    def apply(self, batch: ChangeBatch) -> ApplyCounts:
+        rows = _rows(batch)
+        if rows:
+            first = min(r["seq"] for r in rows)
+            day = _day(rows[0]["time"])
+            path = (
+                self.root
+                / "events"
+                / f"date={day}"
+                / f"part-{first:012d}-{batch.cursor:012d}.parquet"
+            )
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = tmp_path(path)
+            table = pa.Table.from_pylist(rows, schema=EVENT_SCHEMA)
+            table = table.replace_schema_metadata(
+                {"stream_id": self._stream_id, "source": batch.source}
+            )
+            pq.write_table(table, tmp, compression="zstd")
+            commit_file(tmp, path)
+            write_bytes(path.with_name(path.name + ".done"), b"")
+        cursors = {}
+        if self._cursor_file.exists():
+            cursors = orjson.loads(self._cursor_file.read_bytes())
+        cursors[batch.source] = batch.cursor
+        write_bytes(self._cursor_file, orjson.dumps(cursors))
+        puts = sum(1 for r in rows if r["op"] in ("create", "update"))
+        return ApplyCounts(upserted=puts, deleted=sum(1 for r in rows if r["op"] == "delete"))
+
+    def close(self) -> None:
+        pass
+
+    def facts(self) -> dict[str, Any]:
+        return {"parts": len(done_parts(self.root))}
+
+
+def done_parts(root: Path) -> list[Path]:
+    """The log's part files that are complete (their `.done` marker is there), in order."""
+    return sorted(
+        p
+        for p in (root / "events").glob("date=*/part-*.parquet")
+        if p.with_name(p.name + ".done").exists()
+    )
+
+
+def _day(when: str | None) -> str:
+    try:
+        moment = datetime.fromisoformat((when or "").replace("Z", "+00:00"))
+    except ValueError:
+        moment = datetime.now(UTC)
+    return moment.astimezone(UTC).strftime("%Y-%m-%d")
