@@ -201,7 +201,7 @@ class Applier:
                 pds=identity.pds,
             )
         )
-        self._book.update(did, rev=rev, status=status)
+        self._book.update(did, rev=rev, status=status, seq=seq)
         self._counters.applied += 1
         return changes
 
@@ -212,6 +212,8 @@ class Applier:
         did = frame.did
         if not self._keep_did(did):
             self._counters.skipped += 1
+            return []
+        if self._replayed(did, frame.seq):
             return []
         rev = frame.rev
         if self._verify:
@@ -233,13 +235,15 @@ class Applier:
         if not self._keep_did(did):
             self._counters.skipped += 1
             return []
+        if self._replayed(did, frame.seq):
+            return []
         try:
             identity = await self._resolver.resolve(did, fresh=True)
         except Exception as exc:
             log.warning("seq %s: #identity of %s not resolved: %s", frame.seq, did, exc)
             self._counters.skipped += 1
             return []
-        facts = self._book.get(did) or self._book.update(did)
+        facts = self._book.update(did, seq=frame.seq)
         self._counters.applied += 1
         return [
             RepoUpdate(
@@ -257,10 +261,12 @@ class Applier:
         if not self._keep_did(did):
             self._counters.skipped += 1
             return []
+        if self._replayed(did, frame.seq):
+            return []
         before = self._book.get(did)
         was_gone = before is not None and before.status in GONE
         status = Outcome.OK.value if frame.active else (frame.status or Outcome.DEACTIVATED.value)
-        self._book.update(did, status=status)
+        self._book.update(did, status=status, seq=frame.seq)
         self._counters.applied += 1
         handle = pds = None
         if before is None:  # first seen here (e.g. a deleted account: its events are gone)
@@ -281,6 +287,14 @@ class Applier:
         if frame.active and was_gone:
             self.desynchronize(did, f"reactivated (seq {frame.seq})")
         return [update]
+
+    def _replayed(self, did: str, seq: int) -> bool:
+        """An event at or below the repo's last applied seq (a replay): skipped."""
+        facts = self._book.get(did)
+        if facts is not None and facts.seq is not None and seq <= facts.seq:
+            self._counters.skipped += 1
+            return True
+        return False
 
     # -- desynchronized repos ---------------------------------------------------------
 

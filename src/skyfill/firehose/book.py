@@ -49,7 +49,9 @@ class RepoBook:
 
     def take_dirty(self) -> list[tuple[str, RepoFacts]]:
         dirty, self._dirty = self._dirty, {}
-        return [(did, RepoFacts(f.rev, f.status, f.phase, f.reason)) for did, f in dirty.items()]
+        return [
+            (did, RepoFacts(f.rev, f.status, f.phase, f.reason, f.seq)) for did, f in dirty.items()
+        ]
 
     def desynchronized(self) -> Iterator[str]:
         return (did for did, f in self._facts.items() if f.phase != ACTIVE)

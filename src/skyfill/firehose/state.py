@@ -25,7 +25,8 @@ CREATE TABLE IF NOT EXISTS cursor (
     source TEXT PRIMARY KEY, seq INTEGER NOT NULL, event_time TEXT, updated_at REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS repos (
-    did TEXT PRIMARY KEY, rev TEXT, status TEXT NOT NULL, phase TEXT NOT NULL, reason TEXT
+    did TEXT PRIMARY KEY, rev TEXT, status TEXT NOT NULL, phase TEXT NOT NULL, reason TEXT,
+    seq INTEGER
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS repos_by_phase ON repos (phase) WHERE phase != 'active';
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, data TEXT NOT NULL);
@@ -45,6 +46,9 @@ class RepoFacts:
     reason: str | None = None
     """Why the repo is desynchronized (a `#sync`, a gap in `since`, a commit that failed
     verification, a reactivation)."""
+    seq: int | None = None
+    """The seq of the repo's last applied event: an `#account`, `#identity` or `#sync`
+    at or below it is a replay (they carry no rev), and changes nothing."""
 
 
 class StreamState:
@@ -71,11 +75,8 @@ class StreamState:
 
     def load_repos(self) -> dict[str, RepoFacts]:
         with self._lock:
-            rows = self._conn.execute("SELECT did, rev, status, phase, reason FROM repos")
-            return {
-                did: RepoFacts(rev, status, phase, reason)
-                for did, rev, status, phase, reason in rows
-            }
+            rows = self._conn.execute("SELECT did, rev, status, phase, reason, seq FROM repos")
+            return {row[0]: RepoFacts(*row[1:]) for row in rows}
 
     def desynchronized(self) -> list[str]:
         with self._lock:
@@ -90,15 +91,16 @@ class StreamState:
         repos: Iterable[tuple[str, RepoFacts]],
     ) -> None:
         """The cursor and the repos changed since the last save, in one transaction."""
-        rows = [(did, f.rev, f.status, f.phase, f.reason) for did, f in repos]
+        rows = [(did, f.rev, f.status, f.phase, f.reason, f.seq) for did, f in repos]
         with self._lock:
             conn = self._conn
             conn.execute("BEGIN IMMEDIATE")
             try:
                 conn.executemany(
-                    "INSERT INTO repos (did, rev, status, phase, reason) VALUES (?, ?, ?, ?, ?) "
-                    "ON CONFLICT (did) DO UPDATE SET rev = excluded.rev, status = excluded.status, "
-                    "phase = excluded.phase, reason = excluded.reason",
+                    "INSERT INTO repos (did, rev, status, phase, reason, seq) "
+                    "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (did) DO UPDATE SET rev = excluded.rev, "
+                    "status = excluded.status, phase = excluded.phase, reason = excluded.reason, "
+                    "seq = excluded.seq",
                     rows,
                 )
                 conn.execute(
