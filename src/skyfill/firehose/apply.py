@@ -17,6 +17,8 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import pyarrow as pa
+
 from skyfill.atproto.exceptions import InvalidRepo, RepoFault
 from skyfill.atproto.identity import Identity, IdentityResolver
 from skyfill.atproto.stream.commit import VerifiedCommit, verify_commit, verify_sync
@@ -47,7 +49,7 @@ class Snapshot:
     did: str
     rev: str | None = None
     commit_cid: str | None = None
-    records: object | None = None
+    records: pa.Table | None = None
     """A pyarrow Table of the repo's records (RepoReset.records)."""
     identity: Identity | None = None
     error: SkyfillError | None = None
@@ -323,7 +325,7 @@ class Applier:
                 did=did,
                 rev=snap.rev,
                 commit_cid=snap.commit_cid,
-                records=snap.records,  # type: ignore[arg-type]
+                records=snap.records,
             ),
             RepoUpdate(
                 seq=seq,

@@ -124,5 +124,5 @@ class _Collector:
 def serve_metrics(facts: Callable[[], dict[str, Any]], stream_id: str, port: int) -> None:
     """Prometheus metrics of this stream on 127.0.0.1:`port` (/metrics)."""
     registry = CollectorRegistry()
-    registry.register(_Collector(facts, stream_id))  # type: ignore[arg-type]
+    registry.register(_Collector(facts, stream_id))
     start_http_server(port, addr="127.0.0.1", registry=registry)

@@ -9,12 +9,13 @@ import fcntl
 import logging
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import orjson
 from yarl import URL
 
@@ -203,14 +204,16 @@ async def _run(
 
 
 @contextlib.asynccontextmanager
-async def _http(config: FirehoseConfig) -> Any:
+async def _http(
+    config: FirehoseConfig,
+) -> AsyncIterator[tuple[aiohttp.ClientSession, XrpcClient]]:
     """A session for the stream (no overall timeout: it stays open for days) and an XRPC
     client for DID documents and re-fetches."""
     guard = config.allow_private_network
     stream_session = make_session(
         HttpSettings(
             connect_timeout=10.0, read_timeout=None, total_timeout=None, allow_private_network=guard
-        )  # type: ignore[arg-type]
+        )
     )
     session = make_session(HttpSettings(allow_private_network=guard))
     limiter = LocalLimiter(

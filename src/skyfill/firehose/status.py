@@ -29,13 +29,13 @@ def stream_status(workdir: Path, stream_id: str) -> dict[str, Any]:
     manifest = orjson.loads(where.manifest.read_bytes()) if where.manifest.exists() else {}
     state = StreamState(where.state)
     try:
-        stats = state.meta("stats") or {}
+        stats = state.meta("stats")
+        stats = stats if isinstance(stats, dict) else {}
         counts = state.counts()
         source = stats.get("source")
         cursor = state.cursor(source) if isinstance(source, str) else None
     finally:
         state.close()
-    assert isinstance(stats, dict)
     updated = stats.get("updated_at")
     return {
         "stream_id": stream_id,

@@ -74,7 +74,7 @@ def probe_with(subscribe: Callable, url: str, **client: object) -> Opener:
             pass
         finally:
             with contextlib.suppress(Exception):
-                await stream.aclose()  # type: ignore[attr-defined]
+                await stream.aclose()
         return Probe(cursor, outdated=outdated)
 
     return probe

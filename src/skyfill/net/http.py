@@ -21,9 +21,9 @@ class HttpSettings:
 
     connect_timeout: float = 10.0
     """Seconds to establish a connection."""
-    read_timeout: float = 60.0
+    read_timeout: float | None = 60.0
     """Seconds of silence allowed between two chunks of a response."""
-    total_timeout: float = 900.0
+    total_timeout: float | None = 900.0
     """Seconds for one whole request, download included."""
     max_connections: int = 256
     """Open connections across all hosts."""

@@ -58,7 +58,7 @@ class PostgresStreamSink:
             conn = self._base.connect_raw()
             with conn.transaction():
                 for ddl in (RECORDS_DDL, REPOS_DDL, CURSOR_DDL, *INDEXES):
-                    conn.execute(ddl)  # type: ignore[arg-type]
+                    conn.execute(ddl)
             self._conn = conn
         return self._conn
 
