@@ -50,7 +50,7 @@ def _commit(rnd: random.Random, before: dict[str, bytes], shape: str, batch: int
     ops += [
         Op("update", p, _value(-1000 - i), before[p]) for i, p in enumerate(paths[: batch // 3])
     ]
-    ops += [Op("delete", p, None, before[p]) for p in paths[batch // 3 : batch - len(ops)]]
+    ops += [Op("delete", p, None, before[p]) for p in paths[batch // 3 : batch - batch // 3]]
     return ops
 
 
@@ -86,7 +86,7 @@ def _time(shape: str, before: dict[str, bytes], args: argparse.Namespace) -> Non
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description="MST inversion benchmark")
     parser.add_argument("--keys", type=int, default=10_000)
     parser.add_argument("--repeat", type=int, default=2000)
     parser.add_argument("--batch", type=int, default=200, help="ops of the mixed commit")
