@@ -108,7 +108,7 @@ def skyfill_command(fh: ServedRecording, db: Path, workdir: Path, extra: list[st
     shutil.rmtree(workdir, ignore_errors=True)
     return [
         str(SKYFILL), "firehose", "--from-host", fh.host_url, "--sink", f"sqlite:///{db}",
-        "--workdir", str(workdir), "--cursor", "0", "--until-live", "--plc", fh.plc_url,
+        "--workdir", str(workdir), "--cursor", "0", "--until-live", "--plc-url", fh.plc_url,
         "--allow-private-network", *extra,
     ]  # fmt: skip
 

@@ -21,10 +21,11 @@ from tests.firehose.crafted import (
     decode_frame,
     find_frame,
     garbage_frame,
+    outdated_cursor_frame,
     oversized_frame,
     unknown_type_frame,
 )
-from tests.firehose.recording import Recording, ServedRecording, read_frames
+from tests.firehose.recording import Recording, ServedRecording, read_frames, start_logged
 from tests.firehose.truth import compare_sqlite
 from tests.helpers import SKYFILL, assert_one_line_error, run_cli, wait_until
 
@@ -120,6 +121,7 @@ def test_bad_frames_are_skipped_and_bad_commits_repaired_by_a_refetch(
     signed = find_frame(frames, "#commit", nth=40, min_ops=1)
     tampered = find_frame(frames, "#commit", nth=70, min_ops=1)
     edits = [
+        Edit(1, outdated_cursor_frame(), Where.BEFORE),
         Edit(10, garbage_frame(100)),
         Edit(20, unknown_type_frame(20, "#foo"), Where.AFTER),
         Edit(31, oversized_frame(frames[30].message)),
@@ -136,6 +138,7 @@ def test_bad_frames_are_skipped_and_bad_commits_repaired_by_a_refetch(
     assert facts["malformed"] >= 4  # garbage, oversized, bad signature, CID mismatch
     assert facts["resynced"] >= 2  # the two repos whose commit was refused, fetched whole
     assert "larger than" in done.stderr and "bad_signature" in done.stderr
+    assert "no longer keeps the events after seq 0" in done.stderr  # the #info OutdatedCursor
     # the two refused commits were repaired by fetching their repos whole; the events of
     # the garbage and oversized frames are lost from the stream, so only their repos may
     # differ (when no later commit of theirs showed the gap)
@@ -180,3 +183,28 @@ def test_bad_flags_are_one_line_errors(tmp_path: Path) -> None:
         "firehose", "--from-host", "http://h", "--sink", "sqlite:///x.db", "--since", "soon"
     )
     assert bad_since.returncode == 2 and "not a window" in bad_since.stderr
+
+
+def test_a_dropped_connection_is_reconnected_from_the_cursor(
+    fh_recording: Recording, serve_recording: ServeRecording, tmp_path: Path
+) -> None:
+    served = serve_recording(fh_recording)
+    db, work = tmp_path / "fh.db", tmp_path / "work"
+    args = firehose_args(served, work, db, "--since", "all", "--batch-size", "50")
+    follower = subprocess.Popen(
+        [*SKYFILL, *args, "--batch-delay", "0.05"], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    try:
+        wait_until(lambda: (status_cursor(db) or 0) > 200, timeout=60, what="a first cursor")
+        command = list(served.stream.process.args)  # type: ignore[arg-type]
+        served.stream.stop()  # the host goes away mid-stream ...
+        served.stream = start_logged(command, served.path / "fhserve2.log")  # ... and comes back
+        wait_until(
+            lambda: status_cursor(db) == served.head_seq, timeout=90, what="the head after it"
+        )
+    finally:
+        follower.send_signal(signal.SIGTERM)
+        _, err = follower.communicate(timeout=30)
+    assert follower.returncode == 0, err
+    assert b"reconnecting after seq" in err
+    assert compare_sqlite(db, served.truth) == []
