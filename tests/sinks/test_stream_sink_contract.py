@@ -27,6 +27,7 @@ from skyfill.sinks.changes import (
     StreamSink,
 )
 from skyfill.sinks.compact import compact
+from skyfill.sinks.exceptions import SinkWriteError
 from skyfill.sinks.factory import open_sink, open_stream_sink
 from skyfill.sinks.parquet import ParquetSink
 from tests import sqltables
@@ -310,3 +311,40 @@ def test_a_stream_of_puts_is_applied_quickly(target: Target) -> None:
     rate = per_batch * batches / elapsed
     print(f"{target.kind} stream sink: {rate:,.0f} puts/s")
     assert rate > 5000
+
+
+@pytest.mark.parametrize("target", ["postgresql"], indirect=True)
+def test_a_change_the_database_refuses_rolls_the_batch_back(target: Target) -> None:
+    apply(target, batch(1, hello(1, A), put(1, A, "p1", "c1", "3r01")))
+    broken = RecordPut(2, TIME, A, POST, "p3", "c3", "3r02", "{not json", None)
+    sink = target.open()
+    try:
+        with pytest.raises(SinkWriteError, match="nothing was changed"):
+            sink.apply(batch(2, put(2, A, "p2", "c2", "3r02"), broken))
+        assert sink.cursor(SOURCE) == 1
+        sink.apply(batch(3, put(3, A, "p2", "c2", "3r03")))  # the sink reconnects
+    finally:
+        sink.close()
+    assert target.records() == {(A, "p1"): ("c1", "3r01"), (A, "p2"): ("c2", "3r03")}
+
+
+@pytest.mark.parametrize("target", ["parquet"], indirect=True)
+def test_the_event_log_reads_only_done_parts_and_folds_replays_of_other_batching(
+    target: Target,
+) -> None:
+    first = [hello(1, A, "3r01"), put(1, A, "p1", "c1", "3r01"), put(1, A, "p2", "c2", "3r01")]
+    second = [put(2, A, "p1", "c3", "3r02"), delete(2, A, "p2", "3r02")]
+    third = [put(3, A, "p9", "c9", "3r03")]
+    apply(target, batch(1, *first), batch(2, *second))
+    # a replay cut differently (one batch over both seqs) appends an overlapping part
+    apply(target, batch(2, *first, *second))
+    assert target.records() == {(A, "p1"): ("c3", "3r02")}
+    apply(target, batch(3, *third))
+    newest = max((Path(target.url) / "events").glob("date=*/part-*-000000000003.parquet"))
+    # as if the process died after the file and before its marker (and so the cursor)
+    newest.with_name(newest.name + ".done").unlink()
+    (Path(target.url) / "cursor.json").write_bytes(orjson.dumps({SOURCE: 2}))
+    assert target.records() == {(A, "p1"): ("c3", "3r02")}
+    assert target.open().cursor(SOURCE) == 2
+    apply(target, batch(3, *third))  # the restart writes the part again
+    assert target.records() == {(A, "p1"): ("c3", "3r02"), (A, "p9"): ("c9", "3r03")}
