@@ -62,7 +62,8 @@ class SqliteStreamSink:
                 failpoint("stream_applied")  # inside the transaction: a crash rolls back
                 conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                if conn.in_transaction:  # not when BEGIN itself failed (a locked file)
+                    conn.execute("ROLLBACK")
                 raise
         except sqlite3.Error as exc:
             raise SinkWriteError(
