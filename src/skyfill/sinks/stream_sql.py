@@ -119,8 +119,8 @@ class ChangeWriter:
                 self._flush()
                 self._repo(change, now)
         self._flush()
-        for did in sorted(self.touched):
-            self._cur.execute(self._sql["count"], (did,))
+        if self.touched:
+            self._cur.executemany(self._sql["count"], [(did,) for did in sorted(self.touched)])
         self._cur.execute(self._sql["cursor"], (batch.source, batch.cursor, now_text()))
         return self.counts
 
