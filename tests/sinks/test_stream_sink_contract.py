@@ -27,7 +27,7 @@ from skyfill.sinks.changes import (
     StreamSink,
 )
 from skyfill.sinks.compact import compact
-from skyfill.sinks.exceptions import SinkWriteError
+from skyfill.sinks.exceptions import SinkUrlError, SinkWriteError
 from skyfill.sinks.factory import open_sink, open_stream_sink
 from skyfill.sinks.parquet import ParquetSink
 from tests import sqltables
@@ -348,3 +348,9 @@ def test_the_event_log_reads_only_done_parts_and_folds_replays_of_other_batching
     assert target.open().cursor(SOURCE) == 2
     apply(target, batch(3, *third))  # the restart writes the part again
     assert target.records() == {(A, "p1"): ("c3", "3r02"), (A, "p9"): ("c9", "3r03")}
+
+
+@pytest.mark.parametrize("url", ["", "  ", "parquet://x"])
+def test_open_stream_sink_refuses_what_names_no_sink(url: str) -> None:
+    with pytest.raises(SinkUrlError):
+        open_stream_sink(url, stream_id="s")
