@@ -123,7 +123,7 @@ def compact(log_dir: Path, out_dir: Path, snapshot: Path | None = None) -> dict[
 def _events(parts: list[Path]) -> list[dict[str, Any]]:
     if not parts:
         return []
-    table = pa.concat_tables(pq.read_table(p) for p in parts)
+    table = pa.concat_tables(_part(p) for p in parts)
     table = table.sort_by([("seq", "ascending"), ("idx", "ascending")])
     seen: set[tuple[int, int]] = set()
     rows = []
@@ -133,6 +133,14 @@ def _events(parts: list[Path]) -> list[dict[str, Any]]:
             seen.add(mark)
             rows.append(row)
     return rows
+
+
+def _part(path: Path) -> pa.Table:
+    """A part with its stream's id as `job_id` (the SQL sinks' job_id of streamed rows)."""
+    table = pq.read_table(path)
+    stream_id = (table.schema.metadata or {}).get(b"stream_id", b"").decode() or None
+    table = table.replace_schema_metadata(None)  # parts of other streams concatenate
+    return table.append_column("job_id", pa.array([stream_id] * table.num_rows, pa.string()))
 
 
 def _load_snapshot(state: _State, output: Path) -> None:
