@@ -10,6 +10,7 @@ in memory (about the size of the output dataset); a log of many days folds in on
 from __future__ import annotations
 
 from collections import defaultdict
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +50,6 @@ REPOS = pa.schema(
     ]
 )
 Key = tuple[str, str, str]
-REPO_FACTS = ("did", "handle", "pds", "status", "rev", "commit_cid", "error")
 
 
 class _State:
@@ -81,6 +81,7 @@ class _State:
     def repo(self, row: dict[str, Any]) -> None:
         repo = self.repos.setdefault(row["did"], {"did": row["did"]})
         repo["status"] = row["status"]
+        repo["fetched_at"] = _moment(row["time"])
         repo["error"] = row["error"]
         for name in ("handle", "pds"):
             if row[name] is not None:
@@ -122,7 +123,7 @@ def compact(log_dir: Path, out_dir: Path, snapshot: Path | None = None) -> dict[
 def _events(parts: list[Path]) -> list[dict[str, Any]]:
     if not parts:
         return []
-    table = pa.concat_tables(pq.read_table(p) for p in parts)
+    table = pa.concat_tables(_part(p) for p in parts)
     table = table.sort_by([("seq", "ascending"), ("idx", "ascending")])
     seen: set[tuple[int, int]] = set()
     rows = []
@@ -134,6 +135,14 @@ def _events(parts: list[Path]) -> list[dict[str, Any]]:
     return rows
 
 
+def _part(path: Path) -> pa.Table:
+    """A part with its stream's id as `job_id` (the SQL sinks' job_id of streamed rows)."""
+    table = pq.read_table(path)
+    stream_id = (table.schema.metadata or {}).get(b"stream_id", b"").decode() or None
+    table = table.replace_schema_metadata(None)  # parts of other streams concatenate
+    return table.append_column("job_id", pa.array([stream_id] * table.num_rows, pa.string()))
+
+
 def _load_snapshot(state: _State, output: Path) -> None:
     records, repos = output / "records", output / "repos.parquet"
     if not records.is_dir() or not repos.is_file():
@@ -141,9 +150,17 @@ def _load_snapshot(state: _State, output: Path) -> None:
     for row in pq.read_table(records, partitioning="hive").to_pylist():
         state.put({**row, "collection": str(row["collection"])})
     for row in pq.read_table(repos).to_pylist():
-        state.repos[row["did"]] = {k: row.get(k) for k in REPO_FACTS}
+        state.repos[row["did"]] = {k: v for k, v in row.items() if k != "record_count"}
         if row.get("status") != "ok":
             state.drop(row["did"])
+
+
+def _moment(when: str | None) -> datetime | None:
+    """An event's time as the repos row's fetched_at (None when it does not parse)."""
+    try:
+        return datetime.fromisoformat((when or "").replace("Z", "+00:00")).astimezone(UTC)
+    except ValueError:
+        return None
 
 
 def _tables(state: _State) -> tuple[pa.Table, pa.Table]:

@@ -125,6 +125,8 @@ def _sqlite_url(value: str) -> SinkUrl:
 def open_stream_sink(url: str, *, stream_id: str, password: str | None = None) -> StreamSink:
     """The stream sink a URL names: sqlite:///PATH, postgresql://…, or a directory (a
     Parquet event log)."""
+    if not url.strip():
+        raise SinkUrlError("a stream's sink: want sqlite:///path.db, postgresql://… or a directory")
     if "://" not in url:
         from skyfill.sinks.event_log import EventLogSink
 

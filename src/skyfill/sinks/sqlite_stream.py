@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import sqlite3
 from contextlib import closing
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,13 @@ SQL = statements("?")
 
 
 def _timestamp(value: datetime | None) -> str | None:
-    return None if value is None else value.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """ISO text in UTC with microseconds, as the backfill's SQLite sink writes it
+    (isoformat: several times faster than strftime, which showed in the put rate)."""
+    if value is None:
+        return None
+    if value.tzinfo is not None:
+        value = value.astimezone(UTC).replace(tzinfo=None)
+    return value.isoformat(timespec="microseconds") + "Z"
 
 
 class SqliteStreamSink:
@@ -43,6 +49,9 @@ class SqliteStreamSink:
             )
             conn.execute("PRAGMA busy_timeout = 60000")
             conn.execute("PRAGMA journal_mode = WAL")
+            # WAL + NORMAL stays consistent; a power loss may drop the last batches, and
+            # their cursor with them (it is in the same transaction): they are re-applied
+            conn.execute("PRAGMA synchronous = NORMAL")
             for ddl in (RECORDS_DDL, REPOS_DDL, CURSOR_DDL, *INDEXES):
                 conn.execute(ddl)
             self._conn = conn
@@ -62,7 +71,8 @@ class SqliteStreamSink:
                 failpoint("stream_applied")  # inside the transaction: a crash rolls back
                 conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                if conn.in_transaction:  # not when BEGIN itself failed (a locked file)
+                    conn.execute("ROLLBACK")
                 raise
         except sqlite3.Error as exc:
             raise SinkWriteError(

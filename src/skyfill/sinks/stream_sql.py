@@ -119,8 +119,8 @@ class ChangeWriter:
                 self._flush()
                 self._repo(change, now)
         self._flush()
-        for did in sorted(self.touched):
-            self._cur.execute(self._sql["count"], (did,))
+        if self.touched:
+            self._cur.executemany(self._sql["count"], [(did,) for did in sorted(self.touched)])
         self._cur.execute(self._sql["cursor"], (batch.source, batch.cursor, now_text()))
         return self.counts
 
@@ -174,7 +174,9 @@ class ChangeWriter:
         ]
         if rows:
             self._cur.executemany(self._sql["put"], rows)
-        self.counts.upserted += len(rows)
+            changed = max(self._cur.rowcount, 0)  # rows newer than the reset stay as they are
+            self.counts.upserted += changed
+            self.counts.skipped += len(rows) - changed
 
     def _repo(self, change: RepoUpdate, now: Any) -> None:
         if change.erase:
