@@ -76,24 +76,35 @@ class Applier:
         self._request_resync = request_resync
 
     async def apply(self, frame: Frame) -> list[Change]:
+        """The changes one event makes: none for another DID than `--dids` names, for an
+        event type this version does not apply, or for an `#account`, `#identity` or
+        `#sync` at or below the repo's last applied seq (they carry no rev)."""
         if isinstance(frame, CommitFrame):
-            return await self.commit(frame)
+            if self._kept(frame.repo):
+                return await self.commit(frame)
+            return []
+        if not isinstance(frame, SyncFrame | IdentityFrame | AccountFrame):
+            self._counters.skipped += 1  # an event type this version does not apply
+            return []
+        if not self._kept(frame.did) or self._replayed(frame.did, frame.seq):
+            return []
         if isinstance(frame, SyncFrame):
             return await self.sync(frame)
         if isinstance(frame, IdentityFrame):
             return await self.identity(frame)
-        if isinstance(frame, AccountFrame):
-            return await self.account(frame)
+        return await self.account(frame)
+
+    def _kept(self, did: str) -> bool:
+        """Whether `--dids` lets the DID's events through (the others are counted skipped)."""
+        if self._keep_did(did):
+            return True
         self._counters.skipped += 1
-        return []
+        return False
 
     # -- commits ----------------------------------------------------------------------
 
     async def commit(self, frame: CommitFrame) -> list[Change]:
         did, counters = frame.repo, self._counters
-        if not self._keep_did(did):
-            counters.skipped += 1
-            return []
         facts = self._book.get(did)
         if facts is not None and facts.phase != ACTIVE:
             self._book.hold(frame)
@@ -212,11 +223,6 @@ class Applier:
     async def sync(self, frame: SyncFrame) -> list[Change]:
         """A repo's new state is only its commit: fetch it whole unless we hold that rev."""
         did = frame.did
-        if not self._keep_did(did):
-            self._counters.skipped += 1
-            return []
-        if self._replayed(did, frame.seq):
-            return []
         rev = frame.rev
         if self._verify:
             try:
@@ -234,11 +240,6 @@ class Applier:
 
     async def identity(self, frame: IdentityFrame) -> list[Change]:
         did = frame.did
-        if not self._keep_did(did):
-            self._counters.skipped += 1
-            return []
-        if self._replayed(did, frame.seq):
-            return []
         try:
             identity = await self._resolver.resolve(did, fresh=True)
         except Exception as exc:
@@ -260,11 +261,6 @@ class Applier:
 
     async def account(self, frame: AccountFrame) -> list[Change]:
         did = frame.did
-        if not self._keep_did(did):
-            self._counters.skipped += 1
-            return []
-        if self._replayed(did, frame.seq):
-            return []
         before = self._book.get(did)
         was_gone = before is not None and before.status in GONE
         status = Outcome.OK.value if frame.active else (frame.status or Outcome.DEACTIVATED.value)

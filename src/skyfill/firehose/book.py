@@ -11,7 +11,6 @@ that it is fetched once more after the running fetch.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterator
 
 from skyfill.atproto.stream.frames import CommitFrame
 from skyfill.firehose.state import RepoFacts
@@ -29,6 +28,7 @@ class RepoBook:
         self.max_held_bytes = max_held_bytes
         self.dropped_held = 0
         self.overflowed: set[str] = set()
+        self._out_of_step = {did for did, f in facts.items() if f.phase != ACTIVE}
 
     def __len__(self) -> int:
         return len(self._facts)
@@ -39,6 +39,10 @@ class RepoBook:
     def set(self, did: str, facts: RepoFacts) -> None:
         self._facts[did] = facts
         self._dirty[did] = facts
+        if facts.phase == ACTIVE:
+            self._out_of_step.discard(did)
+        else:
+            self._out_of_step.add(did)
 
     def update(self, did: str, **changes: object) -> RepoFacts:
         facts = self._facts.get(did) or RepoFacts(rev=None, status="ok")
@@ -53,11 +57,11 @@ class RepoBook:
             (did, RepoFacts(f.rev, f.status, f.phase, f.reason, f.seq)) for did, f in dirty.items()
         ]
 
-    def desynchronized(self) -> Iterator[str]:
-        return (did for did, f in self._facts.items() if f.phase != ACTIVE)
+    def desynchronized(self) -> list[str]:
+        return sorted(self._out_of_step)
 
     def count_desynchronized(self) -> int:
-        return sum(1 for f in self._facts.values() if f.phase != ACTIVE)
+        return len(self._out_of_step)
 
     # -- held events ------------------------------------------------------------------
 

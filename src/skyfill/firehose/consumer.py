@@ -103,7 +103,7 @@ class Consumer:
         duration: float | None,
         make_applier: Callable[[Callable[[str], None]], Applier],
         make_resyncer: Callable[..., Resyncer],
-        on_flush: Callable[[], None] = lambda: None,
+        stats: Callable[[], dict] = dict,
     ) -> None:
         self._url = url
         self._source = source
@@ -134,7 +134,7 @@ class Consumer:
         self._target: int | None = None
         self._reprobed = False
         self._outdated = False
-        self._on_flush = on_flush
+        self._stats = stats
         self.resyncer = make_resyncer(deliver=self._deliver, started=self._book.release)
         self.applier = make_applier(self.resyncer.request)
 
@@ -337,10 +337,9 @@ class Consumer:
         self._changes, self._events_in_batch = [], 0
         await asyncio.to_thread(self._sink.apply, batch)
         dirty = self._book.take_dirty()
-        await asyncio.to_thread(self._state.save, self._source, seq, when, dirty)
+        await asyncio.to_thread(self._state.save, self._source, seq, when, dirty, self._stats())
         self.counters.cursor = seq
         self.counters.batches += 1
-        self._on_flush()
         self._batch_started = time.monotonic()
         if self._batch_delay:
             await asyncio.sleep(self._batch_delay)

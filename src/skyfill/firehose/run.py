@@ -139,9 +139,6 @@ async def _run(
                 )
                 return data
 
-            def on_flush() -> None:
-                state.put_meta("stats", {**facts(), "updated_at": time.time()})
-
             consumer = Consumer(
                 url=config.from_host,
                 source=source,
@@ -181,7 +178,7 @@ async def _run(
                     max_repo_bytes=config.max_repo_bytes,
                     **hooks,
                 ),
-                on_flush=on_flush,
+                stats=facts,
             )
             if metrics_port:
                 serve_metrics(facts, config.stream_id, metrics_port)
@@ -195,7 +192,7 @@ async def _run(
                 for sig in (signal.SIGTERM, signal.SIGINT):
                     loop.remove_signal_handler(sig)
             final = facts()
-            on_flush()
+            state.put_meta("stats", {**final, "updated_at": time.time()})
             log.info(summary_line(final), extra={"event": "firehose_done", **final})
             return final
     finally:

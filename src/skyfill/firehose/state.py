@@ -78,19 +78,16 @@ class StreamState:
             rows = self._conn.execute("SELECT did, rev, status, phase, reason, seq FROM repos")
             return {row[0]: RepoFacts(*row[1:]) for row in rows}
 
-    def desynchronized(self) -> list[str]:
-        with self._lock:
-            rows = self._conn.execute("SELECT did FROM repos WHERE phase != 'active'").fetchall()
-        return [did for (did,) in rows]
-
     def save(
         self,
         source: str,
         seq: int,
         event_time: str | None,
         repos: Iterable[tuple[str, RepoFacts]],
+        stats: dict | None = None,
     ) -> None:
-        """The cursor and the repos changed since the last save, in one transaction."""
+        """The cursor, the repos changed since the last save and the run's counters
+        (`stats`, for `skyfill status`), in one transaction."""
         rows = [(did, f.rev, f.status, f.phase, f.reason, f.seq) for did, f in repos]
         with self._lock:
             conn = self._conn
@@ -109,6 +106,8 @@ class StreamState:
                     "event_time = excluded.event_time, updated_at = excluded.updated_at",
                     (source, seq, event_time, time.time()),
                 )
+                if stats is not None:
+                    self._put_meta("stats", {**stats, "updated_at": time.time()})
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")
@@ -120,11 +119,14 @@ class StreamState:
 
     def put_meta(self, name: str, data: object) -> None:
         with self._lock:
-            self._conn.execute(
-                "INSERT INTO meta (name, data) VALUES (?, ?) "
-                "ON CONFLICT (name) DO UPDATE SET data = excluded.data",
-                (name, orjson.dumps(data).decode()),
-            )
+            self._put_meta(name, data)
+
+    def _put_meta(self, name: str, data: object) -> None:
+        self._conn.execute(
+            "INSERT INTO meta (name, data) VALUES (?, ?) "
+            "ON CONFLICT (name) DO UPDATE SET data = excluded.data",
+            (name, orjson.dumps(data).decode()),
+        )
 
     def meta(self, name: str) -> object | None:
         with self._lock:

@@ -45,7 +45,6 @@ class StreamCounters:
     started: float = field(default_factory=time.time)
     live: bool = False
     """Caught up with the head at least once."""
-    _last: tuple[float, int] = (0.0, 0)
 
     def lag_seconds(self) -> float | None:
         if self.event_time is None:
@@ -60,13 +59,6 @@ class StreamCounters:
         if self.head is None or self.seq is None:
             return None
         return max(0, self.head - self.seq)
-
-    def rate(self) -> float:
-        """Events per second since the previous call (or since the start)."""
-        now = time.time()
-        then, count = self._last if self._last[0] else (self.started, 0)
-        self._last = (now, self.received)
-        return (self.received - count) / max(now - then, 1e-6)
 
     def snapshot(self, rss: int | None = None) -> dict:
         data = {k: v for k, v in asdict(self).items() if not k.startswith("_")}
