@@ -5,8 +5,9 @@ from __future__ import annotations
 import logging
 import time
 
-from skyfill.atproto.exceptions import InvalidRepo, RepoFault, RepoTooLarge
+from skyfill.atproto.exceptions import RepoTooLarge
 from skyfill.atproto.identity import Identity, IdentityResolver
+from skyfill.atproto.identity.resolver import resolve_signing, with_current_key
 from skyfill.atproto.latest_commit import get_latest_commit
 from skyfill.atproto.retry import RetryPolicy, Tries, with_retries
 from skyfill.atproto.xrpc import RequestStats, XrpcClient, current_stats
@@ -127,34 +128,20 @@ class RepoFetcher:
             raise RepoTooLarge(f"{exc.message}{self._size_reason}") from None
 
     async def _identity(self, did: str) -> Identity:
-        """The DID's identity; when signatures are verified it must name a signing key
-        (a document without one is asked for once more, bypassing the cache)."""
-        identity = await self._resolver.resolve(did)
-        if not self._config.verify_signatures or identity.signing_key:
-            return identity
-        identity = await self._resolver.resolve(did, fresh=True)
-        if not identity.signing_key:
-            raise InvalidRepo(
-                f"the DID document of {did} has no usable #atproto verification method",
-                RepoFault.NO_SIGNING_KEY,
-            )
-        return identity
+        """The DID's identity; when signatures are verified it must name a signing key."""
+        if self._config.verify_signatures:
+            return await resolve_signing(self._resolver, did)
+        return await self._resolver.resolve(did)
 
     async def _decode_verified(self, car: bytes, identity: Identity) -> DecodedRepo:
-        """Decode, verifying the commit's signature; a signature that does not verify with
-        the cached key is checked once more with the key the directory gives now (keys
-        rotate), before the repo is refused."""
-        key = identity.signing_key if self._config.verify_signatures else None
-        try:
-            return await self._decode(car, identity.did, key)
-        except InvalidRepo as exc:
-            if exc.kind is not RepoFault.BAD_SIGNATURE:
-                raise
-            fresh = await self._resolver.resolve(identity.did, fresh=True)
-            if fresh.signing_key is None or fresh.signing_key == key:
-                raise
-            log.info("signing key of %s rotated", identity.did, extra={"event": "key_rotated"})
-            return await self._decode(car, identity.did, fresh.signing_key)
+        """Decode, verifying the commit's signature (with the key the directory gives now
+        if the cached one fails: keys rotate)."""
+        if not self._config.verify_signatures:
+            return await self._decode(car, identity.did, None)
+        _, decoded = await with_current_key(
+            self._resolver, identity, lambda key: self._decode(car, identity.did, key)
+        )
+        return decoded
 
     async def _decode(self, car: bytes, did: str, signing_key: str | None) -> DecodedRepo:
         cfg = self._config

@@ -19,8 +19,9 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
-from skyfill.atproto.exceptions import InvalidRepo, RepoFault
+from skyfill.atproto.exceptions import InvalidRepo
 from skyfill.atproto.identity import Identity, IdentityResolver
+from skyfill.atproto.identity.resolver import resolve_signing, with_current_key
 from skyfill.atproto.stream.commit import VerifiedCommit, verify_commit, verify_sync
 from skyfill.atproto.stream.frames import (
     AccountFrame,
@@ -144,31 +145,16 @@ class Applier:
         return self._commit_changes(frame, identity, verified, first=facts is None)
 
     async def _verified(self, frame: CommitFrame) -> tuple[Identity, VerifiedCommit]:
-        identity = await self._resolver.resolve(frame.repo)
+        keep = self._keep_collection
         if not self._verify:
-            return identity, verify_commit(
-                frame, None, keep_collection=self._keep_collection, check_proof=False
-            )
-        if identity.signing_key is None:
-            identity = await self._resolver.resolve(frame.repo, fresh=True)
-        if identity.signing_key is None:
-            raise InvalidRepo(
-                f"the DID document of {frame.repo} has no #atproto key", RepoFault.NO_SIGNING_KEY
-            )
-        try:
-            verified = verify_commit(
-                frame, identity.signing_key, keep_collection=self._keep_collection
-            )
-        except InvalidRepo as exc:
-            if exc.kind is not RepoFault.BAD_SIGNATURE:
-                raise
-            fresh = await self._resolver.resolve(frame.repo, fresh=True)
-            if fresh.signing_key in (None, identity.signing_key):
-                raise
-            identity = fresh
-            verified = verify_commit(
-                frame, fresh.signing_key, keep_collection=self._keep_collection
-            )
+            identity = await self._resolver.resolve(frame.repo)
+            return identity, verify_commit(frame, None, keep_collection=keep, check_proof=False)
+
+        async def verify(key: str) -> VerifiedCommit:
+            return verify_commit(frame, key, keep_collection=keep)
+
+        identity = await resolve_signing(self._resolver, frame.repo)
+        identity, verified = await with_current_key(self._resolver, identity, verify)
         self._counters.signatures_verified += 1
         if verified.proof == "verified":
             self._counters.proofs_verified += 1

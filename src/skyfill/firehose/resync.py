@@ -13,8 +13,8 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
-from skyfill.atproto.exceptions import InvalidRepo, RepoFault
 from skyfill.atproto.identity import IdentityResolver
+from skyfill.atproto.identity.resolver import resolve_signing
 from skyfill.atproto.retry import RetryPolicy, with_retries
 from skyfill.atproto.xrpc import XrpcClient
 from skyfill.backfill.decode import decode_to_table
@@ -96,12 +96,11 @@ class Resyncer:
         await self._deliver(snap)
 
     async def _fetch(self, did: str) -> Snapshot:
-        identity = await self._resolver.resolve(did, fresh=True)
-        key = identity.signing_key if self._verify else None
-        if self._verify and key is None:
-            raise InvalidRepo(
-                f"the DID document of {did} has no #atproto key", RepoFault.NO_SIGNING_KEY
-            )
+        if self._verify:
+            identity = await resolve_signing(self._resolver, did, fresh=True)
+        else:
+            identity = await self._resolver.resolve(did, fresh=True)
+        key = identity.signing_key
         car = await self._client.get_repo(identity.pds, did, self._max_bytes)
         decoded = await asyncio.to_thread(
             decode_to_table, car, did, self._stream_id, None, self._collections, key

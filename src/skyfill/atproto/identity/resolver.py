@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from typing import Protocol, TypeVar
 
 from skyfill.atproto.did import validate_supported_did
+from skyfill.atproto.exceptions import InvalidRepo, RepoFault
 from skyfill.atproto.identity.base import DidMethodResolver, Identity
 from skyfill.atproto.identity.document import identity_from_document
 from skyfill.atproto.identity.plc import DEFAULT_PLC_URL, PlcResolver
 from skyfill.atproto.identity.web import WebResolver
 from skyfill.atproto.xrpc import XrpcClient
+
+T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 CACHE_SIZE = 100_000
 """Identities kept (least recently used dropped): a job looks each DID up once or a few
@@ -61,3 +68,43 @@ class IdentityResolver:
         method = self._methods[did.split(":", 2)[1]]
         doc = await method.fetch_document(did)
         return identity_from_document(did, doc)
+
+
+class Resolves(Protocol):
+    """What the signing-key policy needs of a resolver."""
+
+    async def resolve(self, did: str, *, fresh: bool = False) -> Identity: ...
+
+
+async def resolve_signing(resolver: Resolves, did: str, *, fresh: bool = False) -> Identity:
+    """The identity of `did` with its signing key: a document without one is asked
+    for once more, bypassing the cache; InvalidRepo (`no_signing_key`) if it still
+    has none."""
+    identity = await resolver.resolve(did, fresh=fresh)
+    if identity.signing_key is None and not fresh:
+        identity = await resolver.resolve(did, fresh=True)
+    if identity.signing_key is None:
+        raise InvalidRepo(
+            f"the DID document of {did} has no usable #atproto verification method",
+            RepoFault.NO_SIGNING_KEY,
+        )
+    return identity
+
+
+async def with_current_key(
+    resolver: Resolves, identity: Identity, verify: Callable[[str], Awaitable[T]]
+) -> tuple[Identity, T]:
+    """`await verify(key)` with the identity's signing key; when it fails with
+    `bad_signature`, once more with the key the directory gives now, if that one is
+    another (keys rotate). Returns the identity whose key verified, and the result."""
+    assert identity.signing_key is not None, "resolve_signing() first"
+    try:
+        return identity, await verify(identity.signing_key)
+    except InvalidRepo as exc:
+        if exc.kind is not RepoFault.BAD_SIGNATURE:
+            raise
+        fresh = await resolver.resolve(identity.did, fresh=True)
+        if fresh.signing_key is None or fresh.signing_key == identity.signing_key:
+            raise
+    log.info("signing key of %s rotated", identity.did, extra={"event": "key_rotated"})
+    return fresh, await verify(fresh.signing_key)
