@@ -18,37 +18,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from skyfill.errors import UsageError
-from skyfill.sinks.event_log import TIMESTAMP, done_parts
+from skyfill.sinks.event_log import done_parts
 from skyfill.sinks.parquet import ParquetSink
+from skyfill.sinks.schema import RECORDS_SCHEMA, REPOS_SCHEMA
 
-RECORDS = pa.schema(
-    [
-        ("did", pa.string()),
-        ("collection", pa.string()),
-        ("rkey", pa.string()),
-        ("uri", pa.string()),
-        ("cid", pa.string()),
-        ("rev", pa.string()),
-        ("created_at", TIMESTAMP),
-        ("record", pa.string()),
-        ("job_id", pa.string()),
-    ]
-)
-REPOS = pa.schema(
-    [
-        ("did", pa.string()),
-        ("handle", pa.string()),
-        ("pds", pa.string()),
-        ("status", pa.string()),
-        ("rev", pa.string()),
-        ("commit_cid", pa.string()),
-        ("record_count", pa.int64()),
-        ("car_bytes", pa.int64()),
-        ("attempts", pa.int32()),
-        ("error", pa.string()),
-        ("fetched_at", TIMESTAMP),
-    ]
-)
 Key = tuple[str, str, str]
 
 
@@ -113,8 +86,8 @@ def compact(log_dir: Path, out_dir: Path, snapshot: Path | None = None) -> dict[
             state.repo(row)
     records, repos = _tables(state)
     ParquetSink(out_dir).write(
-        pa.RecordBatchReader.from_batches(RECORDS, records.to_batches()),
-        pa.RecordBatchReader.from_batches(REPOS, repos.to_batches()),
+        pa.RecordBatchReader.from_batches(RECORDS_SCHEMA, records.to_batches()),
+        pa.RecordBatchReader.from_batches(REPOS_SCHEMA, repos.to_batches()),
     )
     return {"parts": len(parts), "events": len(events), "records": records.num_rows,
             "repos": repos.num_rows}  # fmt: skip
@@ -178,7 +151,8 @@ def _tables(state: _State) -> tuple[pa.Table, pa.Table]:
     for did, _, _ in keys:
         counts[did] += 1
     repos = [
-        {**{name: None for name in REPOS.names}, **repo, "record_count": counts.get(did, 0)}
+        {**{name: None for name in REPOS_SCHEMA.names}, **repo, "record_count": counts.get(did, 0)}
         for did, repo in sorted(state.repos.items())
     ]
-    return pa.Table.from_pylist(rows, schema=RECORDS), pa.Table.from_pylist(repos, schema=REPOS)
+    records = pa.Table.from_pylist(rows, schema=RECORDS_SCHEMA)
+    return records, pa.Table.from_pylist(repos, schema=REPOS_SCHEMA)

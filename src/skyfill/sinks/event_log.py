@@ -33,9 +33,9 @@ from skyfill.sinks.changes import (
     RepoReset,
     RepoUpdate,
 )
+from skyfill.sinks.schema import TIMESTAMP
 from skyfill.storage.atomic import commit_file, tmp_path, write_bytes
 
-TIMESTAMP = pa.timestamp("us", tz="UTC")
 EVENT_SCHEMA = pa.schema(
     [
         pa.field("seq", pa.int64(), nullable=False),

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, LiteralString
 
+import orjson
 import psycopg
 import pyarrow as pa
 import pyarrow.csv as pacsv
@@ -356,9 +357,17 @@ def _postgres_safe(batch: pa.RecordBatch) -> pa.RecordBatch:
 
 
 def _replace_json_nul(array: pa.Array) -> pa.Array:
-    """Escaped U+0000 in JSON text -> U+FFFD, decoding only the rows that hold one (a
-    literal backslash before `u0000` is not an escape, hence the round trip)."""
-    import orjson
+    """Escaped U+0000 in JSON text -> U+FFFD, decoding only the rows that hold one."""
+    out = [None if text is None else postgres_safe_json(text) for text in array.to_pylist()]
+    return pa.array(out, array.type)
+
+
+def postgres_safe_json(text: str) -> str:
+    """JSON text PostgreSQL can store: U+0000, raw or escaped, becomes U+FFFD (decoding
+    only text that may hold one: a literal backslash before `u0000` is not an escape,
+    hence the round trip)."""
+    if "\x00" not in text and NUL_JSON not in text:
+        return text
 
     def fix(value: Any) -> Any:
         if isinstance(value, str):
@@ -369,9 +378,4 @@ def _replace_json_nul(array: pa.Array) -> pa.Array:
             return {fix(k): fix(v) for k, v in value.items()}
         return value
 
-    out = []
-    for text in array.to_pylist():
-        if text is not None and NUL_JSON in text:
-            text = orjson.dumps(fix(orjson.loads(text))).decode()
-        out.append(text)
-    return pa.array(out, array.type)
+    return orjson.dumps(fix(orjson.loads(text))).decode()

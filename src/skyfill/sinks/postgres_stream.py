@@ -8,14 +8,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-import orjson
 import psycopg
 
 from skyfill.failpoints import failpoint
 from skyfill.sinks.base import LoadScope
 from skyfill.sinks.changes import ApplyCounts, ChangeBatch
 from skyfill.sinks.exceptions import SinkWriteError
-from skyfill.sinks.postgres import INDEXES, NUL_JSON, RECORDS_DDL, REPOS_DDL, PostgresSink
+from skyfill.sinks.postgres import INDEXES, RECORDS_DDL, REPOS_DDL, PostgresSink, postgres_safe_json
 from skyfill.sinks.stream_sql import CURSOR_DDL, ChangeWriter, statements
 
 SQL = statements("%s", "::jsonb")
@@ -23,22 +22,6 @@ SQL = statements("%s", "::jsonb")
 
 def _timestamp(value: datetime | None) -> datetime | None:
     return value
-
-
-def _postgres_text(record: str) -> str:
-    if "\x00" not in record and NUL_JSON not in record:
-        return record
-
-    def fix(value: Any) -> Any:
-        if isinstance(value, str):
-            return value.replace("\x00", "\ufffd")
-        if isinstance(value, list):
-            return [fix(v) for v in value]
-        if isinstance(value, dict):
-            return {fix(k): fix(v) for k, v in value.items()}
-        return value
-
-    return orjson.dumps(fix(orjson.loads(record))).decode()
 
 
 class PostgresStreamSink:
@@ -72,7 +55,7 @@ class PostgresStreamSink:
         conn = self._connection()
         try:
             with conn.transaction(), conn.cursor() as cur:
-                writer = ChangeWriter(cur, SQL, self._stream_id, _timestamp, _postgres_text)
+                writer = ChangeWriter(cur, SQL, self._stream_id, _timestamp, postgres_safe_json)
                 counts = writer.apply(batch)
                 failpoint("stream_applied")  # inside the transaction: a crash rolls back
         except psycopg.Error as exc:
