@@ -233,6 +233,9 @@ class Consumer:
         return frame
 
     def _prefetch_identity(self, did: str) -> None:
+        if self._resolver.knows(did):  # most events are of repos seen before: no task
+            return
+
         async def resolve() -> None:
             async with self._resolving:
                 with contextlib.suppress(Exception):  # the applier asks again and decides

@@ -33,6 +33,10 @@ class IdentityResolver:
         self._cache: OrderedDict[str, Identity] = OrderedDict()
         self._inflight: dict[str, asyncio.Future[Identity]] = {}
 
+    def knows(self, did: str) -> bool:
+        """Whether `did` is cached or being resolved (a look-up would not go out again)."""
+        return did in self._cache or did in self._inflight
+
     async def resolve(self, did: str, *, fresh: bool = False) -> Identity:
         """The identity of `did`. Only successes are cached, failures are raised each time.
 
