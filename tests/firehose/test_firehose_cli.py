@@ -114,6 +114,19 @@ def status_cursor(db: Path) -> int | None:
     return row[0] if row else None
 
 
+def desynchronized(work: Path) -> int | None:
+    """Repos the stream has saved as waiting for a re-fetch (None: no state yet)."""
+    found = list(work.glob("streams/*/state.sqlite"))
+    if not found:
+        return None
+    try:
+        with sqlite3.connect(f"file:{found[0]}?mode=ro", uri=True) as conn:
+            row = conn.execute("SELECT count(*) FROM repos WHERE phase != 'active'").fetchone()
+    except sqlite3.Error:
+        return None
+    return row[0]
+
+
 def test_bad_frames_are_skipped_and_bad_commits_repaired_by_a_refetch(
     fh_recording: Recording, serve_recording: ServeRecording, tmp_path: Path
 ) -> None:
@@ -200,7 +213,9 @@ def test_a_dropped_connection_is_reconnected_from_the_cursor(
         served.stream.stop()  # the host goes away mid-stream ...
         served.stream = start_logged(command, served.path / "fhserve2.log")  # ... and comes back
         wait_until(
-            lambda: status_cursor(db) == served.head_seq, timeout=90, what="the head after it"
+            lambda: status_cursor(db) == served.head_seq and not desynchronized(work),
+            timeout=90,
+            what="the head after it, and every re-fetch applied",
         )
     finally:
         follower.send_signal(signal.SIGTERM)

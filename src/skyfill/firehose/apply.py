@@ -14,7 +14,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -22,7 +22,12 @@ import pyarrow as pa
 from skyfill.atproto.exceptions import InvalidRepo
 from skyfill.atproto.identity import Identity, IdentityResolver
 from skyfill.atproto.identity.resolver import resolve_signing, with_current_key
-from skyfill.atproto.stream.commit import VerifiedCommit, verify_commit, verify_sync
+from skyfill.atproto.stream.commit import (
+    VerifiedCommit,
+    check_signature,
+    verify_commit,
+    verify_sync,
+)
 from skyfill.atproto.stream.frames import (
     AccountFrame,
     CommitFrame,
@@ -32,6 +37,7 @@ from skyfill.atproto.stream.frames import (
 )
 from skyfill.errors import Outcome, SkyfillError, classify
 from skyfill.firehose.book import ACTIVE, DESYNCHRONIZED, RepoBook
+from skyfill.firehose.decoding import Precheck
 from skyfill.firehose.stats import StreamCounters
 from skyfill.sinks.changes import Change, RecordDelete, RecordPut, RepoReset, RepoUpdate
 
@@ -67,6 +73,8 @@ class Applier:
         keep_did: Callable[[str], bool],
         keep_collection: Callable[[str], bool] | None,
         request_resync: Callable[[str], None],
+        fresh_identity: Callable[[IdentityFrame], Awaitable[Identity]] | None = None,
+        learn_key: Callable[[str, str], None] | None = None,
     ) -> None:
         self._book = book
         self._resolver = resolver
@@ -75,14 +83,17 @@ class Applier:
         self._keep_did = keep_did
         self._keep_collection = keep_collection
         self._request_resync = request_resync
+        self._fresh_identity = fresh_identity or self._resolve_fresh
+        self._learn_key = learn_key or (lambda did, key: None)
 
-    async def apply(self, frame: Frame) -> list[Change]:
+    async def apply(self, frame: Frame, pre: Precheck | None = None) -> list[Change]:
         """The changes one event makes: none for another DID than `--dids` names, for an
         event type this version does not apply, or for an `#account`, `#identity` or
-        `#sync` at or below the repo's last applied seq (they carry no rev)."""
+        `#sync` at or below the repo's last applied seq (they carry no rev). `pre`: what
+        the decode stage found of a commit."""
         if isinstance(frame, CommitFrame):
             if self._kept(frame.repo):
-                return await self.commit(frame)
+                return await self.commit(frame, pre)
             return []
         if not isinstance(frame, SyncFrame | IdentityFrame | AccountFrame):
             self._counters.skipped += 1  # an event type this version does not apply
@@ -104,11 +115,11 @@ class Applier:
 
     # -- commits ----------------------------------------------------------------------
 
-    async def commit(self, frame: CommitFrame) -> list[Change]:
+    async def commit(self, frame: CommitFrame, pre: Precheck | None = None) -> list[Change]:
         did, counters = frame.repo, self._counters
         facts = self._book.get(did)
         if facts is not None and facts.phase != ACTIVE:
-            self._book.hold(frame)
+            self._book.hold(frame, pre)
             counters.held += 1
             return []
         if facts is not None and facts.rev is not None and frame.rev <= facts.rev:
@@ -123,10 +134,10 @@ class Applier:
                 f"gap: commit {frame.rev} (seq {frame.seq}) follows {frame.since}, "
                 f"the stored rev is {facts.rev}",
             )
-            self._book.hold(frame)
+            self._book.hold(frame, pre)
             return []
         try:
-            identity, verified = await self._verified(frame)
+            identity, verified = await self._verified(frame, pre)
         except InvalidRepo as exc:
             counters.malformed += 1
             log.warning(
@@ -140,18 +151,28 @@ class Applier:
             return []
         except SkyfillError as exc:  # the DID could not be resolved: fetch it whole later
             self.desynchronize(did, f"identity: {exc.message}")
-            self._book.hold(frame)
+            self._book.hold(frame, pre)
             return []
         return self._commit_changes(frame, identity, verified, first=facts is None)
 
-    async def _verified(self, frame: CommitFrame) -> tuple[Identity, VerifiedCommit]:
+    async def _verified(
+        self, frame: CommitFrame, pre: Precheck | None
+    ) -> tuple[Identity, VerifiedCommit]:
         keep = self._keep_collection
         if not self._verify:
             identity = await self._resolver.resolve(frame.repo)
+            if pre is not None:
+                return identity, _result(pre)
             return identity, verify_commit(frame, None, keep_collection=keep, check_proof=False)
 
         async def verify(key: str) -> VerifiedCommit:
-            return verify_commit(frame, key, keep_collection=keep)
+            if pre is None:
+                return verify_commit(frame, key, keep_collection=keep)
+            verified = _result(pre)
+            if pre.key != key:  # checked without the key, or with another one
+                check_signature(frame, key)
+                self._learn_key(frame.repo, key)  # the decode stage checks the next ones
+            return verified
 
         identity = await resolve_signing(self._resolver, frame.repo)
         identity, verified = await with_current_key(self._resolver, identity, verify)
@@ -227,7 +248,7 @@ class Applier:
     async def identity(self, frame: IdentityFrame) -> list[Change]:
         did = frame.did
         try:
-            identity = await self._resolver.resolve(did, fresh=True)
+            identity = await self._fresh_identity(frame)
         except Exception as exc:
             log.warning("seq %s: #identity of %s not resolved: %s", frame.seq, did, exc)
             self._counters.skipped += 1
@@ -271,6 +292,9 @@ class Applier:
         if frame.active and was_gone:
             self.desynchronize(did, f"reactivated (seq {frame.seq})")
         return [update]
+
+    async def _resolve_fresh(self, frame: IdentityFrame) -> Identity:
+        return await self._resolver.resolve(frame.did, fresh=True)
 
     def _replayed(self, did: str, seq: int) -> bool:
         """An event at or below the repo's last applied seq (a replay): skipped."""
@@ -321,8 +345,8 @@ class Applier:
             ),
         ]
         book.update(did, rev=snap.rev, status=Outcome.OK.value, phase=ACTIVE, reason=None)
-        for frame in book.release(did):
-            changes.extend(await self.commit(frame))
+        for frame, pre in book.release(did):
+            changes.extend(await self.commit(frame, pre))
         if did in book.overflowed:
             book.overflowed.discard(did)
             self.desynchronize(did, "events held while it was fetched overflowed the limit")
@@ -348,3 +372,9 @@ class Applier:
                 erase=status in GONE,
             )
         ]
+
+
+def _result(pre: Precheck) -> VerifiedCommit:
+    if isinstance(pre.result, InvalidRepo):
+        raise pre.result
+    return pre.result

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections import deque
 
 from skyfill.atproto.stream.frames import CommitFrame
+from skyfill.firehose.decoding import Precheck
 from skyfill.firehose.state import RepoFacts
 
 ACTIVE = "active"
@@ -23,7 +24,7 @@ class RepoBook:
     def __init__(self, facts: dict[str, RepoFacts], max_held_bytes: int) -> None:
         self._facts = facts
         self._dirty: dict[str, RepoFacts] = {}
-        self._held: dict[str, deque[CommitFrame]] = {}
+        self._held: dict[str, deque[tuple[CommitFrame, Precheck | None]]] = {}
         self._held_bytes = 0
         self.max_held_bytes = max_held_bytes
         self.dropped_held = 0
@@ -65,22 +66,23 @@ class RepoBook:
 
     # -- held events ------------------------------------------------------------------
 
-    def hold(self, frame: CommitFrame) -> None:
-        self._held.setdefault(frame.repo, deque()).append(frame)
+    def hold(self, frame: CommitFrame, pre: Precheck | None = None) -> None:
+        """Keep a commit (and what the decode stage found of it) until the repo's re-fetch."""
+        self._held.setdefault(frame.repo, deque()).append((frame, pre))
         self._held_bytes += len(frame.blocks)
         while self._held_bytes > self.max_held_bytes and self._held:
             did = max(self._held, key=lambda d: len(self._held[d]))
-            oldest = self._held[did].popleft()
+            oldest, _ = self._held[did].popleft()
             self._held_bytes -= len(oldest.blocks)
             self.dropped_held += 1
             self.overflowed.add(did)
             if not self._held[did]:
                 del self._held[did]
 
-    def release(self, did: str) -> list[CommitFrame]:
-        frames = self._held.pop(did, deque())
-        self._held_bytes -= sum(len(f.blocks) for f in frames)
-        return list(frames)
+    def release(self, did: str) -> list[tuple[CommitFrame, Precheck | None]]:
+        held = self._held.pop(did, deque())
+        self._held_bytes -= sum(len(frame.blocks) for frame, _ in held)
+        return list(held)
 
     @property
     def held_bytes(self) -> int:

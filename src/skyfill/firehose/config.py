@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
@@ -13,11 +14,18 @@ from skyfill.backfill.window import resolve_since
 from skyfill.errors import UsageError
 from skyfill.flags import check_ranges, flag
 
-BACKGROUND = {"batch_size": 5, "batch_delay": 2.0, "max_concurrent": 2, "max_memory": 512 << 20}
+BACKGROUND = {
+    "batch_size": 5,
+    "batch_delay": 2.0,
+    "max_concurrent": 2,
+    "max_memory": 512 << 20,
+    "decode_workers": 0,
+}
 """`--background`: the conservative throttles of the AppView's own Python backfill service
 (BACKFILL_BATCH_SIZE=5, BACKFILL_BATCH_DELAY_MS=2000, BACKFILL_MAX_CONCURRENT=2,
-BACKFILL_MAX_MEMORY_MB=512): a few events a second, beside a live service."""
+BACKFILL_MAX_MEMORY_MB=512): a few events a second, beside a live service, in one process."""
 
+MAX_DEFAULT_WORKERS = 8
 _STREAM_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
@@ -107,6 +115,14 @@ class FirehoseConfig:
         default=8,
         metadata=flag(min=1, help="Repos re-fetched (getRepo) and DIDs resolved at once."),
     )
+    decode_workers: int | None = field(
+        default=None,
+        metadata=flag(
+            min=0,
+            help="Worker processes that decode and verify events while the consumer applies "
+            "them (0: all in one process). Default: one per CPU when there are two or more.",
+        ),
+    )
     max_memory: int | None = field(
         default=None,
         metadata=flag(
@@ -175,6 +191,13 @@ class FirehoseConfig:
         if not self.background:
             return self
         return replace(self, **{k: v for k, v in BACKGROUND.items() if k not in explicit})
+
+    def workers(self) -> int:
+        """Decode workers: as given, else one per CPU when there are two or more."""
+        if self.decode_workers is not None:
+            return self.decode_workers
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        return 0 if (cpus or 1) < 2 else min(cpus or 1, MAX_DEFAULT_WORKERS)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -1,11 +1,17 @@
 """The stream consumer: reads a host's events from a cursor, applies them to a sink in
 batches (each with the cursor it covers), and reconnects after a dropped connection.
 
-One task reads frames (and starts resolving the DIDs they name, a few at a time); the
-main loop applies them in seq order and flushes a batch every `batch_size` events or
-`flush_seconds`: the sink's transaction first (rows and cursor), then the stream's state
-(cursor and repo facts). Re-fetches of desynchronized repos run beside it and come back
-through the same queue, so everything the sink sees is in one order.
+A pipeline, in seq order throughout:
+- one task reads messages and hands them in chunks to the decode stage (`decoding.py`:
+  in this process, or verified in worker processes, `workers.py`);
+- as a chunk comes back decoded, the identities it names start resolving (a few at a
+  time; an `#identity` event's re-resolution too), ahead of the applier;
+- the main loop applies the decoded events in seq order and flushes a batch every
+  `batch_size` events or `flush_seconds`: the sink's transaction first (rows and cursor),
+  then the stream's state (cursor and repo facts). A batch is written while the next one
+  is applied, one write at a time.
+Re-fetches of desynchronized repos run beside it and come back through the same queue, so
+everything the sink sees is in one order.
 """
 
 from __future__ import annotations
@@ -21,11 +27,10 @@ from dataclasses import dataclass
 
 import aiohttp
 
-from skyfill.atproto.identity import IdentityResolver
+from skyfill.atproto.identity import Identity, IdentityResolver
 from skyfill.atproto.stream.client import StreamClosed, StreamUnavailable, subscribe
 from skyfill.atproto.stream.frames import (
     MAX_FRAME_BYTES,
-    AccountFrame,
     CommitFrame,
     ErrorFrame,
     Frame,
@@ -34,11 +39,11 @@ from skyfill.atproto.stream.frames import (
     InfoFrame,
     SyncFrame,
     UnknownFrame,
-    decode_frame,
 )
 from skyfill.errors import SkyfillError
 from skyfill.firehose.apply import Applier, Snapshot
 from skyfill.firehose.book import RepoBook
+from skyfill.firehose.decoding import Decoded, Decoder, InlineDecoder, Precheck
 from skyfill.firehose.resync import Resyncer
 from skyfill.firehose.state import StreamState
 from skyfill.firehose.stats import StreamCounters
@@ -51,8 +56,12 @@ log = logging.getLogger(__name__)
 RECEIVE_LIMIT = 4 * MAX_FRAME_BYTES
 """Messages up to this size are received (and a frame over MAX_FRAME_BYTES refused with
 its seq); a larger one ends the connection, and the stream goes on after the next seq."""
-QUEUE_FRAMES = 2000
-"""Frames read ahead of the one being applied (their DIDs are resolved meanwhile)."""
+CHUNK_FRAMES = 256
+"""Messages handed to the decode stage at once (fewer when the stream is quiet)."""
+QUEUE_CHUNKS = 8
+"""Chunks read ahead of the one being applied (their DIDs are resolved meanwhile)."""
+IDLE_SECONDS = 0.05
+"""How long the applier waits for a chunk before it hands over a partial one."""
 MESSAGE_TOO_BIG = 1009
 
 
@@ -67,17 +76,7 @@ class _Snapshot:
     snap: Snapshot
 
 
-@dataclass(frozen=True, slots=True)
-class _Refused:
-    frame: ErrorFrame
-
-
-@dataclass(frozen=True, slots=True)
-class _Malformed:
-    error: FrameError
-
-
-Item = Frame | _Snapshot | _Refused | _Malformed
+Item = asyncio.Future[list[Decoded]] | _Snapshot
 
 
 class Consumer:
@@ -101,9 +100,10 @@ class Consumer:
         memory: MemoryGate,
         until_live: bool,
         duration: float | None,
-        make_applier: Callable[[Callable[[str], None]], Applier],
+        make_applier: Callable[..., Applier],
         make_resyncer: Callable[..., Resyncer],
         stats: Callable[[], dict] = dict,
+        decoder: Decoder | None = None,
     ) -> None:
         self._url = url
         self._source = source
@@ -121,9 +121,14 @@ class Consumer:
         self._memory = memory
         self._until_live = until_live
         self._deadline = None if duration is None else time.monotonic() + duration
-        self._queue: asyncio.Queue[Item] = asyncio.Queue(QUEUE_FRAMES)
+        self._queue: asyncio.Queue[Item] = asyncio.Queue(QUEUE_CHUNKS)
+        self._decoder = decoder or InlineDecoder()
+        self._chunk: list[bytes] = []
+        self._last_chunk: asyncio.Future[list[Decoded]] | None = None
         self._resolving = asyncio.Semaphore(max_concurrent)
         self._resolve_tasks: set[asyncio.Task] = set()
+        self._fresh: dict[int, asyncio.Task[Identity]] = {}
+        self._writing: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
         self._changes: list[Change] = []
         self._events_in_batch = 0
@@ -136,7 +141,11 @@ class Consumer:
         self._outdated = False
         self._stats = stats
         self.resyncer = make_resyncer(deliver=self._deliver, started=self._book.release)
-        self.applier = make_applier(self.resyncer.request)
+        self.applier = make_applier(
+            request_resync=self.resyncer.request,
+            fresh_identity=self._fresh_identity,
+            learn_key=self._decoder.learn,
+        )
 
     def stop(self) -> None:
         """Finish the current batch, save the cursor and return (a signal handler)."""
@@ -162,13 +171,19 @@ class Consumer:
             if self._until_live:
                 await self._finish_resyncs()
             await self._flush(force=True)
+            await self._written()
         finally:
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await reader
-            for task in list(self._resolve_tasks):
+            for task in [*self._resolve_tasks, *self._fresh.values()]:
                 task.cancel()
+            if self._writing is not None:  # failing: the write in flight is not waited for
+                self._writing.cancel()
+                with contextlib.suppress(BaseException):
+                    await self._writing
             await self.resyncer.close()
+            await self._decoder.close()
 
     # -- reading ----------------------------------------------------------------------
 
@@ -186,12 +201,56 @@ class Consumer:
                     backoff = 0.5
                     self.counters.received += 1
                     self.counters.bytes += len(message)
-                    await self._queue.put(self._decode(message))
+                    self._chunk.append(message)
+                    if len(self._chunk) >= CHUNK_FRAMES:
+                        await self._queue.put(self._submit())
             except (StreamClosed, StreamUnavailable) as exc:
+                if self._chunk:
+                    await self._queue.put(self._submit())
+                await self._settle_cursor()
                 self._dropped(exc)
             self.counters.reconnects += 1
             await asyncio.sleep(backoff * random.uniform(0.5, 1.0))
             backoff = min(backoff * 2, 30.0)
+
+    def _submit(self) -> asyncio.Future[list[Decoded]]:
+        """Hand the messages read so far to the decode stage; the DIDs they name start
+        resolving as soon as they are decoded."""
+        chunk, self._chunk = self._chunk, []
+        future = self._decoder.submit(chunk)
+        future.add_done_callback(self._decoded)
+        self._last_chunk = future
+        return future
+
+    async def _settle_cursor(self) -> None:
+        """After a dropped connection: wait for the last chunk read to be decoded, so that
+        the stream opens again after its last seq."""
+        if self._last_chunk is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._last_chunk)
+            await asyncio.sleep(0)  # its done-callbacks (the cursor) run first
+
+    def _decoded(self, future: asyncio.Future[list[Decoded]]) -> None:
+        if future.cancelled() or future.exception() is not None:
+            return
+        for frame, _ in future.result():
+            self._note_read(frame)
+
+    def _note_read(self, frame: Frame | FrameError) -> None:
+        """Keep the seq to reconnect after, and start the identity look-ups it needs."""
+        if isinstance(frame, FrameError | UnknownFrame):
+            if frame.seq is not None:
+                self._read_cursor = frame.seq
+            return
+        if isinstance(frame, InfoFrame | ErrorFrame):
+            return
+        self._read_cursor = frame.seq
+        if isinstance(frame, CommitFrame):
+            self._prefetch_identity(frame.repo)
+        elif isinstance(frame, SyncFrame):
+            self._prefetch_identity(frame.did)
+        elif isinstance(frame, IdentityFrame):
+            self._prefetch_fresh(frame)
 
     def _dropped(self, exc: StreamClosed | StreamUnavailable) -> None:
         cursor = self._read_cursor
@@ -213,25 +272,6 @@ class Consumer:
             extra={"event": "stream_reconnect"},
         )
 
-    def _decode(self, message: bytes) -> Item:
-        try:
-            frame = decode_frame(message)
-        except FrameError as exc:
-            if exc.seq is not None:
-                self._read_cursor = exc.seq
-            return _Malformed(exc)
-        if isinstance(frame, ErrorFrame):
-            return _Refused(frame)
-        if isinstance(frame, InfoFrame | UnknownFrame):
-            if isinstance(frame, UnknownFrame) and frame.seq is not None:
-                self._read_cursor = frame.seq
-            return frame
-        self._read_cursor = frame.seq
-        did = frame.repo if isinstance(frame, CommitFrame) else frame.did
-        if isinstance(frame, CommitFrame | SyncFrame):
-            self._prefetch_identity(did)
-        return frame
-
     def _prefetch_identity(self, did: str) -> None:
         if self._resolver.knows(did):  # most events are of repos seen before: no task
             return
@@ -239,11 +279,32 @@ class Consumer:
         async def resolve() -> None:
             async with self._resolving:
                 with contextlib.suppress(Exception):  # the applier asks again and decides
-                    await self._resolver.resolve(did)
+                    identity = await self._resolver.resolve(did)
+                    self._decoder.learn(did, identity.signing_key)
 
         task = asyncio.create_task(resolve())
         self._resolve_tasks.add(task)
         task.add_done_callback(self._resolve_tasks.discard)
+
+    def _prefetch_fresh(self, frame: IdentityFrame) -> None:
+        """An `#identity` event: its DID document is read again (it changed) while the
+        events before it are applied; the applier takes the answer at its seq."""
+
+        async def resolve() -> Identity:
+            async with self._resolving:
+                identity = await self._resolver.resolve(frame.did, fresh=True)
+            self._decoder.learn(frame.did, identity.signing_key)
+            return identity
+
+        task = asyncio.create_task(resolve())
+        task.add_done_callback(_retrieved)
+        self._fresh[frame.seq] = task
+
+    async def _fresh_identity(self, frame: IdentityFrame) -> Identity:
+        task = self._fresh.pop(frame.seq, None)
+        if task is None:  # not read by this run's reader (e.g. held back): ask now
+            return await self._resolver.resolve(frame.did, fresh=True)
+        return await task
 
     async def _deliver(self, snap: Snapshot) -> None:
         await self._queue.put(_Snapshot(snap))
@@ -254,16 +315,24 @@ class Consumer:
         while not self._stop.is_set():
             if self._deadline is not None and time.monotonic() >= self._deadline:
                 return
-            timeout = max(0.05, self._flush_seconds - (time.monotonic() - self._batch_started))
+            if self._chunk and self._queue.empty():
+                self._queue.put_nowait(self._submit())  # a quiet stream: no full chunk
+            timeout = max(0.01, self._flush_seconds - (time.monotonic() - self._batch_started))
             try:
-                async with asyncio.timeout(min(timeout, 0.5)):
+                async with asyncio.timeout(min(timeout, IDLE_SECONDS)):
                     item = await self._queue.get()
             except TimeoutError:
+                if self._chunk:
+                    continue
                 await self._flush()
                 if self._until_live and await self._caught_up(idle=True):
                     return
                 continue
-            await self._handle(item)
+            if isinstance(item, _Snapshot):
+                await self._handle_snapshot(item)
+            else:
+                for frame, pre in await item:
+                    await self._handle(frame, pre)
             if (
                 self._events_in_batch >= self._batch_size
                 or time.monotonic() - self._batch_started >= self._flush_seconds
@@ -272,46 +341,45 @@ class Consumer:
             if self._until_live and await self._caught_up(idle=False):
                 return
 
-    async def _handle(self, item: Item) -> None:
+    async def _handle_snapshot(self, item: _Snapshot) -> None:
+        changes = await self.applier.snapshot(
+            item.snap, self._pending_seq or self.counters.cursor or 0, self._pending_time or ""
+        )
+        if item.snap.error is not None and item.snap.error.retryable:
+            self.resyncer.retry_later(item.snap.did)
+        self._changes.extend(changes)
+
+    async def _handle(self, frame: Frame | FrameError, pre: Precheck | None) -> None:
         counters = self.counters
-        if isinstance(item, _Snapshot):
-            changes = await self.applier.snapshot(
-                item.snap, self._pending_seq or counters.cursor or 0, self._pending_time or ""
-            )
-            if item.snap.error is not None and item.snap.error.retryable:
-                self.resyncer.retry_later(item.snap.did)
-            self._changes.extend(changes)
-            return
-        if isinstance(item, _Refused):
-            raise StreamStopped(_refusal_line(item.frame, self._url, self._read_cursor))
-        if isinstance(item, _Malformed):
+        if isinstance(frame, FrameError):
             counters.malformed += 1
             log.warning(
                 "malformed frame%s skipped: %s",
-                "" if item.error.seq is None else f" (seq {item.error.seq})",
-                item.error,
-                extra={"event": "frame_malformed", "seq": item.error.seq},
+                "" if frame.seq is None else f" (seq {frame.seq})",
+                frame,
+                extra={"event": "frame_malformed", "seq": frame.seq},
             )
-            if item.error.seq is not None:
-                self._advance(item.error.seq, None)
+            if frame.seq is not None:
+                self._advance(frame.seq, None)
             return
-        if isinstance(item, InfoFrame):
-            self._info(item)
+        if isinstance(frame, ErrorFrame):
+            raise StreamStopped(_refusal_line(frame, self._url, self._read_cursor))
+        if isinstance(frame, InfoFrame):
+            self._info(frame)
             return
-        if isinstance(item, UnknownFrame):
+        if isinstance(frame, UnknownFrame):
             counters.skipped += 1
-            if item.seq is not None:
-                self._advance(item.seq, None)
+            if frame.seq is not None:
+                self._advance(frame.seq, None)
             return
-        assert isinstance(item, CommitFrame | SyncFrame | IdentityFrame | AccountFrame)
         if self._outdated:
             self._outdated = False
             log.warning(
-                _gap_line(self._url, counters.cursor, item.seq, item.time),
+                _gap_line(self._url, counters.cursor, frame.seq, frame.time),
                 extra={"event": "cursor_outdated"},
             )
-        self._changes.extend(await self.applier.apply(item))
-        self._advance(item.seq, item.time)
+        self._changes.extend(await self.applier.apply(frame, pre))
+        self._advance(frame.seq, frame.time)
 
     def _advance(self, seq: int, when: str | None) -> None:
         self._pending_seq = seq
@@ -330,6 +398,7 @@ class Consumer:
             log.info("host info %s: %s", frame.name, frame.message, extra={"event": "info"})
 
     async def _flush(self, force: bool = False) -> None:
+        """Hand the batch to the writer (once the one before it is written) and go on."""
         if self._pending_seq is None or (
             not force and not self._changes and self._pending_seq == self.counters.cursor
         ):
@@ -338,15 +407,25 @@ class Consumer:
         seq, when = self._pending_seq, self._pending_time
         batch = ChangeBatch(self._source, seq, self._changes)
         self._changes, self._events_in_batch = [], 0
-        await asyncio.to_thread(self._sink.apply, batch)
+        await self._written()
         dirty = self._book.take_dirty()
-        await asyncio.to_thread(self._state.save, self._source, seq, when, dirty, self._stats())
-        self.counters.cursor = seq
-        self.counters.batches += 1
+        self._writing = asyncio.create_task(self._write(batch, seq, when, dirty))
         self._batch_started = time.monotonic()
         if self._batch_delay:
             await asyncio.sleep(self._batch_delay)
         await self._memory_throttle()
+
+    async def _write(self, batch: ChangeBatch, seq: int, when: str | None, dirty: list) -> None:
+        await asyncio.to_thread(self._sink.apply, batch)
+        await asyncio.to_thread(self._state.save, self._source, seq, when, dirty, self._stats())
+        self.counters.cursor = seq
+        self.counters.batches += 1
+
+    async def _written(self) -> None:
+        """Wait for the batch being written (raising its error, if it failed)."""
+        writing, self._writing = self._writing, None
+        if writing is not None:
+            await writing
 
     async def _memory_throttle(self) -> None:
         limit = self._memory.limit
@@ -384,8 +463,14 @@ class Consumer:
                 continue
             item = self._queue.get_nowait()
             if isinstance(item, _Snapshot):
-                await self._handle(item)
+                await self._handle_snapshot(item)
             # frames read past the head stay for the next run (the cursor does not pass them)
+
+
+def _retrieved(task: asyncio.Task) -> None:
+    """Mark a look-up's failure as seen (the applier, if it asks, gets it again)."""
+    if not task.cancelled():
+        task.exception()
 
 
 def _refusal_line(frame: ErrorFrame, url: str, cursor: int | None) -> str:

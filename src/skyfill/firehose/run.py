@@ -29,11 +29,13 @@ from skyfill.firehose.apply import Applier
 from skyfill.firehose.book import RepoBook
 from skyfill.firehose.config import FirehoseConfig
 from skyfill.firehose.consumer import Consumer
+from skyfill.firehose.decoding import Decoder, InlineDecoder
 from skyfill.firehose.progress import serve_metrics, showing, summary_line
 from skyfill.firehose.resync import Resyncer
 from skyfill.firehose.state import StreamState
 from skyfill.firehose.stats import StreamCounters
 from skyfill.firehose.window import event_time, find_head, first_at_or_after, probe_with
+from skyfill.firehose.workers import ProcessDecoder, WorkerSettings
 from skyfill.net.http import HttpSettings, make_session
 from skyfill.ratelimit.local import LimitSettings, LocalLimiter
 from skyfill.ratelimit.memory_gate import MemoryGate
@@ -157,7 +159,7 @@ async def _run(
                 memory=memory,
                 until_live=config.until_live,
                 duration=config.duration,
-                make_applier=lambda request: Applier(
+                make_applier=lambda **hooks: Applier(
                     book=book,
                     resolver=resolver,
                     counters=counters,
@@ -166,7 +168,7 @@ async def _run(
                     keep_collection=CollectionFilter.from_patterns(config.collections)
                     if config.collections
                     else None,
-                    request_resync=request,
+                    **hooks,
                 ),
                 make_resyncer=lambda **hooks: Resyncer(
                     client=client,
@@ -179,6 +181,7 @@ async def _run(
                     **hooks,
                 ),
                 stats=facts,
+                decoder=_decoder(config),
             )
             if metrics_port:
                 serve_metrics(facts, config.stream_id, metrics_port)
@@ -263,6 +266,16 @@ async def _start(
             extra={"event": "window_not_kept"},
         )
     return start
+
+
+def _decoder(config: FirehoseConfig) -> Decoder:
+    workers = config.workers()
+    if not workers:
+        return InlineDecoder()
+    settings = WorkerSettings(
+        verify=config.verify_signatures, collections=tuple(config.collections or ())
+    )
+    return ProcessDecoder(workers, settings)
 
 
 def _did_filter(path: str | None) -> Any:

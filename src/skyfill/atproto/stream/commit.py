@@ -107,6 +107,19 @@ def verify_sync(frame: SyncFrame, signing_key: str | None) -> tuple[str, str]:
     return commit.rev, commit.cid
 
 
+def check_signature(frame: CommitFrame, signing_key: str) -> None:
+    """Only the signature of a `#commit` event's commit block, with `signing_key`: for a
+    commit whose other checks were made without the key (`verify_commit(frame, None)`).
+    InvalidRepo (`bad_signature`, or why the commit block cannot be read) if it fails."""
+    car = read_car(frame.blocks)
+    block = car.blocks.get(frame.commit)
+    if block is None or not block_matches_cid(frame.commit, block):
+        raise InvalidRepo(
+            f"the slice lacks the commit block {_cid_text(frame.commit)}", RepoFault.MISSING_BLOCK
+        )
+    read_commit(car.blocks.__getitem__, frame.commit, frame.repo, signing_key)
+
+
 BlockGetter = Callable[[bytes], bytes]
 
 

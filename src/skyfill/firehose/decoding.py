@@ -1,0 +1,102 @@
+"""The decode stage: websocket messages -> frames the applier takes, in chunks, in order.
+
+Reading a frame and verifying the commit it carries (the slice's CIDs, the records, the
+sync 1.1 proof, and the signature when the account's key is already known) is CPU work on
+one message alone. `InlineDecoder` only reads frames, in the consumer's own process (the
+applier verifies); `workers.ProcessDecoder` also verifies, spread over worker processes,
+while the consumer applies what came before. What a worker found travels as a `Precheck`,
+which the applier trusts only for what it covers: a signature checked with another key than
+the account's current one (or not at all) is checked again with it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+from skyfill.atproto.exceptions import InvalidRepo, RepoFault
+from skyfill.atproto.stream.commit import VerifiedCommit, verify_commit
+from skyfill.atproto.stream.frames import CommitFrame, Frame, FrameError, decode_frame
+
+
+@dataclass(frozen=True, slots=True)
+class Precheck:
+    """A commit verified in the decode stage: its result, and the signing key its
+    signature verified with (None: the signature is not checked yet)."""
+
+    result: VerifiedCommit | InvalidRepo
+    key: str | None
+
+
+Decoded = tuple[Frame | FrameError, Precheck | None]
+"""A message read: its frame (or why it is not one) and, for a commit, its precheck."""
+
+
+class Decoder(Protocol):
+    """Turns chunks of messages into decoded frames; results come back in chunk order
+    when awaited in the order the chunks were submitted."""
+
+    def submit(self, messages: list[bytes]) -> asyncio.Future[list[Decoded]]: ...
+
+    def learn(self, did: str, key: str | None) -> None:
+        """The account's current signing key (checked signatures need no second look)."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class InlineDecoder:
+    """Frames read in the consumer's process; commits are verified by the applier."""
+
+    def submit(self, messages: list[bytes]) -> asyncio.Future[list[Decoded]]:
+        future: asyncio.Future[list[Decoded]] = asyncio.get_running_loop().create_future()
+        future.set_result([(_read(message), None) for message in messages])
+        return future
+
+    def learn(self, did: str, key: str | None) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
+
+
+def _read(message: bytes) -> Frame | FrameError:
+    try:
+        return decode_frame(message)
+    except FrameError as exc:
+        return exc
+
+
+def decode_message(
+    message: bytes,
+    keys: Mapping[str, str],
+    *,
+    verify: bool,
+    keep_collection: Callable[[str], bool] | None,
+) -> Decoded:
+    """A message read and, when it is a commit, verified as far as the stage can: with
+    its account's key when `keys` holds it (and `verify`), else all but the signature."""
+    frame = _read(message)
+    if not isinstance(frame, CommitFrame) or frame.too_big:
+        return frame, None
+    key = keys.get(frame.repo) if verify else None
+    return frame, precheck(frame, key, verify=verify, keep_collection=keep_collection)
+
+
+def precheck(
+    frame: CommitFrame,
+    key: str | None,
+    *,
+    verify: bool,
+    keep_collection: Callable[[str], bool] | None,
+) -> Precheck:
+    try:
+        verified = verify_commit(frame, key, keep_collection=keep_collection, check_proof=verify)
+    except InvalidRepo as exc:
+        if key is not None and exc.kind is RepoFault.BAD_SIGNATURE:
+            # the key may have rotated: all the rest is checked, the applier asks again
+            return precheck(frame, None, verify=verify, keep_collection=keep_collection)
+        return Precheck(exc, key)
+    return Precheck(verified, key)
