@@ -74,7 +74,6 @@ class Applier:
         keep_collection: Callable[[str], bool] | None,
         request_resync: Callable[[str], None],
         fresh_identity: Callable[[IdentityFrame], Awaitable[Identity]] | None = None,
-        learn_key: Callable[[str, str], None] | None = None,
     ) -> None:
         self._book = book
         self._resolver = resolver
@@ -84,7 +83,6 @@ class Applier:
         self._keep_collection = keep_collection
         self._request_resync = request_resync
         self._fresh_identity = fresh_identity or self._resolve_fresh
-        self._learn_key = learn_key or (lambda did, key: None)
 
     async def apply(self, frame: Frame, pre: Precheck | None = None) -> list[Change]:
         """The changes one event makes: none for another DID than `--dids` names, for an
@@ -171,7 +169,6 @@ class Applier:
             verified = _result(pre)
             if pre.key != key:  # checked without the key, or with another one
                 check_signature(frame, key)
-                self._learn_key(frame.repo, key)  # the decode stage checks the next ones
             return verified
 
         identity = await resolve_signing(self._resolver, frame.repo)

@@ -69,11 +69,11 @@ class RepoBook:
     def hold(self, frame: CommitFrame, pre: Precheck | None = None) -> None:
         """Keep a commit (and what the decode stage found of it) until the repo's re-fetch."""
         self._held.setdefault(frame.repo, deque()).append((frame, pre))
-        self._held_bytes += len(frame.blocks)
+        self._held_bytes += _size(frame, pre)
         while self._held_bytes > self.max_held_bytes and self._held:
             did = max(self._held, key=lambda d: len(self._held[d]))
-            oldest, _ = self._held[did].popleft()
-            self._held_bytes -= len(oldest.blocks)
+            oldest, oldest_pre = self._held[did].popleft()
+            self._held_bytes -= _size(oldest, oldest_pre)
             self.dropped_held += 1
             self.overflowed.add(did)
             if not self._held[did]:
@@ -81,9 +81,17 @@ class RepoBook:
 
     def release(self, did: str) -> list[tuple[CommitFrame, Precheck | None]]:
         held = self._held.pop(did, deque())
-        self._held_bytes -= sum(len(frame.blocks) for frame, _ in held)
+        self._held_bytes -= sum(_size(frame, pre) for frame, pre in held)
         return list(held)
 
     @property
     def held_bytes(self) -> int:
         return self._held_bytes
+
+
+def _size(frame: CommitFrame, pre: Precheck | None) -> int:
+    """What a held commit keeps in memory, roughly: its slice (when the decode stage sent
+    it back) and its decoded records."""
+    if pre is None or isinstance(pre.result, Exception):
+        return len(frame.blocks)
+    return len(frame.blocks) + sum(len(put.record) for put in pre.result.puts)

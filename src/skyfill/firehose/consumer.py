@@ -31,14 +31,13 @@ from skyfill.atproto.identity import Identity, IdentityResolver
 from skyfill.atproto.stream.client import StreamClosed, StreamUnavailable, subscribe
 from skyfill.atproto.stream.frames import (
     MAX_FRAME_BYTES,
-    CommitFrame,
     ErrorFrame,
     Frame,
     FrameError,
     IdentityFrame,
     InfoFrame,
-    SyncFrame,
     UnknownFrame,
+    peek,
 )
 from skyfill.errors import SkyfillError
 from skyfill.firehose.apply import Applier, Snapshot
@@ -62,6 +61,9 @@ QUEUE_CHUNKS = 8
 """Chunks read ahead of the one being applied (their DIDs are resolved meanwhile)."""
 IDLE_SECONDS = 0.05
 """How long the applier waits for a chunk before it hands over a partial one."""
+KEY_WAIT_SECONDS = 10.0
+"""How long a chunk waits for the keys it names before it is decoded without them (the
+applier then checks those signatures itself)."""
 MESSAGE_TOO_BIG = 1009
 
 
@@ -76,7 +78,7 @@ class _Snapshot:
     snap: Snapshot
 
 
-Item = asyncio.Future[list[Decoded]] | _Snapshot
+Item = asyncio.Task[list[Decoded]] | _Snapshot
 
 
 class Consumer:
@@ -124,9 +126,9 @@ class Consumer:
         self._queue: asyncio.Queue[Item] = asyncio.Queue(QUEUE_CHUNKS)
         self._decoder = decoder or InlineDecoder()
         self._chunk: list[bytes] = []
-        self._last_chunk: asyncio.Future[list[Decoded]] | None = None
+        self._chunk_dids: set[str] = set()
         self._resolving = asyncio.Semaphore(max_concurrent)
-        self._resolve_tasks: set[asyncio.Task] = set()
+        self._looking_up: dict[str, asyncio.Task] = {}
         self._fresh: dict[int, asyncio.Task[Identity]] = {}
         self._writing: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
@@ -142,9 +144,7 @@ class Consumer:
         self._stats = stats
         self.resyncer = make_resyncer(deliver=self._deliver, started=self._book.release)
         self.applier = make_applier(
-            request_resync=self.resyncer.request,
-            fresh_identity=self._fresh_identity,
-            learn_key=self._decoder.learn,
+            request_resync=self.resyncer.request, fresh_identity=self._fresh_identity
         )
 
     def stop(self) -> None:
@@ -176,7 +176,7 @@ class Consumer:
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await reader
-            for task in [*self._resolve_tasks, *self._fresh.values()]:
+            for task in [*self._looking_up.values(), *self._fresh.values()]:
                 task.cancel()
             if self._writing is not None:  # failing: the write in flight is not waited for
                 self._writing.cancel()
@@ -199,58 +199,50 @@ class Consumer:
                     max_frame_bytes=RECEIVE_LIMIT,
                 ):
                     backoff = 0.5
-                    self.counters.received += 1
-                    self.counters.bytes += len(message)
-                    self._chunk.append(message)
+                    self._received(message)
                     if len(self._chunk) >= CHUNK_FRAMES:
                         await self._queue.put(self._submit())
             except (StreamClosed, StreamUnavailable) as exc:
-                if self._chunk:
-                    await self._queue.put(self._submit())
-                await self._settle_cursor()
                 self._dropped(exc)
             self.counters.reconnects += 1
             await asyncio.sleep(backoff * random.uniform(0.5, 1.0))
             backoff = min(backoff * 2, 30.0)
 
-    def _submit(self) -> asyncio.Future[list[Decoded]]:
-        """Hand the messages read so far to the decode stage; the DIDs they name start
-        resolving as soon as they are decoded."""
+    def _received(self, message: bytes) -> None:
+        """Keep the seq to reconnect after, start the identity look-up the event needs,
+        and add the message to the chunk being gathered."""
+        counters = self.counters
+        counters.received += 1
+        counters.bytes += len(message)
+        kind, seq, did = peek(message)
+        if seq is not None:
+            self._read_cursor = seq
+        if did is not None:
+            self._chunk_dids.add(did)
+            if kind == "#identity" and seq is not None:
+                self._prefetch_fresh(did, seq)
+            else:
+                self._prefetch_identity(did)
+        self._chunk.append(message)
+
+    def _submit(self) -> asyncio.Task[list[Decoded]]:
+        """Hand the messages gathered so far to the decode stage (once the keys it will
+        verify them with are resolved, if it verifies)."""
         chunk, self._chunk = self._chunk, []
-        future = self._decoder.submit(chunk)
-        future.add_done_callback(self._decoded)
-        self._last_chunk = future
-        return future
+        dids, self._chunk_dids = self._chunk_dids, set()
+        return asyncio.create_task(self._decode(chunk, dids))
 
-    async def _settle_cursor(self) -> None:
-        """After a dropped connection: wait for the last chunk read to be decoded, so that
-        the stream opens again after its last seq."""
-        if self._last_chunk is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.shield(self._last_chunk)
-            await asyncio.sleep(0)  # its done-callbacks (the cursor) run first
-
-    def _decoded(self, future: asyncio.Future[list[Decoded]]) -> None:
-        if future.cancelled() or future.exception() is not None:
-            return
-        for frame, _ in future.result():
-            self._note_read(frame)
-
-    def _note_read(self, frame: Frame | FrameError) -> None:
-        """Keep the seq to reconnect after, and start the identity look-ups it needs."""
-        if isinstance(frame, FrameError | UnknownFrame):
-            if frame.seq is not None:
-                self._read_cursor = frame.seq
-            return
-        if isinstance(frame, InfoFrame | ErrorFrame):
-            return
-        self._read_cursor = frame.seq
-        if isinstance(frame, CommitFrame):
-            self._prefetch_identity(frame.repo)
-        elif isinstance(frame, SyncFrame):
-            self._prefetch_identity(frame.did)
-        elif isinstance(frame, IdentityFrame):
-            self._prefetch_fresh(frame)
+    async def _decode(self, chunk: list[bytes], dids: set[str]) -> list[Decoded]:
+        keys: dict[str, str] = {}
+        if self._decoder.wants_keys:
+            waits = [t for d in dids if (t := self._looking_up.get(d)) is not None]
+            if waits:
+                await asyncio.wait(waits, timeout=KEY_WAIT_SECONDS)
+            for did in dids:
+                identity = self._resolver.cached(did)
+                if identity is not None and identity.signing_key is not None:
+                    keys[did] = identity.signing_key
+        return await self._decoder.decode(chunk, keys)
 
     def _dropped(self, exc: StreamClosed | StreamUnavailable) -> None:
         cursor = self._read_cursor
@@ -279,26 +271,32 @@ class Consumer:
         async def resolve() -> None:
             async with self._resolving:
                 with contextlib.suppress(Exception):  # the applier asks again and decides
-                    identity = await self._resolver.resolve(did)
-                    self._decoder.learn(did, identity.signing_key)
+                    await self._resolver.resolve(did)
 
-        task = asyncio.create_task(resolve())
-        self._resolve_tasks.add(task)
-        task.add_done_callback(self._resolve_tasks.discard)
+        self._track(did, asyncio.create_task(resolve()))
 
-    def _prefetch_fresh(self, frame: IdentityFrame) -> None:
+    def _prefetch_fresh(self, did: str, seq: int) -> None:
         """An `#identity` event: its DID document is read again (it changed) while the
         events before it are applied; the applier takes the answer at its seq."""
 
         async def resolve() -> Identity:
             async with self._resolving:
-                identity = await self._resolver.resolve(frame.did, fresh=True)
-            self._decoder.learn(frame.did, identity.signing_key)
-            return identity
+                return await self._resolver.resolve(did, fresh=True)
 
         task = asyncio.create_task(resolve())
         task.add_done_callback(_retrieved)
-        self._fresh[frame.seq] = task
+        self._fresh[seq] = task
+        self._track(did, task)
+
+    def _track(self, did: str, task: asyncio.Task) -> None:
+        """A look-up in flight, which a chunk naming `did` waits for before it is decoded."""
+        self._looking_up[did] = task
+
+        def done(_: asyncio.Task) -> None:
+            if self._looking_up.get(did) is task:
+                del self._looking_up[did]
+
+        task.add_done_callback(done)
 
     async def _fresh_identity(self, frame: IdentityFrame) -> Identity:
         task = self._fresh.pop(frame.seq, None)

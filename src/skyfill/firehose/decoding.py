@@ -1,17 +1,17 @@
 """The decode stage: websocket messages -> frames the applier takes, in chunks, in order.
 
 Reading a frame and verifying the commit it carries (the slice's CIDs, the records, the
-sync 1.1 proof, and the signature when the account's key is already known) is CPU work on
-one message alone. `InlineDecoder` only reads frames, in the consumer's own process (the
-applier verifies); `workers.ProcessDecoder` also verifies, spread over worker processes,
-while the consumer applies what came before. What a worker found travels as a `Precheck`,
-which the applier trusts only for what it covers: a signature checked with another key than
-the account's current one (or not at all) is checked again with it.
+sync 1.1 proof, and the signature with the account's key, which the consumer resolves
+before it hands the chunk over) is CPU work on one message alone. `InlineDecoder` only
+reads frames, in the consumer's own process (the applier verifies); `workers.ProcessDecoder`
+also verifies, spread over worker processes, while the consumer applies what came before.
+What a worker found travels as a `Precheck`, which the applier trusts only for what it
+covers: a signature checked with another key than the account's current one (or not at
+all) is checked again with it.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
@@ -35,13 +35,13 @@ Decoded = tuple[Frame | FrameError, Precheck | None]
 
 
 class Decoder(Protocol):
-    """Turns chunks of messages into decoded frames; results come back in chunk order
-    when awaited in the order the chunks were submitted."""
+    """Turns a chunk of messages into decoded frames, in order."""
 
-    def submit(self, messages: list[bytes]) -> asyncio.Future[list[Decoded]]: ...
+    wants_keys: bool
+    """Whether `decode` verifies signatures with the `keys` it is given (worth waiting for)."""
 
-    def learn(self, did: str, key: str | None) -> None:
-        """The account's current signing key (checked signatures need no second look)."""
+    async def decode(self, messages: list[bytes], keys: Mapping[str, str]) -> list[Decoded]:
+        """`keys`: the signing keys of the accounts the messages name, as far as known."""
         ...
 
     async def close(self) -> None: ...
@@ -50,13 +50,10 @@ class Decoder(Protocol):
 class InlineDecoder:
     """Frames read in the consumer's process; commits are verified by the applier."""
 
-    def submit(self, messages: list[bytes]) -> asyncio.Future[list[Decoded]]:
-        future: asyncio.Future[list[Decoded]] = asyncio.get_running_loop().create_future()
-        future.set_result([(_read(message), None) for message in messages])
-        return future
+    wants_keys = False
 
-    def learn(self, did: str, key: str | None) -> None:
-        pass
+    async def decode(self, messages: list[bytes], keys: Mapping[str, str]) -> list[Decoded]:
+        return [(_read(message), None) for message in messages]
 
     async def close(self) -> None:
         pass

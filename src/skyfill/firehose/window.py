@@ -26,6 +26,9 @@ from skyfill.atproto.stream.frames import (
 
 SILENCE_SECONDS = 1.0
 """A host at its head sends nothing: after this long without a frame, the cursor is it."""
+PROBE_CLOSE_SECONDS = 0.05
+"""A probe reads one frame and hangs up: the events the host sends meanwhile are not
+read (closing reads them until the host's close frame, or this long)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +53,7 @@ def probe_with(subscribe: Callable, url: str, **client: object) -> Opener:
 
     async def probe(cursor: int) -> Probe:
         outdated = False
-        stream = subscribe(url, cursor, **client)
+        stream = subscribe(url, cursor, close_timeout=PROBE_CLOSE_SECONDS, **client)
         try:
             async with asyncio.timeout(SILENCE_SECONDS):
                 async for message in stream:

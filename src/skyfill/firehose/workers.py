@@ -1,11 +1,10 @@
 """Decoding and verifying a stream over worker processes (`--decode-workers N`).
 
 Each worker is a process of its own (spawned: it shares nothing with the consumer) that
-reads chunks of messages from a pipe and answers with their frames, decoded and verified as
-`decoding.decode_message` does it. It keeps the signing keys the consumer has learnt, which
-travel with the chunks: each worker gets each key once, with its next chunk. Two threads
-per worker move chunks out and results in, so the event loop never waits on a pipe; one
-worker's results come back in the order its chunks went.
+reads chunks of messages from a pipe, each with the signing keys of the accounts it names,
+and answers with their frames, decoded and verified as `decoding.decode_message` does it.
+Two threads per worker move chunks out and results in, so the event loop never waits on a
+pipe; one worker's results come back in the order its chunks went.
 
 Over the pipe a commit travels as plain tuples: unpickling dataclasses costs about four
 times more, and the consumer's process is the one that must keep up. `_commit_to_wire` and
@@ -20,6 +19,7 @@ import contextlib
 import multiprocessing
 import signal
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
@@ -31,9 +31,6 @@ from skyfill.backfill.collections import CollectionFilter
 from skyfill.errors import SkyfillError
 from skyfill.firehose.decoding import Decoded, Precheck, decode_message
 
-MAX_KEYS = 2_000_000
-"""Signing keys a worker keeps; past this it starts again (a miss only moves the signature
-check to the consumer)."""
 STOP_SECONDS = 5.0
 
 
@@ -51,33 +48,18 @@ class WorkerSettings:
 
 
 class ProcessDecoder:
+    wants_keys = True
+
     def __init__(self, workers: int, settings: WorkerSettings) -> None:
         context = multiprocessing.get_context("spawn")
         self._workers = [_Worker(context, settings, i) for i in range(max(1, workers))]
-        self._keys: list[tuple[str, str]] = []
-        self._keys_base = 0
-        """The absolute position of `_keys[0]` (the log is trimmed once every worker has it)."""
 
-    def learn(self, did: str, key: str | None) -> None:
-        if key is not None:
-            self._keys.append((did, key))
-
-    def submit(self, messages: list[bytes]) -> asyncio.Future[list[Decoded]]:
+    async def decode(self, messages: list[bytes], keys: Mapping[str, str]) -> list[Decoded]:
         loop = asyncio.get_running_loop()
         worker = min(self._workers, key=lambda w: w.pending)
-        end = self._keys_base + len(self._keys)
-        updates = self._keys[worker.keys_sent - self._keys_base :]
-        worker.keys_sent = end
-        self._trim_keys()
         future: asyncio.Future[list[Decoded]] = loop.create_future()
-        worker.send(loop, future, (updates, messages))
-        return future
-
-    def _trim_keys(self) -> None:
-        everyone_has = min(w.keys_sent for w in self._workers)
-        if everyone_has - self._keys_base > 10_000:
-            del self._keys[: everyone_has - self._keys_base]
-            self._keys_base = everyone_has
+        worker.send(loop, future, (dict(keys), messages))
+        return await future
 
     async def close(self) -> None:
         await asyncio.to_thread(_stop_all, self._workers)
@@ -92,7 +74,6 @@ class _Worker:
         self.process.start()
         child.close()
         self.conn: Connection = parent
-        self.keys_sent = 0
         self.pending = 0
         self._jobs: collections.deque[tuple[Any, Any, Any]] = collections.deque()
         self._jobs_ready = threading.Condition()
@@ -194,7 +175,6 @@ def _serve(conn: Connection, settings: WorkerSettings) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the consumer stops its workers
     patterns = list(settings.collections)
     keep = CollectionFilter.from_patterns(patterns) if patterns else None
-    keys: dict[str, str] = {}
     while True:
         try:
             job = conn.recv()
@@ -202,25 +182,24 @@ def _serve(conn: Connection, settings: WorkerSettings) -> None:
             return
         if job is None:
             return
-        updates, messages = job
-        if len(keys) + len(updates) > MAX_KEYS:
-            keys.clear()
-        keys.update(updates)
+        keys, messages = job
         decoded = [
             decode_message(m, keys, verify=settings.verify, keep_collection=keep) for m in messages
         ]
-        conn.send([_to_wire(item) for item in decoded])
+        conn.send([_to_wire(item, settings.verify) for item in decoded])
 
 
 # -- the wire format ------------------------------------------------------------------
 
 
-def _to_wire(item: Decoded) -> tuple:
+def _to_wire(item: Decoded, verify: bool) -> tuple:
     frame, pre = item
     if isinstance(frame, FrameError):
         return ("E", str(frame), frame.seq)
     if isinstance(frame, CommitFrame):
-        return ("C", _commit_to_wire(frame), _precheck_to_wire(pre))
+        # the slice goes back only if the consumer may still need it: to check a signature
+        keep_blocks = pre is None or (verify and pre.key is None)
+        return ("C", _commit_to_wire(frame, keep_blocks), _precheck_to_wire(pre))
     return ("F", frame)
 
 
@@ -235,9 +214,10 @@ def _from_wire(wire: tuple) -> Decoded:
     return wire[1], None
 
 
-def _commit_to_wire(f: CommitFrame) -> tuple:
+def _commit_to_wire(f: CommitFrame, keep_blocks: bool) -> tuple:
     ops = tuple((op.action, op.path, op.cid, op.prev) for op in f.ops)
-    return (f.seq, f.repo, f.rev, f.since, f.commit, f.blocks, ops, f.time, f.prev_data,
+    blocks = f.blocks if keep_blocks else b""
+    return (f.seq, f.repo, f.rev, f.since, f.commit, blocks, ops, f.time, f.prev_data,
             f.too_big, f.rebase)  # fmt: skip
 
 

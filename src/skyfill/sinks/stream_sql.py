@@ -83,8 +83,11 @@ def uri(did: str, collection: str, rkey: str) -> str:
 
 class ChangeWriter:
     """Applies a batch's changes in order through a DB-API cursor, grouping runs of puts
-    (and of deletes) into one executemany each. `timestamp` turns a datetime into what
-    the database takes (SQLite: ISO text; PostgreSQL: the datetime itself)."""
+    (and of deletes) into one executemany each. The repos rows are upserted together at
+    the end of the batch, in their order: they touch no record (an `erase` deletes the
+    records in its place in the order), so only their order among themselves matters.
+    `timestamp` turns a datetime into what the database takes (SQLite: ISO text;
+    PostgreSQL: the datetime itself)."""
 
     def __init__(
         self,
@@ -106,6 +109,7 @@ class ChangeWriter:
 
     def apply(self, batch: ChangeBatch) -> ApplyCounts:
         now = self._timestamp(datetime.now(UTC))
+        repos: list[tuple] = []
         for change in batch.changes:
             self.touched.add(change.did)
             if isinstance(change, RecordPut):
@@ -116,9 +120,14 @@ class ChangeWriter:
                 self._flush()
                 self._reset(change)
             else:
-                self._flush()
-                self._repo(change, now)
+                if change.erase:
+                    self._flush()
+                    self._cur.execute(self._sql["erase"], (change.did,))
+                repos.append(self._repo_row(change, now))
         self._flush()
+        if repos:
+            self._cur.executemany(self._sql["repo"], repos)
+            self.counts.repos += len(repos)
         if self.touched:
             self._cur.executemany(self._sql["count"], [(did,) for did in sorted(self.touched)])
         self._cur.execute(self._sql["cursor"], (batch.source, batch.cursor, now_text()))
@@ -178,20 +187,15 @@ class ChangeWriter:
             self.counts.upserted += changed
             self.counts.skipped += len(rows) - changed
 
-    def _repo(self, change: RepoUpdate, now: Any) -> None:
-        if change.erase:
-            self._cur.execute(self._sql["erase"], (change.did,))
-        self._cur.execute(
-            self._sql["repo"],
-            (
-                change.did,
-                change.handle,
-                change.pds,
-                change.status,
-                change.rev,
-                change.commit_cid,
-                change.error,
-                now,
-            ),
+    @staticmethod
+    def _repo_row(change: RepoUpdate, now: Any) -> tuple:
+        return (
+            change.did,
+            change.handle,
+            change.pds,
+            change.status,
+            change.rev,
+            change.commit_cid,
+            change.error,
+            now,
         )
-        self.counts.repos += 1

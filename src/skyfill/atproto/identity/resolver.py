@@ -37,6 +37,10 @@ class IdentityResolver:
         """Whether `did` is cached or being resolved (a look-up would not go out again)."""
         return did in self._cache or did in self._inflight
 
+    def cached(self, did: str) -> Identity | None:
+        """The identity of `did` if it is cached (no look-up)."""
+        return self._cache.get(did)
+
     async def resolve(self, did: str, *, fresh: bool = False) -> Identity:
         """The identity of `did`. Only successes are cached, failures are raised each time.
 

@@ -25,6 +25,8 @@ from skyfill.net.http import transport_error
 SUBSCRIBE_REPOS = "com.atproto.sync.subscribeRepos"
 HEARTBEAT_SECONDS = 30.0
 """A ping this often; no pong within half of it ends the connection (StreamClosed, 1006)."""
+CLOSE_SECONDS = 10.0
+"""How long closing waits for the host's close frame (aiohttp's default)."""
 _SCHEMES = {"http": "ws", "https": "wss", "ws": "ws", "wss": "wss"}
 
 
@@ -50,13 +52,16 @@ async def subscribe(
     max_frame_bytes: int = MAX_FRAME_BYTES,
     allow_private_network: bool = False,
     heartbeat: float = HEARTBEAT_SECONDS,
+    close_timeout: float = CLOSE_SECONDS,
 ) -> AsyncIterator[bytes]:
     """Each binary message of the stream at `url` (a host's base URL, see `stream_url`)
     from `cursor` (None: live events only). Raises StreamUnavailable or StreamClosed; a
-    message over `max_frame_bytes` ends the connection (StreamClosed, 1009)."""
+    message over `max_frame_bytes` ends the connection (StreamClosed, 1009). Leaving the
+    iteration closes the connection, waiting `close_timeout` at most for the host's close
+    (the messages still coming meanwhile are read and dropped)."""
     target = stream_url(url, cursor)
     check_host(URL(target).host or "", allow_private_network)
-    ws = await _connect(session, target, max_frame_bytes, heartbeat)
+    ws = await _connect(session, target, max_frame_bytes, heartbeat, close_timeout)
     try:
         while True:
             message = await ws.receive()
@@ -73,13 +78,14 @@ async def subscribe(
 
 
 async def _connect(
-    session: aiohttp.ClientSession, url: str, max_bytes: int, heartbeat: float
+    session: aiohttp.ClientSession, url: str, max_bytes: int, heartbeat: float, close: float
 ) -> aiohttp.ClientWebSocketResponse:
     try:
         return await session.ws_connect(
             url,
             max_msg_size=max_bytes,
             heartbeat=heartbeat,
+            timeout=aiohttp.ClientWSTimeout(ws_close=close),  # pyright: ignore[reportCallIssue]
         )
     except aiohttp.WSServerHandshakeError as exc:
         raise StreamUnavailable(

@@ -411,3 +411,22 @@ def _seq_of(message: bytes) -> int | None:
     body = values[1] if len(values) == 2 else None
     seq = body.get("seq") if type(body) is dict else None
     return seq if type(seq) is int and seq >= 0 else None
+
+
+def peek(message: bytes) -> tuple[str | None, int | None, str | None]:
+    """An event frame's type, seq and DID (`repo` of a `#commit`, `did` of the others), read
+    without checking anything else: hints for work that can start before the frame is
+    decoded (None for what is not there or not of the expected type)."""
+    try:
+        values = libipld.decode_dag_cbor_multi(message)
+    except Exception:  # malformed: decode_frame says why, later
+        return None, None, None
+    if len(values) != 2 or not isinstance(values[0], dict) or not isinstance(values[1], dict):
+        return None, None, None
+    kind, body = values[0].get("t"), values[1]
+    seq, did = body.get("seq"), body.get("repo", body.get("did"))
+    return (
+        kind if isinstance(kind, str) else None,
+        seq if isinstance(seq, int) and not isinstance(seq, bool) else None,
+        did if isinstance(did, str) else None,
+    )
