@@ -19,7 +19,7 @@ from skyfill.cli.monitor import dashboard, monitor, report
 from skyfill.cli.slurm import slurm
 from skyfill.engine.runner import JobError
 from skyfill.errors import UsageError
-from skyfill.firehose.consumer import StreamStopped
+from skyfill.firehose.errors import StreamStopped
 from skyfill.sinks.exceptions import SinkError
 
 EXIT_USAGE = 2
@@ -70,7 +70,7 @@ def main() -> None:
     except SinkError as exc:  # e.g. the database cannot be reached: checked before fetching
         click.echo(f"skyfill: error: {exc}", err=True)
         sys.exit(1)
-    except StreamStopped as exc:  # the host refused the stream (e.g. FutureCursor)
+    except StreamStopped as exc:  # the host refused it (FutureCursor), a decode worker died
         click.echo(f"skyfill: error: {exc.message}", err=True)
         sys.exit(1)
     except session.Interrupted as exc:

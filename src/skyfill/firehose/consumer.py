@@ -39,10 +39,10 @@ from skyfill.atproto.stream.frames import (
     UnknownFrame,
     peek,
 )
-from skyfill.errors import SkyfillError
 from skyfill.firehose.apply import Applier, Snapshot
 from skyfill.firehose.book import RepoBook
 from skyfill.firehose.decoding import Decoded, Decoder, InlineDecoder, Precheck
+from skyfill.firehose.errors import StreamStopped
 from skyfill.firehose.resync import Resyncer
 from skyfill.firehose.state import StreamState
 from skyfill.firehose.stats import StreamCounters
@@ -65,12 +65,6 @@ KEY_WAIT_SECONDS = 10.0
 """How long a chunk waits for the keys it names before it is decoded without them (the
 applier then checks those signatures itself)."""
 MESSAGE_TOO_BIG = 1009
-
-
-class StreamStopped(SkyfillError):
-    """The host refused the stream for good (e.g. FutureCursor): said in one line."""
-
-    error_class = "stream_refused"
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,8 +172,8 @@ class Consumer:
                 await reader
             for task in [*self._looking_up.values(), *self._fresh.values()]:
                 task.cancel()
-            if self._writing is not None:  # failing: the write in flight is not waited for
-                self._writing.cancel()
+            self._drop_queued()
+            if self._writing is not None:  # failing: the write in flight ends (or fails) first
                 with contextlib.suppress(BaseException):
                     await self._writing
             await self.resyncer.close()
@@ -452,6 +446,15 @@ class Consumer:
                 return False
         self.counters.live = True
         return True
+
+    def _drop_queued(self) -> None:
+        """Chunks read but not applied (stopping): their cursor was not saved, the next
+        run reads them again."""
+        while not self._queue.empty():
+            item = self._queue.get_nowait()
+            if isinstance(item, asyncio.Task):
+                item.cancel()
+                item.add_done_callback(_retrieved)
 
     async def _finish_resyncs(self) -> None:
         """Wait for the re-fetches in flight and apply what they bring."""

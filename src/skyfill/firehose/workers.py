@@ -28,16 +28,11 @@ from skyfill.atproto.exceptions import InvalidRepo, RepoFault
 from skyfill.atproto.stream.commit import CommitDelete, CommitPut, VerifiedCommit
 from skyfill.atproto.stream.frames import CommitFrame, FrameError, RepoOp
 from skyfill.backfill.collections import CollectionFilter
-from skyfill.errors import SkyfillError
+from skyfill.failpoints import failpoint
 from skyfill.firehose.decoding import Decoded, Precheck, decode_message
+from skyfill.firehose.errors import DecodeWorkerDied
 
 STOP_SECONDS = 5.0
-
-
-class DecodeWorkerDied(SkyfillError):
-    """A decode worker process ended while the stream was running."""
-
-    error_class = "decode_worker_died"
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,8 +142,12 @@ class _Worker:
             if self._closing:
                 loop.call_soon_threadsafe(future.cancel)
                 continue
-            code = self.process.exitcode
-            error = DecodeWorkerDied(f"decode worker {self.process.name} ended (exit {code})")
+            self.process.join(STOP_SECONDS)
+            error = DecodeWorkerDied(
+                f"decode worker {self.process.name} ended (exit {self.process.exitcode}); "
+                "what was applied before is saved with its cursor: run the same command "
+                "again to go on"
+            )
             loop.call_soon_threadsafe(_set_exception, future, error)
         self._waiting.clear()
 
@@ -183,6 +182,7 @@ def _serve(conn: Connection, settings: WorkerSettings) -> None:
         if job is None:
             return
         keys, messages = job
+        failpoint("decode_chunk")  # tests: a worker that dies mid-stream
         decoded = [
             decode_message(m, keys, verify=settings.verify, keep_collection=keep) for m in messages
         ]
