@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import psycopg
 import pyarrow.dataset as ds
@@ -196,8 +197,8 @@ def compare_sink(
 ) -> list[str]:
     """By the `--sink` value: `sqlite:///path`, `postgresql://...`, or a directory holding
     `records/` (and `repos.parquet`)."""
-    if sink.startswith("sqlite:///"):
-        return compare_sqlite(Path(sink.removeprefix("sqlite://")), truth, inactive)
+    if sink.startswith("sqlite:///"):  # sqlite:///relative.db, sqlite:////absolute.db
+        return compare_sqlite(Path(unquote(sink.removeprefix("sqlite:///"))), truth, inactive)
     if sink.startswith(("postgresql://", "postgres://")):
         return compare_postgres(sink, truth, inactive=inactive)
     return compare_parquet(Path(sink) / "records", truth, inactive=inactive)
