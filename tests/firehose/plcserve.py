@@ -24,6 +24,8 @@ DID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ01234
 
 def handler_for(directory: Path) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive, as plc.directory: no connection per DID
+
         def do_GET(self) -> None:
             did = unquote(self.path.split("?", 1)[0].lstrip("/"))
             doc = directory / did

@@ -11,6 +11,8 @@ private host is refused here, as the XRPC client refuses it.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -26,7 +28,7 @@ SUBSCRIBE_REPOS = "com.atproto.sync.subscribeRepos"
 HEARTBEAT_SECONDS = 30.0
 """A ping this often; no pong within half of it ends the connection (StreamClosed, 1006)."""
 CLOSE_SECONDS = 10.0
-"""How long closing waits for the host's close frame (aiohttp's default)."""
+"""How long closing waits for the host's close frame (aiohttp's default), in all."""
 _SCHEMES = {"http": "ws", "https": "wss", "ws": "ws", "wss": "wss"}
 
 
@@ -58,10 +60,10 @@ async def subscribe(
     from `cursor` (None: live events only). Raises StreamUnavailable or StreamClosed; a
     message over `max_frame_bytes` ends the connection (StreamClosed, 1009). Leaving the
     iteration closes the connection, waiting `close_timeout` at most for the host's close
-    (the messages still coming meanwhile are read and dropped)."""
+    (the messages still coming meanwhile are read and dropped); then it is dropped."""
     target = stream_url(url, cursor)
     check_host(URL(target).host or "", allow_private_network)
-    ws = await _connect(session, target, max_frame_bytes, heartbeat, close_timeout)
+    ws = await _connect(session, target, max_frame_bytes, heartbeat)
     try:
         while True:
             message = await ws.receive()
@@ -74,19 +76,17 @@ async def subscribe(
                 raise _closed(ws, message, target)
     finally:
         if not ws.closed:
-            await ws.close()
+            # a closing handshake reads what the host still sends; cancelled, it aborts
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(close_timeout):
+                    await ws.close()
 
 
 async def _connect(
-    session: aiohttp.ClientSession, url: str, max_bytes: int, heartbeat: float, close: float
+    session: aiohttp.ClientSession, url: str, max_bytes: int, heartbeat: float
 ) -> aiohttp.ClientWebSocketResponse:
     try:
-        return await session.ws_connect(
-            url,
-            max_msg_size=max_bytes,
-            heartbeat=heartbeat,
-            timeout=aiohttp.ClientWSTimeout(ws_close=close),  # pyright: ignore[reportCallIssue]
-        )
+        return await session.ws_connect(url, max_msg_size=max_bytes, heartbeat=heartbeat)
     except aiohttp.WSServerHandshakeError as exc:
         raise StreamUnavailable(
             f"{_origin(url)} answered the websocket handshake with {exc.status} {exc.message}",
