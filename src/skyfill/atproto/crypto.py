@@ -91,6 +91,12 @@ def parse_did_key(did_key: str) -> PublicKey:
     """`did:key:z…` (or the bare multikey `z…`) to its curve and compressed point."""
     if not isinstance(did_key, str):
         raise InvalidKey("a did:key must be a string")
+    return _parsed_did_key(did_key)
+
+
+@functools.lru_cache(maxsize=65536)
+def _parsed_did_key(did_key: str) -> PublicKey:
+    # a stream verifies many commits of each account: its key is parsed once
     return parse_multikey(did_key.removeprefix(DID_KEY_PREFIX))
 
 

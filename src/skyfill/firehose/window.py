@@ -26,7 +26,7 @@ from skyfill.atproto.stream.frames import (
 
 SILENCE_SECONDS = 1.0
 """A host at its head sends nothing: after this long without a frame, the cursor is it."""
-PROBE_CLOSE_SECONDS = 0.05
+PROBE_CLOSE_SECONDS = 0.0
 """A probe reads one frame and hangs up: the events the host sends meanwhile are not
 read (closing reads them until the host's close frame, or this long)."""
 
