@@ -57,17 +57,39 @@ EVENT_SCHEMA = pa.schema(
         pa.field("erase", pa.bool_()),
     ]
 )
-_EMPTY = dict.fromkeys(EVENT_SCHEMA.names)
 
 
-def _rows(batch: ChangeBatch) -> list[dict[str, Any]]:
-    rows: list[dict[str, Any]] = []
+class _Columns:
+    """The log's rows of one batch, gathered column by column (cheaper for Arrow than a
+    dict per row)."""
 
-    def add(change: Any, op: str, **values: Any) -> None:
-        row = {**_EMPTY, "seq": change.seq, "time": change.time, "did": change.did, "op": op}
-        row.update(values, idx=len(rows))
-        rows.append(row)
+    def __init__(self) -> None:
+        self.columns: dict[str, list[Any]] = {name: [] for name in EVENT_SCHEMA.names}
+        self.count = 0
+        self.ops: dict[str, int] = {}
 
+    def add(self, change: Any, op: str, **values: Any) -> None:
+        columns = self.columns
+        columns["seq"].append(change.seq)
+        columns["idx"].append(self.count)
+        columns["time"].append(change.time)
+        columns["did"].append(change.did)
+        columns["op"].append(op)
+        for name in _VALUES:
+            columns[name].append(values.get(name))
+        self.count += 1
+        self.ops[op] = self.ops.get(op, 0) + 1
+
+    def table(self) -> pa.Table:
+        return pa.table(self.columns, schema=EVENT_SCHEMA)
+
+
+_VALUES = EVENT_SCHEMA.names[5:]
+
+
+def _rows(batch: ChangeBatch) -> _Columns:
+    rows = _Columns()
+    add = rows.add
     for c in batch.changes:
         if isinstance(c, RecordPut):
             add(c, c.action, collection=c.collection, rkey=c.rkey, cid=c.cid, rev=c.rev,
@@ -108,9 +130,9 @@ class EventLogSink:
 
     def apply(self, batch: ChangeBatch) -> ApplyCounts:
         rows = _rows(batch)
-        if rows:
-            first = min(r["seq"] for r in rows)
-            day = _day(rows[0]["time"])
+        if rows.count:
+            first = min(rows.columns["seq"])
+            day = _day(rows.columns["time"][0])
             path = (
                 self.root
                 / "events"
@@ -119,8 +141,7 @@ class EventLogSink:
             )
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = tmp_path(path)
-            table = pa.Table.from_pylist(rows, schema=EVENT_SCHEMA)
-            table = table.replace_schema_metadata(
+            table = rows.table().replace_schema_metadata(
                 {"stream_id": self._stream_id, "source": batch.source}
             )
             pq.write_table(table, tmp, compression="zstd")
@@ -131,8 +152,9 @@ class EventLogSink:
             cursors = orjson.loads(self._cursor_file.read_bytes())
         cursors[batch.source] = batch.cursor
         write_bytes(self._cursor_file, orjson.dumps(cursors))
-        puts = sum(1 for r in rows if r["op"] in ("create", "update"))
-        return ApplyCounts(upserted=puts, deleted=sum(1 for r in rows if r["op"] == "delete"))
+        ops = rows.ops
+        puts = ops.get("create", 0) + ops.get("update", 0)
+        return ApplyCounts(upserted=puts, deleted=ops.get("delete", 0))
 
     def close(self) -> None:
         pass
