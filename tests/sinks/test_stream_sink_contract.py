@@ -221,6 +221,26 @@ def test_repo_rows_take_rev_only_when_newer_and_count_records(target: Target) ->
     assert row["fetched_at"] is not None
 
 
+def test_a_repos_updates_in_one_batch_end_as_they_do_one_by_one(target: Target) -> None:
+    updates = [
+        RepoUpdate(1, TIME, A, "ok", rev="3r02", commit_cid="c2", handle="one.test"),
+        RepoUpdate(2, TIME, A, "deactivated", error="gone for now"),
+        RepoUpdate(3, TIME, A, "ok", rev="3r01", commit_cid="c1"),  # older: rev stays
+        RepoUpdate(4, TIME, A, "ok", rev="3r02", commit_cid="c2-again", pds="https://p.test"),
+        RepoUpdate(5, TIME, A, "takendown", handle="two.test"),
+    ]
+    apply(target, batch(5, *updates))
+    facts = ("status", "rev", "commit_cid", "handle", "pds", "error")
+    expected = ["takendown", "3r02", "c2", "two.test", "https://p.test", None]
+    assert [target.repos()[A][f] for f in facts] == expected
+    if target.kind != "postgresql":  # the same updates in five batches end the same
+        alone = str(target.tmp / "one-by-one")
+        url = f"sqlite:///{alone}.db" if target.kind == "sqlite" else alone
+        one_by_one = Target(target.kind, url, target.tmp)
+        apply(one_by_one, *(batch(u.seq, u) for u in updates))
+        assert [one_by_one.repos()[A][f] for f in facts] == expected
+
+
 def test_the_cursor_is_saved_with_the_rows(target: Target) -> None:
     sink = target.open()
     try:

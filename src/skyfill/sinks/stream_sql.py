@@ -12,6 +12,7 @@ Rev rules (revs are TIDs: text order is time order):
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime
 from typing import Any, LiteralString
 
@@ -84,10 +85,11 @@ def uri(did: str, collection: str, rkey: str) -> str:
 class ChangeWriter:
     """Applies a batch's changes in order through a DB-API cursor, grouping runs of puts
     (and of deletes) into one executemany each. The repos rows are upserted together at
-    the end of the batch, in their order: they touch no record (an `erase` deletes the
-    records in its place in the order), so only their order among themselves matters.
-    `timestamp` turns a datetime into what the database takes (SQLite: ISO text;
-    PostgreSQL: the datetime itself)."""
+    the end of the batch: they touch no record (an `erase` deletes the records in its
+    place in the order), and a repo's updates within the batch fold into one row that
+    the upsert turns into what they would have made one by one (`_fold`). `timestamp`
+    turns a datetime into what the database takes (SQLite: ISO text; PostgreSQL: the
+    datetime itself)."""
 
     def __init__(
         self,
@@ -109,7 +111,7 @@ class ChangeWriter:
 
     def apply(self, batch: ChangeBatch) -> ApplyCounts:
         now = self._timestamp(datetime.now(UTC))
-        repos: list[tuple] = []
+        repos: dict[str, RepoUpdate] = {}
         for change in batch.changes:
             self.touched.add(change.did)
             if isinstance(change, RecordPut):
@@ -123,11 +125,12 @@ class ChangeWriter:
                 if change.erase:
                     self._flush()
                     self._cur.execute(self._sql["erase"], (change.did,))
-                repos.append(self._repo_row(change, now))
+                before = repos.get(change.did)
+                repos[change.did] = change if before is None else _fold(before, change)
+                self.counts.repos += 1
         self._flush()
         if repos:
-            self._cur.executemany(self._sql["repo"], repos)
-            self.counts.repos += len(repos)
+            self._cur.executemany(self._sql["repo"], [_repo_row(r, now) for r in repos.values()])
         if self.touched:
             self._cur.executemany(self._sql["count"], [(did,) for did in sorted(self.touched)])
         self._cur.execute(self._sql["cursor"], (batch.source, batch.cursor, now_text()))
@@ -187,15 +190,30 @@ class ChangeWriter:
             self.counts.upserted += changed
             self.counts.skipped += len(rows) - changed
 
-    @staticmethod
-    def _repo_row(change: RepoUpdate, now: Any) -> tuple:
-        return (
-            change.did,
-            change.handle,
-            change.pds,
-            change.status,
-            change.rev,
-            change.commit_cid,
-            change.error,
-            now,
-        )
+
+def _repo_row(change: RepoUpdate, now: Any) -> tuple:
+    return (
+        change.did,
+        change.handle,
+        change.pds,
+        change.status,
+        change.rev,
+        change.commit_cid,
+        change.error,
+        now,
+    )
+
+
+def _fold(first: RepoUpdate, then: RepoUpdate) -> RepoUpdate:
+    """One update doing what `first` and then `then` do to a repos row: the later status
+    and error; the later handle and pds, else the earlier; the newer rev (the first one
+    when equal, as the upsert keeps a rev it already has) with its commit."""
+    newer = then.rev is not None and (first.rev is None or then.rev > first.rev)
+    return dataclasses.replace(
+        then,
+        handle=then.handle if then.handle is not None else first.handle,
+        pds=then.pds if then.pds is not None else first.pds,
+        rev=then.rev if newer else first.rev,
+        commit_cid=then.commit_cid if newer else first.commit_cid,
+        erase=first.erase or then.erase,
+    )
