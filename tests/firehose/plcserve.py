@@ -25,6 +25,7 @@ DID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ01234
 def handler_for(directory: Path) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"  # keep-alive, as plc.directory: no connection per DID
+        disable_nagle_algorithm = True  # headers and body are two writes: no delayed-ACK wait
 
         def do_GET(self) -> None:
             did = unquote(self.path.split("?", 1)[0].lstrip("/"))
