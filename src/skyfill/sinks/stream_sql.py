@@ -83,8 +83,9 @@ def uri(did: str, collection: str, rkey: str) -> str:
 
 
 class ChangeWriter:
-    """Applies a batch's changes in order through a DB-API cursor, grouping runs of puts
-    (and of deletes) into one executemany each. The repos rows are upserted together at
+    """Applies a batch's changes through a DB-API cursor in an order that gives the same
+    rows as theirs: puts and deletes gather in one executemany each, and a key's changes
+    keep their order. The repos rows are upserted together at
     the end of the batch: they touch no record (an `erase` deletes the records in its
     place in the order), and a repo's updates within the batch fold into one row that
     the upsert turns into what they would have made one by one (`_fold`). `timestamp`
@@ -104,8 +105,8 @@ class ChangeWriter:
         self._sql = sql
         self._stream_id = stream_id
         self._timestamp = timestamp
-        self._run: list[tuple] = []
-        self._run_kind: str | None = None
+        self._runs: dict[str, list[tuple]] = {"put": [], "delete": []}
+        self._keys: dict[str, set[tuple[str, str, str]]] = {"put": set(), "delete": set()}
         self.touched: set[str] = set()
         self.counts = ApplyCounts()
 
@@ -150,17 +151,25 @@ class ChangeWriter:
         )
 
     def _queue(self, kind: str, row: tuple) -> None:
-        if self._run_kind != kind:
-            self._flush()
-            self._run_kind = kind
-        self._run.append(row)
+        """Puts and deletes wait in a run each; a change of a key the other run holds
+        sends that run first, so each key's changes keep their order."""
+        key = (row[0], row[1], row[2])
+        other = "delete" if kind == "put" else "put"
+        if key in self._keys[other]:
+            self._send(other)
+        self._runs[kind].append(row)
+        self._keys[kind].add(key)
 
     def _flush(self) -> None:
-        if not self._run:
+        self._send("delete")
+        self._send("put")
+
+    def _send(self, kind: str) -> None:
+        rows = self._runs[kind]
+        if not rows:
             return
-        kind, rows = self._run_kind, self._run
-        self._run, self._run_kind = [], None
-        self._cur.executemany(self._sql[kind or ""], rows)
+        self._runs[kind], self._keys[kind] = [], set()
+        self._cur.executemany(self._sql[kind], rows)
         changed = max(self._cur.rowcount, 0)  # executemany sums the rows each changed
         if kind == "put":
             self.counts.upserted += changed
