@@ -134,6 +134,18 @@ def test_puts_updates_and_deletes_by_rev(target: Target) -> None:
     assert target.records() == {(A, "p1"): ("c1b", "3r02")}
 
 
+def test_a_keys_changes_within_one_batch_keep_their_order(target: Target) -> None:
+    apply(
+        target,
+        batch(1, hello(1, A),
+              put(1, A, "p1", "c1", "3r01"), delete(2, A, "p1", "3r02"),
+              put(2, A, "p2", "c2", "3r02"), put(3, A, "p1", "c1c", "3r03"),
+              delete(3, A, "p2", "3r03"), delete(4, A, "p3", "3r04"),
+              put(5, A, "p3", "c3", "3r05"), delete(6, A, "p4", "3r06")),
+    )  # fmt: skip
+    assert target.records() == {(A, "p1"): ("c1c", "3r03"), (A, "p3"): ("c3", "3r05")}
+
+
 def test_an_older_change_after_a_newer_one_is_skipped(target: Target) -> None:
     apply(
         target,
