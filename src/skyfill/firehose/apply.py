@@ -104,6 +104,10 @@ class Applier:
             return await self.identity(frame)
         return await self.account(frame)
 
+    def wants(self, did: str) -> bool:
+        """Whether events of `did` are applied at all (`--dids`)."""
+        return self._keep_did(did)
+
     def _kept(self, did: str) -> bool:
         """Whether `--dids` lets the DID's events through (the others are counted skipped)."""
         if self._keep_did(did):

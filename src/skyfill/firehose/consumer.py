@@ -211,7 +211,7 @@ class Consumer:
         kind, seq, did = peek(message)
         if seq is not None:
             self._read_cursor = seq
-        if did is not None:
+        if did is not None and self.applier.wants(did):
             self._chunk_dids.add(did)
             if kind == "#identity" and seq is not None:
                 self._prefetch_fresh(did, seq)
@@ -371,6 +371,10 @@ class Consumer:
                 extra={"event": "cursor_outdated"},
             )
         self._changes.extend(await self.applier.apply(frame, pre))
+        if isinstance(frame, IdentityFrame):  # not taken when skipped (a replay, filtered)
+            leftover = self._fresh.pop(frame.seq, None)
+            if leftover is not None:
+                leftover.cancel()
         self._advance(frame.seq, frame.time)
 
     def _advance(self, seq: int, when: str | None) -> None:
