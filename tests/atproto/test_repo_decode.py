@@ -129,6 +129,21 @@ def test_car_round_trip() -> None:
     assert car.blocks == dict(blocks)
 
 
+def test_car_headers_other_than_the_usual_one_read_alike() -> None:
+    """read_car skips the decoder for the usual header (one DAG-CBOR sha-256 root): other
+    roots still read as the decoder reads them, and a changed version is refused."""
+    block = b"\xa0"
+    cid = cid_for_block(block)
+    raw = bytes([1, 0x55, 0x12, 0x20]) + cid[4:]
+    for roots in ([cid], [raw], [cid, raw]):
+        car = read_car(write_car(roots, [(cid, block)]))
+        assert (car.roots, car.blocks) == (roots, {cid: block})
+    usual = write_car([cid], [])
+    assert read_car(usual).roots == [cid]
+    with pytest.raises(InvalidRepo, match="not a CAR v1"):
+        read_car(usual[:-1] + b"\x02")
+
+
 def test_cid_string_round_trip() -> None:
     cid = cid_for_block(b"hello")
     assert cid_to_str(cid).startswith("bafyrei")

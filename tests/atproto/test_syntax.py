@@ -102,3 +102,36 @@ def test_nsid_prefixes_of_collection_globs() -> None:
     assert syntax.is_nsid_prefix("app.bsky.feed.p")
     assert not syntax.is_nsid_prefix("app.bsky.\n")
     assert not syntax.is_nsid_prefix("1app.")
+
+
+@pytest.mark.parametrize("position", range(32))
+def test_a_plc_did_skips_the_regex_only_when_valid(position: int) -> None:
+    """is_valid_did reads `did:plc:` and ASCII letters and digits without the regex: every
+    single character changed, anywhere, agrees with the rule."""
+    base = "did:plc:abcdefghijklmnopqrstuvwx"
+    wrong = []
+    for c in [*_CANDIDATES, ""]:
+        value = base[:position] + c + base[position + 1 :]
+        if syntax.is_valid_did(value) != (syntax._DID.fullmatch(value) is not None):
+            wrong.append(value)
+    assert wrong == []
+    assert not syntax.is_valid_did("did:plc:")
+    assert not syntax.is_valid_did("did:plc:" + "a" * syntax.MAX_DID_LENGTH)
+
+
+@pytest.mark.parametrize("position", range(32))
+def test_repo_path_fast_paths_agree_with_the_rule(position: int) -> None:
+    """is_valid_repo_path caches collections and reads ASCII alphanumeric record keys
+    without the regex: every single character changed, anywhere, agrees with the rule
+    (asked twice, so that the second answer comes from the cache)."""
+    base = "app.bsky.feed.post/3kabcdefghijk"
+    wrong = []
+    for c in [*_CANDIDATES, ""]:
+        value = base[:position] + c + base[position + 1 :]
+        collection, _, rkey = value.partition("/")
+        rule = syntax.is_valid_nsid(collection) and syntax.is_valid_record_key(rkey)
+        if not syntax.is_valid_repo_path(value) == syntax.is_valid_repo_path(value) == rule:
+            wrong.append(value)
+    assert wrong == []
+    assert syntax.is_valid_repo_path("a.b.c/" + "a" * syntax.MAX_RECORD_KEY_LENGTH)
+    assert not syntax.is_valid_repo_path("a.b.c/" + "a" * (syntax.MAX_RECORD_KEY_LENGTH + 1))

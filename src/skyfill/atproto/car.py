@@ -54,7 +54,20 @@ def _cid_length(data: bytes, pos: int) -> int:
     return p + digest_len - pos
 
 
+# The header of nearly every CAR: its length (58), then `{"roots": [root], "version": 1}`
+# with one DAG-CBOR sha-256 CID as root (tag 42 of 37 bytes: 0x00, then the CID's 36).
+_BEFORE_ROOT = b"\x3a\xa2eroots\x81\xd8\x2aX\x25\x00"
+_ROOT_AT = len(_BEFORE_ROOT)
+_USUAL_HEAD = _BEFORE_ROOT + DAG_CBOR_SHA256_PREFIX
+_USUAL_TAIL = b"\x67version\x01"
+_ROOT_END = _ROOT_AT + 36
+_USUAL_END = _ROOT_END + len(_USUAL_TAIL)
+
+
 def _read_header(data: bytes) -> tuple[list[bytes], int]:
+    # (bytes slices compare faster than startswith with an offset, which parses arguments)
+    if data[: _ROOT_AT + 4] == _USUAL_HEAD and data[_ROOT_END:_USUAL_END] == _USUAL_TAIL:
+        return [data[_ROOT_AT:_ROOT_END]], _USUAL_END  # what the decoder below would read
     header_len, pos = _varint(data, 0)
     end = pos + header_len
     if header_len == 0 or end > len(data):

@@ -104,7 +104,7 @@ def read_commit(
         )
     if signing_key is not None:
         _verify_commit(block, commit.get("sig"), did, signing_key)
-    return Commit(did=did, rev=rev, cid=cid_to_str(root), data=data)
+    return Commit(did, rev, cid_to_str(root), data)
 
 
 def _verify_commit(block: bytes, sig: object, did: str, signing_key: str) -> None:

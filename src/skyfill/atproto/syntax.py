@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
+from functools import lru_cache
 
 from skyfill.atproto.exceptions import InvalidDid
 
@@ -71,12 +72,17 @@ _DATETIME = re.compile(
 
 def validate_did(value: str) -> str:
     """`value` if it is DID syntax (any method), else raise InvalidDid."""
-    if len(value) > MAX_DID_LENGTH or _DID.fullmatch(value) is None:
+    if not is_valid_did(value):
         raise InvalidDid(f"not a valid DID: {value[:80]!r}")
     return value
 
 
 def is_valid_did(value: str) -> bool:
+    # Every firehose event names a DID, nearly always a did:plc: ASCII letters and digits
+    # after `did:plc:` are a subset of the rule, checked by C string methods in a fifth of
+    # the regex's time.
+    if value.startswith("did:plc:") and value.isascii() and value[8:].isalnum():
+        return len(value) <= MAX_DID_LENGTH
     return len(value) <= MAX_DID_LENGTH and _DID.fullmatch(value) is not None
 
 
@@ -142,8 +148,17 @@ def validate_repo_path(value: str) -> str:
 
 
 def is_valid_repo_path(value: str) -> bool:
+    # Once per op of every commit event: collections are few, so their answers are cached
+    # (a bounded cache: the values are untrusted); record keys of ASCII letters and digits
+    # only (TIDs, `self`: a subset of the rule) skip the regex.
     collection, _, rkey = value.partition("/")
-    return is_valid_nsid(collection) and RECORD_KEY.fullmatch(rkey) is not None
+    return _is_valid_collection(collection) and (
+        (rkey.isalnum() and rkey.isascii() and len(rkey) <= MAX_RECORD_KEY_LENGTH)
+        or RECORD_KEY.fullmatch(rkey) is not None
+    )
+
+
+_is_valid_collection = lru_cache(maxsize=1024)(is_valid_nsid)
 
 
 def validate_at_uri(value: str) -> str:

@@ -8,8 +8,11 @@ import random
 from dataclasses import replace
 
 import cbrrr
+import libipld
 import pytest
 
+from skyfill.atproto import slots
+from skyfill.atproto.stream import frames
 from skyfill.atproto.stream.frames import (
     AccountFrame,
     CommitFrame,
@@ -17,6 +20,7 @@ from skyfill.atproto.stream.frames import (
     FrameError,
     IdentityFrame,
     InfoFrame,
+    RepoOp,
     SyncFrame,
     UnknownFrame,
     decode_frame,
@@ -233,3 +237,107 @@ def test_a_replaced_field_changes_the_decoded_frame() -> None:
     assert isinstance(frame, CommitFrame)
     changed = replace(frame, seq=99, since="3laaaaaaaaaaa")
     assert decode_frame(encode_frame(changed)) == changed != frame
+
+
+# --- the fast path of #commit ----------------------------------------------------------------
+
+
+def strict_commit(body: dict) -> CommitFrame | FrameError:
+    """The strict reader's answer (`decode_frame` without its fast path)."""
+    seq = body.get("seq")
+    try:
+        return frames._commit(frames._Fields(body, seq if type(seq) is int else None))
+    except FrameError as error:
+        return error
+
+
+def usual_bodies() -> list[dict]:
+    raw_cid = cbrrr.CID(bytes([1, 0x71, 0x12, 0x20]) + bytes(range(32)))
+    variants = [
+        {},
+        {"since": "3laaaaaaaaaaa", "prevData": raw_cid},
+        {"tooBig": True, "rebase": True},
+        {"tooBig": None, "rebase": None, "blobs": None},
+        {"repo": "did:web:example.com"},
+        {"ops": []},
+        {
+            "ops": [
+                {"action": "update", "path": "a.b.c/x", "cid": CID, "prev": raw_cid},
+                {"action": "delete", "path": "a.b.c/y", "cid": None, "prev": raw_cid},
+                {"action": "delete", "path": "a.b.c/z"},
+            ]
+        },
+    ]
+    return [commit_body() | variant for variant in variants]
+
+
+def body_of(data: bytes) -> dict:
+    return libipld.decode_dag_cbor_multi(data)[1]
+
+
+@pytest.mark.parametrize("body", usual_bodies())
+def test_the_fast_path_reads_a_commit_as_the_strict_reader(body: dict) -> None:
+    decoded = body_of(message(COMMIT, body))
+    fast = frames._usual_commit(decoded)
+    assert fast is not None
+    assert fast == strict_commit(decoded) == decode_frame(message(COMMIT, body))
+
+
+@pytest.mark.parametrize(("name", "value"), BAD_VALUES)
+def test_the_fast_path_leaves_every_bad_value_to_the_strict_reader(
+    name: str, value: object
+) -> None:
+    assert frames._usual_commit(body_of(message(COMMIT, commit_body() | {name: value}))) is None
+
+
+VALUES = [
+    None, True, False, 0, 1, -1, 2**64 - 1, "", "x", "create", "update", "delete", "a.b.c/x",
+    DID, "3laaaaaaaaaaa", b"", b"car", CID, cbrrr.CID(bytes([1, 0x55, 0x12, 0x20]) + bytes(32)),
+    [], {}, [{}], [{"action": "create", "path": "a.b.c/x", "cid": CID}],
+]  # fmt: skip
+
+
+def test_the_fast_path_accepts_only_what_the_strict_reader_accepts() -> None:
+    """Commit bodies with fields and op fields replaced, dropped or added at random: the
+    fast path either declines (None) or returns the strict reader's frame."""
+    rng = random.Random(16)
+    names = [*commit_body(), "prevData", "x"]
+    op_names = ["action", "path", "cid", "prev", "x"]
+    accepted = 0
+    for _ in range(3000):
+        body = rng.choice(usual_bodies())
+        for _ in range(rng.randint(1, 3)):
+            ops = body.get("ops")
+            if rng.random() < 0.5 and type(ops) is list and ops and type(ops[0]) is dict:
+                ops = [dict(op) for op in ops]
+                op = rng.choice(ops)
+                name = rng.choice(op_names)
+                if rng.random() < 0.2:
+                    op.pop(name, None)
+                else:
+                    op[name] = rng.choice(VALUES)
+                body = body | {"ops": ops}
+            elif rng.random() < 0.2:
+                body = {k: v for k, v in body.items() if k != rng.choice(names)}
+            else:
+                body = body | {rng.choice(names): rng.choice(VALUES)}
+        decoded = body_of(message(COMMIT, body))
+        fast = frames._usual_commit(decoded)
+        if fast is not None:
+            accepted += 1
+            assert fast == strict_commit(decoded), body
+    assert accepted > 100
+
+
+def test_slot_setters_must_name_every_field() -> None:
+    with pytest.raises(TypeError):
+        slots.setters(RepoOp, "action", "path", "cid")
+    with pytest.raises(TypeError):
+        slots.setters(RepoOp, "action", "path", "cid", "prev", "other")
+    set_action, set_path, set_cid, set_prev = slots.setters(RepoOp, "action", "path", "cid", "prev")
+    op = slots.new(RepoOp)
+    for setter, value in [(set_action, "delete"), (set_path, "a.b.c/x"), (set_cid, None)]:
+        setter(op, value)
+    set_prev(op, CID.cid_bytes)
+    assert op == RepoOp("delete", "a.b.c/x", None, CID.cid_bytes)
+    assert hash(op) == hash(RepoOp("delete", "a.b.c/x", None, CID.cid_bytes))

@@ -18,13 +18,15 @@ fails like any other whose slice is incomplete.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
+from skyfill.atproto import slots
 from skyfill.atproto.car import read_car
-from skyfill.atproto.cid import block_matches_cid, cid_to_str
+from skyfill.atproto.cid import SHA2_256, cid_to_str
 from skyfill.atproto.exceptions import InvalidRepo, RepoFault
 from skyfill.atproto.mst_edit import invert_ops
 from skyfill.atproto.record import MAX_RECORD_BYTES, decode_record, record_too_large
@@ -128,8 +130,15 @@ def _read_slice(car_bytes: bytes) -> tuple[bytes, BlockGetter]:
     blocks (a missing one raises `missing_block`)."""
     car = read_car(car_bytes)
     blocks = car.blocks
+    sha256 = hashlib.sha256
     for cid, block in blocks.items():
-        if not block_matches_cid(cid, block):
+        # cid.block_matches_cid, inline
+        if (
+            len(cid) != 36
+            or cid[2] != SHA2_256
+            or cid[3] != 0x20
+            or sha256(block).digest() != cid[4:]
+        ):
             raise InvalidRepo(
                 f"block does not match its CID {_cid_text(cid)}", RepoFault.CID_MISMATCH
             )
@@ -198,14 +207,19 @@ def _decode_put(
             raise record_too_large(collection, rkey)
         return None
     text, created_at = decode_record(block, collection, rkey)
-    return CommitPut(
-        action="create" if op.action == "create" else "update",
-        collection=collection,
-        rkey=rkey,
-        cid=cid_to_str(op.cid),
-        record=text,
-        created_at=created_at,
-    )
+    put = slots.new(CommitPut)  # CommitPut(action, ...), without its per-field __setattr__
+    _set_action(put, "create" if op.action == "create" else "update")
+    _set_collection(put, collection)
+    _set_rkey(put, rkey)
+    _set_cid(put, cid_to_str(op.cid))
+    _set_record(put, text)
+    _set_created_at(put, created_at)
+    return put
+
+
+_set_action, _set_collection, _set_rkey, _set_cid, _set_record, _set_created_at = slots.setters(
+    CommitPut, "action", "collection", "rkey", "cid", "record", "created_at"
+)
 
 
 def _check_proof(frame: CommitFrame, data: bytes, get_block: BlockGetter) -> Proof:
