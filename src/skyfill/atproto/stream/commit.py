@@ -26,7 +26,7 @@ from typing import Literal
 
 from skyfill.atproto import slots
 from skyfill.atproto.car import read_car
-from skyfill.atproto.cid import SHA2_256, cid_to_str
+from skyfill.atproto.cid import SHA2_256, block_matches_cid, cid_to_str
 from skyfill.atproto.exceptions import InvalidRepo, RepoFault
 from skyfill.atproto.mst_edit import invert_ops
 from skyfill.atproto.record import MAX_RECORD_BYTES, decode_record, record_too_large
