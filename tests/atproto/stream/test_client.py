@@ -17,8 +17,9 @@ import pytest
 
 from skyfill.atproto.stream.client import stream_url, subscribe
 from skyfill.atproto.stream.commit import verify_commit
+from skyfill.atproto.stream.encode import encode_frame
 from skyfill.atproto.stream.exceptions import StreamClosed, StreamUnavailable
-from skyfill.atproto.stream.frames import CommitFrame, ErrorFrame, decode_frame, encode_frame
+from skyfill.atproto.stream.frames import CommitFrame, ErrorFrame, decode_frame
 from skyfill.net.exceptions import PrivateNetworkRefused
 from skyfill.net.http import HttpSettings, make_session
 from tests.atproto.stream.builder import RepoWriter, post

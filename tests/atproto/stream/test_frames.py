@@ -13,6 +13,7 @@ import pytest
 
 from skyfill.atproto import slots
 from skyfill.atproto.stream import frames
+from skyfill.atproto.stream.encode import encode_frame
 from skyfill.atproto.stream.frames import (
     AccountFrame,
     CommitFrame,
@@ -24,7 +25,6 @@ from skyfill.atproto.stream.frames import (
     SyncFrame,
     UnknownFrame,
     decode_frame,
-    encode_frame,
 )
 from tests.atproto.stream.builder import RepoWriter, post
 
