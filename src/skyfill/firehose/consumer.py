@@ -42,7 +42,7 @@ from skyfill.atproto.stream.frames import (
 from skyfill.firehose.apply import Applier, Snapshot
 from skyfill.firehose.book import RepoBook
 from skyfill.firehose.decoding import Decoded, Decoder, InlineDecoder, Precheck
-from skyfill.firehose.errors import StreamStopped
+from skyfill.firehose.errors import StreamStopped, gap_line, refusal_line
 from skyfill.firehose.resync import Resyncer
 from skyfill.firehose.state import StreamState
 from skyfill.firehose.stats import StreamCounters
@@ -355,7 +355,7 @@ class Consumer:
                 self._advance(frame.seq, None)
             return
         if isinstance(frame, ErrorFrame):
-            raise StreamStopped(_refusal_line(frame, self._url, self._read_cursor))
+            raise StreamStopped(refusal_line(frame, self._url, self._read_cursor))
         if isinstance(frame, InfoFrame):
             self._info(frame)
             return
@@ -367,7 +367,7 @@ class Consumer:
         if self._outdated:
             self._outdated = False
             log.warning(
-                _gap_line(self._url, counters.cursor, frame.seq, frame.time),
+                gap_line(self._url, counters.cursor, frame.seq, frame.time),
                 extra={"event": "cursor_outdated"},
             )
         self._changes.extend(await self.applier.apply(frame, pre))
@@ -476,22 +476,3 @@ def _retrieved(task: asyncio.Task) -> None:
     """Mark a look-up's failure as seen (the applier, if it asks, gets it again)."""
     if not task.cancelled():
         task.exception()
-
-
-def _refusal_line(frame: ErrorFrame, url: str, cursor: int | None) -> str:
-    if frame.error == "FutureCursor":
-        return (
-            f"{url} says cursor {cursor} is in its future ({frame.message or 'FutureCursor'}): "
-            "the host's sequence was reset or this is another host; start again with "
-            "--reset-cursor and --since or --cursor"
-        )
-    return f"{url} refused the stream: {frame.error}: {frame.message or ''}".rstrip(": ")
-
-
-def _gap_line(url: str, cursor: int | None, first: int, when: str) -> str:
-    return (
-        f"{url} no longer keeps the events after seq {cursor or 0}: it starts at seq {first} "
-        f"({when}); events from seq {(cursor or 0) + 1} to {first - 1} are missing. Close the gap "
-        f"with a snapshot of the repos (skyfill run --from-host {url} --sink <the same sink>) "
-        "while this stream goes on"
-    )
