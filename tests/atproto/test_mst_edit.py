@@ -181,6 +181,42 @@ def test_untouched_subtrees_are_not_loaded() -> None:
     assert len(set(reads)) == len(reads)
 
 
+def test_nodes_edited_several_times_keep_every_edit() -> None:
+    """Edits that go through the same nodes (neighbouring keys) before one `root()`: each
+    shows in the encoding, whether a node is encoded again from its block (subtree CIDs
+    replaced), from its entries as read, or afresh; undone edits give the old root back."""
+    items = {f"app.bsky.feed.post/{i:05d}".encode(): value(i) for i in range(2000)}
+    blocks: dict[bytes, bytes] = {}
+    root = build(items, blocks)
+    keys = sorted(items)
+    rnd = random.Random(7)
+    for trial in range(40):
+        tree = PartialMST(root, getter(blocks))
+        expected = dict(items)
+        start = rnd.randrange(len(keys) - 30)
+        for key in rnd.sample(keys[start : start + 30], 8):
+            action = rnd.randrange(4)
+            if action == 0:
+                tree.put(key, value(-trial))
+                expected[key] = value(-trial)
+            elif action == 1:
+                tree.delete(key)
+                del expected[key]
+            elif action == 2:
+                tree.put(key + b"x", value(5))
+                expected[key + b"x"] = value(5)
+            else:  # changed, then changed back
+                tree.put(key, value(-1))
+                tree.put(key, items[key])
+        assert tree.root() == build(expected, {})
+    tree = PartialMST(root, getter(blocks))
+    tree.delete(keys[10])
+    tree.put(keys[10], items[keys[10]])
+    tree.put(keys[11] + b"x", value(1))
+    tree.delete(keys[11] + b"x")
+    assert tree.root() == root
+
+
 # --- inverting -----------------------------------------------------------------------------
 
 PATH = "app.bsky.feed.post/3kaaaaaaaaaa2"

@@ -29,11 +29,19 @@ BlockGetter = Callable[[bytes], bytes]
 
 def key_layer(key: bytes) -> int:
     """The MST layer of a key: leading zero bits of its sha-256, counted in pairs."""
-    digest = hashlib.sha256(key).digest()
-    head = int.from_bytes(digest[:8])
-    if head:
-        return (64 - head.bit_length()) // 2
+    return digest_layer(hashlib.sha256(key).digest())
+
+
+def digest_layer(digest: bytes) -> int:
+    """The MST layer of a key whose sha-256 is `digest`."""
+    first = digest[0]
+    if first:  # layers 0 to 3: all but one key in about 65 000
+        return _BYTE_LAYER[first]
     return (256 - int.from_bytes(digest).bit_length()) // 2
+
+
+# The layer of a digest by its first byte when that byte is not zero: (8 - bit_length) // 2.
+_BYTE_LAYER = bytes((8 - n.bit_length()) // 2 for n in range(256))
 
 
 def _decode_node(get_block: BlockGetter, cid: bytes) -> dict:
@@ -177,7 +185,9 @@ def _build_node(items: list[tuple[bytes, bytes, int]], layer: int, blocks: dict)
 def common_prefix(a: bytes, b: bytes) -> int:
     """How many leading bytes `a` and `b` share (an MST entry stores its key after them)."""
     n = min(len(a), len(b))
-    i = 0
-    while i < n and a[i] == b[i]:
-        i += 1
-    return i
+    a, b = a[:n], b[:n]
+    if a == b:
+        return n
+    # the first differing byte is the highest one set in a XOR b, read as big-endian ints
+    differ = int.from_bytes(a) ^ int.from_bytes(b)
+    return n - (differ.bit_length() + 7) // 8

@@ -7,10 +7,14 @@ absent), undoes the ops in reverse order, and returns the resulting root CID: it
 the event's `prevData`, the root before the commit.
 
 `PartialMST` loads nodes lazily through a block getter, so a subtree that is never touched
-stays a CID and never needs to be in the slice. Changed nodes are re-encoded exactly as
-`mst.build` encodes them, so an edited tree's root is byte-identical to a tree built from
-scratch over the same keys (the MST is canonical: a key sits at layer `key_layer(key)`,
-keys are prefix-compressed within a node, an empty subtree is null, an empty top is trimmed).
+stays a CID and never needs to be in the slice. A node is read once: checked against its
+CID, decoded and checked (`mst_node.decode_node`), and kept in place of the CID it replaces,
+however many ops pass through it. An edit only marks the nodes it changes (their CID is
+dropped); `root()` encodes each changed node once, bottom up, after all the edits. Changed
+nodes are re-encoded exactly as `mst.build` encodes them (`mst_node.encode_node`), so an
+edited tree's root is byte-identical to a tree built from scratch over the same keys (the
+MST is canonical: a key sits at layer `key_layer(key)`, keys are prefix-compressed within a
+node, an empty subtree is null, an empty top is trimmed).
 
 Which nodes does the inversion read? For every op key, the path from the root down to the
 key (or to where it would be: a proof of its absence). For a create, whose undoing removes
@@ -23,16 +27,15 @@ were not in the old one, so that a simulated host can send `diff ∪ proof` as a
 
 from __future__ import annotations
 
-import bisect
+from bisect import bisect_left
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
-
-import cbrrr
+from typing import Protocol, cast
 
 from skyfill.atproto.cid import block_matches_cid, cid_for_block
 from skyfill.atproto.exceptions import InvalidRepo, RepoFault
-from skyfill.atproto.mst import common_prefix, key_layer
+from skyfill.atproto.mst import key_layer
+from skyfill.atproto.mst_node import Decoded, decode_node, encode_node
 
 BlockGetter = Callable[[bytes], bytes]
 MALFORMED = RepoFault.MST_MALFORMED
@@ -52,27 +55,20 @@ class RepoOpLike(Protocol):
 
 
 @dataclass(slots=True)
-class _Entry:
-    key: bytes
-    value: cbrrr.CID
-    right: _Child
-
-
-@dataclass(slots=True)
 class _Node:
     layer: int
-    left: _Child
-    entries: list[_Entry]
+    keys: list[bytes]
+    values: list[bytes]
+    subs: list[_Child]
+    """len(keys) + 1 subtrees: subs[i] holds the keys between keys[i - 1] and keys[i]."""
     cid: bytes | None
     """The node's CID while it is as loaded; None once changed (then re-encoded)."""
+    read: tuple[bytes, Decoded] | None = None
+    """The block of a loaded node and what it held, kept apart from the edited lists."""
 
 
 # A subtree: absent, not loaded yet (its CID), or loaded.
 _Child = bytes | _Node | None
-
-
-def _entry_key(entry: _Entry) -> bytes:
-    return entry.key
 
 
 class PartialMST:
@@ -99,12 +95,16 @@ class PartialMST:
         lo: bytes | None = None
         hi: bytes | None = None
         while node is not None and node.layer >= layer:
-            i = bisect.bisect_left(node.entries, key, key=_entry_key)
+            keys = node.keys
+            i = bisect_left(keys, key)
             if node.layer == layer:
-                if i < len(node.entries) and node.entries[i].key == key:
-                    return bytes(node.entries[i].value)
+                if i < len(keys) and keys[i] == key:
+                    return bytes(node.values[i])
                 return None
-            lo, hi = _gap_bounds(node, i, lo, hi)
+            if i:
+                lo = keys[i - 1]
+            if i < len(keys):
+                hi = keys[i]
             node = self._slot(node, i, lo, hi)
         return None
 
@@ -114,9 +114,9 @@ class PartialMST:
         cid = _value_cid(value)
         root = self._root_node()
         if root is None:
-            root = _Node(layer, None, [], None)
+            root = _empty(layer)
         while root.layer < layer:
-            root = _Node(root.layer + 1, root, [], None)
+            root = _Node(root.layer + 1, [], [], [root], None)
         self._root = root
         return self._put(root, key, cid, layer, None, None)
 
@@ -135,8 +135,8 @@ class PartialMST:
         if isinstance(self._root, bytes):
             return self._root
         if self._root is None:
-            return self._store(cbrrr.encode_dag_cbor({"l": None, "e": []}))
-        return self._encode(self._root)
+            return self._store(encode_node([], [], [None]))
+        return bytes(self._encode(self._root))
 
     # --- loading ----------------------------------------------------------------------
 
@@ -149,12 +149,13 @@ class PartialMST:
         return self._root
 
     def _load_root(self, cid: bytes) -> _Node | None:
-        layer, left, entries = self._read(cid)
+        block, read = self._read(cid)
+        layer, _, _, subs, _ = read
         if layer is None:
-            if left is not None:
+            if subs[0] is not None:
                 raise InvalidRepo("MST root has no keys but a subtree", MALFORMED)
             return None
-        return _leaf_check(_Node(layer, left, entries, cid))
+        return _loaded(layer, cid, block, read)
 
     def _load(self, child: _Child, layer: int, lo: bytes | None, hi: bytes | None) -> _Node | None:
         """The node of a subtree one layer below its parent, loaded if it was a CID."""
@@ -162,30 +163,31 @@ class PartialMST:
             return child
         if layer < 0:  # below a leaf node: refused when that node was loaded
             raise InvalidRepo("MST leaf-layer node has a subtree", MALFORMED)
-        found, left, entries = self._read(child)
+        block, read = self._read(child)
+        found, keys, _, subs, _ = read
         if found is None:
-            if left is None:
+            if subs[0] is None:
                 raise InvalidRepo("MST subtree is an empty node", MALFORMED)
         elif found != layer:
             raise InvalidRepo(
                 f"MST node at layer {found} where layer {layer} belongs", RepoFault.MST_KEY_LAYER
             )
-        if entries and (
-            (lo is not None and entries[0].key <= lo) or (hi is not None and entries[-1].key >= hi)
-        ):
+        if keys and ((lo is not None and keys[0] <= lo) or (hi is not None and keys[-1] >= hi)):
             raise InvalidRepo(
                 "MST node holds keys outside its parent's range", RepoFault.MST_KEY_ORDER
             )
-        return _leaf_check(_Node(layer, left, entries, child))
+        return _loaded(layer, child, block, read)
 
     def _slot(self, node: _Node, i: int, lo: bytes | None, hi: bytes | None) -> _Node | None:
         """Load the subtree in gap `i` of `node` (bounded by lo, hi) and keep it there."""
-        child = self._load(_get_slot(node, i), node.layer - 1, lo, hi)
-        _set_slot(node, i, child)
-        return child
+        child = node.subs[i]
+        if not isinstance(child, bytes):  # none, or loaded already
+            return child
+        loaded = node.subs[i] = self._load(child, node.layer - 1, lo, hi)
+        return loaded
 
-    def _read(self, cid: bytes) -> tuple[int | None, _Child, list[_Entry]]:
-        """Fetch and decode a node: (layer of its keys or None if it has none, l, entries)."""
+    def _read(self, cid: bytes) -> tuple[bytes, Decoded]:
+        """Fetch a node, check it against its CID and decode it: the block, what it holds."""
         try:
             block = self._get_block(cid)
         except (InvalidRepo, KeyError, LookupError):
@@ -195,43 +197,34 @@ class PartialMST:
             ) from None
         if not isinstance(block, bytes) or not block_matches_cid(cid, block):
             raise InvalidRepo("MST node does not match its CID", RepoFault.CID_MISMATCH)
-        try:
-            node = cbrrr.decode_dag_cbor(block)
-        except Exception as exc:
-            raise InvalidRepo(f"MST node is not valid DAG-CBOR: {exc}", MALFORMED) from None
-        return _parse_node(node)
+        return block, decode_node(block)
 
     # --- editing ----------------------------------------------------------------------
 
     def _put(
-        self,
-        node: _Node,
-        key: bytes,
-        value: cbrrr.CID,
-        layer: int,
-        lo: bytes | None,
-        hi: bytes | None,
+        self, node: _Node, key: bytes, value: bytes, layer: int, lo: bytes | None, hi: bytes | None
     ) -> bytes | None:
-        i = bisect.bisect_left(node.entries, key, key=_entry_key)
+        keys = node.keys
+        i = bisect_left(keys, key)
         if node.layer == layer:
-            entries = node.entries
-            if i < len(entries) and entries[i].key == key:
-                old = entries[i].value
+            if i < len(keys) and keys[i] == key:
+                old = node.values[i]
                 if old != value:
-                    entries[i].value = value
+                    node.values[i] = value
                     node.cid = None
                 return bytes(old)
             glo, ghi = _gap_bounds(node, i, lo, hi)
             below, above = self._split(self._slot(node, i, glo, ghi), key, glo, ghi)
-            _set_slot(node, i, below)
-            entries.insert(i, _Entry(key, value, above))
+            node.subs[i] = below
+            keys.insert(i, key)
+            node.values.insert(i, value)
+            node.subs.insert(i + 1, above)
             node.cid = None
             return None
         clo, chi = _gap_bounds(node, i, lo, hi)
         child = self._slot(node, i, clo, chi)
         if child is None:
-            child = _Node(node.layer - 1, None, [], None)
-            _set_slot(node, i, child)
+            child = node.subs[i] = _empty(node.layer - 1)
         old = self._put(child, key, value, layer, clo, chi)
         if child.cid is None:
             node.cid = None
@@ -243,32 +236,29 @@ class PartialMST:
         """Cut a subtree into the keys below `key` and those above it (both canonical)."""
         if node is None:
             return None, None
-        i = bisect.bisect_left(node.entries, key, key=_entry_key)
+        keys, values, subs = node.keys, node.values, node.subs
+        i = bisect_left(keys, key)
         glo, ghi = _gap_bounds(node, i, lo, hi)
         below, above = self._split(self._slot(node, i, glo, ghi), key, glo, ghi)
-        low_entries, high_entries = node.entries[:i], node.entries[i:]
-        if low_entries:
-            low = _Node(node.layer, node.left, low_entries, None)
-            low_entries[-1].right = below
-        else:
-            low = _Node(node.layer, below, [], None)
-        high = _Node(node.layer, above, high_entries, None)
+        low = _Node(node.layer, keys[:i], values[:i], [*subs[:i], below], None)
+        high = _Node(node.layer, keys[i:], values[i:], [above, *subs[i + 1 :]], None)
         return _nonempty(low), _nonempty(high)
 
     def _delete(
         self, node: _Node, key: bytes, layer: int, lo: bytes | None, hi: bytes | None
     ) -> bytes | None:
-        i = bisect.bisect_left(node.entries, key, key=_entry_key)
+        keys = node.keys
+        i = bisect_left(keys, key)
         if node.layer == layer:
-            if i == len(node.entries) or node.entries[i].key != key:
+            if i == len(keys) or keys[i] != key:
                 return None
-            removed = node.entries.pop(i)
-            merged = self._merge(
-                _get_slot(node, i), removed.right, node.layer - 1, _gap_bounds(node, i, lo, hi), key
-            )
-            _set_slot(node, i, merged)
+            del keys[i]
+            removed = node.values.pop(i)
+            high = node.subs.pop(i + 1)
+            bounds = _gap_bounds(node, i, lo, hi)
+            node.subs[i] = self._merge(node.subs[i], high, node.layer - 1, bounds, key)
             node.cid = None
-            return bytes(removed.value)
+            return bytes(removed)
         if node.layer < layer:
             return None
         clo, chi = _gap_bounds(node, i, lo, hi)
@@ -278,7 +268,7 @@ class PartialMST:
         removed_value = self._delete(child, key, layer, clo, chi)
         if removed_value is not None:
             node.cid = None
-            _set_slot(node, i, _nonempty(child))
+            node.subs[i] = _nonempty(child)
         return removed_value
 
     def _merge(
@@ -298,53 +288,34 @@ class PartialMST:
         a = self._load(low, layer, bounds[0], middle)
         b = self._load(high, layer, middle, bounds[1])
         assert a is not None and b is not None
-        a_last = a.entries[-1].key if a.entries else bounds[0]
-        b_first = b.entries[0].key if b.entries else bounds[1]
-        inner = self._merge(
-            _get_slot(a, len(a.entries)), b.left, layer - 1, (a_last, b_first), middle
+        a_last = a.keys[-1] if a.keys else bounds[0]
+        b_first = b.keys[0] if b.keys else bounds[1]
+        inner = self._merge(a.subs[-1], b.subs[0], layer - 1, (a_last, b_first), middle)
+        return _Node(
+            layer, a.keys + b.keys, a.values + b.values, [*a.subs[:-1], inner, *b.subs[1:]], None
         )
-        entries = a.entries + b.entries
-        if a.entries:
-            a.entries[-1].right = inner
-            return _Node(layer, a.left, entries, None)
-        return _Node(layer, inner, entries, None)
 
     def _trim_top(self, root: _Node) -> _Node | None:
         """Drop keyless nodes from the top (the canonical root holds the highest keys)."""
         node: _Node | None = root
-        while node is not None and not node.entries:
-            if node.left is None:
+        while node is not None and not node.keys:
+            if node.subs[0] is None:
                 return None
-            node = self._load(node.left, node.layer - 1, None, None)
+            node = self._load(node.subs[0], node.layer - 1, None, None)
         return node
 
     # --- encoding ---------------------------------------------------------------------
 
     def _encode(self, node: _Node) -> bytes:
+        """The node's CID; a changed node (and changed ones below it) encoded and stored."""
         if node.cid is not None:
             return node.cid
-        entries = []
-        previous = b""
-        for entry in node.entries:
-            prefix = common_prefix(previous, entry.key)
-            entries.append(
-                {
-                    "p": prefix,
-                    "k": entry.key[prefix:],
-                    "v": entry.value,
-                    "t": self._link(entry.right),
-                }
-            )
-            previous = entry.key
-        node.cid = self._store(cbrrr.encode_dag_cbor({"l": self._link(node.left), "e": entries}))
+        subs = [
+            child if child is None or isinstance(child, bytes) else self._encode(child)
+            for child in node.subs
+        ]
+        node.cid = self._store(encode_node(node.keys, node.values, subs, node.read))
         return node.cid
-
-    def _link(self, child: _Child) -> cbrrr.CID | None:
-        if child is None:
-            return None
-        if isinstance(child, bytes):
-            return cbrrr.CID(child)
-        return cbrrr.CID(self._encode(child))
 
     def _store(self, block: bytes) -> bytes:
         cid = cid_for_block(block)
@@ -352,79 +323,36 @@ class PartialMST:
         return cid
 
 
-def _get_slot(node: _Node, i: int) -> _Child:
-    return node.left if i == 0 else node.entries[i - 1].right
-
-
-def _set_slot(node: _Node, i: int, child: _Child) -> None:
-    if i == 0:
-        node.left = child
-    else:
-        node.entries[i - 1].right = child
+def _empty(layer: int) -> _Node:
+    return _Node(layer, [], [], [None], None)
 
 
 def _gap_bounds(
     node: _Node, i: int, lo: bytes | None, hi: bytes | None
 ) -> tuple[bytes | None, bytes | None]:
     """The key range of gap `i` of a node whose own range is (lo, hi)."""
-    entries = node.entries
-    return (entries[i - 1].key if i else lo, entries[i].key if i < len(entries) else hi)
+    keys = node.keys
+    return (keys[i - 1] if i else lo, keys[i] if i < len(keys) else hi)
 
 
-def _leaf_check(node: _Node) -> _Node:
-    """`node` unless it is on the leaf layer and has a subtree."""
-    if node.layer == 0 and (
-        node.left is not None or any(entry.right is not None for entry in node.entries)
-    ):
+def _loaded(layer: int, cid: bytes, block: bytes, read: Decoded) -> _Node:
+    """The node of a block read at `cid`, refused if it is on the leaf layer and has a subtree;
+    its lists are copies, the read ones stay as read (`encode_node` compares them)."""
+    _, keys, values, subs, _ = read
+    if layer == 0 and subs.count(None) != len(subs):
         raise InvalidRepo("MST leaf-layer node has a subtree", MALFORMED)
-    return node
+    return _Node(
+        layer, keys.copy(), values.copy(), cast(list[_Child], subs.copy()), cid, (block, read)
+    )
 
 
 def _nonempty(node: _Node | None) -> _Node | None:
-    if node is None or (not node.entries and node.left is None):
+    if node is None or (not node.keys and node.subs[0] is None):
         return None
     return node
 
 
-def _parse_node(node: object) -> tuple[int | None, _Child, list[_Entry]]:
-    if not isinstance(node, dict) or not isinstance(entries := node.get("e"), list):
-        raise InvalidRepo("MST node lacks its entry list", MALFORMED)
-    left = _link_bytes(node.get("l"))
-    parsed: list[_Entry] = []
-    previous = b""
-    layer: int | None = None
-    for entry in entries:
-        if not isinstance(entry, dict):
-            raise InvalidRepo("MST entry is not a map", MALFORMED)
-        prefix, suffix, value = entry.get("p"), entry.get("k"), entry.get("v")
-        if (
-            type(prefix) is not int
-            or not 0 <= prefix <= len(previous)
-            or not isinstance(suffix, bytes)
-            or not isinstance(value, cbrrr.CID)
-        ):
-            raise InvalidRepo("malformed MST entry", MALFORMED)
-        key = previous[:prefix] + suffix
-        if parsed and key <= previous:
-            raise InvalidRepo(f"MST keys out of order at {key[:80]!r}", RepoFault.MST_KEY_ORDER)
-        if layer is None:
-            layer = key_layer(key)
-        elif key_layer(key) != layer:
-            raise InvalidRepo(f"MST key {key[:80]!r} at the wrong layer", RepoFault.MST_KEY_LAYER)
-        parsed.append(_Entry(key, value, _link_bytes(entry.get("t"))))
-        previous = key
-    return layer, left, parsed
-
-
-def _link_bytes(link: object) -> bytes | None:
-    if link is None:
-        return None
-    if not isinstance(link, cbrrr.CID):
-        raise InvalidRepo("MST subtree pointer is not a CID", MALFORMED)
-    return bytes(link)
-
-
-def _value_cid(value: bytes) -> cbrrr.CID:
+def _value_cid(value: bytes) -> bytes:
     """A record CID as the tree stores it; atproto's are CIDv1 with a sha-256 digest."""
     if (
         not isinstance(value, bytes)
@@ -433,7 +361,7 @@ def _value_cid(value: bytes) -> cbrrr.CID:
         or value[2:4] != b"\x12\x20"
     ):
         raise InvalidRepo("a record CID is not a sha-256 CIDv1", RepoFault.BAD_OPS)
-    return cbrrr.CID(value)
+    return value
 
 
 # --- sync 1.1 ---------------------------------------------------------------------------
@@ -522,7 +450,5 @@ def _node_cids(root: bytes, get_block: BlockGetter, skip: set[bytes]) -> set[byt
         if cid in skip or cid in found:
             continue
         found.add(cid)
-        node = cbrrr.decode_dag_cbor(get_block(cid))
-        _, left, entries = _parse_node(node)
-        stack.extend(c for c in [left, *(e.right for e in entries)] if isinstance(c, bytes))
+        stack.extend(c for c in decode_node(get_block(cid))[3] if c is not None)
     return found
