@@ -80,8 +80,11 @@ class PartialMST:
     Nodes created by edits are kept in `blocks` by `root()`.
     """
 
-    def __init__(self, root: bytes, get_block: BlockGetter) -> None:
+    def __init__(self, root: bytes, get_block: BlockGetter, *, checked: bool = False) -> None:
+        """`checked`: every block `get_block` gives is known to match its CID (a slice
+        the caller has checked whole), so it is not hashed again."""
         self._get_block = get_block
+        self._checked = checked
         self._root: _Child = root
         self._root_loaded = False
         self.blocks: dict[bytes, bytes] = {}
@@ -195,7 +198,7 @@ class PartialMST:
                 f"MST node {cid.hex()[:16]}… needed for the inversion is not in the slice",
                 RepoFault.MISSING_PROOF,
             ) from None
-        if not isinstance(block, bytes) or not block_matches_cid(cid, block):
+        if not isinstance(block, bytes) or not (self._checked or block_matches_cid(cid, block)):
             raise InvalidRepo("MST node does not match its CID", RepoFault.CID_MISMATCH)
         return block, decode_node(block)
 
@@ -367,16 +370,19 @@ def _value_cid(value: bytes) -> bytes:
 # --- sync 1.1 ---------------------------------------------------------------------------
 
 
-def invert_ops(root: bytes, get_block: BlockGetter, ops: Sequence[RepoOpLike]) -> bytes:
+def invert_ops(
+    root: bytes, get_block: BlockGetter, ops: Sequence[RepoOpLike], *, checked: bool = False
+) -> bytes:
     """The MST root before a commit: undo its `ops` on the tree at `root` (the commit's
     `data`) and return the root CID reached, to compare with the event's `prevData`.
 
     Raises InvalidRepo: `bad_ops` when an op does not match the new tree (a create or update
     whose key does not hold its cid, a delete whose key is present, an update or delete
     without `prev`, a path twice, an unknown action), `missing_proof` when a node the
-    inversion needs is not in the slice, or the kind of a malformed node.
+    inversion needs is not in the slice, or the kind of a malformed node. `checked`: the
+    getter's blocks are known to match their CIDs (see PartialMST).
     """
-    tree = PartialMST(root, get_block)
+    tree = PartialMST(root, get_block, checked=checked)
     keys = [_check_op(tree, op) for op in _unique_paths(ops)]
     for op, key in zip(reversed(ops), reversed(keys), strict=True):
         if op.action == "create":

@@ -225,7 +225,7 @@ _set_action, _set_collection, _set_rkey, _set_cid, _set_record, _set_created_at 
 def _check_proof(frame: CommitFrame, data: bytes, get_block: BlockGetter) -> Proof:
     if frame.prev_data is None:
         return "no_prev_data"
-    before = invert_ops(data, get_block, frame.ops)
+    before = invert_ops(data, get_block, frame.ops, checked=True)  # _read_slice hashed them
     if before != frame.prev_data:
         raise InvalidRepo(
             f"inverting the ops gives {_cid_text(before)}, not prevData "
