@@ -103,28 +103,27 @@ def test_kill_9_mid_replay_and_a_restart_end_exact(
     assert status(work, fh_served)["cursor"] == fh_served.head_seq
 
 
-def status_cursor(db: Path) -> int | None:
+def _peek_value(db: Path, query: str) -> int | None:
+    """One value from a SQLite file another process is writing (None: not there yet)."""
     if not db.exists():
         return None
     try:
         with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
-            row = conn.execute("SELECT max(cursor) FROM firehose_cursor").fetchone()
+            row = conn.execute(query).fetchone()
     except sqlite3.Error:
         return None
     return row[0] if row else None
 
 
+def status_cursor(db: Path) -> int | None:
+    return _peek_value(db, "SELECT max(cursor) FROM firehose_cursor")
+
+
 def desynchronized(work: Path) -> int | None:
     """Repos the stream has saved as waiting for a re-fetch (None: no state yet)."""
     found = list(work.glob("streams/*/state.sqlite"))
-    if not found:
-        return None
-    try:
-        with sqlite3.connect(f"file:{found[0]}?mode=ro", uri=True) as conn:
-            row = conn.execute("SELECT count(*) FROM repos WHERE phase != 'active'").fetchone()
-    except sqlite3.Error:
-        return None
-    return row[0]
+    query = "SELECT count(*) FROM repos WHERE phase != 'active'"
+    return _peek_value(found[0], query) if found else None
 
 
 def test_bad_frames_are_skipped_and_bad_commits_repaired_by_a_refetch(
