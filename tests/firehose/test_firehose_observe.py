@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import subprocess
+import http.client
 import threading
 import urllib.request
 from pathlib import Path
@@ -39,7 +40,7 @@ def test_progress_lines_and_metrics_while_it_runs(
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
                     text = r.read().decode()
-            except OSError:
+            except (OSError, http.client.HTTPException):  # the run ended mid-answer
                 continue
             if "skyfill_firehose_received" in text:
                 scraped.append(text)
