@@ -3,10 +3,10 @@ while it runs, `--dids` and `--collections` filters, and the `--background` pres
 
 from __future__ import annotations
 
+import http.client
 import json
 import sqlite3
 import subprocess
-import http.client
 import threading
 import urllib.request
 from pathlib import Path
