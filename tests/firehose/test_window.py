@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from skyfill.firehose.window import Probe, find_head, first_at_or_after
+from skyfill.firehose.window import Probe, find_head, first_at_or_after, head_from
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
 
@@ -41,6 +41,14 @@ def test_find_head_is_the_newest_seq(seqs: list[int]) -> None:
     host = Host(seqs)
     assert asyncio.run(find_head(host.probe)) == (seqs[-1] if seqs else 0)
     assert host.probes <= 4 * (len(seqs) + 1).bit_length() + 8
+
+
+@pytest.mark.parametrize(("seqs", "known"), [([1, 2, 3], 3), ([1, 2, 3], 2), ([5, 9], 5)])
+def test_the_head_from_a_seq_already_read(seqs: list[int], known: int) -> None:
+    host = Host(seqs)
+    assert asyncio.run(head_from(host.probe, known)) == seqs[-1]
+    if known == seqs[-1]:
+        assert host.probes == 1  # at the head already: one FutureCursor says so
 
 
 @pytest.mark.parametrize("target", [1, 2, 57, 500, 999, 1000])

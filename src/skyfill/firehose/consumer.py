@@ -46,7 +46,7 @@ from skyfill.firehose.errors import StreamStopped, gap_line, refusal_line
 from skyfill.firehose.resync import Resyncer
 from skyfill.firehose.state import StreamState
 from skyfill.firehose.stats import StreamCounters
-from skyfill.firehose.window import Opener, find_head
+from skyfill.firehose.window import Opener, find_head, head_from
 from skyfill.ratelimit.memory_gate import MemoryGate
 from skyfill.sinks.changes import Change, ChangeBatch, StreamSink
 
@@ -444,7 +444,7 @@ class Consumer:
             return False
         if not self._reprobed:
             self._reprobed = True
-            self._target = await find_head(self._probe)
+            self._target = await head_from(self._probe, seq)
             self.counters.head = max(self._target, seq)
             if seq < self._target:
                 return False

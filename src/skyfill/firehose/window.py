@@ -107,6 +107,14 @@ async def find_head(probe: Opener) -> int:
     return low
 
 
+async def head_from(probe: Opener, seq: int) -> int:
+    """The head, known to be at `seq` or past it: one probe after `seq` says whether it is
+    `seq` (the host answers FutureCursor at once), else the search of `find_head`."""
+    if (await probe(seq + 1)).future:
+        return seq
+    return await find_head(probe)
+
+
 async def first_at_or_after(probe: Opener, when: datetime, head: int) -> tuple[int, Probe]:
     """The cursor to open at so that the first event is the first at or after `when`, and
     the probe at the host's oldest kept event (its time says whether the window is
