@@ -1,7 +1,8 @@
 """Seeing a running command: `--progress-interval`, `--log-level`, `--metrics-port`.
 
-Options of every command that runs a job (run, resume, retry, demo); like the other
-flags, they can come from `SKYFILL_<FLAG>` variables and, for `run`, the config file.
+Options of every command that runs a job (run, resume, retry, demo) and of `skyfill
+firehose`; like the other flags, they can come from `SKYFILL_<FLAG>` variables and, for
+`run`, the config file.
 """
 
 from __future__ import annotations
@@ -10,16 +11,16 @@ import contextlib
 import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
-from skyfill.engine.model import JobStatus
-from skyfill.engine.observer import JobObserver
 from skyfill.monitor.logs import LEVELS, configure_logging
-from skyfill.monitor.metrics import MetricsServer
-from skyfill.monitor.progress import make_progress
-from skyfill.monitor.sources import JobSource, RedisSource, WorkdirSource
 from skyfill.telemetry.logcontext import bind
+
+if TYPE_CHECKING:
+    from skyfill.engine.observer import JobObserver
+    from skyfill.monitor.sources import JobSource
 
 log = logging.getLogger("skyfill.cli")
 
@@ -79,6 +80,11 @@ def observing(
 ) -> Iterator[JobObserver]:
     """Logging, the metrics server and the progress display for one run of `job_id`
     (its state in <workdir>, or in Redis at `state_url`)."""
+    # imported here: the options above serve `skyfill firehose` too, which runs no job
+    from skyfill.monitor.metrics import MetricsServer
+    from skyfill.monitor.progress import make_progress
+    from skyfill.monitor.sources import RedisSource, WorkdirSource
+
     configure_logging(log_level)
     bind(job_id=job_id)
     source: JobSource = RedisSource(state_url) if state_url else WorkdirSource(workdir)
@@ -93,6 +99,8 @@ def observing(
 
 
 def _log_end(source: JobSource, job_id: str) -> None:
+    from skyfill.engine.model import JobStatus
+
     with contextlib.suppress(Exception), source.open(job_id) as store:
         job = store.job()
         if job is not None:
