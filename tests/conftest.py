@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 from hypothesis import settings
 
+from tests import cliserver
 from tests.helpers import Server, start_simnet
-from tests.pgserver import PostgresServer, PostgresUnavailable, start_postgres
+from tests.pgserver import PostgresServer, PostgresUnavailable, memory_dir, start_postgres
 
 _databases = itertools.count()
 
@@ -25,6 +26,14 @@ _databases = itertools.count()
 settings.register_profile("ci", max_examples=60, deadline=None, derandomize=True, database=None)
 settings.register_profile("long", max_examples=20_000, deadline=None, database=None)
 settings.load_profile(os.environ.get("SKYFILL_HYPOTHESIS_PROFILE", "ci"))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _cli_server() -> Iterator[None]:
+    """The server `run_cli` forks commands from (tests/cliserver.py), started on first use,
+    stopped by its PID when the session ends."""
+    yield
+    cliserver.stop()
 
 
 @pytest.fixture(scope="session")
@@ -104,9 +113,10 @@ def _tail(workdir: Path) -> str:
 def postgres() -> Iterator[PostgresServer]:
     """A PostgreSQL server of the tests' own (initdb in a temporary directory, a free
     loopback port), stopped by its PID at the end. Fails, never skips, when PostgreSQL is
-    not installed (`make system-deps` installs it)."""
+    not installed (`make system-deps` installs it). Its files are in memory when there is
+    room (tests/pgserver.py `memory_dir`): nothing is kept, fsync is off anyway."""
     try:
-        server = start_postgres()
+        server = start_postgres(parent=memory_dir())
     except PostgresUnavailable as exc:
         pytest.fail(str(exc), pytrace=False)
     yield server

@@ -3,14 +3,25 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import subprocess
 import time
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import SKYFILL, Server, job_dir, repos, run_args, run_cli, start_simnet
+from tests.helpers import (
+    CliProcess,
+    Server,
+    job_dir,
+    repos,
+    run_args,
+    run_cli,
+    start_cli,
+    start_simnet,
+)
 
 
 @pytest.fixture
@@ -31,9 +42,9 @@ def _run_args(net: Server, workdir: Path, *flags: str) -> list[str]:
     return run_args(net, workdir, "job", *flags)
 
 
-def _start(net: Server, workdir: Path, *flags: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [*SKYFILL, *_run_args(net, workdir, *flags)],
+def _start(net: Server, workdir: Path, *flags: str) -> CliProcess:
+    return start_cli(
+        *_run_args(net, workdir, *flags),
         text=True,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -56,8 +67,18 @@ def _wait_for(predicate, timeout: float = 30) -> None:
 
 
 def _busy(workdir: Path) -> bool:
+    """20 DIDs done, read from the job's state store (`status --json` then says it too)."""
     db = job_dir(workdir, "job") / "state.sqlite"
-    return db.exists() and _status(workdir).get("done", 0) >= 20
+    if not db.exists():
+        return False
+    try:
+        with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=0.2)) as conn:
+            (done,) = conn.execute(
+                "SELECT count(*) FROM items WHERE status != 'pending'"
+            ).fetchone()
+    except sqlite3.Error:  # the schema may not be there yet
+        return False
+    return done >= 20
 
 
 @pytest.mark.parametrize("action", ["cancel", "pause"])
@@ -77,6 +98,7 @@ def test_stop_within_seconds_then_resume(slow: Server, tmp_path: Path, action: s
     _wait_for(lambda: _busy(tmp_path))
     live = _status(tmp_path)
     assert live["live"] is True and live["status"] == "running" and live["pending"] > 0
+    assert live["done"] >= 20
 
     started = time.monotonic()
     stopped = run_cli(action, "job", "--workdir", str(tmp_path))

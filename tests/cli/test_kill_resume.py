@@ -14,13 +14,14 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import (
-    SKYFILL,
+    CliProcess,
     Server,
     all_records,
     job_dir,
     repos,
     run_args,
     run_cli,
+    start_cli,
     start_simnet,
 )
 
@@ -43,6 +44,15 @@ def _args(network: Server, workdir: Path, job_id: str) -> list[str]:
     return run_args(network, workdir, job_id, "--batch-size", "10", "--concurrency", "4")
 
 
+@pytest.fixture(scope="module")
+def reference(network: Server, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The workdir of one uninterrupted run of job `job` (the tests compare with it)."""
+    workdir = tmp_path_factory.mktemp("reference")
+    result = run_cli(*_args(network, workdir, "job"))
+    assert result.returncode == 0, result.stderr
+    return workdir
+
+
 def _request_counts(network: Server) -> dict[str, int]:
     url = network.ready["pds"][0] + "/_simnet/requests"
     with urllib.request.urlopen(url) as response:
@@ -54,7 +64,7 @@ def _finished_items(db: Path) -> set[str]:
         return {k for (k,) in conn.execute("SELECT key FROM items WHERE status != 'pending'")}
 
 
-def _kill_when(process: subprocess.Popen, db: Path, min_done: int, timeout: float = 60) -> None:
+def _kill_when(process: CliProcess, db: Path, min_done: int, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -77,14 +87,11 @@ def _comparable(rows: list[dict]) -> list[tuple]:
 
 @pytest.mark.parametrize("min_done", [1, 150])
 def test_resume_after_sigkill_equals_uninterrupted_run(
-    network: Server, tmp_path: Path, min_done: int
+    network: Server, reference: Path, tmp_path: Path, min_done: int
 ) -> None:
-    reference = run_cli(*_args(network, tmp_path / "ref", "job"))
-    assert reference.returncode == 0, reference.stderr
-
     workdir = tmp_path / "killed"
-    process = subprocess.Popen(
-        [*SKYFILL, *_args(network, workdir, "job")],
+    process = start_cli(
+        *_args(network, workdir, "job"),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
@@ -103,10 +110,8 @@ def test_resume_after_sigkill_equals_uninterrupted_run(
     requests_after = _request_counts(network)
     refetched = [d for d in done_before if requests_after.get(d, 0) != requests_before.get(d, 0)]
     assert refetched == []
-    assert _comparable(all_records(workdir, "job")) == _comparable(
-        all_records(tmp_path / "ref", "job")
-    )
-    killed_repos, ref_repos = repos(workdir, "job"), repos(tmp_path / "ref", "job")
+    assert _comparable(all_records(workdir, "job")) == _comparable(all_records(reference, "job"))
+    killed_repos, ref_repos = repos(workdir, "job"), repos(reference, "job")
     assert sorted(killed_repos) == sorted(ref_repos)
     for did, row in ref_repos.items():
         assert (killed_repos[did]["status"], killed_repos[did]["rev"]) == (
@@ -115,22 +120,22 @@ def test_resume_after_sigkill_equals_uninterrupted_run(
         )
 
 
-def test_resume_of_a_completed_job_changes_nothing(network: Server, tmp_path: Path) -> None:
-    assert run_cli(*_args(network, tmp_path, "job")).returncode == 0
-    before = all_records(tmp_path, "job")
+def test_resume_of_a_completed_job_changes_nothing(network: Server, reference: Path) -> None:
+    # the module's uninterrupted job: the tests that compare with it see it unchanged
+    before = all_records(reference, "job")
     requests = _request_counts(network)
-    resumed = run_cli("resume", "job", "--workdir", str(tmp_path), "--progress", "none")
+    resumed = run_cli("resume", "job", "--workdir", str(reference), "--progress", "none")
     assert resumed.returncode == 0, resumed.stderr
     assert _request_counts(network) == requests
-    assert all_records(tmp_path, "job") == before
+    assert all_records(reference, "job") == before
 
 
 def test_ctrl_c_stops_cleanly_and_resume_finishes(network: Server, tmp_path: Path) -> None:
     import os
 
     workdir = tmp_path / "interrupted"
-    process = subprocess.Popen(
-        [*SKYFILL, *_args(network, workdir, "job")],
+    process = start_cli(
+        *_args(network, workdir, "job"),
         text=True,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,

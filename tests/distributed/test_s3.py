@@ -17,7 +17,7 @@ import pytest
 import s3fs
 
 from skyfill.engine.state.redis import RedisStateStore
-from tests.distributed.test_workers import start_workers, submit, wait_all, wait_until
+from tests.distributed.test_workers import pds_rate, start_workers, submit, wait_all, wait_until
 from tests.helpers import RedisServer, Server, free_port, truth_records
 
 BUCKET = "skyfill-test"
@@ -75,7 +75,7 @@ def test_workdir_on_s3_with_a_worker_killed(
     for name, value in s3.items():
         monkeypatch.setenv(name, value)  # inherited by the skyfill processes
     url = f"s3://{BUCKET}/runs"
-    submit(network, redis_server, url, "ons3", "--batch-size", "8", "--rate-limit", "15/1s")
+    submit(network, redis_server, url, "ons3", "--batch-size", "8", *pds_rate(network, "15/1s"))
     store = RedisStateStore.from_url(redis_server.url, "ons3")
     workers = start_workers(redis_server, "ons3", 3)
     wait_until(

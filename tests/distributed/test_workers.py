@@ -15,15 +15,17 @@ import pytest
 from skyfill.engine.layout import JobLayout
 from skyfill.engine.state.redis import RedisStateStore
 from tests.helpers import (
-    SKYFILL,
+    CliProcess,
     RedisServer,
     Server,
     all_records,
     assert_one_line_error,
+    host_key,
     records_by_did,
     repos,
     run_cli,
     run_job,
+    start_cli,
     start_simnet,
     truth_records,
     wait_until,
@@ -52,24 +54,27 @@ def submit(net: Server, redis: RedisServer, workdir: Path | str, job_id: str, *f
     return done.stdout
 
 
-def start_workers(redis: RedisServer, job_id: str, count: int, *flags: str) -> list:
+def pds_rate(net: Server, rate: str) -> list[str]:
+    """`--hosts` flags holding every PDS host of `net` (not its PLC) to `rate`: a job that
+    lasts long enough to act on while it runs, without waiting on the PLC as well."""
+    return [flag for url in net.ready["pds"] for flag in ("--hosts", f"{host_key(url)}={rate}")]
+
+
+def start_workers(redis: RedisServer, job_id: str, count: int, *flags: str) -> list[CliProcess]:
     return [
-        subprocess.Popen(
-            [
-                *SKYFILL,
-                "worker",
-                "--state",
-                redis.url,
-                "--job",
-                job_id,
-                "--worker-id",
-                f"w{i}",
-                "--progress",
-                "none",
-                "--visibility-timeout",
-                "3",
-                *flags,
-            ],
+        start_cli(
+            "worker",
+            "--state",
+            redis.url,
+            "--job",
+            job_id,
+            "--worker-id",
+            f"w{i}",
+            "--progress",
+            "none",
+            "--visibility-timeout",
+            "3",
+            *flags,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -101,8 +106,8 @@ def test_four_workers_one_killed_mid_batch_equals_one_machine(
     network: Server, redis_server: RedisServer, tmp_path: Path
 ) -> None:
     shared = tmp_path / "shared"
-    # 12 requests/s per host shared by all workers: the job lasts long enough to kill one
-    submit(network, redis_server, shared, "dist", "--batch-size", "8", "--rate-limit", "12/1s")
+    # 12 requests/s per PDS host shared by all workers: the job lasts long enough to kill one
+    submit(network, redis_server, shared, "dist", "--batch-size", "8", *pds_rate(network, "12/1s"))
     store = RedisStateStore.from_url(redis_server.url, "dist")
     workers = start_workers(redis_server, "dist", 4)
 
@@ -114,9 +119,8 @@ def test_four_workers_one_killed_mid_batch_equals_one_machine(
             return None
         return next((w for w in store.workers() if running_tasks(w)), None)
 
-    wait_until(lambda: victim_mid_batch() is not None, what="a worker holding a batch")
-    victim = victim_mid_batch()
-    assert victim is not None
+    # killed the moment it is seen holding a batch: it has no time to finish it
+    victim = wait_until(victim_mid_batch, what="a worker holding a batch")
     killed = workers[int(victim["worker_id"][1:])]
     killed.send_signal(signal.SIGKILL)
     killed.wait(timeout=10)  # dead before we look: it can finish nothing from here on
@@ -161,7 +165,9 @@ def test_redis_restart_with_aof_mid_job(
     network: Server, redis_server: RedisServer, tmp_path: Path
 ) -> None:
     shared = tmp_path / "shared"
-    submit(network, redis_server, shared, "restart", "--batch-size", "8", "--rate-limit", "12/1s")
+    submit(
+        network, redis_server, shared, "restart", "--batch-size", "8", *pds_rate(network, "12/1s")
+    )
     store = RedisStateStore.from_url(redis_server.url, "restart")
     workers = start_workers(redis_server, "restart", 2)
     wait_until(lambda: store.status_counts().get("ok", 0) >= 15, what="15 DIDs done")

@@ -21,13 +21,13 @@ import pytest
 
 from tests import sqltables
 from tests.helpers import (
-    SKYFILL,
     Server,
     all_records,
     job_dir,
     records_by_did,
     repos,
     run_cli,
+    start_cli,
     truth_records,
 )
 
@@ -262,8 +262,8 @@ def test_resume_after_sigkill_gives_the_uninterrupted_result(
         *_run_args(refpds, dids_file, tmp_path, job_id),
         "--allow-private-network", "--batch-size", "2", "--concurrency", "2",
     ]  # fmt: skip
-    process = subprocess.Popen(
-        [*SKYFILL, *args],
+    process = start_cli(
+        *args,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,  # its own process group: the kill takes its decoders too

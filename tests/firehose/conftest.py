@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.conftest import _start_network
-from tests.firehose.live import LIVE_OPTIONS
+from tests.firehose.live import LIVE_OPTIONS, LiveRun, follow_live
 from tests.firehose.recording import (
     Recording,
     RecordingError,
@@ -20,7 +20,6 @@ from tests.firehose.recording import (
     cached_recording,
     serve,
 )
-from tests.helpers import Server
 
 SPEC = RecordingSpec()
 """60 accounts, 2000 commit events (~2150 frames), 4 handle changes, 3 deactivate/activate
@@ -69,15 +68,16 @@ def fh_served(fh_recording: Recording, serve_recording: ServeRecording) -> Serve
     return serve_recording(fh_recording)
 
 
-@pytest.fixture
-def live_refpds(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+@pytest.fixture(scope="package")
+def live_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveRun]:
     """A reference PDS network of its own, writing live (about 20 writes/s on 6 accounts,
-    one PDS, for at most 120 s). `ready["pds"][0]` is the host; end the writes and read
-    the truth with `tests.firehose.live.stop_writes_and_get_truth(server)`."""
+    one PDS, for at most 120 s), followed while it writes by every consumer the tests
+    check (`tests.firehose.live.follow_live`), then stopped writing: its truth. One
+    network for all of them: a network writes live only until its truth is taken."""
     started = time.monotonic()
     server = _start_network(tmp_path_factory, LIVE_OPTIONS)
     server.ready["_start_s"] = round(time.monotonic() - started, 2)
     try:
-        yield server
+        yield follow_live(server, tmp_path_factory.mktemp("live"))
     finally:
         server.stop()

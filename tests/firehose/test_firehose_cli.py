@@ -27,7 +27,7 @@ from tests.firehose.crafted import (
 )
 from tests.firehose.recording import Recording, ServedRecording, read_frames, start_logged
 from tests.firehose.truth import compare_sqlite
-from tests.helpers import SKYFILL, assert_one_line_error, run_cli, wait_until
+from tests.helpers import assert_one_line_error, run_cli, start_cli, wait_until
 
 
 def firehose_args(served: ServedRecording, workdir: Path, db: Path, *flags: str) -> list[str]:
@@ -84,7 +84,7 @@ def test_kill_9_mid_replay_and_a_restart_end_exact(
     db, work = tmp_path / "fh.db", tmp_path / "work"
     args = firehose_args(fh_served, work, db, "--since", "all", "--until-live")
     slow = [*args, "--batch-size", "40", "--batch-delay", "0.05"]
-    process = subprocess.Popen([*SKYFILL, *slow], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    process = start_cli(*slow, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         wait_until(
             lambda: (status_cursor(db) or 0) > fh_served.head_seq // 4, timeout=60, what="a cursor"
@@ -203,8 +203,8 @@ def test_a_dropped_connection_is_reconnected_from_the_cursor(
     served = serve_recording(fh_recording)
     db, work = tmp_path / "fh.db", tmp_path / "work"
     args = firehose_args(served, work, db, "--since", "all", "--batch-size", "50")
-    follower = subprocess.Popen(
-        [*SKYFILL, *args, "--batch-delay", "0.05"], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    follower = start_cli(
+        *args, "--batch-delay", "0.05", stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
     try:
         wait_until(lambda: (status_cursor(db) or 0) > 200, timeout=60, what="a first cursor")

@@ -14,7 +14,7 @@ from pathlib import Path
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.firehose.recording import ServedRecording
-from tests.helpers import SKYFILL, free_port, json_lines, run_cli
+from tests.helpers import free_port, json_lines, run_cli, start_cli
 
 
 def base(served: ServedRecording, workdir: Path, sink: str) -> list[str]:
@@ -29,7 +29,7 @@ def test_progress_lines_and_metrics_while_it_runs(
 ) -> None:
     port = free_port()
     command = [
-        *SKYFILL, *base(fh_served, tmp_path / "w", f"sqlite:///{tmp_path / 'x.db'}"),
+        *base(fh_served, tmp_path / "w", f"sqlite:///{tmp_path / 'x.db'}"),
         "--until-live", "--progress", "log", "--progress-interval", "0.2",
         "--metrics-port", str(port), "--batch-size", "100", "--batch-delay", "0.05",
     ]  # fmt: skip
@@ -45,7 +45,7 @@ def test_progress_lines_and_metrics_while_it_runs(
             if "skyfill_firehose_received" in text:
                 scraped.append(text)
 
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = start_cli(*command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     scraper = threading.Thread(target=scrape, daemon=True)
     scraper.start()
     try:

@@ -39,7 +39,7 @@ from tests.firehose.crafted import (
     unknown_type_frame,
 )
 from tests.firehose.fold import fold_messages
-from tests.firehose.live import stop_writes_and_get_truth
+from tests.firehose.live import LiveRun
 from tests.firehose.recording import Recording, ServedRecording, read_frames
 from tests.firehose.truth import (
     Inactive,
@@ -50,7 +50,7 @@ from tests.firehose.truth import (
     load_sqlite,
 )
 from tests.firehose.wsclient import read_stream
-from tests.helpers import Server, get_json
+from tests.helpers import get_json
 
 DID_A, DID_B, DID_C, DID_D = (f"did:plc:{c * 24}" for c in "abcd")
 CID_1 = "bafyreigbtj4x7ip5legnfznufuopl4sg4knzc2cof6duas4b3q2fy6swua"
@@ -314,14 +314,13 @@ def test_compare_postgres(pg_url: str) -> None:
 
 
 @pytest.mark.refpds
-def test_live_network_truth_is_what_its_stream_says(live_refpds: Server, tmp_path: Path) -> None:
-    first = live_refpds.ready["truth_data"]
-    pds = live_refpds.ready["pds"][0].replace("http://", "ws://")
-    stream = f"{pds}/xrpc/com.atproto.sync.subscribeRepos"
-    read_stream(stream, cursor=0, limit=150, idle=5)  # live writes have begun
-    truth = stop_writes_and_get_truth(live_refpds)
+def test_live_network_truth_is_what_its_stream_says(live_run: LiveRun, tmp_path: Path) -> None:
+    assert live_run.seen_live == 150  # live writes had begun before the truth was taken
+    truth = live_run.truth
     assert truth["_writes"] > 0
-    assert truth["repos"] != first["repos"]
+    assert truth["repos"] != live_run.first["repos"]
+    pds = live_run.server.ready["pds"][0].replace("http://", "ws://")
+    stream = f"{pds}/xrpc/com.atproto.sync.subscribeRepos"
     db = tmp_path / "live.db"
     fold_messages(read_stream(stream, cursor=0, idle=2), db)
     assert compare_sqlite(db, truth) == []

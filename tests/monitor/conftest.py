@@ -12,7 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import SKYFILL, Server, free_port, json_lines, run_args, run_cli
+from tests.helpers import (
+    CliProcess,
+    Server,
+    free_port,
+    json_lines,
+    run_args,
+    run_cli,
+    start_cli,
+)
 
 SLOW_FLAGS = ("--rate-limit", "10/1s")
 """Every host (the PLC directory too) at 10 requests/s: the 63 DIDs take ~6 s."""
@@ -42,16 +50,16 @@ def scrape(url: str) -> str | None:
         return None
 
 
-def start_job(net: Server, workdir: Path, job_id: str, *flags: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [*SKYFILL, *run_args(net, workdir, job_id, *flags)],
+def start_job(net: Server, workdir: Path, job_id: str, *flags: str) -> CliProcess:
+    return start_cli(
+        *run_args(net, workdir, job_id, *flags),
         text=True,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
 
 
-def monitor_while_stopped(process: subprocess.Popen[str], workdir: Path) -> dict:
+def monitor_while_stopped(process: CliProcess, workdir: Path) -> dict:
     """`skyfill monitor --once --json` with the job held still (SIGSTOP, by its PID): the
     frame is of a running job however long the command takes to start on a busy machine.
     (A pause shorter than the job's HTTP timeouts: the job resumes as if nothing happened.)"""
