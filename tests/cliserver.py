@@ -55,9 +55,14 @@ MAX_MESSAGE = 1 << 20
 def _serve(path: str) -> None:
     """Accept, fork, answer with the PID, then with the status once the child's pidfd says
     it ended. Single-threaded: no thread of ours runs when it forks."""
-    # what every command imports, once
-    import skyfill.__main__
-    import skyfill.cli.main  # noqa: F401
+    # what the commands import, once (the CLI loads a command's module when it runs)
+    import importlib
+
+    import skyfill.__main__  # noqa: F401
+    from skyfill.cli.main import COMMANDS
+
+    for target in COMMANDS.values():
+        importlib.import_module(target.partition(":")[0])
 
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(path)
