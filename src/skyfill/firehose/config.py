@@ -196,8 +196,8 @@ class FirehoseConfig:
         """Decode workers: as given, else one per CPU when there are two or more."""
         if self.decode_workers is not None:
             return self.decode_workers
-        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-        return 0 if (cpus or 1) < 2 else min(cpus or 1, MAX_DEFAULT_WORKERS)
+        cpus = os.cpu_count() or 1  # as the backfill's decode processes count them
+        return 0 if cpus < 2 else min(cpus, MAX_DEFAULT_WORKERS)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
