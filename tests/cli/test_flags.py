@@ -58,6 +58,8 @@ SAMPLES: dict[str, tuple[str, str, Any]] = {
     "backoff_max": ("30", "30", 30.0),
     "sample_interval": ("0", "0", 0.0),
     "allow_private_network": ("true", "true", True),
+    "follow": ("true", "true", True),
+    "follow_host": ("https://relay.example", "https://relay.example", "https://relay.example"),
 }
 
 

@@ -236,6 +236,23 @@ class BackfillConfig:
             "networks); refused otherwise."
         ),
     )
+    follow: bool = field(
+        default=False,
+        metadata=flag(
+            help="Keep the output current after the backfill: the host's event stream is "
+            "recorded from its head before the first snapshot is fetched, applied after "
+            "the job (events at or below a snapshot's rev dropped) and then followed "
+            "(skyfill run only; see --follow-host).",
+        ),
+    )
+    follow_host: str | None = field(
+        default=None,
+        metadata=flag(
+            metavar="URL",
+            help="The PDS or relay whose stream --follow follows (implies --follow; "
+            "default: the one --from-host).",
+        ),
+    )
     retry_base_seconds: float = 1.0
     """First backoff between tries; doubles each time, with jitter."""
     inline_decode_bytes: int = 256 * 1024
@@ -258,6 +275,7 @@ class BackfillConfig:
         for host in self.from_hosts:
             if not host.startswith(("http://", "https://")):
                 raise UsageError(f"from-host must be an http(s) URL, not {host!r}")
+        self._check_follow()
         if self.collection is not None and not is_valid_nsid(self.collection):
             raise UsageError(f"collection: not an NSID: {self.collection!r}")
         parse_rate(self.rate_limit)
@@ -271,6 +289,25 @@ class BackfillConfig:
         object.__setattr__(self, "from_hosts", list(dict.fromkeys(self.from_hosts)))
         object.__setattr__(self, "collections", parse_collections(self.collections))
         object.__setattr__(self, "sink", parse_sink_url(self.sink).url)
+
+    def _check_follow(self) -> None:
+        if self.follow_host is None:
+            return
+        if not self.follow_host.startswith(("http://", "https://")):
+            raise UsageError(f"follow-host must be an http(s) URL, not {self.follow_host!r}")
+        object.__setattr__(self, "follow", True)  # naming a stream to follow is following
+
+    @property
+    def stream_host(self) -> str | None:
+        """The host whose stream `--follow` follows (None without --follow)."""
+        if not self.follow:
+            return None
+        if self.follow_host is None and len(self.from_hosts) != 1:
+            raise UsageError(
+                "--follow follows one stream: name it with --follow-host URL (a relay, or "
+                "the PDS) unless the job lists exactly one --from-host"
+            )
+        return self.follow_host or self.from_hosts[0]
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

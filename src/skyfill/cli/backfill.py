@@ -14,6 +14,7 @@ from skyfill.backfill.config import BackfillConfig
 from skyfill.backfill.handler import BackfillHandler
 from skyfill.cli import session
 from skyfill.cli.dataclass_options import dataclass_options, from_options
+from skyfill.cli.follow import follow_after, follow_options, recording_while
 from skyfill.cli.observe import observe_options, observing
 from skyfill.cli.options import config_option, progress_option, with_env_vars, workdir_option
 from skyfill.cli.plan import describe_plan
@@ -52,6 +53,7 @@ def build_handler(options: dict[str, Any], job_id: str) -> BackfillHandler:
 @backfill_options
 @progress_option
 @observe_options
+@follow_options
 def run(
     workdir: Path,
     progress: str,
@@ -59,28 +61,46 @@ def run(
     log_level: str,
     metrics_port: int,
     metrics_host: str,
+    until_live: bool,
+    duration: float | None,
     **options: Any,
 ) -> None:
-    """Backfill every DID of a file into <workdir>/jobs/<job_id>/output/."""
+    """Backfill every DID of a file into <workdir>/jobs/<job_id>/output/ (with --follow:
+    then keep it current from the host's event stream)."""
     job_id = options["job_id"] or session.new_job_id()
     session.check_job_id(job_id)
     options["previous"] = previous_root(workdir, options.get("previous"))
     handler = build_handler(options, job_id)
+    if (until_live or duration is not None) and not handler.config.follow:
+        raise UsageError("--until-live and --duration go with --follow")
     layout = JobLayout(workdir.resolve(), job_id)
     started = time.monotonic()
     click.echo(f"job {job_id} in {layout.root}", err=True)
-    with observing(
-        layout.workdir,
-        job_id,
-        progress=progress,
-        progress_interval=progress_interval,
-        log_level=log_level,
-        metrics_port=metrics_port,
-        metrics_host=metrics_host,
-        command="run",
-    ) as shown:
+    with (
+        observing(
+            layout.workdir,
+            job_id,
+            progress=progress,
+            progress_interval=progress_interval,
+            log_level=log_level,
+            metrics_port=metrics_port,
+            metrics_host=metrics_host,
+            command="run",
+        ) as shown,
+        recording_while(layout, handler.config if handler.config.follow else None),
+    ):
         job = session.submit_and_run(handler, layout, shown)
     click.echo(summarize(layout, job, started))
+    if handler.config.follow:
+        follow_after(
+            layout,
+            job,
+            handler.config,
+            until_live=until_live,
+            duration=duration,
+            progress=progress,
+            sink_password=split_password(options["sink"])[1],
+        )
 
 
 @click.command()

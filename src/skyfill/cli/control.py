@@ -9,8 +9,10 @@ from typing import Any
 import click
 import orjson
 
+from skyfill.backfill.config import BackfillConfig
 from skyfill.cli import session
 from skyfill.cli.distributed import state_option
+from skyfill.cli.follow import follow_after, follow_options, recording_while
 from skyfill.cli.observe import observe_options, observing
 from skyfill.cli.options import progress_option, workdir_option
 from skyfill.cli.status import job_status, render_status
@@ -36,10 +38,18 @@ def _layout(workdir: Path, job_id: str) -> JobLayout:
 @state_option(required=False)
 @progress_option
 @observe_options
+@follow_options
 def resume(
-    job_id: str, workdir: Path, state_url: str | None, progress: str, **observe: Any
+    job_id: str,
+    workdir: Path,
+    state_url: str | None,
+    progress: str,
+    until_live: bool,
+    duration: float | None,
+    **observe: Any,
 ) -> None:
-    """Continue a stopped, paused, cancelled or crashed job where it stopped.
+    """Continue a stopped, paused, cancelled or crashed job where it stopped (a job
+    run with --follow: its snapshots, then its stream).
 
     With --state (distributed mode): put its unfinished batches back in the queue and work
     on it as one more worker."""
@@ -55,9 +65,34 @@ def resume(
             click.echo(summarize(layout, job, started, store))
         return
     layout = _layout(workdir, job_id)
-    with observing(layout.workdir, job_id, progress=progress, command="resume", **observe) as shown:
+    config = _follow_config(layout)
+    with (
+        observing(layout.workdir, job_id, progress=progress, command="resume", **observe) as shown,
+        recording_while(layout, config if _unfinished(layout) else None),
+    ):
         job = session.resume(layout, shown)
     click.echo(summarize(layout, job, started))
+    if config is not None:
+        follow_after(
+            layout, job, config, until_live=until_live, duration=duration, progress=progress
+        )
+    elif until_live or duration is not None:
+        raise UsageError(f"job {job_id} does not follow a stream: --until-live/--duration")
+
+
+def _follow_config(layout: JobLayout) -> BackfillConfig | None:
+    """The config of a backfill job that follows its stream (None for any other)."""
+    with session.open_store(layout) as store:
+        job = store.job()
+    if job is None or job.config.get("follow") is not True:
+        return None
+    return BackfillConfig.from_dict(job.config)
+
+
+def _unfinished(layout: JobLayout) -> bool:
+    with session.open_store(layout) as store:
+        job = store.job()
+    return job is None or job.status is not JobStatus.COMPLETED
 
 
 @click.command()

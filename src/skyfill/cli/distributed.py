@@ -57,6 +57,8 @@ def submit(workdir: Path | str, state_url: str, **options: Any) -> None:
             raise UsageError("--previous needs a --workdir that is a directory, not a URL")
         options["previous"] = previous_root(workdir, options["previous"])
     handler = build_handler(options, job_id)  # a sink password stays out of Redis
+    if handler.config.follow:
+        raise UsageError("--follow runs with `skyfill run` on one machine, not in distributed mode")
     location = workdir if isinstance(workdir, str) else str(workdir.resolve())
     job = session.submit_distributed(handler, location, job_id, state_url)
     click.echo(

@@ -22,7 +22,7 @@ import gc
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 import aiohttp
@@ -100,8 +100,10 @@ class Consumer:
         make_resyncer: Callable[..., Resyncer],
         stats: Callable[[], dict] = dict,
         decoder: Decoder | None = None,
+        subscribe: Callable[..., AsyncIterator[bytes]] = subscribe,
     ) -> None:
         self._url = url
+        self._subscribe = subscribe
         self._source = source
         self._session = session
         self._allow_private = allow_private_network
@@ -185,7 +187,7 @@ class Consumer:
         backoff = 0.5
         while True:
             try:
-                async for message in subscribe(
+                async for message in self._subscribe(
                     self._url,
                     self._read_cursor,
                     session=self._session,

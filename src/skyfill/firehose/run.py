@@ -9,7 +9,7 @@ import fcntl
 import logging
 import signal
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -99,23 +99,46 @@ def run_stream(
     progress: str = "auto",
     progress_interval: float = 10.0,
     metrics_port: int = 0,
+    hooks: StreamHooks | None = None,
 ) -> dict[str, Any]:
     """Run the stream until stopped; returns the summary's facts."""
     where = StreamDir.of(workdir, config.stream_id)
     with _locked(where.lock):
-        return asyncio.run(_run(config, where, progress, progress_interval, metrics_port))
+        return asyncio.run(
+            _run(config, where, progress, progress_interval, metrics_port, hooks or StreamHooks())
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class StreamHooks:
+    """How a stream that is part of something larger (`run --follow`) differs from a
+    plain `skyfill firehose`: where its messages come from, and what its state holds
+    before it starts."""
+
+    subscribe: Callable[..., AsyncIterator[bytes]] = subscribe
+    """Opens the stream at a cursor (`client.subscribe`'s signature)."""
+    prepare: Callable[[StreamState, str], None] | None = None
+    """Called with the state and the source's key before the start is chosen."""
+    sink_password: str | None = None
 
 
 async def _run(
-    config: FirehoseConfig, where: StreamDir, progress: str, interval: float, metrics_port: int
+    config: FirehoseConfig,
+    where: StreamDir,
+    progress: str,
+    interval: float,
+    metrics_port: int,
+    hooks: StreamHooks,
 ) -> dict[str, Any]:
     keep_did = _did_filter(config.dids_file)
     state = StreamState(where.state)
-    sink = open_stream_sink(config.sink, stream_id=config.stream_id)
+    sink = open_stream_sink(config.sink, stream_id=config.stream_id, password=hooks.sink_password)
     try:
         await asyncio.to_thread(sink.check)
         _write_manifest(where, config, sink.target)
         source = source_key(config.from_host)
+        if hooks.prepare is not None:
+            hooks.prepare(state, source)
         counters = StreamCounters()
         memory = MemoryGate(config.max_memory)
         held = (config.max_memory or HELD_BYTES_DEFAULT * 4) // 4
@@ -182,6 +205,7 @@ async def _run(
                 ),
                 stats=facts,
                 decoder=_decoder(config),
+                subscribe=hooks.subscribe,
             )
             if metrics_port:
                 serve_metrics(facts, config.stream_id, metrics_port)
