@@ -61,16 +61,19 @@ def start_cli(
     stderr: int | None = None,
     text: bool = False,
     start_new_session: bool = False,
+    env: dict[str, str] | None = None,
 ) -> CliProcess:
     """Start `skyfill ARGS` without waiting for it, in a process of its own that the test
     may signal (by its PID, or its group with `start_new_session`). Forked from the tests'
     server like `run_cli`; SKYFILL_TEST_CLI=exec starts `python -m skyfill`."""
+    environment = {**os.environ, **(env or {})}
     if cliserver.enabled():
         return cliserver.server().start(
-            list(args), {**os.environ}, None, stdout, stderr, text, start_new_session
+            list(args), environment, None, stdout, stderr, text, start_new_session
         )
     return subprocess.Popen(
         [*SKYFILL, *args],
+        env=environment,
         stdout=stdout,
         stderr=stderr,
         text=text,

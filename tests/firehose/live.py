@@ -15,6 +15,7 @@ import sqlite3
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -88,6 +89,37 @@ def follower_args(net: Server, workdir: Path, db: Path, *flags: str) -> list[str
     ]  # fmt: skip
 
 
+def run_follow_args(net: Server, workdir: Path, sink: str, job_id: str, *flags: str) -> list[str]:
+    """`skyfill run --follow` of the network's (one) PDS into `sink`."""
+    return [
+        "run",
+        "--from-host", net.ready["pds"][0],
+        "--follow",
+        "--sink", sink,
+        "--workdir", str(workdir),
+        "--job-id", job_id,
+        "--plc-url", net.ready["plc"],
+        "--allow-private-network",
+        "--progress", "none",
+        *flags,
+    ]  # fmt: skip
+
+
+def resume_args(workdir: Path, job_id: str) -> list[str]:
+    return ["resume", job_id, "--workdir", str(workdir), "--progress", "none"]
+
+
+def stream_cursor(workdir: Path, stream_id: str) -> int:
+    """A stream's cursor in its own state (0 before its first batch)."""
+    state = workdir / "streams" / stream_id / "state.sqlite"
+    try:
+        with sqlite3.connect(f"file:{state}?mode=ro", uri=True) as conn:
+            row = conn.execute("SELECT max(seq) FROM cursor").fetchone()
+    except sqlite3.Error:
+        return 0
+    return int(row[0] or 0)
+
+
 def saved_cursor(db: Path) -> int:
     """The follower's saved cursor (0 before its first batch)."""
     try:
@@ -143,7 +175,12 @@ def follow_live(server: Server, root: Path) -> LiveRun:
     """While the network writes: `following` follows it from the start and is stopped by
     SIGTERM after 40 applied live events; `killed` (batches of 20) is SIGKILLed after 30,
     started again with the same command (it resumes from its saved cursor) and stopped by
-    SIGTERM 20 events later; a plain reader sees 150 messages. Then SIGUSR2: the truth."""
+    SIGTERM 20 events later; a plain reader sees 150 messages. Beside them, two backfill
+    jobs that follow (`skyfill run --follow`): `job` is stopped by SIGTERM once its stream
+    has applied 20 events; `job_killed` is SIGKILLed inside its backfill (after its first
+    task, batches of 2 DIDs), resumed (`skyfill resume`), and stopped by SIGTERM once its
+    stream has applied 10 events. Then SIGUSR2: the truth. The job followers' `command`
+    is their `skyfill resume`."""
     first = server.ready["truth_data"]
     following = Follower([], root / "following.db")
     following.command = follower_args(server, root / "w1", following.db, "--since", "all")
@@ -151,6 +188,27 @@ def follow_live(server: Server, root: Path) -> LiveRun:
     killed.command = follower_args(
         server, root / "w2", killed.db, "--since", "all", "--batch-size", "20"
     )
+    job, job_killed = Follower([], root / "job.db"), Follower([], root / "job_killed.db")
+    job_parquet = Follower([], root / "w5")  # its `db`: the workdir (a Parquet job)
+    job_dirs = {"job": root / "w3", "job_killed": root / "w4", "job_parquet": root / "w5"}
+    three = follow(run_follow_args(server, job_dirs["job"], f"sqlite:///{job.db}", "job"))
+    five = follow(run_follow_args(server, job_dirs["job_parquet"], "parquet", "job_parquet"))
+    four = start_cli(
+        *run_follow_args(
+            server,
+            job_dirs["job_killed"],
+            f"sqlite:///{job_killed.db}",
+            "job_killed",
+            "--batch-size",
+            "2",
+        ),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env={"SKYFILL_FAILPOINT": "task_marked_done"},
+    )
+    job.command = resume_args(job_dirs["job"], "job")
+    job_killed.command = resume_args(job_dirs["job_killed"], "job_killed")
+    job_parquet.command = resume_args(job_dirs["job_parquet"], "job_parquet")
     one, two = follow(following.command), follow(killed.command)
     try:
         start = wait_until(
@@ -170,12 +228,41 @@ def follow_live(server: Server, root: Path) -> LiveRun:
         )
         killed.stderr = stop(two, signal.SIGTERM)
         killed.returncode = two.returncode
+        job_killed.cursors["exit"] = four.wait(timeout=60)  # SIGKILLed by its failpoint
+        four = follow(job_killed.command)
+        _followed(job, three, lambda: saved_cursor(job.db), applied=20)
+        _followed(job_killed, four, lambda: saved_cursor(job_killed.db), applied=10)
+        _followed(
+            job_parquet,
+            five,
+            lambda: stream_cursor(job_parquet.db, "follow-job_parquet"),
+            applied=10,
+        )
         stream = server.ready["pds"][0].replace("http://", "ws://")
         stream += "/xrpc/com.atproto.sync.subscribeRepos"
         seen = len(read_stream(stream, cursor=0, limit=150, idle=5))
     finally:
-        for process in (one, two):
+        for process in (one, two, three, four, five):
             if process.poll() is None:
                 stop(process, signal.SIGKILL)
     truth = stop_writes_and_get_truth(server)
-    return LiveRun(server, first, truth, {"following": following, "killed": killed}, seen)
+    followers = {
+        "following": following,
+        "killed": killed,
+        "job": job,
+        "job_killed": job_killed,
+        "job_parquet": job_parquet,
+    }
+    return LiveRun(server, first, truth, followers, seen)
+
+
+def _followed(
+    follower: Follower, process: CliProcess, cursor: Callable[[], int], applied: int
+) -> None:
+    """Wait for a following job's stream to save a cursor `applied` seqs past its first
+    one, then SIGTERM it."""
+    first = wait_until(cursor, timeout=90, what="the job's first stream batch")
+    follower.cursors["first"] = first
+    wait_until(lambda: cursor() >= first + applied, timeout=60, what="followed events")
+    follower.stderr = stop(process, signal.SIGTERM)
+    follower.returncode = process.returncode

@@ -9,10 +9,14 @@ taken, and starting one takes longer than either test."""
 
 from __future__ import annotations
 
+import json
+import signal
+from pathlib import Path
+
 import pytest
 
 from tests.firehose.live import LiveRun
-from tests.firehose.truth import Inactive, compare_sqlite
+from tests.firehose.truth import Inactive, compare_parquet, compare_sqlite
 from tests.helpers import run_cli
 
 pytestmark = pytest.mark.refpds
@@ -34,3 +38,50 @@ def test_killed_follower_restarted_ends_equal_to_the_truth(live_run: LiveRun) ->
     done = run_cli(*follower.command, "--until-live")
     assert done.returncode == 0, done.stderr
     assert compare_sqlite(follower.db, live_run.truth, Inactive.NONE) == []
+
+
+def test_backfill_then_follow_ends_equal_to_the_truth(live_run: LiveRun) -> None:
+    """`skyfill run --follow`: snapshots fetched while the network writes, the stream
+    recorded from before the first of them, applied after them, then followed."""
+    job = live_run.followers["job"]
+    assert job.returncode == 0, job.stderr  # SIGTERM while following
+    done = run_cli(*job.command, "--until-live")
+    assert done.returncode == 0, done.stderr
+    assert "follow follow-job live" in done.stdout
+    assert compare_sqlite(job.db, live_run.truth, Inactive.NONE) == []
+    shown = run_cli("status", "job", "--workdir", str(job.command[3]), "--json")
+    follow = json.loads(shown.stdout)["follow"]
+    assert follow["phase"] == "following"
+    every = len(live_run.truth["repos"])
+    assert follow["repos"] == {"pending": 0, "active": every, "desynchronized": 0}
+    assert follow["stream"]["cursor"] >= job.cursors["first"]
+
+
+def test_backfill_and_follow_killed_in_its_backfill_ends_equal_to_the_truth(
+    live_run: LiveRun,
+) -> None:
+    job = live_run.followers["job_killed"]
+    assert job.cursors["exit"] == -signal.SIGKILL  # its failpoint, after its first task
+    assert job.returncode == 0, job.stderr  # the resumed one, by SIGTERM while following
+    done = run_cli(*job.command, "--until-live")
+    assert done.returncode == 0, done.stderr
+    assert compare_sqlite(job.db, live_run.truth, Inactive.NONE) == []
+
+
+def test_backfill_then_follow_into_parquet_compacts_to_the_truth(
+    live_run: LiveRun, tmp_path: Path
+) -> None:
+    """A Parquet job's stream is an event log beside its output; compacted over the
+    job's output (its snapshot), it is the network's state."""
+    job = live_run.followers["job_parquet"]
+    assert job.returncode == 0, job.stderr
+    done = run_cli(*job.command, "--until-live")
+    assert done.returncode == 0, done.stderr
+    root = job.db / "jobs" / "job_parquet"
+    current = tmp_path / "current"
+    compact = run_cli(
+        "firehose", "compact", str(root / "follow" / "log"), str(current),
+        "--snapshot", str(root / "output"),
+    )  # fmt: skip
+    assert compact.returncode == 0, compact.stderr
+    assert compare_parquet(current / "records", live_run.truth, inactive=Inactive.NONE) == []

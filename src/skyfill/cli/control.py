@@ -22,6 +22,7 @@ from skyfill.engine.layout import JobLayout
 from skyfill.engine.lifecycle import STOPPING, stop_unattended
 from skyfill.engine.model import JobStatus
 from skyfill.errors import UsageError
+from skyfill.firehose.follow import follow_status, render_follow_status
 from skyfill.firehose.status import render_stream_status, stream_ids, stream_status
 
 STOP_WAIT_SECONDS = 15.0
@@ -126,13 +127,19 @@ def status(job_id: str | None, workdir: Path, state_url: str | None, as_json: bo
         )
         return
     session.check_job_id(job_id)
-    with session.open_job(job_id, workdir, state_url) as (_, store):
+    with session.open_job(job_id, workdir, state_url) as (layout, store):
         facts = job_status(store)
-    click.echo(
-        orjson.dumps(facts, option=orjson.OPT_INDENT_2).decode()
-        if as_json
-        else render_status(facts)
-    )
+    follow = None
+    if state_url is None:
+        follow = follow_status(layout.root, layout.workdir, facts["items"], facts["done"])
+    if follow is not None:
+        facts["follow"] = follow
+    if as_json:
+        click.echo(orjson.dumps(facts, option=orjson.OPT_INDENT_2).decode())
+        return
+    click.echo(render_status(facts))
+    if follow is not None:
+        click.echo(render_follow_status(follow))
 
 
 def _stop(job_id: str, workdir: Path, state_url: str | None, action: str) -> None:

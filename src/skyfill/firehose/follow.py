@@ -7,7 +7,7 @@
    a job killed and resumed continues the recording after its last whole event.
 3. When the job is done (its snapshots are in the sink), `follow_job` runs the stream
    `follow-<job id>` into the same sink (SQL: the same tables; Parquet: an event log in
-   the job's `follow/events/`, compacted over the job's output by `skyfill firehose
+   the job's `follow/log/`, compacted over the job's output by `skyfill firehose
    compact`). Its state starts from the job's outcomes: each fetched repo at the rev of
    its snapshot, so that every event at or below it is dropped; a repo whose fetch
    failed is desynchronized, i.e. fetched again by the stream. It reads the recording
@@ -37,6 +37,7 @@ from skyfill.firehose.config import FirehoseConfig
 from skyfill.firehose.run import StreamHooks, run_stream
 from skyfill.firehose.spill import SpillWriter, drop_spill_through, read_spill
 from skyfill.firehose.state import RepoFacts, StreamState
+from skyfill.firehose.status import render_stream_status, stream_status
 from skyfill.firehose.window import find_head, probe_with
 from skyfill.net.http import HttpSettings, make_session
 
@@ -270,7 +271,7 @@ def stream_config(
     """The job's stream: its sink, identity, verification and filters."""
     sink = config.sink
     if "://" not in sink:  # the job writes Parquet: the stream an event log beside it
-        sink = str(follow_root(job_root) / "events")
+        sink = str(follow_root(job_root) / "log")
     return FirehoseConfig(
         from_host=target.host,
         sink=sink,
@@ -309,3 +310,48 @@ def follow_job(
     )
     stream = stream_config(config, target, job_root, until_live=until_live, duration=duration)
     return run_stream(stream, workdir, progress=progress, hooks=hooks)
+
+
+# -- status -------------------------------------------------------------------------------
+
+
+def follow_status(job_root: Path, workdir: Path, items: int, done: int) -> dict[str, Any] | None:
+    """What `skyfill status JOB` says of a following job's stream (None: it follows none).
+    Repos are `pending` (no snapshot yet), `backfilling` (a snapshot, its events recorded,
+    not applied yet), then as the stream has them: `active` or `desynchronized` (held for
+    a re-fetch)."""
+    target = load_target(job_root)
+    if target is None:
+        return None
+    recorded = sum(path.stat().st_size for path in spill_root(job_root).glob("spill-*.bin"))
+    facts: dict[str, Any] = {
+        "host": target.host,
+        "start": target.start,
+        "stream_id": target.stream_id,
+        "recorded_bytes": recorded,
+        "phase": "recording",
+        "repos": {"pending": items - done, "backfilling": done},
+        "stream": None,
+    }
+    if (workdir / "streams" / target.stream_id / "state.sqlite").exists():
+        stream = stream_status(workdir, target.stream_id)
+        counts = stream["repos"]
+        facts.update(phase="following", stream=stream)
+        facts["repos"] = {
+            "pending": items - done,
+            "active": counts.get("phase:active", 0),
+            "desynchronized": counts.get("phase:desynchronized", 0),
+        }
+    return facts
+
+
+def render_follow_status(facts: dict[str, Any]) -> str:
+    repos = ", ".join(f"{name} {count}" for name, count in facts["repos"].items())
+    lines = [
+        f"  follows {facts['host']} from seq {facts['start']}: {facts['phase']} "
+        f"({facts['recorded_bytes'] / 2**20:.1f} MiB recorded)",
+        f"  repos: {repos}",
+    ]
+    if facts["stream"] is not None:
+        lines.append(render_stream_status(facts["stream"]))
+    return "\n".join(lines)
