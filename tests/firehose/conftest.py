@@ -20,6 +20,7 @@ from tests.firehose.recording import (
     cached_recording,
     serve,
 )
+from tests.pgserver import PostgresServer
 
 SPEC = RecordingSpec()
 """60 accounts, 2000 commit events (~2150 frames), 4 handle changes, 3 deactivate/activate
@@ -69,7 +70,9 @@ def fh_served(fh_recording: Recording, serve_recording: ServeRecording) -> Serve
 
 
 @pytest.fixture(scope="package")
-def live_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveRun]:
+def live_run(
+    tmp_path_factory: pytest.TempPathFactory, postgres: PostgresServer
+) -> Iterator[LiveRun]:
     """A reference PDS network of its own, writing live (about 20 writes/s on 6 accounts,
     one PDS, for at most 120 s), followed while it writes by every consumer the tests
     check (`tests.firehose.live.follow_live`), then stopped writing: its truth. One
@@ -78,6 +81,7 @@ def live_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveRun]:
     server = _start_network(tmp_path_factory, LIVE_OPTIONS)
     server.ready["_start_s"] = round(time.monotonic() - started, 2)
     try:
-        yield follow_live(server, tmp_path_factory.mktemp("live"))
+        pg_url = postgres.create_database("follow_live")
+        yield follow_live(server, tmp_path_factory.mktemp("live"), pg_url)
     finally:
         server.stop()

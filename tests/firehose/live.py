@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import psycopg
+
 from tests.firehose.wsclient import read_stream
 from tests.helpers import CliProcess, Server, start_cli, wait_until
 
@@ -120,6 +122,16 @@ def stream_cursor(workdir: Path, stream_id: str) -> int:
     return int(row[0] or 0)
 
 
+def pg_cursor(url: str) -> int:
+    """A PostgreSQL sink's saved cursor (0 before its first batch)."""
+    try:
+        with psycopg.connect(url, connect_timeout=5) as conn:
+            row = conn.execute("SELECT max(cursor) FROM firehose_cursor").fetchone()
+    except psycopg.Error:
+        return 0
+    return int(row[0] or 0) if row else 0
+
+
 def saved_cursor(db: Path) -> int:
     """The follower's saved cursor (0 before its first batch)."""
     try:
@@ -155,6 +167,8 @@ class Follower:
     returncode: int | None = None
     stderr: str = ""
     cursors: dict[str, int] = field(default_factory=dict)
+    sink: str = ""
+    """Where it writes, when not the SQLite file `db` (a PostgreSQL URL)."""
     """Saved cursors at the moments the phase noted (e.g. `killed_at`)."""
 
 
@@ -171,15 +185,16 @@ class LiveRun:
     """Messages the plain reader had from the stream before the writes stopped."""
 
 
-def follow_live(server: Server, root: Path) -> LiveRun:
+def follow_live(server: Server, root: Path, pg_url: str) -> LiveRun:
     """While the network writes: `following` follows it from the start and is stopped by
     SIGTERM after 40 applied live events; `killed` (batches of 20) is SIGKILLed after 30,
     started again with the same command (it resumes from its saved cursor) and stopped by
     SIGTERM 20 events later; a plain reader sees 150 messages. Beside them, two backfill
     jobs that follow (`skyfill run --follow`): `job` is stopped by SIGTERM once its stream
-    has applied 20 events; `job_killed` is SIGKILLed inside its backfill (after its first
-    task, batches of 2 DIDs), resumed (`skyfill resume`), and stopped by SIGTERM once its
-    stream has applied 10 events. Then SIGUSR2: the truth. The job followers' `command`
+    has applied 20 events; `job_killed` (into PostgreSQL at `pg_url`) is SIGKILLed inside
+    its backfill (after its first task, batches of 2 DIDs), resumed (`skyfill resume`),
+    and stopped by SIGTERM once its stream has applied 10 events; `job_parquet` (the
+    default sink) likewise after 10. Then SIGUSR2: the truth. The job followers' `command`
     is their `skyfill resume`."""
     first = server.ready["truth_data"]
     following = Follower([], root / "following.db")
@@ -188,7 +203,7 @@ def follow_live(server: Server, root: Path) -> LiveRun:
     killed.command = follower_args(
         server, root / "w2", killed.db, "--since", "all", "--batch-size", "20"
     )
-    job, job_killed = Follower([], root / "job.db"), Follower([], root / "job_killed.db")
+    job, job_killed = Follower([], root / "job.db"), Follower([], root / "w4", sink=pg_url)
     job_parquet = Follower([], root / "w5")  # its `db`: the workdir (a Parquet job)
     job_dirs = {"job": root / "w3", "job_killed": root / "w4", "job_parquet": root / "w5"}
     three = follow(run_follow_args(server, job_dirs["job"], f"sqlite:///{job.db}", "job"))
@@ -197,7 +212,7 @@ def follow_live(server: Server, root: Path) -> LiveRun:
         *run_follow_args(
             server,
             job_dirs["job_killed"],
-            f"sqlite:///{job_killed.db}",
+            pg_url,
             "job_killed",
             "--batch-size",
             "2",
@@ -231,7 +246,7 @@ def follow_live(server: Server, root: Path) -> LiveRun:
         job_killed.cursors["exit"] = four.wait(timeout=60)  # SIGKILLed by its failpoint
         four = follow(job_killed.command)
         _followed(job, three, lambda: saved_cursor(job.db), applied=20)
-        _followed(job_killed, four, lambda: saved_cursor(job_killed.db), applied=10)
+        _followed(job_killed, four, lambda: pg_cursor(pg_url), applied=10)
         _followed(
             job_parquet,
             five,

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.firehose.live import LiveRun
-from tests.firehose.truth import Inactive, compare_parquet, compare_sqlite
+from tests.firehose.truth import Inactive, compare_parquet, compare_postgres, compare_sqlite
 from tests.helpers import run_cli
 
 pytestmark = pytest.mark.refpds
@@ -57,7 +57,7 @@ def test_backfill_then_follow_ends_equal_to_the_truth(live_run: LiveRun) -> None
     assert follow["stream"]["cursor"] >= job.cursors["first"]
 
 
-def test_backfill_and_follow_killed_in_its_backfill_ends_equal_to_the_truth(
+def test_backfill_and_follow_into_postgres_killed_in_its_backfill_ends_equal_to_the_truth(
     live_run: LiveRun,
 ) -> None:
     job = live_run.followers["job_killed"]
@@ -65,7 +65,7 @@ def test_backfill_and_follow_killed_in_its_backfill_ends_equal_to_the_truth(
     assert job.returncode == 0, job.stderr  # the resumed one, by SIGTERM while following
     done = run_cli(*job.command, "--until-live")
     assert done.returncode == 0, done.stderr
-    assert compare_sqlite(job.db, live_run.truth, Inactive.NONE) == []
+    assert compare_postgres(job.sink, live_run.truth, inactive=Inactive.NONE) == []
 
 
 def test_backfill_then_follow_into_parquet_compacts_to_the_truth(

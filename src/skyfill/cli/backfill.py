@@ -73,6 +73,7 @@ def run(
     handler = build_handler(options, job_id)
     if (until_live or duration is not None) and not handler.config.follow:
         raise UsageError("--until-live and --duration go with --follow")
+    handler.config.stream_host  # noqa: B018 - raises now if --follow names no one stream
     layout = JobLayout(workdir.resolve(), job_id)
     started = time.monotonic()
     click.echo(f"job {job_id} in {layout.root}", err=True)
