@@ -44,7 +44,7 @@ from skyfill.firehose.book import RepoBook
 from skyfill.firehose.decoding import Decoded, Decoder, InlineDecoder, Precheck
 from skyfill.firehose.errors import StreamStopped, gap_line, refusal_line
 from skyfill.firehose.resync import Resyncer
-from skyfill.firehose.state import StreamState
+from skyfill.firehose.state import StreamStateStore
 from skyfill.firehose.stats import StreamCounters
 from skyfill.firehose.window import Opener, find_head, head_from
 from skyfill.ratelimit.memory_gate import MemoryGate
@@ -84,7 +84,7 @@ class Consumer:
         session: aiohttp.ClientSession,
         allow_private_network: bool,
         sink: StreamSink,
-        state: StreamState,
+        state: StreamStateStore,
         book: RepoBook,
         resolver: IdentityResolver,
         counters: StreamCounters,
@@ -397,12 +397,12 @@ class Consumer:
 
     async def _flush(self, force: bool = False) -> None:
         """Hand the batch to the writer (once the one before it is written) and go on."""
-        if self._pending_seq is None or (
-            not force and not self._changes and self._pending_seq == self.counters.cursor
-        ):
+        seq, when = self._pending_seq, self._pending_time
+        if seq is None and self._changes:  # snapshots before any event (an index partition)
+            seq = self.counters.cursor or 0
+        if seq is None or (not force and not self._changes and seq == self.counters.cursor):
             self._batch_started = time.monotonic()
             return
-        seq, when = self._pending_seq, self._pending_time
         batch = ChangeBatch(self._source, seq, self._changes)
         self._changes, self._events_in_batch = [], 0
         await self._written()

@@ -17,6 +17,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import orjson
 
@@ -49,6 +50,33 @@ class RepoFacts:
     seq: int | None = None
     """The seq of the repo's last applied event: an `#account`, `#identity` or `#sync`
     at or below it is a replay (they carry no rev), and changes nothing."""
+
+
+class StreamStateStore(Protocol):
+    """Where a stream keeps its cursor and per-repo facts: `StreamState` (a SQLite file of
+    the stream's own) or `redis_state.RedisStreamState` (a partition of `skyfill index`,
+    shared by the workers that take it in turn)."""
+
+    def cursor(self, source: str) -> tuple[int, str | None] | None: ...
+
+    def load_repos(self) -> dict[str, RepoFacts]: ...
+
+    def save(
+        self,
+        source: str,
+        seq: int,
+        event_time: str | None,
+        repos: Iterable[tuple[str, RepoFacts]],
+        stats: dict | None = None,
+    ) -> None: ...
+
+    def reset_cursor(self, source: str) -> None: ...
+
+    def put_meta(self, name: str, data: object) -> None: ...
+
+    def meta(self, name: str) -> object | None: ...
+
+    def close(self) -> None: ...
 
 
 class StreamState:

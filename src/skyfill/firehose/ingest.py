@@ -1,0 +1,292 @@
+"""`skyfill ingest`: one host's event stream into Redis streams, for `skyfill index`.
+
+Events are read from the host's head (or the saved cursor) and written, untouched, to the
+partition stream their DID hashes to, in seq order; each write (a few hundred events at
+most) goes in one MULTI/EXEC with the source's cursor, so a restart — after `kill -9`
+too — goes on from the last event written, with nothing lost or written twice. Meanwhile
+the host's repos (listRepos, with its own saved cursor) are put once each into the
+backfill streams of their partitions, for the workers to snapshot. Streams are trimmed
+only below what every consumer group has acknowledged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+
+from skyfill.atproto.listing import list_repos
+from skyfill.atproto.stream.client import StreamClosed, StreamUnavailable, subscribe
+from skyfill.atproto.stream.frames import peek
+from skyfill.atproto.xrpc import XrpcClient
+from skyfill.firehose.live_config import IngestConfig
+from skyfill.firehose.live_keys import LiveKeys, connect_checked, partition_of, stored_partitions
+from skyfill.firehose.run import source_key
+from skyfill.firehose.window import find_head, probe_with
+from skyfill.net.http import HttpSettings, make_session
+from skyfill.ratelimit.local import LimitSettings, LocalLimiter
+from skyfill.ratelimit.spec import parse_rate
+
+log = logging.getLogger(__name__)
+
+WRITE_EVENTS = 500
+WRITE_SECONDS = 0.2
+TRIM_SECONDS = 5.0
+
+
+@dataclass
+class IngestCounters:
+    events: int = 0
+    queued_repos: int = 0
+    seq: int | None = None
+    head: int | None = None
+    trimmed: int = 0
+    reconnects: int = 0
+    live: bool = False
+    facts: dict[str, Any] = field(default_factory=dict)
+
+
+def add_repos(config: IngestConfig) -> int:
+    """`--add-repo DID…`: each into its backfill stream (again if it was there before)."""
+    client = connect_checked(config.state)
+    keys = LiveKeys(config.name)
+    partitions = stored_partitions(client, keys, None)
+    pipe = client.pipeline(transaction=True)
+    for did in config.add_repo:
+        pipe.sadd(keys.queued, did)
+        pipe.xadd(keys.backfill(partition_of(did, partitions)), {"did": did})
+    pipe.execute()
+    return len(config.add_repo)
+
+
+def run_ingest(config: IngestConfig) -> IngestCounters:
+    client = connect_checked(config.state)
+    keys = LiveKeys(config.name)
+    partitions = stored_partitions(client, keys, config.partitions)
+    client.hset(keys.meta, f"source:{source_key(config.from_host)}", config.from_host)
+    return asyncio.run(_Ingester(config, client, keys, partitions).run())
+
+
+class _Ingester:
+    def __init__(
+        self, config: IngestConfig, client: redis.Redis, keys: LiveKeys, partitions: int
+    ) -> None:
+        self.config = config
+        self.client = client
+        self.keys = keys
+        self.partitions = partitions
+        self.source = source_key(config.from_host)
+        self.counters = IngestCounters()
+        self._buffer: list[tuple[int, str, bytes]] = []
+        self._stop = asyncio.Event()
+        self._listed = asyncio.Event()
+
+    async def run(self) -> IngestCounters:
+        guard = self.config.allow_private_network
+        stream_session = make_session(
+            HttpSettings(read_timeout=None, total_timeout=None, allow_private_network=guard)
+        )
+        session = make_session(HttpSettings(allow_private_network=guard))
+        try:
+            probe = probe_with(
+                subscribe, self.config.from_host, session=stream_session,
+                allow_private_network=guard,
+            )  # fmt: skip
+            start = self._saved_cursor()
+            if start is None:
+                start = self.config.cursor
+            if start is None or self.config.until_live:
+                head = await find_head(probe)
+                self.counters.head = head
+                start = head if start is None else start
+            tasks = [asyncio.create_task(self._read(stream_session, start), name="ingest reader")]
+            if self.config.list_repos:
+                client = XrpcClient(session, guard, _limiter())
+                tasks.append(asyncio.create_task(self._list(client), name="ingest listing"))
+            else:
+                self._listed.set()
+            tasks.append(asyncio.create_task(self._trim_loop(), name="ingest trim"))
+            await self._until_done()
+            for task in tasks:
+                task.cancel()
+            results = await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.to_thread(self._write)
+            for result in results:
+                if isinstance(result, BaseException) and not isinstance(
+                    result, asyncio.CancelledError
+                ):
+                    raise result
+        finally:
+            await stream_session.close()
+            await session.close()
+        return self.counters
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def _until_done(self) -> None:
+        deadline = None if self.config.duration is None else time.monotonic() + self.config.duration
+        while not self._stop.is_set():
+            if deadline is not None and time.monotonic() >= deadline:
+                return
+            if self.config.until_live and self._listed.is_set() and self._caught_up():
+                self.counters.live = True
+                return
+            await asyncio.sleep(WRITE_SECONDS)
+            if self._buffer:
+                await asyncio.to_thread(self._write)
+
+    def _caught_up(self) -> bool:
+        head, seq = self.counters.head, self.counters.seq
+        return head is not None and (head == 0 or (seq is not None and seq >= head))
+
+    def _saved_cursor(self) -> int | None:
+        raw = self.client.hget(self.keys.cursor, self.source)
+        return None if raw is None else int(raw)
+
+    # -- events -------------------------------------------------------------------------
+
+    async def _read(self, session: Any, start: int) -> None:
+        backoff = 0.5
+        cursor = start
+        while True:
+            try:
+                async for message in subscribe(
+                    self.config.from_host,
+                    cursor,
+                    session=session,
+                    allow_private_network=self.config.allow_private_network,
+                ):
+                    backoff = 0.5
+                    _, seq, did = peek(message)
+                    if seq is None or did is None:
+                        continue  # #info and error frames: nothing to index
+                    self._buffer.append((seq, did, message))
+                    cursor = seq
+                    if len(self._buffer) >= WRITE_EVENTS:
+                        await asyncio.to_thread(self._write)
+            except (StreamClosed, StreamUnavailable) as exc:
+                log.info("ingest %s: %s; reconnecting", self.source, exc)
+            self.counters.reconnects += 1
+            await asyncio.sleep(backoff * random.uniform(0.5, 1.0))
+            backoff = min(backoff * 2, 30.0)
+
+    def _write(self) -> None:
+        """The buffered events and the cursor after them, in one transaction."""
+        buffer, self._buffer = self._buffer, []
+        if not buffer:
+            return
+        pipe = self.client.pipeline(transaction=True)
+        for seq, did, message in buffer:
+            stream = self.keys.events(partition_of(did, self.partitions))
+            pipe.xadd(stream, {"seq": seq, "did": did, "data": message})
+        pipe.hset(self.keys.cursor, self.source, buffer[-1][0])
+        pipe.execute()
+        self.counters.events += len(buffer)
+        self.counters.seq = buffer[-1][0]
+
+    # -- repos to snapshot ------------------------------------------------------------
+
+    async def _list(self, client: XrpcClient) -> None:
+        saved = self.client.hget(self.keys.listing, self.source)
+        if saved == b"done":
+            self._listed.set()
+            return
+        cursor = _id(saved) if saved else None
+        async for page in list_repos(client, self.config.from_host, cursor=cursor):
+            dids = [repo.did for repo in page.items]
+            await asyncio.to_thread(self._queue_repos, dids, page.cursor)
+        self.client.hset(self.keys.listing, self.source, "done")
+        self._listed.set()
+
+    def _queue_repos(self, dids: list[str], cursor: str | None) -> None:
+        """Each DID not queued before into its backfill stream, and the listing's cursor,
+        in one script (atomic: a DID is marked queued exactly when its entry is written)."""
+        args: list[str] = [cursor or ""]
+        for did in dids:
+            args += [did, self.keys.backfill(partition_of(did, self.partitions))]
+        added = self.client.eval(
+            _QUEUE_SCRIPT, 2, self.keys.queued, self.keys.listing, self.source, *args
+        )
+        self.counters.queued_repos += int(added)
+
+    # -- trimming -------------------------------------------------------------------------
+
+    async def _trim_loop(self) -> None:
+        while True:
+            await asyncio.sleep(TRIM_SECONDS)
+            self.counters.trimmed += await asyncio.to_thread(self._trim)
+
+    def _trim(self) -> int:
+        trimmed = 0
+        for partition in range(self.partitions):
+            for stream in (self.keys.events(partition), self.keys.backfill(partition)):
+                floor = acknowledged_floor(self.client, stream)
+                if floor is not None:
+                    trimmed += int(self.client.xtrim(stream, minid=floor, approximate=False))
+        return trimmed
+
+
+_QUEUE_SCRIPT = """
+local added = 0
+for i = 3, #ARGV, 2 do
+  if redis.call('SADD', KEYS[1], ARGV[i]) == 1 then
+    redis.call('XADD', ARGV[i + 1], '*', 'did', ARGV[i])
+    added = added + 1
+  end
+end
+if ARGV[2] ~= '' then redis.call('HSET', KEYS[2], ARGV[1], ARGV[2]) end
+return added
+"""
+
+
+def acknowledged_floor(client: redis.Redis, stream: str) -> str | None:
+    """The lowest entry id some consumer group still needs (pending or not yet delivered):
+    everything below it has been acknowledged by every group. None: keep everything (no
+    group reads the stream yet)."""
+    try:
+        groups = client.xinfo_groups(stream)
+    except redis.ResponseError:
+        return None  # no such stream yet
+    if not groups:
+        return None
+    floors = []
+    for group in groups:
+        name = group["name"]
+        pending = client.xpending(stream, name)
+        if pending and pending.get("pending"):
+            floors.append(_id(pending["min"]))
+        else:
+            floors.append(_next_id(_id(group["last-delivered-id"])))
+    return min(floors, key=_id_key)
+
+
+def _id(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _next_id(entry: str) -> str:
+    ms, _, n = entry.partition("-")
+    return f"{ms}-{int(n or 0) + 1}"
+
+
+def _id_key(entry: str) -> tuple[int, int]:
+    ms, _, n = entry.partition("-")
+    return int(ms), int(n or 0)
+
+
+def _limiter() -> LocalLimiter:
+    return LocalLimiter(
+        LimitSettings(
+            default_rate=parse_rate("3000/5m"),
+            host_rates={},
+            host_concurrency=4,
+            global_concurrency=8,
+            adaptive=True,
+        )
+    )
