@@ -28,6 +28,7 @@ IDS = [spec.name for _, spec in FLAGS]
 SAMPLES: dict[str, tuple[str, str, Any]] = {
     "dids_file": ("d.txt", "d.txt", "d.txt"),
     "from_hosts": ("https://a.example", "[https://a.example]", ["https://a.example"]),
+    "from_relays": ("https://r.example", "[https://r.example]", ["https://r.example"]),
     "collection": ("app.bsky.feed.like", "app.bsky.feed.like", "app.bsky.feed.like"),
     "list_limit": ("50", "50", 50),
     "previous": ("old-job", "old-job", "old-job"),

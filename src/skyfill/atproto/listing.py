@@ -1,9 +1,12 @@
-"""Enumerating the repositories a host holds, page by page, resumable from a cursor.
+"""Enumerating the repositories a host holds, and the hosts a relay follows, page by page,
+resumable from a cursor.
 
 `com.atproto.sync.listRepos` (PDS and relay) lists every repo with its head commit, rev
 and account status; `com.atproto.sync.listReposByCollection` (relays with a collection
-index, not the PDS) lists the DIDs that hold records of one collection. Both are paged:
-each answer carries an opaque `cursor` to send back for the next page.
+index, not the PDS) lists the DIDs that hold records of one collection;
+`com.atproto.sync.listHosts` (relays) lists the upstream hosts (PDSes) a relay consumes,
+by bare hostname, with the relay's view of each (status, account count, seq). All are
+paged: each answer carries an opaque `cursor` to send back for the next page.
 
     listing = list_repos(client, "https://pds.example.com", cursor=saved)
     async for repos, cursor in listing:
@@ -43,14 +46,20 @@ from skyfill.errors import SkyfillError
 
 LIST_REPOS = "com.atproto.sync.listRepos"
 LIST_REPOS_BY_COLLECTION = "com.atproto.sync.listReposByCollection"
+LIST_HOSTS = "com.atproto.sync.listHosts"
 MAX_LIST_REPOS_LIMIT = 1000
 """listRepos: `limit` is 1..1000 (default 500); the reference PDS refuses others with 400."""
 MAX_BY_COLLECTION_LIMIT = 2000
 """listReposByCollection: `limit` is 1..2000 (default 500)."""
+MAX_LIST_HOSTS_LIMIT = 1000
+"""listHosts: `limit` is 1..1000 (default 200)."""
+HOST_STATUSES = ("active", "idle", "offline", "throttled", "banned")
+"""The known values of `com.atproto.sync.defs#hostStatus` (others are kept as given)."""
 PROBLEMS_KEPT = 20
 """How many messages about malformed items a listing keeps (the count is complete)."""
 
 _NSID = re.compile(r"^[a-zA-Z][a-zA-Z0-9-]*(\.[a-zA-Z0-9-]+)+\.[a-zA-Z][a-zA-Z0-9]*$")
+_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 
@@ -69,6 +78,21 @@ class ListedRepo:
     status: str | None
     """Why the account is not active: takendown, suspended, deleted, deactivated,
     desynchronized, throttled (or another value; None when the host makes no claim)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ListedHost:
+    """One item of listHosts: an upstream host of a relay, as the relay sees it."""
+
+    hostname: str
+    """A bare hostname, lower-cased, with a port when the relay gives one
+    (`pds.example.com`, `127.0.0.1:2583`); no scheme."""
+    status: str | None
+    """active, idle, offline, throttled, banned (or another value; None: no claim)."""
+    account_count: int | None
+    """Accounts the relay associates with the host (the host may hold more)."""
+    seq: int | None
+    """The last event seq the relay has from the host."""
 
 
 class Page(NamedTuple, Generic[T]):
@@ -118,6 +142,47 @@ def parse_listed_repo(item: object) -> ListedRepo:
     return ListedRepo(did=did, head=head, rev=rev, active=active, status=status)
 
 
+def parse_listed_host(item: object) -> ListedHost:
+    """A listHosts item, validated; raises ValueError saying what is wrong."""
+    if not isinstance(item, dict):
+        raise ValueError(f"item is not an object: {str(item)[:80]!r}")
+    hostname = item.get("hostname")
+    if not isinstance(hostname, str):
+        raise ValueError(f"item has no hostname: {str(item)[:120]!r}")
+    hostname = check_hostname(hostname)
+    status = _optional_str(item, "status", hostname)
+    return ListedHost(
+        hostname=hostname,
+        status=status,
+        account_count=_optional_count(item, "accountCount", hostname),
+        seq=_optional_count(item, "seq", hostname),
+    )
+
+
+def check_hostname(hostname: str) -> str:
+    """`hostname` lower-cased if it is a DNS name or IPv4 address with an optional port
+    (what listHosts gives: no scheme, no path); raises ValueError otherwise."""
+    name, colon, port = hostname.lower().partition(":")
+    labels = name.split(".")
+    valid = (
+        0 < len(name) <= 253
+        and all(_LABEL.match(label) for label in labels)
+        and (not colon or (port.isdigit() and len(port) <= 5 and 0 < int(port) < 65536))
+    )
+    if not valid:
+        raise ValueError(f"not a hostname: {hostname[:80]!r}")
+    return hostname.lower()
+
+
+def _optional_count(item: dict, key: str, hostname: str) -> int | None:
+    value = item.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{hostname}: {key} is not a count: {str(value)[:80]!r}")
+    return value
+
+
 def parse_listed_did(item: object) -> str:
     """A listReposByCollection item's DID, validated (InvalidDid or ValueError)."""
     if not isinstance(item, dict) or not isinstance(item.get("did"), str):
@@ -125,12 +190,12 @@ def parse_listed_did(item: object) -> str:
     return validate_supported_did(item["did"])
 
 
-def _optional_str(item: dict, key: str, did: str) -> str | None:
+def _optional_str(item: dict, key: str, name: str) -> str | None:
     value = item.get(key)
     if value is None or value == "":
         return None
     if not isinstance(value, str):
-        raise ValueError(f"{did}: {key} is not a string: {str(value)[:80]!r}")
+        raise ValueError(f"{name}: {key} is not a string: {str(value)[:80]!r}")
     return value
 
 
@@ -152,8 +217,10 @@ class Listing(Generic[T]):
         *,
         cursor: str | None,
         retry: RetryPolicy,
+        field: str = "repos",
     ) -> None:
         self._client = client
+        self._field = field
         self._host_url = host_url
         self._nsid = nsid
         self._params = params
@@ -184,7 +251,7 @@ class Listing(Generic[T]):
             self._retry,
             what,
         )
-        raw, cursor = _page_fields(body, what)
+        raw, cursor = _page_fields(body, self._field, what)
         if not raw:
             self.done = True
             raise StopAsyncIteration
@@ -225,10 +292,10 @@ class Listing(Generic[T]):
         return items
 
 
-def _page_fields(body: dict, what: str) -> tuple[list, str | None]:
-    raw = body.get("repos")
+def _page_fields(body: dict, field: str, what: str) -> tuple[list, str | None]:
+    raw = body.get(field)
     if not isinstance(raw, list):
-        raise InvalidResponse(f"{what}: the answer has no `repos` list")
+        raise InvalidResponse(f"{what}: the answer has no `{field}` list")
     cursor = body.get("cursor")
     if cursor is not None and not isinstance(cursor, str):
         raise InvalidResponse(f"{what}: the answer's cursor is not a string: {cursor!r}")
@@ -285,4 +352,27 @@ def list_repos_by_collection(
         parse_listed_did,
         cursor=cursor,
         retry=retry,
+    )
+
+
+def list_hosts(
+    client: XrpcClient,
+    relay_url: str,
+    *,
+    cursor: str | None = None,
+    limit: int = MAX_LIST_HOSTS_LIMIT,
+    retry: RetryPolicy = DEFAULT_RETRY,
+) -> Listing[ListedHost]:
+    """The pages of `com.atproto.sync.listHosts` on `relay_url`: the hosts it consumes from,
+    starting after `cursor`. A server without the method raises NotSupported."""
+    _check_limit(limit, MAX_LIST_HOSTS_LIMIT, LIST_HOSTS)
+    return Listing(
+        client,
+        relay_url,
+        LIST_HOSTS,
+        {"limit": limit},
+        parse_listed_host,
+        cursor=cursor,
+        retry=retry,
+        field="hosts",
     )

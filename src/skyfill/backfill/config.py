@@ -50,8 +50,8 @@ class BackfillConfig:
         metadata=flag(
             name="dids",
             metavar="FILE",
-            help="File with one DID per line (# comments and blank lines ignored); this, or "
-            "--from-host, or both.",
+            help="File with one DID per line (# comments and blank lines ignored); this, "
+            "--from-host, --from-relay, or any of them together.",
         ),
     )
     from_hosts: list[str] = field(
@@ -64,17 +64,33 @@ class BackfillConfig:
             "job runs; repeatable, and combinable with --dids (DIDs are de-duplicated).",
         ),
     )
+    from_relays: list[str] = field(
+        default_factory=list,
+        metadata=flag(
+            name="from-relay",
+            multiple=True,
+            metavar="URL",
+            help="List this relay's hosts (com.atproto.sync.listHosts), then every repo of each "
+            "host on the host itself (its listRepos); offline and banned hosts are reported, "
+            "not listed. Repeatable, and combinable with --from-host and --dids.",
+        ),
+    )
     collection: str | None = field(
         default=None,
         metadata=flag(
             metavar="NSID",
-            help="With --from-host: only repos holding this collection (listReposByCollection "
-            "where the host offers it; elsewhere all repos, keeping only this collection).",
+            help="With --from-host/--from-relay: only repos holding this collection "
+            "(listReposByCollection where the host offers it; elsewhere all repos, keeping "
+            "only this collection).",
         ),
     )
     list_limit: int = field(
         default=1000,
-        metadata=flag(min=1, max=1000, help="Repos per listRepos page (with --from-host)."),
+        metadata=flag(
+            min=1,
+            max=1000,
+            help="Repos per listRepos page, hosts per listHosts page (--from-host, --from-relay).",
+        ),
     )
     previous: str | None = field(
         default=None,
@@ -250,7 +266,7 @@ class BackfillConfig:
         metadata=flag(
             metavar="URL",
             help="The PDS or relay whose stream --follow follows (implies --follow; "
-            "default: the one --from-host).",
+            "default: the one --from-host or --from-relay).",
         ),
     )
     retry_base_seconds: float = 1.0
@@ -270,11 +286,15 @@ class BackfillConfig:
                 raise UsageError(f"{name.replace('_', '-')} must be positive")
         if self.max_memory is not None and self.max_memory < 128 << 20:
             raise UsageError("max-memory must be at least 128m (skyfill itself needs ~100m)")
-        if not self.dids_file and not self.from_hosts and not self.previous:
-            raise UsageError("give DIDs (--dids FILE) or hosts to list (--from-host URL)")
-        for host in self.from_hosts:
-            if not host.startswith(("http://", "https://")):
-                raise UsageError(f"from-host must be an http(s) URL, not {host!r}")
+        if not (self.dids_file or self.from_hosts or self.from_relays or self.previous):
+            raise UsageError(
+                "give DIDs (--dids FILE), hosts to list (--from-host URL) "
+                "or relays whose hosts to list (--from-relay URL)"
+            )
+        for name, urls in (("from-host", self.from_hosts), ("from-relay", self.from_relays)):
+            for url in urls:
+                if not url.startswith(("http://", "https://")):
+                    raise UsageError(f"{name} must be an http(s) URL, not {url!r}")
         self._check_follow()
         if self.collection is not None and not is_valid_nsid(self.collection):
             raise UsageError(f"collection: not an NSID: {self.collection!r}")
@@ -287,6 +307,7 @@ class BackfillConfig:
         if self.collection is not None and self.collections is None:
             object.__setattr__(self, "collections", [self.collection])  # listRepos fallback
         object.__setattr__(self, "from_hosts", list(dict.fromkeys(self.from_hosts)))
+        object.__setattr__(self, "from_relays", list(dict.fromkeys(self.from_relays)))
         object.__setattr__(self, "collections", parse_collections(self.collections))
         object.__setattr__(self, "sink", parse_sink_url(self.sink).url)
 
@@ -302,12 +323,13 @@ class BackfillConfig:
         """The host whose stream `--follow` follows (None without --follow)."""
         if not self.follow:
             return None
-        if self.follow_host is None and len(self.from_hosts) != 1:
+        sources = [*self.from_hosts, *self.from_relays]
+        if self.follow_host is None and len(sources) != 1:
             raise UsageError(
                 "--follow follows one stream: name it with --follow-host URL (a relay, or "
-                "the PDS) unless the job lists exactly one --from-host"
+                "the PDS) unless the job lists exactly one --from-host or --from-relay"
             )
-        return self.follow_host or self.from_hosts[0]
+        return self.follow_host or sources[0]
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -1,4 +1,5 @@
-"""Repo discovery for backfill jobs: list every repo of the `--from-host` hosts.
+"""Repo discovery for backfill jobs: list every repo of the `--from-host` hosts, and of
+the hosts of the `--from-relay` relays (backfill.relays).
 
 Each host is listed with `com.atproto.sync.listRepos`, or with `listReposByCollection` when
 `--collection` is given and the host offers it (elsewhere listRepos, and only that
@@ -7,6 +8,7 @@ DIDs are handed to the job and then the host's cursor is saved, so a crash resum
 listing at the saved cursor. Repos a host lists as inactive with a known status
 (deactivated, takendown, suspended, deleted) are recorded with that status and never
 fetched. DIDs already in the job, from the DID file or from another host, are skipped.
+Every listing request is retried as a DID's fetch is (`--attempts`, `--backoff-max`).
 """
 
 from __future__ import annotations
@@ -18,8 +20,10 @@ from typing import Any
 
 from skyfill.atproto.exceptions import NotSupported
 from skyfill.atproto.listing import ListedRepo, list_repos, list_repos_by_collection
+from skyfill.atproto.retry import RetryPolicy
 from skyfill.atproto.xrpc import XrpcClient
 from skyfill.backfill.config import BackfillConfig
+from skyfill.backfill.relays import RelayDiscovery
 from skyfill.engine.discovery import DiscoveryContext
 from skyfill.engine.model import ItemResult
 from skyfill.errors import Outcome
@@ -41,11 +45,21 @@ class HostDiscovery:
     def __init__(self, config: BackfillConfig, client: XrpcClient) -> None:
         self.config = config
         self.client = client
+        self.retry = RetryPolicy(
+            attempts=config.attempts,
+            base_seconds=config.retry_base_seconds,
+            max_seconds=config.backoff_max,
+        )
 
     async def run(self, ctx: DiscoveryContext) -> None:
-        await asyncio.gather(*(self._host(ctx, host) for host in self.config.from_hosts))
+        relays = RelayDiscovery(self.config, self.client, self.retry, self.list_host)
+        await asyncio.gather(
+            *(self.list_host(ctx, host) for host in self.config.from_hosts),
+            relays.run(ctx),
+        )
 
-    async def _host(self, ctx: DiscoveryContext, host: str) -> None:
+    async def list_host(self, ctx: DiscoveryContext, host: str) -> None:
+        """List one host's repos, from its saved position on (nothing if it is done)."""
         state = ctx.position().get(host, {})
         if state.get("done"):
             return
@@ -60,7 +74,9 @@ class HostDiscovery:
         await self._list_all(ctx, host, state.get("cursor") if method == "all" else None)
 
     async def _list_all(self, ctx: DiscoveryContext, host: str, cursor: str | None) -> None:
-        listing = list_repos(self.client, host, cursor=cursor, limit=self.config.list_limit)
+        listing = list_repos(
+            self.client, host, cursor=cursor, limit=self.config.list_limit, retry=self.retry
+        )
         async for repos, next_cursor in listing:
             settled = [_inactive(r, host) for r in repos if _is_settled(r)]
             added = await ctx.add([r.did for r in repos], settled)
@@ -80,7 +96,9 @@ class HostDiscovery:
         self, ctx: DiscoveryContext, host: str, cursor: str | None
     ) -> None:
         assert self.config.collection is not None
-        listing = list_repos_by_collection(self.client, host, self.config.collection, cursor=cursor)
+        listing = list_repos_by_collection(
+            self.client, host, self.config.collection, cursor=cursor, retry=self.retry
+        )
         async for dids, next_cursor in listing:
             added = await ctx.add(dids)
             await _save(

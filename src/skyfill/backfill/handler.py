@@ -74,9 +74,13 @@ class BackfillHandler:
 
     def plan(self) -> Plan:
         """Read the DID file (if any), and make sure the sink can be written before any
-        fetch. Hosts to list (--from-host) are listed while the job runs (`discover`)."""
+        fetch. Hosts to list (--from-host, --from-relay) are listed while the job runs."""
         self.sink(Path(self.config.job_id) / "output").check()
-        hosts = {"from_hosts": self.config.from_hosts, "collection": self.config.collection}
+        hosts = {
+            "from_hosts": self.config.from_hosts,
+            "from_relays": self.config.from_relays,
+            "collection": self.config.collection,
+        }
         if self.config.previous:
             return self._refresh_plan(hosts)
         if not self.config.dids_file:
@@ -92,7 +96,7 @@ class BackfillHandler:
                 "dids": len(parsed.dids),
                 "duplicates": parsed.duplicates,
                 "malformed": len(parsed.malformed),
-                **(hosts if self.config.from_hosts else {}),
+                **(hosts if self.discovers() else {}),
             },
             warnings=parsed.warnings(),
         )
@@ -131,7 +135,7 @@ class BackfillHandler:
             previous.close()
 
     def discovers(self) -> bool:
-        return bool(self.config.from_hosts)
+        return bool(self.config.from_hosts or self.config.from_relays)
 
     async def discover(self, ctx: DiscoveryContext) -> None:
         assert self._client is not None, "open() first"

@@ -7,6 +7,7 @@ from collections import Counter
 
 from skyfill.atproto.did import did_web_host
 from skyfill.backfill.config import BackfillConfig
+from skyfill.backfill.relays import LISTINGS_AT_ONCE, NOT_LISTED_STATUSES, host_url
 from skyfill.engine.handler import Plan
 
 DEFAULT_HOST_LIMIT = (3000, 300.0)
@@ -24,12 +25,13 @@ def describe_plan(plan: Plan, config: BackfillConfig) -> str:
     limit, window = DEFAULT_HOST_LIMIT
     per_second = limit / window
     lines = [*(f"warning: {w}" for w in plan.warnings)]
+    holding = f" (repos holding {config.collection})" if config.collection else ""
     if config.from_hosts:
         lines.append(
-            f"discovery: listing {', '.join(config.from_hosts)} while the job runs"
-            + (f" (repos holding {config.collection})" if config.collection else "")
+            f"discovery: listing {', '.join(config.from_hosts)} while the job runs{holding}"
             + "; the counts below are for the DID file only"
         )
+    lines += _relay_lines(config, holding)
     lines += [
         f"input: {info.get('path')} ({info.get('lines', 0)} lines, {len(dids)} DIDs, "
         f"{info.get('duplicates', 0)} duplicates, {info.get('malformed', 0)} malformed)",
@@ -51,6 +53,23 @@ def describe_plan(plan: Plan, config: BackfillConfig) -> str:
         f"sink: {config.sink}" + ("" if config.sink == "parquet" else " (reachable)"),
     ]
     return "\n".join(lines)
+
+
+def _relay_lines(config: BackfillConfig, holding: str) -> list[str]:
+    """What a run does with --from-relay (no relay is contacted here)."""
+    lines = []
+    for relay in config.from_relays:
+        scheme = host_url("HOSTNAME", relay, config.allow_private_network)
+        lines.append(
+            f"discovery: relay {relay}: its hosts (listHosts, {config.list_limit} per page), "
+            f"then every repo of each host from the host itself as {scheme} "
+            f"(listRepos){holding}, {LISTINGS_AT_ONCE} hosts at a time, at each host's rate "
+            f"limit; hosts the relay says are {' or '.join(NOT_LISTED_STATUSES)} are "
+            "reported, not listed; a host that fails is reported, the others go on"
+        )
+    if config.from_relays and not config.from_hosts:
+        lines.append("discovery: the counts below are for the DID file only")
+    return lines
 
 
 def _duration(seconds: float) -> str:

@@ -13,6 +13,7 @@ from skyfill.engine.layout import JobLayout
 from skyfill.engine.state.base import JobRecord, StateStore
 from skyfill.engine.state.sqlite import SqliteStateStore
 from skyfill.errors import Outcome
+from skyfill.monitor.discovery import discovery_report, summary_lines
 from skyfill.storage import replica
 
 _DID = re.compile(r"did:[a-z]+:[A-Za-z0-9._:%-]+")
@@ -46,6 +47,9 @@ def summarize(
         + ", ".join(f"{status}={count}" for status, count in statuses.most_common()),
     ]
     lines += _top_errors(errors)
+    discovery = discovery_report(store)
+    if discovery is not None:
+        lines += summary_lines(discovery)
     if job.config.get("previous"):
         unchanged = sum(1 for item in store.iter_items() if item.data.get("unchanged"))
         lines.append(

@@ -8,7 +8,9 @@ Where each number comes from:
 - latency per host (p50/p95/p99), requests/429s/bytes per host including the PLC
   directory: the handler statistics last published - the last run;
 - records per collection: the final dataset's aggregation manifest once the job has
-  completed, else the handler statistics (`source` says which).
+  completed, else the handler statistics (`source` says which);
+- discovery (hosts listed, not listed, failed; relays): the position discovery saved
+  (null for a job without --from-host/--from-relay).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import orjson
 from skyfill.engine.layout import JobLayout
 from skyfill.engine.model import ItemStatus
 from skyfill.engine.state.base import StateStore
+from skyfill.monitor.discovery import discovery_report
 from skyfill.monitor.series import series
 from skyfill.monitor.snapshot import published_stats, workers_of
 from skyfill.telemetry.histogram import LatencyHistogram
@@ -65,6 +68,7 @@ def build_report(store: StateStore, layout: JobLayout | None) -> dict[str, Any]:
         ),
         "cost": _cost(stats, items),
         "workers": _workers(store, samples),
+        "discovery": discovery_report(store),
     }
 
 

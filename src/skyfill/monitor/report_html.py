@@ -224,7 +224,50 @@ def render_report(report: dict[str, Any]) -> str:
             ),
         ),
     ]
+    if report.get("discovery"):
+        sections.insert(4, _discovery_section(report["discovery"]))
     return _page(job, sections)
+
+
+DISCOVERY_ROWS = 200
+"""Hosts shown in the report's discovery table (those not listed or failed first)."""
+
+
+def _discovery_section(discovery: dict[str, Any]) -> str:
+    """Hosts by outcome, and each host with what became of its listing."""
+    order = {"failed": 0, "not_listed": 1, "listing": 2, "listed": 3}
+    hosts = sorted(discovery["hosts"], key=lambda h: (order.get(h["outcome"], 4), h["host"]))
+    shown = hosts[:DISCOVERY_ROWS]
+    more = len(hosts) - len(shown)
+    return _section(
+        "Discovery",
+        _table(
+            ["relay", "hosts", "listing done", "malformed left out"],
+            [
+                [r["relay"], r["hosts"], "yes" if r["done"] else "no", r["skipped"]]
+                for r in discovery["relays"]
+            ],
+        )
+        if discovery["relays"]
+        else "",
+        _table(["hosts", "count"], [[k, v] for k, v in discovery["by_outcome"].items()]),
+        _table(
+            ["host", "via", "relay's status", "outcome", "repos listed", "reason"],
+            [
+                [
+                    h["host"],
+                    h["via"] or "--from-host",
+                    h["host_status"],
+                    h["outcome"],
+                    h["repos"],
+                    h["reason"],
+                ]
+                for h in shown
+            ],
+        ),
+        note=f"{discovery['repos_listed']} repos listed."
+        + (f" {more} more hosts in the JSON report." if more else ""),
+    )
 
 
 def _trust_warning(job: dict[str, Any]) -> str:

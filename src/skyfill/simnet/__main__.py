@@ -1,7 +1,7 @@
 """`python -m skyfill.simnet`: serve a simulated network until SIGTERM.
 
 Prints one ready line on stdout: {"ready": true, "plc": URL, "pds": [URL...], "dids": PATH,
-"truth": PATH}.
+"truth": PATH}, with `--relay` also "relay": URL and "relay_hosts": [{hostname, status}...].
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import orjson
 
 from skyfill.ratelimit.spec import RateSpec, parse_rate
 from skyfill.simnet.listing import LISTING_FAULTS, ListingOptions
+from skyfill.simnet.relay import HOST_STATUSES, RELAY_FAULTS, RelayOptions
 from skyfill.simnet.run import SimSpec, add_did_web_account, build_network, write_files
 from skyfill.simnet.server import FAULTS, SimServers
 
@@ -60,6 +61,23 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
         metavar="INDEX=FAULT,...",
         help=f"listing misbehaviour per PDS host: {', '.join(LISTING_FAULTS)}",
     )
+    p.add_argument(
+        "--relay", action="store_true", help="also serve a relay (listHosts over the PDS hosts)"
+    )
+    p.add_argument(
+        "--relay-hosts",
+        default="",
+        metavar="INDEX=STATUS,...",
+        help=f"the relay's status of PDS host INDEX: {', '.join(HOST_STATUSES)} (else active)",
+    )
+    p.add_argument(
+        "--relay-dead-hosts",
+        type=int,
+        default=0,
+        metavar="N",
+        help="the relay also lists N active hosts that nobody serves",
+    )
+    p.add_argument("--relay-fault", choices=RELAY_FAULTS, help="the relay answers listHosts badly")
     p.add_argument("--out", type=Path, default=Path("simnet-out"))
     return p.parse_args(argv)
 
@@ -77,7 +95,12 @@ async def _serve(args: argparse.Namespace) -> None:
         edits=args.edits,
     )
     network, dids = build_network(spec)
-    servers = SimServers(network, limits=_limits(args), listing_options=_listing_options(args))
+    servers = SimServers(
+        network,
+        limits=_limits(args),
+        listing_options=_listing_options(args),
+        relay=_relay(args),
+    )
     await servers.start()
     if args.did_web:
         dids.append(add_did_web_account(servers, args.mean_records, args.seed))
@@ -86,13 +109,18 @@ async def _serve(args: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    ready = {
+    ready: dict[str, object] = {
         "ready": True,
         "plc": servers.plc_url,
         "pds": servers.pds_urls,
         "dids": str(dids_path),
         "truth": str(truth),
     }
+    if servers.relay is not None:
+        ready["relay"] = servers.relay_url
+        ready["relay_hosts"] = [
+            {"hostname": h.hostname, "status": h.status} for h in servers.relay_hosts
+        ]
     sys.stdout.write(orjson.dumps(ready).decode() + "\n")
     sys.stdout.flush()
     await stop.wait()
@@ -120,6 +148,18 @@ def _listing_options(args: argparse.Namespace) -> dict[int, ListingOptions]:
             raise SystemExit(f"--listing-faults: bad entry {entry!r}")
         options[int(index)].fault = fault
     return options
+
+
+def _relay(args: argparse.Namespace) -> RelayOptions | None:
+    if not (args.relay or args.relay_hosts or args.relay_dead_hosts or args.relay_fault):
+        return None
+    statuses = {}
+    for entry in filter(None, args.relay_hosts.split(",")):
+        index, _, status = entry.partition("=")
+        if not index.isdigit() or int(index) >= args.hosts or status not in HOST_STATUSES:
+            raise SystemExit(f"--relay-hosts: bad entry {entry!r}")
+        statuses[int(index)] = status
+    return RelayOptions(statuses=statuses, dead_hosts=args.relay_dead_hosts, fault=args.relay_fault)
 
 
 def main(argv: list[str] | None = None) -> None:

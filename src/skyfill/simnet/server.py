@@ -29,6 +29,8 @@ Besides getRepo, every PDS answers listRepos, listReposByCollection and getLates
   POST /_simnet/edit    change a repo or an account (simnet.edits)
   GET  /_simnet/truth   the ground truth as it is now (after edits)
   GET  /_simnet/stats, /_simnet/requests, /_simnet/arrivals   what the hosts served
+With `relay=RelayOptions(...)`, a relay listens too (simnet.relay): listHosts over the PDS
+hosts, and GET /_simnet/requests there gives the cursor of every listHosts request.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import socket
 import time
 from collections.abc import Callable
 
@@ -48,6 +51,7 @@ from skyfill.simnet.keys import published_key, verification_methods
 from skyfill.simnet.limits import WindowLimit
 from skyfill.simnet.listing import ListingOptions
 from skyfill.simnet.network import SimNetwork
+from skyfill.simnet.relay import RelayHost, RelayOptions, list_hosts, relay_hosts
 
 FAULTS = (
     "hang",
@@ -101,6 +105,13 @@ def _xrpc_error(status: int, error: str, message: str) -> web.Response:
     return web.json_response({"error": error, "message": message}, status=status)
 
 
+def _closed_port() -> int:
+    """A loopback port nothing listens on (one that was free a moment ago)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 def _loopback(request: web.Request) -> bool:
     try:
         return ipaddress.ip_address(request.remote or "").is_loopback
@@ -117,8 +128,16 @@ class SimServers:
         host: str = "127.0.0.1",
         limits: dict[int, RateSpec] | None = None,
         listing_options: dict[int, ListingOptions] | None = None,
+        relay: RelayOptions | None = None,
     ) -> None:
         self.network = network
+        self.relay = relay
+        self.relay_url = ""
+        self.relay_hosts: list[RelayHost] = []
+        self.list_hosts_cursors: list[str | None] = []
+        """The cursor of each listHosts request the relay answered (None: the first page)."""
+        self.list_repos_cursors: dict[int, list[str | None]] = {}
+        """The cursor of each listRepos request, by host index."""
         self.listing_options = {
             i: (listing_options or {}).get(i) or ListingOptions() for i in range(network.hosts)
         }
@@ -135,6 +154,10 @@ class SimServers:
         self.plc_url = await self._serve(self._plc_app())
         for index in range(self.network.hosts):
             self.pds_urls.append(await self._serve(self._pds_app(index)))
+        if self.relay is not None:
+            dead = [f"127.0.0.1:{_closed_port()}" for _ in range(self.relay.dead_hosts)]
+            self.relay_hosts = relay_hosts(self.network, self.pds_urls, self.relay, dead)
+            self.relay_url = await self._serve(self._relay_app())
 
     async def stop(self) -> None:
         for runner in self._runners:
@@ -149,6 +172,27 @@ class SimServers:
         self._runners.append(runner)
         port = runner.addresses[0][1]  # (host, port, ...) of the site's one socket
         return f"http://localhost:{port}"
+
+    # -- relay -------------------------------------------------------------------------
+
+    def _relay_app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_get("/xrpc/com.atproto.sync.listHosts", self._list_hosts)
+        app.router.add_get("/xrpc/_health", self._health)
+        app.router.add_get("/_simnet/requests", self._relay_requests)
+        return app
+
+    async def _list_hosts(self, request: web.Request) -> web.Response:
+        assert self.relay is not None
+        cursor = request.query.get("cursor")
+        self.list_hosts_cursors.append(cursor)
+        status, body = list_hosts(self.relay_hosts, self.relay, cursor, request.query.get("limit"))
+        if isinstance(body, str):
+            return web.Response(status=status, text=body, content_type="text/html")
+        return web.json_response(body, status=status)
+
+    async def _relay_requests(self, request: web.Request) -> web.Response:
+        return web.json_response({"listHosts": self.list_hosts_cursors})
 
     # -- PLC ---------------------------------------------------------------------------
 
@@ -229,6 +273,7 @@ class SimServers:
                         "index": i,
                         "url": url,
                         "served": self.served[i],
+                        "list_repos_cursors": self.list_repos_cursors.get(i, []),
                         **(self.limits[i].snapshot() if i in self.limits else {}),
                     }
                     for i, url in enumerate(self.pds_urls)
@@ -264,6 +309,8 @@ class SimServers:
 
     async def _list_repos(self, request: web.Request) -> web.Response:
         query = request.query
+        index = request.app["host_index"]
+        self.list_repos_cursors.setdefault(index, []).append(query.get("cursor"))
         return await self._sync_query(
             request,
             lambda index: listing.list_repos(
