@@ -36,6 +36,8 @@ COMMANDS = {
     "monitor": "skyfill.cli.monitor:monitor",
     "dashboard": "skyfill.cli.monitor:dashboard",
     "report": "skyfill.cli.monitor:report",
+    "ingest": "skyfill.cli.live:ingest",
+    "index": "skyfill.cli.live:index",
 }
 """Each command and where it lives: a command's module is imported only when it runs (or
 for --help), so `skyfill firehose` does not load the job engine, Redis or the dashboard."""

@@ -116,6 +116,7 @@ class _Ingester:
                 task.cancel()
             results = await asyncio.gather(*tasks, return_exceptions=True)
             await asyncio.to_thread(self._write)
+            self.counters.trimmed += await asyncio.to_thread(self._trim)
             for result in results:
                 if isinstance(result, BaseException) and not isinstance(
                     result, asyncio.CancelledError
@@ -219,8 +220,8 @@ class _Ingester:
 
     async def _trim_loop(self) -> None:
         while True:
-            await asyncio.sleep(TRIM_SECONDS)
             self.counters.trimmed += await asyncio.to_thread(self._trim)
+            await asyncio.sleep(TRIM_SECONDS)
 
     def _trim(self) -> int:
         trimmed = 0

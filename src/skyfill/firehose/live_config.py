@@ -130,6 +130,14 @@ class IndexConfig:
         default=None,
         metadata=flag(min=0, metavar="SECONDS", help="Stop after this many seconds."),
     )
+    lease_seconds: float = field(
+        default=10.0,
+        metadata=flag(
+            min=1,
+            help="A partition's lease (and a worker's heartbeat) lapses after this long "
+            "without renewal: how soon a dead worker's partitions are taken over.",
+        ),
+    )
     worker_id: str = field(
         default_factory=_worker_id,
         metadata=flag(help="This worker's name in the consumer groups (default: host-pid)."),

@@ -1,0 +1,59 @@
+"""`skyfill ingest` and `skyfill index`: the live topology on Redis streams (one ingester
+per source writes events and repos to snapshot; any number of index workers apply them
+to PostgreSQL), as `firehose/ingest.py` and `firehose/index.py` describe."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from skyfill.cli.dataclass_options import dataclass_options, from_options
+from skyfill.cli.options import config_option, with_env_vars
+from skyfill.firehose.index import run_index
+from skyfill.firehose.ingest import add_repos, run_ingest
+from skyfill.firehose.live_config import IndexConfig, IngestConfig
+from skyfill.monitor.logs import configure_logging
+
+
+@click.command()
+@config_option
+@dataclass_options(IngestConfig)
+@click.option("--log-level", default="info", show_default=True, help="Log level.")
+def ingest(log_level: str, **options: Any) -> None:
+    """Write a host's event stream (and the repos it lists, to snapshot) into Redis
+    streams partitioned by DID, with a saved cursor: run it again to go on."""
+    configure_logging(log_level)
+    config = from_options(IngestConfig, options)
+    if config.add_repo:
+        added = add_repos(config)
+        click.echo(f"ingest {config.name}: {added} repo(s) put in the backfill streams")
+        return
+    counters = run_ingest(config)
+    state = "live" if counters.live else "stopped"
+    click.echo(
+        f"ingest {config.name} {state}: {counters.events} events written (seq {counters.seq}), "
+        f"{counters.queued_repos} repos queued for a snapshot, {counters.trimmed} entries "
+        f"trimmed, {counters.reconnects} reconnects"
+    )
+
+
+@click.command()
+@config_option
+@dataclass_options(IndexConfig)
+@click.option("--log-level", default="info", show_default=True, help="Log level.")
+def index(log_level: str, **options: Any) -> None:
+    """Apply the live streams in Redis to a SQL sink, as one worker of a consumer group:
+    start any number, on any machine; a dead worker's partitions are taken over."""
+    configure_logging(log_level)
+    config = from_options(IndexConfig, options)
+    totals = run_index(config)
+    click.echo(
+        f"index {config.name} {config.worker_id}: {totals.applied} events applied, "
+        f"{totals.snapshots} snapshots requested, {totals.reclaimed} entries reclaimed, "
+        f"partitions {sorted(totals.seen)}"
+    )
+
+
+with_env_vars(ingest)
+with_env_vars(index)

@@ -1,0 +1,406 @@
+"""`skyfill index`: a worker that applies the live streams in Redis to a SQL sink.
+
+The events of one repo sit in one partition (`live_keys`), so order is kept by letting
+one worker at a time apply a partition: a worker holds a partition's lease (a key with a
+TTL it renews) and runs a stream consumer over it (`consumer.Consumer`, the same rules,
+verification and re-fetches as `skyfill firehose`), reading with the consumer group
+`index`. Workers heartbeat into a set; each takes its fair share of the partitions
+(ceil(partitions / workers)) and gives back what is above it, so a second worker gets
+half. A worker that dies stops renewing: its leases expire and the others take its
+partitions over, first claiming the entries it was delivered but had not acknowledged
+(XAUTOCLAIM) and applying them again, which changes nothing (rev order per repo).
+
+A partition's state (cursor, per-repo facts) is in Redis (`redis_state.py`), saved after
+the sink's transaction together with the XACK of the entries it covers. The partition's
+backfill stream holds repos to snapshot: each is marked desynchronized, so its events
+are held while it is fetched whole (getRepo) and the newer ones applied after.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import math
+import signal
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+import redis.asyncio as aioredis
+
+from skyfill.atproto.identity import IdentityResolver
+from skyfill.atproto.xrpc import XrpcClient
+from skyfill.firehose.apply import Applier
+from skyfill.firehose.book import ACTIVE, RepoBook
+from skyfill.firehose.consumer import Consumer
+from skyfill.firehose.live_config import IndexConfig
+from skyfill.firehose.live_keys import GROUP, LiveKeys, connect_checked, stored_partitions
+from skyfill.firehose.redis_state import RedisStreamState
+from skyfill.firehose.resync import Resyncer
+from skyfill.firehose.stats import StreamCounters
+from skyfill.net.http import HttpSettings, make_session
+from skyfill.ratelimit.local import LimitSettings, LocalLimiter
+from skyfill.ratelimit.memory_gate import MemoryGate
+from skyfill.ratelimit.spec import parse_rate
+from skyfill.sinks.changes import StreamSink
+from skyfill.sinks.factory import open_stream_sink
+
+log = logging.getLogger(__name__)
+
+TICK_SECONDS = 1.0
+"""Leases are renewed, heartbeats written and shares computed this often."""
+READ_COUNT = 500
+BLOCK_MS = 500
+HELD_BYTES = 64 << 20
+MAX_REPO_BYTES = 1 << 30
+
+_RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+@dataclass
+class IndexTotals:
+    partitions_run: int = 0
+    applied: int = 0
+    snapshots: int = 0
+    reclaimed: int = 0
+    seen: set[int] = field(default_factory=set)
+
+
+def run_index(config: IndexConfig) -> IndexTotals:
+    client = connect_checked(config.state)
+    keys = LiveKeys(config.name)
+    partitions = stored_partitions(client, keys, None)
+    sink = open_stream_sink(config.sink, stream_id=f"index-{config.name}")
+    sink.check()
+    sink.close()
+    return asyncio.run(_Worker(config, client, keys, partitions).run())
+
+
+class _Partition:
+    """One partition this worker holds: its reader and the consumer applying it."""
+
+    def __init__(self, worker: _Worker, index: int) -> None:
+        self.worker = worker
+        self.index = index
+        self.events_key = worker.keys.events(index)
+        self.backfill_key = worker.keys.backfill(index)
+        self.delivered: collections.deque[tuple[int, bytes]] = collections.deque()
+        self.snapshot_ids: list[bytes] = []
+        self.last_entry = time.monotonic()
+        self.consumer: Consumer | None = None
+        self.book: RepoBook | None = None
+        self.sink: StreamSink | None = None
+        self.task: asyncio.Task[None] | None = None
+
+    # -- what a save acknowledges --------------------------------------------------------
+
+    def acks(self, seq: int) -> list[tuple[bytes | str, list[bytes]]]:
+        """Entries covered by a save through `seq`: events up to it, and the snapshot
+        requests whose repos are marked (the mark is saved with them)."""
+        events = []
+        while self.delivered and self.delivered[0][0] <= seq:
+            events.append(self.delivered.popleft()[1])
+        snapshots, self.snapshot_ids = self.snapshot_ids, []
+        return [(self.events_key, events), (self.backfill_key, snapshots)]
+
+    # -- reading --------------------------------------------------------------------------
+
+    async def subscribe(self, url: str, cursor: int | None, **_: Any) -> AsyncIterator[bytes]:
+        """The partition's entries as stream messages: those claimed from a worker that
+        died, this worker's own unacknowledged ones, then new ones. Entries at or below
+        the saved cursor were applied already: acknowledged and skipped."""
+        client = self.worker.aclient
+        for key in (self.events_key, self.backfill_key):
+            with contextlib.suppress(aioredis.ResponseError):  # BUSYGROUP: it exists
+                await client.xgroup_create(key, GROUP, id="0", mkstream=True)
+            self.worker.totals.reclaimed += await self._reclaim(key)
+        self.delivered.clear()
+        # first this consumer's own pending entries (the claimed ones with them), then new
+        pending: dict[Any, Any] = {self.events_key: "0", self.backfill_key: "0"}
+        while pending:
+            answer: Any = await client.xreadgroup(
+                GROUP, self.worker.config.worker_id, pending, count=READ_COUNT
+            )
+            rows = {_text(key): entries for key, entries in answer or []}
+            for key in list(pending):
+                entries = rows.get(key) or []
+                if not entries:
+                    del pending[key]
+                    continue
+                pending[key] = _text(entries[-1][0])
+                for entry_id, fields in entries:
+                    message = await self._entry(key, entry_id, fields, cursor)
+                    if message is not None:
+                        yield message
+        streams: dict[Any, Any] = {self.events_key: ">", self.backfill_key: ">"}
+        while True:
+            answer = await client.xreadgroup(
+                GROUP, self.worker.config.worker_id, streams, count=READ_COUNT, block=BLOCK_MS
+            )
+            for key, entries in answer or []:
+                self.last_entry = time.monotonic()
+                for entry_id, fields in entries:
+                    message = await self._entry(_text(key), entry_id, fields, cursor)
+                    if message is not None:
+                        yield message
+
+    async def _reclaim(self, key: str) -> int:
+        """Move every pending entry of the group to this worker (it holds the lease)."""
+        client, claimed, start = self.worker.aclient, 0, "0-0"
+        while True:
+            answer = await client.xautoclaim(
+                key, GROUP, self.worker.config.worker_id, min_idle_time=0, start_id=start
+            )
+            start, entries = _text(answer[0]), answer[1]
+            claimed += len(entries)
+            if start == "0-0":
+                return claimed
+
+    async def _entry(
+        self, key: str, entry_id: bytes, fields: dict | None, cursor: int | None
+    ) -> bytes | None:
+        if not fields:  # trimmed away while pending: nothing to apply
+            await self.worker.aclient.xack(key, GROUP, entry_id)
+            return None
+        if key == self.backfill_key:
+            self._snapshot(_text(fields[b"did"]), entry_id)
+            return None
+        seq = int(fields[b"seq"])
+        if cursor is not None and seq <= cursor:
+            await self.worker.aclient.xack(key, GROUP, entry_id)
+            return None
+        self.delivered.append((seq, entry_id))
+        return fields[b"data"]
+
+    def _snapshot(self, did: str, entry_id: bytes) -> None:
+        consumer, book = self.consumer, self.book
+        assert consumer is not None and book is not None
+        facts = book.get(did)
+        if facts is None or facts.phase == ACTIVE:
+            consumer.applier.desynchronize(did, "snapshot requested (backfill stream)")
+            self.worker.totals.snapshots += 1
+        self.snapshot_ids.append(entry_id)
+
+    def idle(self, seconds: float) -> bool:
+        consumer, book = self.consumer, self.book
+        return (
+            consumer is not None
+            and book is not None
+            and time.monotonic() - self.last_entry >= seconds
+            and consumer.resyncer.in_flight == 0
+            and book.count_desynchronized() == 0
+        )
+
+
+class _Worker:
+    def __init__(
+        self, config: IndexConfig, client: redis.Redis, keys: LiveKeys, partitions: int
+    ) -> None:
+        self.config = config
+        self.client = client
+        self.aclient = aioredis.Redis.from_url(config.state, socket_connect_timeout=5)
+        self.keys = keys
+        self.partitions = partitions
+        self.totals = IndexTotals()
+        self.held: dict[int, _Partition] = {}
+        self._stop = asyncio.Event()
+
+    async def run(self) -> IndexTotals:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._stop.set)
+        guard = self.config.allow_private_network
+        session = self.session = make_session(HttpSettings(allow_private_network=guard))
+        self.xrpc = XrpcClient(session, guard, _limiter(self.config.max_concurrent))
+        self.resolver = IdentityResolver(self.xrpc, self.config.plc_url)
+        deadline = None
+        if self.config.duration is not None:
+            deadline = time.monotonic() + self.config.duration
+        try:
+            while not self._stop.is_set():
+                if deadline is not None and time.monotonic() >= deadline:
+                    break
+                await self._tick()
+                if self._idle():
+                    break
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), TICK_SECONDS)
+        finally:
+            for index in list(self.held):
+                await self._release(index)
+            self.client.zrem(self.keys.workers, self.config.worker_id)
+            await session.close()
+            await self.aclient.aclose()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+        return self.totals
+
+    def _idle(self) -> bool:
+        """With --until-idle: every partition is held by a live worker, and this one's
+        have had nothing new for that long (a dead worker's partitions are not idle:
+        they wait for their leases to lapse and to be taken over)."""
+        until = self.config.until_idle
+        if until is None or not all(part.idle(until) for part in self.held.values()):
+            return False
+        holders = self.client.mget([self.keys.lease(i) for i in range(self.partitions)])
+        if any(holder is None for holder in holders):
+            return False
+        fresh = time.time() - 3 * TICK_SECONDS
+        beats = dict(self.client.zrangebyscore(self.keys.workers, fresh, "+inf", withscores=True))
+        return all(holder in beats for holder in holders)
+
+    # -- leases -------------------------------------------------------------------------
+
+    async def _tick(self) -> None:
+        now = time.time()
+        me = self.config.worker_id
+        self.client.zadd(self.keys.workers, {me: now})
+        self.client.zremrangebyscore(self.keys.workers, 0, now - self.config.lease_seconds)
+        lease_ms = int(self.config.lease_seconds * 1000)
+        for index, part in list(self.held.items()):
+            renewed = self.client.eval(_RENEW, 1, self.keys.lease(index), me, lease_ms)
+            failed = part.task is not None and part.task.done()
+            if not renewed or failed:
+                await self._release(index)
+        share = self._share()
+        for index in self._order():
+            if len(self.held) >= share:
+                break
+            if index not in self.held and self.client.set(
+                self.keys.lease(index), me, nx=True, px=lease_ms
+            ):
+                self._take(index)
+        while len(self.held) > share:
+            await self._release(max(self.held))
+
+    def _share(self) -> int:
+        workers = max(1, int(self.client.zcard(self.keys.workers)))
+        return math.ceil(self.partitions / workers)
+
+    def _order(self) -> list[int]:
+        """The partitions, starting at one of this worker's own (spreads the first takes)."""
+        first = hash(self.config.worker_id) % self.partitions
+        return [(first + i) % self.partitions for i in range(self.partitions)]
+
+    def _take(self, index: int) -> None:
+        part = _Partition(self, index)
+        state = RedisStreamState(self.client, self.keys.state(index), GROUP, part.acks)
+        part.consumer = self._consumer(part, state)
+        part.task = asyncio.create_task(self._apply(part, state), name=f"partition {index}")
+        self.held[index] = part
+        self.totals.partitions_run += 1
+        self.totals.seen.add(index)
+        log.info("partition %d taken", index, extra={"event": "partition_taken"})
+
+    async def _apply(self, part: _Partition, state: RedisStreamState) -> None:
+        consumer = part.consumer
+        assert consumer is not None
+        source = self._source(part.index)
+        saved = state.cursor(source)
+        try:
+            await consumer.run(saved[0] if saved else None)
+        finally:
+            self.totals.applied += consumer.counters.applied
+            if part.sink is not None:
+                part.sink.close()
+
+    async def _release(self, index: int) -> None:
+        part = self.held.pop(index)
+        if part.consumer is not None:
+            part.consumer.stop()
+        if part.task is not None:
+            with contextlib.suppress(Exception):
+                await part.task
+            if not part.task.cancelled() and part.task.exception() is not None:
+                log.error(
+                    "partition %d stopped: %s", index, part.task.exception(),
+                    extra={"event": "partition_failed"},
+                )  # fmt: skip
+        self.client.eval(_RELEASE, 1, self.keys.lease(index), self.config.worker_id)
+        log.info("partition %d released", index, extra={"event": "partition_released"})
+
+    def _source(self, index: int) -> str:
+        return f"{self.config.name}/{index}"
+
+    # -- one partition's consumer ---------------------------------------------------------
+
+    def _consumer(self, part: _Partition, state: RedisStreamState) -> Consumer:
+        config = self.config
+        counters = StreamCounters()
+        book = RepoBook(state.load_repos(), HELD_BYTES)
+        stream_id = f"index-{config.name}-{part.index}"
+        sink = open_stream_sink(config.sink, stream_id=stream_id)
+        part.book, part.sink = book, sink
+        consumer = Consumer(
+            url=f"redis:{part.events_key}",
+            source=self._source(part.index),
+            session=self.session,  # unused: the partition reader reads Redis
+            allow_private_network=config.allow_private_network,
+            sink=sink,
+            state=state,
+            book=book,
+            resolver=self.resolver,
+            counters=counters,
+            probe=_no_probe,
+            batch_size=config.batch_size,
+            batch_delay=0.0,
+            flush_seconds=0.5,
+            max_concurrent=config.max_concurrent,
+            memory=MemoryGate(None),
+            until_live=False,
+            duration=None,
+            make_applier=lambda **hooks: Applier(
+                book=book,
+                resolver=self.resolver,
+                counters=counters,
+                verify=config.verify_signatures,
+                keep_did=lambda did: True,
+                keep_collection=None,
+                **hooks,
+            ),
+            make_resyncer=lambda **hooks: Resyncer(
+                client=self.xrpc,
+                resolver=self.resolver,
+                stream_id=stream_id,
+                collections=None,
+                verify=config.verify_signatures,
+                max_concurrent=config.max_concurrent,
+                max_repo_bytes=MAX_REPO_BYTES,
+                **hooks,
+            ),
+            subscribe=part.subscribe,
+        )
+        return consumer
+
+
+async def _no_probe(cursor: int) -> Any:
+    raise RuntimeError("an index partition has no head to probe")
+
+
+def _limiter(concurrency: int) -> LocalLimiter:
+    return LocalLimiter(
+        LimitSettings(
+            default_rate=parse_rate("3000/5m"),
+            host_rates={},
+            host_concurrency=concurrency,
+            global_concurrency=concurrency * 2,
+            adaptive=True,
+        )
+    )
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
