@@ -259,8 +259,8 @@ class _Worker:
         if any(holder is None for holder in holders):
             return False
         fresh = time.time() - 3 * TICK_SECONDS
-        beats = dict(self.client.zrangebyscore(self.keys.workers, fresh, "+inf", withscores=True))
-        return all(holder in beats for holder in holders)
+        alive: Any = self.client.zrangebyscore(self.keys.workers, fresh, "+inf")
+        return all(holder in set(alive) for holder in holders)
 
     # -- leases -------------------------------------------------------------------------
 
