@@ -253,7 +253,9 @@ class _Worker:
         have had nothing new for that long (a dead worker's partitions are not idle:
         they wait for their leases to lapse and to be taken over)."""
         until = self.config.until_idle
-        if until is None or not all(part.idle(until) for part in self.held.values()):
+        if until is None or len(self.held) < self._share():
+            return False
+        if not all(part.idle(until) for part in self.held.values()):
             return False
         holders = self.client.mget([self.keys.lease(i) for i in range(self.partitions)])
         if any(holder is None for holder in holders):

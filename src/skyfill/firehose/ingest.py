@@ -104,6 +104,7 @@ class _Ingester:
                 head = await find_head(probe)
                 self.counters.head = head
                 start = head if start is None else start
+            self.counters.seq = start  # written before: the head may be reached already
             tasks = [asyncio.create_task(self._read(stream_session, start), name="ingest reader")]
             if self.config.list_repos:
                 client = XrpcClient(session, guard, _limiter())
