@@ -99,7 +99,7 @@ def test_a_labels_table_of_another_shape_is_refused_in_one_line(
     with sqlite3.connect(db) as conn:
         conn.execute("CREATE TABLE labels (name TEXT)")
     mine = open_label_sink(f"sqlite:///{db}")
-    with pytest.raises(SinkUnavailable, match="the labels tables: .*no such column"):
+    with pytest.raises(SinkUnavailable, match=r"the labels tables: .*no such column"):
         mine.cursor(URL)
     with psycopg.connect(pg_url, autocommit=True) as conn:
         conn.execute("CREATE TABLE labels (name text)")

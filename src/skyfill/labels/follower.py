@@ -89,7 +89,9 @@ class LabelFollower:
         self._queue: asyncio.Queue[bytes | _Failed] = asyncio.Queue(QUEUE_MESSAGES)
         self._stop = asyncio.Event()
         self._rows: list[LabelRow] = []
+        self._start = 0
         self._pending: int | None = None
+        """The seq the next batch covers (its cursor): that of the last frame handled."""
         self._flushed: int | None = None
         self._batch_started = time.monotonic()
         self._last_message = time.monotonic()
@@ -105,8 +107,7 @@ class LabelFollower:
 
     async def run(self, start: int) -> None:
         """Follow the labeler from after `start` until stopped (or live, with until_live)."""
-        self._read_cursor = start
-        self._flushed = start
+        self._start = self._read_cursor = self._flushed = start
         self.counters.cursor = start
         if self._until_live:
             self._target = await find_head(self._probe)
@@ -277,7 +278,9 @@ class LabelFollower:
         )
 
     def _advance(self, seq: int) -> None:
-        self._pending = seq
+        """The frame at `seq` is handled: the batch's cursor moves there (never back)."""
+        floor = self._pending if self._pending is not None else self._start
+        self._pending = max(seq, floor)
         self.counters.seq = seq
         if self.counters.head is None or seq > self.counters.head:
             self.counters.head = seq
