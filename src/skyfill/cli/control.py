@@ -24,6 +24,7 @@ from skyfill.engine.model import JobStatus
 from skyfill.errors import UsageError
 from skyfill.firehose.follow import follow_status, render_follow_status
 from skyfill.firehose.status import render_stream_status, stream_ids, stream_status
+from skyfill.labels.status import label_stream_ids, labels_status, render_labels_status
 
 STOP_WAIT_SECONDS = 15.0
 
@@ -103,7 +104,8 @@ def _unfinished(layout: JobLayout) -> bool:
 @click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
 def status(job_id: str | None, workdir: Path, state_url: str | None, as_json: bool) -> None:
     """A job's phase, DIDs per status, tasks, throughput and ETA (no JOB_ID: all jobs);
-    for a stream's id (`skyfill firehose`): its cursor, rates, lag and repos."""
+    for a stream's id (`skyfill firehose`): its cursor, rates, lag and repos; for a label
+    stream's (`skyfill labels`): each labeler's cursor and DID, and the labels applied."""
     if job_id is None:
         jobs = []
         for name in session.job_ids(workdir, state_url):
@@ -117,6 +119,14 @@ def status(job_id: str | None, workdir: Path, state_url: str | None, as_json: bo
                     f"{job['job_id']:<40} {job['status']:<12} {job['phase']:<10} "
                     f"{job['done']}/{job['items']}"
                 )
+        return
+    if state_url is None and job_id in label_stream_ids(workdir):
+        facts = labels_status(workdir, job_id)
+        click.echo(
+            orjson.dumps(facts, option=orjson.OPT_INDENT_2).decode()
+            if as_json
+            else render_labels_status(facts)
+        )
         return
     if state_url is None and job_id in stream_ids(workdir):
         facts = stream_status(workdir, job_id)

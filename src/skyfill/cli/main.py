@@ -33,6 +33,7 @@ COMMANDS = {
     "retry": "skyfill.cli.control:retry",
     "demo": "skyfill.cli.demo:demo",
     "firehose": "skyfill.cli.firehose:firehose",
+    "labels": "skyfill.cli.labels:labels",
     "monitor": "skyfill.cli.monitor:monitor",
     "dashboard": "skyfill.cli.monitor:dashboard",
     "report": "skyfill.cli.monitor:report",
@@ -100,6 +101,12 @@ def _known_failure(exc: Exception) -> int | None:
     """Say a failure of a command in one line; its exit code (None: not one we know)."""
     if isinstance(exc, StreamStopped):  # the host refused it (FutureCursor), a worker died
         click.echo(f"skyfill: error: {exc.message}", err=True)
+        return 1
+    if _is(exc, "skyfill.net.exceptions", "PrivateNetworkRefused"):  # a stream's host
+        click.echo(f"skyfill: error: {exc}", err=True)
+        return EXIT_USAGE
+    if _is(exc, "skyfill.labels.errors", "LabelsStopped"):  # a labeler refused its stream
+        click.echo(f"skyfill: error: {exc}", err=True)
         return 1
     if _is(exc, "skyfill.cli.session", "Interrupted"):
         job = exc.job  # type: ignore[attr-defined]

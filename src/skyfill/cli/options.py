@@ -93,8 +93,8 @@ def _load_config(ctx: click.Context, _param: click.Parameter, path: Path | None)
 
 
 def _check_job_type(path: Path, data: dict[str, Any], command: str) -> None:
-    if command == "firehose":
-        if data.get("job_type", "firehose") != "firehose":
+    if command in ("firehose", "labels"):
+        if data.get("job_type", command) != command:
             raise UsageError(f"{path}: job_type {data['job_type']!r}: this command runs streams")
         return
     job_type = data.get("job_type", "backfill")

@@ -13,6 +13,7 @@ from skyfill.backfill.config import parse_size
 from skyfill.backfill.window import resolve_since
 from skyfill.errors import UsageError
 from skyfill.flags import check_ranges, flag
+from skyfill.labels.config import parse_labelers
 
 BACKGROUND = {
     "batch_size": 5,
@@ -165,6 +166,15 @@ class FirehoseConfig:
             help="Allow hosts and PLC on loopback/private addresses (tests, local networks)."
         ),
     )
+    labels: list[str] = field(
+        default_factory=list,
+        metadata=flag(
+            multiple=True,
+            metavar="URL",
+            help="Also follow this labeler's label stream into the same sink (as `skyfill "
+            "labels` does: the labels table and view, or the Parquet label log); repeatable.",
+        ),
+    )
     max_repo_bytes: int = 1 << 30
     """Largest repo CAR a re-fetch accepts."""
     reconnect_max: float = 30.0
@@ -183,6 +193,7 @@ class FirehoseConfig:
         if self.max_memory is not None and self.max_memory < 128 << 20:
             raise UsageError("max-memory must be at least 128m (skyfill itself needs ~100m)")
         object.__setattr__(self, "collections", parse_collections(self.collections))
+        object.__setattr__(self, "labels", parse_labelers(self.labels))
         if not self.stream_id:
             object.__setattr__(self, "stream_id", default_stream_id(self.from_host))
 

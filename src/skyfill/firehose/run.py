@@ -36,6 +36,8 @@ from skyfill.firehose.state import StreamState
 from skyfill.firehose.stats import StreamCounters
 from skyfill.firehose.window import event_time, find_head, first_at_or_after, probe_with
 from skyfill.firehose.workers import ProcessDecoder, WorkerSettings
+from skyfill.labels.config import LabelsConfig
+from skyfill.labels.run import following
 from skyfill.net.http import HttpSettings, make_session
 from skyfill.ratelimit.local import LimitSettings, LocalLimiter
 from skyfill.ratelimit.memory_gate import MemoryGate
@@ -213,7 +215,10 @@ async def _run(
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, consumer.stop)
             try:
-                async with showing(facts, progress, interval):
+                async with (
+                    showing(facts, progress, interval),
+                    _labels(config, where, stream_session, client),
+                ):
                     await consumer.run(start)
             finally:
                 for sig in (signal.SIGTERM, signal.SIGINT):
@@ -290,6 +295,25 @@ async def _start(
             extra={"event": "window_not_kept"},
         )
     return start
+
+
+def _labels(
+    config: FirehoseConfig, where: StreamDir, session: aiohttp.ClientSession, client: XrpcClient
+) -> contextlib.AbstractAsyncContextManager[object]:
+    """`--labels URL`: those labelers followed into the same sink beside the consumer
+    (their cursors in the sink and in the stream's directory, `labels.sqlite`); stopped
+    with it (with --until-live, once live)."""
+    if not config.labels:
+        return contextlib.nullcontext()
+    labels = LabelsConfig(
+        from_labelers=config.labels,
+        sink=config.sink,
+        stream_id=config.stream_id,
+        until_live=config.until_live,
+        plc_url=config.plc_url,
+        allow_private_network=config.allow_private_network,
+    )
+    return following(labels, where.root, session=session, client=client)
 
 
 def _decoder(config: FirehoseConfig) -> Decoder:

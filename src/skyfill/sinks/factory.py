@@ -21,6 +21,7 @@ from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsp
 from skyfill.sinks.base import LoadScope, Sink
 from skyfill.sinks.changes import StreamSink
 from skyfill.sinks.exceptions import SinkUrlError
+from skyfill.sinks.labels import LabelSink
 from skyfill.urls import redact_url
 
 PARQUET = "parquet"
@@ -142,3 +143,25 @@ def open_stream_sink(url: str, *, stream_id: str, password: str | None = None) -
     from skyfill.sinks.postgres_stream import PostgresStreamSink
 
     return PostgresStreamSink(parsed.url, stream_id, password=password or parsed.password)
+
+
+def open_label_sink(url: str, *, password: str | None = None) -> LabelSink:
+    """The label sink a URL names: sqlite:///PATH, postgresql://…, or a directory (a
+    Parquet label log)."""
+    if not url.strip():
+        raise SinkUrlError("a label sink: want sqlite:///path.db, postgresql://… or a directory")
+    if "://" not in url:
+        from skyfill.sinks.labels_log import LabelLogSink
+
+        return LabelLogSink(Path(url))
+    parsed = parse_sink_url(url)
+    if parsed.kind == SQLITE_SCHEME:
+        from skyfill.sinks.labels_sqlite import SqliteLabelSink
+
+        assert parsed.path is not None
+        return SqliteLabelSink(parsed.path)
+    if parsed.kind == PARQUET:
+        raise SinkUrlError("a label sink's Parquet log is a directory: give its path")
+    from skyfill.sinks.labels_postgres import PostgresLabelSink
+
+    return PostgresLabelSink(parsed.url, password=password or parsed.password)

@@ -145,11 +145,13 @@ class PostgresSink:
     def _message(self, exc: BaseException) -> str:
         return one_line(str(exc), self._password)
 
-    def check(self) -> None:
-        """Connect; make sure the tables can be created, or that existing ones fit."""
+    def check(self, tables: tuple[tuple[str, tuple[str, ...]], ...] = ()) -> None:
+        """Connect; make sure the tables (default: records and repos) can be created, or
+        that existing ones fit."""
+        wanted = tables or (("records", RECORD_COLUMNS), ("repos", REPO_COLUMNS))
         with self._connect() as conn:
             try:
-                for table, columns in (("records", RECORD_COLUMNS), ("repos", REPO_COLUMNS)):
+                for table, columns in wanted:
                     self._check_table(conn, table, columns)
             except psycopg.Error as exc:
                 raise SinkUnavailable(f"{self._url}: {self._message(exc)}") from None

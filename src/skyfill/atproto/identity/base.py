@@ -16,6 +16,18 @@ class Identity:
     None when the document has no usable one."""
 
 
+@dataclass(frozen=True, slots=True)
+class LabelerIdentity:
+    """A labeler's DID, as its document says: where it serves labels, and its key."""
+
+    did: str
+    endpoint: str | None
+    """The `#atproto_labeler` service endpoint (http or https, no trailing slash)."""
+    label_key: str | None
+    """The `#atproto_label` verification method's key as a did:key (labels are signed
+    with it); None when the document has no usable one."""
+
+
 class DidMethodResolver(Protocol):
     """Fetches the DID document of one DID method."""
 

@@ -1,4 +1,5 @@
-"""Reading a DID document: the #atproto_pds endpoint, the #atproto signing key, the handle."""
+"""Reading a DID document: the #atproto_pds endpoint, the #atproto signing key, the handle;
+for a labeler, its #atproto_labeler endpoint and #atproto_label key."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from yarl import URL
 
 from skyfill.atproto.crypto import InvalidKey, parse_multikey
 from skyfill.atproto.exceptions import InvalidDidDocument
-from skyfill.atproto.identity.base import Identity
+from skyfill.atproto.identity.base import Identity, LabelerIdentity
 from skyfill.atproto.syntax import is_valid_handle
 
 
@@ -41,11 +42,43 @@ def _pds_endpoint(did: str, doc: dict) -> str:
     raise InvalidDidDocument(f"{did}: DID document has no #atproto_pds service endpoint")
 
 
-def _signing_key(did: str, doc: dict) -> str | None:
-    """The `#atproto` verification method's public key as a did:key, if it is usable."""
+def labeler_from_document(did: str, doc: object) -> LabelerIdentity:
+    """The labeler `did` from its document (no #atproto_pds needed); raises
+    InvalidDidDocument if the document is not `did`'s."""
+    if not isinstance(doc, dict):
+        raise InvalidDidDocument(f"{did}: DID document is not a JSON object")
+    if doc.get("id") != did:
+        raise InvalidDidDocument(f"{did}: DID document is for {str(doc.get('id'))[:80]!r}")
+    return LabelerIdentity(
+        did=did,
+        endpoint=_service(did, doc, "atproto_labeler"),
+        label_key=_signing_key(did, doc, "atproto_label"),
+    )
+
+
+def _service(did: str, doc: dict, name: str) -> str | None:
+    """The http(s) endpoint of the service `#name`, without a trailing slash, or None."""
+    services = doc.get("service")
+    for service in services if isinstance(services, list) else []:
+        if isinstance(service, dict) and service.get("id") in (f"#{name}", f"{did}#{name}"):
+            endpoint = service.get("serviceEndpoint")
+            if not isinstance(endpoint, str):
+                return None
+            try:
+                url = URL(endpoint)
+            except ValueError:
+                return None
+            return endpoint.rstrip("/") if url.scheme in ("http", "https") and url.host else None
+    return None
+
+
+def _signing_key(did: str, doc: dict, name: str = "atproto") -> str | None:
+    """The public key of the verification method `#name` (`#atproto`: commits,
+    `#atproto_label`: labels) as a did:key, if it is usable: a multikey, or the legacy
+    form naming its curve in the method's type with the bare point."""
     methods = doc.get("verificationMethod")
     for method in methods if isinstance(methods, list) else []:
-        if not isinstance(method, dict) or method.get("id") not in ("#atproto", f"{did}#atproto"):
+        if not isinstance(method, dict) or method.get("id") not in (f"#{name}", f"{did}#{name}"):
             continue
         value = method.get("publicKeyMultibase")
         if not isinstance(value, str):

@@ -1,4 +1,5 @@
-"""DID -> Identity with a per-job cache; concurrent look-ups of one DID share one request."""
+"""DID -> Identity with a per-job cache; concurrent look-ups of one DID share one request.
+A labeler's DID -> LabelerIdentity (its endpoint and label key), cached beside it."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ from typing import Protocol, TypeVar
 
 from skyfill.atproto.did import validate_supported_did
 from skyfill.atproto.exceptions import InvalidRepo, RepoFault
-from skyfill.atproto.identity.base import DidMethodResolver, Identity
-from skyfill.atproto.identity.document import identity_from_document
+from skyfill.atproto.identity.base import DidMethodResolver, Identity, LabelerIdentity
+from skyfill.atproto.identity.document import identity_from_document, labeler_from_document
 from skyfill.atproto.identity.plc import DEFAULT_PLC_URL, PlcResolver
 from skyfill.atproto.identity.web import WebResolver
 from skyfill.atproto.xrpc import XrpcClient
@@ -23,6 +24,9 @@ CACHE_SIZE = 100_000
 """Identities kept (least recently used dropped): a job looks each DID up once or a few
 times, so the cache serves retries and did:web hosts, not the whole input."""
 
+LABELERS_CACHED = 1024
+"""Labelers kept (the oldest dropped): a follower resolves the few it follows."""
+
 
 class IdentityResolver:
     def __init__(self, client: XrpcClient, plc_url: str = DEFAULT_PLC_URL) -> None:
@@ -32,6 +36,7 @@ class IdentityResolver:
         }
         self._cache: OrderedDict[str, Identity] = OrderedDict()
         self._inflight: dict[str, asyncio.Future[Identity]] = {}
+        self._labelers: dict[str, LabelerIdentity] = {}
 
     def knows(self, did: str) -> bool:
         """Whether `did` is cached or being resolved (a look-up would not go out again)."""
@@ -71,11 +76,25 @@ class IdentityResolver:
         future.set_result(identity)
         return identity
 
+    async def resolve_labeler(self, did: str, *, fresh: bool = False) -> LabelerIdentity:
+        """The labeler `did`: its `#atproto_labeler` endpoint and `#atproto_label` key
+        (a labeler's document needs no PDS). Labelers are few: each is cached until asked
+        `fresh` (its key may have rotated)."""
+        if not fresh and did in self._labelers:
+            return self._labelers[did]
+        labeler = labeler_from_document(did, await self._document(did))
+        self._labelers.pop(did, None)
+        self._labelers[did] = labeler
+        if len(self._labelers) > LABELERS_CACHED:
+            del self._labelers[next(iter(self._labelers))]
+        return labeler
+
     async def _resolve_uncached(self, did: str) -> Identity:
+        return identity_from_document(did, await self._document(did))
+
+    async def _document(self, did: str) -> dict:
         validate_supported_did(did)
-        method = self._methods[did.split(":", 2)[1]]
-        doc = await method.fetch_document(did)
-        return identity_from_document(did, doc)
+        return await self._methods[did.split(":", 2)[1]].fetch_document(did)
 
 
 class Resolves(Protocol):

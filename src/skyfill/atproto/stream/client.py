@@ -1,4 +1,6 @@
-"""The websocket client of `com.atproto.sync.subscribeRepos`: one call, one connection.
+"""The websocket client of an event stream (`com.atproto.sync.subscribeRepos`, or any
+subscription of the same frame format, such as `com.atproto.label.subscribeLabels`): one
+call, one connection.
 
 `subscribe` opens the stream of a host at a cursor and yields each binary message (a frame,
 for `frames.decode_frame`) until the connection ends, which always raises: StreamClosed
@@ -25,6 +27,7 @@ from skyfill.net.guard import check_host
 from skyfill.net.http import transport_error
 
 SUBSCRIBE_REPOS = "com.atproto.sync.subscribeRepos"
+SUBSCRIBE_LABELS = "com.atproto.label.subscribeLabels"
 HEARTBEAT_SECONDS = 30.0
 """A ping this often; no pong within half of it ends the connection (StreamClosed, 1006)."""
 CLOSE_SECONDS = 10.0
@@ -55,13 +58,15 @@ async def subscribe(
     allow_private_network: bool = False,
     heartbeat: float = HEARTBEAT_SECONDS,
     close_timeout: float = CLOSE_SECONDS,
+    method: str = SUBSCRIBE_REPOS,
 ) -> AsyncIterator[bytes]:
-    """Each binary message of the stream at `url` (a host's base URL, see `stream_url`)
-    from `cursor` (None: live events only). Raises StreamUnavailable or StreamClosed; a
-    message over `max_frame_bytes` ends the connection (StreamClosed, 1009). Leaving the
-    iteration closes the connection, waiting `close_timeout` at most for the host's close
-    (the messages still coming meanwhile are read and dropped); then it is dropped."""
-    target = stream_url(url, cursor)
+    """Each binary message of the stream `method` at `url` (a host's base URL, see
+    `stream_url`) from `cursor` (None: live events only). Raises StreamUnavailable or
+    StreamClosed; a message over `max_frame_bytes` ends the connection (StreamClosed,
+    1009). Leaving the iteration closes the connection, waiting `close_timeout` at most for
+    the host's close (the messages still coming meanwhile are read and dropped); then it is
+    dropped."""
+    target = stream_url(url, cursor, method)
     check_host(URL(target).host or "", allow_private_network)
     ws = await _connect(session, target, max_frame_bytes, heartbeat)
     try:
