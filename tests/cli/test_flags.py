@@ -60,6 +60,7 @@ SAMPLES: dict[str, tuple[str, str, Any]] = {
     "sample_interval": ("0", "0", 0.0),
     "allow_private_network": ("true", "true", True),
     "follow": ("true", "true", True),
+    "labels": ("https://labeler.example", "[https://labeler.example]", ["https://labeler.example"]),
     "follow_host": ("https://relay.example", "https://relay.example", "https://relay.example"),
 }
 

@@ -72,6 +72,7 @@ def test_the_stream_starts_from_the_jobs_outcomes() -> None:
     [
         (["--follow"], "--follow follows one stream: name it with --follow-host"),
         (["--until-live"], "--until-live and --duration go with --follow"),
+        (["--labels", "https://mod.example"], "--labels goes with --follow"),
         (["--follow-host", "ftp://x"], "follow-host must be an http(s) URL"),
         (
             ["--follow-host", "http://127.0.0.1:9", "--allow-private-network"],

@@ -293,3 +293,23 @@ def test_firehose_follows_labelers_beside_its_stream(
         ]
     state = tmp_path / "work" / "streams" / f"firehose-127.0.0.1-{fake.port}" / "labels.sqlite"
     assert state.exists()
+
+
+def test_a_following_job_follows_labelers_too(fake: FakeNetwork, name: str, tmp_path: Path) -> None:
+    """`skyfill run --follow --labels URL`: after the job, the labels go into its sink
+    beside the stream."""
+    labeler = fake.labeler(name)
+    labeler.send(1, labeler.label(ACCOUNT, "spam"))
+    dids = tmp_path / "dids.txt"
+    dids.write_text(f"{ACCOUNT}\n")
+    db = tmp_path / "job.db"
+    done = run_cli(
+        "run", "--dids", str(dids), "--follow-host", fake.url, "--labels", labeler.url,
+        "--sink", f"sqlite:///{db}", "--workdir", str(tmp_path / "work"), "--job-id", "j",
+        "--plc-url", fake.url, "--allow-private-network", "--until-live", "--progress", "none",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "follow follow-j live" in done.stdout
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT seq, val FROM labels_current").fetchall() == [(1, "spam")]
+        assert conn.execute("SELECT did FROM repos").fetchall() == [(ACCOUNT,)]

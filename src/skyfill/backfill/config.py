@@ -269,6 +269,15 @@ class BackfillConfig:
             "default: the one --from-host or --from-relay).",
         ),
     )
+    labels: list[str] = field(
+        default_factory=list,
+        metadata=flag(
+            multiple=True,
+            metavar="URL",
+            help="With --follow: also follow this labeler's labels into the sink (as "
+            "`skyfill labels` does); repeatable.",
+        ),
+    )
     retry_base_seconds: float = 1.0
     """First backoff between tries; doubles each time, with jitter."""
     inline_decode_bytes: int = 256 * 1024
@@ -312,6 +321,9 @@ class BackfillConfig:
         object.__setattr__(self, "sink", parse_sink_url(self.sink).url)
 
     def _check_follow(self) -> None:
+        for url in self.labels:
+            if not url.startswith(("http://", "https://")):
+                raise UsageError(f"labels must be an http(s) URL, not {url!r}")
         if self.follow_host is None:
             return
         if not self.follow_host.startswith(("http://", "https://")):

@@ -73,6 +73,8 @@ def run(
     handler = build_handler(options, job_id)
     if (until_live or duration is not None) and not handler.config.follow:
         raise UsageError("--until-live and --duration go with --follow")
+    if handler.config.labels and not handler.config.follow:
+        raise UsageError("--labels goes with --follow (labels are followed with the stream)")
     handler.config.stream_host  # noqa: B018 - raises now if --follow names no one stream
     layout = JobLayout(workdir.resolve(), job_id)
     started = time.monotonic()

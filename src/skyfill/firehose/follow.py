@@ -284,6 +284,7 @@ def stream_config(
         dids_file=config.dids_file if not config.from_hosts else None,
         allow_private_network=config.allow_private_network,
         max_memory=config.max_memory,
+        labels=list(config.labels),
     )
 
 
