@@ -55,5 +55,27 @@ def index(log_level: str, **options: Any) -> None:
     )
 
 
+@click.command("live-status")
+@click.option("--state", "state_url", required=True, metavar="URL", envvar="SKYFILL_STATE",
+              help="The Redis holding the live streams.")  # fmt: skip
+@click.option("--name", default="live", show_default=True, help="Name of the live streams.")
+@click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
+def live_status(state_url: str, name: str, as_json: bool) -> None:
+    """The live streams in Redis: sources' cursors, partitions (kept, pending, not yet
+    delivered, holder, cursor), workers alive, snapshots to do."""
+    import orjson
+
+    from skyfill.firehose.live_keys import connect_checked
+    from skyfill.firehose.live_status import live_status as read
+    from skyfill.firehose.live_status import render_live_status
+
+    facts = read(connect_checked(state_url), name)
+    click.echo(
+        orjson.dumps(facts, option=orjson.OPT_INDENT_2).decode()
+        if as_json
+        else render_live_status(facts)
+    )
+
+
 with_env_vars(ingest)
 with_env_vars(index)

@@ -39,6 +39,7 @@ COMMANDS = {
     "report": "skyfill.cli.monitor:report",
     "ingest": "skyfill.cli.live:ingest",
     "index": "skyfill.cli.live:index",
+    "live-status": "skyfill.cli.live:live_status",
 }
 """Each command and where it lives: a command's module is imported only when it runs (or
 for --help), so `skyfill firehose` does not load the job engine, Redis or the dashboard."""
