@@ -37,6 +37,7 @@ from skyfill.atproto.xrpc import XrpcClient
 from skyfill.firehose.apply import Applier
 from skyfill.firehose.book import ACTIVE, RepoBook
 from skyfill.firehose.consumer import Consumer
+from skyfill.firehose.group_reader import GroupReader
 from skyfill.firehose.live_config import IndexConfig
 from skyfill.firehose.live_keys import GROUP, LiveKeys, connect_checked, stored_partitions
 from skyfill.firehose.redis_state import RedisStreamState
@@ -53,8 +54,6 @@ log = logging.getLogger(__name__)
 
 TICK_SECONDS = 1.0
 """Leases are renewed, heartbeats written and shares computed this often."""
-READ_COUNT = 500
-BLOCK_MS = 500
 HELD_BYTES = 64 << 20
 MAX_REPO_BYTES = 1 << 30
 
@@ -99,7 +98,7 @@ class _Partition:
         self.backfill_key = worker.keys.backfill(index)
         self.delivered: collections.deque[tuple[int, bytes]] = collections.deque()
         self.snapshot_ids: list[bytes] = []
-        self.last_entry = time.monotonic()
+        self.reader: GroupReader | None = None
         self.consumer: Consumer | None = None
         self.book: RepoBook | None = None
         self.sink: StreamSink | None = None
@@ -119,68 +118,30 @@ class _Partition:
     # -- reading --------------------------------------------------------------------------
 
     async def subscribe(self, url: str, cursor: int | None, **_: Any) -> AsyncIterator[bytes]:
-        """The partition's entries as stream messages: those claimed from a worker that
-        died, this worker's own unacknowledged ones, then new ones. Entries at or below
-        the saved cursor were applied already: acknowledged and skipped."""
-        client = self.worker.aclient
-        for key in (self.events_key, self.backfill_key):
-            with contextlib.suppress(aioredis.ResponseError):  # BUSYGROUP: it exists
-                await client.xgroup_create(key, GROUP, id="0", mkstream=True)
-            self.worker.totals.reclaimed += await self._reclaim(key)
+        """The partition's entries as stream messages (see `GroupReader`). Entries at or
+        below the saved cursor were applied already: acknowledged and skipped."""
+        self.reader = GroupReader(
+            self.worker.aclient, self.worker.config.worker_id, [self.events_key, self.backfill_key]
+        )
         self.delivered.clear()
-        # first this consumer's own pending entries (the claimed ones with them), then new
-        pending: dict[Any, Any] = {self.events_key: "0", self.backfill_key: "0"}
-        while pending:
-            answer: Any = await client.xreadgroup(
-                GROUP, self.worker.config.worker_id, pending, count=READ_COUNT
-            )
-            rows = {_text(key): entries for key, entries in answer or []}
-            for key in list(pending):
-                entries = rows.get(key) or []
-                if not entries:
-                    del pending[key]
-                    continue
-                pending[key] = _text(entries[-1][0])
-                for entry_id, fields in entries:
-                    message = await self._entry(key, entry_id, fields, cursor)
-                    if message is not None:
-                        yield message
-        streams: dict[Any, Any] = {self.events_key: ">", self.backfill_key: ">"}
-        while True:
-            answer = await client.xreadgroup(
-                GROUP, self.worker.config.worker_id, streams, count=READ_COUNT, block=BLOCK_MS
-            )
-            for key, entries in answer or []:
-                self.last_entry = time.monotonic()
-                for entry_id, fields in entries:
-                    message = await self._entry(_text(key), entry_id, fields, cursor)
-                    if message is not None:
-                        yield message
-
-    async def _reclaim(self, key: str) -> int:
-        """Move every pending entry of the group to this worker (it holds the lease)."""
-        client, claimed, start = self.worker.aclient, 0, "0-0"
-        while True:
-            answer = await client.xautoclaim(
-                key, GROUP, self.worker.config.worker_id, min_idle_time=0, start_id=start
-            )
-            start, entries = _text(answer[0]), answer[1]
-            claimed += len(entries)
-            if start == "0-0":
-                return claimed
+        async for key, entry_id, fields in self.reader.entries():
+            message = await self._entry(key, entry_id, fields, cursor)
+            if message is not None:
+                yield message
 
     async def _entry(
         self, key: str, entry_id: bytes, fields: dict | None, cursor: int | None
     ) -> bytes | None:
+        assert self.reader is not None
         if not fields:  # trimmed away while pending: nothing to apply
-            await self.worker.aclient.xack(key, GROUP, entry_id)
+            await self.reader.ack(key, entry_id)
             return None
         if key == self.backfill_key:
             self._snapshot(_text(fields[b"did"]), entry_id)
             return None
         seq = int(fields[b"seq"])
         if cursor is not None and seq <= cursor:
-            await self.worker.aclient.xack(key, GROUP, entry_id)
+            await self.reader.ack(key, entry_id)
             return None
         self.delivered.append((seq, entry_id))
         return fields[b"data"]
@@ -199,7 +160,8 @@ class _Partition:
         return (
             consumer is not None
             and book is not None
-            and time.monotonic() - self.last_entry >= seconds
+            and self.reader is not None
+            and time.monotonic() - self.reader.last_entry >= seconds
             and consumer.resyncer.in_flight == 0
             and book.count_desynchronized() == 0
         )
@@ -316,6 +278,7 @@ class _Worker:
             await consumer.run(saved[0] if saved else None)
         finally:
             self.totals.applied += consumer.counters.applied
+            self.totals.reclaimed += part.reader.reclaimed if part.reader is not None else 0
             if part.sink is not None:
                 part.sink.close()
 
