@@ -25,6 +25,7 @@ from skyfill.atproto.identity import IdentityResolver
 from skyfill.atproto.labels import read_label
 from skyfill.labels.checker import LabelChecker
 from tests.helpers import (
+    RedisServer,
     assert_one_line_error,
     json_lines,
     run_cli,
@@ -313,3 +314,43 @@ def test_a_following_job_follows_labelers_too(fake: FakeNetwork, name: str, tmp_
     with sqlite3.connect(db) as conn:
         assert conn.execute("SELECT seq, val FROM labels_current").fetchall() == [(1, "spam")]
         assert conn.execute("SELECT did FROM repos").fetchall() == [(ACCOUNT,)]
+
+
+def test_labels_through_the_live_redis_streams(
+    fake: FakeNetwork, name: str, tmp_path: Path
+) -> None:
+    """`skyfill ingest --labels URL` writes a labeler's stream into Redis with its cursor;
+    `skyfill index` applies it (signatures checked) to the SQL sink; a later negation,
+    ingested and indexed again, takes the label out of `labels_current`."""
+    labeler = fake.labeler(name)
+    labeler.send(1, labeler.label(ACCOUNT, "spam"))
+    labeler.send(2, labeler.label(POST, "rude", cid=CID))
+    labeler.send(3, labeler.label(POST, "gore", key=Keypair.from_seed(Curve.K256, "stranger")))
+    server = RedisServer(tmp_path / "redis", appendonly=True)
+    server.start()
+    db = tmp_path / "index.db"
+    ingest = ["ingest", "--labels", labeler.url, "--state", server.url, "--until-live"]
+    index = [
+        "index", "--sink", f"sqlite:///{db}", "--state", server.url, "--plc-url", fake.url,
+        "--until-idle", "1", "--allow-private-network",
+    ]  # fmt: skip
+    try:
+        done = run_cli(*ingest, "--allow-private-network")
+        assert done.returncode == 0 and "3 labels" in done.stdout, done.stderr
+        done = run_cli(*index)
+        assert done.returncode == 0 and "2 labels" in done.stdout, done.stderr  # one refused
+        with sqlite3.connect(db) as conn:
+            rows = conn.execute("SELECT seq, val FROM labels_current ORDER BY seq").fetchall()
+            assert rows == [(1, "spam"), (2, "rude")]
+            assert conn.execute("SELECT cursor FROM labeler_cursor").fetchall() == [(3,)]
+
+        labeler.send(4, labeler.label(ACCOUNT, "spam", neg=True))
+        done = run_cli(*ingest, "--allow-private-network")  # from its cursor: only seq 4
+        assert done.returncode == 0 and "1 labels" in done.stdout, done.stderr
+        done = run_cli(*index)
+        assert done.returncode == 0, done.stderr
+        with sqlite3.connect(db) as conn:
+            rows = conn.execute("SELECT seq, val FROM labels_current ORDER BY seq").fetchall()
+            assert rows == [(2, "rude")]
+    finally:
+        server.stop()

@@ -33,6 +33,7 @@ def ingest(log_level: str, **options: Any) -> None:
     state = "live" if counters.live else "stopped"
     click.echo(
         f"ingest {config.name} {state}: {counters.events} events written (seq {counters.seq}), "
+        f"{counters.labels} labels, "
         f"{counters.queued_repos} repos queued for a snapshot, {counters.trimmed} entries "
         f"trimmed, {counters.reconnects} reconnects"
     )
@@ -50,6 +51,7 @@ def index(log_level: str, **options: Any) -> None:
     totals = run_index(config)
     click.echo(
         f"index {config.name} {config.worker_id}: {totals.applied} events applied, "
+        f"{totals.labels_applied} labels, "
         f"{totals.snapshots} snapshots requested, {totals.reclaimed} entries reclaimed, "
         f"partitions {sorted(totals.seen)}"
     )

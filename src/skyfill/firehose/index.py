@@ -40,15 +40,19 @@ from skyfill.firehose.consumer import Consumer
 from skyfill.firehose.group_reader import GroupReader
 from skyfill.firehose.live_config import IndexConfig
 from skyfill.firehose.live_keys import GROUP, LiveKeys, connect_checked, stored_partitions
-from skyfill.firehose.redis_state import RedisStreamState
+from skyfill.firehose.redis_state import RedisLabelState, RedisStreamState
 from skyfill.firehose.resync import Resyncer
 from skyfill.firehose.stats import StreamCounters
+from skyfill.labels.checker import LabelChecker
+from skyfill.labels.follower import LabelFollower
+from skyfill.labels.stats import LabelCounters
 from skyfill.net.http import HttpSettings, make_session
 from skyfill.ratelimit.local import LimitSettings, LocalLimiter
 from skyfill.ratelimit.memory_gate import MemoryGate
 from skyfill.ratelimit.spec import parse_rate
 from skyfill.sinks.changes import StreamSink
-from skyfill.sinks.factory import open_stream_sink
+from skyfill.sinks.factory import open_label_sink, open_stream_sink
+from skyfill.sinks.labels import LabelSink
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +79,7 @@ class IndexTotals:
     applied: int = 0
     snapshots: int = 0
     reclaimed: int = 0
+    labels_applied: int = 0
     seen: set[int] = field(default_factory=set)
 
 
@@ -167,6 +172,52 @@ class _Partition:
         )
 
 
+class _LabelUnit:
+    """One labeler's stream this worker holds, and the follower applying it."""
+
+    def __init__(self, worker: _Worker, number: int, url: str) -> None:
+        self.worker = worker
+        self.number = number
+        self.url = url
+        self.key = worker.keys.labels(number)
+        self.delivered: collections.deque[tuple[int, bytes]] = collections.deque()
+        self.reader: GroupReader | None = None
+        self.follower: LabelFollower | None = None
+        self.sink: LabelSink | None = None
+        self.task: asyncio.Task[None] | None = None
+
+    def acks(self, seq: int) -> list[tuple[bytes | str, list[bytes]]]:
+        done = []
+        while self.delivered and self.delivered[0][0] <= seq:
+            done.append(self.delivered.popleft()[1])
+        return [(self.key, done)]
+
+    async def subscribe(self, url: str, cursor: int | None, **_: Any) -> AsyncIterator[bytes]:
+        """The labeler's messages after `cursor` (see `GroupReader`)."""
+        self.reader = reader = GroupReader(
+            self.worker.aclient, self.worker.config.worker_id, [self.key]
+        )
+        self.delivered.clear()
+        async for key, entry_id, fields in reader.entries():
+            if not fields:
+                await reader.ack(key, entry_id)
+                continue
+            seq = int(fields[b"seq"])
+            if cursor is not None and seq <= cursor:
+                await reader.ack(key, entry_id)
+                continue
+            self.delivered.append((seq, entry_id))
+            yield fields[b"data"]
+
+    def idle(self, seconds: float) -> bool:
+        reader = self.reader
+        return (
+            reader is not None
+            and time.monotonic() - reader.last_entry >= seconds
+            and not self.delivered
+        )
+
+
 class _Worker:
     def __init__(
         self, config: IndexConfig, client: redis.Redis, keys: LiveKeys, partitions: int
@@ -178,6 +229,7 @@ class _Worker:
         self.partitions = partitions
         self.totals = IndexTotals()
         self.held: dict[int, _Partition] = {}
+        self.labelers: dict[int, _LabelUnit] = {}
         self._stop = asyncio.Event()
 
     async def run(self) -> IndexTotals:
@@ -203,6 +255,8 @@ class _Worker:
         finally:
             for index in list(self.held):
                 await self._release(index)
+            for number in list(self.labelers):
+                await self._release_labels(number)
             self.client.zrem(self.keys.workers, self.config.worker_id)
             await session.close()
             await self.aclient.aclose()
@@ -218,6 +272,12 @@ class _Worker:
         if until is None or len(self.held) < self._share():
             return False
         if not all(part.idle(until) for part in self.held.values()):
+            return False
+        if not all(unit.idle(until) for unit in self.labelers.values()):
+            return False
+        labelers: Any = self.client.hvals(self.keys.labelers)
+        numbers = [int(n) for n in labelers]
+        if any(self.client.get(self.keys.labels_lease(n)) is None for n in numbers):
             return False
         holders = self.client.mget([self.keys.lease(i) for i in range(self.partitions)])
         if any(holder is None for holder in holders):
@@ -249,6 +309,20 @@ class _Worker:
                 self._take(index)
         while len(self.held) > share:
             await self._release(max(self.held))
+        await self._tick_labels(me, lease_ms)
+
+    async def _tick_labels(self, me: str, lease_ms: int) -> None:
+        """Labelers' streams: each held by one worker at a time (no share: they are few)."""
+        for number, unit in list(self.labelers.items()):
+            renewed = self.client.eval(_RENEW, 1, self.keys.labels_lease(number), me, lease_ms)
+            if not renewed or (unit.task is not None and unit.task.done()):
+                await self._release_labels(number)
+        labelers: Any = self.client.hgetall(self.keys.labelers)
+        for url, number in ((_text(u), int(n)) for u, n in labelers.items()):
+            if number not in self.labelers and self.client.set(
+                self.keys.labels_lease(number), me, nx=True, px=lease_ms
+            ):
+                await self._take_labels(number, url)
 
     def _share(self) -> int:
         workers = max(1, int(self.client.zcard(self.keys.workers)))
@@ -281,6 +355,49 @@ class _Worker:
             self.totals.reclaimed += part.reader.reclaimed if part.reader is not None else 0
             if part.sink is not None:
                 part.sink.close()
+
+    async def _take_labels(self, number: int, url: str) -> None:
+        unit = _LabelUnit(self, number, url)
+        state = RedisLabelState(self.client, self.keys.labels_state(number), GROUP, unit.acks)
+        unit.sink = sink = open_label_sink(self.config.sink)
+        await asyncio.to_thread(sink.check)
+        checker = LabelChecker(
+            self.resolver, url, state.did(url), pinned=lambda did: state.pin(url, did)
+        )
+        unit.follower = LabelFollower(
+            url=url,
+            sink=sink,
+            state=state,
+            checker=checker,
+            counters=LabelCounters(url, did=checker.did),
+            session=self.session,
+            allow_private_network=self.config.allow_private_network,
+            until_live=False,
+            flush_seconds=0.5,
+            subscribe=unit.subscribe,
+        )
+        start = await asyncio.to_thread(sink.cursor, url)
+        unit.task = asyncio.create_task(unit.follower.run(start or 0), name=f"labels {url}")
+        self.labelers[number] = unit
+        log.info("labels of %s taken", url, extra={"event": "labels_taken"})
+
+    async def _release_labels(self, number: int) -> None:
+        unit = self.labelers.pop(number)
+        if unit.follower is not None:
+            unit.follower.stop()
+        if unit.task is not None:
+            with contextlib.suppress(Exception):
+                await unit.task
+            if not unit.task.cancelled() and unit.task.exception() is not None:
+                log.error(
+                    "labels of %s stopped: %s", unit.url, unit.task.exception(),
+                    extra={"event": "labels_failed"},
+                )  # fmt: skip
+        if unit.follower is not None:
+            self.totals.labels_applied += unit.follower.counters.labels_applied
+        if unit.sink is not None:
+            unit.sink.close()
+        self.client.eval(_RELEASE, 1, self.keys.labels_lease(number), self.config.worker_id)
 
     async def _release(self, index: int) -> None:
         part = self.held.pop(index)

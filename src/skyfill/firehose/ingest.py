@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import signal
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,11 +22,22 @@ from typing import Any
 import redis
 
 from skyfill.atproto.listing import list_repos
-from skyfill.atproto.stream.client import StreamClosed, StreamUnavailable, subscribe
+from skyfill.atproto.stream.client import (
+    SUBSCRIBE_LABELS,
+    StreamClosed,
+    StreamUnavailable,
+    subscribe,
+)
 from skyfill.atproto.stream.frames import peek
 from skyfill.atproto.xrpc import XrpcClient
 from skyfill.firehose.live_config import IngestConfig
-from skyfill.firehose.live_keys import LiveKeys, connect_checked, partition_of, stored_partitions
+from skyfill.firehose.live_keys import (
+    LiveKeys,
+    connect_checked,
+    labeler_number,
+    partition_of,
+    stored_partitions,
+)
 from skyfill.firehose.run import source_key
 from skyfill.firehose.window import find_head, probe_with
 from skyfill.net.http import HttpSettings, make_session
@@ -40,8 +52,22 @@ TRIM_SECONDS = 5.0
 
 
 @dataclass
+class _Labeler:
+    url: str
+    number: int
+    read: int
+    """The last seq read (and, once written, `seq`)."""
+    seq: int = 0
+    head: int | None = None
+
+    def __post_init__(self) -> None:
+        self.seq = self.read
+
+
+@dataclass
 class IngestCounters:
     events: int = 0
+    labels: int = 0
     queued_repos: int = 0
     seq: int | None = None
     head: int | None = None
@@ -82,7 +108,10 @@ class _Ingester:
         self.partitions = partitions
         self.source = source_key(config.from_host)
         self.counters = IngestCounters()
-        self._buffer: list[tuple[int, str, bytes]] = []
+        self._buffer: list[tuple[str, dict[Any, Any]]] = []
+        """Entries to add (stream, fields), in order, and the cursors they move."""
+        self._cursors: dict[tuple[str, str], int] = {}
+        self._labelers: list[_Labeler] = []
         self._stop = asyncio.Event()
         self._listed = asyncio.Event()
 
@@ -92,25 +121,17 @@ class _Ingester:
             HttpSettings(read_timeout=None, total_timeout=None, allow_private_network=guard)
         )
         session = make_session(HttpSettings(allow_private_network=guard))
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stop)
+        tasks: list[asyncio.Task] = []
         try:
-            probe = probe_with(
-                subscribe, self.config.from_host, session=stream_session,
-                allow_private_network=guard,
-            )  # fmt: skip
-            start = self._saved_cursor()
-            if start is None:
-                start = self.config.cursor
-            if start is None or self.config.until_live:
-                head = await find_head(probe)
-                self.counters.head = head
-                start = head if start is None else start
-            self.counters.seq = start  # written before: the head may be reached already
-            tasks = [asyncio.create_task(self._read(stream_session, start), name="ingest reader")]
-            if self.config.list_repos:
-                client = XrpcClient(session, guard, _limiter())
-                tasks.append(asyncio.create_task(self._list(client), name="ingest listing"))
+            if self.config.from_host:
+                tasks += await self._start_events(stream_session, session)
             else:
                 self._listed.set()
+            for url in self.config.labels:
+                tasks.append(await self._start_labels(stream_session, url))
             tasks.append(asyncio.create_task(self._trim_loop(), name="ingest trim"))
             await self._until_done()
             for task in tasks:
@@ -124,9 +145,50 @@ class _Ingester:
                 ):
                     raise result
         finally:
+            for task in tasks:
+                task.cancel()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
             await stream_session.close()
             await session.close()
         return self.counters
+
+    async def _start_events(self, stream_session: Any, session: Any) -> list[asyncio.Task]:
+        guard = self.config.allow_private_network
+        probe = probe_with(
+            subscribe, self.config.from_host, session=stream_session, allow_private_network=guard
+        )
+        start = self._saved_cursor()
+        if start is None:
+            start = self.config.cursor
+        if start is None or self.config.until_live:
+            head = await find_head(probe)
+            self.counters.head = head
+            start = head if start is None else start
+        self.counters.seq = start  # written before: the head may be reached already
+        tasks = [asyncio.create_task(self._read(stream_session, start), name="ingest reader")]
+        if self.config.list_repos:
+            client = XrpcClient(session, guard, _limiter())
+            tasks.append(asyncio.create_task(self._list(client), name="ingest listing"))
+        else:
+            self._listed.set()
+        return tasks
+
+    async def _start_labels(self, stream_session: Any, url: str) -> asyncio.Task:
+        """A labeler's labels from its saved cursor (else from the first: every label)."""
+        number = await asyncio.to_thread(labeler_number, self.client, self.keys, url)
+        raw = self.client.hget(self.keys.label_cursor, url)
+        labeler = _Labeler(url, number, 0 if raw is None else int(raw))
+        if self.config.until_live:
+            probe = probe_with(
+                subscribe, url, session=stream_session,
+                allow_private_network=self.config.allow_private_network, method=SUBSCRIBE_LABELS,
+            )  # fmt: skip
+            labeler.head = await find_head(probe)
+        self._labelers.append(labeler)
+        return asyncio.create_task(
+            self._read_labels(stream_session, labeler), name=f"ingest labels {url}"
+        )
 
     def stop(self) -> None:
         self._stop.set()
@@ -144,8 +206,14 @@ class _Ingester:
                 await asyncio.to_thread(self._write)
 
     def _caught_up(self) -> bool:
+        labels = all(
+            labeler.head is not None and labeler.seq >= labeler.head for labeler in self._labelers
+        )
+        if not self.config.from_host:
+            return labels
         head, seq = self.counters.head, self.counters.seq
-        return head is not None and (head == 0 or (seq is not None and seq >= head))
+        events = head is not None and (head == 0 or (seq is not None and seq >= head))
+        return events and labels
 
     def _saved_cursor(self) -> int | None:
         raw = self.client.hget(self.keys.cursor, self.source)
@@ -168,7 +236,10 @@ class _Ingester:
                     _, seq, did = peek(message)
                     if seq is None or did is None:
                         continue  # #info and error frames: nothing to index
-                    self._buffer.append((seq, did, message))
+                    stream = self.keys.events(partition_of(did, self.partitions))
+                    self._buffer.append((stream, {"seq": seq, "did": did, "data": message}))
+                    self._cursors[(self.keys.cursor, self.source)] = seq
+                    self.counters.events += 1
                     cursor = seq
                     if len(self._buffer) >= WRITE_EVENTS:
                         await asyncio.to_thread(self._write)
@@ -179,18 +250,50 @@ class _Ingester:
             backoff = min(backoff * 2, 30.0)
 
     def _write(self) -> None:
-        """The buffered events and the cursor after them, in one transaction."""
+        """The buffered entries and the cursors after them, in one transaction."""
         buffer, self._buffer = self._buffer, []
-        if not buffer:
+        cursors, self._cursors = self._cursors, {}
+        if not buffer and not cursors:
             return
         pipe = self.client.pipeline(transaction=True)
-        for seq, did, message in buffer:
-            stream = self.keys.events(partition_of(did, self.partitions))
-            pipe.xadd(stream, {"seq": seq, "did": did, "data": message})
-        pipe.hset(self.keys.cursor, self.source, buffer[-1][0])
+        for stream, fields in buffer:
+            pipe.xadd(stream, fields)
+        for (key, source), seq in cursors.items():
+            pipe.hset(key, source, seq)
         pipe.execute()
-        self.counters.events += len(buffer)
-        self.counters.seq = buffer[-1][0]
+        for (key, source), seq in cursors.items():
+            if key == self.keys.cursor:
+                self.counters.seq = seq
+            else:
+                next(lab for lab in self._labelers if lab.url == source).seq = seq
+
+    async def _read_labels(self, session: Any, labeler: _Labeler) -> None:
+        backoff = 0.5
+        while True:
+            try:
+                async for message in subscribe(
+                    labeler.url,
+                    labeler.read,
+                    session=session,
+                    allow_private_network=self.config.allow_private_network,
+                    method=SUBSCRIBE_LABELS,
+                ):
+                    backoff = 0.5
+                    seq = peek(message)[1]
+                    if seq is None:
+                        continue  # #info and error frames: the index has nothing to do
+                    stream = self.keys.labels(labeler.number)
+                    self._buffer.append((stream, {"seq": seq, "data": message}))
+                    self._cursors[(self.keys.label_cursor, labeler.url)] = seq
+                    self.counters.labels += 1
+                    labeler.read = seq
+                    if len(self._buffer) >= WRITE_EVENTS:
+                        await asyncio.to_thread(self._write)
+            except (StreamClosed, StreamUnavailable) as exc:
+                log.info("ingest labels %s: %s; reconnecting", labeler.url, exc)
+            self.counters.reconnects += 1
+            await asyncio.sleep(backoff * random.uniform(0.5, 1.0))
+            backoff = min(backoff * 2, 30.0)
 
     # -- repos to snapshot ------------------------------------------------------------
 
@@ -226,11 +329,13 @@ class _Ingester:
 
     def _trim(self) -> int:
         trimmed = 0
+        streams = [self.keys.labels(labeler.number) for labeler in self._labelers]
         for partition in range(self.partitions):
-            for stream in (self.keys.events(partition), self.keys.backfill(partition)):
-                floor = acknowledged_floor(self.client, stream)
-                if floor is not None:
-                    trimmed += int(self.client.xtrim(stream, minid=floor, approximate=False))
+            streams += [self.keys.events(partition), self.keys.backfill(partition)]
+        for stream in streams:
+            floor = acknowledged_floor(self.client, stream)
+            if floor is not None:
+                trimmed += int(self.client.xtrim(stream, minid=floor, approximate=False))
         return trimmed
 
 

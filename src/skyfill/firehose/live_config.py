@@ -54,6 +54,15 @@ class IngestConfig:
             help="Put every repo the host lists (listRepos) into the backfill streams.",
         ),
     )
+    labels: list[str] = field(
+        default_factory=list,
+        metadata=flag(
+            multiple=True,
+            metavar="URL",
+            help="Also write this labeler's labels (subscribeLabels) into its label "
+            "stream, with its own cursor (repeatable).",
+        ),
+    )
     add_repo: list[str] = field(
         default_factory=list,
         metadata=flag(
@@ -78,7 +87,12 @@ class IngestConfig:
     def __post_init__(self) -> None:
         check_ranges(self)
         _redis_url(self.state)
-        if not self.add_repo and not self.from_host.startswith(("http://", "https://")):
+        for url in self.labels:
+            if not url.startswith(("http://", "https://")):
+                raise UsageError(f"labels must be an http(s) URL, not {url!r}")
+        if self.add_repo or (self.labels and not self.from_host):
+            return
+        if not self.from_host.startswith(("http://", "https://")):
             raise UsageError("--from-host: give the PDS or relay as an http(s) URL")
 
 

@@ -9,8 +9,10 @@ Under `skyfill:live:<name>:` —
   worker holding a repo's events also fetches it;
 - `cursor` (source -> the last seq written), `listing` (source -> listRepos cursor),
   `queued` (DIDs already put in a backfill stream), `meta` (partitions, sources);
-- `lease:<i>`, `workers`, `state:<i>:*`: the index workers' side (`index.py`,
-  `redis_state.py`).
+- `labels:<n>`: a labeler's `subscribeLabels` messages (fields seq, data), one stream per
+  labeler (`labelers`: URL -> n; `label-cursor`: URL -> the last seq written);
+- `lease:<i>`, `lease:labels:<n>`, `workers`, `state:<i>:*`, `labelstate:<n>:*`: the index
+  workers' side (`index.py`, `redis_state.py`).
 """
 
 from __future__ import annotations
@@ -46,6 +48,25 @@ class LiveKeys:
 
     def state(self, partition: int) -> str:
         return f"{self.prefix}:state:{partition}"
+
+    def labels(self, labeler: int) -> str:
+        return f"{self.prefix}:labels:{labeler}"
+
+    def labels_lease(self, labeler: int) -> str:
+        return f"{self.prefix}:lease:labels:{labeler}"
+
+    def labels_state(self, labeler: int) -> str:
+        return f"{self.prefix}:labelstate:{labeler}"
+
+    @property
+    def labelers(self) -> str:
+        """labeler URL -> the number of its stream (`labels:<n>`)."""
+        return f"{self.prefix}:labelers"
+
+    @property
+    def label_cursor(self) -> str:
+        """labeler URL -> the last seq written to its stream."""
+        return f"{self.prefix}:label-cursor"
 
     @property
     def cursor(self) -> str:
@@ -106,6 +127,16 @@ def stored_partitions(client: redis.Redis, keys: LiveKeys, wanted: int | None) -
             "keep --partitions as it was (or use another --name)"
         )
     return partitions
+
+
+def labeler_number(client: redis.Redis, keys: LiveKeys, url: str) -> int:
+    """The number of a labeler's stream, given once (the first ingester to see it)."""
+    raw = client.hget(keys.labelers, url)
+    if raw is None:  # a number nobody else can take, kept only if the URL has none yet
+        client.hsetnx(keys.labelers, url, int(client.incr(f"{keys.labelers}:next")) - 1)
+        raw = client.hget(keys.labelers, url)
+    assert raw is not None
+    return int(raw)
 
 
 def _shown(url: str) -> str:

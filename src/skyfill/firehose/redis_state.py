@@ -81,3 +81,44 @@ class RedisStreamState:
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
+
+
+class RedisLabelState:
+    """A labeler's state for `skyfill index` (`labels.state.LabelStateStore`): its cursor,
+    the DID its labels are signed by and the counters, under `key`; a save acknowledges
+    the label entries it covers in the same MULTI/EXEC."""
+
+    def __init__(self, client: redis.Redis, key: str, group: str, acks: Acks | None = None) -> None:
+        self._client = client
+        self._key = key
+        self._group = group
+        self._acks = acks
+
+    def close(self) -> None:
+        pass
+
+    def cursors(self) -> dict[str, int]:
+        rows: Any = self._client.hgetall(f"{self._key}:cursor")
+        return {_text(labeler): int(seq) for labeler, seq in rows.items()}
+
+    def save(self, labeler: str, seq: int) -> None:
+        pipe = self._client.pipeline(transaction=True)
+        pipe.hset(f"{self._key}:cursor", labeler, seq)
+        for stream, ids in self._acks(seq) if self._acks is not None else []:
+            if ids:
+                pipe.xack(stream, self._group, *ids)
+        pipe.execute()
+
+    def did(self, labeler: str) -> str | None:
+        raw = self._client.hget(f"{self._key}:did", labeler)
+        return None if raw is None else _text(raw)
+
+    def pin(self, labeler: str, did: str) -> None:
+        self._client.hset(f"{self._key}:did", labeler, did)
+
+    def put_meta(self, name: str, data: object) -> None:
+        self._client.hset(f"{self._key}:meta", name, orjson.dumps(data))
+
+    def meta(self, name: str) -> object | None:
+        raw = self._client.hget(f"{self._key}:meta", name)
+        return None if raw is None else orjson.loads(raw)

@@ -17,7 +17,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 import aiohttp
@@ -30,7 +30,7 @@ from skyfill.atproto.stream.probe import find_head, head_from, probe_with
 from skyfill.errors import TransientError
 from skyfill.labels.checker import LabelChecker, Refusal
 from skyfill.labels.errors import LabelsStopped, refusal_line
-from skyfill.labels.state import LabelState
+from skyfill.labels.state import LabelStateStore
 from skyfill.labels.stats import LabelCounters
 from skyfill.sinks.labels import LabelBatch, LabelRow, LabelSink
 
@@ -58,7 +58,7 @@ class LabelFollower:
         *,
         url: str,
         sink: LabelSink,
-        state: LabelState,
+        state: LabelStateStore,
         checker: LabelChecker,
         counters: LabelCounters,
         session: aiohttp.ClientSession,
@@ -67,8 +67,10 @@ class LabelFollower:
         batch_size: int = 500,
         flush_seconds: float = 2.0,
         stats: Callable[[], dict] | None = None,
+        subscribe: Callable[..., AsyncIterator[bytes]] = subscribe,
     ) -> None:
         self.url = url
+        self._subscribe = subscribe
         self._sink = sink
         self._state = state
         self._checker = checker
@@ -137,7 +139,7 @@ class LabelFollower:
         try:
             while True:
                 try:
-                    async for message in subscribe(
+                    async for message in self._subscribe(
                         self.url,
                         self._read_cursor,
                         session=self._session,

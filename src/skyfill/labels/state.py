@@ -13,6 +13,7 @@ import sqlite3
 import threading
 import time
 from pathlib import Path
+from typing import Protocol
 
 import orjson
 
@@ -23,6 +24,26 @@ CREATE TABLE IF NOT EXISTS cursor (
 CREATE TABLE IF NOT EXISTS labelers (labeler TEXT PRIMARY KEY, did TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, data TEXT NOT NULL);
 """
+
+
+class LabelStateStore(Protocol):
+    """Where a label stream keeps its cursors, its labelers' DIDs and its counters:
+    `LabelState` (a SQLite file), or a Redis hash for `skyfill index`
+    (`firehose/redis_state.py` `RedisLabelState`)."""
+
+    def cursors(self) -> dict[str, int]: ...
+
+    def save(self, labeler: str, seq: int) -> None: ...
+
+    def did(self, labeler: str) -> str | None: ...
+
+    def pin(self, labeler: str, did: str) -> None: ...
+
+    def put_meta(self, name: str, data: object) -> None: ...
+
+    def meta(self, name: str) -> object | None: ...
+
+    def close(self) -> None: ...
 
 
 class LabelState:
