@@ -55,6 +55,14 @@ def test_backfill_then_follow_ends_equal_to_the_truth(live_run: LiveRun) -> None
     every = len(live_run.truth["repos"])
     assert follow["repos"] == {"pending": 0, "active": every, "desynchronized": 0}
     assert follow["stream"]["cursor"] >= job.cursors["first"]
+    assert follow["stream"]["why_not_active"] == {}
+    report = run_cli(
+        "report", "job", "--workdir", str(job.command[3]), "--format", "json", "--output", "-"
+    )
+    assert report.returncode == 0, report.stderr
+    assert json.loads(report.stdout)["follow"]["repos"] == follow["repos"]
+    page = run_cli("report", "job", "--workdir", str(job.command[3]), "--output", "-")
+    assert "Stream (--follow)" in page.stdout
 
 
 def test_backfill_and_follow_into_postgres_killed_in_its_backfill_ends_equal_to_the_truth(

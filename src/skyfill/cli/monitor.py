@@ -14,6 +14,7 @@ import click
 import orjson
 
 from skyfill.cli.options import workdir_option
+from skyfill.engine.layout import JobLayout
 from skyfill.engine.model import JobStatus
 from skyfill.monitor.sources import JobSource, open_source, pick_job
 from skyfill.monitor.view import render_monitor
@@ -121,6 +122,18 @@ def dashboard(workdir: Path, state: str | None, port: int, host: str) -> None:
         server.stop()
 
 
+def _add_follow(data: dict, layout: JobLayout) -> None:
+    """A following job's stream (`run --follow`), beside the job's own numbers."""
+    from skyfill.firehose.follow import follow_status
+
+    job = data.get("job", {})
+    by_status = data.get("outcomes", {}).get("by_status", {})
+    done = sum(n for status, n in by_status.items() if status != "pending")
+    follow = follow_status(layout.root, layout.workdir, job.get("items") or 0, done)
+    if follow is not None:
+        data["follow"] = follow
+
+
 @click.command()
 @click.argument("job_id")
 @workdir_option
@@ -147,6 +160,8 @@ def report(job_id: str, workdir: Path, state: str | None, fmt: str, output: Path
     layout = source.layout(job_id)
     with source.open(job_id) as store:
         data = build_report(store, layout)
+    if layout is not None and state is None:
+        _add_follow(data, layout)
     if output is not None and str(output) == "-":
         click.echo(write_report(data, fmt, None), nl=False)
         return

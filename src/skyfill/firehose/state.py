@@ -11,6 +11,7 @@ A repo recorded as desynchronized is fetched again after a restart.
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import threading
 import time
@@ -20,6 +21,9 @@ from pathlib import Path
 from typing import Protocol
 
 import orjson
+
+_GENERIC = re.compile(r"\b(?:[a-z2-7]{13}|\d+)\b")
+"""A TID (rev) or a number (seq) in a reason."""
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS cursor (
@@ -160,6 +164,19 @@ class StreamState:
         with self._lock:
             row = self._conn.execute("SELECT data FROM meta WHERE name = ?", (name,)).fetchone()
         return orjson.loads(row[0]) if row else None
+
+    def reasons(self, limit: int = 10) -> dict[str, int]:
+        """Why repos are not active, most common first (revs and seqs left out, so that
+        the same cause counts once)."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT reason FROM repos WHERE phase != 'active' AND reason IS NOT NULL"
+            ).fetchall()
+        counted: dict[str, int] = {}
+        for (reason,) in rows:
+            key = _GENERIC.sub("…", reason)[:120]
+            counted[key] = counted.get(key, 0) + 1
+        return dict(sorted(counted.items(), key=lambda kv: -kv[1])[:limit])
 
     def counts(self) -> dict[str, int]:
         """Repos per phase and per status (for `skyfill status`)."""

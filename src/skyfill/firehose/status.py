@@ -32,6 +32,7 @@ def stream_status(workdir: Path, stream_id: str) -> dict[str, Any]:
         stats = state.meta("stats")
         stats = stats if isinstance(stats, dict) else {}
         counts = state.counts()
+        reasons = state.reasons()
         source = stats.get("source")
         cursor = state.cursor(source) if isinstance(source, str) else None
     finally:
@@ -46,6 +47,7 @@ def stream_status(workdir: Path, stream_id: str) -> dict[str, Any]:
         "cursor_time": cursor[1] if cursor else None,
         "updated_s_ago": None if updated is None else round(time.time() - updated, 1),
         "repos": counts,
+        "why_not_active": reasons,
         "last_run": {k: v for k, v in stats.items() if k != "updated_at"},
     }
 
@@ -70,6 +72,8 @@ def render_stream_status(facts: dict[str, Any]) -> str:
         f"  desynchronized {repos.get('phase:desynchronized', 0)} "
         f"(resynced {run.get('resynced', 0)} this run)",
     ]
+    for reason, count in facts.get("why_not_active", {}).items():
+        lines.append(f"    {count:>6}  {reason}")
     return "\n".join(lines)
 
 

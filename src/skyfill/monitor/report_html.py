@@ -226,7 +226,38 @@ def render_report(report: dict[str, Any]) -> str:
     ]
     if report.get("discovery"):
         sections.insert(4, _discovery_section(report["discovery"]))
+    if report.get("follow"):
+        sections.insert(1, _follow_section(report["follow"]))
     return _page(job, sections)
+
+
+def _follow_section(follow: dict[str, Any]) -> str:
+    """A job run with --follow: its stream, repos per state, and why some are not active."""
+    stream = follow.get("stream") or {}
+    run = stream.get("last_run") or {}
+    return _section(
+        "Stream (--follow)",
+        _table(
+            ["host", "from seq", "phase", "cursor", "lag (s)", "events applied"],
+            [
+                [
+                    follow["host"],
+                    follow["start"],
+                    follow["phase"],
+                    stream.get("cursor"),
+                    run.get("lag_s"),
+                    run.get("applied"),
+                ]
+            ],
+        ),
+        _table(["repos", "count"], [[k, v] for k, v in follow["repos"].items()]),
+        _table(
+            ["why not active", "repos"],
+            [[k, v] for k, v in (stream.get("why_not_active") or {}).items()],
+        )
+        if stream.get("why_not_active")
+        else "",
+    )
 
 
 DISCOVERY_ROWS = 200
