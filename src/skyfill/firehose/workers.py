@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
 
+from skyfill.atproto import slots
 from skyfill.atproto.exceptions import InvalidRepo, RepoFault
 from skyfill.atproto.stream.commit import CommitDelete, CommitPut, VerifiedCommit
 from skyfill.atproto.stream.frames import CommitFrame, FrameError, RepoOp
@@ -222,8 +223,22 @@ def _commit_to_wire(f: CommitFrame, keep_blocks: bool) -> tuple:
 
 
 def _commit_from_wire(w: tuple) -> CommitFrame:
-    ops = tuple(RepoOp(*op) for op in w[6])
-    return CommitFrame(w[0], w[1], w[2], w[3], w[4], w[5], ops, w[7], w[8], w[9], w[10])
+    """`CommitFrame(*w)` with its ops, filled slot by slot (see `atproto/slots.py`): the
+    consumer's process rebuilds every commit, and frozen dataclasses' `__init__` costs
+    several times more."""
+    ops = []
+    for action, path, cid, prev in w[6]:
+        op = new(RepoOp)
+        _op_action(op, action)
+        _op_path(op, path)
+        _op_cid(op, cid)
+        _op_prev(op, prev)
+        ops.append(op)
+    frame = new(CommitFrame)
+    for setter, value in zip(_FRAME_SETTERS, w, strict=True):
+        setter(frame, value)
+    _frame_ops(frame, tuple(ops))
+    return frame
 
 
 def _precheck_to_wire(pre: Precheck | None) -> tuple | None:
@@ -246,15 +261,49 @@ def _precheck_from_wire(wire: tuple | None) -> Precheck | None:
     if wire[0] == "bad":
         return Precheck(InvalidRepo(wire[2], RepoFault(wire[3])), wire[1])
     rev, commit_cid, data, puts, deletes, proof = wire[2]
-    verified = VerifiedCommit(
-        rev=rev,
-        commit_cid=commit_cid,
-        data=data,
-        puts=tuple(CommitPut(*p) for p in puts),
-        deletes=tuple(CommitDelete(*d) for d in deletes),
-        proof=proof,
-    )
-    return Precheck(verified, wire[1])
+    made_puts = []
+    for fields in puts:
+        put = new(CommitPut)
+        for setter, value in zip(_PUT_SETTERS, fields, strict=True):
+            setter(put, value)
+        made_puts.append(put)
+    made_deletes = []
+    for collection, rkey in deletes:
+        delete = new(CommitDelete)
+        _delete_collection(delete, collection)
+        _delete_rkey(delete, rkey)
+        made_deletes.append(delete)
+    verified = new(VerifiedCommit)
+    for setter, value in zip(
+        _VERIFIED_SETTERS,
+        (rev, commit_cid, data, tuple(made_puts), tuple(made_deletes), proof),
+        strict=True,
+    ):
+        setter(verified, value)
+    pre = new(Precheck)
+    _pre_result(pre, verified)
+    _pre_key(pre, wire[1])
+    return pre
+
+
+# fmt: off
+_FRAME_SETTERS = slots.setters(
+    CommitFrame, "seq", "repo", "rev", "since", "commit", "blocks", "ops", "time", "prev_data",
+    "too_big", "rebase",
+)
+"""In the order of `_commit_to_wire`'s tuple (its `ops` set again, made, after)."""
+_frame_ops = _FRAME_SETTERS[6]
+_op_action, _op_path, _op_cid, _op_prev = slots.setters(RepoOp, "action", "path", "cid", "prev")
+_PUT_SETTERS = slots.setters(
+    CommitPut, "action", "collection", "rkey", "cid", "record", "created_at"
+)
+_delete_collection, _delete_rkey = slots.setters(CommitDelete, "collection", "rkey")
+_VERIFIED_SETTERS = slots.setters(
+    VerifiedCommit, "rev", "commit_cid", "data", "puts", "deletes", "proof"
+)
+_pre_result, _pre_key = slots.setters(Precheck, "result", "key")
+# fmt: on
+new = slots.new
 
 
 def _bare_message(error: InvalidRepo) -> str:
