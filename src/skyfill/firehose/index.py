@@ -47,9 +47,8 @@ from skyfill.labels.checker import LabelChecker
 from skyfill.labels.follower import LabelFollower
 from skyfill.labels.stats import LabelCounters
 from skyfill.net.http import HttpSettings, make_session
-from skyfill.ratelimit.local import LimitSettings, LocalLimiter
+from skyfill.ratelimit.local import side_limiter
 from skyfill.ratelimit.memory_gate import MemoryGate
-from skyfill.ratelimit.spec import parse_rate
 from skyfill.sinks.changes import StreamSink
 from skyfill.sinks.factory import open_label_sink, open_stream_sink
 from skyfill.sinks.labels import LabelSink
@@ -238,7 +237,7 @@ class _Worker:
             loop.add_signal_handler(sig, self._stop.set)
         guard = self.config.allow_private_network
         session = self.session = make_session(HttpSettings(allow_private_network=guard))
-        self.xrpc = XrpcClient(session, guard, _limiter(self.config.max_concurrent))
+        self.xrpc = XrpcClient(session, guard, side_limiter(self.config.max_concurrent))
         self.resolver = IdentityResolver(self.xrpc, self.config.plc_url)
         deadline = None
         if self.config.duration is not None:
@@ -470,18 +469,6 @@ class _Worker:
 
 async def _no_probe(cursor: int) -> Any:
     raise RuntimeError("an index partition has no head to probe")
-
-
-def _limiter(concurrency: int) -> LocalLimiter:
-    return LocalLimiter(
-        LimitSettings(
-            default_rate=parse_rate("3000/5m"),
-            host_rates={},
-            host_concurrency=concurrency,
-            global_concurrency=concurrency * 2,
-            adaptive=True,
-        )
-    )
 
 
 def _text(value: bytes | str) -> str:

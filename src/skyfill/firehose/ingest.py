@@ -16,6 +16,7 @@ import logging
 import random
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +25,7 @@ import redis
 from skyfill.atproto.listing import list_repos
 from skyfill.atproto.stream.client import (
     SUBSCRIBE_LABELS,
+    SUBSCRIBE_REPOS,
     StreamClosed,
     StreamUnavailable,
     subscribe,
@@ -41,8 +43,7 @@ from skyfill.firehose.live_keys import (
 from skyfill.firehose.run import source_key
 from skyfill.firehose.window import find_head, probe_with
 from skyfill.net.http import HttpSettings, make_session
-from skyfill.ratelimit.local import LimitSettings, LocalLimiter
-from skyfill.ratelimit.spec import parse_rate
+from skyfill.ratelimit.local import side_limiter
 
 log = logging.getLogger(__name__)
 
@@ -168,7 +169,7 @@ class _Ingester:
         self.counters.seq = start  # written before: the head may be reached already
         tasks = [asyncio.create_task(self._read(stream_session, start), name="ingest reader")]
         if self.config.list_repos:
-            client = XrpcClient(session, guard, _limiter())
+            client = XrpcClient(session, guard, side_limiter(4))
             tasks.append(asyncio.create_task(self._list(client), name="ingest listing"))
         else:
             self._listed.set()
@@ -222,29 +223,48 @@ class _Ingester:
     # -- events -------------------------------------------------------------------------
 
     async def _read(self, session: Any, start: int) -> None:
-        backoff = 0.5
+        """The host's events, each to its partition's stream."""
         cursor = start
+
+        def add(message: bytes) -> None:
+            nonlocal cursor
+            _, seq, did = peek(message)
+            if seq is None or did is None:
+                return  # #info and error frames: nothing to index
+            stream = self.keys.events(partition_of(did, self.partitions))
+            self._buffer.append((stream, {"seq": seq, "did": did, "data": message}))
+            self._cursors[(self.keys.cursor, self.source)] = seq
+            self.counters.events += 1
+            cursor = seq
+
+        await self._keep_reading(self.config.from_host, lambda: cursor, add, session)
+
+    async def _keep_reading(
+        self,
+        url: str,
+        cursor: Callable[[], int],
+        add: Callable[[bytes], None],
+        session: Any,
+        method: str = SUBSCRIBE_REPOS,
+    ) -> None:
+        """`url`'s messages from the cursor on, each to `add`, written every few hundred;
+        after a dropped connection, again from the cursor, with backoff."""
+        backoff = 0.5
         while True:
             try:
                 async for message in subscribe(
-                    self.config.from_host,
-                    cursor,
+                    url,
+                    cursor(),
                     session=session,
                     allow_private_network=self.config.allow_private_network,
+                    method=method,
                 ):
                     backoff = 0.5
-                    _, seq, did = peek(message)
-                    if seq is None or did is None:
-                        continue  # #info and error frames: nothing to index
-                    stream = self.keys.events(partition_of(did, self.partitions))
-                    self._buffer.append((stream, {"seq": seq, "did": did, "data": message}))
-                    self._cursors[(self.keys.cursor, self.source)] = seq
-                    self.counters.events += 1
-                    cursor = seq
+                    add(message)
                     if len(self._buffer) >= WRITE_EVENTS:
                         await asyncio.to_thread(self._write)
             except (StreamClosed, StreamUnavailable) as exc:
-                log.info("ingest %s: %s; reconnecting", self.source, exc)
+                log.info("ingest %s: %s; reconnecting", url, exc)
             self.counters.reconnects += 1
             await asyncio.sleep(backoff * random.uniform(0.5, 1.0))
             backoff = min(backoff * 2, 30.0)
@@ -268,32 +288,21 @@ class _Ingester:
                 next(lab for lab in self._labelers if lab.url == source).seq = seq
 
     async def _read_labels(self, session: Any, labeler: _Labeler) -> None:
-        backoff = 0.5
-        while True:
-            try:
-                async for message in subscribe(
-                    labeler.url,
-                    labeler.read,
-                    session=session,
-                    allow_private_network=self.config.allow_private_network,
-                    method=SUBSCRIBE_LABELS,
-                ):
-                    backoff = 0.5
-                    seq = peek(message)[1]
-                    if seq is None:
-                        continue  # #info and error frames: the index has nothing to do
-                    stream = self.keys.labels(labeler.number)
-                    self._buffer.append((stream, {"seq": seq, "data": message}))
-                    self._cursors[(self.keys.label_cursor, labeler.url)] = seq
-                    self.counters.labels += 1
-                    labeler.read = seq
-                    if len(self._buffer) >= WRITE_EVENTS:
-                        await asyncio.to_thread(self._write)
-            except (StreamClosed, StreamUnavailable) as exc:
-                log.info("ingest labels %s: %s; reconnecting", labeler.url, exc)
-            self.counters.reconnects += 1
-            await asyncio.sleep(backoff * random.uniform(0.5, 1.0))
-            backoff = min(backoff * 2, 30.0)
+        """A labeler's messages, to its label stream."""
+
+        def add(message: bytes) -> None:
+            seq = peek(message)[1]
+            if seq is None:
+                return  # #info and error frames: the index has nothing to do
+            stream = self.keys.labels(labeler.number)
+            self._buffer.append((stream, {"seq": seq, "data": message}))
+            self._cursors[(self.keys.label_cursor, labeler.url)] = seq
+            self.counters.labels += 1
+            labeler.read = seq
+
+        await self._keep_reading(
+            labeler.url, lambda: labeler.read, add, session, method=SUBSCRIBE_LABELS
+        )
 
     # -- repos to snapshot ------------------------------------------------------------
 
@@ -385,15 +394,3 @@ def _next_id(entry: str) -> str:
 def _id_key(entry: str) -> tuple[int, int]:
     ms, _, n = entry.partition("-")
     return int(ms), int(n or 0)
-
-
-def _limiter() -> LocalLimiter:
-    return LocalLimiter(
-        LimitSettings(
-            default_rate=parse_rate("3000/5m"),
-            host_rates={},
-            host_concurrency=4,
-            global_concurrency=8,
-            adaptive=True,
-        )
-    )

@@ -39,9 +39,8 @@ from skyfill.firehose.workers import ProcessDecoder, WorkerSettings
 from skyfill.labels.config import LabelsConfig
 from skyfill.labels.run import following
 from skyfill.net.http import HttpSettings, make_session
-from skyfill.ratelimit.local import LimitSettings, LocalLimiter
+from skyfill.ratelimit.local import side_limiter
 from skyfill.ratelimit.memory_gate import MemoryGate
-from skyfill.ratelimit.spec import parse_rate
 from skyfill.sinks.factory import open_stream_sink
 
 log = logging.getLogger(__name__)
@@ -245,15 +244,7 @@ async def _http(
         )
     )
     session = make_session(HttpSettings(allow_private_network=guard))
-    limiter = LocalLimiter(
-        LimitSettings(
-            default_rate=parse_rate("3000/5m"),
-            host_rates={},
-            host_concurrency=config.max_concurrent,
-            global_concurrency=config.max_concurrent * 2,
-            adaptive=True,
-        )
-    )
+    limiter = side_limiter(config.max_concurrent)
     client = XrpcClient(session, guard, limiter)
     try:
         yield stream_session, client

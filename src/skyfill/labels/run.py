@@ -28,8 +28,7 @@ from skyfill.labels.progress import showing
 from skyfill.labels.state import LabelState
 from skyfill.labels.stats import LabelCounters, facts, summary_line
 from skyfill.net.http import HttpSettings, make_session
-from skyfill.ratelimit.local import LimitSettings, LocalLimiter
-from skyfill.ratelimit.spec import parse_rate
+from skyfill.ratelimit.local import side_limiter
 from skyfill.sinks.factory import open_label_sink
 from skyfill.sinks.labels import LabelSink
 
@@ -244,15 +243,7 @@ async def _http(allow_private: bool) -> AsyncIterator[tuple[aiohttp.ClientSessio
         )
     )
     session = make_session(HttpSettings(allow_private_network=allow_private))
-    limiter = LocalLimiter(
-        LimitSettings(
-            default_rate=parse_rate("3000/5m"),
-            host_rates={},
-            host_concurrency=4,
-            global_concurrency=8,
-            adaptive=True,
-        )
-    )
+    limiter = side_limiter(4)
     try:
         yield stream_session, XrpcClient(session, allow_private, limiter)
     finally:

@@ -124,3 +124,22 @@ class LocalLimiter:
 
     def snapshot(self) -> dict[str, dict]:
         return {name: h.snapshot() for name, h in sorted(self._hosts.items())}
+
+
+DEFAULT_HOST_RATE = "3000/5m"
+"""The reference PDS's limit on reads other than getRepo: a safe default for a host."""
+
+
+def side_limiter(concurrency: int) -> LocalLimiter:
+    """The limiter of a long-running process's side requests (DID documents, re-fetches,
+    listings): each host at the default rate, `concurrency` at once per host (twice that
+    in all), slowing down when a host says so."""
+    return LocalLimiter(
+        LimitSettings(
+            default_rate=parse_rate(DEFAULT_HOST_RATE),
+            host_rates={},
+            host_concurrency=concurrency,
+            global_concurrency=concurrency * 2,
+            adaptive=True,
+        )
+    )
