@@ -24,6 +24,7 @@ import contextlib
 import logging
 import math
 import signal
+import threading
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -101,7 +102,10 @@ class _Partition:
         self.events_key = worker.keys.events(index)
         self.backfill_key = worker.keys.backfill(index)
         self.delivered: collections.deque[tuple[int, bytes]] = collections.deque()
-        self.snapshot_ids: list[bytes] = []
+        self.lock = threading.Lock()
+        self.snapshot_ids: list[tuple[str, bytes]] = []
+        """Backfill entries read, by DID: acknowledged by the save that writes the DID's
+        facts (its mark as desynchronized, or what its snapshot brought)."""
         self.reader: GroupReader | None = None
         self.consumer: Consumer | None = None
         self.book: RepoBook | None = None
@@ -110,13 +114,15 @@ class _Partition:
 
     # -- what a save acknowledges --------------------------------------------------------
 
-    def acks(self, seq: int) -> list[tuple[bytes | str, list[bytes]]]:
-        """Entries covered by a save through `seq`: events up to it, and the snapshot
-        requests whose repos are marked (the mark is saved with them)."""
+    def acks(self, seq: int, saved: set[str]) -> list[tuple[bytes | str, list[bytes]]]:
+        """Entries covered by a save through `seq` that writes the facts of the DIDs
+        `saved`: events up to `seq`, and the snapshot requests of those DIDs."""
         events = []
         while self.delivered and self.delivered[0][0] <= seq:
             events.append(self.delivered.popleft()[1])
-        snapshots, self.snapshot_ids = self.snapshot_ids, []
+        with self.lock:  # a save runs in a thread, the reader on the loop
+            snapshots = [entry for did, entry in self.snapshot_ids if did in saved]
+            self.snapshot_ids = [(d, entry) for d, entry in self.snapshot_ids if d not in saved]
         return [(self.events_key, events), (self.backfill_key, snapshots)]
 
     # -- reading --------------------------------------------------------------------------
@@ -157,7 +163,8 @@ class _Partition:
         if facts is None or facts.phase == ACTIVE:
             consumer.applier.desynchronize(did, "snapshot requested (backfill stream)")
             self.worker.totals.snapshots += 1
-        self.snapshot_ids.append(entry_id)
+        with self.lock:
+            self.snapshot_ids.append((did, entry_id))
 
     def idle(self, seconds: float) -> bool:
         consumer, book = self.consumer, self.book
@@ -185,7 +192,7 @@ class _LabelUnit:
         self.sink: LabelSink | None = None
         self.task: asyncio.Task[None] | None = None
 
-    def acks(self, seq: int) -> list[tuple[bytes | str, list[bytes]]]:
+    def acks(self, seq: int, saved: set[str]) -> list[tuple[bytes | str, list[bytes]]]:
         done = []
         while self.delivered and self.delivered[0][0] <= seq:
             done.append(self.delivered.popleft()[1])

@@ -20,8 +20,9 @@ import redis
 
 from skyfill.firehose.state import RepoFacts
 
-Acks = Callable[[int], list[tuple[bytes | str, list[bytes]]]]
-"""Given the saved seq: the (stream key, entry ids) it lets the worker acknowledge."""
+Acks = Callable[[int, set[str]], list[tuple[bytes | str, list[bytes]]]]
+"""Given the saved seq and the DIDs whose facts the save writes: the (stream key, entry
+ids) the save lets the worker acknowledge."""
 
 
 class RedisStreamState:
@@ -56,6 +57,7 @@ class RedisStreamState:
         facts: dict[Any, Any] = {}
         for did, f in repos:
             facts[did] = orjson.dumps([f.rev, f.status, f.phase, f.reason, f.seq])
+        acks = self._acks(seq, set(facts)) if self._acks is not None else []
         pipe = self._client.pipeline(transaction=True)
         if facts:
             pipe.hset(f"{self._key}:repos", mapping=facts)
@@ -63,7 +65,7 @@ class RedisStreamState:
         if stats is not None:
             data = orjson.dumps({**stats, "updated_at": time.time()})
             pipe.hset(f"{self._key}:meta", "stats", data)
-        for stream, ids in self._acks(seq) if self._acks is not None else []:
+        for stream, ids in acks:
             if ids:
                 pipe.xack(stream, self._group, *ids)
         pipe.execute()
@@ -104,7 +106,7 @@ class RedisLabelState:
     def save(self, labeler: str, seq: int) -> None:
         pipe = self._client.pipeline(transaction=True)
         pipe.hset(f"{self._key}:cursor", labeler, seq)
-        for stream, ids in self._acks(seq) if self._acks is not None else []:
+        for stream, ids in self._acks(seq, set()) if self._acks is not None else []:
             if ids:
                 pipe.xack(stream, self._group, *ids)
         pipe.execute()
