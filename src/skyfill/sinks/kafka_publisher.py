@@ -35,6 +35,9 @@ logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
 T = TypeVar("T")
 MAX_BATCH_BYTES = 512 * 1024
 """Bytes per partition batch (aiokafka's default is 16 KiB): fewer, larger requests."""
+MAX_REQUEST_BYTES = 4 << 20
+"""The largest message the client sends (a record is up to 1 MiB of CBOR, more as JSON);
+the broker's `max.message.bytes` (about 1 MB by default, compressed) has the last word."""
 REQUEST_TIMEOUT_MS = 30_000
 """A request (and a batch waiting for room) gives up after this long."""
 TOPIC_CONFIG = {"cleanup.policy": "compact"}
@@ -90,6 +93,7 @@ class Publisher:
             compression_type=self.target.codec,
             linger_ms=self.target.linger_ms,
             max_batch_size=MAX_BATCH_BYTES,
+            max_request_size=MAX_REQUEST_BYTES,
             request_timeout_ms=REQUEST_TIMEOUT_MS,
             client_id="skyfill",
         )
