@@ -1,5 +1,6 @@
-"""Fixtures shared by every test package: the simulated network, a throwaway redis-server;
-the hypothesis profiles (`ci`, the default: few examples, derandomized; `long`: many)."""
+"""Fixtures shared by every test package: the simulated network, a throwaway redis-server,
+a PostgreSQL server, a Kafka-protocol broker; the hypothesis profiles (`ci`, the default:
+few examples, derandomized; `long`: many)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from hypothesis import settings
 
 from tests import cliserver
 from tests.helpers import Server, start_simnet
+from tests.kafkabroker import KafkaBroker, KafkaUnavailable
 from tests.pgserver import PostgresServer, PostgresUnavailable, memory_dir, start_postgres
 
 _databases = itertools.count()
@@ -127,3 +129,19 @@ def postgres() -> Iterator[PostgresServer]:
 def pg_url(postgres: PostgresServer) -> str:
     """The URL of a new, empty database on the test server."""
     return postgres.create_database(f"test_{next(_databases)}")
+
+
+@pytest.fixture(scope="session")
+def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBroker]:
+    """A Kafka-protocol broker of the tests' own (tests/kafkabroker.py: Tansu from
+    $SKYFILL_SHARED/kafka, on a free 127.0.0.1 port), stopped by its PID at the end. Each
+    test writes topics of its own names."""
+    data = tmp_path_factory.mktemp("kafka")
+    try:
+        broker = KafkaBroker.start(data, _free_port())
+    except KafkaUnavailable as exc:
+        pytest.fail(str(exc), pytrace=False)
+    try:
+        yield broker
+    finally:
+        broker.stop()

@@ -1,7 +1,9 @@
-"""The sinks' contract. Every sink (Parquet, a real PostgreSQL, a SQLite file) holds
-exactly what it was given, a replay changes nothing, and a load that fails half-way
-changes nothing; the SQL sinks, which keep tables across jobs, also refresh each repo by
-its status within the job's scope. Rows are built here with Arrow."""
+"""The sinks' contract. Every sink (Parquet, a real PostgreSQL, a SQLite file, Kafka read
+back and folded by key) holds exactly what it was given and a replay changes nothing; a
+load that fails half-way changes nothing (not Kafka: a topic has no transaction here,
+what was sent before the failure stays and the next load sends it again); the SQL sinks,
+which keep tables across jobs, also refresh each repo by its status within the job's
+scope. Rows are built here with Arrow."""
 
 from __future__ import annotations
 
@@ -23,7 +25,9 @@ from skyfill.backfill.schema import RECORDS_SCHEMA, REPOS_SCHEMA
 from skyfill.sinks.base import LoadScope, Sink
 from skyfill.sinks.exceptions import SinkWriteError
 from skyfill.sinks.factory import open_sink
+from skyfill.sinks.kafka_url import parse_kafka_url
 from tests import sqltables
+from tests.kafkabroker import KafkaBroker, fold, read_topic
 
 T0 = datetime(2025, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
 POST, LIKE = "app.bsky.feed.post", "app.bsky.feed.like"
@@ -58,6 +62,8 @@ class Stored:
         return open_sink(self.url, output=self.output, scope=scope)
 
     def rows(self, table: str) -> list[dict[str, Any]]:
+        if self.kind == "kafka":
+            return self._kafka_rows(table)
         if self.kind != "parquet":
             return sqltables.rows(self.url, table)
         if table == "repos":
@@ -69,16 +75,31 @@ class Stored:
             row["record"] = orjson.loads(row["record"])
         return sorted(rows, key=lambda r: (r["did"], r["collection"], r["rkey"]))
 
+    def _kafka_rows(self, table: str) -> list[dict[str, Any]]:
+        spec = parse_kafka_url(self.url)
+        topic = spec.topic if table == "records" else spec.repos_topic
+        rows = [m.json() for m in fold(read_topic(spec.bootstrap[0], topic)).values()]
+        for row in rows:
+            for column in ("created_at", "fetched_at"):
+                if row.get(column):
+                    row[column] = datetime.fromisoformat(row[column])
+        if table == "repos":
+            return sorted(rows, key=lambda r: r["did"])
+        return sorted(rows, key=lambda r: (r["did"], r["collection"], r["rkey"]))
+
     def digest(self) -> str:
         text = json.dumps([self.rows("records"), self.rows("repos")], sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()
 
 
-@pytest.fixture(params=["parquet", "postgresql", "sqlite"])
+@pytest.fixture(params=["parquet", "postgresql", "sqlite", "kafka"])
 def every_sink(request: pytest.FixtureRequest, tmp_path: Path) -> Stored:
     """A fresh sink of each kind."""
     if request.param == "parquet":
         return Stored("parquet", "parquet", tmp_path / "output")
+    if request.param == "kafka":
+        broker: KafkaBroker = request.getfixturevalue("kafka")
+        return Stored("kafka", broker.url(broker.topic("contract")), tmp_path / "unused")
     if request.param == "sqlite":
         return Stored("sqlite", f"sqlite:///{tmp_path}/sink.db", tmp_path / "unused")
     return Stored("postgresql", request.getfixturevalue("pg_url"), tmp_path / "unused")
@@ -208,6 +229,7 @@ def test_every_sink_holds_exactly_what_it_was_given_and_a_replay_changes_nothing
     assert every_sink.digest() == before
 
 
+@pytest.mark.parametrize("every_sink", ["parquet", "postgresql", "sqlite"], indirect=True)
 def test_a_load_whose_input_breaks_off_changes_nothing(every_sink: Stored) -> None:
     write(every_sink.make(), FIRST, FIRST_REPOS)
     before = every_sink.digest()

@@ -169,8 +169,9 @@ class BackfillConfig:
         default="parquet",
         metadata=flag(
             metavar="URL",
-            help="Where the dataset goes: parquet (<job>/output/), sqlite:///path.db, or "
-            "postgresql://user@host:port/db (tables records and repos, refreshed per DID). "
+            help="Where the dataset goes: parquet (<job>/output/), sqlite:///path.db, "
+            "postgresql://user@host:port/db (tables records and repos, refreshed per DID), or "
+            "kafka://host:port/TOPIC (keyed messages on TOPIC and TOPIC.repos). "
             "A password in the URL is used, never stored: resume reads PGPASSWORD/~/.pgpass.",
         ),
     )
@@ -324,6 +325,8 @@ class BackfillConfig:
         for url in self.labels:
             if not url.startswith(("http://", "https://")):
                 raise UsageError(f"labels must be an http(s) URL, not {url!r}")
+        if self.labels and self.sink.lower().startswith("kafka://"):
+            raise UsageError("--labels: labels do not go to a Kafka sink (give a SQL sink)")
         if self.follow_host is None:
             return
         if not self.follow_host.startswith(("http://", "https://")):

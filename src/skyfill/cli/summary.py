@@ -61,6 +61,13 @@ def summarize(
         lines.append(f"    {collection:<32} {count}")
     if sink["kind"] == "parquet":
         lines.append(f"  output: {_show(output)}")
+    elif sink["kind"] == "kafka":
+        sent = sink["published"]
+        lines.append(f"  output: kafka {sink['target']}")
+        lines.append(
+            f"  published: {sent['records']} record messages, {sent['repos']} repos "
+            "messages (acknowledged by the broker)"
+        )
     else:
         lines.append(f"  output: {sink['kind']} {sink['target']} (tables records, repos)")
         loaded = sink["records"]

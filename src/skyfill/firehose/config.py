@@ -55,7 +55,8 @@ class FirehoseConfig:
         default="",
         metadata=flag(
             help="Where events go: sqlite:///PATH or postgresql://… (the `records` and `repos` "
-            "tables, kept current), or a directory (an append-only Parquet event log).",
+            "tables, kept current), kafka://HOST:PORT/TOPIC (keyed messages, tombstones for "
+            "deletes), or a directory (an append-only Parquet event log).",
         ),
     )
     stream_id: str = field(
@@ -194,6 +195,8 @@ class FirehoseConfig:
             raise UsageError("max-memory must be at least 128m (skyfill itself needs ~100m)")
         object.__setattr__(self, "collections", parse_collections(self.collections))
         object.__setattr__(self, "labels", parse_labelers(self.labels))
+        if self.labels and self.sink.lower().startswith("kafka://"):
+            raise UsageError("--labels: labels do not go to a Kafka sink (give a SQL sink)")
         if not self.stream_id:
             object.__setattr__(self, "stream_id", default_stream_id(self.from_host))
 

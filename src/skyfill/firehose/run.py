@@ -133,7 +133,9 @@ async def _run(
 ) -> dict[str, Any]:
     keep_did = _did_filter(config.dids_file)
     state = StreamState(where.state)
-    sink = open_stream_sink(config.sink, stream_id=config.stream_id, password=hooks.sink_password)
+    sink = open_stream_sink(
+        config.sink, stream_id=config.stream_id, password=hooks.sink_password, state_dir=where.root
+    )
     try:
         await asyncio.to_thread(sink.check)
         _write_manifest(where, config, sink.target)

@@ -4,6 +4,7 @@
     sqlite:///relative/path.db           SQLite file, relative to the current directory
     sqlite:////absolute/path.db          (the SQLAlchemy convention: a fourth slash for '/')
     postgresql://user@host:port/db       PostgreSQL (also postgres://; libpq query options)
+    kafka://host:port[,…]/TOPIC?…        Kafka topics TOPIC and TOPIC.repos (`kafka_url.py`)
 
 A password in a PostgreSQL URL (`user:secret@`, or `?password=`) is used but never stored
 or shown: `split_password` takes it out before the URL goes into the job's config, its
@@ -21,6 +22,8 @@ from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsp
 from skyfill.sinks.base import LoadScope, Sink
 from skyfill.sinks.changes import StreamSink
 from skyfill.sinks.exceptions import SinkUrlError
+from skyfill.sinks.kafka_url import SCHEME as KAFKA_SCHEME
+from skyfill.sinks.kafka_url import parse_kafka_url
 from skyfill.sinks.labels import LabelSink
 from skyfill.urls import redact_url
 
@@ -32,7 +35,7 @@ SQLITE_SCHEME = "sqlite"
 @dataclass(frozen=True, slots=True)
 class SinkUrl:
     kind: str
-    """parquet, sqlite or postgresql."""
+    """parquet, sqlite, postgresql or kafka."""
     url: str
     """The URL without a password (what is stored and shown)."""
     password: str | None = None
@@ -50,9 +53,11 @@ def parse_sink_url(text: str | None) -> SinkUrl:
         return _postgres_url(value)
     if scheme == SQLITE_SCHEME:
         return _sqlite_url(value)
+    if scheme == KAFKA_SCHEME:
+        return SinkUrl(KAFKA_SCHEME, parse_kafka_url(value).url)
     raise SinkUrlError(
-        f"sink: {redact_url(value)!r} is not a sink (want parquet, sqlite:///path.db or "
-        "postgresql://user@host:port/db)"
+        f"sink: {redact_url(value)!r} is not a sink (want parquet, sqlite:///path.db, "
+        "postgresql://user@host:port/db or kafka://host:port/topic)"
     )
 
 
@@ -82,6 +87,10 @@ def open_sink(
 
         assert parsed.path is not None
         return SqliteSink(parsed.path, scope)
+    if parsed.kind == KAFKA_SCHEME:
+        from skyfill.sinks.kafka import KafkaSink
+
+        return KafkaSink(parse_kafka_url(parsed.url))
     from skyfill.sinks.postgres import PostgresSink
 
     return PostgresSink(parsed.url, scope, password=password or parsed.password)
@@ -123,11 +132,16 @@ def _sqlite_url(value: str) -> SinkUrl:
     return SinkUrl(SQLITE_SCHEME, f"sqlite:///{quote(str(path))}", path=path)
 
 
-def open_stream_sink(url: str, *, stream_id: str, password: str | None = None) -> StreamSink:
-    """The stream sink a URL names: sqlite:///PATH, postgresql://…, or a directory (a
-    Parquet event log)."""
+def open_stream_sink(
+    url: str, *, stream_id: str, password: str | None = None, state_dir: Path | None = None
+) -> StreamSink:
+    """The stream sink a URL names: sqlite:///PATH, postgresql://…, kafka://…, or a
+    directory (a Parquet event log). `state_dir` is the stream's own directory, where a
+    Kafka sink keeps what it has published (a stream without one cannot write to Kafka)."""
     if not url.strip():
-        raise SinkUrlError("a stream's sink: want sqlite:///path.db, postgresql://… or a directory")
+        raise SinkUrlError(
+            "a stream's sink: want sqlite:///path.db, postgresql://…, kafka://… or a directory"
+        )
     if "://" not in url:
         from skyfill.sinks.event_log import EventLogSink
 
@@ -140,6 +154,15 @@ def open_stream_sink(url: str, *, stream_id: str, password: str | None = None) -
         return SqliteStreamSink(parsed.path, stream_id)
     if parsed.kind == PARQUET:
         raise SinkUrlError("a stream's Parquet sink is a directory: give its path")
+    if parsed.kind == KAFKA_SCHEME:
+        if state_dir is None:
+            raise SinkUrlError(
+                "a Kafka sink takes a stream of its own (skyfill firehose, run --follow), "
+                "not this command"
+            )
+        from skyfill.sinks.kafka_stream import KafkaStreamSink
+
+        return KafkaStreamSink(parse_kafka_url(parsed.url), stream_id, state_dir)
     from skyfill.sinks.postgres_stream import PostgresStreamSink
 
     return PostgresStreamSink(parsed.url, stream_id, password=password or parsed.password)
@@ -162,6 +185,10 @@ def open_label_sink(url: str, *, password: str | None = None) -> LabelSink:
         return SqliteLabelSink(parsed.path)
     if parsed.kind == PARQUET:
         raise SinkUrlError("a label sink's Parquet log is a directory: give its path")
+    if parsed.kind == KAFKA_SCHEME:
+        raise SinkUrlError(
+            "labels do not go to Kafka: give sqlite://, postgresql:// or a directory"
+        )
     from skyfill.sinks.labels_postgres import PostgresLabelSink
 
     return PostgresLabelSink(parsed.url, password=password or parsed.password)
