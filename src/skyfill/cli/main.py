@@ -37,6 +37,7 @@ COMMANDS = {
     "monitor": "skyfill.cli.monitor:monitor",
     "dashboard": "skyfill.cli.monitor:dashboard",
     "report": "skyfill.cli.monitor:report",
+    "query": "skyfill.cli.query:query",
     "ingest": "skyfill.cli.live:ingest",
     "index": "skyfill.cli.live:index",
     "live-status": "skyfill.cli.live:live_status",

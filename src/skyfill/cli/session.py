@@ -11,7 +11,7 @@ import shutil
 import signal
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -48,7 +48,10 @@ class Interrupted(Exception):
     """The run stopped before completing (signal, cancel, pause); it can be resumed."""
 
     def __init__(self, job: JobRecord) -> None:
-        super().__init__(job.job_id)
+        super().__init__(
+            f"job {job.job_id} {job.status}; `skyfill resume {job.job_id}` (or, from Python, "
+            f"skyfill.backfill(job_id={job.job_id!r})) continues it"
+        )
         self.job = job
 
 
@@ -72,7 +75,14 @@ def open_store(layout: JobLayout) -> Iterator[SqliteStateStore]:
         store.close()
 
 
-def submit_and_run(handler: Handler, layout: JobLayout, progress: JobObserver) -> JobRecord:
+RunJob = Callable[[JobRunner], JobRecord]
+"""How a runner is run to its end: `run` below (signals stop it); the Python API runs it
+in a thread of its own (`skyfill.api.jobs`)."""
+
+
+def submit_and_run(
+    handler: Handler, layout: JobLayout, progress: JobObserver, run_job: RunJob | None = None
+) -> JobRecord:
     if layout.state_db.exists() or layout.manifest.exists():
         raise UsageError(
             f"job {layout.job_id} already exists in {layout.workdir}; "
@@ -87,7 +97,7 @@ def submit_and_run(handler: Handler, layout: JobLayout, progress: JobObserver) -
     try:
         runner = runner_for(handler, layout, store, progress)
         runner.submit(plan)
-        return run(runner)
+        return (run_job or run)(runner)
     finally:
         store.close()
 
@@ -117,10 +127,10 @@ def stored_runner(
     return runner_for(handler, layout, store, progress)
 
 
-def resume(layout: JobLayout, progress: JobObserver) -> JobRecord:
+def resume(layout: JobLayout, progress: JobObserver, run_job: RunJob | None = None) -> JobRecord:
     with open_store(layout) as store:
         ensure_not_running(store)
-        return run(stored_runner(layout, store, progress))
+        return (run_job or run)(stored_runner(layout, store, progress))
 
 
 def ensure_not_running(store: SqliteStateStore) -> None:

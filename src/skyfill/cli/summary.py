@@ -37,7 +37,7 @@ def summarize(
     manifest = orjson.loads((layout.aggregation / "manifest.json").read_bytes())
     sink = manifest.get("sink", {"kind": "parquet"})
     statuses, errors = _outcomes(store, manifest)
-    counts = _records_per_collection(manifest)
+    counts = records_per_collection(manifest)
     total = sum(counts.values())
     elapsed = max(time.monotonic() - started, 1e-9)
     lines = [
@@ -96,7 +96,7 @@ def _top_errors(errors: list[tuple[str, str]]) -> list[str]:
     return [f"  {count} x {reason}" for reason, count in reasons.most_common(TOP_ERRORS)]
 
 
-def _records_per_collection(manifest: dict) -> Counter[str]:
+def records_per_collection(manifest: dict) -> Counter[str]:
     """Rows per collection, from the aggregation manifest (counted once while the sink
     wrote them; older manifests: from the description of the output files)."""
     if "records_by_collection" in manifest:
