@@ -1,5 +1,6 @@
 # skyfill: `make demo` runs a backfill of a simulated network; `make test` runs the test suite.
-# Both install what they need (a venv with the package, the reference PDS from ../shared/refpds).
+# Both install what they need (a venv with the package, the reference PDS from ../shared/refpds,
+# and for the tests Apache Airflow in a venv of its own, .venv-airflow).
 
 PYTHON ?= python3
 VENV := .venv
@@ -8,7 +9,9 @@ SHARED ?= ../shared
 REFPDS_HOME ?= /tmp/refpds
 export REFPDS_HOME
 
-.PHONY: install system-deps demo test test-fast lint bench refpds clean
+AIRFLOW_VENV := .venv-airflow
+
+.PHONY: install system-deps demo test test-fast lint bench refpds airflow clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +20,18 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 install: $(VENV)/.installed
+
+# Apache Airflow for the DAG's tests (tests/deploy/test_airflow.py): a venv of its own, since
+# Airflow pins many packages, every one pinned in deploy/airflow/constraints.txt; made once,
+# then kept (about a minute on a fresh machine).
+$(AIRFLOW_VENV)/.installed: deploy/airflow/constraints.txt
+	rm -rf $(AIRFLOW_VENV)
+	$(PYTHON) -m venv $(AIRFLOW_VENV)
+	$(AIRFLOW_VENV)/bin/pip install --quiet --upgrade pip
+	$(AIRFLOW_VENV)/bin/pip install --quiet 'apache-airflow==3.3.2' -c deploy/airflow/constraints.txt
+	touch $@
+
+airflow: $(AIRFLOW_VENV)/.installed
 
 demo: install
 	$(BIN)/skyfill demo
@@ -40,11 +55,11 @@ refpds:
 	@bash $(SHARED)/refpds/setup.sh > $(VENV)/refpds-node
 
 lint: install
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks deploy
+	$(BIN)/ruff format --check src tests benchmarks deploy
 	$(BIN)/basedpyright -p .  # this project's config, not one in a parent directory
 
-test: install system-deps refpds lint
+test: install system-deps refpds airflow lint
 	REFPDS_NODE=$$(cat $(VENV)/refpds-node) SKYFILL_SHARED=$(SHARED) $(BIN)/pytest -q
 
 test-fast: install
@@ -56,4 +71,4 @@ bench: install system-deps refpds
 	$(BIN)/python benchmarks/postgres_load.py
 
 clean:
-	rm -rf $(VENV) skyfill-work test-output
+	rm -rf $(VENV) $(AIRFLOW_VENV) skyfill-work test-output

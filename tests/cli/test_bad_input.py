@@ -54,10 +54,11 @@ def test_missing_did_file(tmp_path: Path) -> None:
         (b"\x00\x01\x02binary", "looks binary"),
     ],
 )
-def test_unusable_did_files(tmp_path: Path, content: bytes, needle: str) -> None:
+@pytest.mark.parametrize("command", ["run", "plan"])  # the dry run refuses what run refuses
+def test_unusable_did_files(tmp_path: Path, content: bytes, needle: str, command: str) -> None:
     dids = tmp_path / "dids.txt"
     dids.write_bytes(content)
-    result = run_cli("run", "--dids", str(dids), "--workdir", str(tmp_path))
+    result = run_cli(command, "--dids", str(dids), "--workdir", str(tmp_path))
     assert_one_line_error(result, 2, needle)
     assert not (tmp_path / "jobs").exists()
 

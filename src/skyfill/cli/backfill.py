@@ -19,6 +19,7 @@ from skyfill.cli.observe import observe_options, observing
 from skyfill.cli.options import config_option, progress_option, with_env_vars, workdir_option
 from skyfill.cli.plan import describe_plan
 from skyfill.cli.summary import summarize
+from skyfill.engine.discovery import discovers
 from skyfill.engine.layout import JobLayout
 from skyfill.errors import UsageError
 from skyfill.monitor.progress import make_progress
@@ -112,7 +113,10 @@ def plan(workdir: Path, **options: Any) -> None:
     """Dry run: validate the input and config, show batches, tasks, hosts and estimates."""
     options["previous"] = previous_root(workdir, options.get("previous"))
     handler = build_handler(options, options["job_id"] or "plan")
-    click.echo(describe_plan(handler.plan(), handler.config))
+    planned = handler.plan()
+    if not planned.items and not discovers(handler):  # what `run` refuses, the dry run too
+        raise UsageError("the input holds no valid DID")
+    click.echo(describe_plan(planned, handler.config))
 
 
 with_env_vars(run)
