@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import random
 from dataclasses import dataclass, field
 
 import pytest
@@ -131,8 +132,12 @@ def test_aimd_cuts_on_errors_and_slowness_and_recovers() -> None:
     host.release(_ok(0.05))
     assert host.fraction == 1.0
     clock.at += 2
+    for _ in range(6):  # errors, not yet most of its recent answers
+        host._take()
+        host.release(Observation(503, 0.05))
+    assert host.fraction == 1.0
     host._take()
-    host.release(Observation(503, 0.05))
+    host.release(Observation(503, 0.05))  # now most: cut (once a second at most)
     assert host.fraction == 0.5 and host.rate() == 5.0
     for _ in range(5):  # it answers well again: additive increase, once per second
         clock.at += 1.1
@@ -144,6 +149,33 @@ def test_aimd_cuts_on_errors_and_slowness_and_recovers() -> None:
         host._take()
         host.release(_ok(2.0))
     assert host.fraction < 0.75
+
+
+def test_a_steady_share_of_errors_is_not_a_reason_to_slow_down() -> None:
+    """One request in five fails whatever the load (a broken host, not an overloaded
+    one): the rate stays; a 429 still cuts it at once."""
+    host, clock = _limiter("10/1s")
+    for i in range(100):
+        clock.at += 0.3
+        host._take()
+        host.release(Observation(500, 0.05) if i % 5 == 0 else _ok(0.05))
+    assert host.fraction == 1.0 and host.stats.errors == 20
+    clock.at += 1.1
+    host._take()
+    host.release(Observation(429, 0.05, retry_after=1))
+    assert host.fraction == 0.5
+
+
+def test_a_host_slow_by_nature_keeps_its_rate() -> None:
+    """Answers take about 1.2 s, a few (small repos) 0.2 s: a slow host, not one slowing
+    down. Its fastest answer is no baseline, its usual latency is: the rate stays."""
+    host, clock = _limiter("10/1s")
+    rng = random.Random(5)
+    for i in range(600):
+        clock.at += 0.3
+        host._take()
+        host.release(_ok(0.2 if i % 50 == 0 else 1.2 * rng.lognormvariate(0.0, 0.2)))
+    assert host.fraction == 1.0
 
 
 def test_without_adaptive_the_rate_stays() -> None:

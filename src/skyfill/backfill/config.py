@@ -219,7 +219,8 @@ class BackfillConfig:
         default=True,
         metadata=flag(
             negatable=True,
-            help="Lower a host's rate when it slows down or errors; raise it back as it recovers.",
+            help="Lower a host's rate when it answers 429, slows down against its usual "
+            "latency, or fails most requests; raise it back as it recovers.",
         ),
     )
     max_memory: int | None = field(

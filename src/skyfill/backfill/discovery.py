@@ -79,7 +79,7 @@ class HostDiscovery:
         )
         async for repos, next_cursor in listing:
             settled = [_inactive(r, host) for r in repos if _is_settled(r)]
-            added = await ctx.add([r.did for r in repos], settled)
+            added = await ctx.add([r.did for r in repos], settled, lane=host)
             await _save(
                 ctx,
                 host,
@@ -100,7 +100,7 @@ class HostDiscovery:
             self.client, host, self.config.collection, cursor=cursor, retry=self.retry
         )
         async for dids, next_cursor in listing:
-            added = await ctx.add(dids)
+            added = await ctx.add(dids, lane=host)
             await _save(
                 ctx,
                 host,

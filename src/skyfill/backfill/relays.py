@@ -86,9 +86,13 @@ class RelayDiscovery:
             await self._list_relay(ctx, relay)
         queue = asyncio.Queue[tuple[str, bool]]()
         position = await asyncio.to_thread(ctx.position)
-        for url, entry in position.items():
-            if isinstance(entry, dict) and entry.get("via") and not entry.get("done"):
-                queue.put_nowait((url, "failed" in entry))
+        pending = [
+            (url, entry)
+            for url, entry in position.items()
+            if isinstance(entry, dict) and entry.get("via") and not entry.get("done")
+        ]
+        for url, entry in listing_order(pending, lambda pair: pair[1].get("account_count")):
+            queue.put_nowait((url, "failed" in entry))
         workers = min(LISTINGS_AT_ONCE, queue.qsize())
         await asyncio.gather(*(self._list_hosts(ctx, queue) for _ in range(workers)))
 
@@ -137,6 +141,14 @@ class RelayDiscovery:
                     extra={"event": "host_listing_failed", "host": url},
                 )
                 await ctx.update(partial(_mark_failed, url=url, failed=failed))
+
+
+def listing_order(hosts: list[T], accounts: Callable[[T], int | None]) -> list[T]:
+    """The hosts with the most accounts (as the relay counts them) first, the others in
+    the relay's order: a host with millions of repos is the job's long pole, so its repos
+    must be fetched from the start (its listing, paced by its own limit, goes on beside
+    its fetches), not after thousands of small hosts were listed."""
+    return sorted(hosts, key=lambda host: -(accounts(host) or 0))
 
 
 def _entry(relay: str, host: ListedHost) -> dict[str, Any]:

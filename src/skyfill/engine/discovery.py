@@ -32,23 +32,38 @@ DISCOVERY_TASK = "discovery"
 
 
 class DiscoveryContext:
-    def __init__(self, layout: JobLayout, store: StateStore, batch_size: int) -> None:
+    def __init__(
+        self,
+        layout: JobLayout,
+        store: StateStore,
+        batch_size: int,
+        lanes: dict[str, str] | None = None,
+    ) -> None:
         self.layout = layout
         self.store = store
         self.batch_size = batch_size
+        self.lanes = lanes
+        """Where the runner of this process reads each added batch's lane (engine.lanes),
+        by batch id; None: nobody asks (a lane only orders the tasks of this run)."""
         self._updating = asyncio.Lock()
 
     def position(self) -> dict[str, Any]:
         """What the handler saved last (empty on a fresh job)."""
         return dict(discovery_state(self.store).get("position", {}))
 
-    async def add(self, items: Sequence[str], outcomes: Sequence[ItemResult] = ()) -> int:
+    async def add(
+        self, items: Sequence[str], outcomes: Sequence[ItemResult] = (), lane: str | None = None
+    ) -> int:
         """Add the items the job does not have yet; `outcomes` are known final outcomes of
         some of them (e.g. a deactivated repo), recorded at once and never fetched.
-        Returns how many items were new. (The store is written in a thread.)"""
-        return await asyncio.to_thread(self._add, items, outcomes)
+        `lane`: what limits these items together (their host): the runner keeps only a
+        few tasks of one lane open at once (engine.lanes). Returns how many items were
+        new. (The store is written in a thread.)"""
+        return await asyncio.to_thread(self._add, items, outcomes, lane)
 
-    def _add(self, items: Sequence[str], outcomes: Sequence[ItemResult]) -> int:
+    def _add(
+        self, items: Sequence[str], outcomes: Sequence[ItemResult], lane: str | None = None
+    ) -> int:
         unique = list(dict.fromkeys(items))
         known = self.store.known_items(unique)
         new = [item for item in unique if item not in known]
@@ -60,6 +75,8 @@ class DiscoveryContext:
             for i, chunk in enumerate(_chunks(new, self.batch_size))
         ]
         write_batch_files(self.layout, batches)
+        if lane is not None and self.lanes is not None:
+            self.lanes.update((batch.batch_id, lane) for batch in batches)  # before the tasks
         self.store.add_items(batches, worker_tasks(batches))
         fresh = set(new)
         settled = [o for o in outcomes if o.key in fresh]

@@ -23,6 +23,7 @@ from skyfill.engine.discovery import (
     run_discovery,
 )
 from skyfill.engine.handler import Handler, Plan, handler_path
+from skyfill.engine.lanes import TaskLanes
 from skyfill.engine.layout import JobLayout
 from skyfill.engine.lifecycle import STOPPING, runner_id
 from skyfill.engine.manifest import ManifestWriter, write_batch_files
@@ -83,6 +84,8 @@ class JobRunner:
             workers=1 if settings.max_memory is not None else 2,
             batch_rows=8192 if settings.max_memory is not None else 65_536,
         )
+        self.lanes: dict[str, str] = {}
+        """Discovered batches' lanes (their host), by batch id, until their task is queued."""
 
     # -- coordinator -------------------------------------------------------------------
 
@@ -212,7 +215,7 @@ class JobRunner:
 
     def _start_discovery(self) -> asyncio.Task:
         assert isinstance(self.handler, Discoverer)
-        ctx = DiscoveryContext(self.layout, self.store, self.settings.batch_size)
+        ctx = DiscoveryContext(self.layout, self.store, self.settings.batch_size, self.lanes)
         return asyncio.ensure_future(run_discovery(self.handler, ctx))
 
     async def _run_tasks(self, todo: list[Task], discovery: asyncio.Task | None = None) -> None:
@@ -221,20 +224,29 @@ class JobRunner:
         if not todo and discovery is None:
             return
         ctx = self.worker_context()
-        waiting = list(reversed(todo))
+        waiting = TaskLanes[Task]()  # oldest first, at most a few open per host (lanes.py)
+        for task in todo:
+            waiting.add(task)
         seen = {t.task_id for t in todo}
         running: set[asyncio.Task] = set()
+        lane_of: dict[asyncio.Task, str | None] = {}
         try:
             while (waiting or running or discovery) and not self.stop_requested.is_set():
                 if discovery is not None:
                     finished = discovery.done()  # before looking: its last tasks are there
                     added = await asyncio.to_thread(self._tasks_added, PHASE_BACKFILL, seen)
-                    waiting[:0] = reversed(added)
+                    for task in added:
+                        waiting.add(task, self.lanes.pop(task.batch_id, None))
                     if finished:
                         discovery.result()  # a failed discovery fails the phase
                         discovery = None
                 while waiting and self.may_open_task(len(running)):
-                    running.add(asyncio.ensure_future(self.run_guarded(ctx, waiting.pop())))
+                    if (picked := waiting.pop()) is None:
+                        break  # every waiting task's host has its tasks open
+                    task, lane = picked
+                    future = asyncio.ensure_future(self.run_guarded(ctx, task))
+                    lane_of[future] = lane
+                    running.add(future)
                 if not running:
                     await asyncio.sleep(DISCOVERY_POLL_SECONDS)
                     continue
@@ -242,6 +254,7 @@ class JobRunner:
                     running, timeout=0.2, return_when=asyncio.FIRST_COMPLETED
                 )
                 for finished_task in done:
+                    waiting.done(lane_of.pop(finished_task, None))
                     finished_task.result()  # a failed task fails the phase
         finally:
             if discovery is not None:

@@ -6,8 +6,9 @@
 - Until the host has answered once, one request at a time (a burst of first requests
   cannot overrun a small limit).
 - 429: nothing is sent until Retry-After / RateLimit-Reset.
-- Adaptive (AIMD): the rate is cut when the host errors, throttles or slows down, and
-  raised again step by step while it answers well.
+- Adaptive (AIMD): the rate is cut when the host throttles (429), slows down against its
+  usual latency, or fails most requests, and raised again step by step while it answers
+  well.
 """
 
 from __future__ import annotations
@@ -28,6 +29,18 @@ DECREASE = 0.5
 INCREASE_STEP = 0.05
 ADJUST_EVERY = 1.0
 SLOW_FACTOR = 3.0
+BASELINE_QUANTILE = 0.1
+"""A host's usual latency, against which it is judged slow: this quantile of all its
+answers so far (read again at most every ADJUST_EVERY). Not the fastest answer ever: with
+jittery answers that drifts far below the usual, and a host that is merely slow, not
+slowing down, was cut to MIN_FRACTION for good (benchmarks/netsim.py found it)."""
+ERROR_SHARE = 0.5
+"""A 5xx or a request left unanswered cuts the rate only while errors are more than this
+share of the host's recent answers (a 429 always does). A host that fails a steady share
+of requests whatever the load (a broken disk, a bad repo) is not overloaded: cutting its
+rate on every error held it at ~15 % of its limit, so its repos took six times as long
+(benchmarks/netsim.py); a host that fails most requests is cut as before."""
+ERROR_WEIGHT = 0.1
 PROBE_PATIENCE = 1.0
 RESET_MARGIN = 0.05
 MIN_429_WAIT = 0.5
@@ -93,6 +106,9 @@ class HostLimiter:
         self.fraction = 1.0
         self._adjusted_at = 0.0
         self._baseline_latency: float | None = None
+        self._baseline_at = 0.0
+        self.error_share = 0.0
+        """Errors among the host's recent answers (a moving average, ERROR_WEIGHT a step)."""
         self.known = False
         self._probe_started: float | None = None
         self.in_flight = 0
@@ -233,9 +249,12 @@ class HostLimiter:
             self.window_left = 0
             self.window_reset_at = self.blocked_until  # then a fresh window
             self.tokens = min(self.tokens, 0.0)
-        if seen.status is None or seen.status >= 500 or seen.status == 429:
+        failed = seen.status is None or seen.status >= 500 or seen.status == 429
+        self.error_share += ERROR_WEIGHT * (failed - self.error_share)
+        if failed:
             self.stats.errors += 1
-            self._decrease(now)
+            if seen.status == 429 or self.error_share > ERROR_SHARE:
+                self._decrease(now)
         else:
             self._observe_latency(seen.latency, now)
         self._changed.set()
@@ -274,8 +293,9 @@ class HostLimiter:
         stats.latency_ewma = (
             latency if stats.latency_ewma is None else (0.8 * stats.latency_ewma + 0.2 * latency)
         )
-        if self._baseline_latency is None or latency < self._baseline_latency:
-            self._baseline_latency = latency
+        if self._baseline_latency is None or now - self._baseline_at >= ADJUST_EVERY:
+            self._baseline_latency = stats.latency.quantile(BASELINE_QUANTILE) or latency
+            self._baseline_at = now
         if not self.adaptive:
             return
         slow = stats.latency_ewma > SLOW_FACTOR * self._baseline_latency + 0.25
