@@ -4,8 +4,8 @@ virtual time, its decisions made by skyfill's own code.
 Real (imported from `skyfill`, called as the job calls it):
 - every host's limiter: `ratelimit.local.LocalLimiter` builds one `HostLimiter` per host
   (PDS, PLC directory, relay) from `LimitSettings`; a request waits until the limiter's
-  `_wait_needed()` says 0 (the test `HostLimiter.acquire` loops on, FIFO per host, woken by
-  a release or after min(wait, 1 s) as there), is counted by `_take()`, and its answer is
+  `_wait_needed()` says 0 (the test `HostLimiter.acquire` makes: FIFO per host, woken
+  by a release or after min(wait, 1 s), as there), is counted by `_take()`, and its answer is
   reported with `release(Observation(...))` (token bucket, server window mirrored from the
   RateLimit-* headers, probing, 429 hold, adaptive AIMD);
 - the engine's task window: `JobRunner.may_open_task` (`parallel_tasks`, `max_open_tasks`)
@@ -48,7 +48,7 @@ import math
 import random
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import SimpleNamespace
 from typing import Any
 
@@ -241,7 +241,8 @@ class Simulation:
         self.handler = BackfillHandler(config)
         self.handler.limiter = self.limiter
         self.handler._identity_hosts = frozenset({PLC_HOST})
-        self.handler.config = _with_concurrency(config, self.global_slots)
+        # wants_more_work compares the items that progress with the fleet's slots
+        self.handler.config = replace(config, concurrency=self.global_slots)
         self.runner_self = SimpleNamespace(
             settings=EngineSettings(
                 parallel_tasks=self.engine.parallel_tasks * settings.workers,
@@ -497,7 +498,8 @@ class Simulation:
 
     def open_tasks(self) -> None:
         waiting = self.waiting
-        while len(waiting) and JobRunner.may_open_task(self.runner_self, self.running):  # type: ignore[arg-type]
+        may_open = JobRunner.may_open_task  # the runner's own rule, on the fleet's settings
+        while len(waiting) and may_open(self.runner_self, self.running):  # type: ignore[arg-type]
             if isinstance(waiting, deque):
                 task = waiting.popleft()
             elif (picked := waiting.pop()) is not None:
@@ -634,7 +636,7 @@ class Simulation:
         self._next_listing()
 
     def _tasks(self, items: list[int], lane: str) -> list[SimTask]:
-        chunks = engine_discovery._chunks(items, self.batch_size)  # type: ignore[arg-type]
+        chunks = engine_discovery._chunks(items, self.batch_size)  # DiscoveryContext._add's
         batches = [
             Batch(f"{lane}-{items[0]}-batch-{i:04d}", PHASE_BACKFILL, GROUP_INITIAL, tuple(c))
             for i, c in enumerate(chunks)
@@ -679,12 +681,6 @@ class _Listing:
 def _scaled(rate: str, unit: int) -> RateSpec:
     spec = parse_rate(rate)
     return RateSpec(max(1, round(spec.requests / unit)), spec.window)
-
-
-def _with_concurrency(config: BackfillConfig, concurrency: int) -> BackfillConfig:
-    from dataclasses import replace
-
-    return replace(config, concurrency=concurrency)
 
 
 def _error(status: int | None) -> SkyfillError:
