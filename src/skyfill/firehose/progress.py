@@ -3,15 +3,16 @@ a terminal, a live table on one, and the same facts as Prometheus metrics."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+from skyfill.telemetry.showing import Facts
+from skyfill.telemetry.showing import showing as show
 
 log = logging.getLogger("skyfill.progress")
 
@@ -47,58 +48,21 @@ def summary_line(facts: dict[str, Any]) -> str:
     )
 
 
-@contextlib.asynccontextmanager
-async def showing(
-    facts: Callable[[], dict[str, Any]], kind: str, interval: float
-) -> AsyncIterator[None]:
-    """Progress while the block runs: `auto` is a live table on a terminal, JSON log
-    lines elsewhere; `none` shows nothing."""
-    if kind == "none":
-        yield
-        return
-    if kind == "rich" or (kind == "auto" and sys.stderr.isatty()):
-        async with _live(facts):
-            yield
-        return
-    task = asyncio.create_task(_lines(facts, interval))
-    try:
-        yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+def showing(facts: Facts, kind: str, interval: float) -> AbstractAsyncContextManager[None]:
+    """Progress while the block runs (see `telemetry.showing`)."""
+    return show(facts, kind, interval, event="firehose_progress", line=summary_line, table=_table)
 
 
-async def _lines(facts: Callable[[], dict[str, Any]], interval: float) -> None:
-    while True:
-        await asyncio.sleep(interval)
-        now = facts()
-        log.info(summary_line(now), extra={"event": "firehose_progress", **now})
-
-
-@contextlib.asynccontextmanager
-async def _live(facts: Callable[[], dict[str, Any]]) -> AsyncIterator[None]:
-    from rich.console import Console
-    from rich.live import Live
+def _table(now: dict[str, Any]) -> Any:
     from rich.table import Table
 
-    class View:
-        def __rich__(self) -> Table:
-            now = facts()
-            table = Table(title=f"firehose {now.get('stream_id', '')}", show_header=False)
-            for name in ("received", "applied", "skipped", "malformed", "ops", "events_per_s"):
-                table.add_row(name.replace("_", " "), str(now.get(name)))
-            for name in ("cursor", "head", "lag_s", "lag_seqs", "desynchronized_repos"):
-                table.add_row(name.replace("_", " "), str(now.get(name)))
-            table.add_row("memory", f"{(now.get('rss_bytes') or 0) / 2**20:.0f} MiB")
-            return table
-
-    live = Live(View(), console=Console(stderr=True), refresh_per_second=4, transient=False)
-    live.start()
-    try:
-        yield
-    finally:
-        live.stop()
+    table = Table(title=f"firehose {now.get('stream_id', '')}", show_header=False)
+    for name in ("received", "applied", "skipped", "malformed", "ops", "events_per_s"):
+        table.add_row(name.replace("_", " "), str(now.get(name)))
+    for name in ("cursor", "head", "lag_s", "lag_seqs", "desynchronized_repos"):
+        table.add_row(name.replace("_", " "), str(now.get(name)))
+    table.add_row("memory", f"{(now.get('rss_bytes') or 0) / 2**20:.0f} MiB")
+    return table
 
 
 class _Collector:
