@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import logging
 import signal
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -42,6 +41,7 @@ from skyfill.net.http import HttpSettings, make_session
 from skyfill.ratelimit.local import side_limiter
 from skyfill.ratelimit.memory_gate import MemoryGate
 from skyfill.sinks.factory import open_stream_sink
+from skyfill.storage.lockfile import exclusive
 
 log = logging.getLogger(__name__)
 
@@ -80,19 +80,6 @@ def source_key(url: str) -> str:
     return f"{parsed.host}:{parsed.port}"
 
 
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise StreamBusy(
-                f"stream {path.parent.name} is already running (lock {path})"
-            ) from None
-        yield
-
-
 def run_stream(
     config: FirehoseConfig,
     workdir: Path,
@@ -104,7 +91,8 @@ def run_stream(
 ) -> dict[str, Any]:
     """Run the stream until stopped; returns the summary's facts."""
     where = StreamDir.of(workdir, config.stream_id)
-    with _locked(where.lock):
+    busy = StreamBusy(f"stream {config.stream_id} is already running (lock {where.lock})")
+    with exclusive(where.lock, busy):
         return asyncio.run(
             _run(config, where, progress, progress_interval, metrics_port, hooks or StreamHooks())
         )

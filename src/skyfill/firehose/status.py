@@ -3,7 +3,6 @@ STREAM_ID` shows."""
 
 from __future__ import annotations
 
-import fcntl
 import time
 from pathlib import Path
 from typing import Any
@@ -13,6 +12,7 @@ import orjson
 from skyfill.errors import UsageError
 from skyfill.firehose.run import StreamDir
 from skyfill.firehose.state import StreamState
+from skyfill.storage.lockfile import is_held
 
 
 def stream_ids(workdir: Path) -> list[str]:
@@ -42,7 +42,7 @@ def stream_status(workdir: Path, stream_id: str) -> dict[str, Any]:
         "stream_id": stream_id,
         "from_host": manifest.get("from_host"),
         "sink": manifest.get("sink"),
-        "running": _running(where.lock),
+        "running": is_held(where.lock),
         "cursor": cursor[0] if cursor else None,
         "cursor_time": cursor[1] if cursor else None,
         "updated_s_ago": None if updated is None else round(time.time() - updated, 1),
@@ -75,15 +75,3 @@ def render_stream_status(facts: dict[str, Any]) -> str:
     for reason, count in facts.get("why_not_active", {}).items():
         lines.append(f"    {count:>6}  {reason}")
     return "\n".join(lines)
-
-
-def _running(lock: Path) -> bool:
-    if not lock.exists():
-        return False
-    with lock.open("a") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        fcntl.flock(handle, fcntl.LOCK_UN)
-    return False

@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import logging
 import signal
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,7 @@ from skyfill.net.http import HttpSettings, make_session
 from skyfill.ratelimit.local import side_limiter
 from skyfill.sinks.factory import open_label_sink
 from skyfill.sinks.labels import LabelSink
+from skyfill.storage.lockfile import exclusive
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +97,8 @@ def run_labels(
 ) -> dict[str, Any]:
     """Follow the labelers until stopped (or live); returns the summary's facts."""
     where = LabelsDir.of(workdir, config.stream_id)
-    with _locked(where.lock):
+    busy = StreamBusy(f"label stream {config.stream_id} is already running (lock {where.lock})")
+    with exclusive(where.lock, busy):
         return asyncio.run(_run(config, where, progress, progress_interval))
 
 
@@ -249,19 +250,6 @@ async def _http(allow_private: bool) -> AsyncIterator[tuple[aiohttp.ClientSessio
     finally:
         await stream_session.close()
         await session.close()
-
-
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise StreamBusy(
-                f"label stream {path.parent.name} is already running (lock {path})"
-            ) from None
-        yield
 
 
 def _write_manifest(where: LabelsDir, config: LabelsConfig, target: str) -> None:

@@ -3,7 +3,6 @@ status STREAM_ID` shows for a `skyfill labels` stream."""
 
 from __future__ import annotations
 
-import fcntl
 import time
 from pathlib import Path
 from typing import Any
@@ -13,6 +12,7 @@ import orjson
 from skyfill.errors import UsageError
 from skyfill.labels.run import LabelsDir
 from skyfill.labels.state import LabelState
+from skyfill.storage.lockfile import is_held
 
 
 def label_stream_ids(workdir: Path) -> list[str]:
@@ -40,7 +40,7 @@ def labels_status(workdir: Path, stream_id: str) -> dict[str, Any]:
         "stream_id": stream_id,
         "kind": "labels",
         "sink": manifest.get("sink"),
-        "running": _running(where.lock),
+        "running": is_held(where.lock),
         "updated_s_ago": None if updated is None else round(time.time() - updated, 1),
         "labelers": [
             {"labeler": url, "did": did, "cursor": cursors.get(url)} for url, did in dids.items()
@@ -62,15 +62,3 @@ def render_labels_status(facts: dict[str, Any]) -> str:
         lines.append(f"  {each['labeler']} ({each['did'] or 'DID not known yet'}): "
                      f"cursor {each['cursor']}")  # fmt: skip
     return "\n".join(lines)
-
-
-def _running(lock: Path) -> bool:
-    if not lock.exists():
-        return False
-    with lock.open("a") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        fcntl.flock(handle, fcntl.LOCK_UN)
-    return False
