@@ -20,7 +20,6 @@ import asyncio
 import contextlib
 import gc
 import logging
-import random
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -28,7 +27,7 @@ from dataclasses import dataclass
 import aiohttp
 
 from skyfill.atproto.identity import Identity, IdentityResolver
-from skyfill.atproto.stream.client import StreamClosed, StreamUnavailable, subscribe
+from skyfill.atproto.stream.client import StreamClosed, StreamUnavailable, resubscribing, subscribe
 from skyfill.atproto.stream.frames import (
     MAX_FRAME_BYTES,
     ErrorFrame,
@@ -184,25 +183,18 @@ class Consumer:
     # -- reading ----------------------------------------------------------------------
 
     async def _read(self) -> None:
-        backoff = 0.5
-        while True:
-            try:
-                async for message in self._subscribe(
-                    self._url,
-                    self._read_cursor,
-                    session=self._session,
-                    allow_private_network=self._allow_private,
-                    max_frame_bytes=RECEIVE_LIMIT,
-                ):
-                    backoff = 0.5
-                    self._received(message)
-                    if len(self._chunk) >= CHUNK_FRAMES:
-                        await self._queue.put(self._submit())
-            except (StreamClosed, StreamUnavailable) as exc:
-                self._dropped(exc)
-            self.counters.reconnects += 1
-            await asyncio.sleep(backoff * random.uniform(0.5, 1.0))
-            backoff = min(backoff * 2, 30.0)
+        async for message in resubscribing(
+            self._subscribe,
+            self._url,
+            lambda: self._read_cursor,
+            dropped=self._dropped,
+            session=self._session,
+            allow_private_network=self._allow_private,
+            max_frame_bytes=RECEIVE_LIMIT,
+        ):
+            self._received(message)
+            if len(self._chunk) >= CHUNK_FRAMES:
+                await self._queue.put(self._submit())
 
     def _received(self, message: bytes) -> None:
         """Keep the seq to reconnect after, start the identity look-up the event needs,
@@ -241,6 +233,7 @@ class Consumer:
         return await self._decoder.decode(chunk, keys)
 
     def _dropped(self, exc: StreamClosed | StreamUnavailable) -> None:
+        self.counters.reconnects += 1
         cursor = self._read_cursor
         if isinstance(exc, StreamClosed) and exc.code == MESSAGE_TOO_BIG and cursor is not None:
             log.warning(

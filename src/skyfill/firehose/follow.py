@@ -28,7 +28,12 @@ from typing import Any
 import aiohttp
 import orjson
 
-from skyfill.atproto.stream.client import StreamClosed, StreamUnavailable, subscribe
+from skyfill.atproto.stream.client import (
+    StreamClosed,
+    StreamUnavailable,
+    resubscribing,
+    subscribe,
+)
 from skyfill.atproto.stream.frames import peek
 from skyfill.backfill.config import BackfillConfig
 from skyfill.errors import Outcome, UsageError
@@ -182,25 +187,24 @@ class Recorder:
             self.events = writer.events
 
     async def _record(self, session: aiohttp.ClientSession, writer: SpillWriter) -> None:
-        backoff = 0.5
-        while True:
-            cursor = writer.last_seq if writer.last_seq is not None else self._after
-            try:
-                async for message in subscribe(
-                    self._host,
-                    cursor,
-                    session=session,
-                    allow_private_network=self._allow_private,
-                ):
-                    backoff = 0.5
-                    writer.append(message, peek(message)[1])
-            except (StreamClosed, StreamUnavailable) as exc:
-                log.info(
-                    "recording %s: %s; reconnecting", self._host, exc, extra={"event": "reconnect"}
-                )
+        def cursor() -> int:
+            return writer.last_seq if writer.last_seq is not None else self._after
+
+        def dropped(exc: StreamClosed | StreamUnavailable) -> None:
             writer.sync()
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, 30.0)
+            log.info(
+                "recording %s: %s; reconnecting", self._host, exc, extra={"event": "reconnect"}
+            )
+
+        async for message in resubscribing(
+            subscribe,
+            self._host,
+            cursor,
+            dropped=dropped,
+            session=session,
+            allow_private_network=self._allow_private,
+        ):
+            writer.append(message, peek(message)[1])
 
 
 @contextlib.contextmanager

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import signal
 import time
 from collections.abc import Callable
@@ -28,6 +27,7 @@ from skyfill.atproto.stream.client import (
     SUBSCRIBE_REPOS,
     StreamClosed,
     StreamUnavailable,
+    resubscribing,
     subscribe,
 )
 from skyfill.atproto.stream.frames import peek
@@ -249,25 +249,23 @@ class _Ingester:
     ) -> None:
         """`url`'s messages from the cursor on, each to `add`, written every few hundred;
         after a dropped connection, again from the cursor, with backoff."""
-        backoff = 0.5
-        while True:
-            try:
-                async for message in subscribe(
-                    url,
-                    cursor(),
-                    session=session,
-                    allow_private_network=self.config.allow_private_network,
-                    method=method,
-                ):
-                    backoff = 0.5
-                    add(message)
-                    if len(self._buffer) >= WRITE_EVENTS:
-                        await asyncio.to_thread(self._write)
-            except (StreamClosed, StreamUnavailable) as exc:
-                log.info("ingest %s: %s; reconnecting", url, exc)
+
+        def dropped(exc: StreamClosed | StreamUnavailable) -> None:
             self.counters.reconnects += 1
-            await asyncio.sleep(backoff * random.uniform(0.5, 1.0))
-            backoff = min(backoff * 2, 30.0)
+            log.info("ingest %s: %s; reconnecting", url, exc)
+
+        async for message in resubscribing(
+            subscribe,
+            url,
+            cursor,
+            dropped=dropped,
+            session=session,
+            allow_private_network=self.config.allow_private_network,
+            method=method,
+        ):
+            add(message)
+            if len(self._buffer) >= WRITE_EVENTS:
+                await asyncio.to_thread(self._write)
 
     def _write(self) -> None:
         """The buffered entries and the cursors after them, in one transaction."""

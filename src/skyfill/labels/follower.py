@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ from dataclasses import dataclass
 import aiohttp
 
 from skyfill.atproto.labels import Label, LabelsFrame, decode_labels_frame
-from skyfill.atproto.stream.client import SUBSCRIBE_LABELS, subscribe
+from skyfill.atproto.stream.client import SUBSCRIBE_LABELS, resubscribing, subscribe
 from skyfill.atproto.stream.exceptions import StreamClosed, StreamUnavailable
 from skyfill.atproto.stream.frames import ErrorFrame, FrameError, InfoFrame, peek
 from skyfill.atproto.stream.probe import find_head, head_from, probe_with
@@ -135,31 +134,26 @@ class LabelFollower:
     # -- reading ----------------------------------------------------------------------
 
     async def _read(self) -> None:
-        backoff = 0.5
         try:
-            while True:
-                try:
-                    async for message in self._subscribe(
-                        self.url,
-                        self._read_cursor,
-                        session=self._session,
-                        allow_private_network=self._allow_private,
-                        method=SUBSCRIBE_LABELS,
-                    ):
-                        backoff = 0.5
-                        seq = peek(message)[1]
-                        if seq is not None:
-                            self._read_cursor = seq
-                        await self._queue.put(message)
-                except (StreamClosed, StreamUnavailable) as exc:
-                    self._dropped(exc)
-                self.counters.reconnects += 1
-                await asyncio.sleep(backoff * random.uniform(0.5, 1.0))
-                backoff = min(backoff * 2, BACKOFF_MAX)
+            async for message in resubscribing(
+                self._subscribe,
+                self.url,
+                lambda: self._read_cursor,
+                dropped=self._dropped,
+                backoff_max=BACKOFF_MAX,
+                session=self._session,
+                allow_private_network=self._allow_private,
+                method=SUBSCRIBE_LABELS,
+            ):
+                seq = peek(message)[1]
+                if seq is not None:
+                    self._read_cursor = seq
+                await self._queue.put(message)
         except Exception as exc:  # e.g. the private-network guard: the follower raises it
             await self._queue.put(_Failed(exc))
 
     def _dropped(self, exc: StreamClosed | StreamUnavailable) -> None:
+        self.counters.reconnects += 1
         cursor = self._read_cursor
         if isinstance(exc, StreamClosed) and exc.code == MESSAGE_TOO_BIG and cursor is not None:
             log.warning(

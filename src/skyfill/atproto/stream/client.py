@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+import random
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import aiohttp
 from yarl import URL
@@ -126,3 +128,31 @@ def _closed(
 def _origin(url: str) -> str:
     parsed = URL(url)
     return f"{parsed.scheme}://{parsed.host}" + (f":{parsed.port}" if parsed.explicit_port else "")
+
+
+RECONNECT_MAX_SECONDS = 30.0
+
+
+async def resubscribing(
+    open_stream: Callable[..., AsyncIterator[bytes]],
+    url: str,
+    cursor: Callable[[], int | None],
+    *,
+    dropped: Callable[[StreamClosed | StreamUnavailable], None],
+    backoff_max: float = RECONNECT_MAX_SECONDS,
+    **client: Any,
+) -> AsyncIterator[bytes]:
+    """The messages of `open_stream(url, cursor(), **client)` (`subscribe`'s signature),
+    opened again after every drop from the cursor as it is then: each drop is handed to
+    `dropped` (which may move the cursor, or raise to end it all), then a pause of 0.5 s
+    doubling up to `backoff_max`, jittered, and back to 0.5 s once a message comes."""
+    backoff = 0.5
+    while True:
+        try:
+            async for message in open_stream(url, cursor(), **client):
+                backoff = 0.5
+                yield message
+        except (StreamClosed, StreamUnavailable) as exc:
+            dropped(exc)
+        await asyncio.sleep(backoff * random.uniform(0.5, 1.0))
+        backoff = min(backoff * 2, backoff_max)
