@@ -11,15 +11,27 @@ export REFPDS_HOME
 
 AIRFLOW_VENV := .venv-airflow
 
-.PHONY: install system-deps demo test test-fast lint bench refpds airflow clean
+.PHONY: install build-deps system-deps demo test test-fast lint bench refpds airflow clean
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml setup.py src/skyfill/atproto/_fastrepo.c
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $@
 
-install: $(VENV)/.installed
+install: build-deps $(VENV)/.installed
+
+# The C decoder (setup.py) needs a compiler and OpenSSL's headers; without them skyfill still
+# installs and runs, on the pure-Python decoder (tests/atproto/test_fastrepo.py says so).
+build-deps:
+	@MISSING=""; \
+	command -v gcc >/dev/null 2>&1 || MISSING="$$MISSING gcc"; \
+	[ -e /usr/include/openssl/sha.h ] || MISSING="$$MISSING libssl-dev"; \
+	if [ -n "$$MISSING" ]; then \
+		SUDO=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \
+		echo "installing$$MISSING"; \
+		$$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$MISSING; \
+	fi
 
 # Apache Airflow for the DAG's tests (tests/deploy/test_airflow.py): a venv of its own, since
 # Airflow pins many packages, every one pinned in deploy/airflow/constraints.txt; made once,

@@ -1,4 +1,7 @@
-"""CAR bytes -> the `records` rows of one repository. Runs in an executor process."""
+"""CAR bytes -> the `records` rows of one repository. Runs in an executor process.
+
+The C decoder's column buffers (`atproto/fastrepo.py`) become the table directly; a
+repository it declines goes through the Python decoder, record by record."""
 
 from __future__ import annotations
 
@@ -7,10 +10,12 @@ from datetime import datetime
 
 import pyarrow as pa
 
+from skyfill.atproto.fastrepo import Chunk, RecordColumns, decode_columns
 from skyfill.atproto.repo import RepoRecords, decode_repo
 from skyfill.backfill.collections import CollectionFilter
 from skyfill.backfill.schema import RECORDS_SCHEMA, TIMESTAMP
 from skyfill.backfill.window import keep_mask
+from skyfill.storage import arrow_compute as pc
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +43,9 @@ def decode_to_table(
     With `signing_key` (a did:key), the commit's signature is verified first.
     """
     keep = CollectionFilter.from_patterns(collections) if collections else None
+    fast = decode_columns(car, did, keep, signing_key)
+    if fast is not None:
+        return _table_of_columns(fast, did, job_id, since)
     repo = decode_repo(car, expected_did=did, keep_collection=keep, signing_key=signing_key)
     total = len(repo)
     if since is not None:
@@ -68,3 +76,71 @@ def _apply_window(repo: RepoRecords, since: datetime) -> None:
     for name in ("collections", "rkeys", "cids", "records", "created_at"):
         column = getattr(repo, name)
         column[:] = [value for value, keep in zip(column, mask, strict=True) if keep]
+
+
+def _table_of_columns(fast: RecordColumns, did: str, job_id: str, since: str | None) -> DecodedRepo:
+    rev = fast.commit.rev
+    columns = [_arrays(chunk) for chunk in fast.chunks]
+    collection, rkey, uri, cid, record, created = (
+        pa.chunked_array([arrays[i] for arrays in columns], type=RECORDS_SCHEMA.field(name).type)
+        for i, name in enumerate(("collection", "rkey", "uri", "cid", "record", "created_at"))
+    )
+    total = len(rkey)
+    if since is not None:
+        mask = keep_mask(rkey.to_pylist(), created.to_pylist(), datetime.fromisoformat(since))
+        keep = pa.array(mask, pa.bool_())
+        collection, rkey, uri, cid, record, created = (
+            column.filter(keep) for column in (collection, rkey, uri, cid, record, created)
+        )
+    n = len(rkey)
+    table = pa.Table.from_arrays(
+        [
+            pa.repeat(pa.scalar(did, pa.string()), n),
+            collection,
+            rkey,
+            uri,
+            cid,
+            pa.repeat(pa.scalar(rev, pa.string()), n),
+            created,
+            record,
+            pa.repeat(pa.scalar(job_id, pa.string()), n),
+        ],
+        schema=RECORDS_SCHEMA,
+    )
+    return DecodedRepo(rev=rev, commit_cid=fast.commit.cid, record_count=total, table=table)
+
+
+def _arrays(chunk: Chunk) -> list[pa.Array]:
+    n = chunk.length
+
+    def string(buffers: tuple[bytes, bytes]) -> pa.Array:
+        offsets, data = buffers
+        return pa.Array.from_buffers(
+            pa.string(), n, [None, pa.py_buffer(offsets), pa.py_buffer(data)]
+        )
+
+    created = pa.Array.from_buffers(
+        TIMESTAMP,
+        n,
+        [
+            pa.py_buffer(chunk.created_valid) if chunk.created_nulls else None,
+            pa.py_buffer(chunk.created_us),
+        ],
+        null_count=chunk.created_nulls,
+    )
+    if chunk.created_other:
+        mask = [False] * n
+        for i in chunk.created_other:
+            mask[i] = True
+        replacements = pa.array(
+            [chunk.created_other[i] for i in sorted(chunk.created_other)], TIMESTAMP
+        )
+        created = pc.replace_with_mask(created, pa.array(mask), replacements)
+    return [
+        string(chunk.collection),
+        string(chunk.rkey),
+        string(chunk.uri),
+        string(chunk.cid),
+        string(chunk.record),
+        created,
+    ]

@@ -37,6 +37,7 @@ value_counts: Callable[[Datum], Datum] = _kernels["value_counts"]
 # With options: `is_in(values, value_set=...)`, `replace_substring(strings, pattern,
 # replacement)`, `sort_indices(table, sort_keys=...)`, `strftime(timestamps, format)`.
 is_in: Callable[..., Datum] = _kernels["is_in"]
+replace_with_mask: Callable[[Datum, Datum, Datum], Datum] = _kernels["replace_with_mask"]
 replace_substring: Callable[..., Datum] = _kernels["replace_substring"]
 sort_indices: Callable[..., Datum] = _kernels["sort_indices"]
 strftime: Callable[..., Datum] = _kernels["strftime"]
@@ -55,6 +56,7 @@ __all__ = [
     "not_equal",
     "or_",
     "replace_substring",
+    "replace_with_mask",
     "sort_indices",
     "strftime",
     "unique",

@@ -1,0 +1,123 @@
+"""The repo decoder's fast path: whole repositories to column buffers in C (`_fastrepo.c`).
+
+The Python decoder (`repo.decode_repo`) is the definition of what a repository decodes
+to. `decode_columns` gives the same records for every repository the C module is sure
+about, and None for the others (anything irregular, invalid or unusual), which the caller
+then decodes with the Python path, getting the same rows or the same InvalidRepo. The
+commit (and its signature) is read by the Python code in both paths.
+
+The records come as chunks of Arrow-layout buffers (`Chunk`), which `backfill/decode.py`
+wraps into Arrow arrays without touching a record in Python.
+
+`SKYFILL_PURE_PYTHON=1` turns the fast path off (for A/B runs); without a built C module
+(no compiler or libcrypto at install time) it is off too.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+from skyfill.atproto.exceptions import InvalidRepo
+from skyfill.atproto.record import MAX_RECORD_BYTES
+from skyfill.atproto.repo import Commit, read_commit
+from skyfill.atproto.syntax import is_valid_nsid, parse_datetime
+
+try:
+    from skyfill.atproto import _fastrepo
+except ImportError:  # built without a compiler or libcrypto: setup.py's extension is optional
+    _fastrepo = None
+
+AVAILABLE = _fastrepo is not None
+"""Whether the C module is built into this install."""
+
+CHUNK_BYTES = 256 << 20
+"""Record JSON per chunk: string offsets are 32-bit, so a chunk stays well below 2 GB."""
+
+
+def enabled() -> bool:
+    return AVAILABLE and os.environ.get("SKYFILL_PURE_PYTHON", "") != "1"
+
+
+@dataclass(slots=True)
+class Chunk:
+    """Consecutive records as Arrow buffers: for each string column its int32 offsets and
+    its UTF-8 data; `created_us` int64 microseconds with `created_valid` its validity
+    bitmap (`created_nulls` unset bits), and `created_other`: the createdAt values of
+    another form than `YYYY-MM-DDTHH:MM:SS.sssZ`, parsed by the Python rule, by index."""
+
+    length: int
+    collection: tuple[bytes, bytes]
+    rkey: tuple[bytes, bytes]
+    uri: tuple[bytes, bytes]
+    cid: tuple[bytes, bytes]
+    record: tuple[bytes, bytes]
+    created_us: bytes
+    created_valid: bytes
+    created_nulls: int
+    created_other: dict[int, datetime]
+
+
+@dataclass(slots=True)
+class RecordColumns:
+    """The kept records of one repository (`uri`s of its DID), in MST key order."""
+
+    commit: Commit
+    chunks: list[Chunk]
+
+    def __len__(self) -> int:
+        return sum(chunk.length for chunk in self.chunks)
+
+
+class _Declined(Exception):
+    """The C module is not sure about this repository."""
+
+
+def decode_columns(
+    car: bytes,
+    expected_did: str,
+    keep_collection: Callable[[str], bool] | None = None,
+    signing_key: str | None = None,
+) -> RecordColumns | None:
+    """`decode_repo`'s records as column buffers, or None when the fast path declines the
+    repository (then `decode_repo` decides)."""
+    if _fastrepo is None or not enabled():
+        return None
+    try:
+        index = _fastrepo.CarIndex(car)
+    except ValueError:
+        return None
+
+    def get_block(cid: bytes) -> bytes:
+        block = index.block(cid)
+        if block is None:
+            raise _Declined
+        return block
+
+    try:
+        commit = read_commit(get_block, index.root, expected_did, signing_key)
+    except (_Declined, InvalidRepo):  # the Python path gives the verdict, in its words
+        return None
+    kept = index.walk(commit.data, is_valid_nsid, keep_collection, MAX_RECORD_BYTES)
+    if kept < 0:
+        return None
+    chunks: list[Chunk] = []
+    prefix = f"at://{expected_did}/".encode()
+    start = 0
+    while start < kept or not chunks:
+        buffers = index.columns(start, kept, prefix, CHUNK_BYTES)
+        if buffers is None:
+            return None
+        chunks.append(_chunk(buffers))
+        start += buffers[0]
+    return RecordColumns(commit, chunks)
+
+
+def _chunk(buffers: tuple) -> Chunk:
+    n, co, cd, ro, rd, uo, ud, io, idata, jo, jd, created, valid, nulls, odd = buffers
+    other = {i: when for i, text in odd if (when := parse_datetime(text)) is not None}
+    return Chunk(
+        n, (co, cd), (ro, rd), (uo, ud), (io, idata), (jo, jd), created, valid, nulls, other
+    )
