@@ -693,24 +693,46 @@ static int64_t days_from_civil(int y, int m, int d) {
     return era * 146097 + doe - 719468;
 }
 
-/* `YYYY-MM-DDTHH:MM:SS.sssZ` naming a real instant: 1, parsed into *us; -1 otherwise
-   (another form, or an impossible date: left to the Python rule, syntax.parse_datetime). */
-static int usual_datetime(const unsigned char *s, size_t n, int64_t *us) {
-    if (n != 24 || s[4] != '-' || s[7] != '-' || s[10] != 'T' || s[13] != ':' || s[16] != ':' ||
-        s[19] != '.' || s[23] != 'Z')
+/* An atproto datetime, `YYYY-MM-DDTHH:MM:SS[.fraction](Z|+HH:MM|-HH:MM)` (syntax.py's rule,
+   at most 64 characters), naming a real instant from year 1: 1, parsed into *us (UTC; the
+   fraction truncated to microseconds, as datetime.fromisoformat does); -1 otherwise, also
+   for anything unusual (an impossible date, year 1 with an offset): left to the Python
+   rule, syntax.parse_datetime, which decides. */
+static int atproto_datetime(const unsigned char *s, size_t n, int64_t *us) {
+    if (n < 20 || n > 64 || s[4] != '-' || s[7] != '-' || s[10] != 'T' || s[13] != ':' ||
+        s[16] != ':')
         return -1;
-    int y, mo, d, h, mi, se, ms;
+    int y, mo, d, h, mi, se, oh = 0, om = 0, sign = 0;
     if (digits(s, 4, &y) || digits(s + 5, 2, &mo) || digits(s + 8, 2, &d) ||
-        digits(s + 11, 2, &h) || digits(s + 14, 2, &mi) || digits(s + 17, 2, &se) ||
-        digits(s + 20, 3, &ms))
+        digits(s + 11, 2, &h) || digits(s + 14, 2, &mi) || digits(s + 17, 2, &se))
+        return -1;
+    size_t i = 19;
+    int64_t micros = 0;
+    if (s[i] == '.') {
+        size_t first = ++i;
+        int scale = 100000;
+        while (i < n && s[i] >= '0' && s[i] <= '9') {
+            micros += (s[i] - '0') * scale;
+            scale /= 10;
+            i++;
+        }
+        if (i == first) return -1;
+    }
+    if (i + 1 == n && s[i] == 'Z') {
+        /* UTC */
+    } else if (i + 6 == n && (s[i] == '+' || s[i] == '-') && s[i + 3] == ':') {
+        if (digits(s + i + 1, 2, &oh) || digits(s + i + 4, 2, &om)) return -1;
+        sign = s[i] == '+' ? 1 : -1;
+        if (oh > 23 || om > 59 || (sign < 0 && oh == 0 && om == 0) || y == 1) return -1;
+    } else
         return -1;
     static const int dim[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
-    /* anything but a plainly real instant is left to the Python rule */
     if (y < 1 || mo < 1 || mo > 12 || d < 1 || h > 23 || mi > 59 || se > 59) return -1;
     int leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
     if (d > dim[mo - 1] + (mo == 2 && leap)) return -1;
-    int64_t days = days_from_civil(y, mo, d);
-    *us = ((days * 86400 + h * 3600 + mi * 60 + se) * 1000 + ms) * 1000;
+    int64_t seconds = days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + se;
+    seconds -= (int64_t)sign * (oh * 3600 + om * 60);
+    *us = seconds * 1000000 + micros;
     return 1;
 }
 
@@ -896,7 +918,7 @@ static PyObject *CarIndex_columns(CarIndex *self, PyObject *args) {
             goto out;
         }
         int64_t us = 0;
-        int kind = found.created ? usual_datetime(found.created, found.created_len, &us) : 0;
+        int kind = found.created ? atproto_datetime(found.created, found.created_len, &us) : 0;
         if (kind == 1) {
             size_t j = (size_t)(i - start);
             valid.data[j / 8] |= (char)(1 << (j % 8));
