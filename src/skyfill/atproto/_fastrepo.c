@@ -59,7 +59,7 @@ static int buf_reserve(Buf *b, size_t extra) {
     if (b->len + extra <= b->cap) return 0;
     size_t cap = b->cap ? b->cap : 4096;
     while (cap < b->len + extra) cap *= 2;
-    char *p = PyMem_Realloc(b->data, cap);
+    char *p = PyMem_RawRealloc(b->data, cap);
     if (!p) return -1;
     b->data = p;
     b->cap = cap;
@@ -80,7 +80,7 @@ static inline int buf_byte(Buf *b, char c) {
 }
 
 static void buf_free(Buf *b) {
-    PyMem_Free(b->data);
+    PyMem_RawFree(b->data);
     b->data = NULL;
     b->len = b->cap = 0;
 }
@@ -190,11 +190,8 @@ static int index_car(CarIndex *self) {
     }
     size_t cap = 16;
     while (cap < count * 2 + 1) cap *= 2;
-    self->slots = PyMem_Calloc(cap, sizeof(Slot));
-    if (!self->slots) {
-        PyErr_NoMemory();
-        return -2;
-    }
+    self->slots = PyMem_RawCalloc(cap, sizeof(Slot));
+    if (!self->slots) return -2;
     self->mask = cap - 1;
     while (pos < size) {
         uint64_t len;
@@ -335,7 +332,7 @@ static int push_entry(CarIndex *self, const unsigned char *key, size_t n, const 
     if (n > 0xFFFF) return -1;
     if (self->n_entries == self->cap_entries) {
         size_t cap = self->cap_entries ? self->cap_entries * 2 : 1024;
-        Entry *e = PyMem_Realloc(self->entries, cap * sizeof(Entry));
+        Entry *e = PyMem_RawRealloc(self->entries, cap * sizeof(Entry));
         if (!e) return -2;
         self->entries = e;
         self->cap_entries = cap;
@@ -369,7 +366,7 @@ static int walk_node(CarIndex *self, const unsigned char *cid, int has_layer, in
         const unsigned char *value, *subtree;
     } Ent;
     Ent stack_ents[32];
-    Ent *ents = count <= 32 ? stack_ents : PyMem_Malloc(count * sizeof(Ent));
+    Ent *ents = count <= 32 ? stack_ents : PyMem_RawMalloc(count * sizeof(Ent));
     Buf local = {0};
     int rc = -1;
     if (!ents) return -2;
@@ -432,7 +429,7 @@ static int walk_node(CarIndex *self, const unsigned char *cid, int has_layer, in
     }
     rc = 0;
 done:
-    if (ents != stack_ents) PyMem_Free(ents);
+    if (ents != stack_ents) PyMem_RawFree(ents);
     buf_free(&local);
     return rc;
 }
@@ -739,8 +736,8 @@ static int atproto_datetime(const unsigned char *s, size_t n, int64_t *us) {
 /* ---------------------------------------------------------------- the type */
 
 static void CarIndex_dealloc(CarIndex *self) {
-    PyMem_Free(self->slots);
-    PyMem_Free(self->entries);
+    PyMem_RawFree(self->slots);
+    PyMem_RawFree(self->entries);
     buf_free(&self->keys);
     Py_XDECREF(self->car);
     Py_TYPE(self)->tp_free((PyObject *)self);
@@ -757,12 +754,19 @@ static int CarIndex_init(CarIndex *self, PyObject *args, PyObject *kwds) {
     Py_XSETREF(self->car, car);
     self->base = (const unsigned char *)PyBytes_AS_STRING(car);
     self->size = PyBytes_GET_SIZE(car);
-    int rc = index_car(self);
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    rc = index_car(self);
+    Py_END_ALLOW_THREADS
+    if (rc == -2) {
+        PyErr_NoMemory();
+        return -1;
+    }
     if (rc == -1) {
         PyErr_SetString(PyExc_ValueError, "not a plain CAR v1 of dag-cbor sha-256 blocks");
         return -1;
     }
-    return rc;
+    return 0;
 }
 
 static PyObject *CarIndex_root(CarIndex *self, void *closure) {
@@ -793,7 +797,29 @@ static int call_bool(PyObject *fn, const unsigned char *s, size_t n) {
     return truth < 0 ? -2 : truth;
 }
 
-/* walk(data_root, nsid_ok, keep, max_record) -> kept count, or -1 (leave it to Python) */
+/* Every entry's path and record block, without the GIL: the rkey's syntax, an ASCII
+   collection, the record block present, matching its CID and not over `max_record`. */
+static int check_entries(CarIndex *self, Py_ssize_t max_record) {
+    for (size_t i = 0; i < self->n_entries; i++) {
+        Entry *e = &self->entries[i];
+        const unsigned char *key = (const unsigned char *)self->keys.data + e->key_off;
+        const unsigned char *slash = memchr(key, '/', e->key_len);
+        if (!slash) return -1;
+        size_t cn = (size_t)(slash - key);
+        if (!rkey_ok(slash + 1, e->key_len - cn - 1)) return -1;
+        for (size_t k = 0; k < cn; k++)
+            if (key[k] >= 0x80) return -1;
+        Slot *block = verified_block(self, (const unsigned char *)e->record);
+        if (!block || block->len > max_record) return -1;
+        e->record = block;
+        e->coll_len = (uint16_t)cn;
+    }
+    return 0;
+}
+
+/* walk(data_root, nsid_ok, keep, max_record) -> kept count, or -1 (leave it to Python).
+   The MST walk and the record checks run without the GIL; each collection (its records
+   are contiguous in key order) is then checked with `nsid_ok` and filtered with `keep`. */
 static PyObject *CarIndex_walk(CarIndex *self, PyObject *args) {
     Py_buffer root;
     PyObject *nsid_ok, *keep;
@@ -801,11 +827,16 @@ static PyObject *CarIndex_walk(CarIndex *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "y*OOn", &root, &nsid_ok, &keep, &max_record)) return NULL;
     self->n_entries = 0;
     self->keys.len = 0;
-    int rc = root.len == CID_LEN ? walk_node(self, root.buf, 0, 0, 0) : -1;
+    int rc = -1;
+    if (root.len == CID_LEN) {
+        Py_BEGIN_ALLOW_THREADS
+        rc = walk_node(self, root.buf, 0, 0, 0);
+        if (rc == 0) rc = check_entries(self, max_record);
+        Py_END_ALLOW_THREADS
+    }
     PyBuffer_Release(&root);
     if (rc == -2) return PyErr_NoMemory();
     if (rc < 0) return PyLong_FromLong(-1);
-    /* resolve records, check paths, drop those not kept */
     size_t kept = 0;
     const unsigned char *last_coll = NULL;
     size_t last_len = 0;
@@ -813,13 +844,8 @@ static PyObject *CarIndex_walk(CarIndex *self, PyObject *args) {
     for (size_t i = 0; i < self->n_entries; i++) {
         Entry e = self->entries[i];
         const unsigned char *key = (const unsigned char *)self->keys.data + e.key_off;
-        const unsigned char *slash = memchr(key, '/', e.key_len);
-        if (!slash) return PyLong_FromLong(-1);
-        size_t cn = (size_t)(slash - key);
-        if (!rkey_ok(slash + 1, e.key_len - cn - 1)) return PyLong_FromLong(-1);
+        size_t cn = e.coll_len;
         if (!last_coll || cn != last_len || memcmp(key, last_coll, cn) != 0) {
-            for (size_t k = 0; k < cn; k++)
-                if (key[k] >= 0x80) return PyLong_FromLong(-1);
             int ok = call_bool(nsid_ok, key, cn);
             if (ok == -2) return NULL;
             if (!ok) return PyLong_FromLong(-1);
@@ -831,12 +857,7 @@ static PyObject *CarIndex_walk(CarIndex *self, PyObject *args) {
             last_coll = key;
             last_len = cn;
         }
-        Slot *s = verified_block(self, (const unsigned char *)e.record);
-        if (!s || s->len > max_record) return PyLong_FromLong(-1);
-        if (!keep_run) continue;
-        e.record = s;
-        e.coll_len = (uint16_t)cn;
-        self->entries[kept++] = e;
+        if (keep_run) self->entries[kept++] = e;
     }
     self->n_entries = kept;
     return PyLong_FromSize_t(kept);
@@ -862,6 +883,97 @@ static PyObject *col_bytes(Buf *b) {
     return PyBytes_FromStringAndSize(b->data ? b->data : "", (Py_ssize_t)b->len);
 }
 
+typedef struct {
+    size_t index;
+    const unsigned char *text;
+    size_t len;
+} Odd; /* a createdAt of another form, for the Python rule */
+
+typedef struct {
+    Column coll, rkey, uri, cid, json;
+    Buf created, valid, odd; /* int64 us; validity bitmap; Odd entries */
+    Py_ssize_t done, nulls;
+} Filled;
+
+static void filled_free(Filled *f) {
+    Column *cols[] = {&f->coll, &f->rkey, &f->uri, &f->cid, &f->json};
+    for (int k = 0; k < 5; k++) {
+        buf_free(&cols[k]->data);
+        buf_free(&cols[k]->offsets);
+    }
+    buf_free(&f->created);
+    buf_free(&f->valid);
+    buf_free(&f->odd);
+}
+
+/* Records [start, stop) into `f`, without the GIL: 0, or -1 (a record to leave to the
+   Python path), -2 (out of memory). Stops early once the JSON exceeds max_bytes. */
+static int fill_columns(CarIndex *self, Py_ssize_t start, Py_ssize_t stop,
+                        const unsigned char *prefix, size_t prefix_len, Py_ssize_t max_bytes,
+                        Filled *f) {
+    size_t bitmap = (size_t)(stop - start + 7) / 8;
+    if (col_start(&f->coll) || col_start(&f->rkey) || col_start(&f->uri) || col_start(&f->cid) ||
+        col_start(&f->json) || buf_reserve(&f->valid, bitmap) < 0 ||
+        buf_reserve(&f->created, (size_t)(stop - start) * 8) < 0)
+        return -2;
+    memset(f->valid.data, 0, bitmap);
+    f->valid.len = bitmap;
+    Py_ssize_t i;
+    for (i = start; i < stop; i++) {
+        Entry *e = &self->entries[i];
+        const unsigned char *key = (const unsigned char *)self->keys.data + e->key_off;
+        size_t cn = e->coll_len, rn = e->key_len - cn - 1;
+        Found found = {NULL, 0};
+        Reader r = {e->record->data, 0, (size_t)e->record->len};
+        if (r.end == 0 || (r.p[0] >> 5) != 5) return -1;
+        int rc = put_item(&f->json.data, &r, 0, &found);
+        if (rc < 0) return rc;
+        if (r.pos != r.end) return -1;
+        if (col_end(&f->json) || buf_put(&f->coll.data, key, cn) || col_end(&f->coll) ||
+            buf_put(&f->rkey.data, key + cn + 1, rn) || col_end(&f->rkey) ||
+            buf_put(&f->uri.data, prefix, prefix_len) ||
+            buf_put(&f->uri.data, key, e->key_len) || col_end(&f->uri) ||
+            put_cid_text(&f->cid.data, e->record->cid) || col_end(&f->cid))
+            return -2;
+        int64_t us = 0;
+        int kind = found.created ? atproto_datetime(found.created, found.created_len, &us) : 0;
+        size_t j = (size_t)(i - start);
+        if (kind == 1) {
+            f->valid.data[j / 8] |= (char)(1 << (j % 8));
+        } else {
+            f->nulls++;
+            if (kind == -1) {
+                Odd odd = {j, found.created, found.created_len};
+                if (buf_put(&f->odd, &odd, sizeof odd) < 0) return -2;
+            }
+        }
+        if (buf_put(&f->created, &us, 8) < 0) return -2;
+        if ((Py_ssize_t)f->json.data.len > max_bytes) {
+            i++;
+            break;
+        }
+    }
+    f->done = i - start;
+    return 0;
+}
+
+static PyObject *odd_list(Filled *f) {
+    size_t n = f->odd.len / sizeof(Odd);
+    PyObject *list = PyList_New((Py_ssize_t)n);
+    if (!list) return NULL;
+    for (size_t k = 0; k < n; k++) {
+        Odd *odd = (Odd *)f->odd.data + k;
+        PyObject *item = Py_BuildValue("(ns#)", (Py_ssize_t)odd->index, (const char *)odd->text,
+                                       (Py_ssize_t)odd->len);
+        if (!item) {
+            Py_DECREF(list);
+            return NULL;
+        }
+        PyList_SET_ITEM(list, (Py_ssize_t)k, item);
+    }
+    return list;
+}
+
 /* columns(start, stop, uri_prefix, max_bytes) -> tuple | None */
 static PyObject *CarIndex_columns(CarIndex *self, PyObject *args) {
     Py_ssize_t start, stop, max_bytes;
@@ -871,98 +983,27 @@ static PyObject *CarIndex_columns(CarIndex *self, PyObject *args) {
         PyBuffer_Release(&prefix);
         return PyErr_Format(PyExc_IndexError, "records %zd..%zd out of range", start, stop);
     }
-    Column coll = {0}, rkey = {0}, uri = {0}, cid = {0}, json = {0};
-    Buf created = {0}, valid = {0};
-    PyObject *odd = PyList_New(0), *result = NULL;
-    int fail = 0; /* 1: leave to Python; 2: error set */
-    Py_ssize_t nulls = 0, i;
-    if (!odd || col_start(&coll) || col_start(&rkey) || col_start(&uri) || col_start(&cid) ||
-        col_start(&json)) {
-        fail = 2;
-        PyErr_NoMemory();
-        goto out;
-    }
-    if (buf_reserve(&valid, (size_t)(stop - start + 7) / 8) < 0) {
-        fail = 2;
-        PyErr_NoMemory();
-        goto out;
-    }
-    memset(valid.data, 0, (size_t)(stop - start + 7) / 8);
-    valid.len = (size_t)(stop - start + 7) / 8;
-    for (i = start; i < stop; i++) {
-        Entry *e = &self->entries[i];
-        const unsigned char *key = (const unsigned char *)self->keys.data + e->key_off;
-        size_t cn = e->coll_len, rn = e->key_len - cn - 1;
-        Found found = {NULL, 0};
-        Reader r = {e->record->data, 0, (size_t)e->record->len};
-        if (r.end == 0 || (r.p[0] >> 5) != 5) {
-            fail = 1;
-            goto out;
-        }
-        int rc = put_item(&json.data, &r, 0, &found);
-        if (rc == -2) {
-            fail = 2;
-            PyErr_NoMemory();
-            goto out;
-        }
-        if (rc < 0 || r.pos != r.end) {
-            fail = 1;
-            goto out;
-        }
-        if (col_end(&json) || buf_put(&coll.data, key, cn) || col_end(&coll) ||
-            buf_put(&rkey.data, key + cn + 1, rn) || col_end(&rkey) ||
-            buf_put(&uri.data, prefix.buf, (size_t)prefix.len) || buf_put(&uri.data, key, e->key_len) ||
-            col_end(&uri) || put_cid_text(&cid.data, e->record->cid) || col_end(&cid)) {
-            fail = 2;
-            PyErr_NoMemory();
-            goto out;
-        }
-        int64_t us = 0;
-        int kind = found.created ? atproto_datetime(found.created, found.created_len, &us) : 0;
-        if (kind == 1) {
-            size_t j = (size_t)(i - start);
-            valid.data[j / 8] |= (char)(1 << (j % 8));
-        } else {
-            nulls++;
-            if (kind == -1) {
-                PyObject *text = PyUnicode_DecodeUTF8((const char *)found.created,
-                                                      (Py_ssize_t)found.created_len, NULL);
-                PyObject *item = text ? Py_BuildValue("(nN)", i - start, text) : NULL;
-                if (!item || PyList_Append(odd, item) < 0) {
-                    Py_XDECREF(item);
-                    fail = 2;
-                    goto out;
-                }
-                Py_DECREF(item);
-            }
-        }
-        if (buf_put(&created, &us, 8)) {
-            fail = 2;
-            PyErr_NoMemory();
-            goto out;
-        }
-        if ((Py_ssize_t)json.data.len > max_bytes) {
-            i++;
-            break;
-        }
-    }
-    result = Py_BuildValue("(nNNNNNNNNNNNNnN)", i - start, col_bytes(&coll.offsets),
-                           col_bytes(&coll.data), col_bytes(&rkey.offsets), col_bytes(&rkey.data),
-                           col_bytes(&uri.offsets), col_bytes(&uri.data), col_bytes(&cid.offsets),
-                           col_bytes(&cid.data), col_bytes(&json.offsets), col_bytes(&json.data),
-                           col_bytes(&created), col_bytes(&valid), nulls, odd);
-    odd = NULL;
-out:
+    Filled f;
+    memset(&f, 0, sizeof f);
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    rc = fill_columns(self, start, stop, prefix.buf, (size_t)prefix.len, max_bytes, &f);
+    Py_END_ALLOW_THREADS
     PyBuffer_Release(&prefix);
-    Column *cols[] = {&coll, &rkey, &uri, &cid, &json};
-    for (int k = 0; k < 5; k++) {
-        buf_free(&cols[k]->data);
-        buf_free(&cols[k]->offsets);
+    PyObject *result = NULL;
+    if (rc == -2) {
+        PyErr_NoMemory();
+    } else if (rc == -1) {
+        result = Py_NewRef(Py_None);
+    } else {
+        result = Py_BuildValue(
+            "(nNNNNNNNNNNNNnN)", f.done, col_bytes(&f.coll.offsets), col_bytes(&f.coll.data),
+            col_bytes(&f.rkey.offsets), col_bytes(&f.rkey.data), col_bytes(&f.uri.offsets),
+            col_bytes(&f.uri.data), col_bytes(&f.cid.offsets), col_bytes(&f.cid.data),
+            col_bytes(&f.json.offsets), col_bytes(&f.json.data), col_bytes(&f.created),
+            col_bytes(&f.valid), f.nulls, odd_list(&f));
     }
-    buf_free(&created);
-    buf_free(&valid);
-    Py_XDECREF(odd);
-    if (fail == 1) Py_RETURN_NONE;
+    filled_free(&f);
     return result;
 }
 

@@ -105,7 +105,12 @@ def _public_key(curve: Curve, point: bytes) -> PublicKey:
         point = _loaded(curve, point).public_bytes(_COMPRESSED_ENCODING, _COMPRESSED_FORMAT)
     if len(point) != 33 or point[0] not in (2, 3):
         raise InvalidKey(f"{curve} public key is not a compressed point ({len(point)} bytes)")
-    _loaded(curve, point)  # raises InvalidKey when the point is not on the curve
+    # raises InvalidKey when the point is not on the curve; libsecp256k1 checks a k256
+    # point in a sixth of the time OpenSSL takes, and keeps it for verifying
+    if curve is Curve.K256:
+        _secp256k1(point)
+    else:
+        _loaded(curve, point)
     return PublicKey(curve, point)
 
 
@@ -142,7 +147,10 @@ def _sha256(message: bytes) -> bytes:
 
 @functools.lru_cache(maxsize=4096)
 def _secp256k1(point: bytes) -> coincurve.PublicKey:
-    return coincurve.PublicKey(point)
+    try:
+        return coincurve.PublicKey(point)
+    except ValueError:
+        raise InvalidKey(f"not a point on {Curve.K256}") from None
 
 
 def verify_signature(did_key: str, message: bytes, signature: bytes) -> bool:

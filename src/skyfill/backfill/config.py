@@ -6,6 +6,7 @@ import os
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from skyfill.atproto import fastrepo
 from skyfill.atproto.identity.plc import DEFAULT_PLC_URL
 from skyfill.atproto.syntax import is_valid_nsid
 from skyfill.backfill.collections import parse_collections
@@ -33,7 +34,9 @@ def parse_size(text: str) -> int:
 
 
 def _default_decode_processes() -> int:
-    return min(2, os.cpu_count() or 1)
+    """0 with the C decoder (it runs on a thread per core, the GIL released); else
+    min(2, cores) processes for the Python decoder."""
+    return 0 if fastrepo.enabled() else min(2, os.cpu_count() or 1)
 
 
 def _host_rates(entries: tuple[str, ...] | list[str]) -> dict[str, str]:
@@ -183,7 +186,9 @@ class BackfillConfig:
     decode_processes: int = field(
         default_factory=_default_decode_processes,
         metadata=flag(
-            shown="min(2, cores)", min=0, help="Processes decoding CARs (0: in-process)."
+            shown="0 (C decoder), else min(2, cores)",
+            min=0,
+            help="Processes decoding CARs (0: in-process; threads with the C decoder).",
         ),
     )
     read_timeout: float = field(

@@ -62,6 +62,7 @@ class RepoFetcher:
         client: XrpcClient,
         resolver: IdentityResolver,
         executor: Executor,
+        inline_bytes: int | None = None,
         baseline_rss: int = 0,
         previous: PreviousJob | None = None,
     ) -> None:
@@ -71,6 +72,8 @@ class RepoFetcher:
         self._client = client
         self._resolver = resolver
         self._executor = executor
+        self._inline_bytes = config.inline_decode_bytes if inline_bytes is None else inline_bytes
+        """CARs up to this size are decoded on the event loop (cheaper than handing over)."""
         self._max_bytes, self._size_reason = repo_size_limit(config, baseline_rss)
         self._retry = RetryPolicy(
             attempts=config.attempts,
@@ -146,7 +149,7 @@ class RepoFetcher:
     async def _decode(self, car: bytes, did: str, signing_key: str | None) -> DecodedRepo:
         cfg = self._config
         args = (car, did, cfg.job_id, cfg.since, cfg.collections, signing_key)
-        if len(car) <= cfg.inline_decode_bytes:
+        if len(car) <= self._inline_bytes:
             return decode_to_table(*args)
         return await self._executor.run(decode_to_table, *args)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections import Counter
 from collections.abc import AsyncGenerator, Iterator
 from datetime import UTC, datetime
@@ -12,6 +13,7 @@ from typing import Any
 import pyarrow as pa
 from yarl import URL
 
+from skyfill.atproto import fastrepo
 from skyfill.atproto.identity import IdentityResolver
 from skyfill.atproto.xrpc import XrpcClient
 from skyfill.backfill.config import BackfillConfig
@@ -35,6 +37,10 @@ from skyfill.ratelimit.spec import parse_host_rates, parse_rate
 from skyfill.sinks.base import LoadScope, Sink
 from skyfill.sinks.factory import open_sink
 from skyfill.storage import arrow_compute as pc
+
+THREAD_INLINE_BYTES = 32 * 1024
+"""With decoding threads, CARs up to this size are decoded on the event loop: handing them
+to a thread costs about as much as decoding them."""
 
 
 class BackfillHandler:
@@ -176,12 +182,15 @@ class BackfillHandler:
         )
         # Under a memory limit, decode in-process: each decoding process costs ~150 MB idle.
         processes = 0 if cfg.max_memory is not None else cfg.decode_processes
-        self._executor = make_executor(processes)
+        # In-process, the C decoder runs on threads (it releases the GIL): one per core.
+        threads = (os.cpu_count() or 1) if processes == 0 and fastrepo.enabled() else 0
+        self._executor = make_executor(processes, threads)
         self._fetcher = RepoFetcher(
             cfg,
             client,
             IdentityResolver(client, cfg.plc_url),
             self._executor,
+            inline_bytes=cfg.inline_decode_bytes if processes else THREAD_INLINE_BYTES,
             baseline_rss=self.memory.rss(),
             previous=PreviousJob(Path(cfg.previous)) if cfg.previous else None,
         )

@@ -90,7 +90,7 @@ def _filter_file(source: Path, target: Path, keep: pa.Array, schema: pa.Schema) 
     file = pq.ParquetFile(source)
     tmp = tmp_path(target)
     rows = 0
-    with columnar.writer(tmp, schema) as writer:
+    with columnar.writer(tmp, schema, columnar.INTERMEDIATE) as writer:
         for group in range(file.metadata.num_row_groups):
             table = file.read_row_group(group, columns=schema.names)
             kept = table.filter(pc.is_in(table.column("did"), value_set=keep))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import shutil
 import urllib.parse
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -131,9 +132,7 @@ class PartitionWriter:
             writer.close()
 
     def write(self, batch: pa.RecordBatch) -> None:
-        values = batch.column(self._column)
-        for value in pc.unique(values).to_pylist():
-            part = batch.filter(pc.equal(values, value)).drop_columns([self._column])
+        for value, part in _partitions(batch, self._column):
             buffer = self._buffers.setdefault(value, _Buffer())
             buffer.batches.append(part)
             buffer.rows += part.num_rows
@@ -158,6 +157,19 @@ class PartitionWriter:
             )
         table = pa.Table.from_batches(buffer.batches, self._file_schema)
         writer.write_table(table, row_group_size=self._budget.max_rows)
+
+
+def _partitions(batch: pa.RecordBatch, column: str) -> Iterator[tuple[str, pa.RecordBatch]]:
+    """The batch's rows by their value of `column` (without it), each part in the batch's
+    order: one stable sort and slices, not a filter per value."""
+    values = batch.column(column)
+    order = pc.sort_indices(values)
+    ordered = batch.take(order).drop_columns([column])
+    start = 0
+    for entry in pc.value_counts(pc.take(values, order)).to_pylist():
+        count = entry["counts"]
+        yield entry["values"], ordered.slice(start, count)
+        start += count
 
 
 def _path_segment(value: str) -> str:

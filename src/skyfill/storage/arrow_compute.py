@@ -31,6 +31,7 @@ not_equal: Callable[[Datum, Datum], Datum] = _kernels["not_equal"]
 # One input.
 all: Callable[[Datum], Datum] = _kernels["all"]  # pyarrow's name (shadows the builtin here)
 is_null: Callable[[Datum], Datum] = _kernels["is_null"]
+take: Callable[[Datum, Datum], Datum] = _kernels["take"]
 unique: Callable[[Datum], Datum] = _kernels["unique"]
 value_counts: Callable[[Datum], Datum] = _kernels["value_counts"]
 
@@ -59,6 +60,7 @@ __all__ = [
     "replace_with_mask",
     "sort_indices",
     "strftime",
+    "take",
     "unique",
     "value_counts",
 ]

@@ -15,6 +15,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 COMPRESSION = "zstd"
+"""Of the output a user reads: small on disk."""
+INTERMEDIATE = "lz4"
+"""Of the engine's own files (segments, task files, merge levels), each written once and
+read once or twice: LZ4 reads ~2x and writes ~1.2x faster than zstd here, for ~1.8x the
+bytes (408k records: 73 MB against 41 MB)."""
 DICTIONARY = {b"skyfill.dictionary": b"true"}
 """Field metadata: encode this column with a dictionary (few distinct values)."""
 
@@ -32,20 +37,22 @@ def dictionary_columns(schema: pa.Schema) -> list[str] | bool:
     return marked or True
 
 
-def writer(path: Path, schema: pa.Schema) -> pq.ParquetWriter:
+def writer(path: Path, schema: pa.Schema, compression: str = COMPRESSION) -> pq.ParquetWriter:
     return pq.ParquetWriter(
         path,
         schema,
-        compression=COMPRESSION,
+        compression=compression,
         use_dictionary=dictionary_columns(schema),  # pyright: ignore[reportArgumentType]
     )
 
 
-def write_table(table: pa.Table, path: Path, row_group_size: int) -> None:
+def write_table(
+    table: pa.Table, path: Path, row_group_size: int, compression: str = COMPRESSION
+) -> None:
     pq.write_table(
         table,
         path,
-        compression=COMPRESSION,
+        compression=compression,
         row_group_size=row_group_size,
         use_dictionary=dictionary_columns(table.schema),  # pyright: ignore[reportArgumentType]
     )

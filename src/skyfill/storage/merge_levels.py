@@ -149,7 +149,7 @@ def _write_merged(group: list[Path], target: Path, spec: MergeSpec, schema: pa.S
         stray.unlink(missing_ok=True)
     tmp = tmp_path(target)
     rows = 0
-    with columnar.writer(tmp, schema) as writer:
+    with columnar.writer(tmp, schema, columnar.INTERMEDIATE) as writer:
         for batch in merge_stream(group, spec, schema):
             writer.write_batch(batch, row_group_size=batch.num_rows)  # one row group
             rows += batch.num_rows

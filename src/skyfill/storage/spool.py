@@ -47,7 +47,7 @@ def write_segment(directory: Path, task_id: str, seq: int, table: pa.Table) -> S
     # never overwrite a segment the new owner committed under the same seq.
     path = directory / f"seg-{seq:05d}-{secrets.token_hex(4)}.parquet"
     tmp = tmp_path(path)
-    columnar.write_table(table, tmp, SEGMENT_ROW_GROUP)
+    columnar.write_table(table, tmp, SEGMENT_ROW_GROUP, columnar.INTERMEDIATE)
     commit_file(tmp, path)
     return Segment(task_id=task_id, seq=seq, path=path.name, rows=table.num_rows)
 
@@ -69,7 +69,7 @@ def merge_segments(
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = tmp_path(target)
     written = 0
-    with columnar.writer(tmp, schema) as writer:
+    with columnar.writer(tmp, schema, columnar.INTERMEDIATE) as writer:
         for batch in merge_stream([directory / s.path for s in segments], spec, schema):
             if batch.num_rows:
                 writer.write_batch(batch)
