@@ -1,10 +1,12 @@
-"""The process executor survives a dead child: the work fails retryably, the pool recovers."""
+"""Executors: the process pool survives a dead child (the work fails retryably, the pool
+recovers); the thread pool runs work off the event loop."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import signal
+import threading
 
 import pytest
 
@@ -39,6 +41,26 @@ def test_process_pool_recovers_after_a_child_dies() -> None:
 def test_inline_executor_runs_in_process() -> None:
     executor = make_executor(0)
     assert asyncio.run(executor.run(_square, 3)) == 9
+
+
+def test_thread_executor_runs_off_the_event_loop_and_passes_errors_on() -> None:
+    executor = make_executor(0, threads=2)
+
+    def fail() -> None:
+        raise ValueError("bad input")
+
+    async def scenario() -> tuple[set[int], int]:
+        idents = set(await asyncio.gather(*(executor.run(threading.get_ident) for _ in range(8))))
+        with pytest.raises(ValueError, match="bad input"):
+            await executor.run(fail)
+        return idents, await executor.run(_square, 6)
+
+    try:
+        idents, square = asyncio.run(scenario())
+    finally:
+        executor.shutdown()
+    assert threading.get_ident() not in idents and 1 <= len(idents) <= 2
+    assert square == 36
 
 
 def test_children_die_with_their_parent(tmp_path) -> None:
