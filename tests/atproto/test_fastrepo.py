@@ -57,6 +57,7 @@ def same_either_way(car: bytes, monkeypatch: pytest.MonkeyPatch, **options: obje
             reference.record_count,
         )
         assert fast.table.schema == reference.table.schema
+        assert fast.by_collection() == reference.by_collection()
         # (equals, not to_pylist: a createdAt past 9999-12-31 UTC has no Python datetime)
         assert fast.table.equals(reference.table), _first_difference(fast, reference)
     else:

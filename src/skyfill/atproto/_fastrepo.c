@@ -16,6 +16,7 @@
  *   .walk(data, nsid_ok, keep, max_record)
  *                            walk and verify the MST from `data`; check every record block
  *                            against its CID; returns how many records are kept, or -1
+ *   .counts()                kept records by collection, as walk() found them
  *   .columns(start, stop, uri_prefix, max_bytes)
  *                            records [start, stop) of those kept, as Arrow buffers:
  *                            (n, coll_off, coll, rkey_off, rkey, uri_off, uri, cid_off, cid,
@@ -105,6 +106,7 @@ typedef struct {
 typedef struct {
     PyObject_HEAD
     PyObject *car; /* the bytes object, kept alive */
+    PyObject *counts; /* kept records by collection, after walk() */
     const unsigned char *base;
     Py_ssize_t size;
     const unsigned char *root;
@@ -740,6 +742,7 @@ static void CarIndex_dealloc(CarIndex *self) {
     PyMem_RawFree(self->entries);
     buf_free(&self->keys);
     Py_XDECREF(self->car);
+    Py_XDECREF(self->counts);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -781,16 +784,9 @@ static PyObject *CarIndex_block(CarIndex *self, PyObject *arg) {
     return PyBytes_FromStringAndSize((const char *)s->data, s->len);
 }
 
-static PyObject *collection_str(const unsigned char *s, size_t n) {
-    return PyUnicode_DecodeASCII((const char *)s, (Py_ssize_t)n, NULL);
-}
-
-/* Call `fn(collection)`; 1 true, 0 false, -2 error. */
-static int call_bool(PyObject *fn, const unsigned char *s, size_t n) {
-    PyObject *text = collection_str(s, n);
-    if (!text) return -2;
+/* Call `fn(text)`; 1 true, 0 false, -2 error. */
+static int call_bool(PyObject *fn, PyObject *text) {
     PyObject *res = PyObject_CallOneArg(fn, text);
-    Py_DECREF(text);
     if (!res) return -2;
     int truth = PyObject_IsTrue(res);
     Py_DECREF(res);
@@ -837,27 +833,32 @@ static PyObject *CarIndex_walk(CarIndex *self, PyObject *args) {
     PyBuffer_Release(&root);
     if (rc == -2) return PyErr_NoMemory();
     if (rc < 0) return PyLong_FromLong(-1);
-    size_t kept = 0;
-    const unsigned char *last_coll = NULL;
-    size_t last_len = 0;
-    int keep_run = 1;
-    for (size_t i = 0; i < self->n_entries; i++) {
-        Entry e = self->entries[i];
-        const unsigned char *key = (const unsigned char *)self->keys.data + e.key_off;
-        size_t cn = e.coll_len;
-        if (!last_coll || cn != last_len || memcmp(key, last_coll, cn) != 0) {
-            int ok = call_bool(nsid_ok, key, cn);
-            if (ok == -2) return NULL;
-            if (!ok) return PyLong_FromLong(-1);
-            keep_run = 1;
-            if (keep != Py_None) {
-                keep_run = call_bool(keep, key, cn);
-                if (keep_run == -2) return NULL;
-            }
-            last_coll = key;
-            last_len = cn;
+    PyObject *counts = PyDict_New();
+    if (!counts) return NULL;
+    Py_XSETREF(self->counts, counts);
+    size_t kept = 0, i = 0;
+    while (i < self->n_entries) { /* one run of a collection (contiguous in key order) */
+        Entry first = self->entries[i];
+        const unsigned char *key = (const unsigned char *)self->keys.data + first.key_off;
+        size_t cn = first.coll_len, end = i + 1;
+        while (end < self->n_entries && self->entries[end].coll_len == cn &&
+               memcmp(self->keys.data + self->entries[end].key_off, key, cn) == 0)
+            end++;
+        PyObject *text = PyUnicode_DecodeASCII((const char *)key, (Py_ssize_t)cn, NULL);
+        if (!text) return NULL;
+        int ok = call_bool(nsid_ok, text), keep_run = 1;
+        if (ok == 1 && keep != Py_None) keep_run = call_bool(keep, text);
+        if (ok == 1 && keep_run == 1) {
+            PyObject *n = PyLong_FromSize_t(end - i);
+            if (!n || PyDict_SetItem(counts, text, n) < 0) ok = -2;
+            Py_XDECREF(n);
+            memmove(&self->entries[kept], &self->entries[i], (end - i) * sizeof(Entry));
+            kept += end - i;
         }
-        if (keep_run) self->entries[kept++] = e;
+        Py_DECREF(text);
+        if (ok == -2 || keep_run == -2) return NULL;
+        if (ok == 0) return PyLong_FromLong(-1);
+        i = end;
     }
     self->n_entries = kept;
     return PyLong_FromSize_t(kept);
@@ -1007,7 +1008,13 @@ static PyObject *CarIndex_columns(CarIndex *self, PyObject *args) {
     return result;
 }
 
+static PyObject *CarIndex_counts(CarIndex *self, PyObject *unused) {
+    if (!self->counts) return PyDict_New();
+    return Py_NewRef(self->counts);
+}
+
 static PyMethodDef CarIndex_methods[] = {
+    {"counts", (PyCFunction)CarIndex_counts, METH_NOARGS, "Kept records by collection."},
     {"block", (PyCFunction)CarIndex_block, METH_O, "The block of a CID, checked; None if not."},
     {"walk", (PyCFunction)CarIndex_walk, METH_VARARGS, "Walk and verify the MST."},
     {"columns", (PyCFunction)CarIndex_columns, METH_VARARGS, "Records as Arrow buffers."},

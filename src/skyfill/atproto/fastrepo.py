@@ -66,6 +66,8 @@ class RecordColumns:
 
     commit: Commit
     chunks: list[Chunk]
+    counts: dict[str, int]
+    """Records by collection."""
 
     def __len__(self) -> int:
         return sum(chunk.length for chunk in self.chunks)
@@ -112,7 +114,7 @@ def decode_columns(
             return None
         chunks.append(_chunk(buffers))
         start += buffers[0]
-    return RecordColumns(commit, chunks)
+    return RecordColumns(commit, chunks, index.counts())
 
 
 def _chunk(buffers: tuple) -> Chunk:

@@ -24,6 +24,19 @@ class DecodedRepo:
     commit_cid: str
     record_count: int
     table: pa.Table
+    counts: dict[str, int] | None = None
+    """The table's rows by collection, when the decoder counted them."""
+
+    def by_collection(self) -> dict[str, int]:
+        """The table's rows by collection."""
+        if self.counts is not None:
+            return self.counts
+        if not self.table.num_rows:
+            return {}
+        return {
+            entry["values"]: entry["counts"]
+            for entry in pc.value_counts(self.table["collection"]).to_pylist()
+        }
 
 
 def decode_to_table(
@@ -107,7 +120,8 @@ def _table_of_columns(fast: RecordColumns, did: str, job_id: str, since: str | N
         ],
         schema=RECORDS_SCHEMA,
     )
-    return DecodedRepo(rev=rev, commit_cid=fast.commit.cid, record_count=total, table=table)
+    counts = fast.counts if since is None else None  # (the window drops rows)
+    return DecodedRepo(rev, fast.commit.cid, total, table, counts)
 
 
 def _arrays(chunk: Chunk) -> list[pa.Array]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 
 from skyfill.atproto.exceptions import RepoTooLarge
 from skyfill.atproto.identity import Identity, IdentityResolver
@@ -63,6 +64,7 @@ class RepoFetcher:
         resolver: IdentityResolver,
         executor: Executor,
         inline_bytes: int | None = None,
+        records_by_collection: Counter[str] | None = None,
         baseline_rss: int = 0,
         previous: PreviousJob | None = None,
     ) -> None:
@@ -74,6 +76,10 @@ class RepoFetcher:
         self._executor = executor
         self._inline_bytes = config.inline_decode_bytes if inline_bytes is None else inline_bytes
         """CARs up to this size are decoded on the event loop (cheaper than handing over)."""
+        self.records_by_collection: Counter[str] = (
+            Counter() if records_by_collection is None else records_by_collection
+        )
+        """Records decoded, per collection (the caller's counter when it gives one)."""
         self._max_bytes, self._size_reason = repo_size_limit(config, baseline_rss)
         self._retry = RetryPolicy(
             attempts=config.attempts,
@@ -163,6 +169,7 @@ class RepoFetcher:
             car_bytes=car_bytes,
             fetched_at=time.time(),
         )
+        self.records_by_collection.update(decoded.by_collection())
         return ItemOutput(ItemResult(did, Outcome.OK, attempts=attempt, data=data), decoded.table)
 
     def _unchanged(self, did: str, prior: dict, attempt: int, data: dict) -> ItemOutput:

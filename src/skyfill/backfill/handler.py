@@ -191,6 +191,7 @@ class BackfillHandler:
             IdentityResolver(client, cfg.plc_url),
             self._executor,
             inline_bytes=cfg.inline_decode_bytes if processes else THREAD_INLINE_BYTES,
+            records_by_collection=self.records_by_collection,
             baseline_rss=self.memory.rss(),
             previous=PreviousJob(Path(cfg.previous)) if cfg.previous else None,
         )
@@ -232,11 +233,9 @@ class BackfillHandler:
         return self._open_items - blocked < self.config.concurrency
 
     def _tally(self, output: ItemOutput) -> None:
+        # (records by collection are counted by the fetcher, as it decodes)
         self.dids_done += 1
         self.retries += max(0, output.result.attempts - 1)
-        if output.rows is not None and output.rows.num_rows:
-            for entry in pc.value_counts(output.rows["collection"]).to_pylist():
-                self.records_by_collection[entry["values"]] += entry["counts"]
 
     def live_stats(self) -> dict[str, Any]:
         """Per-host counters (with latency histograms), totals and memory of this run,
