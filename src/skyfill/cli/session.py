@@ -14,17 +14,12 @@ import tempfile
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
-import redis
 
 from skyfill.engine.definition import import_handler
 from skyfill.engine.discovery import discovers
-from skyfill.engine.distributed.node import NodeSettings, WorkerNode
-from skyfill.engine.distributed.queue import unfinished_worker_tasks
-from skyfill.engine.distributed.redis_lease import RedisLeases
-from skyfill.engine.distributed.redis_queue import RedisTaskQueue
 from skyfill.engine.handler import Handler
 from skyfill.engine.layout import JobLayout, jobs_in
 from skyfill.engine.lifecycle import is_live, reopen
@@ -34,12 +29,14 @@ from skyfill.engine.observer import JobObserver, NullObserver
 from skyfill.engine.runner import JobRunner
 from skyfill.engine.settings import EngineSettings
 from skyfill.engine.state.base import JobRecord, StateStore
-from skyfill.engine.state.redis import RedisStateStore
 from skyfill.engine.state.sqlite import SqliteStateStore
 from skyfill.errors import UsageError
-from skyfill.ratelimit.redis_budget import RedisBudget
 from skyfill.storage import replica
 from skyfill.urls import redact_url
+
+if TYPE_CHECKING:  # the distributed mode's modules (redis) load only when it is used
+    from skyfill.engine.distributed.node import NodeSettings
+    from skyfill.engine.state.redis import RedisStateStore
 
 _JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
@@ -166,6 +163,10 @@ def run(runner: JobRunner) -> JobRecord:
 
 
 def _connect(state_url: str, job_id: str) -> RedisStateStore:
+    import redis
+
+    from skyfill.engine.state.redis import RedisStateStore
+
     if not state_url.startswith(("redis://", "rediss://", "unix://")):
         raise UsageError(f"--state {redact_url(state_url)}: expected a redis:// or rediss:// URL")
     try:  # fail fast here; later commands ride out a Redis restart (retries)
@@ -179,6 +180,8 @@ def _connect(state_url: str, job_id: str) -> RedisStateStore:
 @contextlib.contextmanager
 def open_redis_job(state_url: str, job_id: str) -> Iterator[tuple[JobLayout, RedisStateStore]]:
     """The layout and store of a job submitted to Redis."""
+    from skyfill.engine.state.redis import RedisStateStore
+
     store = _connect(state_url, job_id)
     try:
         entry = RedisStateStore.registered_jobs(store.client).get(job_id)
@@ -221,6 +224,8 @@ def submit_distributed(handler: Handler, workdir: str, job_id: str, state_url: s
 
 def active_jobs(state_url: str) -> list[str]:
     """Registered jobs that have work for a worker, oldest first."""
+    from skyfill.engine.state.redis import RedisStateStore
+
     probe = _connect(state_url, "_")
     try:
         registered = RedisStateStore.registered_jobs(probe.client)
@@ -243,6 +248,11 @@ def serve_job(
     progress: JobObserver,
 ) -> JobRecord:
     """Run a worker node on the job until it ends (or this process is stopped)."""
+    from skyfill.engine.distributed.node import WorkerNode
+    from skyfill.engine.distributed.redis_lease import RedisLeases
+    from skyfill.engine.distributed.redis_queue import RedisTaskQueue
+    from skyfill.ratelimit.redis_budget import RedisBudget
+
     with open_redis_job(state_url, job_id) as (layout, store):
         job = store.job()
         assert job is not None
@@ -271,6 +281,9 @@ def resume_distributed(
     state_url: str, job_id: str, settings: NodeSettings, progress: JobObserver
 ) -> JobRecord:
     """Put the job's unfinished tasks back in the queue, mark it running, and work on it."""
+    from skyfill.engine.distributed.queue import unfinished_worker_tasks
+    from skyfill.engine.distributed.redis_queue import RedisTaskQueue
+
     with open_redis_job(state_url, job_id) as (_layout, store):
         job = store.job()
         assert job is not None
@@ -300,6 +313,8 @@ def open_job(
 
 
 def job_ids(workdir: Path, state_url: str | None) -> list[str]:
+    from skyfill.engine.state.redis import RedisStateStore
+
     if not state_url:
         return jobs_in(workdir.resolve())
     probe = _connect(state_url, "_")
