@@ -24,6 +24,7 @@ import pytest
 from jsonschema import Draft202012Validator, FormatChecker
 
 from skyfill.engine.schemas import KINDS, schema
+from skyfill.engine.settings import EngineSettings
 from tests.helpers import Server, job_dir, run_cli, start_simnet
 
 FORMATS = FormatChecker()
@@ -331,7 +332,7 @@ def test_aggregation_manifest_agrees_with_the_output(any_job: Job) -> None:
     by_batch = {m["batch_id"]: m["result"]["row_count"] for m in tasks.values()}
     assert agg["row_counts_by_batch"] == by_batch
     assert agg["input_rows"] == sum(by_batch.values()) >= agg["total_rows"]
-    assert agg["fan_in"] == any_job.job["config"]["fan_in"]
+    assert agg["fan_in"] == EngineSettings.from_config(any_job.job["config"]).fan_in
     lines = []
     for described in agg["output_files"]:
         path = root / "output" / described["file"]

@@ -179,9 +179,13 @@ class BackfillConfig:
         ),
     )
     """Never holds a password (it is taken out here), so that the stored config is safe."""
-    fan_in: int = field(
-        default=ENGINE.fan_in,
-        metadata=flag(min=2, help="Files merged into one per level of the aggregation."),
+    fan_in: int | None = field(
+        default=None,
+        metadata=flag(
+            min=2,
+            shown="32 (10 with --max-memory)",
+            help="Files merged into one per level of the aggregation.",
+        ),
     )
     decode_processes: int = field(
         default_factory=_default_decode_processes,

@@ -6,6 +6,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 MEMORY_LIMITED_FLUSH_ROWS = 10_000
+MEMORY_LIMITED_FAN_IN = 10
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -21,8 +22,10 @@ class EngineSettings:
     """Retry phases (retry_1..n) after the backfill phase, for retryable failures."""
     retry_backoff: float = 10.0
     """Seconds to wait before retry phase 1; doubles for each later phase."""
-    fan_in: int = 10
-    """Files merged into one at each level of the aggregation."""
+    fan_in: int = 32
+    """Files merged into one at each level of the aggregation. Each level rewrites every
+    row, so fewer levels is faster; a merge holds `batch_rows / fan_in` rows (at least
+    4096) of each input, ~60 MB for 32 inputs of the backfill's records."""
     max_memory: int | None = None
     """A memory limit for the job (bytes); the aggregation then merges one file at a time."""
     flush_rows: int = 100_000
@@ -44,6 +47,7 @@ class EngineSettings:
     def from_config(cls, config: dict[str, Any]) -> EngineSettings:
         names = {f.name for f in fields(cls)}
         values = {k: v for k, v in config.items() if k in names and v is not None}
-        if values.get("max_memory") is not None:  # buffer fewer rows per task
+        if values.get("max_memory") is not None:  # buffer fewer rows per task, merge fewer
             values.setdefault("flush_rows", MEMORY_LIMITED_FLUSH_ROWS)
+            values.setdefault("fan_in", MEMORY_LIMITED_FAN_IN)
         return cls(**values)
