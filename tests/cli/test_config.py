@@ -35,7 +35,7 @@ def test_the_shipped_job_definition_runs_a_job(simnet: Server, tmp_path: Path) -
     )
     assert result.returncode == 0, result.stderr
     config = _manifest_config(tmp_path, "j")
-    assert config["batch_size"] == 100 and config["retries"] == 3 and config["fan_in"] == 10
+    assert config["batch_size"] == 100 and config["retries"] == 3 and config["fan_in"] == 32
 
 
 def test_precedence_cli_over_env_over_file(simnet: Server, tmp_path: Path) -> None:

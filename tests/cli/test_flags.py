@@ -49,6 +49,7 @@ SAMPLES: dict[str, tuple[str, str, Any]] = {
     "sink": ("sqlite:////tmp/f.db", "sqlite:////tmp/f.db", "sqlite:////tmp/f.db"),
     "fan_in": ("4", "4", 4),
     "decode_processes": ("5", "5", 5),
+    "fetch_processes": ("3", "3", 3),
     "read_timeout": ("30", "30", 30.0),
     "rate_limit": ("100/1m", "100/1m", "100/1m"),
     "hosts": ("pds.a.com=100/1m", "{pds.a.com: 100/1m}", {"pds.a.com": "100/60s"}),

@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from datetime import datetime
 from pathlib import Path
 
 import orjson
 import pyarrow.parquet as pq
 
-from tests.helpers import Server, job_dir, records_by_did, repos, run_job, truth_records
+from tests.helpers import (
+    Server,
+    job_dir,
+    json_lines,
+    records_by_did,
+    repos,
+    run_cli,
+    run_job,
+    truth_records,
+)
 
 
 def _run(simnet: Server, workdir: Path, job_id: str, *extra: str):
@@ -89,3 +99,52 @@ def test_fetched_dids_are_not_fetched_twice_in_one_run(simnet: Server, tmp_path:
     after = json.loads(urllib.request.urlopen(url).read())
     ok = [d for d, r in simnet.ready["truth_data"]["repos"].items() if r["status"] == "ok"]
     assert all(after[d] - before.get(d, 0) == 1 for d in ok)
+
+
+def test_fetch_processes_give_the_same_output_and_host_statistics(
+    simnet: Server, tmp_path: Path
+) -> None:
+    result = _run(simnet, tmp_path, "fp", "--batch-size", "7", "--fetch-processes", "2")
+    assert result.returncode == 0, result.stderr
+    truth = simnet.ready["truth_data"]
+    want = {did: recs for did, recs in truth_records(truth).items() if recs}
+    assert records_by_did(tmp_path, "fp") == want
+    rows = repos(tmp_path, "fp")
+    assert sorted(rows) == sorted(Path(simnet.ready["dids"]).read_text().split())
+    ok = [did for did, repo in truth["repos"].items() if repo["status"] == "ok"]
+    assert ok and all(rows[did]["status"] == "ok" for did in ok)
+    # the children's requests are counted as the job's own (merged per host)
+    status = run_cli("monitor", "fp", "--workdir", str(tmp_path), "--once", "--json")
+    facts = json_lines(status.stdout)[0]
+    counted = {h["host"]: h["requests"] for h in facts["hosts"]}
+    for url in simnet.ready["pds"]:
+        port = url.rstrip("/").rsplit(":", 1)[-1]
+        assert any(host.endswith(f":{port}") and n > 0 for host, n in counted.items()), counted
+    assert sum(counted.values()) >= len(ok) * 2  # a DID document and a getRepo each
+    summary = json.loads((job_dir(tmp_path, "fp") / "aggregation" / "manifest.json").read_text())
+    assert summary["records_by_collection"] == dict(
+        sorted(Counter(r[0].split("/")[0] for recs in want.values() for r in recs).items())
+    )
+
+
+def test_a_fetch_process_that_dies_loses_nothing(simnet: Server, tmp_path: Path) -> None:
+    # each child is killed at its third chunk: its DIDs fail retryably, a new pool takes over
+    # and the retry phases fetch them again
+    result = run_job(
+        simnet,
+        tmp_path,
+        "fpk",
+        "--batch-size",
+        "7",
+        "--fetch-processes",
+        "2",
+        "--retry-backoff",
+        "0",
+        env={"SKYFILL_FAILPOINT": "fetch_chunk:3"},
+    )
+    assert result.returncode == 0, result.stderr
+    truth = simnet.ready["truth_data"]
+    want = {did: recs for did, recs in truth_records(truth).items() if recs}
+    assert records_by_did(tmp_path, "fpk") == want
+    rows = repos(tmp_path, "fpk")
+    assert any(row["attempts"] > 1 for row in rows.values()), "no chunk was lost and retried"

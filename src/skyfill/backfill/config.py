@@ -195,6 +195,14 @@ class BackfillConfig:
             help="Processes decoding CARs (0: in-process; threads with the C decoder).",
         ),
     )
+    fetch_processes: int = field(
+        default=0,
+        metadata=flag(
+            min=0,
+            help="Processes that resolve, fetch and decode repos, each with 1/N of every "
+            "host's rate limit and of --concurrency (0: all in this process).",
+        ),
+    )
     read_timeout: float = field(
         default=60.0,
         metadata=flag(

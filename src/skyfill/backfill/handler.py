@@ -18,6 +18,7 @@ from skyfill.atproto.identity import IdentityResolver
 from skyfill.atproto.xrpc import XrpcClient
 from skyfill.backfill.config import BackfillConfig
 from skyfill.backfill.discovery import HostDiscovery
+from skyfill.backfill.fetch_pool import FetchPool
 from skyfill.backfill.fetcher import RepoFetcher
 from skyfill.backfill.input import read_did_file
 from skyfill.backfill.previous import PreviousJob, carried_dids, carry_over
@@ -56,6 +57,9 @@ class BackfillHandler:
         self._session = None
         self._fetcher: RepoFetcher | None = None
         self._executor = None
+        self._pool: FetchPool | None = None
+        """With --fetch-processes: the processes that fetch and decode."""
+        self._pool_counted: Counter[str] = Counter()
         self.limiter: LocalLimiter | None = None
         self._client: XrpcClient | None = None
         self.shared_budget: SharedBudget | None = None
@@ -185,6 +189,11 @@ class BackfillHandler:
         # In-process, the C decoder runs on threads (it releases the GIL): one per core.
         threads = (os.cpu_count() or 1) if processes == 0 and fastrepo.enabled() else 0
         self._executor = make_executor(processes, threads)
+        # Fetch processes: not under a memory limit (each child holds its own CARs) nor in
+        # a refresh (the previous job is read by the fetcher, in this process).
+        if cfg.fetch_processes and cfg.max_memory is None and not cfg.previous:
+            self._pool = FetchPool(cfg, cfg.fetch_processes)
+            self._pool_counted = Counter()
         self._fetcher = RepoFetcher(
             cfg,
             client,
@@ -201,8 +210,14 @@ class BackfillHandler:
             await self._session.close()
         if self._executor is not None:
             self._executor.shutdown()
+        if self._pool is not None:
+            self._pool.shutdown()
 
     async def process(self, batch: Batch, items: list[str]) -> AsyncGenerator[ItemOutput, None]:
+        if self._pool is not None:
+            async for output in self._pool_process(items):
+                yield output
+            return
         fetcher = self._fetcher
         assert fetcher is not None, "open() first"
 
@@ -223,6 +238,23 @@ class BackfillHandler:
             if pending:
                 await asyncio.gather(*pending, return_exceptions=True)
 
+    async def _pool_process(self, items: list[str]) -> AsyncGenerator[ItemOutput, None]:
+        """The items fetched by the fetch processes (their records counted here)."""
+        pool = self._pool
+        assert pool is not None
+        self._open_items += len(items)
+        done = 0
+        try:
+            async for output in pool.fetch(items):
+                done += 1
+                self._open_items -= 1
+                self._tally(output)
+                self.records_by_collection.update(pool.records_by_collection - self._pool_counted)
+                self._pool_counted = Counter(pool.records_by_collection)
+                yield output
+        finally:
+            self._open_items -= len(items) - done
+
     def wants_more_work(self) -> bool:
         """True when fewer items can make progress than the concurrency allows: the rest
         wait for throttled hosts, so the engine should open another task."""
@@ -237,12 +269,20 @@ class BackfillHandler:
         self.dids_done += 1
         self.retries += max(0, output.result.attempts - 1)
 
+    def _host_snapshot(self) -> dict[str, dict]:
+        """Per-host counters of this process's requests and of its fetch processes'."""
+        assert self.limiter is not None
+        hosts = self.limiter.snapshot()
+        if self._pool is not None:
+            hosts = {**hosts, **self._pool.host_snapshot()}
+        return hosts
+
     def live_stats(self) -> dict[str, Any]:
         """Per-host counters (with latency histograms), totals and memory of this run,
         published to the state store while the job runs."""
         if self.limiter is None:
             return {}
-        hosts = self.limiter.snapshot()
+        hosts = self._host_snapshot()
         return {
             "hosts": hosts,
             "totals": _host_totals(hosts),
@@ -263,7 +303,7 @@ class BackfillHandler:
         a summary of the busiest hosts (requests, 429s, bytes, latency quantiles)."""
         if self.limiter is None:
             return {}
-        hosts = self.limiter.snapshot()
+        hosts = self._host_snapshot()
         busiest = sorted(hosts.items(), key=lambda kv: -kv[1]["requests"])[:TIMELINE_HOSTS]
         return {
             **_host_totals(hosts),

@@ -26,7 +26,8 @@ T = TypeVar("T")
 _PR_SET_PDEATHSIG = 1
 
 
-def _init_child(parent_pid: int) -> None:
+def init_child(parent_pid: int) -> None:
+    """A pool child: ignores SIGINT (the parent handles Ctrl-C) and dies with its parent."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if sys.platform.startswith("linux"):
         libc = ctypes.CDLL(None, use_errno=True)
@@ -44,7 +45,7 @@ class ProcessExecutor:
         return ProcessPoolExecutor(
             max_workers=self._processes,
             mp_context=multiprocessing.get_context("spawn"),
-            initializer=_init_child,
+            initializer=init_child,
             initargs=(os.getpid(),),
         )
 
