@@ -48,6 +48,7 @@ SAMPLES: dict[str, tuple[str, str, Any]] = {
     ),
     "sink": ("sqlite:////tmp/f.db", "sqlite:////tmp/f.db", "sqlite:////tmp/f.db"),
     "fan_in": ("4", "4", 4),
+    "merge_in_memory": ("1m", "1m", 1 << 20),
     "decode_processes": ("5", "5", 5),
     "fetch_processes": ("3", "3", 3),
     "read_timeout": ("30", "30", 30.0),

@@ -131,9 +131,11 @@ def _run_job(net: Server, workdir: Path, job_id: str, *flags: str) -> Job:
 
 @pytest.fixture(scope="module")
 def plain_job(simnet: Server, tmp_path_factory: pytest.TempPathFactory) -> Job:
-    """Several tasks and more task files than the fan-in: the aggregation has levels."""
+    """Several tasks and more task files than the fan-in: the aggregation (streamed, not in
+    memory) has levels."""
     workdir = tmp_path_factory.mktemp("manifests-plain")
-    flags = ("--batch-size", "15", "--fan-in", "2", "--retries", "1", "--retry-backoff", "0.1")
+    flags = ("--batch-size", "15", "--fan-in", "2", "--merge-in-memory", "0")
+    flags = (*flags, "--retries", "1", "--retry-backoff", "0.1")
     return _run_job(simnet, workdir, "plain", *flags)
 
 

@@ -23,7 +23,14 @@ import pyarrow.parquet as pq
 import pytest
 
 from skyfill.storage.atomic import sha256_file
-from skyfill.storage.merge import MergeOrderError, MergeSpec, merge_stream, sort_table
+from skyfill.storage.merge import (
+    MergeOrderError,
+    MergeSpec,
+    merge_in_memory,
+    merge_stream,
+    sort_table,
+    uncompressed_bytes,
+)
 from skyfill.storage.merge_levels import MergeLevel, reduce_to_fan_in
 
 SCHEMA = pa.schema(
@@ -392,3 +399,17 @@ def test_reduce_after_kill_9_gives_the_same_result(tmp_path: Path) -> None:
     assert {p: p.stat().st_mtime_ns for p in done_at_kill} == done_at_kill
     check_outputs(directory, levels)
     assert read_all(finals, spec) == reference(rows, KEY, "rev")
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_merge_in_memory_gives_what_the_stream_gives(tmp_path: Path, seed: int) -> None:
+    rng = random.Random(seed)
+    paths, rows = make_inputs(tmp_path, rng, files=rng.randrange(1, 14), nulls=seed % 2 == 1)
+    spec = MergeSpec(key_columns=KEY, newest_column="rev", batch_rows=rng.choice([3, 64, 4096]))
+    streamed = merge_stream(paths, spec, SCHEMA).read_all()
+    in_memory = merge_in_memory(paths, spec, SCHEMA)
+    batches = list(in_memory)
+    assert all(len(batch) <= spec.batch_rows for batch in batches)
+    assert pa.Table.from_batches(batches, SCHEMA).equals(streamed)
+    assert streamed.to_pylist() == reference(rows, KEY, "rev")
+    assert uncompressed_bytes(paths) > 0

@@ -240,6 +240,16 @@ class BackfillConfig:
             "latency, or fails most requests; raise it back as it recovers.",
         ),
     )
+    merge_in_memory: int = field(
+        default=ENGINE.merge_in_memory,
+        metadata=flag(
+            parse=parse_size,
+            default_text="256m",
+            min=0,
+            help="Aggregate by one sort in memory when the task files hold up to this much "
+            "(uncompressed; 0: always the streaming merge; ignored with --max-memory).",
+        ),
+    )
     max_memory: int | None = field(
         default=ENGINE.max_memory,
         metadata=flag(

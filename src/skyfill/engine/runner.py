@@ -83,6 +83,7 @@ class JobRunner:
             fan_in=settings.fan_in,
             workers=1 if settings.max_memory is not None else 2,
             batch_rows=8192 if settings.max_memory is not None else 65_536,
+            in_memory_bytes=0 if settings.max_memory is not None else settings.merge_in_memory,
         )
         self.lanes: dict[str, str] = {}
         """Discovered batches' lanes (their host), by batch id, until their task is queued."""

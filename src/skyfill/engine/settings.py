@@ -26,6 +26,9 @@ class EngineSettings:
     """Files merged into one at each level of the aggregation. Each level rewrites every
     row, so fewer levels is faster; a merge holds `batch_rows / fan_in` rows (at least
     4096) of each input, ~60 MB for 32 inputs of the backfill's records."""
+    merge_in_memory: int = 256 << 20
+    """Task files up to this size in all (uncompressed) are aggregated by one sort in
+    memory, not by the streaming merge (0: always streamed; not under max_memory)."""
     max_memory: int | None = None
     """A memory limit for the job (bytes); the aggregation then merges one file at a time."""
     flush_rows: int = 100_000

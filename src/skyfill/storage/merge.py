@@ -59,6 +59,9 @@ class MergeSpec:
     """Rows per merged batch, roughly (half to one and a half times it); a row group of a
     merged file holds one batch. A merge reads `batch_rows / inputs` rows per input at a
     time (at least MIN_READ_ROWS)."""
+    in_memory_bytes: int = 0
+    """Inputs up to this size in all (uncompressed) are merged in memory, by one sort
+    (`merge_in_memory`: faster for a small job); 0: always streamed."""
     workers: int = 2
     """Merges of one level that `reduce_to_fan_in` runs at once (threads: Arrow reads,
     sorts and writes without the GIL). Memory grows with it; 1 runs them one by one."""
@@ -243,6 +246,29 @@ def merge_stream(inputs: list[Path], spec: MergeSpec, schema: pa.Schema) -> pa.R
     """
     batches = ahead(_merged_batches(inputs, spec, schema), PREFETCH_BATCHES, "skyfill-merge")
     return pa.RecordBatchReader.from_batches(schema, batches)
+
+
+def merge_in_memory(inputs: list[Path], spec: MergeSpec, schema: pa.Schema) -> pa.RecordBatchReader:
+    """The rows `merge_stream` gives (the same order, the same row kept of duplicate keys),
+    for inputs small enough to hold at once: read whole and sorted once by Arrow, instead of
+    merged step by step. Batches of `batch_rows`."""
+    tables = [pq.read_table(path, columns=schema.names, schema=schema) for path in inputs]
+    table = pa.concat_tables(tables).combine_chunks() if tables else schema.empty_table()
+    del tables
+    merged = sort_table(table, spec)
+    del table
+    return pa.RecordBatchReader.from_batches(
+        schema, merged.to_batches(max_chunksize=spec.batch_rows)
+    )
+
+
+def uncompressed_bytes(inputs: list[Path]) -> int:
+    """The inputs' data as Arrow holds it, roughly: Parquet's uncompressed sizes."""
+    total = 0
+    for path in inputs:
+        meta = pq.ParquetFile(path).metadata
+        total += sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
+    return total
 
 
 def _merged_batches(
