@@ -230,6 +230,10 @@ class JobRunner:
         seen = {t.task_id for t in todo}
         running: set[asyncio.Task] = set()
         lane_of: dict[asyncio.Task, str | None] = {}
+        opening: asyncio.Task | None = None
+        """The task opened beyond `parallel_tasks` whose items the handler does not hold
+        yet (waiting for it to start): until it has, `wants_more_work` cannot count them,
+        and would answer yes to every task up to `max_open_tasks` at once."""
         try:
             while (waiting or running or discovery) and not self.stop_requested.is_set():
                 if discovery is not None:
@@ -240,23 +244,34 @@ class JobRunner:
                     if finished:
                         discovery.result()  # a failed discovery fails the phase
                         discovery = None
-                while waiting and self.may_open_task(len(running)):
+                if opening is not None and opening.done():
+                    opening = None
+                while waiting and self.may_open_task(len(running), opening is not None):
                     if (picked := waiting.pop()) is None:
                         break  # every waiting task's host has its tasks open
                     task, lane = picked
-                    future = asyncio.ensure_future(self.run_guarded(ctx, task))
+                    started = asyncio.Event()
+                    future = asyncio.ensure_future(self.run_guarded(ctx, task, started))
+                    if len(running) >= self.settings.parallel_tasks:
+                        opening = asyncio.ensure_future(started.wait())
                     lane_of[future] = lane
                     running.add(future)
                 if not running:
                     await asyncio.sleep(DISCOVERY_POLL_SECONDS)
                     continue
-                done, running = await asyncio.wait(
-                    running, timeout=0.2, return_when=asyncio.FIRST_COMPLETED
+                done, _ = await asyncio.wait(
+                    running | ({opening} if opening else set()),
+                    timeout=0.2,
+                    return_when=asyncio.FIRST_COMPLETED,
                 )
+                done &= running
+                running -= done
                 for finished_task in done:
                     waiting.done(lane_of.pop(finished_task, None))
                     finished_task.result()  # a failed task fails the phase
         finally:
+            if opening is not None:
+                opening.cancel()
             if discovery is not None:
                 discovery.cancel()
                 await asyncio.gather(discovery, return_exceptions=True)
@@ -273,14 +288,21 @@ class JobRunner:
         seen.update(t.task_id for t in added)
         return added
 
-    def may_open_task(self, running: int) -> bool:
+    def may_open_task(self, running: int, opening: bool = False) -> bool:
+        """Whether to open another task: up to `parallel_tasks`, then one at a time (none
+        while the last one opened has not started: `opening`) while the handler wants
+        more work, up to `max_open_tasks`."""
         if running < self.settings.parallel_tasks:
             return True
+        if opening:
+            return False
         return running < self.settings.max_open_tasks and self.handler.wants_more_work()
 
-    async def run_guarded(self, ctx: WorkerContext, task: Task) -> None:
+    async def run_guarded(
+        self, ctx: WorkerContext, task: Task, started: asyncio.Event | None = None
+    ) -> None:
         try:
-            await run_task(ctx, task)
+            await run_task(ctx, task, started)
         except TaskTakenOver:
             raise  # the task lives on with its new owner; nothing to record
         except Exception as exc:
