@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections import deque
 from typing import Any
 
 from skyfill.engine.aggregator import aggregate, remove_intermediate_merges
@@ -29,7 +30,6 @@ from skyfill.engine.lifecycle import STOPPING, runner_id
 from skyfill.engine.manifest import ManifestWriter, write_batch_files
 from skyfill.engine.model import (
     PHASE_AGGREGATE,
-    PHASE_BACKFILL,
     Batch,
     ItemStatus,
     JobStatus,
@@ -86,6 +86,9 @@ class JobRunner:
         )
         self.lanes: dict[str, str] = {}
         """Discovered batches' lanes (their host), by batch id, until their task is queued."""
+        self.discovered: deque[Task] = deque()
+        """Tasks this process's discovery added, until `_run_tasks` takes them (reading the
+        phase's tasks from the store at every turn would cost O(tasks) each time)."""
 
     # -- coordinator -------------------------------------------------------------------
 
@@ -215,7 +218,9 @@ class JobRunner:
 
     def _start_discovery(self) -> asyncio.Task:
         assert isinstance(self.handler, Discoverer)
-        ctx = DiscoveryContext(self.layout, self.store, self.settings.batch_size, self.lanes)
+        ctx = DiscoveryContext(
+            self.layout, self.store, self.settings.batch_size, self.lanes, self.discovered
+        )
         return asyncio.ensure_future(run_discovery(self.handler, ctx))
 
     async def _run_tasks(self, todo: list[Task], discovery: asyncio.Task | None = None) -> None:
@@ -238,8 +243,7 @@ class JobRunner:
             while (waiting or running or discovery) and not self.stop_requested.is_set():
                 if discovery is not None:
                     finished = discovery.done()  # before looking: its last tasks are there
-                    added = await asyncio.to_thread(self._tasks_added, PHASE_BACKFILL, seen)
-                    for task in added:
+                    for task in self._take_discovered(seen):
                         waiting.add(task, self.lanes.pop(task.batch_id, None))
                     if finished:
                         discovery.result()  # a failed discovery fails the phase
@@ -279,13 +283,14 @@ class JobRunner:
                 self.stop_requested.set()
                 await asyncio.gather(*running, return_exceptions=True)
 
-    def _tasks_added(self, phase: str, seen: set[str]) -> list[Task]:
-        added = [
-            t
-            for t in self.store.tasks(phase)
-            if t.task_id not in seen and t.status is not TaskStatus.DONE
-        ]
-        seen.update(t.task_id for t in added)
+    def _take_discovered(self, seen: set[str]) -> list[Task]:
+        """The tasks discovery added since the last look (in the store already)."""
+        added = []
+        while self.discovered:
+            task = self.discovered.popleft()
+            if task.task_id not in seen:
+                seen.add(task.task_id)
+                added.append(task)
         return added
 
     def may_open_task(self, running: int, opening: bool = False) -> bool:
