@@ -17,12 +17,13 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 from skyfill.engine.layout import JobLayout
 from skyfill.engine.manifest import write_batch_files
-from skyfill.engine.model import GROUP_INITIAL, PHASE_BACKFILL, Batch, ItemResult
+from skyfill.engine.model import GROUP_INITIAL, PHASE_BACKFILL, Batch, ItemResult, Task
 from skyfill.engine.planner import worker_tasks
 from skyfill.engine.state.base import StateStore
 
@@ -38,6 +39,7 @@ class DiscoveryContext:
         store: StateStore,
         batch_size: int,
         lanes: dict[str, str] | None = None,
+        added: deque[Task] | None = None,
     ) -> None:
         self.layout = layout
         self.store = store
@@ -45,6 +47,9 @@ class DiscoveryContext:
         self.lanes = lanes
         """Where the runner of this process reads each added batch's lane (engine.lanes),
         by batch id; None: nobody asks (a lane only orders the tasks of this run)."""
+        self.added = added
+        """Where the runner of this process takes the tasks added (once they are in the
+        store), instead of reading every task of the phase again; None: nobody takes them."""
         self._updating = asyncio.Lock()
 
     def position(self) -> dict[str, Any]:
@@ -77,7 +82,10 @@ class DiscoveryContext:
         write_batch_files(self.layout, batches)
         if lane is not None and self.lanes is not None:
             self.lanes.update((batch.batch_id, lane) for batch in batches)  # before the tasks
-        self.store.add_items(batches, worker_tasks(batches))
+        tasks = worker_tasks(batches)
+        self.store.add_items(batches, tasks)
+        if self.added is not None:
+            self.added.extend(tasks)
         fresh = set(new)
         settled = [o for o in outcomes if o.key in fresh]
         if settled:

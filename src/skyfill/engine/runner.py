@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections import deque
 from typing import Any
 
 from skyfill.engine.aggregator import aggregate, remove_intermediate_merges
@@ -29,7 +30,6 @@ from skyfill.engine.lifecycle import STOPPING, runner_id
 from skyfill.engine.manifest import ManifestWriter, write_batch_files
 from skyfill.engine.model import (
     PHASE_AGGREGATE,
-    PHASE_BACKFILL,
     Batch,
     ItemStatus,
     JobStatus,
@@ -87,6 +87,9 @@ class JobRunner:
         )
         self.lanes: dict[str, str] = {}
         """Discovered batches' lanes (their host), by batch id, until their task is queued."""
+        self.discovered: deque[Task] = deque()
+        """Tasks this process's discovery added, until `_run_tasks` takes them (reading the
+        phase's tasks from the store at every turn would cost O(tasks) each time)."""
 
     # -- coordinator -------------------------------------------------------------------
 
@@ -216,7 +219,9 @@ class JobRunner:
 
     def _start_discovery(self) -> asyncio.Task:
         assert isinstance(self.handler, Discoverer)
-        ctx = DiscoveryContext(self.layout, self.store, self.settings.batch_size, self.lanes)
+        ctx = DiscoveryContext(
+            self.layout, self.store, self.settings.batch_size, self.lanes, self.discovered
+        )
         return asyncio.ensure_future(run_discovery(self.handler, ctx))
 
     async def _run_tasks(self, todo: list[Task], discovery: asyncio.Task | None = None) -> None:
@@ -231,33 +236,47 @@ class JobRunner:
         seen = {t.task_id for t in todo}
         running: set[asyncio.Task] = set()
         lane_of: dict[asyncio.Task, str | None] = {}
+        opening: asyncio.Task | None = None
+        """The task opened beyond `parallel_tasks` whose items the handler does not hold
+        yet (waiting for it to start): until it has, `wants_more_work` cannot count them,
+        and would answer yes to every task up to `max_open_tasks` at once."""
         try:
             while (waiting or running or discovery) and not self.stop_requested.is_set():
                 if discovery is not None:
                     finished = discovery.done()  # before looking: its last tasks are there
-                    added = await asyncio.to_thread(self._tasks_added, PHASE_BACKFILL, seen)
-                    for task in added:
+                    for task in self._take_discovered(seen):
                         waiting.add(task, self.lanes.pop(task.batch_id, None))
                     if finished:
                         discovery.result()  # a failed discovery fails the phase
                         discovery = None
-                while waiting and self.may_open_task(len(running)):
+                if opening is not None and opening.done():
+                    opening = None
+                while waiting and self.may_open_task(len(running), opening is not None):
                     if (picked := waiting.pop()) is None:
                         break  # every waiting task's host has its tasks open
                     task, lane = picked
-                    future = asyncio.ensure_future(self.run_guarded(ctx, task))
+                    started = asyncio.Event()
+                    future = asyncio.ensure_future(self.run_guarded(ctx, task, started))
+                    if len(running) >= self.settings.parallel_tasks:
+                        opening = asyncio.ensure_future(started.wait())
                     lane_of[future] = lane
                     running.add(future)
                 if not running:
                     await asyncio.sleep(DISCOVERY_POLL_SECONDS)
                     continue
-                done, running = await asyncio.wait(
-                    running, timeout=0.2, return_when=asyncio.FIRST_COMPLETED
+                done, _ = await asyncio.wait(
+                    running | ({opening} if opening else set()),
+                    timeout=0.2,
+                    return_when=asyncio.FIRST_COMPLETED,
                 )
+                done &= running
+                running -= done
                 for finished_task in done:
                     waiting.done(lane_of.pop(finished_task, None))
                     finished_task.result()  # a failed task fails the phase
         finally:
+            if opening is not None:
+                opening.cancel()
             if discovery is not None:
                 discovery.cancel()
                 await asyncio.gather(discovery, return_exceptions=True)
@@ -265,23 +284,31 @@ class JobRunner:
                 self.stop_requested.set()
                 await asyncio.gather(*running, return_exceptions=True)
 
-    def _tasks_added(self, phase: str, seen: set[str]) -> list[Task]:
-        added = [
-            t
-            for t in self.store.tasks(phase)
-            if t.task_id not in seen and t.status is not TaskStatus.DONE
-        ]
-        seen.update(t.task_id for t in added)
+    def _take_discovered(self, seen: set[str]) -> list[Task]:
+        """The tasks discovery added since the last look (in the store already)."""
+        added = []
+        while self.discovered:
+            task = self.discovered.popleft()
+            if task.task_id not in seen:
+                seen.add(task.task_id)
+                added.append(task)
         return added
 
-    def may_open_task(self, running: int) -> bool:
+    def may_open_task(self, running: int, opening: bool = False) -> bool:
+        """Whether to open another task: up to `parallel_tasks`, then one at a time (none
+        while the last one opened has not started: `opening`) while the handler wants
+        more work, up to `max_open_tasks`."""
         if running < self.settings.parallel_tasks:
             return True
+        if opening:
+            return False
         return running < self.settings.max_open_tasks and self.handler.wants_more_work()
 
-    async def run_guarded(self, ctx: WorkerContext, task: Task) -> None:
+    async def run_guarded(
+        self, ctx: WorkerContext, task: Task, started: asyncio.Event | None = None
+    ) -> None:
         try:
-            await run_task(ctx, task)
+            await run_task(ctx, task, started)
         except TaskTakenOver:
             raise  # the task lives on with its new owner; nothing to record
         except Exception as exc:

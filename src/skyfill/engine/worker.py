@@ -44,20 +44,28 @@ class WorkerContext:
     merge_spec: MergeSpec
 
 
-async def run_task(ctx: WorkerContext, task: Task) -> None:
+async def run_task(ctx: WorkerContext, task: Task, started: asyncio.Event | None = None) -> None:
     """Run (or finish) one task; returns early, unfinished, when a stop is requested.
+
+    `started` is set once the handler holds the task's items (its `process` has begun), or
+    once it is clear that it never will: until then the handler's `wants_more_work` cannot
+    count them.
 
     Everything that touches storage (the state store, segment files, shared storage, the
     final merge) runs in a thread: a slow disk or a state store riding out an outage never
     holds up the fetches of the other tasks on the event loop."""
     bind(task_id=task.task_id)  # this asyncio task's log records, and its items'
-    if await asyncio.to_thread(spool.is_done, ctx.layout.task_done(task.task_id)):
-        await asyncio.to_thread(record_finished_task, ctx, task)
-        return
-    pending, next_seq = await asyncio.to_thread(_open_task, ctx, task)
-    if pending:
-        batch = Batch(task.batch_id, task.phase, task.group, tuple(pending))
-        await _TaskLoop(ctx, task, batch, next_seq).run()
+    started = started or asyncio.Event()
+    try:
+        if await asyncio.to_thread(spool.is_done, ctx.layout.task_done(task.task_id)):
+            await asyncio.to_thread(record_finished_task, ctx, task)
+            return
+        pending, next_seq = await asyncio.to_thread(_open_task, ctx, task)
+        if pending:
+            batch = Batch(task.batch_id, task.phase, task.group, tuple(pending))
+            await _TaskLoop(ctx, task, batch, next_seq, started).run()
+    finally:
+        started.set()
     if ctx.stop.is_set() and await asyncio.to_thread(ctx.store.pending_items, task.batch_id):
         return
     await asyncio.to_thread(finalize_task, ctx, task)
@@ -167,8 +175,11 @@ class _TaskLoop:
     order. Outputs that arrive meanwhile are buffered, up to twice the flush limits; past
     that the loop waits for the commit (memory stays bounded when the store is slow)."""
 
-    def __init__(self, ctx: WorkerContext, task: Task, batch: Batch, next_seq: int) -> None:
+    def __init__(
+        self, ctx: WorkerContext, task: Task, batch: Batch, next_seq: int, started: asyncio.Event
+    ) -> None:
         self.ctx = ctx
+        self.started = started
         self.task = task
         self.batch = batch
         self.buffer: list[ItemOutput] = []
@@ -185,6 +196,9 @@ class _TaskLoop:
             async with contextlib.aclosing(outputs):
                 while True:
                     step = step or asyncio.ensure_future(anext(outputs))
+                    if not self.started.is_set():
+                        await asyncio.sleep(0)  # the first step runs: process() takes the items
+                        self.started.set()
                     waiting = {step, stop} | ({self.committing} if self.committing else set())
                     done, _ = await asyncio.wait(
                         waiting, timeout=self._flush_due_in(), return_when=asyncio.FIRST_COMPLETED
