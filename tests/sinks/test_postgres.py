@@ -10,7 +10,7 @@ import pytest
 from skyfill.sinks.exceptions import SinkUnavailable
 from skyfill.sinks.factory import open_sink
 from tests.pgserver import PASSWORD, SECRET_USER, PostgresServer, free_port
-from tests.sinks.test_sink_contract import FIRST, FIRST_REPOS, load
+from tests.sinks.test_sink_contract import FIRST, FIRST_REPOS, load, write
 
 
 def _sink(url: str, tmp_path: Path):
@@ -80,3 +80,16 @@ def test_a_password_is_used_but_never_shown(
     assert PASSWORD not in str(wrong.value)
     with pytest.raises(SinkUnavailable, match="PGPASSWORD"):  # none given: say how
         _sink(f"postgresql://{SECRET_USER}@{base}", tmp_path).check()
+
+
+def test_a_first_load_goes_straight_in_and_a_second_is_merged(pg_url: str, tmp_path: Path) -> None:
+    first = write(_sink(pg_url, tmp_path), FIRST, FIRST_REPOS, 3)["sink"]
+    assert "upsert_records" not in first["seconds"]  # into the empty table, without staging
+    assert first["records"]["inserted"] == first["records"]["rows"] == len(FIRST)
+    assert first["records"]["updated"] == first["records"]["deleted"] == 0
+    again = write(_sink(pg_url, tmp_path), FIRST, FIRST_REPOS, 3)["sink"]
+    assert "upsert_records" in again["seconds"]
+    assert again["records"]["inserted"] == again["records"]["updated"] == 0
+    with psycopg.connect(pg_url) as conn:
+        count = conn.execute("SELECT count(*) FROM records").fetchone()
+    assert count == (len(FIRST),)

@@ -3,8 +3,9 @@
 The load is one transaction, serialised with other skyfill loads into the same database by
 an advisory lock: the tables are created if absent, the job's rows are streamed with COPY
 (CSV made by Arrow) into temporary staging tables, then upserted and the refresh deletes
-applied (sql.py). A replayed load (resume, retry) changes no row; a crash or error rolls
-everything back. The password of the URL never appears in a message or a manifest.
+applied (sql.py); into an empty `records` table (a first load) they go straight in. A
+replayed load (resume, retry) changes no row; a crash or error rolls everything back. The
+password of the URL never appears in a message or a manifest.
 """
 
 from __future__ import annotations
@@ -209,22 +210,30 @@ class PostgresSink:
                 cur.execute("SELECT pg_advisory_xact_lock(%s)", [LOCK_KEY])
                 for statement in (RECORDS_DDL, REPOS_DDL, *INDEXES, *STAGING):
                     cur.execute(statement)
+                first = _empty(cur, "records")
             with watch.step("copy"):
                 repo_rows = _copy(cur, STAGE_REPOS, REPO_COLUMNS, repos)
-                record_rows = _copy(cur, STAGE_RECORDS, RECORD_COLUMNS, records)
+                # Into an empty table every row is new (the job's rows are unique by key):
+                # straight in, without staging, upsert or deletes.
+                target = "records" if first else STAGE_RECORDS
+                record_rows = _copy(cur, target, RECORD_COLUMNS, records)
             with watch.step("index"):
                 # Keys of the staged rows, built in bulk after COPY: the refresh's anti-join
                 # (which rows did the job not see?) looks them up instead of scanning.
-                cur.execute(
-                    f"ALTER TABLE {STAGE_RECORDS} ADD PRIMARY KEY ({', '.join(RECORD_KEY)})"
-                )
+                if not first:
+                    cur.execute(
+                        f"ALTER TABLE {STAGE_RECORDS} ADD PRIMARY KEY ({', '.join(RECORD_KEY)})"
+                    )
+                    cur.execute(f"ANALYZE {STAGE_RECORDS}")
                 cur.execute(f"ALTER TABLE {STAGE_REPOS} ADD PRIMARY KEY (did)")
                 cur.execute(f"ANALYZE {STAGE_REPOS}")
-                cur.execute(f"ANALYZE {STAGE_RECORDS}")
-            with watch.step("upsert_records"):
-                inserted, updated = _counted(cur, self._upsert_records())
-            with watch.step("delete"):
-                deleted = self._delete_gone(cur)
+            if first:
+                inserted, updated, deleted = record_rows, 0, 0
+            else:
+                with watch.step("upsert_records"):
+                    inserted, updated = _counted(cur, self._upsert_records())
+                with watch.step("delete"):
+                    deleted = self._delete_gone(cur)
             with watch.step("upsert_repos"):
                 kept = _counted(cur, _upsert_repos(kept=True))
                 others = _counted(cur, _upsert_repos(kept=False))
@@ -284,6 +293,13 @@ def _upsert_repos(kept: bool) -> LiteralString:
         ON CONFLICT (did) DO UPDATE SET {updates}
         WHERE ({mine}) IS DISTINCT FROM ({theirs})
         RETURNING (xmax = 0) AS inserted"""
+
+
+def _empty(cur: psycopg.Cursor, table: LiteralString) -> bool:
+    cur.execute(f"SELECT NOT EXISTS (SELECT 1 FROM {table})")
+    row = cur.fetchone()
+    assert row is not None
+    return bool(row[0])
 
 
 def _counted(cur: psycopg.Cursor, upsert: LiteralString) -> tuple[int, int]:
