@@ -81,6 +81,15 @@ INDEXES = (
     "CREATE INDEX IF NOT EXISTS records_collection_created_at ON records (collection, created_at)",
     "CREATE INDEX IF NOT EXISTS repos_status ON repos (status)",
 )
+DROP_RECORD_INDEXES = (
+    "ALTER TABLE records DROP CONSTRAINT records_pkey",
+    "DROP INDEX records_collection_created_at",
+)
+BUILD_RECORD_INDEXES = (
+    "ALTER TABLE records ADD CONSTRAINT records_pkey PRIMARY KEY (did, collection, rkey)",
+    INDEXES[0],
+)
+"""A first load's: the table is empty and locked (ALTER TABLE) until the commit."""
 STAGING = (
     f"""CREATE TEMP TABLE {STAGE_REPOS} (
         did text, handle text, pds text, status text, rev text, commit_cid text,
@@ -214,10 +223,17 @@ class PostgresSink:
             with watch.step("copy"):
                 repo_rows = _copy(cur, STAGE_REPOS, REPO_COLUMNS, repos)
                 # Into an empty table every row is new (the job's rows are unique by key):
-                # straight in, without staging, upsert or deletes.
+                # straight in, without staging, upsert or deletes, and its indexes built
+                # after the rows, in bulk (twice as fast as kept up row by row).
+                if first:
+                    for statement in DROP_RECORD_INDEXES:
+                        cur.execute(statement)
                 target = "records" if first else STAGE_RECORDS
                 record_rows = _copy(cur, target, RECORD_COLUMNS, records)
             with watch.step("index"):
+                if first:
+                    for statement in BUILD_RECORD_INDEXES:
+                        cur.execute(statement)
                 # Keys of the staged rows, built in bulk after COPY: the refresh's anti-join
                 # (which rows did the job not see?) looks them up instead of scanning.
                 if not first:
