@@ -7,12 +7,14 @@ which is reopened and checked, then hashed; only then is its `.done` marker writ
 
 from __future__ import annotations
 
+import os
 import secrets
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from skyfill.storage import columnar, replica
 from skyfill.storage.atomic import commit_file, sha256_file, tmp_path, validate_parquet, write_bytes
@@ -65,18 +67,38 @@ def discard_uncommitted(directory: Path, committed: list[Segment]) -> None:
 def merge_segments(
     directory: Path, segments: list[Segment], schema: pa.Schema, target: Path, spec: MergeSpec
 ) -> TaskOutput:
-    """Merge committed (sorted) segments into `target`, validate it, return its facts."""
+    """Merge committed (sorted) segments into `target`, validate it, return its facts.
+
+    One segment already is what the merge would write (a segment is sorted and
+    de-duplicated when committed): it becomes the task file as it is, linked, not rewritten."""
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = tmp_path(target)
     written = 0
-    with columnar.writer(tmp, schema, columnar.INTERMEDIATE) as writer:
-        for batch in merge_stream([directory / s.path for s in segments], spec, schema):
-            if batch.num_rows:
-                writer.write_batch(batch)
-                written += batch.num_rows
+    if len(segments) == 1 and _same_schema(directory / segments[0].path, schema):
+        _link_or_copy(directory / segments[0].path, tmp)
+        written = segments[0].rows
+    else:
+        with columnar.writer(tmp, schema, columnar.INTERMEDIATE) as writer:
+            for batch in merge_stream([directory / s.path for s in segments], spec, schema):
+                if batch.num_rows:
+                    writer.write_batch(batch)
+                    written += batch.num_rows
     commit_file(tmp, target)
     rows = validate_parquet(target, written)
     return TaskOutput(path=target, rows=rows, sha256=sha256_file(target))
+
+
+def _same_schema(path: Path, schema: pa.Schema) -> bool:
+    return pq.read_schema(path).remove_metadata().equals(schema.remove_metadata())
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    """`target` holding `source`'s bytes: a hard link (same file system), else a copy."""
+    target.unlink(missing_ok=True)
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copyfile(source, target)
 
 
 def mark_done(done_marker: Path, sha256: str) -> None:
