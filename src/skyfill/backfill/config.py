@@ -14,7 +14,9 @@ from skyfill.backfill.window import resolve_since
 from skyfill.engine.settings import EngineSettings
 from skyfill.errors import UsageError
 from skyfill.flags import check_ranges, flag
-from skyfill.ratelimit.spec import parse_host_rates, parse_rate
+from skyfill.net.http import HttpSettings
+from skyfill.ratelimit.local import LimitSettings
+from skyfill.ratelimit.spec import RateSpec, parse_host_rates, parse_rate
 from skyfill.sinks.factory import parse_sink_url
 
 GIB = 1 << 30
@@ -37,6 +39,10 @@ def _default_decode_processes() -> int:
     """0 with the C decoder (it runs on a thread per core, the GIL released); else
     min(2, cores) processes for the Python decoder."""
     return 0 if fastrepo.enabled() else min(2, os.cpu_count() or 1)
+
+
+def _shared(rate: RateSpec, share: int) -> RateSpec:
+    return RateSpec(rate.requests, rate.window * share)
 
 
 def _host_rates(entries: tuple[str, ...] | list[str]) -> dict[str, str]:
@@ -373,6 +379,30 @@ class BackfillConfig:
                 "the PDS) unless the job lists exactly one --from-host or --from-relay"
             )
         return self.follow_host or sources[0]
+
+    def limit_settings(self, share: int = 1) -> LimitSettings:
+        """The hosts' limits of one process, or of one of `share` processes that split them:
+        1/share of every host's rate (the same requests over a longer window) and of the
+        concurrency."""
+        return LimitSettings(
+            default_rate=_shared(parse_rate(self.rate_limit), share),
+            host_rates={
+                host: _shared(rate, share) for host, rate in parse_host_rates(self.hosts).items()
+            },
+            host_concurrency=max(1, self.host_concurrency // share),
+            global_concurrency=max(1, self.concurrency // share),
+            adaptive=self.adaptive,
+        )
+
+    def http_settings(self, concurrency: int) -> HttpSettings:
+        """The HTTP session of a process that fetches `concurrency` repos at once."""
+        return HttpSettings(
+            connect_timeout=self.connect_timeout,
+            read_timeout=self.read_timeout,
+            total_timeout=self.total_timeout,
+            max_connections=max(64, concurrency * 2),
+            allow_private_network=self.allow_private_network,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

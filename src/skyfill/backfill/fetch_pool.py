@@ -31,31 +31,12 @@ from skyfill.engine.executor.process import init_child
 from skyfill.engine.model import ItemOutput, ItemResult
 from skyfill.errors import Outcome, WorkerCrashed
 from skyfill.failpoints import failpoint
-from skyfill.net.http import HttpSettings, make_session
+from skyfill.net.http import make_session
 from skyfill.ratelimit.local import LimitSettings, LocalLimiter
-from skyfill.ratelimit.spec import RateSpec, parse_host_rates, parse_rate
 from skyfill.telemetry.histogram import LatencyHistogram
 
 CHUNK_DIDS = 25
 """DIDs per hand-over: a child works a chunk's DIDs at once and returns them together."""
-
-
-def share(rate: RateSpec, processes: int) -> RateSpec:
-    """A child's part of a rate: the same requests over a window `processes` times longer."""
-    return RateSpec(rate.requests, rate.window * processes)
-
-
-def child_limits(config: BackfillConfig, processes: int) -> LimitSettings:
-    """One child's limits: 1/N of each host's rate and of the concurrency."""
-    return LimitSettings(
-        default_rate=share(parse_rate(config.rate_limit), processes),
-        host_rates={
-            host: share(rate, processes) for host, rate in parse_host_rates(config.hosts).items()
-        },
-        host_concurrency=max(1, config.host_concurrency // processes),
-        global_concurrency=max(1, config.concurrency // processes),
-        adaptive=config.adaptive,
-    )
 
 
 class FetchPool:
@@ -187,20 +168,11 @@ def _open_child(parent_pid: int, config: dict[str, Any], processes: int) -> None
     cfg = BackfillConfig.from_dict(config)
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
-    limits = child_limits(cfg, processes)
-    _child = loop.run_until_complete(_open(cfg, limits))
+    _child = loop.run_until_complete(_open(cfg, cfg.limit_settings(share=processes)))
 
 
 async def _open(cfg: BackfillConfig, limits: LimitSettings) -> _Child:
-    session = make_session(
-        HttpSettings(
-            connect_timeout=cfg.connect_timeout,
-            read_timeout=cfg.read_timeout,
-            total_timeout=cfg.total_timeout,
-            max_connections=max(64, limits.global_concurrency * 2),
-            allow_private_network=cfg.allow_private_network,
-        )
-    )
+    session = make_session(cfg.http_settings(limits.global_concurrency))
     limiter = LocalLimiter(limits)
     client = XrpcClient(session, cfg.allow_private_network, limiter)
     fetcher = RepoFetcher(cfg, client, IdentityResolver(client, cfg.plc_url), InlineExecutor())

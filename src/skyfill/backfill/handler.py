@@ -30,11 +30,10 @@ from skyfill.engine.layout import JobLayout
 from skyfill.engine.model import Batch, ItemOutput, ItemResult
 from skyfill.engine.state.base import StateStore
 from skyfill.errors import Outcome
-from skyfill.net.http import HttpSettings, make_session
-from skyfill.ratelimit.local import LimitSettings, LocalLimiter
+from skyfill.net.http import make_session
+from skyfill.ratelimit.local import LocalLimiter
 from skyfill.ratelimit.memory_gate import MemoryGate
 from skyfill.ratelimit.shared import SharedBudget
-from skyfill.ratelimit.spec import parse_host_rates, parse_rate
 from skyfill.sinks.base import LoadScope, Sink
 from skyfill.sinks.factory import open_sink
 from skyfill.storage import arrow_compute as pc
@@ -155,25 +154,8 @@ class BackfillHandler:
 
     async def open(self) -> None:
         cfg = self.config
-        self._session = make_session(
-            HttpSettings(
-                connect_timeout=cfg.connect_timeout,
-                read_timeout=cfg.read_timeout,
-                total_timeout=cfg.total_timeout,
-                max_connections=max(64, cfg.concurrency * 2),
-                allow_private_network=cfg.allow_private_network,
-            )
-        )
-        self.limiter = LocalLimiter(
-            LimitSettings(
-                default_rate=parse_rate(cfg.rate_limit),
-                host_rates=parse_host_rates(cfg.hosts),
-                host_concurrency=cfg.host_concurrency,
-                global_concurrency=cfg.concurrency,
-                adaptive=cfg.adaptive,
-            ),
-            budget=self.shared_budget,
-        )
+        self._session = make_session(cfg.http_settings(cfg.concurrency))
+        self.limiter = LocalLimiter(cfg.limit_settings(), budget=self.shared_budget)
         self.memory = MemoryGate(cfg.max_memory)
         if cfg.max_memory is not None:
             return_freed_memory()
