@@ -129,8 +129,12 @@ def test_ctrl_c_stops_the_job_and_raises_interrupted(apinet: Server, tmp_path: P
     """KeyboardInterrupt (SIGINT) while the job runs, slowed by its rate limit: the job
     stops resumable and `Interrupted` is raised, not KeyboardInterrupt."""
     script = f"""
+        import signal
         import skyfill
         from skyfill.api import Interrupted
+        # Ctrl-C raises KeyboardInterrupt, as in a terminal, even when this test runs under
+        # a shell that started it in the background (which leaves SIGINT ignored, inherited)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         try:
             skyfill.backfill({apinet.ready["dids"]!r}, job_id="slow", rate_limit="4/1s",
                              **{_options(apinet, tmp_path)!r})
