@@ -42,11 +42,14 @@ CHUNK_DIDS = 25
 class FetchPool:
     """The coordinator's side: chunks of DIDs to the children, their outputs back."""
 
-    def __init__(self, config: BackfillConfig, processes: int) -> None:
+    def __init__(
+        self, config: BackfillConfig, processes: int, records_by_collection: Counter[str]
+    ) -> None:
         self._config = config
         self._processes = processes
         self._pool: ProcessPoolExecutor | None = None
-        self.records_by_collection: Counter[str] = Counter()
+        self._records_by_collection = records_by_collection
+        """The caller's counter: the records the children decoded are added to it."""
         self._hosts: dict[int, dict[str, dict]] = {}
         """Each child's latest per-host counters, by its pid."""
 
@@ -86,7 +89,7 @@ class FetchPool:
                 self._pool = self._new_pool()
                 pool.shutdown(wait=False, cancel_futures=True)
             return [_crashed(did) for did in chunk]
-        self.records_by_collection.update(counts)
+        self._records_by_collection.update(counts)
         self._hosts[pid] = hosts
         return outputs
 
@@ -187,10 +190,10 @@ def fetch_chunk(
     child = _child
     assert child is not None, "a fetch process starts with _open_child"
     failpoint("fetch_chunk")  # (tests: a child killed while it holds a chunk)
-    before = Counter(child.fetcher.records_by_collection)
+    counted = child.fetcher.records_by_collection
+    counted.clear()  # a child works one chunk at a time: what it counts now is this chunk's
     outputs = child.loop.run_until_complete(_fetch_all(child, dids))
-    counts = child.fetcher.records_by_collection - before
-    return os.getpid(), outputs, counts, child.limiter.snapshot()
+    return os.getpid(), outputs, Counter(counted), child.limiter.snapshot()
 
 
 async def _fetch_all(child: _Child, dids: list[str]) -> list[ItemOutput]:

@@ -58,7 +58,6 @@ class BackfillHandler:
         self._executor = None
         self._pool: FetchPool | None = None
         """With --fetch-processes: the processes that fetch and decode."""
-        self._pool_counted: Counter[str] = Counter()
         self.limiter: LocalLimiter | None = None
         self._client: XrpcClient | None = None
         self.shared_budget: SharedBudget | None = None
@@ -174,8 +173,7 @@ class BackfillHandler:
         # Fetch processes: not under a memory limit (each child holds its own CARs) nor in
         # a refresh (the previous job is read by the fetcher, in this process).
         if cfg.fetch_processes and cfg.max_memory is None and not cfg.previous:
-            self._pool = FetchPool(cfg, cfg.fetch_processes)
-            self._pool_counted = Counter()
+            self._pool = FetchPool(cfg, cfg.fetch_processes, self.records_by_collection)
         self._fetcher = RepoFetcher(
             cfg,
             client,
@@ -221,7 +219,7 @@ class BackfillHandler:
                 await asyncio.gather(*pending, return_exceptions=True)
 
     async def _pool_process(self, items: list[str]) -> AsyncGenerator[ItemOutput, None]:
-        """The items fetched by the fetch processes (their records counted here)."""
+        """The items fetched by the fetch processes (which count their records)."""
         pool = self._pool
         assert pool is not None
         self._open_items += len(items)
@@ -231,8 +229,6 @@ class BackfillHandler:
                 done += 1
                 self._open_items -= 1
                 self._tally(output)
-                self.records_by_collection.update(pool.records_by_collection - self._pool_counted)
-                self._pool_counted = Counter(pool.records_by_collection)
                 yield output
         finally:
             self._open_items -= len(items) - done
