@@ -63,25 +63,36 @@ def decode_to_table(
     total = len(repo)
     if since is not None:
         _apply_window(repo, datetime.fromisoformat(since))
-    n = len(repo)
     rev = repo.commit.rev
     prefix = f"at://{did}/"
     uris = [f"{prefix}{c}/{r}" for c, r in zip(repo.collections, repo.rkeys, strict=True)]
-    table = pa.Table.from_arrays(
-        [
-            pa.array([did] * n, pa.string()),
-            pa.array(repo.collections, pa.string()),
-            pa.array(repo.rkeys, pa.string()),
-            pa.array(uris, pa.string()),
-            pa.array(repo.cids, pa.string()),
-            pa.array([rev] * n, pa.string()),
-            pa.array(repo.created_at, TIMESTAMP),
-            pa.array(repo.records, pa.string()),
-            pa.array([job_id] * n, pa.string()),
-        ],
-        schema=RECORDS_SCHEMA,
+    table = _records_table(
+        (did, rev, job_id),
+        pa.array(repo.collections, pa.string()),
+        pa.array(repo.rkeys, pa.string()),
+        pa.array(uris, pa.string()),
+        pa.array(repo.cids, pa.string()),
+        pa.array(repo.created_at, TIMESTAMP),
+        pa.array(repo.records, pa.string()),
     )
     return DecodedRepo(rev=rev, commit_cid=repo.commit.cid, record_count=total, table=table)
+
+
+def _records_table(
+    constants: tuple[str, str, str],
+    collection: pa.Array | pa.ChunkedArray,
+    rkey: pa.Array | pa.ChunkedArray,
+    uri: pa.Array | pa.ChunkedArray,
+    cid: pa.Array | pa.ChunkedArray,
+    created_at: pa.Array | pa.ChunkedArray,
+    record: pa.Array | pa.ChunkedArray,
+) -> pa.Table:
+    """The records schema's table of one repo: its columns, and the (did, rev, job_id) that
+    every row shares."""
+    did, rev, job_id = (pa.repeat(pa.scalar(v, pa.string()), len(rkey)) for v in constants)
+    return pa.Table.from_arrays(
+        [did, collection, rkey, uri, cid, rev, created_at, record, job_id], schema=RECORDS_SCHEMA
+    )
 
 
 def _apply_window(repo: RepoRecords, since: datetime) -> None:
@@ -105,21 +116,7 @@ def _table_of_columns(fast: RecordColumns, did: str, job_id: str, since: str | N
         collection, rkey, uri, cid, record, created = (
             column.filter(keep) for column in (collection, rkey, uri, cid, record, created)
         )
-    n = len(rkey)
-    table = pa.Table.from_arrays(
-        [
-            pa.repeat(pa.scalar(did, pa.string()), n),
-            collection,
-            rkey,
-            uri,
-            cid,
-            pa.repeat(pa.scalar(rev, pa.string()), n),
-            created,
-            record,
-            pa.repeat(pa.scalar(job_id, pa.string()), n),
-        ],
-        schema=RECORDS_SCHEMA,
-    )
+    table = _records_table((did, rev, job_id), collection, rkey, uri, cid, created, record)
     counts = fast.counts if since is None else None  # (the window drops rows)
     return DecodedRepo(rev, fast.commit.cid, total, table, counts)
 
