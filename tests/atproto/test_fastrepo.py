@@ -27,6 +27,7 @@ from tests.atproto.fuzzing import (
     mutate_block,
     mutate_car,
     repo_with_blocks,
+    repo_with_root,
     sample_records,
 )
 
@@ -239,3 +240,17 @@ def test_wrong_did_and_bad_signature_are_the_python_verdicts(
     key = "did:key:zQ3shokFTS3brHcDQrn82RUDfCZESWL1ZdCEJwekUDPQiYBme"
     reference = same_either_way(signed, monkeypatch, signing_key=key)
     assert isinstance(reference, tuple) and reference[0] == "invalid"
+
+
+def test_an_mst_node_claiming_a_huge_entry_count_is_declined_not_trusted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # {"e": array of 2**61 entries (8-byte count), "l": null}: the C walk must not size an
+    # allocation by it (2**61 * 24 bytes wraps around); the Python path gives the verdict
+    node = b"\xa2\x61e\x9b" + (2**61).to_bytes(8, "big") + b"\x61l\xf6"
+    blocks = {cid_for_block(node): node}
+    car = repo_with_root(cid_for_block(node), blocks)
+    reference = same_either_way(car, monkeypatch)
+    assert isinstance(reference, tuple) and reference[0] == "invalid"
+    monkeypatch.setenv("SKYFILL_PURE_PYTHON", "0")
+    assert not takes_fast_path(car)

@@ -357,6 +357,8 @@ static int walk_node(CarIndex *self, const unsigned char *cid, int has_layer, in
     uint64_t n;
     if (read_head(&r, &major, &n) < 0 || major != 5 || n != 2) return -1;
     if (expect_key(&r, 'e') < 0 || read_head(&r, &major, &n) < 0 || major != 4) return -1;
+    if (n > (r.end - r.pos) / 8) return -1; /* an entry takes more than 8 bytes: a count
+                                               beyond that is a lie (and would overflow) */
     size_t entries_at = r.pos, count = (size_t)n;
     /* skip to "l" first: the left subtree comes before the entries in key order */
     unsigned char prev[MAX_RKEY + 320 + 2];
