@@ -26,10 +26,10 @@ from skyfill.storage.atomic import sha256_file
 from skyfill.storage.merge import (
     MergeOrderError,
     MergeSpec,
+    fits_in_memory,
     merge_in_memory,
     merge_stream,
     sort_table,
-    uncompressed_bytes,
 )
 from skyfill.storage.merge_levels import MergeLevel, reduce_to_fan_in
 
@@ -412,4 +412,4 @@ def test_merge_in_memory_gives_what_the_stream_gives(tmp_path: Path, seed: int) 
     assert all(len(batch) <= spec.batch_rows for batch in batches)
     assert pa.Table.from_batches(batches, SCHEMA).equals(streamed)
     assert streamed.to_pylist() == reference(rows, KEY, "rev")
-    assert uncompressed_bytes(paths) > 0
+    assert fits_in_memory(paths, 1 << 30) and not fits_in_memory(paths, 0)

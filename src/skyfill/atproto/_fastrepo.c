@@ -96,8 +96,7 @@ typedef struct {
 } Slot;
 
 typedef struct {
-    const unsigned char *key; /* inside the CAR (node suffixes are copied into keys_buf) */
-    size_t key_off;           /* offset of the full key in keys_buf */
+    size_t key_off; /* offset of the full key in `keys` (a node stores suffixes only) */
     uint16_t key_len;
     uint16_t coll_len;         /* bytes before the '/' */
     const Slot *record;
@@ -359,8 +358,7 @@ static int walk_node(CarIndex *self, const unsigned char *cid, int has_layer, in
     if (expect_key(&r, 'e') < 0 || read_head(&r, &major, &n) < 0 || major != 4) return -1;
     if (n > (r.end - r.pos) / 8) return -1; /* an entry takes more than 8 bytes: a count
                                                beyond that is a lie (and would overflow) */
-    size_t entries_at = r.pos, count = (size_t)n;
-    /* skip to "l" first: the left subtree comes before the entries in key order */
+    size_t count = (size_t)n;
     unsigned char prev[MAX_RKEY + 320 + 2];
     size_t prev_len = 0;
     /* First pass: parse entries into a small array of (key, value, subtree). */
@@ -401,7 +399,6 @@ static int walk_node(CarIndex *self, const unsigned char *cid, int has_layer, in
         r.pos += 2;
         if (read_link_after_tag(&r, &ents[i].value) < 0) goto done;
     }
-    (void)entries_at;
     const unsigned char *left;
     if (expect_key(&r, 'l') < 0 || read_link_or_null(&r, &left) < 0 || r.pos != r.end) goto done;
     if (count) {

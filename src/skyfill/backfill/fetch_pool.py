@@ -159,7 +159,6 @@ class _Child:
     loop: asyncio.AbstractEventLoop
     fetcher: RepoFetcher
     limiter: LocalLimiter
-    concurrency: int
 
 
 _child: _Child | None = None
@@ -179,7 +178,7 @@ async def _open(cfg: BackfillConfig, limits: LimitSettings) -> _Child:
     limiter = LocalLimiter(limits)
     client = XrpcClient(session, cfg.allow_private_network, limiter)
     fetcher = RepoFetcher(cfg, client, IdentityResolver(client, cfg.plc_url), InlineExecutor())
-    return _Child(asyncio.get_running_loop(), fetcher, limiter, limits.global_concurrency)
+    return _Child(asyncio.get_running_loop(), fetcher, limiter)
 
 
 def fetch_chunk(
@@ -197,10 +196,5 @@ def fetch_chunk(
 
 
 async def _fetch_all(child: _Child, dids: list[str]) -> list[ItemOutput]:
-    gate = asyncio.Semaphore(child.concurrency)
-
-    async def one(did: str) -> ItemOutput:
-        async with gate:
-            return await child.fetcher.fetch(did)
-
-    return list(await asyncio.gather(*(one(did) for did in dids)))
+    # all at once, as the job's own process does: the child's limiter bounds what runs
+    return list(await asyncio.gather(*(child.fetcher.fetch(did) for did in dids)))

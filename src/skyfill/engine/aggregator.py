@@ -18,7 +18,7 @@ from skyfill.engine.layout import JobLayout
 from skyfill.engine.state.base import StateStore
 from skyfill.failpoints import failpoint
 from skyfill.storage import replica, spool
-from skyfill.storage.merge import MergeSpec, merge_in_memory, merge_stream, uncompressed_bytes
+from skyfill.storage.merge import MergeSpec, fits_in_memory, merge_in_memory, merge_stream
 from skyfill.storage.merge_levels import reduce_to_fan_in
 
 
@@ -58,7 +58,7 @@ def aggregate(
     task_files = [path for path, _ in by_batch.values()]
     inputs = task_files + [path for path, _ in carried]
     workdir = layout.aggregation / f"merge-{fingerprint(inputs)}"
-    if spec.in_memory_bytes and uncompressed_bytes(inputs) <= spec.in_memory_bytes:
+    if spec.in_memory_bytes and fits_in_memory(inputs, spec.in_memory_bytes):
         levels = []
         failpoint("aggregation_levels_done")
         rows = merge_in_memory(inputs, spec, handler.output_schema)

@@ -262,13 +262,16 @@ def merge_in_memory(inputs: list[Path], spec: MergeSpec, schema: pa.Schema) -> p
     )
 
 
-def uncompressed_bytes(inputs: list[Path]) -> int:
-    """The inputs' data as Arrow holds it, roughly: Parquet's uncompressed sizes."""
+def fits_in_memory(inputs: list[Path], budget: int) -> bool:
+    """Whether the inputs' data, as Arrow holds it (Parquet's uncompressed sizes), is at most
+    `budget`; footers are read only until the sum passes it."""
     total = 0
     for path in inputs:
         meta = pq.ParquetFile(path).metadata
         total += sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
-    return total
+        if total > budget:
+            return False
+    return True
 
 
 def _merged_batches(
