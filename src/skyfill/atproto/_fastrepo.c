@@ -23,6 +23,8 @@
  *                             json_off, json, created_us, created_valid, odd_created)
  *                            or None (a record to leave to the Python path)
  *
+ * The event stream's methods (check_all, record, invert) are in _fastrepo_slice.h.
+ *
  * The JSON text is exactly orjson.dumps(cbrrr.decode_dag_cbor(block, atjson_mode=True)),
  * checked by tests/atproto/test_fastrepo.py against that definition.
  */
@@ -1012,8 +1014,13 @@ static PyObject *CarIndex_counts(CarIndex *self, PyObject *unused) {
     return Py_NewRef(self->counts);
 }
 
+#include "_fastrepo_slice.h"
+
 static PyMethodDef CarIndex_methods[] = {
     {"counts", (PyCFunction)CarIndex_counts, METH_NOARGS, "Kept records by collection."},
+    {"check_all", (PyCFunction)CarIndex_check_all, METH_NOARGS, "Every block matches its CID."},
+    {"record", (PyCFunction)CarIndex_record, METH_VARARGS, "A record block as atproto JSON."},
+    {"invert", (PyCFunction)CarIndex_invert, METH_VARARGS, "The MST root before the ops."},
     {"block", (PyCFunction)CarIndex_block, METH_O, "The block of a CID, checked; None if not."},
     {"walk", (PyCFunction)CarIndex_walk, METH_VARARGS, "Walk and verify the MST."},
     {"columns", (PyCFunction)CarIndex_columns, METH_VARARGS, "Records as Arrow buffers."},

@@ -19,6 +19,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from skyfill.atproto.exceptions import InvalidRepo
 from skyfill.atproto.record import MAX_RECORD_BYTES
@@ -39,6 +40,21 @@ CHUNK_BYTES = 256 << 20
 
 def enabled() -> bool:
     return AVAILABLE and os.environ.get("SKYFILL_PURE_PYTHON", "") != "1"
+
+
+if TYPE_CHECKING:
+    from skyfill.atproto._fastrepo import CarIndex as SliceIndex
+
+
+def slice_index(car: bytes) -> SliceIndex | None:
+    """A `#commit` event's CAR slice indexed by the C module (`_fastrepo_slice.h` has the
+    methods the stream uses), or None: no C module, or not a plain CAR."""
+    if _fastrepo is None or not enabled():
+        return None
+    try:
+        return _fastrepo.CarIndex(car)
+    except ValueError:
+        return None
 
 
 @dataclass(slots=True)

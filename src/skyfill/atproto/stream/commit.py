@@ -14,6 +14,11 @@ and `check_proof`, undoing the ops on the slice's MST (`mst_edit.invert_ops`: `b
 What to do with a failure (or a None key) is the caller's policy: the design marks the repo
 `desynchronized` and re-fetches it. A `tooBig` commit (deprecated; its slice may be empty)
 fails like any other whose slice is incomplete.
+
+A commit takes a fast path first (`_verified_fast`): the C module (`_fastrepo_slice.h`)
+checks the slice's blocks, writes the records' JSON and inverts the ops, and answers only
+for a commit that is plainly valid. Anything else, a failure included, goes through the
+Python code below, which is the definition and words the verdict.
 """
 
 from __future__ import annotations
@@ -21,10 +26,10 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Literal
 
-from skyfill.atproto import slots
+from skyfill.atproto import fastrepo, slots
 from skyfill.atproto.car import read_car
 from skyfill.atproto.cid import SHA2_256, block_matches_cid, cid_to_str
 from skyfill.atproto.exceptions import InvalidRepo, RepoFault
@@ -32,7 +37,7 @@ from skyfill.atproto.mst_edit import invert_ops
 from skyfill.atproto.record import MAX_RECORD_BYTES, decode_record, record_too_large
 from skyfill.atproto.repo import Commit, read_commit
 from skyfill.atproto.stream.frames import CommitFrame, RepoOp, SyncFrame
-from skyfill.atproto.syntax import is_valid_repo_path
+from skyfill.atproto.syntax import is_valid_repo_path, parse_datetime
 
 Proof = Literal["verified", "no_prev_data", "skipped"]
 """`verified`: the ops inverted give prevData; `no_prev_data`: the event has none (a repo's
@@ -82,6 +87,9 @@ def verify_commit(
     `signing_key` (a did:key) None: the signature is not checked. `keep_collection`: the
     records of other collections are checked (CID, size) but neither decoded nor returned,
     nor are their deletes (as `decode_repo` does)."""
+    fast = _verified_fast(frame, signing_key, keep_collection, check_proof)
+    if fast is not None:
+        return fast
     root, get_block = _read_slice(frame.blocks)
     if root != frame.commit:
         raise InvalidRepo(
@@ -233,6 +241,102 @@ def _check_proof(frame: CommitFrame, data: bytes, get_block: BlockGetter) -> Pro
             RepoFault.PREV_DATA_MISMATCH,
         )
     return "verified"
+
+
+# --- the fast path ---------------------------------------------------------------------
+
+_ACTION_CODES = {"create": 0, "update": 1, "delete": 2}
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+class _Declined(Exception):
+    """The C module is not sure about this commit."""
+
+
+def _verified_fast(
+    frame: CommitFrame,
+    signing_key: str | None,
+    keep_collection: Callable[[str], bool] | None,
+    check_proof: bool,
+) -> VerifiedCommit | None:
+    """`verify_commit`'s result through the C module, or None: not plainly valid (or no C
+    module), which the Python path then decides."""
+    index = fastrepo.slice_index(frame.blocks)
+    if index is None or index.root != frame.commit or not index.check_all():
+        return None
+
+    def get_block(cid: bytes) -> bytes:
+        block = index.block(cid)
+        if block is None:
+            raise _Declined
+        return block
+
+    try:
+        commit = read_commit(get_block, frame.commit, frame.repo, signing_key)
+        if commit.rev != frame.rev:
+            return None
+        puts, deletes = _fast_ops(frame.ops, index, keep_collection)
+    except (_Declined, InvalidRepo):
+        return None
+    proof: Proof = "skipped"
+    if check_proof:
+        proof = "no_prev_data" if frame.prev_data is None else "verified"
+        if frame.prev_data is not None:
+            ops = [
+                (_ACTION_CODES.get(op.action), op.path.encode(), op.cid, op.prev)
+                for op in frame.ops
+            ]
+            if index.invert(commit.data, ops) != frame.prev_data:
+                return None
+    return VerifiedCommit(commit.rev, commit.cid, commit.data, puts, deletes, proof)
+
+
+def _fast_ops(
+    ops: tuple[RepoOp, ...], index: fastrepo.SliceIndex, keep: Callable[[str], bool] | None
+) -> tuple[tuple[CommitPut, ...], tuple[CommitDelete, ...]]:
+    puts: list[CommitPut] = []
+    deletes: list[CommitDelete] = []
+    seen: set[str] = set()
+    for op in ops:
+        path = op.path
+        if path in seen or not is_valid_repo_path(path):
+            raise _Declined
+        seen.add(path)
+        collection, _, rkey = path.partition("/")
+        kept = keep is None or keep(collection)
+        action = op.action
+        if action == "delete":
+            if kept:
+                deletes.append(CommitDelete(collection=collection, rkey=rkey))
+            continue
+        if op.cid is None or action not in ("create", "update"):
+            raise _Declined
+        if not kept:
+            block = index.block(op.cid)
+            if block is None or len(block) > MAX_RECORD_BYTES:
+                raise _Declined
+            continue
+        found = index.record(op.cid, MAX_RECORD_BYTES)
+        if found is None:
+            raise _Declined
+        text, created = found
+        put = slots.new(CommitPut)
+        _set_action(put, action)
+        _set_collection(put, collection)
+        _set_rkey(put, rkey)
+        _set_cid(put, cid_to_str(op.cid))
+        _set_record(put, text)
+        _set_created_at(put, _created_at(created))
+        puts.append(put)
+    return tuple(puts), tuple(deletes)
+
+
+def _created_at(created: int | str | None) -> datetime | None:
+    if created is None:
+        return None
+    if type(created) is int:
+        return _EPOCH + timedelta(microseconds=created)
+    return parse_datetime(created)
 
 
 def _cid_text(cid: bytes) -> str:
