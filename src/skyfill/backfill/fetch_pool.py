@@ -22,6 +22,7 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
+from skyfill import gcpolicy
 from skyfill.atproto.identity import IdentityResolver
 from skyfill.atproto.xrpc import XrpcClient
 from skyfill.backfill.config import BackfillConfig
@@ -171,6 +172,7 @@ def _open_child(parent_pid: int, config: dict[str, Any], processes: int) -> None
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     _child = loop.run_until_complete(_open(cfg, cfg.limit_settings(share=processes)))
+    gcpolicy.tune()
 
 
 async def _open(cfg: BackfillConfig, limits: LimitSettings) -> _Child:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from skyfill import gcpolicy
 from skyfill.engine.definition import import_handler
 from skyfill.engine.discovery import discovers
 from skyfill.engine.handler import Handler
@@ -153,6 +154,7 @@ def run(runner: JobRunner) -> JobRecord:
             loop.add_signal_handler(sig, runner.stop_requested.set)
         return await runner.run()
 
+    gcpolicy.tune()
     job = asyncio.run(main())
     if job.status is not JobStatus.COMPLETED:
         raise Interrupted(job)
@@ -274,6 +276,7 @@ def serve_job(
                 loop.add_signal_handler(sig, runner.stop_requested.set)
             return await node.serve()
 
+        gcpolicy.tune()
         return asyncio.run(main())
 
 

@@ -33,6 +33,7 @@ from typing import Any
 import redis
 import redis.asyncio as aioredis
 
+from skyfill import gcpolicy
 from skyfill.atproto.identity import IdentityResolver
 from skyfill.atproto.xrpc import XrpcClient
 from skyfill.firehose.apply import Applier
@@ -90,6 +91,7 @@ def run_index(config: IndexConfig) -> IndexTotals:
     sink = open_stream_sink(config.sink, stream_id=f"index-{config.name}")
     sink.check()
     sink.close()
+    gcpolicy.tune()
     return asyncio.run(_Worker(config, client, keys, partitions).run())
 
 

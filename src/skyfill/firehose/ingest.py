@@ -21,6 +21,7 @@ from typing import Any
 
 import redis
 
+from skyfill import gcpolicy
 from skyfill.atproto.listing import list_repos
 from skyfill.atproto.stream.client import (
     SUBSCRIBE_LABELS,
@@ -96,6 +97,7 @@ def run_ingest(config: IngestConfig) -> IngestCounters:
     keys = LiveKeys(config.name)
     partitions = stored_partitions(client, keys, config.partitions)
     client.hset(keys.meta, f"source:{source_key(config.from_host)}", config.from_host)
+    gcpolicy.tune()
     return asyncio.run(_Ingester(config, client, keys, partitions).run())
 
 

@@ -18,6 +18,7 @@ import aiohttp
 import orjson
 from yarl import URL
 
+from skyfill import gcpolicy
 from skyfill.atproto.identity import IdentityResolver
 from skyfill.atproto.stream.client import subscribe
 from skyfill.atproto.xrpc import XrpcClient
@@ -119,6 +120,7 @@ async def _run(
     metrics_port: int,
     hooks: StreamHooks,
 ) -> dict[str, Any]:
+    gcpolicy.tune()
     keep_did = _did_filter(config.dids_file)
     state = StreamState(where.state)
     sink = open_stream_sink(

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
 
+from skyfill import gcpolicy
 from skyfill.atproto import slots
 from skyfill.atproto.exceptions import InvalidRepo, RepoFault
 from skyfill.atproto.stream.commit import CommitDelete, CommitPut, VerifiedCommit
@@ -173,6 +174,7 @@ def _stop_all(workers: list[_Worker]) -> None:
 
 def _serve(conn: Connection, settings: WorkerSettings) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the consumer stops its workers
+    gcpolicy.tune()
     patterns = list(settings.collections)
     keep = CollectionFilter.from_patterns(patterns) if patterns else None
     while True:
