@@ -19,10 +19,12 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
+from skyfill.atproto import slots
 from skyfill.atproto.exceptions import InvalidRepo
 from skyfill.atproto.identity import Identity, IdentityResolver
 from skyfill.atproto.identity.resolver import resolve_signing, with_current_key
 from skyfill.atproto.stream.commit import (
+    CommitPut,
     VerifiedCommit,
     check_signature,
     verify_commit,
@@ -104,6 +106,28 @@ class Applier:
             return await self.identity(frame)
         return await self.account(frame)
 
+    def apply_ready(self, frame: Frame, pre: Precheck | None) -> list[Change] | None:
+        """The changes of a commit that needs nothing awaited, as `apply` makes them: the
+        decode stage verified it (with its account's key, which the resolver holds), and
+        it follows the repo's stored rev. None for anything else, which `apply` takes."""
+        if type(frame) is not CommitFrame or pre is None or frame.too_big:
+            return None
+        verified, did = pre.result, frame.repo
+        if type(verified) is not VerifiedCommit or not self._keep_did(did):
+            return None
+        identity = self._resolver.cached(did)
+        if identity is None or (self._verify and pre.key != identity.signing_key):
+            return None
+        facts = self._book.get(did)
+        if facts is not None and (
+            facts.phase != ACTIVE
+            or (facts.rev is not None and (frame.rev <= facts.rev or frame.since != facts.rev))
+        ):
+            return None
+        if self._verify:
+            self._count_verified(verified)
+        return self._commit_changes(frame, identity, verified, first=facts is None)
+
     def wants(self, did: str) -> bool:
         """Whether events of `did` are applied at all (`--dids`)."""
         return self._keep_did(did)
@@ -177,32 +201,22 @@ class Applier:
 
         identity = await resolve_signing(self._resolver, frame.repo)
         identity, verified = await with_current_key(self._resolver, identity, verify)
-        self._counters.signatures_verified += 1
-        if verified.proof == "verified":
-            self._counters.proofs_verified += 1
-        elif verified.proof == "no_prev_data":
-            self._counters.no_prev_data += 1
+        self._count_verified(verified)
         return identity, verified
+
+    def _count_verified(self, verified: VerifiedCommit) -> None:
+        counters = self._counters
+        counters.signatures_verified += 1
+        if verified.proof == "verified":
+            counters.proofs_verified += 1
+        elif verified.proof == "no_prev_data":
+            counters.no_prev_data += 1
 
     def _commit_changes(
         self, frame: CommitFrame, identity: Identity, verified: VerifiedCommit, *, first: bool
     ) -> list[Change]:
         did, seq, time, rev = frame.repo, frame.seq, frame.time, frame.rev
-        changes: list[Change] = [
-            RecordPut(
-                seq=seq,
-                time=time,
-                did=did,
-                collection=put.collection,
-                rkey=put.rkey,
-                cid=put.cid,
-                rev=rev,
-                record=put.record,
-                created_at=put.created_at,
-                action=put.action,
-            )
-            for put in verified.puts
-        ]
+        changes: list[Change] = [_record_put(seq, time, did, rev, put) for put in verified.puts]
         changes.extend(
             RecordDelete(seq=seq, time=time, did=did, collection=d.collection, rkey=d.rkey, rev=rev)
             for d in verified.deletes
@@ -210,18 +224,9 @@ class Applier:
         self._counters.ops += len(changes)
         facts = self._book.get(did)
         status = facts.status if facts is not None else Outcome.OK
-        changes.append(
-            RepoUpdate(
-                seq=seq,
-                time=time,
-                did=did,
-                status=status,
-                rev=rev,
-                commit_cid=verified.commit_cid,
-                handle=identity.handle if first else None,
-                pds=identity.pds,
-            )
-        )
+        handle = identity.handle if first else None
+        commit_cid, pds = verified.commit_cid, identity.pds
+        changes.append(_repo_update(seq, time, did, status, rev, commit_cid, handle, pds))
         self._book.update(did, rev=rev, status=status, seq=seq)
         self._counters.applied += 1
         return changes
@@ -373,6 +378,40 @@ class Applier:
                 erase=status in GONE,
             )
         ]
+
+
+# The two changes of every commit, made slot by slot (see `atproto/slots.py`): a frozen
+# dataclass's keyword `__init__` costs about three times more, once per op and per event.
+_PUT_SETTERS = slots.setters(
+    RecordPut, "seq", "time", "did", "rev", "collection", "rkey", "cid", "record", "created_at",
+    "action",
+)  # fmt: skip
+_UPDATE_SETTERS = slots.setters(
+    RepoUpdate, "seq", "time", "did", "status", "rev", "commit_cid", "handle", "pds", "error",
+    "erase",
+)  # fmt: skip
+
+
+def _record_put(seq: int, time: str, did: str, rev: str, put: CommitPut) -> RecordPut:
+    """`RecordPut(seq=seq, time=time, did=did, rev=rev, **put's fields)`."""
+    change = slots.new(RecordPut)
+    values = (seq, time, did, rev, put.collection, put.rkey, put.cid, put.record,
+              put.created_at, put.action)  # fmt: skip
+    for setter, value in zip(_PUT_SETTERS, values, strict=True):
+        setter(change, value)
+    return change
+
+
+def _repo_update(
+    seq: int, time: str, did: str, status: str, rev: str, commit_cid: str, handle: str | None,
+    pds: str,
+) -> RepoUpdate:  # fmt: skip
+    """`RepoUpdate(...)` of a commit: no error, not erased."""
+    change = slots.new(RepoUpdate)
+    values = (seq, time, did, status, rev, commit_cid, handle, pds, None, False)
+    for setter, value in zip(_UPDATE_SETTERS, values, strict=True):
+        setter(change, value)
+    return change
 
 
 def _result(pre: Precheck) -> VerifiedCommit:

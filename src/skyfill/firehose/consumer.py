@@ -318,8 +318,14 @@ class Consumer:
             if isinstance(item, _Snapshot):
                 await self._handle_snapshot(item)
             else:
+                ready = self.applier.apply_ready
                 for frame, pre in await item:
-                    await self._handle(frame, pre)
+                    changes = None if self._outdated else ready(frame, pre)
+                    if changes is None:
+                        await self._handle(frame, pre)
+                    else:  # a verified commit (most events): no coroutine for it
+                        self._changes.extend(changes)
+                        self._advance(frame.seq, frame.time)  # type: ignore[union-attr]
             if (
                 self._events_in_batch >= self._batch_size
                 or time.monotonic() - self._batch_started >= self._flush_seconds

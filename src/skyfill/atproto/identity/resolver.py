@@ -43,8 +43,11 @@ class IdentityResolver:
         return did in self._cache or did in self._inflight
 
     def cached(self, did: str) -> Identity | None:
-        """The identity of `did` if it is cached (no look-up)."""
-        return self._cache.get(did)
+        """The identity of `did` if it is cached (no look-up; it counts as a use)."""
+        identity = self._cache.get(did)
+        if identity is not None:
+            self._cache.move_to_end(did)
+        return identity
 
     async def resolve(self, did: str, *, fresh: bool = False) -> Identity:
         """The identity of `did`. Only successes are cached, failures are raised each time.
