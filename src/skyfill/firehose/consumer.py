@@ -133,6 +133,9 @@ class Consumer:
         self._pending_seq: int | None = None
         self._pending_time: str | None = None
         self._read_cursor: int | None = None
+        self._start: int | None = None
+        self._head: asyncio.Task[int] | None = None
+        """With --until-live, the probe of the head while it runs."""
         self._target: int | None = None
         self._reprobed = False
         self._outdated = False
@@ -153,13 +156,9 @@ class Consumer:
         self.counters.cursor = start
         for did in list(self._book.desynchronized()):  # left so by an earlier run
             self.resyncer.request(did)
-        if self._until_live:
-            self._target = await find_head(self._probe)
-            self.counters.head = self._target
-            if start is not None and start >= self._target:
-                self._target = None  # nothing to replay: live already
-                self.counters.live = True
-                self._stop.set()
+        if self._until_live:  # the head is probed beside the replay, which need not wait
+            self._start = start
+            self._head = asyncio.create_task(find_head(self._probe), name="head probe")
         reader = asyncio.create_task(self._read(), name="firehose reader")
         try:
             await self._loop()
@@ -169,6 +168,9 @@ class Consumer:
             await self._written()
         finally:
             reader.cancel()
+            if self._head is not None:
+                self._head.cancel()
+                self._head.add_done_callback(_retrieved)
             with contextlib.suppress(asyncio.CancelledError):
                 await reader
             for task in [*self._looking_up.values(), *self._fresh.values()]:
@@ -438,6 +440,15 @@ class Consumer:
     async def _caught_up(self, *, idle: bool) -> bool:
         """With --until-live: reached the head probed at the start, and then the head
         probed again there (or nothing more came for a while)."""
+        if self._head is not None:
+            if not self._head.done():
+                return False
+            head, self._head = self._head.result(), None
+            self.counters.head = max(head, self.counters.head or 0)
+            if self._start is not None and self._start >= head:
+                self.counters.live = True  # nothing to replay: live already
+                return True
+            self._target = head
         seq = self.counters.seq
         if self._target is None:
             return self._stop.is_set() or idle
