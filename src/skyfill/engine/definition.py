@@ -12,12 +12,14 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from skyfill.engine.handler import Handler
 from skyfill.errors import UsageError
+
+if TYPE_CHECKING:  # (a type only: the commands that read job files need not load the engine)
+    from skyfill.engine.handler import Handler
 
 RESERVED_KEYS = ("job_type", "handler")
 

@@ -19,13 +19,13 @@ import contextlib
 import os
 from pathlib import Path
 
-import fsspec
-
 
 class Replica:
     def __init__(self, local_root: Path, url: str) -> None:
         self.local_root = local_root
         self.url = url.rstrip("/")
+        import fsspec  # (here: most commands never open a URL, and it takes ~50 ms to load)
+
         self.fs, self.root = fsspec.core.url_to_fs(self.url)
 
     def remote(self, path: Path) -> str:
