@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -171,6 +172,23 @@ def test_a_keys_changes_within_one_batch_keep_their_order(target: Target) -> Non
     assert target.records() == {(A, "p1"): ("c1c", "3r03"), (A, "p3"): ("c3", "3r05")}
 
 
+def test_puts_of_one_key_in_one_run_leave_the_newest(target: Target) -> None:
+    """Puts of a key, with no delete between them, travel in one run (PostgreSQL: one
+    statement from a COPY): whatever their order, the newest rev is what stays."""
+    apply(
+        target,
+        batch(1, hello(1, A), put(1, A, "p1", "c1", "3r01"), put(2, A, "p1", "c2", "3r02"),
+              put(3, A, "p2", "n3", "3r03"), put(3, A, "p2", "o2", "3r02")),
+        batch(2, put(4, A, "p1", "c3", "3r03"), put(5, A, "p1", "c0", "3r00"),
+              put(5, A, "p3", "x", "3r05")),
+    )  # fmt: skip
+    assert target.records() == {
+        (A, "p1"): ("c3", "3r03"),
+        (A, "p2"): ("n3", "3r03"),
+        (A, "p3"): ("x", "3r05"),
+    }
+
+
 def test_an_older_change_after_a_newer_one_is_skipped(target: Target) -> None:
     apply(
         target,
@@ -256,6 +274,30 @@ def test_repo_rows_take_rev_only_when_newer_and_count_records(target: Target) ->
     assert row["record_count"] == 2
     assert row["car_bytes"] is None and row["attempts"] is None
     assert row["fetched_at"] is not None
+
+
+def test_record_count_follows_every_kind_of_change(target: Target) -> None:
+    """After each batch, every repo's record_count is its number of rows: puts that insert
+    or only update, deletes that hit or miss, a reset, an erase, a repo seen first."""
+    batches = [
+        batch(1, hello(1, A), put(1, A, "p1", "c1", "3r01"), put(1, A, "p2", "c2", "3r01"),
+              hello(1, B), put(1, B, "q1", "d1", "3r01")),
+        batch(2, put(2, A, "p1", "c1b", "3r02"), delete(2, A, "p2", "3r02"),
+              delete(2, A, "nothing", "3r02"), put(2, A, "p3", "c3", "3r02"),
+              put(2, B, "q1", "old", "3r00"), put(2, B, "q2", "d2", "3r02")),
+        batch(3, RepoReset(3, TIME, A, "3r05", "c-3r05",
+                           _reset_records(A, [("r1", "x1", "3r05"), ("r2", "x2", "3r05"),
+                                              ("r3", "x3", "3r05")])),
+              put(3, A, "p9", "c9", "3r06"), RepoUpdate(3, TIME, B, "deleted", erase=True)),
+        batch(4, hello(4, B, "3r07"), put(4, B, "q3", "d3", "3r07")),
+    ]  # fmt: skip
+    expected = [{A: 2, B: 1}, {A: 2, B: 2}, {A: 4, B: 0}, {A: 4, B: 1}]
+    for each, counts in zip(batches, expected, strict=True):
+        apply(target, each)
+        repos = target.repos()
+        assert {did: repos[did]["record_count"] for did in (A, B)} == counts
+        held = Counter(did for did, _ in target.records())
+        assert {did: held[did] for did in (A, B)} == counts
 
 
 def test_a_repos_updates_in_one_batch_end_as_they_do_one_by_one(target: Target) -> None:

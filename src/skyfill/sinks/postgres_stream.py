@@ -1,7 +1,7 @@
 """PostgreSQL stream sink: a stream's changes applied to the `records` and `repos` tables
 (the backfill's PostgreSQL tables), each batch in one transaction with its cursor in
 `firehose_cursor`. Text holding U+0000 (which PostgreSQL cannot store) becomes U+FFFD,
-as in the backfill's load."""
+as in the backfill's load. The changes go through COPY (`postgres_copy.CopyWriter`)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ from skyfill.sinks.base import LoadScope
 from skyfill.sinks.changes import ApplyCounts, ChangeBatch
 from skyfill.sinks.exceptions import SinkWriteError
 from skyfill.sinks.postgres import INDEXES, RECORDS_DDL, REPOS_DDL, PostgresSink, postgres_safe_json
-from skyfill.sinks.stream_sql import CURSOR_DDL, ChangeWriter, statements
+from skyfill.sinks.postgres_copy import STAGES, CopyWriter
+from skyfill.sinks.stream_sql import CURSOR_DDL, statements
 
 SQL = statements("%s", "::jsonb")
 
@@ -40,7 +41,7 @@ class PostgresStreamSink:
         if self._conn is None:
             conn = self._base.connect_raw()
             with conn.transaction():
-                for ddl in (RECORDS_DDL, REPOS_DDL, CURSOR_DDL, *INDEXES):
+                for ddl in (RECORDS_DDL, REPOS_DDL, CURSOR_DDL, *INDEXES, *STAGES):
                     conn.execute(ddl)
             self._conn = conn
         return self._conn
@@ -55,7 +56,7 @@ class PostgresStreamSink:
         conn = self._connection()
         try:
             with conn.transaction(), conn.cursor() as cur:
-                writer = ChangeWriter(cur, SQL, self._stream_id, _timestamp, postgres_safe_json)
+                writer = CopyWriter(cur, SQL, self._stream_id, _timestamp, postgres_safe_json)
                 counts = writer.apply(batch)
                 failpoint("stream_applied")  # inside the transaction: a crash rolls back
         except psycopg.Error as exc:

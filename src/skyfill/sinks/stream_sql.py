@@ -125,17 +125,26 @@ class ChangeWriter:
             else:
                 if change.erase:
                     self._flush()
-                    self._cur.execute(self._sql["erase"], (change.did,))
+                    self._erase(change.did)
                 before = repos.get(change.did)
                 repos[change.did] = change if before is None else _fold(before, change)
                 self.counts.repos += 1
         self._flush()
         if repos:
-            self._cur.executemany(self._sql["repo"], [_repo_row(r, now) for r in repos.values()])
+            self._upsert_repos([_repo_row(r, now) for r in repos.values()])
         if self.touched:
-            self._cur.executemany(self._sql["count"], [(did,) for did in sorted(self.touched)])
+            self._count_records(sorted(self.touched))
         self._cur.execute(self._sql["cursor"], (batch.source, batch.cursor, now_text()))
         return self.counts
+
+    def _erase(self, did: str) -> None:
+        self._cur.execute(self._sql["erase"], (did,))
+
+    def _upsert_repos(self, rows: list[tuple]) -> None:
+        self._cur.executemany(self._sql["repo"], rows)
+
+    def _count_records(self, dids: list[str]) -> None:
+        self._cur.executemany(self._sql["count"], [(did,) for did in dids])
 
     def _put_row(self, c: RecordPut) -> tuple:
         return (
