@@ -42,7 +42,9 @@ class Resolver:
 class Client:
     """getRepo answers a decoded repo of no records (the CAR itself is not the point)."""
 
-    async def get_repo(self, pds: str, did: str, max_bytes: int, then: object) -> tuple:
+    async def get_repo(
+        self, pds: str, did: str, max_bytes: int, then: object, spill: object = None
+    ) -> tuple:
         return DecodedRepo(REV, "bafycommit", 0, pa.table({"uri": pa.array([], pa.string())})), 10
 
 

@@ -37,6 +37,7 @@ SAMPLES: dict[str, tuple[str, str, Any]] = {
     "concurrency": ("7", "7", 7),
     "batch_size": ("9", "9", 9),
     "max_repo_bytes": ("64m", "64m", 64 << 20),
+    "stream_repo_bytes": ("8m", "8m", 8 << 20),
     "attempts": ("5", "5", 5),
     "retries": ("1", "1", 1),
     "retry_backoff": ("2.5", "2.5", 2.5),

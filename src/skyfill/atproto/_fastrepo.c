@@ -32,6 +32,7 @@
 #include <Python.h>
 #include <stdint.h>
 #include <string.h>
+#include <sys/mman.h>
 /* OpenSSL 3's one-shot SHA256() fetches the algorithm on every call (~1 us); the low-level
    functions, deprecated but kept, run the same assembly (SHA-NI where the CPU has it). */
 #define OPENSSL_SUPPRESS_DEPRECATED
@@ -92,6 +93,7 @@ static void buf_free(Buf *b) {
 
 typedef struct {
     const unsigned char *cid; /* 36 bytes inside the CAR */
+    size_t tag;               /* slot_hash(cid): most probes never read the CAR's bytes */
     const unsigned char *data;
     Py_ssize_t len;
     int checked; /* 0 unknown, 1 matches its CID, -1 does not */
@@ -106,7 +108,10 @@ typedef struct {
 
 typedef struct {
     PyObject_HEAD
-    PyObject *car; /* the bytes object, kept alive */
+    PyObject *car; /* the bytes (or other buffer: an mmap), kept alive */
+    Py_buffer view; /* its buffer, held while the index lives (valid when car is set) */
+    int drop_pages;   /* car is a read-only file mapping: its pages may be dropped */
+    size_t touched;   /* bytes read since they were last dropped */
     PyObject *counts; /* kept records by collection, after walk() */
     const unsigned char *base;
     Py_ssize_t size;
@@ -124,19 +129,32 @@ static inline size_t slot_hash(const unsigned char *cid) {
     return (size_t)h;
 }
 
+#define DROP_EVERY ((size_t)32 << 20)
+
+/* With drop_pages, once DROP_EVERY bytes were read: the mapping's pages leave this
+   process (MADV_DONTNEED; read again, they come back from the page cache), so that a
+   huge CAR's file never sits whole in the process's memory. */
+static void read_bytes(CarIndex *self, size_t n) {
+    self->touched += n;
+    if (!self->drop_pages || self->touched < DROP_EVERY) return;
+    self->touched = 0;
+    madvise((void *)self->base, (size_t)self->size, MADV_DONTNEED);
+}
+
 static Slot *find_slot(CarIndex *self, const unsigned char *cid) {
-    size_t i = slot_hash(cid) & self->mask;
+    size_t tag = slot_hash(cid), i = tag & self->mask;
     for (;;) {
         Slot *s = &self->slots[i];
         if (!s->cid) return NULL;
-        if (memcmp(s->cid, cid, CID_LEN) == 0) return s;
+        if (s->tag == tag && memcmp(s->cid, cid, CID_LEN) == 0) return s;
         i = (i + 1) & self->mask;
     }
 }
 
-static int slot_verified(Slot *s) {
+static int slot_verified(CarIndex *self, Slot *s) {
     if (s->checked == 0) {
         unsigned char digest[32];
+        read_bytes(self, (size_t)s->len);
         sha256(s->data, (size_t)s->len, digest);
         s->checked = memcmp(digest, s->cid + 4, 32) == 0 ? 1 : -1;
     }
@@ -147,7 +165,7 @@ static int slot_verified(Slot *s) {
 static Slot *verified_block(CarIndex *self, const unsigned char *cid) {
     if (memcmp(cid, CID_PREFIX, 4) != 0) return NULL;
     Slot *s = find_slot(self, cid);
-    return (s && slot_verified(s)) ? s : NULL;
+    return (s && slot_verified(self, s)) ? s : NULL;
 }
 
 static int read_varint(const unsigned char *p, Py_ssize_t size, Py_ssize_t *pos, uint64_t *out) {
@@ -190,26 +208,28 @@ static int index_car(CarIndex *self) {
         if (len <= CID_LEN || memcmp(p + scan, CID_PREFIX, 4) != 0) return -1;
         scan += (Py_ssize_t)len;
         count++;
+        read_bytes(self, (size_t)len);
     }
     size_t cap = 16;
-    while (cap < count * 2 + 1) cap *= 2;
+    while (cap < count + count / 2 + 1) cap *= 2;
     self->slots = PyMem_RawCalloc(cap, sizeof(Slot));
     if (!self->slots) return -2;
     self->mask = cap - 1;
     while (pos < size) {
-        uint64_t len;
+        uint64_t len = 0; /* (scanned above: read_varint succeeds) */
         read_varint(p, size, &pos, &len);
         const unsigned char *cid = p + pos;
-        size_t i = slot_hash(cid) & self->mask;
+        size_t tag = slot_hash(cid), i = tag & self->mask;
         for (;;) {
             Slot *s = &self->slots[i];
             if (!s->cid) {
                 s->cid = cid;
+                s->tag = tag;
                 s->data = cid + CID_LEN;
                 s->len = (Py_ssize_t)len - CID_LEN;
                 break;
             }
-            if (memcmp(s->cid, cid, CID_LEN) == 0) { /* a repeated block: the last wins, */
+            if (s->tag == tag && memcmp(s->cid, cid, CID_LEN) == 0) { /* repeated: last wins, */
                 s->data = cid + CID_LEN;               /* as in car.read_car's dict */
                 s->len = (Py_ssize_t)len - CID_LEN;
                 break;
@@ -217,6 +237,7 @@ static int index_car(CarIndex *self) {
             i = (i + 1) & self->mask;
         }
         pos += (Py_ssize_t)len;
+        read_bytes(self, (size_t)len);
     }
     return 0;
 }
@@ -742,22 +763,30 @@ static void CarIndex_dealloc(CarIndex *self) {
     PyMem_RawFree(self->slots);
     PyMem_RawFree(self->entries);
     buf_free(&self->keys);
+    if (self->car) PyBuffer_Release(&self->view);
     Py_XDECREF(self->car);
     Py_XDECREF(self->counts);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
 static int CarIndex_init(CarIndex *self, PyObject *args, PyObject *kwds) {
+    static char *kwlist[] = {"car", "drop_pages", NULL};
     PyObject *car;
-    if (!PyArg_ParseTuple(args, "S", &car)) return -1;
+    int drop_pages = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|$p", kwlist, &car, &drop_pages)) return -1;
     if (self->car) {
         PyErr_SetString(PyExc_TypeError, "CarIndex is initialised once");
         return -1;
     }
-    Py_INCREF(car);
-    Py_XSETREF(self->car, car);
-    self->base = (const unsigned char *)PyBytes_AS_STRING(car);
-    self->size = PyBytes_GET_SIZE(car);
+    if (drop_pages && strcmp(Py_TYPE(car)->tp_name, "mmap.mmap") != 0) {
+        PyErr_SetString(PyExc_TypeError, "drop_pages needs an mmap (of a file, read-only)");
+        return -1;
+    }
+    if (PyObject_GetBuffer(car, &self->view, PyBUF_SIMPLE) < 0) return -1;
+    self->drop_pages = drop_pages;
+    self->car = Py_NewRef(car);
+    self->base = (const unsigned char *)self->view.buf;
+    self->size = self->view.len;
     int rc;
     Py_BEGIN_ALLOW_THREADS
     rc = index_car(self);

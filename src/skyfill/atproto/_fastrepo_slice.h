@@ -663,7 +663,7 @@ static PyObject *CarIndex_invert(CarIndex *self, PyObject *args) {
 static PyObject *CarIndex_check_all(CarIndex *self, PyObject *unused) {
     for (size_t i = 0; i <= self->mask; i++) {
         Slot *s = &self->slots[i];
-        if (s->cid && !slot_verified(s)) Py_RETURN_FALSE;
+        if (s->cid && !slot_verified(self, s)) Py_RETURN_FALSE;
     }
     Py_RETURN_TRUE;
 }

@@ -15,11 +15,12 @@ wraps into Arrow arrays without touching a record in Python.
 
 from __future__ import annotations
 
+import mmap
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from skyfill.atproto.exceptions import InvalidRepo
 from skyfill.atproto.record import MAX_RECORD_BYTES
@@ -101,10 +102,58 @@ def decode_columns(
 ) -> RecordColumns | None:
     """`decode_repo`'s records as column buffers, or None when the fast path declines the
     repository (then `decode_repo` decides)."""
+    records = open_records(car, expected_did, keep_collection, signing_key)
+    if records is None:
+        return None
+    chunks = records.chunks(0, len(records))
+    if chunks is None:
+        return None
+    return RecordColumns(records.commit, chunks, records.counts)
+
+
+class CheckedRepo:
+    """A repository whose commit, MST and record blocks the C module has checked: its kept
+    records, `len()` of them in MST key order, turned into column buffers a range at a time
+    (`chunks`), so that a caller can hold a bounded part of a huge repository at once."""
+
+    def __init__(self, index: Any, commit: Commit, kept: int, prefix: bytes) -> None:
+        self._index = index
+        self.commit = commit
+        self._kept = kept
+        self._prefix = prefix
+        self.counts: dict[str, int] = index.counts()
+        """Kept records by collection."""
+
+    def __len__(self) -> int:
+        return self._kept
+
+    def chunks(self, start: int, stop: int) -> list[Chunk] | None:
+        """Records [start, stop) as chunks (one at least), or None when the C module
+        declines one of them (then the whole repository goes to `decode_repo`)."""
+        chunks: list[Chunk] = []
+        while start < stop or not chunks:
+            buffers = self._index.columns(start, stop, self._prefix, CHUNK_BYTES)
+            if buffers is None:
+                return None
+            chunks.append(_chunk(buffers))
+            start += buffers[0]
+        return chunks
+
+
+def open_records(
+    car: bytes | mmap.mmap,
+    expected_did: str,
+    keep_collection: Callable[[str], bool] | None = None,
+    signing_key: str | None = None,
+) -> CheckedRepo | None:
+    """The repository's commit read and checked, its MST walked and its record blocks
+    checked, the records not yet decoded; None when the fast path declines it. `car` is
+    bytes or a read-only mmap of a file (whose pages the C module then drops from the
+    process as it reads them), which must stay unchanged while the result is used."""
     if _fastrepo is None or not enabled():
         return None
     try:
-        index = _fastrepo.CarIndex(car)
+        index = _fastrepo.CarIndex(car, drop_pages=isinstance(car, mmap.mmap))
     except ValueError:
         return None
 
@@ -121,16 +170,7 @@ def decode_columns(
     kept = index.walk(commit.data, is_valid_nsid, keep_collection, MAX_RECORD_BYTES)
     if kept < 0:
         return None
-    chunks: list[Chunk] = []
-    prefix = f"at://{expected_did}/".encode()
-    start = 0
-    while start < kept or not chunks:
-        buffers = index.columns(start, kept, prefix, CHUNK_BYTES)
-        if buffers is None:
-            return None
-        chunks.append(_chunk(buffers))
-        start += buffers[0]
-    return RecordColumns(commit, chunks, index.counts())
+    return CheckedRepo(index, commit, kept, f"at://{expected_did}/".encode())
 
 
 def _chunk(buffers: tuple) -> Chunk:

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
+from pathlib import Path
 from typing import NamedTuple, TypedDict, TypeVar, overload
 
 import aiohttp
@@ -48,8 +51,29 @@ MAX_JSON_BYTES = 8 << 20
 T = TypeVar("T")
 ErrorMapper = Callable[[int, Mapping[str, str], bytes, str], SkyfillError]
 """(status, headers, body, what) of a non-2xx answer -> the error to raise."""
-BodyReader = Callable[[aiohttp.ClientResponse], Awaitable[tuple[bytes, bool]]]
-"""Reads an answer's body: (the bytes kept, whether the body was longer)."""
+BodyReader = Callable[[aiohttp.ClientResponse], Awaitable[tuple["bytes | CarFile", bool]]]
+"""Reads an answer's body: (the bytes kept, or the file they went to; whether the body was
+longer)."""
+
+
+@dataclass(frozen=True, slots=True)
+class CarSpill:
+    """Where `get_repo` writes a CAR larger than `over_bytes` (a directory of the caller's,
+    which deletes what a crash leaves there), instead of holding it in memory."""
+
+    directory: Path
+    over_bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class CarFile:
+    """A downloaded CAR that went to a file (`CarSpill`); `len()` is its size in bytes."""
+
+    path: Path
+    size: int
+
+    def __len__(self) -> int:
+        return self.size
 
 
 @dataclass(slots=True)
@@ -171,7 +195,8 @@ class Answer(NamedTuple):
     """What a request got: its status, its body (as read) and whether the body was cut."""
 
     status: int
-    body: bytes
+    body: bytes | CarFile
+    """Bytes, except a getRepo answer written to a file (`CarSpill`)."""
     cut: bool
 
 
@@ -230,7 +255,7 @@ class XrpcClient:
             url, what, read=_body(MAX_DOCUMENT_BYTES, MAX_DOCUMENT_BYTES), failed=_throttled_or_5xx
         ) as answer:
             try:
-                return answer.status, orjson.loads(answer.body)
+                return answer.status, orjson.loads(_as_bytes(answer.body))
             except orjson.JSONDecodeError:
                 return answer.status, None
 
@@ -257,14 +282,19 @@ class XrpcClient:
         ) as answer:
             if answer.cut:
                 raise InvalidResponse(f"{what}: the answer is over {max_bytes} bytes")
-            return _json_object(answer.body, what)
+            return _json_object(_as_bytes(answer.body), what)
 
     @overload
     async def get_repo(self, pds: str, did: str, max_bytes: int, then: None = None) -> bytes: ...
 
     @overload
     async def get_repo(
-        self, pds: str, did: str, max_bytes: int, then: Callable[[bytes], Awaitable[T]]
+        self,
+        pds: str,
+        did: str,
+        max_bytes: int,
+        then: Callable[[bytes | CarFile], Awaitable[T]],
+        spill: CarSpill | None = None,
     ) -> T: ...
 
     async def get_repo(
@@ -272,19 +302,29 @@ class XrpcClient:
         pds: str,
         did: str,
         max_bytes: int,
-        then: Callable[[bytes], Awaitable[T]] | None = None,
+        then: Callable[[bytes | CarFile], Awaitable[T]] | None = None,
+        spill: CarSpill | None = None,
     ) -> T | bytes:
         """Download `com.atproto.sync.getRepo` for `did` as CAR bytes, refusing > max_bytes.
 
         With `then`, return `await then(car)`, still inside the admitted request slot: the
         global concurrency then also bounds the CARs held in memory while they are decoded.
+        With `spill` (and `then`), a CAR over its size goes to a file as it arrives: `then`
+        gets a `CarFile`, which is deleted when `then` returns (or the download fails).
         """
         url = f"{pds.rstrip('/')}/xrpc/com.atproto.sync.getRepo"
         what = f"getRepo {did}"
-        async with self._request(
-            url, what, params={"did": did}, read=_car(max_bytes, what), admit=True
-        ) as answer:
-            return answer.body if then is None else await then(answer.body)
+        read = _car(max_bytes, what, spill if then is not None else None)
+        async with self._request(url, what, params={"did": did}, read=read, admit=True) as answer:
+            body = answer.body
+            try:
+                if then is None:
+                    assert isinstance(body, bytes)  # (no spill without `then`)
+                    return body
+                return await then(body)
+            finally:
+                if isinstance(body, CarFile):
+                    body.path.unlink(missing_ok=True)
 
     @contextlib.asynccontextmanager
     async def _request(
@@ -314,10 +354,17 @@ class XrpcClient:
                     ticket.received(len(body))
                     self._count(resp.status, len(body))
                     if failed(resp.status):
-                        raise errors(resp.status, resp.headers, body, what)
+                        raise errors(resp.status, resp.headers, _as_bytes(body), what)
             except (TimeoutError, aiohttp.ClientError) as exc:
                 raise transport_error(exc, url) from None
             yield Answer(resp.status, body, cut)
+
+
+def _as_bytes(body: bytes | CarFile) -> bytes:
+    """A body read into memory (only a getRepo answer with a `CarSpill` goes to a file)."""
+    if isinstance(body, CarFile):
+        raise TypeError(f"{body.path}: a body written to a file, where bytes were expected")
+    return body
 
 
 def _body(ok_cap: int, other_cap: int = MAX_ERROR_BODY) -> BodyReader:
@@ -329,24 +376,51 @@ def _body(ok_cap: int, other_cap: int = MAX_ERROR_BODY) -> BodyReader:
     return read
 
 
-def _car(max_bytes: int, what: str) -> BodyReader:
+def _car(max_bytes: int, what: str, spill: CarSpill | None = None) -> BodyReader:
     """Read a 200 getRepo answer whole, raising RepoTooLarge past `max_bytes` (as declared
-    or as streamed); an error answer as `_body` does."""
+    or as streamed), to a file once it is over `spill`'s size; an error answer as `_body`
+    does."""
 
-    async def read(resp: aiohttp.ClientResponse) -> tuple[bytes, bool]:
+    async def read(resp: aiohttp.ClientResponse) -> tuple[bytes | CarFile, bool]:
         if resp.status != 200:
             return await _read_upto(resp, MAX_ERROR_BODY)
         declared = resp.content_length
         if declared is not None and declared > max_bytes:
             raise RepoTooLarge(f"{what}: repo is {declared} bytes, over the {max_bytes} limit")
         buffer = bytearray()
-        async for chunk in resp.content.iter_chunked(CHUNK_BYTES):
+        chunks = resp.content.iter_chunked(CHUNK_BYTES)
+        async for chunk in chunks:
             buffer += chunk
             if len(buffer) > max_bytes:
                 raise RepoTooLarge(f"{what}: repo is over the {max_bytes}-byte limit")
+            if spill is not None and max(len(buffer), declared or 0) > spill.over_bytes:
+                return await _car_to_file(buffer, chunks, spill.directory, max_bytes, what), False
         return bytes(buffer), False
 
     return read
+
+
+async def _car_to_file(
+    head: bytearray, rest: AsyncIterator[bytes], directory: Path, max_bytes: int, what: str
+) -> CarFile:
+    """`head`, then the rest of the body, written to a new file in `directory` (deleted
+    again if the body fails or is too large)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"car-{os.getpid()}-{secrets.token_hex(4)}.car"
+    size = len(head)
+    try:
+        with open(path, "wb") as out:
+            out.write(head)
+            head.clear()
+            async for chunk in rest:
+                size += len(chunk)
+                if size > max_bytes:
+                    raise RepoTooLarge(f"{what}: repo is over the {max_bytes}-byte limit")
+                out.write(chunk)  # to the page cache: no wait worth a thread
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    return CarFile(path, size)
 
 
 async def _read_upto(resp: aiohttp.ClientResponse, cap: int) -> tuple[bytes, bool]:

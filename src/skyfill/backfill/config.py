@@ -128,6 +128,16 @@ class BackfillConfig:
             help="Largest repo CAR accepted (e.g. 1g, 300m); larger ones end `failed`.",
         ),
     )
+    stream_repo_bytes: int = field(
+        default=64 << 20,
+        metadata=flag(
+            parse=parse_size,
+            default_text="64m",
+            min=1,
+            help="Repo CARs larger than this go to a file as they arrive and are decoded "
+            "in bounded batches of records, written to disk (memory stays bounded).",
+        ),
+    )
     verify_signatures: bool = field(
         default=True,
         metadata=flag(

@@ -15,6 +15,7 @@ from skyfill.atproto.repo import RepoRecords, decode_repo
 from skyfill.backfill.collections import CollectionFilter
 from skyfill.backfill.schema import RECORDS_SCHEMA, TIMESTAMP
 from skyfill.backfill.window import keep_mask
+from skyfill.engine.model import SpilledRows
 from skyfill.storage import arrow_compute as pc
 
 
@@ -26,6 +27,8 @@ class DecodedRepo:
     table: pa.Table
     counts: dict[str, int] | None = None
     """The table's rows by collection, when the decoder counted them."""
+    spilled: SpilledRows | None = None
+    """The rows in a file instead (`table` is then empty): a repo decoded in batches."""
 
     def by_collection(self) -> dict[str, int]:
         """The table's rows by collection."""
@@ -59,6 +62,19 @@ def decode_to_table(
     fast = decode_columns(car, did, keep, signing_key)
     if fast is not None:
         return _table_of_columns(fast, did, job_id, since)
+    return python_decode(car, did, job_id, since, collections, signing_key)
+
+
+def python_decode(
+    car: bytes,
+    did: str,
+    job_id: str,
+    since: str | None = None,
+    collections: list[str] | None = None,
+    signing_key: str | None = None,
+) -> DecodedRepo:
+    """`decode_to_table` by the Python decoder alone (the definition; record by record)."""
+    keep = CollectionFilter.from_patterns(collections) if collections else None
     repo = decode_repo(car, expected_did=did, keep_collection=keep, signing_key=signing_key)
     total = len(repo)
     if since is not None:
@@ -104,21 +120,29 @@ def _apply_window(repo: RepoRecords, since: datetime) -> None:
 
 def _table_of_columns(fast: RecordColumns, did: str, job_id: str, since: str | None) -> DecodedRepo:
     rev = fast.commit.rev
-    columns = [_arrays(chunk) for chunk in fast.chunks]
+    table = table_of_chunks(fast.chunks, (did, rev, job_id), since)
+    total = sum(chunk.length for chunk in fast.chunks)
+    counts = fast.counts if since is None else None  # (the window drops rows)
+    return DecodedRepo(rev, fast.commit.cid, total, table, counts)
+
+
+def table_of_chunks(
+    chunks: list[Chunk], constants: tuple[str, str, str], since: str | None
+) -> pa.Table:
+    """The records schema's table of the C decoder's chunks (records of one repo, whose
+    (did, rev, job_id) are `constants`), those made before `since` left out."""
+    columns = [_arrays(chunk) for chunk in chunks]
     collection, rkey, uri, cid, record, created = (
         pa.chunked_array([arrays[i] for arrays in columns], type=RECORDS_SCHEMA.field(name).type)
         for i, name in enumerate(("collection", "rkey", "uri", "cid", "record", "created_at"))
     )
-    total = len(rkey)
     if since is not None:
         mask = keep_mask(rkey.to_pylist(), created.to_pylist(), datetime.fromisoformat(since))
         keep = pa.array(mask, pa.bool_())
         collection, rkey, uri, cid, record, created = (
             column.filter(keep) for column in (collection, rkey, uri, cid, record, created)
         )
-    table = _records_table((did, rev, job_id), collection, rkey, uri, cid, created, record)
-    counts = fast.counts if since is None else None  # (the window drops rows)
-    return DecodedRepo(rev, fast.commit.cid, total, table, counts)
+    return _records_table(constants, collection, rkey, uri, cid, created, record)
 
 
 def _arrays(chunk: Chunk) -> list[pa.Array]:

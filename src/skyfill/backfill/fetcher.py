@@ -5,16 +5,18 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
+from pathlib import Path
 
 from skyfill.atproto.exceptions import RepoTooLarge
 from skyfill.atproto.identity import Identity, IdentityResolver
 from skyfill.atproto.identity.resolver import resolve_signing, with_current_key
 from skyfill.atproto.latest_commit import get_latest_commit
 from skyfill.atproto.retry import RetryPolicy, Tries, with_retries
-from skyfill.atproto.xrpc import RequestStats, XrpcClient, current_stats
+from skyfill.atproto.xrpc import CarFile, CarSpill, RequestStats, XrpcClient, current_stats
 from skyfill.backfill.config import BackfillConfig
 from skyfill.backfill.decode import DecodedRepo, decode_to_table
 from skyfill.backfill.previous import PreviousJob
+from skyfill.backfill.streamed import decode_file
 from skyfill.engine.executor.base import Executor
 from skyfill.engine.model import ItemOutput, ItemResult
 from skyfill.errors import Outcome, SkyfillError, classify
@@ -87,8 +89,11 @@ class RepoFetcher:
             max_seconds=config.backoff_max,
         )
 
-    async def fetch(self, did: str) -> ItemOutput:
-        """Fetch and decode one DID's repo, retrying transient failures with backoff."""
+    async def fetch(self, did: str, scratch: Path | None = None) -> ItemOutput:
+        """Fetch and decode one DID's repo, retrying transient failures with backoff.
+
+        With `scratch` (the task's directory for files), a repo over `--stream-repo-bytes`
+        goes to a file and is decoded in batches, its rows to a file there."""
         data: dict = {"handle": None, "pds": None}
         stats = RequestStats()
         current_stats.set(stats)  # this coroutine runs in its own task: its own context
@@ -96,7 +101,7 @@ class RepoFetcher:
         tries = Tries()
         try:
             decoded, car_bytes = await with_retries(
-                lambda: self._fetch_once(did, data),
+                lambda: self._fetch_once(did, data, scratch),
                 self._retry,
                 did,
                 event="did_retry",
@@ -110,16 +115,20 @@ class RepoFetcher:
             output = self._success(did, decoded, car_bytes, tries.spent, data)
         output.result.metrics = {
             "dids_processed": 1,
-            "records": output.rows.num_rows if output.rows is not None else 0,
+            "records": output.row_count,
             "api_requests": stats.requests,
             "bytes": stats.bytes_received,
             "rate_limited": stats.rate_limited,
             "wait_seconds": round(stats.wait_seconds, 3),
         }
+        if output.spilled is not None:
+            output.result.metrics["spilled_batches"] = output.spilled.parts
         _log_outcome(output.result, data.get("pds"))
         return output
 
-    async def _fetch_once(self, did: str, data: dict) -> tuple[DecodedRepo, int]:
+    async def _fetch_once(
+        self, did: str, data: dict, scratch: Path | None
+    ) -> tuple[DecodedRepo, int]:
         identity = await self._identity(did)
         data["handle"], data["pds"] = identity.handle, identity.pds
         prior = self._previous.ok_repo(did) if self._previous is not None else None
@@ -128,11 +137,14 @@ class RepoFetcher:
             if latest.rev == prior["rev"]:
                 raise Unchanged(prior)
 
-        async def decode(car: bytes) -> tuple[DecodedRepo, int]:
-            return await self._decode_verified(car, identity), len(car)
+        async def decode(car: bytes | CarFile) -> tuple[DecodedRepo, int]:
+            return await self._decode_verified(car, identity, scratch), len(car)
 
+        spill = CarSpill(scratch, self._config.stream_repo_bytes) if scratch else None
         try:
-            return await self._client.get_repo(identity.pds, did, self._max_bytes, then=decode)
+            return await self._client.get_repo(
+                identity.pds, did, self._max_bytes, then=decode, spill=spill
+            )
         except RepoTooLarge as exc:
             raise RepoTooLarge(f"{exc.message}{self._size_reason}") from None
 
@@ -142,18 +154,34 @@ class RepoFetcher:
             return await resolve_signing(self._resolver, did)
         return await self._resolver.resolve(did)
 
-    async def _decode_verified(self, car: bytes, identity: Identity) -> DecodedRepo:
+    async def _decode_verified(
+        self, car: bytes | CarFile, identity: Identity, scratch: Path | None
+    ) -> DecodedRepo:
         """Decode, verifying the commit's signature (with the key the directory gives now
         if the cached one fails: keys rotate)."""
         if not self._config.verify_signatures:
-            return await self._decode(car, identity.did, None)
+            return await self._decode(car, identity.did, None, scratch)
         _, decoded = await with_current_key(
-            self._resolver, identity, lambda key: self._decode(car, identity.did, key)
+            self._resolver, identity, lambda key: self._decode(car, identity.did, key, scratch)
         )
         return decoded
 
-    async def _decode(self, car: bytes, did: str, signing_key: str | None) -> DecodedRepo:
+    async def _decode(
+        self, car: bytes | CarFile, did: str, signing_key: str | None, scratch: Path | None
+    ) -> DecodedRepo:
         cfg = self._config
+        if isinstance(car, CarFile):
+            assert scratch is not None  # (a CAR goes to a file only with a scratch directory)
+            return await self._executor.run(
+                decode_file,
+                str(car.path),
+                did,
+                cfg.job_id,
+                cfg.since,
+                cfg.collections,
+                signing_key,
+                str(scratch),
+            )
         args = (car, did, cfg.job_id, cfg.since, cfg.collections, signing_key)
         if len(car) <= self._inline_bytes:
             return decode_to_table(*args)
@@ -170,7 +198,10 @@ class RepoFetcher:
             fetched_at=time.time(),
         )
         self.records_by_collection.update(decoded.by_collection())
-        return ItemOutput(ItemResult(did, Outcome.OK, attempts=attempt, data=data), decoded.table)
+        result = ItemResult(did, Outcome.OK, attempts=attempt, data=data)
+        if decoded.spilled is not None:
+            return ItemOutput(result, None, decoded.spilled)
+        return ItemOutput(result, decoded.table)
 
     def _unchanged(self, did: str, prior: dict, attempt: int, data: dict) -> ItemOutput:
         """Same rev as in the previous job: its facts stand, its rows are carried over."""

@@ -201,7 +201,7 @@ class BackfillHandler:
         fetcher = self._fetcher
         assert fetcher is not None, "open() first"
 
-        pending = {asyncio.ensure_future(fetcher.fetch(did)) for did in items}
+        pending = {asyncio.ensure_future(fetcher.fetch(did, batch.scratch)) for did in items}
         self._open_items += len(pending)
         try:
             while pending:

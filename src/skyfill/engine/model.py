@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -104,6 +105,10 @@ class Batch:
     phase: str
     group: str
     items: tuple[str, ...]
+    scratch: Path | None = None
+    """Where the handler may write files for its items (`SpilledRows`, temporary files):
+    the task's segment directory, whose files that no commit names are deleted when the
+    task is opened again, and all of it when the task is done. None: nowhere."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,12 +145,32 @@ class ItemResult:
         self.status = str(self.status)
 
 
+@dataclass(frozen=True, slots=True)
+class SpilledRows:
+    """An item's rows that its handler wrote to a file (too many to hold in memory): a
+    Parquet file of the output schema in the batch's `scratch` directory, sorted and
+    de-duplicated as a segment is. The engine commits it as a segment of its own."""
+
+    path: Path
+    rows: int
+    parts: int = 1
+    """Files it was merged from (a count for the item's metrics)."""
+
+
 @dataclass(slots=True)
 class ItemOutput:
-    """An item's result plus the rows it produced (None when it produced none)."""
+    """An item's result plus the rows it produced (None when it produced none), in memory
+    or (`spilled`) in a file."""
 
     result: ItemResult
     rows: pa.Table | None = None
+    spilled: SpilledRows | None = None
+
+    @property
+    def row_count(self) -> int:
+        if self.spilled is not None:
+            return self.spilled.rows
+        return self.rows.num_rows if self.rows is not None else 0
 
 
 def retry_phase(round_: int) -> str:

@@ -62,7 +62,8 @@ async def run_task(ctx: WorkerContext, task: Task, started: asyncio.Event | None
             return
         pending, next_seq = await asyncio.to_thread(_open_task, ctx, task)
         if pending:
-            batch = Batch(task.batch_id, task.phase, task.group, tuple(pending))
+            scratch = ctx.layout.segments_dir(task.task_id)
+            batch = Batch(task.batch_id, task.phase, task.group, tuple(pending), scratch)
             await _TaskLoop(ctx, task, batch, next_seq, started).run()
     finally:
         started.set()
@@ -211,7 +212,12 @@ class _TaskLoop:
                         except StopAsyncIteration:
                             break
                         step = None
-                        self._add(output)
+                        if output.spilled is not None:
+                            await self._flush()  # the outputs before it, in their segment
+                            self._add(output)
+                            await self._flush()  # its file, a segment of its own
+                        else:
+                            self._add(output)
                     elif stop in done:
                         step.cancel()
                         with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
@@ -273,8 +279,18 @@ class _TaskLoop:
         """Write the outputs' rows as segment `seq` and commit it with their outcomes."""
         ctx = self.ctx
         tables = [o.rows for o in outputs if o.rows is not None and _rows(o)]
+        spilled = [o.spilled for o in outputs if o.spilled is not None]
         segment = None
-        if tables:
+        if spilled:  # (alone in its commit: see run)
+            assert len(outputs) == 1, "a spilled output is committed alone"
+            segment = spool.adopt_segment(
+                ctx.layout.segments_dir(self.task.task_id),
+                self.task.task_id,
+                seq,
+                spilled[0].path,
+                spilled[0].rows,
+            )
+        elif tables:
             table = sort_table(pa.concat_tables(tables), ctx.merge_spec)
             segment = spool.write_segment(
                 ctx.layout.segments_dir(self.task.task_id), self.task.task_id, seq, table
@@ -289,4 +305,4 @@ class _TaskLoop:
 
 
 def _rows(output: ItemOutput) -> int:
-    return output.rows.num_rows if output.rows is not None else 0
+    return output.row_count

@@ -54,6 +54,14 @@ def write_segment(directory: Path, task_id: str, seq: int, table: pa.Table) -> S
     return Segment(task_id=task_id, seq=seq, path=path.name, rows=table.num_rows)
 
 
+def adopt_segment(directory: Path, task_id: str, seq: int, source: Path, rows: int) -> Segment:
+    """Make `source` (a sorted, de-duplicated Parquet file in `directory`, written by the
+    job type) segment `seq`: renamed, not rewritten."""
+    path = directory / f"seg-{seq:05d}-{secrets.token_hex(4)}.parquet"
+    commit_file(source, path)
+    return Segment(task_id=task_id, seq=seq, path=path.name, rows=rows)
+
+
 def discard_uncommitted(directory: Path, committed: list[Segment]) -> None:
     """Delete segment files that a crash left behind without committing them."""
     if not directory.is_dir():
@@ -78,14 +86,22 @@ def merge_segments(
         _link_or_copy(directory / segments[0].path, tmp)
         written = segments[0].rows
     else:
-        with columnar.writer(tmp, schema, columnar.INTERMEDIATE) as writer:
-            for batch in merge_stream([directory / s.path for s in segments], spec, schema):
-                if batch.num_rows:
-                    writer.write_batch(batch)
-                    written += batch.num_rows
+        written = merge_files([directory / s.path for s in segments], schema, tmp, spec)
     commit_file(tmp, target)
     rows = validate_parquet(target, written)
     return TaskOutput(path=target, rows=rows, sha256=sha256_file(target))
+
+
+def merge_files(inputs: list[Path], schema: pa.Schema, target: Path, spec: MergeSpec) -> int:
+    """Merge sorted Parquet files into `target` (one row group at a time from each); the
+    rows written."""
+    written = 0
+    with columnar.writer(target, schema, columnar.INTERMEDIATE) as writer:
+        for batch in merge_stream(inputs, spec, schema):
+            if batch.num_rows:
+                writer.write_batch(batch)
+                written += batch.num_rows
+    return written
 
 
 def _same_schema(path: Path, schema: pa.Schema) -> bool:
