@@ -34,6 +34,7 @@ from skyfill.atproto.stream.frames import (
     AccountFrame,
     CommitFrame,
     Frame,
+    FrameError,
     IdentityFrame,
     SyncFrame,
 )
@@ -106,7 +107,7 @@ class Applier:
             return await self.identity(frame)
         return await self.account(frame)
 
-    def apply_ready(self, frame: Frame, pre: Precheck | None) -> list[Change] | None:
+    def apply_ready(self, frame: Frame | FrameError, pre: Precheck | None) -> list[Change] | None:
         """The changes of a commit that needs nothing awaited, as `apply` makes them: the
         decode stage verified it (with its account's key, which the resolver holds), and
         it follows the repo's stored rev. None for anything else, which `apply` takes."""

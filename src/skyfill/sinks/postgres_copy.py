@@ -77,7 +77,7 @@ def repo_upsert(upsert: LiteralString) -> LiteralString:
     """The repos upsert (`stream_sql.statements()["repo"]`) reading its rows from the stage."""
     columns, _, rest = upsert.partition(" VALUES ")
     _, _, conflict = rest.partition(" ON CONFLICT ")
-    return columns + " SELECT * FROM stream_repo ON CONFLICT " + conflict  # type: ignore[return-value]
+    return columns + " SELECT * FROM stream_repo ON CONFLICT " + conflict
 
 
 class CopyWriter(ChangeWriter):
