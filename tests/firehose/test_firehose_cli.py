@@ -11,6 +11,7 @@ import sqlite3
 import subprocess
 from pathlib import Path
 
+from skyfill.firehose.consumer import CHUNK_FRAMES
 from tests.firehose.conftest import ServeRecording
 from tests.firehose.crafted import (
     Edit,
@@ -76,6 +77,26 @@ def test_replay_all_until_live_equals_the_truth_and_a_rerun_changes_nothing(
     assert again.returncode == 0, again.stderr
     assert rows(db) == before
     assert status(work, fh_served)["last_run"]["applied"] == 0  # resumed at the head
+
+
+def test_a_slow_sink_gets_fewer_larger_transactions_unless_batches_are_spaced(
+    fh_served: ServeRecording, tmp_path: Path
+) -> None:
+    """While the sink writes a batch, the next one grows (up to 8x --batch-size) instead of
+    the stream waiting; with --batch-delay every transaction keeps to --batch-size (a batch
+    is cut after the chunk of messages that reaches it: CHUNK_FRAMES more at most)."""
+    slow = {"SKYFILL_FAILPOINT": "stream_applied:every:sleep=0.3"}
+    runs = {}
+    for name, flags in (("grouped", []), ("spaced", ["--batch-delay", "0.001"])):
+        db, work = tmp_path / f"{name}.db", tmp_path / name
+        args = firehose_args(fh_served, work, db, "--since", "all", "--until-live", *flags)
+        done = run_cli(*args, "--batch-size", "100", env=slow)
+        assert done.returncode == 0, done.stderr
+        assert compare_sqlite(db, fh_served.truth) == []
+        runs[name] = status(work, fh_served)["last_run"]
+    events = runs["spaced"]["received"]
+    assert runs["spaced"]["batches"] >= events / (100 + CHUNK_FRAMES)
+    assert events / (800 + CHUNK_FRAMES) <= runs["grouped"]["batches"] < runs["spaced"]["batches"]
 
 
 def test_kill_9_mid_replay_and_a_restart_end_exact(

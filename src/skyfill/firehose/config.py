@@ -108,7 +108,11 @@ class FirehoseConfig:
     )
     batch_size: int = field(
         default=1000,
-        metadata=flag(min=1, help="Events per sink transaction (the cursor is saved with each)."),
+        metadata=flag(
+            min=1,
+            help="Events per sink transaction (the cursor is saved with each); while the "
+            "sink still writes one, the next grows up to 8 times that (not with --batch-delay).",
+        ),
     )
     batch_delay: float = field(
         default=0.0, metadata=flag(min=0, help="Seconds to pause after each batch.")

@@ -64,6 +64,9 @@ KEY_WAIT_SECONDS = 10.0
 """How long a chunk waits for the keys it names before it is decoded without them (the
 applier then checks those signatures itself)."""
 MESSAGE_TOO_BIG = 1009
+GROUP_BATCHES = 8
+"""While the sink still writes a batch, the next one grows up to this many times
+--batch-size instead of waiting for it: a slower sink gets fewer, larger transactions."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -404,6 +407,8 @@ class Consumer:
         if seq is None or (not force and not self._changes and seq == self.counters.cursor):
             self._batch_started = time.monotonic()
             return
+        if not force and self._writer_busy():
+            return  # the batch grows meanwhile (group commit), instead of the stream waiting
         batch = ChangeBatch(self._source, seq, self._changes)
         self._changes, self._events_in_batch = [], 0
         await self._written()
@@ -413,6 +418,18 @@ class Consumer:
         if self._batch_delay:
             await asyncio.sleep(self._batch_delay)
         await self._memory_throttle()
+
+    def _writer_busy(self) -> bool:
+        """Whether the batch before is still being written and this one may still grow
+        (up to GROUP_BATCHES times --batch-size; never with --batch-delay, which asks
+        for small, spaced transactions)."""
+        writing = self._writing
+        return (
+            writing is not None
+            and not writing.done()
+            and not self._batch_delay
+            and self._events_in_batch < self._batch_size * GROUP_BATCHES
+        )
 
     async def _write(self, batch: ChangeBatch, seq: int, when: str | None, dirty: list) -> None:
         await asyncio.to_thread(self._sink.apply, batch)
