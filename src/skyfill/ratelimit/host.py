@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 from collections import deque
@@ -92,8 +93,11 @@ class HostLimiter:
     ) -> None:
         self.host = host
         self.budget = budget
-        self._leased: deque[float] = deque()
-        """Expiry times of slots leased from the shared budget, oldest first."""
+        self._leased: deque[tuple[float, str]] = deque()
+        """Slots leased from the shared budget and not spent yet, oldest first: (expiry
+        time, slot id)."""
+        self._returner: asyncio.Task | None = None
+        """Gives the leased slots that expire unspent back to the budget."""
         self.spec = spec
         self.max_concurrency = max_concurrency
         self.adaptive = adaptive
@@ -150,19 +154,57 @@ class HostLimiter:
     async def _lease_slot(self) -> float:
         """0 when a leased slot of the shared budget is ready (spent by `_take`), else the
         seconds until the budget frees one."""
-        now = self._clock()
-        while self._leased and self._leased[0] <= now:
-            self._leased.popleft()  # unused in time: the budget counted it long ago
+        assert self.budget is not None
+        if expired := self._expired(self._clock()):
+            await self.budget.give_back(self.host, expired)
         if self._leased:
             return 0.0
-        assert self.budget is not None
-        granted, wait = await self.budget.lease(self.host, self.spec, lease_block(self.spec))
+        grant = await self.budget.lease(self.host, self.spec, lease_block(self.spec))
         expires = self._clock() + lease_lifetime(self.spec)
-        self._leased.extend([expires] * granted)
-        if granted:
+        self._leased.extend((expires, slot) for slot in grant.slots)
+        if grant.slots:
+            if self._returner is None:
+                self._returner = asyncio.ensure_future(self._return_unspent())
             return 0.0
         self.stats.shared_waits += 1
-        return max(wait, 0.01)
+        return max(grant.wait, 0.01)
+
+    def _expired(self, now: float) -> list[str]:
+        """Take the leased slots that expired unspent off the queue."""
+        expired = []
+        while self._leased and self._leased[0][0] <= now:
+            expired.append(self._leased.popleft()[1])
+        return expired
+
+    async def _return_unspent(self) -> None:
+        """While slots are leased, give back each one that expires unspent (a worker with
+        nothing left to send for this host holds none of its budget for long)."""
+        assert self.budget is not None
+        try:
+            while self._leased:
+                await self.clock.sleep(max(0.0, self._leased[0][0] - self._clock()))
+                if expired := self._expired(self._clock()):
+                    await self._give_back(expired)
+        finally:
+            self._returner = None
+
+    async def _give_back(self, slots: list[str]) -> None:
+        assert self.budget is not None
+        try:
+            await self.budget.give_back(self.host, slots)
+        except Exception as exc:  # they stay counted until the window passes: only slower
+            log.warning("%s: could not give back %d slots: %s", self.host, len(slots), exc)
+
+    async def close(self) -> None:
+        """Give every slot still leased back to the shared budget (nothing is sent after)."""
+        if self._returner is not None:
+            self._returner.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._returner
+        unspent = [slot for _, slot in self._leased]
+        self._leased.clear()
+        if unspent:
+            await self._give_back(unspent)
 
     def rate(self) -> float:
         return self.spec.per_second * self.fraction
@@ -215,7 +257,7 @@ class HostLimiter:
             self._probe_started = self._clock()
         self.tokens -= 1
         if self._leased:
-            self._leased.popleft()
+            self._leased.popleft()  # spent: it stays counted
         self.in_flight += 1
         self.stats.requests += 1
         if self.window_left is not None:
