@@ -156,7 +156,7 @@ class HostLimiter:
         seconds until the budget frees one."""
         assert self.budget is not None
         if expired := self._expired(self._clock()):
-            await self.budget.give_back(self.host, expired)
+            await self._give_back(expired)
         if self._leased:
             return 0.0
         grant = await self.budget.lease(self.host, self.spec, lease_block(self.spec))
