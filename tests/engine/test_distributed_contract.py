@@ -34,7 +34,7 @@ from skyfill.engine.state.base import CLAIM, NodeStore, TaskTakenOver
 from skyfill.engine.state.redis import RedisStateStore
 from skyfill.ratelimit.memory_budget import MemoryBudget
 from skyfill.ratelimit.redis_budget import RedisBudget
-from skyfill.ratelimit.shared import SharedBudget, lease_lifetime
+from skyfill.ratelimit.shared import REFUSED_RETRY, SharedBudget, lease_lifetime
 from skyfill.ratelimit.spec import RateSpec
 from tests.engine.nodes import SqliteNodeStore, memory_nodes
 from tests.engine.squares import SquaresHandler
@@ -269,6 +269,24 @@ def test_slots_given_back_count_no_more(backend: Backend) -> None:
         return refused.count, again.count
 
     assert asyncio.run(go()) == (0, 6)
+
+
+def test_a_refused_lease_is_retried_soon_only_while_a_recent_slot_may_come_back(
+    backend: Backend,
+) -> None:
+    host = f"pds-{uuid.uuid4().hex[:6]}.test"
+    hour = RateSpec(10, 3600.0)
+    first, second = backend.budgets
+
+    def refused_wait() -> float:
+        grant = asyncio.run(second.lease(host, hour, 1))
+        assert grant.count == 0
+        return grant.wait
+
+    assert asyncio.run(first.lease(host, hour, 10)).count == 10
+    assert refused_wait() <= REFUSED_RETRY, "the 10 slots were just leased: some may come back"
+    later = backend.eventually(lambda: refused_wait() > 60, after=lease_lifetime(hour))
+    assert later, "past a slot's lifetime, only the window frees one"
 
 
 # -- worker nodes in one process -------------------------------------------------------------------

@@ -21,7 +21,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from skyfill.clock import SYSTEM_CLOCK, Clock
-from skyfill.ratelimit.shared import SharedBudget, lease_block, lease_lifetime
+from skyfill.ratelimit.shared import IDLE_RETURN, SharedBudget, lease_block, lease_lifetime
 from skyfill.ratelimit.spec import RateSpec
 from skyfill.telemetry.histogram import LatencyHistogram
 
@@ -97,7 +97,9 @@ class HostLimiter:
         """Slots leased from the shared budget and not spent yet, oldest first: (expiry
         time, slot id)."""
         self._returner: asyncio.Task | None = None
-        """Gives the leased slots that expire unspent back to the budget."""
+        """Gives leased slots back to the budget: those that expire unspent, and all of them
+        once the host has had no request for IDLE_RETURN."""
+        self._last_take = 0.0
         self.spec = spec
         self.max_concurrency = max_concurrency
         self.adaptive = adaptive
@@ -177,14 +179,23 @@ class HostLimiter:
         return expired
 
     async def _return_unspent(self) -> None:
-        """While slots are leased, give back each one that expires unspent (a worker with
-        nothing left to send for this host holds none of its budget for long)."""
-        assert self.budget is not None
+        """While slots are leased, give back each one that expires unspent, and all of them
+        once nothing has been sent to the host for IDLE_RETURN with nobody waiting (a worker
+        with nothing left to send there holds none of its budget)."""
         try:
             while self._leased:
-                await self.clock.sleep(max(0.0, self._leased[0][0] - self._clock()))
-                if expired := self._expired(self._clock()):
-                    await self._give_back(expired)
+                wake = self._leased[0][0]
+                if self.waiting == 0:
+                    wake = min(wake, self._last_take + IDLE_RETURN)
+                await self.clock.sleep(max(0.0, wake - self._clock()))
+                now = self._clock()
+                if self.waiting == 0 and now >= self._last_take + IDLE_RETURN:  # as `wake`
+                    unspent = [slot for _, slot in self._leased]
+                    self._leased.clear()
+                else:
+                    unspent = self._expired(now)
+                if unspent:
+                    await self._give_back(unspent)
         finally:
             self._returner = None
 
@@ -258,6 +269,7 @@ class HostLimiter:
         self.tokens -= 1
         if self._leased:
             self._leased.popleft()  # spent: it stays counted
+            self._last_take = self._clock()
         self.in_flight += 1
         self.stats.requests += 1
         if self.window_left is not None:

@@ -3,7 +3,8 @@
 The same rule as `redis_budget` (the contract tests run both): slots handed out within
 the last window (plus a slot's lifetime) count against the limit, until given back; a
 request for more gets what is left, or nothing and the time until the oldest slot leaves
-the window. The clock is injectable, so windows pass in tests without sleeping.
+the window (or REFUSED_RETRY, while a slot leased within a lifetime may come back). The
+clock is injectable, so windows pass in tests without sleeping.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import itertools
 import time
 from collections.abc import Callable, Sequence
 
-from skyfill.ratelimit.shared import Grant, lease_lifetime
+from skyfill.ratelimit.shared import REFUSED_RETRY, Grant, lease_lifetime
 from skyfill.ratelimit.spec import RateSpec
 
 
@@ -24,7 +25,8 @@ class MemoryBudget:
         self._ids = itertools.count()
 
     async def lease(self, host: str, spec: RateSpec, want: int) -> Grant:
-        horizon = spec.window + lease_lifetime(spec)
+        lifetime = lease_lifetime(spec)
+        horizon = spec.window + lifetime
         now = self.clock()
         log = self._granted.setdefault(host, {})
         while log and (oldest := next(iter(log.items())))[1] <= now - horizon:
@@ -32,7 +34,10 @@ class MemoryBudget:
         grant = min(want, spec.requests - len(log))
         if grant <= 0:
             first = next(iter(log.values()), None)
-            return Grant(wait=max(0.0, first + horizon - now) if first is not None else horizon)
+            wait = max(0.0, first + horizon - now) if first is not None else horizon
+            if log and next(reversed(log.values())) > now - lifetime:
+                wait = min(wait, REFUSED_RETRY)  # a recent slot may be given back unused
+            return Grant(wait=wait)
         slots = tuple(str(next(self._ids)) for _ in range(grant))
         log.update(dict.fromkeys(slots, now))
         return Grant(slots)

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 import redis
 
-from skyfill.ratelimit.shared import Grant, lease_lifetime
+from skyfill.ratelimit.shared import REFUSED_RETRY, Grant, lease_lifetime
 from skyfill.ratelimit.spec import RateSpec
 
 _LEASE = """
@@ -27,6 +27,8 @@ local window_us = tonumber(ARGV[1])
 local limit = tonumber(ARGV[2])
 local want = tonumber(ARGV[3])
 local tag = ARGV[4]
+local lifetime_us = tonumber(ARGV[5])
+local retry_us = tonumber(ARGV[6])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window_us)
@@ -36,6 +38,9 @@ if grant <= 0 then
   local oldest = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
   local wait = window_us
   if oldest[2] then wait = tonumber(oldest[2]) + window_us - now end
+  if redis.call('ZCOUNT', key, now - lifetime_us, '+inf') > 0 then
+    wait = math.min(wait, retry_us)  -- a recent slot may be given back unused
+  end
   return {0, wait}
 end
 for i = 1, grant do
@@ -63,11 +68,18 @@ class RedisBudget:
     def lease_now(self, host: str, spec: RateSpec, want: int) -> Grant:
         # A slot may be spent up to its lifetime after the lease: counting it over the window
         # plus that lifetime keeps any real window of requests within the limit.
-        horizon = spec.window + lease_lifetime(spec)
+        lifetime = lease_lifetime(spec)
         tag = f"{self._tag}:{next(self._leases)}"
         granted, wait_us = self._script(
             keys=[budget_key(host)],
-            args=[int(horizon * 1_000_000), spec.requests, want, tag],
+            args=[
+                int((spec.window + lifetime) * 1_000_000),
+                spec.requests,
+                want,
+                tag,
+                int(lifetime * 1_000_000),
+                int(REFUSED_RETRY * 1_000_000),
+            ],
         )
         if int(granted) <= 0:
             return Grant(wait=max(0.0, int(wait_us) / 1_000_000))

@@ -6,12 +6,14 @@ together stay within one host's limit. Slots are leased a small block at a time,
 the budget's store (Redis) off the path of every request, and expire unused after a
 moment, so a leased slot is never spent long after the budget counted it.
 
-A slot that expired unused, or that a worker still holds when it closes its limiter, is
-given back: it no longer counts against the host. Without that, a worker that went idle
-(or finished) held up to a block of each host's budget for a whole window, and a job that
-needed the full budget stalled for that window (issue 17: 3000 DIDs at the default
-3000/5m waited five minutes at the PLC). A worker killed before it gives its slots back
-leaves them counted: the budget errs on the side of the host.
+A slot that expired unused, that a worker holds when it has sent nothing to the host for
+IDLE_RETURN, or that it still holds when it closes its limiter, is given back: it no
+longer counts against the host; and a lease refused while slots leased in the last moment
+may still come back is tried again after REFUSED_RETRY, not after the window. Without
+that, a worker that went idle (or finished) held up to a block of each host's budget for
+a whole window, and a job that needed the full budget stalled for that window (issue 17:
+3000 DIDs at the default 3000/5m waited five minutes at the PLC). A worker killed before
+it gives its slots back leaves them counted: the budget errs on the side of the host.
 """
 
 from __future__ import annotations
@@ -24,6 +26,12 @@ from skyfill.ratelimit.spec import RateSpec
 
 MAX_BLOCK = 16
 LEASE_SECONDS = 1.0
+IDLE_RETURN = 0.2
+"""Seconds without a request for a host after which a worker gives back the slots it holds
+for it (a worker whose last DIDs on a host are done holds none of its budget)."""
+REFUSED_RETRY = 0.25
+"""Seconds after which a refused lease is tried again while some slot of the host was leased
+within the last lease lifetime (it may come back, given back unused)."""
 
 
 @dataclass(frozen=True, slots=True)
