@@ -34,7 +34,7 @@ from skyfill.engine.state.base import CLAIM, NodeStore, TaskTakenOver
 from skyfill.engine.state.redis import RedisStateStore
 from skyfill.ratelimit.memory_budget import MemoryBudget
 from skyfill.ratelimit.redis_budget import RedisBudget
-from skyfill.ratelimit.shared import SharedBudget, lease_lifetime
+from skyfill.ratelimit.shared import REFUSED_RETRY, SharedBudget, lease_lifetime
 from skyfill.ratelimit.spec import RateSpec
 from tests.engine.nodes import SqliteNodeStore, memory_nodes
 from tests.engine.squares import SquaresHandler
@@ -229,10 +229,10 @@ def _drain(budgets: tuple[SharedBudget, SharedBudget], host: str, spec: RateSpec
         total, refused = 0, 0
         while refused < 2:
             for budget in budgets:
-                granted, wait = await budget.lease(host, spec, 3)
-                total += granted
-                refused = refused + 1 if granted == 0 else 0
-                assert granted > 0 or wait > 0
+                grant = await budget.lease(host, spec, 3)
+                total += grant.count
+                refused = refused + 1 if grant.count == 0 else 0
+                assert grant.count > 0 or grant.wait > 0
         return total
 
     return asyncio.run(go())
@@ -249,10 +249,44 @@ def test_two_holders_of_a_budget_never_exceed_its_limit(backend: Backend) -> Non
     other = f"pds-{uuid.uuid4().hex[:6]}.test"
     assert _drain(backend.budgets, other, short) == 10
     again = backend.eventually(
-        lambda: asyncio.run(backend.budgets[1].lease(other, short, 1))[0],
+        lambda: asyncio.run(backend.budgets[1].lease(other, short, 1)).count,
         after=short.window + lease_lifetime(short) + 0.05,
     )
     assert again == 1, "the window moved on: slots free up again"
+
+
+def test_slots_given_back_count_no_more(backend: Backend) -> None:
+    """A holder gives back slots it never spent: the other holder gets them at once."""
+    host = f"pds-{uuid.uuid4().hex[:6]}.test"
+    hour = RateSpec(10, 3600.0)
+    first, second = backend.budgets
+
+    async def go() -> tuple[int, int]:
+        held = await first.lease(host, hour, 10)
+        refused = await second.lease(host, hour, 1)
+        await first.give_back(host, held.slots[4:])  # 4 spent, 6 never
+        again = await second.lease(host, hour, 10)
+        return refused.count, again.count
+
+    assert asyncio.run(go()) == (0, 6)
+
+
+def test_a_refused_lease_is_retried_soon_only_while_a_recent_slot_may_come_back(
+    backend: Backend,
+) -> None:
+    host = f"pds-{uuid.uuid4().hex[:6]}.test"
+    hour = RateSpec(10, 3600.0)
+    first, second = backend.budgets
+
+    def refused_wait() -> float:
+        grant = asyncio.run(second.lease(host, hour, 1))
+        assert grant.count == 0
+        return grant.wait
+
+    assert asyncio.run(first.lease(host, hour, 10)).count == 10
+    assert refused_wait() <= REFUSED_RETRY, "the 10 slots were just leased: some may come back"
+    later = backend.eventually(lambda: refused_wait() > 60, after=lease_lifetime(hour))
+    assert later, "past a slot's lifetime, only the window frees one"
 
 
 # -- worker nodes in one process -------------------------------------------------------------------

@@ -5,15 +5,18 @@ tasks that discovery adds reach the runner without it reading every task again."
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+from skyfill.engine.distributed.node import NodeSettings, WorkerNode
 from skyfill.engine.layout import JobLayout
 from skyfill.engine.model import Batch, ItemOutput, JobStatus, Task, TaskStatus
 from skyfill.engine.runner import JobRunner
 from skyfill.engine.settings import EngineSettings
 from skyfill.engine.state.sqlite import SqliteStateStore
 from tests.engine.discovering import DiscoveringSquares
+from tests.engine.nodes import SharedInMemory, SqliteNodeStore
 from tests.engine.squares import SquaresHandler
 
 WANTED_ITEMS = 12
@@ -92,3 +95,43 @@ def test_tasks_discovery_adds_reach_the_runner_without_reading_every_task_again(
     # once for the phase, once to aggregate: not once per turn of the runner's loop (each
     # read costs O(tasks), ~50 ms for a 1M-item job's 10k tasks)
     assert store.task_reads <= 3
+
+
+class SlowStartStore(SqliteNodeStore):
+    """A node's store that takes a moment to mark a task started (a state store far away):
+    a task opened now reaches its handler only after that."""
+
+    def start_task(self, task_id: str) -> None:
+        time.sleep(0.1)
+        super().start_task(task_id)
+
+
+def test_a_worker_node_opens_tasks_beyond_the_parallel_ones_as_the_runner_does(
+    tmp_path: Path,
+) -> None:
+    """The same window on a distributed worker node: one task at a time beyond
+    `parallel_tasks`, the next only once the handler holds the last one's items. Without
+    that guard a node claimed tasks faster than its handler could count them (here every
+    task while the first ones were starting), holding them from the other nodes."""
+    handler = WaitingSquares(100)
+    layout = JobLayout(tmp_path, "window-node")
+    settings = EngineSettings(
+        batch_size=5, parallel_tasks=1, max_open_tasks=50, flush_items=5, retries=0
+    )
+    planner = SqliteNodeStore(layout.state_db)
+    JobRunner(WaitingSquares(100), layout, planner, settings).submit(handler.plan())
+    store = SlowStartStore(layout.state_db)
+    shared = SharedInMemory(planner)
+    node = WorkerNode(
+        JobRunner(handler, layout, store, settings),
+        store,
+        NodeSettings(worker_id="n0", poll_seconds=0.05),
+        queue=shared.queue,
+        leases=shared.leases,
+    )
+    job = asyncio.run(node.serve())
+    assert job.status is JobStatus.COMPLETED
+    assert len(handler.processed) == 100
+    assert handler.most_open_tasks == 3
+    for s in (planner, store):
+        s.close()

@@ -186,6 +186,8 @@ class BackfillHandler:
         )
 
     async def close(self) -> None:
+        if self.limiter is not None:
+            await self.limiter.close()  # a shared budget's unspent slots, back to it
         if self._session is not None:
             await self._session.close()
         if self._executor is not None:

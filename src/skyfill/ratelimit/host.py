@@ -14,13 +14,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 from collections import deque
 from dataclasses import dataclass, field
 
 from skyfill.clock import SYSTEM_CLOCK, Clock
-from skyfill.ratelimit.shared import SharedBudget, lease_block, lease_lifetime
+from skyfill.ratelimit.shared import IDLE_RETURN, SharedBudget, lease_block, lease_lifetime
 from skyfill.ratelimit.spec import RateSpec
 from skyfill.telemetry.histogram import LatencyHistogram
 
@@ -92,8 +93,13 @@ class HostLimiter:
     ) -> None:
         self.host = host
         self.budget = budget
-        self._leased: deque[float] = deque()
-        """Expiry times of slots leased from the shared budget, oldest first."""
+        self._leased: deque[tuple[float, str]] = deque()
+        """Slots leased from the shared budget and not spent yet, oldest first: (expiry
+        time, slot id)."""
+        self._returner: asyncio.Task | None = None
+        """Gives leased slots back to the budget: those that expire unspent, and all of them
+        once the host has had no request for IDLE_RETURN."""
+        self._last_take = 0.0
         self.spec = spec
         self.max_concurrency = max_concurrency
         self.adaptive = adaptive
@@ -150,19 +156,66 @@ class HostLimiter:
     async def _lease_slot(self) -> float:
         """0 when a leased slot of the shared budget is ready (spent by `_take`), else the
         seconds until the budget frees one."""
-        now = self._clock()
-        while self._leased and self._leased[0] <= now:
-            self._leased.popleft()  # unused in time: the budget counted it long ago
+        assert self.budget is not None
+        if expired := self._expired(self._clock()):
+            await self._give_back(expired)
         if self._leased:
             return 0.0
-        assert self.budget is not None
-        granted, wait = await self.budget.lease(self.host, self.spec, lease_block(self.spec))
+        grant = await self.budget.lease(self.host, self.spec, lease_block(self.spec))
         expires = self._clock() + lease_lifetime(self.spec)
-        self._leased.extend([expires] * granted)
-        if granted:
+        self._leased.extend((expires, slot) for slot in grant.slots)
+        if grant.slots:
+            if self._returner is None:
+                self._returner = asyncio.ensure_future(self._return_unspent())
             return 0.0
         self.stats.shared_waits += 1
-        return max(wait, 0.01)
+        return max(grant.wait, 0.01)
+
+    def _expired(self, now: float) -> list[str]:
+        """Take the leased slots that expired unspent off the queue."""
+        expired = []
+        while self._leased and self._leased[0][0] <= now:
+            expired.append(self._leased.popleft()[1])
+        return expired
+
+    async def _return_unspent(self) -> None:
+        """While slots are leased, give back each one that expires unspent, and all of them
+        once nothing has been sent to the host for IDLE_RETURN with nobody waiting (a worker
+        with nothing left to send there holds none of its budget)."""
+        try:
+            while self._leased:
+                wake = self._leased[0][0]
+                if self.waiting == 0:
+                    wake = min(wake, self._last_take + IDLE_RETURN)
+                await self.clock.sleep(max(0.0, wake - self._clock()))
+                now = self._clock()
+                if self.waiting == 0 and now >= self._last_take + IDLE_RETURN:  # as `wake`
+                    unspent = [slot for _, slot in self._leased]
+                    self._leased.clear()
+                else:
+                    unspent = self._expired(now)
+                if unspent:
+                    await self._give_back(unspent)
+        finally:
+            self._returner = None
+
+    async def _give_back(self, slots: list[str]) -> None:
+        assert self.budget is not None
+        try:
+            await self.budget.give_back(self.host, slots)
+        except Exception as exc:  # they stay counted until the window passes: only slower
+            log.warning("%s: could not give back %d slots: %s", self.host, len(slots), exc)
+
+    async def close(self) -> None:
+        """Give every slot still leased back to the shared budget (nothing is sent after)."""
+        if self._returner is not None:
+            self._returner.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._returner
+        unspent = [slot for _, slot in self._leased]
+        self._leased.clear()
+        if unspent:
+            await self._give_back(unspent)
 
     def rate(self) -> float:
         return self.spec.per_second * self.fraction
@@ -215,7 +268,8 @@ class HostLimiter:
             self._probe_started = self._clock()
         self.tokens -= 1
         if self._leased:
-            self._leased.popleft()
+            self._leased.popleft()  # spent: it stays counted
+            self._last_take = self._clock()
         self.in_flight += 1
         self.stats.requests += 1
         if self.window_left is not None:

@@ -118,6 +118,11 @@ class LocalLimiter:
             latency = self.clock.monotonic() - ticket.started
             limiter.release(ticket.seen or Observation(None, latency))
 
+    async def close(self) -> None:
+        """Give the slots leased from a shared budget and not spent back to it."""
+        for limiter in self._hosts.values():
+            await limiter.close()
+
     def blocked_on_hosts(self, exclude: frozenset[str] = frozenset()) -> int:
         """Requests waiting for a host's turn (not for a global slot), except `exclude`'s."""
         return sum(h.waiting for name, h in self._hosts.items() if name not in exclude)

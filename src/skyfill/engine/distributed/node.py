@@ -56,6 +56,9 @@ class NodeSettings:
     lease_ttl: float = 30.0
     poll_seconds: float = 0.5
     phase_check_seconds: float = 1.0
+    end_poll_seconds: float = 0.1
+    """How often a node that waits for another's aggregation looks whether the job ended
+    (one read of the job: a node exits this soon after the job completes)."""
 
 
 class WorkerNode:
@@ -84,6 +87,9 @@ class WorkerNode:
         if budget is not None and hasattr(runner.handler, "shared_budget"):
             setattr(runner.handler, "shared_budget", budget)  # noqa: B010 (not on Handler)
         self.running: dict[asyncio.Task, Claim] = {}
+        self._opening: asyncio.Task | None = None
+        """The task opened beyond `parallel_tasks` whose items the handler does not hold
+        yet (as in the runner's task window): no other is opened until it has started."""
         self.tasks_done = 0
         self._phase_checked = 0.0
         self._opened = False
@@ -105,6 +111,8 @@ class WorkerNode:
             raise self.runner.fail(exc) from exc
         finally:
             self.runner.stop_requested.set()
+            if self._opening is not None:
+                self._opening.cancel()
             if self._discovery is not None:
                 self._discovery.cancel()
                 await asyncio.gather(self._discovery, return_exceptions=True)
@@ -144,13 +152,16 @@ class WorkerNode:
             if self.running:
                 finished = await self._collect(timeout=0.01 if started else 0.2)
                 if finished:
-                    await self._maybe_advance()
+                    # this node's last task just ended: perhaps the phase's last one
+                    await self._maybe_advance(at_once=not self.running)
             elif not started:
                 await self._maybe_advance()
                 await asyncio.sleep(self.settings.poll_seconds)
 
     def _may_start(self) -> bool:
-        return self.runner.may_open_task(len(self.running))
+        if self._opening is not None and self._opening.done():
+            self._opening = None
+        return self.runner.may_open_task(len(self.running), self._opening is not None)
 
     async def _start_one(self, ctx: WorkerContext) -> bool:
         taken = await asyncio.to_thread(self._take_task)
@@ -162,8 +173,11 @@ class WorkerNode:
         await self._open_handler()
         context = contextvars.copy_context()
         context.run(CLAIM.set, token)
+        started = asyncio.Event()
+        if len(self.running) >= self.runner.settings.parallel_tasks:
+            self._opening = asyncio.ensure_future(started.wait())
         run = asyncio.get_running_loop().create_task(
-            self.runner.run_guarded(ctx, task), context=context
+            self.runner.run_guarded(ctx, task, started), context=context
         )
         self.running[run] = claim
         return True
@@ -223,9 +237,11 @@ class WorkerNode:
         if not self.running:
             await asyncio.sleep(timeout)
             return 0
+        opening = {self._opening} if self._opening is not None else set()
         done, _ = await asyncio.wait(
-            self.running, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            {*self.running, *opening}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
         )
+        done -= opening  # the task opened last has started: another may open now
         for finished in done:
             claim = self.running.pop(finished)
             try:
@@ -255,11 +271,12 @@ class WorkerNode:
                     await asyncio.to_thread(self._ack_if_done, claim)
             self.running.clear()
 
-    async def _maybe_advance(self) -> None:
+    async def _maybe_advance(self, at_once: bool = False) -> None:
         """Plan the next phase if the current one has no unfinished task (once, by the node
-        that holds the phase's lease)."""
+        that holds the phase's lease). The tasks are read at most every
+        `phase_check_seconds`, or `at_once` when this node's last running task has ended."""
         now = time.monotonic()
-        if now - self._phase_checked < self.settings.phase_check_seconds:
+        if not at_once and now - self._phase_checked < self.settings.phase_check_seconds:
             return
         self._phase_checked = now
         phase = (await asyncio.to_thread(self._job)).phase
@@ -281,7 +298,7 @@ class WorkerNode:
     async def _aggregate(self) -> None:
         async with held(self._lease("aggregate")) as mine:
             if not mine:
-                await asyncio.sleep(self.settings.poll_seconds)
+                await asyncio.sleep(self.settings.end_poll_seconds)
                 return
             if (await asyncio.to_thread(self._job)).status is JobStatus.COMPLETED:
                 return
