@@ -20,6 +20,7 @@ def firehose(served: ServedRecording, work: Path, sink: str, env: dict | None = 
         "firehose", "--from-host", served.host_url, "--sink", sink,
         "--workdir", str(work), "--plc-url", served.plc_url, "--allow-private-network",
         "--progress", "none", "--since", "all", "--until-live", "--batch-size", "300",
+        "--batch-delay", "0.001",  # batches of 300 each (no group commit): a kill mid-stream
         env=env,
     )  # fmt: skip
 

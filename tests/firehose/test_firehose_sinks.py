@@ -56,7 +56,8 @@ def test_parquet_event_log_compacts_to_the_truth(
     fh_served: ServedRecording, tmp_path: Path
 ) -> None:
     log = tmp_path / "log"
-    stream(fh_served, tmp_path / "w", str(log), "--batch-size", "500")
+    # --batch-delay: transactions of 500 events each (no group commit), so several parts
+    stream(fh_served, tmp_path / "w", str(log), "--batch-size", "500", "--batch-delay", "0.001")
     parts = sorted((log / "events").glob("date=*/part-*.parquet"))
     assert len(parts) >= 4 and all(p.with_name(p.name + ".done").exists() for p in parts)
     done = run_cli("firehose", "compact", str(log), str(tmp_path / "current"))
