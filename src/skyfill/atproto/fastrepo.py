@@ -47,6 +47,25 @@ if TYPE_CHECKING:
     from skyfill.atproto._fastrepo import CarIndex as SliceIndex
 
 
+def indexed_commit(
+    index: SliceIndex, root: bytes, expected_did: str, signing_key: str | None
+) -> Commit | None:
+    """`repo.read_commit` of the commit block at `root`, its blocks from the C index; None
+    when a block is missing or the commit does not check out (the Python path then gives
+    the verdict, in its words)."""
+
+    def get_block(cid: bytes) -> bytes:
+        block = index.block(cid)
+        if block is None:
+            raise _Declined
+        return block
+
+    try:
+        return read_commit(get_block, root, expected_did, signing_key)
+    except (_Declined, InvalidRepo):
+        return None
+
+
 def slice_index(car: bytes) -> SliceIndex | None:
     """A `#commit` event's CAR slice indexed by the C module (`_fastrepo_slice.h` has the
     methods the stream uses), or None: no C module, or not a plain CAR."""
@@ -156,16 +175,8 @@ def open_records(
         index = _fastrepo.CarIndex(car, drop_pages=isinstance(car, mmap.mmap))
     except ValueError:
         return None
-
-    def get_block(cid: bytes) -> bytes:
-        block = index.block(cid)
-        if block is None:
-            raise _Declined
-        return block
-
-    try:
-        commit = read_commit(get_block, index.root, expected_did, signing_key)
-    except (_Declined, InvalidRepo):  # the Python path gives the verdict, in its words
+    commit = indexed_commit(index, index.root, expected_did, signing_key)
+    if commit is None:
         return None
     kept = index.walk(commit.data, is_valid_nsid, keep_collection, MAX_RECORD_BYTES)
     if kept < 0:

@@ -264,17 +264,10 @@ def _verified_fast(
     index = fastrepo.slice_index(frame.blocks)
     if index is None or index.root != frame.commit or not index.check_all():
         return None
-
-    def get_block(cid: bytes) -> bytes:
-        block = index.block(cid)
-        if block is None:
-            raise _Declined
-        return block
-
+    commit = fastrepo.indexed_commit(index, frame.commit, frame.repo, signing_key)
+    if commit is None or commit.rev != frame.rev:
+        return None
     try:
-        commit = read_commit(get_block, frame.commit, frame.repo, signing_key)
-        if commit.rev != frame.rev:
-            return None
         puts, deletes = _fast_ops(frame.ops, index, keep_collection)
     except (_Declined, InvalidRepo):
         return None
