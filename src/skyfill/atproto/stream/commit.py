@@ -98,7 +98,7 @@ def verify_commit(
             RepoFault.EVENT_MISMATCH,
         )
     commit = _checked_commit(get_block, frame.commit, frame.repo, frame.rev, signing_key)
-    puts, deletes = _decode_ops(frame.ops, get_block, keep_collection)
+    puts, deletes = _decode_ops(frame.ops, keep_collection, _records_of(get_block))
     return VerifiedCommit(
         rev=commit.rev,
         commit_cid=commit.cid,
@@ -172,10 +172,15 @@ def _checked_commit(
     return commit
 
 
+RecordReader = Callable[[bytes, str, str, bool], tuple[str, datetime | None] | None]
+"""(record CID, collection, rkey, kept) -> the record's JSON text and createdAt; None for a
+record of a collection not kept (its block checked, not decoded)."""
+
+
 def _decode_ops(
     ops: tuple[RepoOp, ...],
-    get_block: BlockGetter,
     keep_collection: Callable[[str], bool] | None,
+    read_record: RecordReader,
 ) -> tuple[tuple[CommitPut, ...], tuple[CommitDelete, ...]]:
     puts: list[CommitPut] = []
     deletes: list[CommitDelete] = []
@@ -187,9 +192,12 @@ def _decode_ops(
             if keep:
                 deletes.append(CommitDelete(collection=collection, rkey=rkey))
             continue
-        put = _decode_put(op, collection, rkey, get_block, keep)
-        if put is not None:
-            puts.append(put)
+        # frames.decode_frame guarantees a create/update has a cid; a hand-made RepoOp may not
+        if op.cid is None or op.action not in ("create", "update"):
+            raise InvalidRepo(f"op {op.action} of {op.path} has no record CID", RepoFault.BAD_OPS)
+        found = read_record(op.cid, collection, rkey, keep)
+        if found is not None:
+            puts.append(_put(op.action, collection, rkey, op.cid, *found))
     return tuple(puts), tuple(deletes)
 
 
@@ -203,23 +211,31 @@ def _split_path(path: str, seen: set[str]) -> tuple[str, str]:
     return collection, rkey
 
 
-def _decode_put(
-    op: RepoOp, collection: str, rkey: str, get_block: BlockGetter, keep: bool
-) -> CommitPut | None:
-    # frames.decode_frame guarantees a create/update has a cid; a hand-made RepoOp may not
-    if op.cid is None or op.action not in ("create", "update"):
-        raise InvalidRepo(f"op {op.action} of {op.path} has no record CID", RepoFault.BAD_OPS)
-    block = get_block(op.cid)
-    if not keep:
-        if len(block) > MAX_RECORD_BYTES:
-            raise record_too_large(collection, rkey)
-        return None
-    text, created_at = decode_record(block, collection, rkey)
-    put = slots.new(CommitPut)  # CommitPut(action, ...), without its per-field __setattr__
-    _set_action(put, "create" if op.action == "create" else "update")
+def _records_of(get_block: BlockGetter) -> RecordReader:
+    """Records read by the Python decoder (`record.decode_record`), the definition."""
+
+    def read(
+        cid: bytes, collection: str, rkey: str, keep: bool
+    ) -> tuple[str, datetime | None] | None:
+        block = get_block(cid)
+        if not keep:
+            if len(block) > MAX_RECORD_BYTES:
+                raise record_too_large(collection, rkey)
+            return None
+        return decode_record(block, collection, rkey)
+
+    return read
+
+
+def _put(
+    action: str, collection: str, rkey: str, cid: bytes, text: str, created_at: datetime | None
+) -> CommitPut:
+    """`CommitPut(...)`, without a frozen dataclass's per-field `__setattr__`."""
+    put = slots.new(CommitPut)
+    _set_action(put, "create" if action == "create" else "update")
     _set_collection(put, collection)
     _set_rkey(put, rkey)
-    _set_cid(put, cid_to_str(op.cid))
+    _set_cid(put, cid_to_str(cid))
     _set_record(put, text)
     _set_created_at(put, created_at)
     return put
@@ -268,7 +284,7 @@ def _verified_fast(
     if commit is None or commit.rev != frame.rev:
         return None
     try:
-        puts, deletes = _fast_ops(frame.ops, index, keep_collection)
+        puts, deletes = _decode_ops(frame.ops, keep_collection, _records_in(index))
     except (_Declined, InvalidRepo):
         return None
     proof: Proof = "skipped"
@@ -284,44 +300,23 @@ def _verified_fast(
     return VerifiedCommit(commit.rev, commit.cid, commit.data, puts, deletes, proof)
 
 
-def _fast_ops(
-    ops: tuple[RepoOp, ...], index: fastrepo.SliceIndex, keep: Callable[[str], bool] | None
-) -> tuple[tuple[CommitPut, ...], tuple[CommitDelete, ...]]:
-    puts: list[CommitPut] = []
-    deletes: list[CommitDelete] = []
-    seen: set[str] = set()
-    for op in ops:
-        path = op.path
-        if path in seen or not is_valid_repo_path(path):
-            raise _Declined
-        seen.add(path)
-        collection, _, rkey = path.partition("/")
-        kept = keep is None or keep(collection)
-        action = op.action
-        if action == "delete":
-            if kept:
-                deletes.append(CommitDelete(collection=collection, rkey=rkey))
-            continue
-        if op.cid is None or action not in ("create", "update"):
-            raise _Declined
-        if not kept:
-            block = index.block(op.cid)
+def _records_in(index: fastrepo.CarIndex) -> RecordReader:
+    """Records read by the C module; a record it is not sure about declines the commit."""
+
+    def read(
+        cid: bytes, collection: str, rkey: str, keep: bool
+    ) -> tuple[str, datetime | None] | None:
+        if not keep:
+            block = index.block(cid)
             if block is None or len(block) > MAX_RECORD_BYTES:
                 raise _Declined
-            continue
-        found = index.record(op.cid, MAX_RECORD_BYTES)
+            return None
+        found = index.record(cid, MAX_RECORD_BYTES)
         if found is None:
             raise _Declined
-        text, created = found
-        put = slots.new(CommitPut)
-        _set_action(put, action)
-        _set_collection(put, collection)
-        _set_rkey(put, rkey)
-        _set_cid(put, cid_to_str(op.cid))
-        _set_record(put, text)
-        _set_created_at(put, _created_at(created))
-        puts.append(put)
-    return tuple(puts), tuple(deletes)
+        return found[0], _created_at(found[1])
+
+    return read
 
 
 def _created_at(created: int | str | None) -> datetime | None:
