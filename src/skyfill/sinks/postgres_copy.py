@@ -89,22 +89,14 @@ class CopyWriter(ChangeWriter):
         self._delta: Counter[str] = Counter()
         self._recount: set[str] = set()
 
-    def _send(self, kind: str) -> None:
-        rows = self._runs[kind]
-        if not rows:
-            return
-        self._runs[kind], self._keys[kind] = [], set()
+    def _apply_run(self, kind: str, rows: list[tuple]) -> int:
         self._copy(kind, rows)
         changed = 0
         for did, rows_changed, delta in self._cur.execute(_PUT if kind == "put" else _DELETE):
             changed += rows_changed
             self._delta[did] += delta
         self._cur.execute(_TRUNCATE[kind])
-        if kind == "put":
-            self.counts.upserted += changed
-        else:
-            self.counts.deleted += changed
-        self.counts.skipped += len(rows) - changed
+        return changed
 
     def _copy(self, kind: str, rows: list[tuple]) -> None:
         with self._cur.copy(_COPY[kind]) as copy:

@@ -178,13 +178,17 @@ class ChangeWriter:
         if not rows:
             return
         self._runs[kind], self._keys[kind] = [], set()
-        self._cur.executemany(self._sql[kind], rows)
-        changed = max(self._cur.rowcount, 0)  # executemany sums the rows each changed
+        changed = self._apply_run(kind, rows)
         if kind == "put":
             self.counts.upserted += changed
         else:
             self.counts.deleted += changed
         self.counts.skipped += len(rows) - changed
+
+    def _apply_run(self, kind: str, rows: list[tuple]) -> int:
+        """Apply a run of puts or deletes; the rows it changed."""
+        self._cur.executemany(self._sql[kind], rows)
+        return max(self._cur.rowcount, 0)  # executemany sums the rows each changed
 
     def _reset(self, change: RepoReset) -> None:
         self._cur.execute(self._sql["reset"], (change.did, change.rev))
