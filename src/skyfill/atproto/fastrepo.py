@@ -20,7 +20,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from skyfill.atproto.exceptions import InvalidRepo
 from skyfill.atproto.record import MAX_RECORD_BYTES
@@ -44,11 +44,11 @@ def enabled() -> bool:
 
 
 if TYPE_CHECKING:
-    from skyfill.atproto._fastrepo import CarIndex as SliceIndex
+    from skyfill.atproto._fastrepo import CarIndex
 
 
 def indexed_commit(
-    index: SliceIndex, root: bytes, expected_did: str, signing_key: str | None
+    index: CarIndex, root: bytes, expected_did: str, signing_key: str | None
 ) -> Commit | None:
     """`repo.read_commit` of the commit block at `root`, its blocks from the C index; None
     when a block is missing or the commit does not check out (the Python path then gives
@@ -66,7 +66,7 @@ def indexed_commit(
         return None
 
 
-def slice_index(car: bytes) -> SliceIndex | None:
+def slice_index(car: bytes) -> CarIndex | None:
     """A `#commit` event's CAR slice indexed by the C module (`_fastrepo_slice.h` has the
     methods the stream uses), or None: no C module, or not a plain CAR."""
     if _fastrepo is None or not enabled():
@@ -135,7 +135,7 @@ class CheckedRepo:
     records, `len()` of them in MST key order, turned into column buffers a range at a time
     (`chunks`), so that a caller can hold a bounded part of a huge repository at once."""
 
-    def __init__(self, index: Any, commit: Commit, kept: int, prefix: bytes) -> None:
+    def __init__(self, index: CarIndex, commit: Commit, kept: int, prefix: bytes) -> None:
         self._index = index
         self.commit = commit
         self._kept = kept

@@ -22,7 +22,7 @@ from skyfill.backfill.fetch_pool import FetchPool
 from skyfill.backfill.fetcher import RepoFetcher
 from skyfill.backfill.input import read_did_file
 from skyfill.backfill.previous import PreviousJob, carried_dids, carry_over
-from skyfill.backfill.schema import RECORDS_SCHEMA, REPOS_SCHEMA
+from skyfill.backfill.schema import NEWEST_COLUMN, RECORD_KEY, RECORDS_SCHEMA, REPOS_SCHEMA
 from skyfill.engine.discovery import DiscoveryContext
 from skyfill.engine.executor import make_executor
 from skyfill.engine.handler import AggregateContext, Plan
@@ -46,8 +46,8 @@ to a thread costs about as much as decoding them."""
 class BackfillHandler:
     job_type = "backfill"
     output_schema = RECORDS_SCHEMA
-    dedup_key: tuple[str, ...] = ("did", "collection", "rkey")
-    newest_column = "rev"
+    dedup_key = RECORD_KEY
+    newest_column = NEWEST_COLUMN
 
     def __init__(self, config: BackfillConfig, sink_password: str | None = None) -> None:
         self.config = config
