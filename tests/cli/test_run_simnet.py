@@ -106,6 +106,7 @@ def test_fetch_processes_give_the_same_output_and_host_statistics(
 ) -> None:
     result = _run(simnet, tmp_path, "fp", "--batch-size", "7", "--fetch-processes", "2")
     assert result.returncode == 0, result.stderr
+    assert "Unclosed" not in result.stderr  # the children close their connections
     truth = simnet.ready["truth_data"]
     want = {did: recs for did, recs in truth_records(truth).items() if recs}
     assert records_by_did(tmp_path, "fp") == want

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import AsyncIterator
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from skyfill.engine.layout import JobLayout
-from skyfill.engine.model import JobStatus, TaskStatus
+from skyfill.engine.model import Batch, ItemOutput, ItemResult, JobStatus, SpilledRows, TaskStatus
 from skyfill.engine.runner import JobRunner
 from skyfill.engine.settings import EngineSettings
 from skyfill.engine.state.sqlite import SqliteStateStore
+from skyfill.storage.merge import MergeSpec, sort_table
 from tests.engine.discovering import DiscoveringSquares
 from tests.engine.squares import SquaresHandler
 
@@ -130,3 +133,79 @@ def test_discovery_resumes_from_its_saved_position(tmp_path: Path) -> None:
     assert second.pages_listed == [13, 17, 21, 25, 29, 33, 37]  # no page listed twice
     table = pq.read_table(runner.layout.output / "all.parquet")
     assert table.num_rows == _found_rows(1, 40)
+
+
+class SharedFileSquares(SquaresHandler):
+    """Writes each batch's rows to one file in its scratch directory, shared by the items
+    that have rows (as a fetch process does): the failures first, then those items."""
+
+    def __init__(self, count: int, stop_at_member: int | None = None) -> None:
+        super().__init__(count)
+        self.stop_at_member = stop_at_member
+        self.files: list[Path] = []
+
+    async def process(self, batch: Batch, items: list[str]) -> AsyncIterator[ItemOutput]:
+        outputs = [o async for o in super().process(batch, items)]
+        holding = [o for o in outputs if o.rows is not None]
+        assert batch.scratch is not None
+        batch.scratch.mkdir(parents=True, exist_ok=True)
+        path = batch.scratch / f"shared-{len(self.files)}.parquet"
+        self.files.append(path)
+        spec = MergeSpec(key_columns=self.dedup_key, newest_column=self.newest_column)
+        pq.write_table(sort_table(pa.concat_tables([o.rows for o in holding]), spec), path)
+        for output in outputs:
+            if output.rows is None:
+                yield output
+        for member, output in enumerate(holding, 1):
+            if member == self.stop_at_member and self._stop is not None:
+                self._stop.set()
+                await asyncio.sleep(0.01)  # the engine sees the stop before the rest
+            shared = SpilledRows(path, output.rows.num_rows, items=len(holding))
+            yield ItemOutput(output.result, None, shared)
+
+
+def test_items_sharing_a_file_are_committed_with_it_as_one_segment(tmp_path: Path) -> None:
+    handler = SharedFileSquares(23)
+    runner, store = _runner(tmp_path, handler)
+    runner.submit(handler.plan())
+    assert asyncio.run(runner.run()).status is JobStatus.COMPLETED
+    assert store.status_counts() == {"ok": 20, "failed": 3}
+    table = pq.read_table(runner.layout.output / "all.parquet")
+    assert table.num_rows == _expected_rows(23)
+    assert sorted(zip(table["n"].to_pylist(), table["i"].to_pylist(), strict=True)) == sorted(
+        (n, i) for n in range(1, 24) if n % 7 for i in range(n)
+    )
+    assert store.task_item_metrics("task-0000")["rows"] == 15
+
+
+def test_a_stop_inside_a_shared_file_commits_none_of_its_items(tmp_path: Path) -> None:
+    first = SharedFileSquares(10, stop_at_member=3)
+    runner, store = _runner(tmp_path, first)
+    runner.submit(first.plan())
+    first._stop = runner.stop_requested
+    assert asyncio.run(runner.run()).status is JobStatus.STOPPED
+    committed = {r.key for r in store.iter_items() if r.status != "pending"}
+    assert not committed & {"1", "2", "3", "4", "5"}, "a part of the file was committed"
+    store.close()
+
+    second = SharedFileSquares(10)
+    runner2, _ = _runner(tmp_path, second)
+    assert asyncio.run(runner2.run()).status is JobStatus.COMPLETED
+    assert {"1", "2", "3", "4", "5"} <= set(second.processed)
+    table = pq.read_table(runner2.layout.output / "all.parquet")
+    assert table.num_rows == _expected_rows(10)
+
+
+class Interleaving(SharedFileSquares):
+    async def process(self, batch: Batch, items: list[str]) -> AsyncIterator[ItemOutput]:
+        outputs = [o async for o in super().process(batch, items)]
+        yield outputs[-1]  # a member of a shared file, then an output of another kind
+        yield ItemOutput(ItemResult("x", "failed", "bad_luck", "out of place"))
+
+
+def test_a_shared_file_whose_items_do_not_come_together_is_refused(tmp_path: Path) -> None:
+    handler = Interleaving(4)
+    runner, _ = _runner(tmp_path, handler)
+    runner.submit(handler.plan())
+    with pytest.raises(RuntimeError, match="must come one after another"):
+        asyncio.run(runner.run())

@@ -211,10 +211,11 @@ class BackfillConfig:
             help="Processes decoding CARs (0: in-process; threads with the C decoder).",
         ),
     )
-    fetch_processes: int = field(
-        default=0,
+    fetch_processes: int | None = field(
+        default=None,
         metadata=flag(
             min=0,
+            shown="one per core for 1,000 DIDs or more (or a host listing), else 0",
             help="Processes that resolve, fetch and decode repos, each with 1/N of every "
             "host's rate limit and of --concurrency (0: all in this process).",
         ),

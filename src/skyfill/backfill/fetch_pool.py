@@ -3,8 +3,11 @@ processes, each with its own event loop, HTTP connections and limiter, so that a
 uses every core, not only the decoder's share of them.
 
 The coordinator (the job's process) keeps everything durable: it hands each child a chunk
-of a task's DIDs and commits what comes back (outcomes and rows) exactly as it commits its
-own fetches, so checkpoints, resume and the output do not change. Each child keeps 1/N of
+of a task's DIDs and commits what comes back exactly as it commits its own fetches, so
+checkpoints, resume and the output do not change. The rows do not come back through a
+pipe: a child sorts its chunk's rows into one file in the task's scratch directory, and
+the coordinator commits that file as a segment (`SpilledRows` shared by the chunk's
+items) with the chunk's outcomes. Each child keeps 1/N of
 every host's rate limit and of the concurrency (`share`), so N children together stay
 within the limits one process would keep. A child that dies fails its chunk's DIDs
 retryably (`worker_crashed`); the pool is replaced.
@@ -15,29 +18,59 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import multiprocessing
+import multiprocessing.util
 import os
+import secrets
 from collections import Counter
 from collections.abc import AsyncIterator
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
 from typing import Any
 
+import aiohttp
+import pyarrow as pa
+
 from skyfill import gcpolicy
+from skyfill.atproto import fastrepo
 from skyfill.atproto.identity import IdentityResolver
 from skyfill.atproto.xrpc import XrpcClient
 from skyfill.backfill.config import BackfillConfig
 from skyfill.backfill.fetcher import RepoFetcher
+from skyfill.backfill.streamed import SPEC
 from skyfill.engine.executor import InlineExecutor
 from skyfill.engine.executor.process import init_child
-from skyfill.engine.model import ItemOutput, ItemResult
+from skyfill.engine.model import ItemOutput, ItemResult, SpilledRows
 from skyfill.errors import Outcome, WorkerCrashed
 from skyfill.failpoints import failpoint
 from skyfill.net.http import make_session
 from skyfill.ratelimit.local import LimitSettings, LocalLimiter
+from skyfill.storage import columnar, spool
+from skyfill.storage.merge import sort_table
 from skyfill.telemetry.histogram import LatencyHistogram
 
-CHUNK_DIDS = 25
-"""DIDs per hand-over: a child works a chunk's DIDs at once and returns them together."""
+AUTO_MIN_DIDS = 1000
+"""Jobs this big or bigger get a fetch process per core by default: starting the
+processes (~0.3 s of CPU each) costs more than they save on a smaller job."""
+
+
+def auto_processes(dids: int | None) -> int:
+    """`--fetch-processes` unset: one per core for a job of `dids` (None: not known yet, a
+    host listing) when there is more than one core and the C decoder; else 0."""
+    cores = os.cpu_count() or 1
+    big = dids is None or dids >= AUTO_MIN_DIDS
+    return cores if big and cores > 1 and fastrepo.enabled() else 0
+
+
+CHUNK_DIDS = 100
+"""DIDs per hand-over at most: a child works a chunk's DIDs at once and returns them
+together. A task's DIDs are split evenly between the processes up to this size: each
+chunk is a segment, and a task of one segment needs no merge at its end."""
+
+
+def chunk_size(dids: int, processes: int) -> int:
+    """DIDs per chunk of a task of `dids`: one chunk per process, at most CHUNK_DIDS."""
+    return max(1, min(CHUNK_DIDS, dids))
 
 
 class FetchPool:
@@ -62,13 +95,17 @@ class FetchPool:
             initargs=(os.getpid(), self._config.to_dict(), self._processes),
         )
 
-    async def fetch(self, dids: list[str]) -> AsyncIterator[ItemOutput]:
-        """Every DID's output, chunk by chunk as the children finish them."""
+    async def fetch(self, dids: list[str], scratch: Path) -> AsyncIterator[ItemOutput]:
+        """Every DID's output, chunk by chunk as the children finish them (a chunk's
+        outputs one after another; the rows in files in `scratch`)."""
         if self._pool is None:
             self._pool = self._new_pool()
         loop = asyncio.get_running_loop()
-        chunks = [dids[i : i + CHUNK_DIDS] for i in range(0, len(dids), CHUNK_DIDS)]
-        pending = {asyncio.ensure_future(self._run(loop, chunk)): chunk for chunk in chunks}
+        size = chunk_size(len(dids), self._processes)
+        chunks = [dids[i : i + size] for i in range(0, len(dids), size)]
+        pending = {
+            asyncio.ensure_future(self._run(loop, chunk, scratch)): chunk for chunk in chunks
+        }
         try:
             while pending:
                 done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
@@ -80,11 +117,15 @@ class FetchPool:
             for future in pending:
                 future.cancel()
 
-    async def _run(self, loop: asyncio.AbstractEventLoop, chunk: list[str]) -> list[ItemOutput]:
+    async def _run(
+        self, loop: asyncio.AbstractEventLoop, chunk: list[str], scratch: Path
+    ) -> list[ItemOutput]:
         pool = self._pool
         assert pool is not None
         try:
-            pid, outputs, counts, hosts = await loop.run_in_executor(pool, fetch_chunk, chunk)
+            pid, outputs, counts, hosts = await loop.run_in_executor(
+                pool, fetch_chunk, chunk, str(scratch)
+            )
         except BrokenProcessPool:
             if self._pool is pool:  # the first to notice replaces it
                 self._pool = self._new_pool()
@@ -160,6 +201,7 @@ class _Child:
     loop: asyncio.AbstractEventLoop
     fetcher: RepoFetcher
     limiter: LocalLimiter
+    session: aiohttp.ClientSession
 
 
 _child: _Child | None = None
@@ -172,7 +214,16 @@ def _open_child(parent_pid: int, config: dict[str, Any], processes: int) -> None
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     _child = loop.run_until_complete(_open(cfg, cfg.limit_settings(share=processes)))
+    # run as the child exits (when the pool shuts down): its connections closed, quietly
+    multiprocessing.util.Finalize(None, _close_child, exitpriority=10)
     gcpolicy.tune()
+
+
+def _close_child() -> None:
+    child = _child
+    if child is not None and not child.loop.is_closed():
+        child.loop.run_until_complete(child.session.close())
+        child.loop.close()
 
 
 async def _open(cfg: BackfillConfig, limits: LimitSettings) -> _Child:
@@ -180,23 +231,41 @@ async def _open(cfg: BackfillConfig, limits: LimitSettings) -> _Child:
     limiter = LocalLimiter(limits)
     client = XrpcClient(session, cfg.allow_private_network, limiter)
     fetcher = RepoFetcher(cfg, client, IdentityResolver(client, cfg.plc_url), InlineExecutor())
-    return _Child(asyncio.get_running_loop(), fetcher, limiter)
+    return _Child(asyncio.get_running_loop(), fetcher, limiter, session)
 
 
 def fetch_chunk(
-    dids: list[str],
+    dids: list[str], scratch: str
 ) -> tuple[int, list[ItemOutput], Counter[str], dict[str, dict]]:
-    """In a child: the chunk's outputs, the records they hold by collection, and the
-    child's per-host counters so far."""
+    """In a child: the chunk's outputs (their rows in a file in `scratch`), the records
+    they hold by collection, and the child's per-host counters so far."""
     child = _child
     assert child is not None, "a fetch process starts with _open_child"
     failpoint("fetch_chunk")  # (tests: a child killed while it holds a chunk)
     counted = child.fetcher.records_by_collection
     counted.clear()  # a child works one chunk at a time: what it counts now is this chunk's
-    outputs = child.loop.run_until_complete(_fetch_all(child, dids))
+    outputs = child.loop.run_until_complete(_fetch_all(child, dids, Path(scratch)))
+    outputs = _rows_to_file(outputs, Path(scratch))
     return os.getpid(), outputs, Counter(counted), child.limiter.snapshot()
 
 
-async def _fetch_all(child: _Child, dids: list[str]) -> list[ItemOutput]:
+async def _fetch_all(child: _Child, dids: list[str], scratch: Path) -> list[ItemOutput]:
     # all at once, as the job's own process does: the child's limiter bounds what runs
-    return list(await asyncio.gather(*(child.fetcher.fetch(did) for did in dids)))
+    return list(await asyncio.gather(*(child.fetcher.fetch(did, scratch) for did in dids)))
+
+
+def _rows_to_file(outputs: list[ItemOutput], scratch: Path) -> list[ItemOutput]:
+    """The in-memory rows of `outputs` sorted into one file in `scratch`, which their
+    outputs share (last, one after another); the other outputs first, as they are."""
+    holding = [o for o in outputs if o.rows is not None and o.rows.num_rows]
+    others = [o for o in outputs if not (o.rows is not None and o.rows.num_rows)]
+    if not holding:
+        return others
+    table = sort_table(pa.concat_tables([o.rows for o in holding if o.rows is not None]), SPEC)
+    scratch.mkdir(parents=True, exist_ok=True)
+    path = scratch / f"chunk-{os.getpid()}-{secrets.token_hex(4)}.parquet"
+    columnar.write_table(table, path, spool.SEGMENT_ROW_GROUP, columnar.INTERMEDIATE)
+    return others + [
+        ItemOutput(o.result, None, SpilledRows(path, o.row_count, items=len(holding)))
+        for o in holding
+    ]

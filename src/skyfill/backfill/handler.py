@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 from collections import Counter
 from collections.abc import AsyncGenerator, Iterator
@@ -18,7 +19,7 @@ from skyfill.atproto.identity import IdentityResolver
 from skyfill.atproto.xrpc import XrpcClient
 from skyfill.backfill.config import BackfillConfig
 from skyfill.backfill.discovery import HostDiscovery
-from skyfill.backfill.fetch_pool import FetchPool
+from skyfill.backfill.fetch_pool import FetchPool, auto_processes
 from skyfill.backfill.fetcher import RepoFetcher
 from skyfill.backfill.input import read_did_file
 from skyfill.backfill.previous import PreviousJob, carried_dids, carry_over
@@ -48,6 +49,9 @@ class BackfillHandler:
     output_schema = RECORDS_SCHEMA
     dedup_key = RECORD_KEY
     newest_column = NEWEST_COLUMN
+    group_by = "collection"
+    """The Parquet output is partitioned by collection: rows grouped by it are written as
+    they come (see AggregateContext.rows)."""
 
     def __init__(self, config: BackfillConfig, sink_password: str | None = None) -> None:
         self.config = config
@@ -92,9 +96,11 @@ class BackfillHandler:
         if self.config.previous:
             return self._refresh_plan(hosts)
         if not self.config.dids_file:
+            self._settle_fetch_processes(None)
             return Plan(items=[], input_description={"kind": "hosts", **hosts})
         path = Path(self.config.dids_file)
         parsed = read_did_file(path)
+        self._settle_fetch_processes(None if self.discovers() else len(parsed.dids))
         return Plan(
             items=parsed.dids,
             input_description={
@@ -108,6 +114,13 @@ class BackfillHandler:
             },
             warnings=parsed.warnings(),
         )
+
+    def _settle_fetch_processes(self, dids: int | None) -> None:
+        """`--fetch-processes` unset: decided by the job's size, once (the stored config
+        holds the number, so that a resumed job keeps it)."""
+        if self.config.fetch_processes is None:
+            processes = auto_processes(dids)
+            self.config = dataclasses.replace(self.config, fetch_processes=processes)
 
     def _refresh_plan(self, hosts: dict[str, Any]) -> Plan:
         """The previous job's DIDs, then those of the DID file (if any) not among them."""
@@ -170,9 +183,15 @@ class BackfillHandler:
         # In-process, the C decoder runs on threads (it releases the GIL): one per core.
         threads = (os.cpu_count() or 1) if processes == 0 and fastrepo.enabled() else 0
         self._executor = make_executor(processes, threads)
-        # Fetch processes: not under a memory limit (each child holds its own CARs) nor in
-        # a refresh (the previous job is read by the fetcher, in this process).
-        if cfg.fetch_processes and cfg.max_memory is None and not cfg.previous:
+        # Fetch processes: not under a memory limit (each child holds its own CARs), nor in
+        # a refresh (the previous job is read by the fetcher, in this process), nor in a
+        # distributed worker (the hosts' budgets are shared through this process's limiter).
+        if (
+            cfg.fetch_processes
+            and cfg.max_memory is None
+            and not cfg.previous
+            and self.shared_budget is None
+        ):
             self._pool = FetchPool(cfg, cfg.fetch_processes, self.records_by_collection)
         self._fetcher = RepoFetcher(
             cfg,
@@ -197,7 +216,7 @@ class BackfillHandler:
 
     async def process(self, batch: Batch, items: list[str]) -> AsyncGenerator[ItemOutput, None]:
         if self._pool is not None:
-            async for output in self._pool_process(items):
+            async for output in self._pool_process(items, batch.scratch):
                 yield output
             return
         fetcher = self._fetcher
@@ -220,14 +239,17 @@ class BackfillHandler:
             if pending:
                 await asyncio.gather(*pending, return_exceptions=True)
 
-    async def _pool_process(self, items: list[str]) -> AsyncGenerator[ItemOutput, None]:
+    async def _pool_process(
+        self, items: list[str], scratch: Path | None
+    ) -> AsyncGenerator[ItemOutput, None]:
         """The items fetched by the fetch processes (which count their records)."""
         pool = self._pool
         assert pool is not None
         self._open_items += len(items)
         done = 0
         try:
-            async for output in pool.fetch(items):
+            assert scratch is not None, "the engine gives every batch a scratch directory"
+            async for output in pool.fetch(items, scratch):
                 done += 1
                 self._open_items -= 1
                 self._tally(output)

@@ -29,7 +29,9 @@ class AggregateContext:
     layout: JobLayout
     store: StateStore
     rows: pa.RecordBatchReader
-    """Every task's rows, merged, sorted by the dedup key and de-duplicated (newest kept)."""
+    """Every task's rows, merged, sorted by the dedup key and de-duplicated (newest kept).
+    A handler that names a key column `group_by` (optional) may get them grouped by it
+    first (when they are merged in memory): e.g. a sink partitioned by that column."""
     input_files: list[Path]
     """Task output files that were merged (each has its `.done` marker)."""
 

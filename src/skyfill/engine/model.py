@@ -147,14 +147,22 @@ class ItemResult:
 
 @dataclass(frozen=True, slots=True)
 class SpilledRows:
-    """An item's rows that its handler wrote to a file (too many to hold in memory): a
-    Parquet file of the output schema in the batch's `scratch` directory, sorted and
-    de-duplicated as a segment is. The engine commits it as a segment of its own."""
+    """An item's rows that its handler wrote to a file (too many to hold in memory, or
+    written where they were decoded): a Parquet file of the output schema in the batch's
+    `scratch` directory, sorted and de-duplicated as a segment is. The engine commits it
+    as a segment of its own.
+
+    One file may hold the rows of several items (`items` > 1: a fetch process's chunk).
+    The handler then yields those items one after another, each with its own `rows`, and
+    the engine commits the file once, with all of their outcomes, or not at all."""
 
     path: Path
     rows: int
+    """This item's rows in the file."""
     parts: int = 1
     """Files it was merged from (a count for the item's metrics)."""
+    items: int = 1
+    """Items whose rows the file holds (this one among them)."""
 
 
 @dataclass(slots=True)

@@ -80,6 +80,7 @@ class JobRunner:
         self.merge_spec = MergeSpec(
             key_columns=handler.dedup_key,
             newest_column=handler.newest_column,
+            group_by=getattr(handler, "group_by", None),
             fan_in=settings.fan_in,
             workers=1 if settings.max_memory is not None else 2,
             batch_rows=8192 if settings.max_memory is not None else 65_536,

@@ -12,6 +12,7 @@ import contextlib
 import logging
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import orjson
 import pyarrow as pa
@@ -188,6 +189,10 @@ class _TaskLoop:
         self.oldest = 0.0
         self.next_seq = next_seq
         self.committing: asyncio.Future[None] | None = None
+        self.file: Path | None = None
+        """The file of rows (`SpilledRows`) being buffered, shared by several items."""
+        self.file_items_due = 0
+        """Its items still to come: the buffer is not committed before they are in."""
 
     async def run(self) -> None:
         outputs = self.ctx.handler.process(self.batch, list(self.batch.items))
@@ -212,12 +217,7 @@ class _TaskLoop:
                         except StopAsyncIteration:
                             break
                         step = None
-                        if output.spilled is not None:
-                            await self._flush()  # the outputs before it, in their segment
-                            self._add(output)
-                            await self._flush()  # its file, a segment of its own
-                        else:
-                            self._add(output)
+                        await self._take(output)
                     elif stop in done:
                         step.cancel()
                         with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
@@ -228,18 +228,39 @@ class _TaskLoop:
         finally:
             stop.cancel()
             await self._committed()
+            if self.file_items_due:  # stopped inside a shared file's items: not committed
+                self._clear()
             await self._flush()
             await self._committed()
+
+    async def _take(self, output: ItemOutput) -> None:
+        """Buffer an output. A file of rows (`spilled`) is a segment of its own: the
+        outputs before it are flushed first, and the file once every item it holds is in."""
+        spilled = output.spilled
+        if self.file_items_due:
+            if spilled is None or spilled.path != self.file:
+                raise RuntimeError(
+                    f"{self.ctx.handler.job_type}: the items of {self.file} must come one "
+                    "after another"
+                )
+        elif spilled is not None:
+            await self._flush()  # the outputs before it, in their segment
+            self.file, self.file_items_due = spilled.path, spilled.items
+        self._add(output)
+        if spilled is not None:
+            self.file_items_due -= 1
+            if not self.file_items_due:
+                await self._flush()  # the file, a segment of its own
 
     def _flush_due_in(self) -> float | None:
         """Seconds until the buffer is due by age; None when nothing is waiting for the
         clock (an empty buffer, or a commit in flight, whose end wakes the loop)."""
-        if not self.buffer or self.committing is not None:
+        if not self.buffer or self.committing is not None or self.file_items_due:
             return None
         return max(0.0, self.oldest + self.ctx.settings.flush_seconds - time.monotonic())
 
     def _flush_due(self) -> bool:
-        if not self.buffer:
+        if not self.buffer or self.file_items_due:
             return False
         settings = self.ctx.settings
         factor = 1 if self.committing is None else 2  # buffer on while a commit runs
@@ -250,6 +271,9 @@ class _TaskLoop:
                 self.committing is None and time.monotonic() - self.oldest >= settings.flush_seconds
             )
         )
+
+    def _clear(self) -> None:
+        self.buffer, self.buffered_rows, self.file, self.file_items_due = [], 0, None, 0
 
     def _add(self, output: ItemOutput) -> None:
         if not self.buffer:
@@ -269,7 +293,8 @@ class _TaskLoop:
         await self._committed()
         if not self.buffer:
             return
-        outputs, self.buffer, self.buffered_rows = self.buffer, [], 0
+        outputs = self.buffer
+        self._clear()
         seq = self.next_seq
         if any(_rows(o) for o in outputs):
             self.next_seq += 1
@@ -281,14 +306,14 @@ class _TaskLoop:
         tables = [o.rows for o in outputs if o.rows is not None and _rows(o)]
         spilled = [o.spilled for o in outputs if o.spilled is not None]
         segment = None
-        if spilled:  # (alone in its commit: see run)
-            assert len(outputs) == 1, "a spilled output is committed alone"
+        if spilled:  # (alone in its commit: see _take)
+            assert len(spilled) == len(outputs) == spilled[0].items, "one whole file"
             segment = spool.adopt_segment(
                 ctx.layout.segments_dir(self.task.task_id),
                 self.task.task_id,
                 seq,
                 spilled[0].path,
-                spilled[0].rows,
+                sum(s.rows for s in spilled),
             )
         elif tables:
             table = sort_table(pa.concat_tables(tables), ctx.merge_spec)

@@ -9,7 +9,9 @@ from __future__ import annotations
 import hashlib
 import shutil
 import urllib.parse
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,7 @@ from skyfill.failpoints import failpoint
 from skyfill.storage import arrow_compute as pc
 from skyfill.storage import columnar, replica
 from skyfill.storage.atomic import fsync_dir, sha256_file
+from skyfill.storage.prefetch import ahead
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +36,8 @@ class RowGroupBudget:
     """Bytes buffered over all partitions; past it the largest buffer is written."""
 
 
+WRITE_THREADS = 2
+"""Threads that encode and compress the output's row groups."""
 DEFAULT_BUDGET = RowGroupBudget(max_rows=128 * 1024, max_bytes=256 << 20)
 LOW_MEMORY_BUDGET = RowGroupBudget(max_rows=16 * 1024, max_bytes=16 << 20)
 
@@ -46,6 +51,7 @@ class ParquetSink:
         self, output_dir: Path, partition_by: str = "collection", low_memory: bool = False
     ) -> None:
         self._budget = LOW_MEMORY_BUDGET if low_memory else DEFAULT_BUDGET
+        self._threads = 0 if low_memory else WRITE_THREADS
         self._output = output_dir
         self._partition_by = partition_by
 
@@ -58,10 +64,11 @@ class ParquetSink:
             shutil.rmtree(tmp)
         (tmp / "records").mkdir(parents=True)  # present even when there are no records
         with PartitionWriter(
-            tmp / "records", records.schema, self._partition_by, self._budget
+            tmp / "records", records.schema, self._partition_by, self._budget, self._threads
         ) as partitions:
-            for batch in records:
-                partitions.write(batch)
+            # Each batch is split into its partitions in a thread, ahead of the buffering.
+            for parts in ahead((list(_partitions(b, self._partition_by)) for b in records), 2):
+                partitions.write_parts(parts)
         with columnar.writer(tmp / "repos.parquet", repos.schema) as writer:
             for batch in repos:
                 writer.write_batch(batch)
@@ -111,9 +118,19 @@ class PartitionWriter:
     """Hive-partitioned Parquet (`<column>=<value>/part-0.parquet`, the partition column
     left out of the files) with a bounded buffer: each partition's rows are held until a
     row group is full, and the largest buffer is written early when all of them together
-    pass the byte budget. Arrow's own dataset writer queues far more than that."""
+    pass the byte budget. Arrow's own dataset writer queues far more than that.
 
-    def __init__(self, root: Path, schema: pa.Schema, column: str, budget: RowGroupBudget) -> None:
+    Row groups are encoded and compressed in `threads` background threads (Arrow does it
+    without the GIL), one at a time per file, at most `threads` of them queued besides."""
+
+    def __init__(
+        self,
+        root: Path,
+        schema: pa.Schema,
+        column: str,
+        budget: RowGroupBudget,
+        threads: int = WRITE_THREADS,
+    ) -> None:
         self._root = root
         self._column = column
         self._file_schema = schema.remove(schema.get_field_index(column))
@@ -121,18 +138,36 @@ class PartitionWriter:
         self._buffers: dict[str, _Buffer] = {}
         self._writers: dict[str, pq.ParquetWriter] = {}
         self._held = 0
+        self._threads = threads
+        self._pool = ThreadPoolExecutor(threads, "skyfill-parquet") if threads else None
+        self._writing: dict[str, Future[None]] = {}
+        """Each file's row group being written (a file's groups are written in order)."""
+        self._queued: deque[Future[None]] = deque()
 
     def __enter__(self) -> PartitionWriter:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        for value in list(self._buffers):
-            self._flush(value)
-        for writer in self._writers.values():
-            writer.close()
+        try:
+            if exc[0] is None:
+                for value in list(self._buffers):
+                    self._flush(value)
+            for future in self._queued:
+                exc_value = future.exception()
+                if exc_value is not None and exc[0] is None:
+                    raise exc_value
+        finally:
+            if self._pool is not None:
+                self._pool.shutdown(wait=True, cancel_futures=True)
+            for writer in self._writers.values():
+                writer.close()
 
     def write(self, batch: pa.RecordBatch) -> None:
-        for value, part in _partitions(batch, self._column):
+        self.write_parts(_partitions(batch, self._column))
+
+    def write_parts(self, parts: Iterable[tuple[str, pa.RecordBatch]]) -> None:
+        """A batch already split by `_partitions`."""
+        for value, part in parts:
             buffer = self._buffers.setdefault(value, _Buffer())
             buffer.batches.append(part)
             buffer.rows += part.num_rows
@@ -156,6 +191,21 @@ class PartitionWriter:
                 directory / "part-0.parquet", self._file_schema
             )
         table = pa.Table.from_batches(buffer.batches, self._file_schema)
+        if self._pool is None:
+            writer.write_table(table, row_group_size=self._budget.max_rows)
+            return
+        previous = self._writing.get(value)
+        future = self._pool.submit(self._write_after, previous, writer, table)
+        self._writing[value] = future
+        self._queued.append(future)
+        while len(self._queued) > self._threads * 2 or (self._queued and self._queued[0].done()):
+            self._queued.popleft().result()  # (its error, if any, raised here)
+
+    def _write_after(
+        self, previous: Future[None] | None, writer: pq.ParquetWriter, table: pa.Table
+    ) -> None:
+        if previous is not None:
+            previous.result()
         writer.write_table(table, row_group_size=self._budget.max_rows)
 
 
@@ -163,6 +213,9 @@ def _partitions(batch: pa.RecordBatch, column: str) -> Iterator[tuple[str, pa.Re
     """The batch's rows by their value of `column` (without it), each part in the batch's
     order: one stable sort and slices, not a filter per value."""
     values = batch.column(column)
+    if batch.num_rows and pc.count_distinct(values).as_py() == 1 and not values.null_count:
+        yield values[0].as_py(), batch.drop_columns([column])  # (rows grouped already)
+        return
     order = pc.sort_indices(values)
     ordered = batch.take(order).drop_columns([column])
     start = 0

@@ -30,6 +30,7 @@ not_equal: Callable[[Datum, Datum], Datum] = _kernels["not_equal"]
 
 # One input.
 all: Callable[[Datum], Datum] = _kernels["all"]  # pyarrow's name (shadows the builtin here)
+count_distinct: Callable[[Datum], Datum] = _kernels["count_distinct"]
 is_null: Callable[[Datum], Datum] = _kernels["is_null"]
 take: Callable[[Datum, Datum], Datum] = _kernels["take"]
 unique: Callable[[Datum], Datum] = _kernels["unique"]
@@ -50,6 +51,7 @@ __all__ = [
     "all",
     "and_",
     "and_not",
+    "count_distinct",
     "equal",
     "fill_null",
     "is_in",

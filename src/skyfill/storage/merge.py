@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import dataclasses
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -62,6 +64,10 @@ class MergeSpec:
     in_memory_bytes: int = 0
     """Inputs up to this size in all (uncompressed) are merged in memory, by one sort
     (`merge_in_memory`: faster for a small job); 0: always streamed."""
+    group_by: str | None = None
+    """A key column that a merge in memory orders rows by first (a sink partitioned by it
+    then gets each partition's rows together); the streaming merge ignores it. Either
+    way, rows with one value of it come in key order."""
     workers: int = 2
     """Merges of one level that `reduce_to_fan_in` runs at once (threads: Arrow reads,
     sorts and writes without the GIL). Memory grows with it; 1 runs them one by one."""
@@ -73,6 +79,8 @@ class MergeSpec:
             raise ValueError("MergeSpec.newest_column must not be a key column")
         if self.fan_in < 2:
             raise ValueError("MergeSpec.fan_in must be at least 2")
+        if self.group_by is not None and self.group_by not in self.key_columns:
+            raise ValueError("MergeSpec.group_by must be a key column")
         if self.workers < 1:
             raise ValueError("MergeSpec.workers must be at least 1")
         if self.batch_rows < 1:
@@ -249,17 +257,31 @@ def merge_stream(inputs: list[Path], spec: MergeSpec, schema: pa.Schema) -> pa.R
 
 
 def merge_in_memory(inputs: list[Path], spec: MergeSpec, schema: pa.Schema) -> pa.RecordBatchReader:
-    """The rows `merge_stream` gives (the same order, the same row kept of duplicate keys),
-    for inputs small enough to hold at once: read whole and sorted once by Arrow, instead of
-    merged step by step. Batches of `batch_rows`."""
-    tables = [pq.read_table(path, columns=schema.names, schema=schema) for path in inputs]
+    """The rows `merge_stream` gives (the same row kept of duplicate keys; the same order,
+    or grouped by `spec.group_by` first), for inputs small enough to hold at once: read
+    whole and sorted once by Arrow, instead of merged step by step. Batches of
+    `batch_rows`."""
+    with ThreadPoolExecutor(spec.workers, "skyfill-read") as pool:
+        tables = list(pool.map(lambda path: _read_whole(path, schema), inputs))
     table = pa.concat_tables(tables).combine_chunks() if tables else schema.empty_table()
     del tables
-    merged = sort_table(table, spec)
-    del table
-    return pa.RecordBatchReader.from_batches(
-        schema, merged.to_batches(max_chunksize=spec.batch_rows)
-    )
+    grouped = spec
+    if spec.group_by is not None:
+        keys = (spec.group_by, *(c for c in spec.key_columns if c != spec.group_by))
+        grouped = dataclasses.replace(spec, key_columns=keys)
+    order = _unique_sorted_indices(table, grouped) if table.num_rows else pa.array([], pa.int64())
+    # Each batch is gathered in a thread, ahead of the consumer (who encodes the last one).
+    batches = ahead(_taken(table, order, spec.batch_rows), PREFETCH_BATCHES, "skyfill-merge")
+    return pa.RecordBatchReader.from_batches(schema, batches)
+
+
+def _read_whole(path: Path, schema: pa.Schema) -> pa.Table:
+    return pq.read_table(path, columns=schema.names, schema=schema)
+
+
+def _taken(table: pa.Table, order: pa.Array, rows: int) -> Iterator[pa.RecordBatch]:
+    for start in range(0, len(order), rows):
+        yield from table.take(order.slice(start, rows)).to_batches()
 
 
 def fits_in_memory(inputs: list[Path], budget: int) -> bool:
