@@ -11,9 +11,11 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+import redis
 
 from skyfill.engine.layout import JobLayout
 from skyfill.engine.state.redis import RedisStateStore
+from skyfill.ratelimit.redis_budget import budget_key
 from tests.helpers import (
     CliProcess,
     RedisServer,
@@ -192,9 +194,12 @@ def test_redis_restart_with_aof_mid_job(
     store.close()
 
 
+@pytest.mark.parametrize("fetch_processes", ["0", "1"])
 def test_workers_share_one_host_budget(
-    network: Server, redis_server: RedisServer, tmp_path: Path
+    network: Server, redis_server: RedisServer, tmp_path: Path, fetch_processes: str
 ) -> None:
+    """With fetch processes, each worker's child leases from the same budget in Redis (a
+    child with a bucket of its own would let 4 x 6 through)."""
     rate = 6
     pds = network.ready["pds"][0].removeprefix("http://")
     submit(
@@ -206,6 +211,8 @@ def test_workers_share_one_host_budget(
         "5",
         "--hosts",
         f"{pds}={rate}/1s",
+        "--fetch-processes",
+        fetch_processes,
     )
     arrivals = _json(network.ready["pds"][0] + "/_simnet/arrivals").get("0", [])
     before = len(arrivals)  # the package's network served other tests' jobs too
@@ -223,6 +230,33 @@ def test_workers_share_one_host_budget(
     # second shared, the requests after the first two seconds' worth take a second per 6.
     span = mine[-1] - mine[0]
     assert span >= (len(mine) - 2 * rate) / rate, f"{len(mine)} requests in {span:.1f} s"
+
+
+def test_fetch_processes_give_back_what_they_leased_between_batches(
+    network: Server, redis_server: RedisServer, tmp_path: Path
+) -> None:
+    """The PLC allows exactly one resolution per DID an hour, shared by two workers whose
+    fetch processes lease slots in blocks. A child's loop stops between batches, and with
+    it the return of idle slots: unless the child gives back what it leased and did not
+    spend as each batch ends, the other worker can wait the hour for the last resolutions
+    (whether it does depends on which batch ends last); what is left counted in the budget
+    after the job says so every time."""
+    plc = host_key(network.ready["plc"])
+    dids = len(Path(network.ready["dids"]).read_text().split())
+    flags = ("--batch-size", "10", "--fetch-processes", "1", "--hosts", f"{plc}={dids}/1h")
+    submit(network, redis_server, tmp_path / "shared", "lease", *flags)
+    errors = wait_all(start_workers(redis_server, "lease", 2), timeout=90)
+    store = RedisStateStore.from_url(redis_server.url, "lease")
+    job = store.job()
+    assert job is not None and str(job.status) == "completed", errors
+    assert sum(store.status_counts().values()) == job.item_count == dids
+    truth = truth_records(network.ready["truth_data"])
+    got = records_by_did(tmp_path / "shared", "lease")
+    assert {d: got.get(d, set()) for d in truth} == truth
+    store.close()
+    # one resolution per DID spent; nothing leased and left unspent
+    counted = redis.Redis.from_url(redis_server.url).zcard(budget_key(plc))
+    assert counted == dids
 
 
 def test_enqueue_adds_new_dids_only(

@@ -215,7 +215,8 @@ class BackfillConfig:
         default=None,
         metadata=flag(
             min=0,
-            shown="one per core for 1,000 DIDs or more (or a host listing), else 0",
+            shown="one per core (a distributed worker: 1) for 1,000 DIDs or more (or a host "
+            "listing), else 0",
             help="Processes that resolve, fetch and decode repos, each with 1/N of every "
             "host's rate limit and of --concurrency (0: all in this process).",
         ),
@@ -333,6 +334,9 @@ class BackfillConfig:
     """Seconds to connect to a host."""
     total_timeout: float = 900.0
     """Seconds for one whole repo download."""
+    planned_dids: int | None = None
+    """DIDs of the job's DID file, set when it is planned (None: a host listing, or not
+    planned yet): what `--fetch-processes` unset goes by."""
 
     def __post_init__(self) -> None:
         check_ranges(self)

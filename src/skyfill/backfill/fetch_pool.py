@@ -22,7 +22,7 @@ import multiprocessing.util
 import os
 import secrets
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
@@ -45,6 +45,7 @@ from skyfill.errors import Outcome, WorkerCrashed
 from skyfill.failpoints import failpoint
 from skyfill.net.http import make_session
 from skyfill.ratelimit.local import LimitSettings, LocalLimiter
+from skyfill.ratelimit.shared import SharedBudget
 from skyfill.storage import columnar, spool
 from skyfill.storage.merge import sort_table
 from skyfill.telemetry.histogram import LatencyHistogram
@@ -54,12 +55,15 @@ AUTO_MIN_DIDS = 1000
 processes (~0.3 s of CPU each) costs more than they save on a smaller job."""
 
 
-def auto_processes(dids: int | None) -> int:
-    """`--fetch-processes` unset: one per core for a job of `dids` (None: not known yet, a
-    host listing) when there is more than one core and the C decoder; else 0."""
+def auto_processes(dids: int | None, distributed: bool) -> int:
+    """`--fetch-processes` unset, for a job of `dids` (None: not known, a host listing):
+    with more than one core and the C decoder, one per core, or one per distributed worker
+    (workers are run one per core); none for a smaller job."""
     cores = os.cpu_count() or 1
     big = dids is None or dids >= AUTO_MIN_DIDS
-    return cores if big and cores > 1 and fastrepo.enabled() else 0
+    if not big or cores < 2 or not fastrepo.enabled():
+        return 0
+    return 1 if distributed else cores
 
 
 CHUNK_DIDS = 100
@@ -77,10 +81,16 @@ class FetchPool:
     """The coordinator's side: chunks of DIDs to the children, their outputs back."""
 
     def __init__(
-        self, config: BackfillConfig, processes: int, records_by_collection: Counter[str]
+        self,
+        config: BackfillConfig,
+        processes: int,
+        records_by_collection: Counter[str],
+        budget: Callable[[], SharedBudget] | None = None,
     ) -> None:
         self._config = config
         self._processes = processes
+        self._budget = budget
+        """Distributed: how a child opens the hosts' budget shared by every worker."""
         self._pool: ProcessPoolExecutor | None = None
         self._records_by_collection = records_by_collection
         """The caller's counter: the records the children decoded are added to it."""
@@ -92,7 +102,7 @@ class FetchPool:
             max_workers=self._processes,
             mp_context=multiprocessing.get_context("spawn"),
             initializer=_open_child,
-            initargs=(os.getpid(), self._config.to_dict(), self._processes),
+            initargs=(os.getpid(), self._config.to_dict(), self._processes, self._budget),
         )
 
     async def fetch(self, dids: list[str], scratch: Path) -> AsyncIterator[ItemOutput]:
@@ -207,13 +217,18 @@ class _Child:
 _child: _Child | None = None
 
 
-def _open_child(parent_pid: int, config: dict[str, Any], processes: int) -> None:
+def _open_child(
+    parent_pid: int,
+    config: dict[str, Any],
+    processes: int,
+    budget: Callable[[], SharedBudget] | None,
+) -> None:
     global _child
     init_child(parent_pid)
     cfg = BackfillConfig.from_dict(config)
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
-    _child = loop.run_until_complete(_open(cfg, cfg.limit_settings(share=processes)))
+    _child = loop.run_until_complete(_open(cfg, _child_limits(cfg, processes, budget), budget))
     # run as the child exits (when the pool shuts down): its connections closed, quietly
     multiprocessing.util.Finalize(None, _close_child, exitpriority=10)
     gcpolicy.tune()
@@ -226,9 +241,23 @@ def _close_child() -> None:
         child.loop.close()
 
 
-async def _open(cfg: BackfillConfig, limits: LimitSettings) -> _Child:
+def _child_limits(
+    cfg: BackfillConfig, processes: int, budget: Callable[[], SharedBudget] | None
+) -> LimitSettings:
+    """1/N of the concurrency; 1/N of every host's rate too, unless a shared budget (which
+    every process leases from, with the hosts' whole rates) splits it."""
+    limits = cfg.limit_settings(share=processes)
+    if budget is None:
+        return limits
+    whole = cfg.limit_settings()
+    return dataclasses.replace(limits, default_rate=whole.default_rate, host_rates=whole.host_rates)
+
+
+async def _open(
+    cfg: BackfillConfig, limits: LimitSettings, budget: Callable[[], SharedBudget] | None
+) -> _Child:
     session = make_session(cfg.http_settings(limits.global_concurrency))
-    limiter = LocalLimiter(limits)
+    limiter = LocalLimiter(limits, budget=budget() if budget is not None else None)
     client = XrpcClient(session, cfg.allow_private_network, limiter)
     fetcher = RepoFetcher(cfg, client, IdentityResolver(client, cfg.plc_url), InlineExecutor())
     return _Child(asyncio.get_running_loop(), fetcher, limiter, session)
@@ -251,7 +280,13 @@ def fetch_chunk(
 
 async def _fetch_all(child: _Child, dids: list[str], scratch: Path) -> list[ItemOutput]:
     # all at once, as the job's own process does: the child's limiter bounds what runs
-    return list(await asyncio.gather(*(child.fetcher.fetch(did, scratch) for did in dids)))
+    outputs = list(await asyncio.gather(*(child.fetcher.fetch(did, scratch) for did in dids)))
+    if child.limiter.budget is not None:
+        # The child's loop stops between chunks, and with it the limiter's return of idle
+        # slots: those leased from the shared budget and unspent go back now, or another
+        # worker could wait a whole window for them (the last chunk's, until the job ends).
+        await child.limiter.close()
+    return outputs
 
 
 def _rows_to_file(outputs: list[ItemOutput], scratch: Path) -> list[ItemOutput]:

@@ -96,11 +96,11 @@ class BackfillHandler:
         if self.config.previous:
             return self._refresh_plan(hosts)
         if not self.config.dids_file:
-            self._settle_fetch_processes(None)
             return Plan(items=[], input_description={"kind": "hosts", **hosts})
         path = Path(self.config.dids_file)
         parsed = read_did_file(path)
-        self._settle_fetch_processes(None if self.discovers() else len(parsed.dids))
+        if not self.discovers():
+            self.config = dataclasses.replace(self.config, planned_dids=len(parsed.dids))
         return Plan(
             items=parsed.dids,
             input_description={
@@ -114,13 +114,6 @@ class BackfillHandler:
             },
             warnings=parsed.warnings(),
         )
-
-    def _settle_fetch_processes(self, dids: int | None) -> None:
-        """`--fetch-processes` unset: decided by the job's size, once (the stored config
-        holds the number, so that a resumed job keeps it)."""
-        if self.config.fetch_processes is None:
-            processes = auto_processes(dids)
-            self.config = dataclasses.replace(self.config, fetch_processes=processes)
 
     def _refresh_plan(self, hosts: dict[str, Any]) -> Plan:
         """The previous job's DIDs, then those of the DID file (if any) not among them."""
@@ -184,15 +177,20 @@ class BackfillHandler:
         threads = (os.cpu_count() or 1) if processes == 0 and fastrepo.enabled() else 0
         self._executor = make_executor(processes, threads)
         # Fetch processes: not under a memory limit (each child holds its own CARs), nor in
-        # a refresh (the previous job is read by the fetcher, in this process), nor in a
-        # distributed worker (the hosts' budgets are shared through this process's limiter).
+        # a refresh (the previous job is read by the fetcher, in this process), nor with a
+        # shared budget that only this process can lease from.
+        budget = self.shared_budget
+        opener = budget.opener() if budget is not None else None
+        processes = cfg.fetch_processes
+        if processes is None:
+            processes = auto_processes(cfg.planned_dids, distributed=budget is not None)
         if (
-            cfg.fetch_processes
+            processes
             and cfg.max_memory is None
             and not cfg.previous
-            and self.shared_budget is None
+            and (budget is None or opener is not None)
         ):
-            self._pool = FetchPool(cfg, cfg.fetch_processes, self.records_by_collection)
+            self._pool = FetchPool(cfg, processes, self.records_by_collection, opener)
         self._fetcher = RepoFetcher(
             cfg,
             client,

@@ -267,7 +267,7 @@ def serve_job(
             settings,
             queue=RedisTaskQueue(store.client, store.keys),
             leases=RedisLeases(store.client, store.keys),
-            budget=RedisBudget(store.client),  # rate limits shared by every worker
+            budget=RedisBudget(store.client, state_url),  # rate limits shared by every worker
         )
 
         async def main() -> JobRecord:

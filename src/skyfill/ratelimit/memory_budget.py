@@ -24,6 +24,10 @@ class MemoryBudget:
         """Per host: each slot counted, by id, with when it was granted (oldest first)."""
         self._ids = itertools.count()
 
+    def opener(self) -> None:
+        """It lives in this process: no other can share it."""
+        return None
+
     async def lease(self, host: str, spec: RateSpec, want: int) -> Grant:
         lifetime = lease_lifetime(spec)
         horizon = spec.window + lifetime

@@ -12,9 +12,10 @@ jobs on the same host share its budget.
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import redis
 
@@ -56,8 +57,10 @@ def budget_key(host: str) -> str:
 
 
 class RedisBudget:
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: redis.Redis, url: str | None = None) -> None:
         self._r = client
+        self._url = url
+        """Where the client connects (None: unknown; no other process can open it)."""
         self._script = client.register_script(_LEASE)
         self._tag = secrets.token_hex(4)
         self._leases = itertools.count()
@@ -84,6 +87,13 @@ class RedisBudget:
         if int(granted) <= 0:
             return Grant(wait=max(0.0, int(wait_us) / 1_000_000))
         return Grant(tuple(f"{tag}:{i}" for i in range(1, int(granted) + 1)))
+
+    @classmethod
+    def from_url(cls, url: str) -> RedisBudget:
+        return cls(redis.Redis.from_url(url), url)
+
+    def opener(self) -> Callable[[], RedisBudget] | None:
+        return None if self._url is None else functools.partial(RedisBudget.from_url, self._url)
 
     async def give_back(self, host: str, slots: Sequence[str]) -> None:
         if slots:

@@ -18,7 +18,7 @@ it gives its slots back leaves them counted: the budget errs on the side of the 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -55,6 +55,11 @@ class SharedBudget(Protocol):
 
     async def give_back(self, host: str, slots: Sequence[str]) -> None:
         """Return slots leased here and never spent: they stop counting against `host`."""
+        ...
+
+    def opener(self) -> Callable[[], SharedBudget] | None:
+        """How another process (a fetch process) opens this budget: a picklable callable,
+        or None when the budget lives in this process only."""
         ...
 
 
