@@ -367,6 +367,29 @@ def test_attempts_accumulate_and_outcome_overwrites(store: StateStore) -> None:
     assert (item.status, item.attempts) == ("ok", 3)
 
 
+def test_one_commit_over_two_batches_keeps_every_index(store: StateStore) -> None:
+    """Redis updates its indexes once per commit (members gathered per index): items of
+    two batches, one given twice (failed, then back to pending), end as one by one would."""
+    _create(store)
+    t0 = time.time()
+    pending = ItemResult("b", "pending", attempts=1)
+    results = [_ok("a"), _failed("b", True), _failed("d", True), _ok("e"), pending]
+    store.commit_items("task-0001", results, [2, 0, 0, 3, 0], None)
+    assert store.status_counts() == {"pending": 2, "ok": 2, "failed": 1}
+    assert store.pending_items("batch-0001") == ["b", "c"]
+    assert store.pending_items("batch-0002") == []
+    assert [(i.key, t) for i, t in store.failed_items(retryable_only=True)] == [("d", "task-0001")]
+    assert store.completions_since(t0) == 3  # a, d, e; b is pending again
+    assert store.task_item_metrics("task-0001") == {"items_processed": 4, "rows": 5}
+    b = next(i for i in store.iter_items() if i.key == "b")
+    assert (b.status, b.attempts, b.error) == ("pending", 2, None)
+    # d's retry succeeds under another task: it leaves the failed indexes and its old task
+    store.commit_items("task-0002", [_ok("d")], [1], None)
+    assert store.failed_items(retryable_only=False) == []
+    assert store.task_item_metrics("task-0001") == {"items_processed": 3, "rows": 5}
+    assert store.task_item_metrics("task-0002") == {"items_processed": 1, "rows": 1}
+
+
 def test_commit_unknown_item_is_ignored(store: StateStore) -> None:
     _create(store)
     store.commit_items("task-0001", [_ok("zzz"), _ok("a")], [1, 1], None)

@@ -5,7 +5,9 @@ indexes (pending per batch, failed, completions by time) that answer the store's
 from __future__ import annotations
 
 import time
+from collections import Counter, defaultdict
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -78,53 +80,67 @@ class RedisItems(RedisBase):
                     str(segment.seq),
                     to_json({"path": segment.path, "rows": segment.rows}),
                 )
-            for r, n in zip(results, rows, strict=True):
-                if r.key not in state:
-                    continue  # like an UPDATE that matches no row
-                old = state[r.key]
-                batch, old_status, attempts, owner = old
-                attempts += r.attempts
-                hset(
-                    pipe,
-                    k.item(r.key),
-                    {
-                        "status": r.status,
-                        "error_class": r.error_class,
-                        "error": r.error,
-                        "retryable": int(r.retryable),
-                        "attempts": attempts,
-                        "data": to_json(r.data),
-                        "metrics": to_json(r.metrics),
-                        "rows": n,
-                        "task_id": task_id,
-                        "updated_at": now,
-                    },
-                )
-                if old_status != r.status:
-                    pipe.hincrby(k.item_status, old_status, -1)
-                    pipe.hincrby(k.item_status, r.status, 1)
-                if r.status == ItemStatus.PENDING:
-                    pipe.zadd(k.batch_pending(batch), {r.key: 0})
-                    pipe.zrem(k.completions, r.key)
-                else:
-                    pipe.zrem(k.batch_pending(batch), r.key)
-                    pipe.zadd(k.completions, {r.key: now})
-                if r.status == FAILED_ITEM:
-                    pipe.zadd(k.failed, {r.key: 0})
-                    if r.retryable:
-                        pipe.zadd(k.failed_retryable, {r.key: 0})
-                    else:
-                        pipe.zrem(k.failed_retryable, r.key)
-                else:
-                    pipe.zrem(k.failed, r.key)
-                    pipe.zrem(k.failed_retryable, r.key)
-                if owner != task_id:
-                    if owner is not None:
-                        pipe.srem(k.task_items(owner), r.key)
-                    pipe.sadd(k.task_items(task_id), r.key)
-                state[r.key] = [batch, r.status, attempts, task_id]
+            self._queue_writes(pipe, task_id, results, rows, state, now)
 
         self._transact([k.task(task_id), *([seg_key] if seg_key else []), *item_keys], body)
+
+    def _queue_writes(
+        self,
+        pipe: Pipeline,
+        task_id: str,
+        results: list[ItemResult],
+        rows: list[int],
+        state: dict[str, list[Any]],
+        now: float,
+    ) -> None:
+        """Queue the items' new state: a hash each, and the indexes updated with one command
+        per index (not one per item: redis-py's packing of each command cost a distributed
+        worker more CPU than the rest of its commits). An item given twice ends as its last
+        result says, its attempts summed, as one write after the other would leave it."""
+        k = self._keys
+        final: dict[str, tuple[ItemResult, int, int]] = {}
+        for r, n in zip(results, rows, strict=True):
+            if r.key in state:  # else: like an UPDATE that matches no row
+                attempts = final[r.key][2] if r.key in final else state[r.key][2]
+                final[r.key] = (r, n, attempts + r.attempts)
+        counts: Counter[str] = Counter()
+        index = _IndexChanges()
+        for key, (r, n, attempts) in final.items():
+            batch, old_status, _, owner = state[key]
+            hset(
+                pipe,
+                k.item(key),
+                {
+                    "status": r.status,
+                    "error_class": r.error_class,
+                    "error": r.error,
+                    "retryable": int(r.retryable),
+                    "attempts": attempts,
+                    "data": to_json(r.data),
+                    "metrics": to_json(r.metrics),
+                    "rows": n,
+                    "task_id": task_id,
+                    "updated_at": now,
+                },
+            )
+            if old_status != r.status:
+                counts[old_status] -= 1
+                counts[r.status] += 1
+            pending = r.status == ItemStatus.PENDING
+            failed = r.status == FAILED_ITEM
+            index.put(k.batch_pending(batch), key, pending)
+            index.put(k.completions, key, not pending, now)
+            index.put(k.failed, key, failed)
+            index.put(k.failed_retryable, key, failed and r.retryable)
+            if owner != task_id:
+                if owner is not None:
+                    index.leave(k.task_items(owner), key)
+                index.join(k.task_items(task_id), key)
+            state[key] = [batch, r.status, attempts, task_id]
+        for status, delta in counts.items():
+            if delta:
+                pipe.hincrby(k.item_status, status, delta)
+        index.queue(pipe)
 
     def task_item_metrics(self, task_id: str) -> dict[str, float]:
         totals: dict[str, float] = {"items_processed": 0, "rows": 0}
@@ -171,6 +187,38 @@ class RedisItems(RedisBase):
 
     def completions_since(self, since: float) -> int:
         return int(self._r.zcount(self._keys.completions, since, "+inf"))
+
+
+@dataclass
+class _IndexChanges:
+    """Members to add to and remove from sorted sets and sets, gathered per key."""
+
+    added: dict[str, dict[str, float]] = field(default_factory=lambda: defaultdict(dict))
+    removed: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
+    joined: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
+    left: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
+
+    def put(self, zset: str, member: str, present: bool, score: float = 0) -> None:
+        if present:
+            self.added[zset][member] = score
+        else:
+            self.removed[zset].append(member)
+
+    def join(self, set_key: str, member: str) -> None:
+        self.joined[set_key].append(member)
+
+    def leave(self, set_key: str, member: str) -> None:
+        self.left[set_key].append(member)
+
+    def queue(self, pipe: Pipeline) -> None:
+        for zset, members in self.removed.items():
+            pipe.zrem(zset, *members)
+        for zset, scores in self.added.items():
+            pipe.zadd(zset, scores)
+        for set_key, members in self.left.items():
+            pipe.srem(set_key, *members)
+        for set_key, members in self.joined.items():
+            pipe.sadd(set_key, *members)
 
 
 def _item(row: list[Any]) -> ItemResult:
