@@ -1073,8 +1073,140 @@ static PyTypeObject CarIndexType = {
     .tp_doc = "The blocks of one repo CAR, indexed by CID.",
 };
 
+/* ---------------------------------------------------------------- stream frame hints */
+
+/* Skip one value of the kinds DAG-CBOR frames hold (ints, strings, arrays, maps, links,
+   true/false/null); -1 for anything else (floats, other tags, non-minimal heads, running
+   out of data): the caller then leaves the frame to libipld. */
+static int skip_value(Reader *r, int depth) {
+    int major;
+    uint64_t arg;
+    if (depth > 64 || read_head(r, &major, &arg) < 0) return -1;
+    switch (major) {
+    case 0:
+    case 1:
+        return 0;
+    case 2:
+    case 3:
+        if (arg > r->end - r->pos) return -1;
+        r->pos += (size_t)arg;
+        return 0;
+    case 4:
+        for (uint64_t i = 0; i < arg; i++)
+            if (skip_value(r, depth + 1) < 0) return -1;
+        return 0;
+    case 5:
+        for (uint64_t i = 0; i < arg; i++)
+            if (skip_value(r, depth + 1) < 0 || skip_value(r, depth + 1) < 0) return -1;
+        return 0;
+    case 6:
+        return arg == 42 ? skip_value(r, depth + 1) : -1;
+    case 7:
+        return arg >= 20 && arg <= 22 ? 0 : -1; /* false, true, null */
+    }
+    return -1;
+}
+
+static int is_key(const unsigned char *k, size_t n, const char *name) {
+    size_t len = strlen(name);
+    return n == len && memcmp(k, name, len) == 0;
+}
+
+/* A map entry's value when it is text: *s, *n; *s = NULL (and the value skipped) when it is
+   of another type. */
+static int text_or_skip(Reader *r, const unsigned char **s, size_t *n) {
+    if (r->pos < r->end && (r->p[r->pos] >> 5) == 3) return read_text(r, s, n);
+    *s = NULL;
+    return skip_value(r, 0);
+}
+
+static PyObject *text_or_none(const unsigned char *s, size_t n, int *bad) {
+    if (s == NULL) Py_RETURN_NONE;
+    PyObject *text = PyUnicode_DecodeUTF8((const char *)s, (Py_ssize_t)n, NULL);
+    if (text == NULL) {
+        PyErr_Clear();
+        *bad = 1;
+    }
+    return text;
+}
+
+/* peek(message): (type, seq, did) of an event frame as stream/frames.py's peek reads them
+   (None where absent or of another type; the body's `repo`, else its `did`), without
+   building the body; None when the frame is not two maps of plain values, which the caller
+   then reads with libipld. Hints only: what else the frame holds is not checked here. */
+static PyObject *peek_frame(PyObject *self, PyObject *message) {
+    (void)self;
+    Py_buffer view;
+    if (PyObject_GetBuffer(message, &view, PyBUF_SIMPLE) < 0) return NULL;
+    Reader r = {view.buf, 0, (size_t)view.len};
+    const unsigned char *kind = NULL, *repo = NULL, *did = NULL, *k;
+    size_t kind_n = 0, repo_n = 0, did_n = 0, kn;
+    int seen_t = 0, seen_seq = 0, seen_repo = 0, seen_did = 0, seq_major = -1;
+    uint64_t n, seq = 0;
+    int major;
+    PyObject *result = NULL;
+    if (read_head(&r, &major, &n) < 0 || major != 5) goto declined;
+    for (uint64_t i = 0; i < n; i++) {
+        if (read_text(&r, &k, &kn) < 0) goto declined;
+        if (is_key(k, kn, "t")) {
+            if (seen_t++ || text_or_skip(&r, &kind, &kind_n) < 0) goto declined;
+        } else if (skip_value(&r, 0) < 0) {
+            goto declined;
+        }
+    }
+    if (read_head(&r, &major, &n) < 0 || major != 5) goto declined;
+    for (uint64_t i = 0; i < n; i++) {
+        if (read_text(&r, &k, &kn) < 0) goto declined;
+        if (is_key(k, kn, "seq")) {
+            if (seen_seq++ || r.pos >= r.end) goto declined;
+            int m = r.p[r.pos] >> 5;
+            if (m == 0 || m == 1) {
+                if (read_head(&r, &seq_major, &seq) < 0) goto declined;
+            } else if (skip_value(&r, 0) < 0) {
+                goto declined;
+            }
+        } else if (is_key(k, kn, "repo")) {
+            if (seen_repo++ || text_or_skip(&r, &repo, &repo_n) < 0) goto declined;
+        } else if (is_key(k, kn, "did")) {
+            if (seen_did++ || text_or_skip(&r, &did, &did_n) < 0) goto declined;
+        } else if (skip_value(&r, 0) < 0) {
+            goto declined;
+        }
+    }
+    if (r.pos != r.end) goto declined; /* more than two values: libipld's verdict */
+    int bad = 0;
+    PyObject *t = text_or_none(kind, kind_n, &bad);
+    PyObject *s;
+    if (seq_major == 0)
+        s = PyLong_FromUnsignedLongLong(seq);
+    else if (seq_major == 1)
+        s = seq > (uint64_t)INT64_MAX ? NULL : PyLong_FromLongLong(-1 - (long long)seq);
+    else
+        s = (Py_INCREF(Py_None), Py_None);
+    PyObject *d = seen_repo ? text_or_none(repo, repo_n, &bad) : text_or_none(did, did_n, &bad);
+    if (t && s && d && !bad) result = PyTuple_Pack(3, t, s, d);
+    Py_XDECREF(t);
+    Py_XDECREF(s);
+    Py_XDECREF(d);
+    if (result == NULL) {
+        PyErr_Clear();
+        goto declined;
+    }
+    PyBuffer_Release(&view);
+    return result;
+declined:
+    PyBuffer_Release(&view);
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef fastrepo_functions[] = {
+    {"peek_frame", (PyCFunction)peek_frame, METH_O, "An event frame's type, seq and DID."},
+    {NULL},
+};
+
 static struct PyModuleDef fastrepo_module = {
-    PyModuleDef_HEAD_INIT, "_fastrepo", "The repo decoder's hot path in C.", -1, NULL,
+    PyModuleDef_HEAD_INIT, "_fastrepo", "The repo decoder's hot path in C.", -1,
+    fastrepo_functions,
 };
 
 PyMODINIT_FUNC PyInit__fastrepo(void) {

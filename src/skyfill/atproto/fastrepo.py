@@ -47,6 +47,11 @@ if TYPE_CHECKING:
     from skyfill.atproto._fastrepo import CarIndex
 
 
+def peek_frame() -> Callable[[bytes], tuple[str | None, int | None, str | None] | None] | None:
+    """The C reader of an event frame's type, seq and DID, when the fast path is on."""
+    return _fastrepo.peek_frame if _fastrepo is not None and enabled() else None
+
+
 def indexed_commit(
     index: CarIndex, root: bytes, expected_did: str, signing_key: str | None
 ) -> Commit | None:

@@ -17,6 +17,8 @@ makes the next run write an overlapping part again; readers (`compact`) de-dupli
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,7 @@ import pyarrow.parquet as pq
 
 from skyfill.sinks.changes import (
     ApplyCounts,
+    Change,
     ChangeBatch,
     RecordDelete,
     RecordPut,
@@ -85,12 +88,41 @@ class _Columns:
 
 
 _VALUES = EVENT_SCHEMA.names[5:]
+_OP = {RecordDelete: "delete", RepoUpdate: "repo"}
+"""A change's `op` (a RecordPut's is its action)."""
 
 
 def _rows(batch: ChangeBatch) -> _Columns:
+    changes = batch.changes
+    if any(type(c) is RepoReset for c in changes):
+        return _rows_one_by_one(changes)
+    return _rows_by_column(changes)
+
+
+def _rows_by_column(changes: Sequence[Change]) -> _Columns:
+    """One row per change, each column read off all the changes at once: a value column
+    is the attribute of that name, None where the change has none (which is exactly what
+    `_rows_one_by_one` gives each kind of change; a RepoReset, which spans several rows,
+    goes there)."""
+    rows = _Columns()
+    columns = rows.columns
+    columns["seq"] = [c.seq for c in changes]
+    columns["idx"] = list(range(len(changes)))
+    columns["time"] = [c.time for c in changes]
+    columns["did"] = [c.did for c in changes]
+    ops = [c.action if type(c) is RecordPut else _OP[type(c)] for c in changes]
+    columns["op"] = ops
+    for name in _VALUES:
+        columns[name] = [getattr(c, name, None) for c in changes]
+    rows.count = len(changes)
+    rows.ops = dict(Counter(ops))
+    return rows
+
+
+def _rows_one_by_one(changes: Sequence[Change]) -> _Columns:
     rows = _Columns()
     add = rows.add
-    for c in batch.changes:
+    for c in changes:
         if isinstance(c, RecordPut):
             add(c, c.action, collection=c.collection, rkey=c.rkey, cid=c.cid, rev=c.rev,
                 record=c.record, created_at=c.created_at)  # fmt: skip

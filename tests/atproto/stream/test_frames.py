@@ -341,3 +341,47 @@ def test_slot_setters_must_name_every_field() -> None:
     set_prev(op, CID.cid_bytes)
     assert op == RepoOp("delete", "a.b.c/x", None, CID.cid_bytes)
     assert hash(op) == hash(RepoOp("delete", "a.b.c/x", None, CID.cid_bytes))
+
+
+# -- peek: the C reader against the Python one ---------------------------------------------
+
+PEEK_ODDITIES = [
+    ({"op": 1, "t": 7}, {"seq": 3, "repo": DID}),  # a type that is not text
+    ({"op": 1, "t": "#commit"}, {"seq": True, "repo": DID}),  # a bool is no seq
+    ({"op": 1, "t": "#commit"}, {"seq": -4, "repo": DID}),
+    ({"op": 1, "t": "#commit"}, {"seq": 2**63, "repo": DID}),
+    ({"op": 1, "t": "#identity"}, {"seq": 3, "repo": 5, "did": DID}),  # `repo` wins, not text
+    ({"op": 1, "t": "#identity"}, {"seq": 3, "did": DID, "x": {"a": [1, None, b"b", CID]}}),
+    ({"op": 1, "t": "#identity"}, {"seq": 3, "did": DID, "f": 1.5}),  # a float: declined
+    ({"op": -1}, {"error": "FutureCursor"}),
+    ({"op": 1, "t": "#commit"}, {}),
+]
+
+
+@pytest.mark.parametrize(
+    "data",
+    [encode_frame(f) for f in FRAMES]  # type: ignore[arg-type]
+    + [message(h, b) for h, b in PEEK_ODDITIES]
+    + [message({"op": 1, "t": "#commit"}, {"seq": 1}) + b"\x00", b"", b"\xa0", b"\xa0\x01"],
+)
+def test_peek_in_c_reads_what_libipld_reads(data: bytes) -> None:
+    assert frames.peek(data) == frames._peek_python(data)
+
+
+def test_peek_in_c_agrees_on_damaged_frames() -> None:
+    """Where libipld still reads a damaged frame, the C reader either reads the same hints
+    or declines (then `peek` asks libipld). It may read hints from a frame libipld refuses
+    (it checks only what it reads): hints, which the strict decoding then overrules."""
+    assert frames._peek_frame is not None, "make builds the C module (test_fastrepo.py)"
+    rng = random.Random(16)
+    originals = [encode_frame(f) for f in FRAMES]  # type: ignore[arg-type]
+    compared = 0
+    for _ in range(3000):
+        data = bytearray(rng.choice(originals))
+        for _ in range(rng.randint(1, 3)):
+            data[rng.randrange(len(data))] = rng.randrange(256)
+        fast, slow = frames._peek_frame(bytes(data)), frames._peek_python(bytes(data))
+        if fast is not None and slow != (None, None, None):
+            assert fast == slow, bytes(data).hex()
+            compared += 1
+    assert compared > 500

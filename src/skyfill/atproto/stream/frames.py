@@ -22,7 +22,7 @@ from typing import TypeVar
 
 import libipld
 
-from skyfill.atproto import slots
+from skyfill.atproto import fastrepo, slots
 from skyfill.atproto.cid import DAG_CBOR_SHA256_PREFIX
 from skyfill.atproto.syntax import TID, is_valid_did, is_valid_handle, is_valid_tid
 
@@ -436,10 +436,23 @@ def _seq_of(message: bytes) -> int | None:
     return seq if type(seq) is int and seq >= 0 else None
 
 
+_peek_frame = fastrepo.peek_frame()
+"""The C module's `peek_frame`, or None (not built, or SKYFILL_PURE_PYTHON=1)."""
+
+
 def peek(message: bytes) -> tuple[str | None, int | None, str | None]:
     """An event frame's type, seq and DID (`repo` of a `#commit`, `did` of the others), read
     without checking anything else: hints for work that can start before the frame is
-    decoded (None for what is not there or not of the expected type)."""
+    decoded (None for what is not there or not of the expected type). The C module reads
+    them without building the body (~10× faster); a frame it declines is read here."""
+    if _peek_frame is not None:
+        hints = _peek_frame(message)
+        if hints is not None:
+            return hints
+    return _peek_python(message)
+
+
+def _peek_python(message: bytes) -> tuple[str | None, int | None, str | None]:
     try:
         values = libipld.decode_dag_cbor_multi(message)
     except Exception:  # malformed: decode_frame says why, later
