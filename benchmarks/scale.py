@@ -15,8 +15,10 @@ Subcommands (`python -m benchmarks.scale SUB --help`):
             each stage (CAR bytes, decoded table, Parquet file)
 
 Every server is `python -m skyfill.simnet` on loopback, stopped by PID (SIGTERM). RSS is the
-sum over skyfill's process tree (skyfill, its forkserver and decode workers), sampled with
-psutil every 0.1 s; the phase is read from the job's state store (read-only) every 0.5 s.
+sum over skyfill's process tree (skyfill, its fetch and decode processes), sampled with
+psutil every 0.1 s; `million` also prints the tree's summed PSS (every 0.5 s), which counts
+the pages the processes share (Python, pyarrow, aiohttp: ~80 MB per fetch process) once.
+The phase is read from the job's state store (read-only) every 0.5 s.
 Short commands (plan, status) are measured with /usr/bin/time (%e, %M).
 """
 
@@ -101,6 +103,10 @@ class Measured:
     peak_by_phase: dict[str, int] = field(default_factory=dict)
     seconds_by_phase: dict[str, float] = field(default_factory=dict)
     probes: list[dict] = field(default_factory=list)
+    peak_pss: int = 0
+    """The tree's summed PSS (every 0.5 s): shared library pages counted once, not once per
+    process as in the summed RSS (a fetch process shares ~80 MB of them)."""
+    pss_by_phase: dict[str, int] = field(default_factory=dict)
 
 
 def _tree_rss(proc: psutil.Process, cpu: dict[int, float]) -> int:
@@ -111,6 +117,15 @@ def _tree_rss(proc: psutil.Process, cpu: dict[int, float]) -> int:
                 total += p.memory_info().rss
                 t = p.cpu_times()
                 cpu[p.pid] = t.user + t.system
+    return total
+
+
+def _tree_pss(proc: psutil.Process) -> int:
+    total = 0
+    with contextlib.suppress(psutil.Error):
+        for p in [proc, *proc.children(recursive=True)]:
+            with contextlib.suppress(psutil.Error):
+                total += p.memory_full_info().pss
     return total
 
 
@@ -165,7 +180,8 @@ def measure(
             target=_probe_loop, args=(probe, probe_every, log, stop, probes, state_db), daemon=True
         )
         prober.start()
-    phase, phase_at, last_read, peak = "start", started, 0.0, 0
+    phase, phase_at, last_read, peak, peak_pss = "start", started, 0.0, 0, 0
+    pss_peaks: dict[str, int] = {}
     try:
         while proc.poll() is None:
             now = time.perf_counter()
@@ -175,6 +191,9 @@ def measure(
                     spans[phase] = spans.get(phase, 0.0) + now - phase_at
                     phase, phase_at = new, now
                 last_read = now
+                pss = _tree_pss(proc)
+                peak_pss = max(peak_pss, pss)
+                pss_peaks[phase] = max(pss_peaks.get(phase, 0), pss)
             rss = _tree_rss(proc, cpu)
             peak = max(peak, rss)
             peaks[phase] = max(peaks.get(phase, 0), rss)
@@ -186,7 +205,17 @@ def measure(
         proc.wait()
     end = time.perf_counter()
     spans[phase] = spans.get(phase, 0.0) + end - phase_at
-    return Measured(end - started, proc.returncode, peak, sum(cpu.values()), peaks, spans, probes)
+    return Measured(
+        end - started,
+        proc.returncode,
+        peak,
+        sum(cpu.values()),
+        peaks,
+        spans,
+        probes,
+        peak_pss,
+        pss_peaks,
+    )
 
 
 def _probe_loop(
@@ -458,11 +487,14 @@ def cmd_million(args: argparse.Namespace) -> None:
         m = measure(cmd, work / f"{job}.log", state_db, status_command(work, job), args.probe_every)
         print(
             f"skyfill run: exit {m.returncode}, {m.seconds:.1f} s, {args.dids / m.seconds:.0f} "
-            f"DIDs/s, cpu {m.cpu_seconds:.0f} s, peak RSS {fmt_mb(m.peak_rss)} MB"
+            f"DIDs/s, cpu {m.cpu_seconds:.0f} s, peak RSS {fmt_mb(m.peak_rss)} MB "
+            f"(PSS {fmt_mb(m.peak_pss)} MB)"
         )
         for phase, peak in m.peak_by_phase.items():
+            pss = fmt_mb(m.pss_by_phase.get(phase, 0))
             print(
                 f"  {phase:28} {m.seconds_by_phase.get(phase, 0):8.1f} s  peak {fmt_mb(peak):>5} MB"
+                f"  PSS {pss:>5} MB"
             )
         for pr in m.probes:
             print(

@@ -34,6 +34,7 @@ import pyarrow as pa
 from skyfill import gcpolicy
 from skyfill.atproto import fastrepo
 from skyfill.atproto.identity import IdentityResolver
+from skyfill.atproto.identity.resolver import CACHE_SIZE
 from skyfill.atproto.xrpc import XrpcClient
 from skyfill.backfill.config import BackfillConfig
 from skyfill.backfill.fetcher import RepoFetcher
@@ -228,7 +229,8 @@ def _open_child(
     cfg = BackfillConfig.from_dict(config)
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
-    _child = loop.run_until_complete(_open(cfg, _child_limits(cfg, processes, budget), budget))
+    limits = _child_limits(cfg, processes, budget)
+    _child = loop.run_until_complete(_open(cfg, processes, limits, budget))
     # run as the child exits (when the pool shuts down): its connections closed, quietly
     multiprocessing.util.Finalize(None, _close_child, exitpriority=10)
     gcpolicy.tune()
@@ -254,12 +256,17 @@ def _child_limits(
 
 
 async def _open(
-    cfg: BackfillConfig, limits: LimitSettings, budget: Callable[[], SharedBudget] | None
+    cfg: BackfillConfig,
+    processes: int,
+    limits: LimitSettings,
+    budget: Callable[[], SharedBudget] | None,
 ) -> _Child:
     session = make_session(cfg.http_settings(limits.global_concurrency))
     limiter = LocalLimiter(limits, budget=budget() if budget is not None else None)
     client = XrpcClient(session, cfg.allow_private_network, limiter)
-    fetcher = RepoFetcher(cfg, client, IdentityResolver(client, cfg.plc_url), InlineExecutor())
+    # 1/N of the identity cache too: together the children hold what one process would
+    resolver = IdentityResolver(client, cfg.plc_url, CACHE_SIZE // max(1, processes))
+    fetcher = RepoFetcher(cfg, client, resolver, InlineExecutor())
     return _Child(asyncio.get_running_loop(), fetcher, limiter, session)
 
 

@@ -29,7 +29,10 @@ LABELERS_CACHED = 1024
 
 
 class IdentityResolver:
-    def __init__(self, client: XrpcClient, plc_url: str = DEFAULT_PLC_URL) -> None:
+    def __init__(
+        self, client: XrpcClient, plc_url: str = DEFAULT_PLC_URL, cache_size: int = CACHE_SIZE
+    ) -> None:
+        self._cache_size = cache_size
         self._methods: dict[str, DidMethodResolver] = {
             "plc": PlcResolver(client, plc_url),
             "web": WebResolver(client),
@@ -74,7 +77,7 @@ class IdentityResolver:
         finally:
             del self._inflight[did]
         self._cache[did] = identity
-        if len(self._cache) > CACHE_SIZE:
+        if len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)
         future.set_result(identity)
         return identity
