@@ -11,7 +11,7 @@ import pytest
 
 from skyfill.atproto import fastrepo
 from skyfill.backfill.config import BackfillConfig
-from skyfill.backfill.fetch_pool import _child_limits, auto_processes
+from skyfill.backfill.fetch_pool import _child_limits, auto_processes, chunk_size
 from skyfill.ratelimit.redis_budget import RedisBudget
 
 
@@ -75,3 +75,23 @@ def test_fetch_processes_unset_go_by_the_job(
     monkeypatch.setattr(os, "cpu_count", lambda: cores)
     monkeypatch.setattr(fastrepo, "enabled", lambda: c_decoder)
     assert auto_processes(dids, distributed) == expected
+
+
+@pytest.mark.parametrize(
+    ("dids", "processes", "size"),
+    [
+        (100, 2, 100),  # 4 open tasks, a chunk each: both processes busy
+        (100, 4, 100),
+        (100, 8, 50),  # 8 chunks for 8 processes
+        (100, 16, 25),  # 16 cores: 4 chunks of 25 per task, none idle
+        (30, 16, 8),
+        (1, 16, 1),
+        (250, 2, 100),  # never above CHUNK_DIDS
+    ],
+)
+def test_a_task_is_split_only_to_keep_every_process_busy(
+    dids: int, processes: int, size: int
+) -> None:
+    assert chunk_size(dids, processes, open_tasks=4) == size
+    chunks = -(-dids // size)
+    assert chunks * 4 >= min(processes, 4 * dids)  # every process can hold a chunk

@@ -1137,7 +1137,10 @@ static PyObject *text_or_none(const unsigned char *s, size_t n, int *bad) {
 static PyObject *peek_frame(PyObject *self, PyObject *message) {
     (void)self;
     Py_buffer view;
-    if (PyObject_GetBuffer(message, &view, PyBUF_SIMPLE) < 0) return NULL;
+    if (PyObject_GetBuffer(message, &view, PyBUF_SIMPLE) < 0) { /* not bytes: libipld says */
+        PyErr_Clear();
+        Py_RETURN_NONE;
+    }
     Reader r = {view.buf, 0, (size_t)view.len};
     const unsigned char *kind = NULL, *repo = NULL, *did = NULL, *k;
     size_t kind_n = 0, repo_n = 0, did_n = 0, kn;

@@ -3,7 +3,8 @@ processes, each with its own event loop, HTTP connections and limiter, so that a
 uses every core, not only the decoder's share of them.
 
 The coordinator (the job's process) keeps everything durable: it hands each child a chunk
-of a task's DIDs and commits what comes back exactly as it commits its own fetches, so
+of a task's DIDs (the whole task, unless more processes than open tasks need splitting
+them) and commits what comes back exactly as it commits its own fetches, so
 checkpoints, resume and the output do not change. The rows do not come back through a
 pipe: a child sorts its chunk's rows into one file in the task's scratch directory, and
 the coordinator commits that file as a segment (`SpilledRows` shared by the chunk's
@@ -36,7 +37,7 @@ from skyfill.atproto import fastrepo
 from skyfill.atproto.identity import IdentityResolver
 from skyfill.atproto.identity.resolver import CACHE_SIZE
 from skyfill.atproto.xrpc import XrpcClient
-from skyfill.backfill.config import BackfillConfig
+from skyfill.backfill.config import ENGINE, BackfillConfig
 from skyfill.backfill.fetcher import RepoFetcher
 from skyfill.backfill.streamed import SPEC
 from skyfill.engine.executor import InlineExecutor
@@ -69,13 +70,17 @@ def auto_processes(dids: int | None, distributed: bool) -> int:
 
 CHUNK_DIDS = 100
 """DIDs per hand-over at most: a child works a chunk's DIDs at once and returns them
-together. A task's DIDs are split evenly between the processes up to this size: each
-chunk is a segment, and a task of one segment needs no merge at its end."""
+together, their rows in one file that is one segment; a task of one segment needs no
+merge at its end, so a task is one chunk unless that would leave processes idle."""
 
 
-def chunk_size(dids: int, processes: int) -> int:
-    """DIDs per chunk of a task of `dids`: one chunk per process, at most CHUNK_DIDS."""
-    return max(1, min(CHUNK_DIDS, dids))
+def chunk_size(dids: int, processes: int, open_tasks: int = ENGINE.parallel_tasks) -> int:
+    """DIDs per chunk of a task of `dids`: the whole task (up to CHUNK_DIDS) while the
+    `open_tasks` tasks the engine keeps open give every process a chunk; split into as
+    many chunks as it takes when there are more processes than that (16 cores: 4 chunks
+    of 25 per task, not 4 busy processes and 12 idle)."""
+    per_task = -(-processes // max(1, open_tasks))
+    return max(1, min(CHUNK_DIDS, -(-dids // per_task)))
 
 
 class FetchPool:
@@ -287,13 +292,15 @@ def fetch_chunk(
 
 async def _fetch_all(child: _Child, dids: list[str], scratch: Path) -> list[ItemOutput]:
     # all at once, as the job's own process does: the child's limiter bounds what runs
-    outputs = list(await asyncio.gather(*(child.fetcher.fetch(did, scratch) for did in dids)))
-    if child.limiter.budget is not None:
-        # The child's loop stops between chunks, and with it the limiter's return of idle
-        # slots: those leased from the shared budget and unspent go back now, or another
-        # worker could wait a whole window for them (the last chunk's, until the job ends).
-        await child.limiter.close()
-    return outputs
+    try:
+        return list(await asyncio.gather(*(child.fetcher.fetch(did, scratch) for did in dids)))
+    finally:
+        if child.limiter.budget is not None:
+            # The child's loop stops between chunks, and with it the limiter's return of
+            # idle slots: those leased from the shared budget and unspent go back now, or
+            # another worker could wait a whole window for them (the last chunk's, until
+            # the job ends).
+            await child.limiter.close()
 
 
 def _rows_to_file(outputs: list[ItemOutput], scratch: Path) -> list[ItemOutput]:

@@ -444,7 +444,10 @@ def peek(message: bytes) -> tuple[str | None, int | None, str | None]:
     """An event frame's type, seq and DID (`repo` of a `#commit`, `did` of the others), read
     without checking anything else: hints for work that can start before the frame is
     decoded (None for what is not there or not of the expected type). The C module reads
-    them without building the body (~10× faster); a frame it declines is read here."""
+    them without building the body (~10× faster); a frame it declines is read here. It
+    checks only what it reads, so it may give hints for a frame that libipld refuses
+    (unsorted keys, bad UTF-8 in a value it skips) where libipld gives none: the frame's
+    decoding refuses it all the same, with its seq."""
     if _peek_frame is not None:
         hints = _peek_frame(message)
         if hints is not None:
