@@ -4,6 +4,7 @@ the limiter's turn, the counts per host and per DID, body caps, typed and transp
 from __future__ import annotations
 
 import contextlib
+import gzip
 import re
 from collections.abc import AsyncIterator
 
@@ -27,6 +28,9 @@ async def get_repo(request: web.Request) -> web.StreamResponse:
         return web.json_response({"error": "RepoNotFound", "message": "no"}, status=400)
     if did == "did:declared-big":
         return web.Response(body=b"x" * 100)
+    if did == "did:gzip-big":  # 1,000 bytes in ~30 on the wire: its length says nothing
+        body = gzip.compress(b"x" * 1000)
+        return web.Response(body=body, headers={"Content-Encoding": "gzip"})
     if did == "did:streamed-big":
         response = web.StreamResponse()  # chunked: no Content-Length to refuse it by
         await response.prepare(request)
@@ -125,7 +129,11 @@ async def test_only_get_repo_passes_the_gate_and_decodes_inside_it(
 
 @pytest.mark.parametrize(
     ("did", "message"),
-    [("did:declared-big", "repo is 100 bytes, over the 50 limit"), ("did:streamed-big", "over")],
+    [
+        ("did:declared-big", "repo is 100 bytes, over the 50 limit"),
+        ("did:streamed-big", "over"),
+        ("did:gzip-big", "over"),
+    ],
 )
 async def test_a_repo_over_the_limit_is_refused(
     server: str, client: tuple[XrpcClient, LocalLimiter, Gate], did: str, message: str
