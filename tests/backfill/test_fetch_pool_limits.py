@@ -11,7 +11,7 @@ import pytest
 
 from skyfill.atproto import fastrepo
 from skyfill.backfill.config import BackfillConfig
-from skyfill.backfill.fetch_pool import _child_limits, auto_processes, chunk_size
+from skyfill.backfill.fetch_pool import auto_processes, chunk_size
 from skyfill.ratelimit.redis_budget import RedisBudget
 
 
@@ -44,7 +44,8 @@ def test_a_child_with_a_shared_budget_keeps_the_whole_rates_and_a_share_of_concu
     from it; a child's own bucket must not split them a second time."""
     config = BackfillConfig(job_id="j", dids_file="d", concurrency=32, host_concurrency=8)
     opener = RedisBudget.from_url("redis://127.0.0.1:1/0").opener()  # connects lazily
-    shared, own = _child_limits(config, 4, opener), _child_limits(config, 4, None)
+    shared = config.limit_settings(share=4, split_rates=False)  # a child with the budget
+    own = config.limit_settings(share=4)
     whole = config.limit_settings()
     assert shared.default_rate == whole.default_rate
     assert own.default_rate.per_second * 4 == pytest.approx(whole.default_rate.per_second)

@@ -395,14 +395,17 @@ class BackfillConfig:
             )
         return self.follow_host or sources[0]
 
-    def limit_settings(self, share: int = 1) -> LimitSettings:
+    def limit_settings(self, share: int = 1, split_rates: bool = True) -> LimitSettings:
         """The hosts' limits of one process, or of one of `share` processes that split them:
         1/share of every host's rate (the same requests over a longer window) and of the
-        concurrency."""
+        concurrency. `split_rates=False`: the whole rates, which a budget the processes
+        lease from (distributed mode) splits instead."""
+        rate_share = share if split_rates else 1
         return LimitSettings(
-            default_rate=_shared(parse_rate(self.rate_limit), share),
+            default_rate=_shared(parse_rate(self.rate_limit), rate_share),
             host_rates={
-                host: _shared(rate, share) for host, rate in parse_host_rates(self.hosts).items()
+                host: _shared(rate, rate_share)
+                for host, rate in parse_host_rates(self.hosts).items()
             },
             host_concurrency=max(1, self.host_concurrency // share),
             global_concurrency=max(1, self.concurrency // share),

@@ -46,7 +46,7 @@ from skyfill.engine.model import ItemOutput, ItemResult, SpilledRows
 from skyfill.errors import Outcome, WorkerCrashed
 from skyfill.failpoints import failpoint
 from skyfill.net.http import make_session
-from skyfill.ratelimit.local import LimitSettings, LocalLimiter
+from skyfill.ratelimit.local import LocalLimiter
 from skyfill.ratelimit.shared import SharedBudget
 from skyfill.storage import columnar, spool
 from skyfill.storage.merge import sort_table
@@ -234,8 +234,7 @@ def _open_child(
     cfg = BackfillConfig.from_dict(config)
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
-    limits = _child_limits(cfg, processes, budget)
-    _child = loop.run_until_complete(_open(cfg, processes, limits, budget))
+    _child = loop.run_until_complete(_open(cfg, processes, budget))
     # run as the child exits (when the pool shuts down): its connections closed, quietly
     multiprocessing.util.Finalize(None, _close_child, exitpriority=10)
     gcpolicy.tune()
@@ -248,29 +247,17 @@ def _close_child() -> None:
         child.loop.close()
 
 
-def _child_limits(
-    cfg: BackfillConfig, processes: int, budget: Callable[[], SharedBudget] | None
-) -> LimitSettings:
-    """1/N of the concurrency; 1/N of every host's rate too, unless a shared budget (which
-    every process leases from, with the hosts' whole rates) splits it."""
-    limits = cfg.limit_settings(share=processes)
-    if budget is None:
-        return limits
-    whole = cfg.limit_settings()
-    return dataclasses.replace(limits, default_rate=whole.default_rate, host_rates=whole.host_rates)
-
-
 async def _open(
-    cfg: BackfillConfig,
-    processes: int,
-    limits: LimitSettings,
-    budget: Callable[[], SharedBudget] | None,
+    cfg: BackfillConfig, processes: int, budget: Callable[[], SharedBudget] | None
 ) -> _Child:
+    # 1/N of the concurrency; 1/N of every host's rate too, unless the shared budget that
+    # every process leases from (with the hosts' whole rates) splits them
+    limits = cfg.limit_settings(share=processes, split_rates=budget is None)
     session = make_session(cfg.http_settings(limits.global_concurrency))
     limiter = LocalLimiter(limits, budget=budget() if budget is not None else None)
     client = XrpcClient(session, cfg.allow_private_network, limiter)
     # 1/N of the identity cache too: together the children hold what one process would
-    resolver = IdentityResolver(client, cfg.plc_url, CACHE_SIZE // max(1, processes))
+    resolver = IdentityResolver(client, cfg.plc_url, CACHE_SIZE // processes)
     fetcher = RepoFetcher(cfg, client, resolver, InlineExecutor())
     return _Child(asyncio.get_running_loop(), fetcher, limiter, session)
 

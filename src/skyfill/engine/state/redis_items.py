@@ -94,9 +94,8 @@ class RedisItems(RedisBase):
         now: float,
     ) -> None:
         """Queue the items' new state: a hash each, and the indexes updated with one command
-        per index (not one per item: redis-py's packing of each command cost a distributed
-        worker more CPU than the rest of its commits). An item given twice ends as its last
-        result says, its attempts summed, as one write after the other would leave it."""
+        per index (not ~8 commands per item). An item given twice ends as its last result
+        says, its attempts summed, as one write after the other would leave it."""
         k = self._keys
         final: dict[str, tuple[ItemResult, int, int]] = {}
         for r, n in zip(results, rows, strict=True):
@@ -136,7 +135,6 @@ class RedisItems(RedisBase):
                 if owner is not None:
                     index.leave(k.task_items(owner), key)
                 index.join(k.task_items(task_id), key)
-            state[key] = [batch, r.status, attempts, task_id]
         for status, delta in counts.items():
             if delta:
                 pipe.hincrby(k.item_status, status, delta)
