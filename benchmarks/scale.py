@@ -109,23 +109,27 @@ class Measured:
     pss_by_phase: dict[str, int] = field(default_factory=dict)
 
 
+def _tree(proc: psutil.Process) -> list[psutil.Process]:
+    with contextlib.suppress(psutil.Error):
+        return [proc, *proc.children(recursive=True)]
+    return []
+
+
 def _tree_rss(proc: psutil.Process, cpu: dict[int, float]) -> int:
     total = 0
-    with contextlib.suppress(psutil.Error):
-        for p in [proc, *proc.children(recursive=True)]:
-            with contextlib.suppress(psutil.Error):
-                total += p.memory_info().rss
-                t = p.cpu_times()
-                cpu[p.pid] = t.user + t.system
+    for p in _tree(proc):
+        with contextlib.suppress(psutil.Error):
+            total += p.memory_info().rss
+            t = p.cpu_times()
+            cpu[p.pid] = t.user + t.system
     return total
 
 
 def _tree_pss(proc: psutil.Process) -> int:
     total = 0
-    with contextlib.suppress(psutil.Error):
-        for p in [proc, *proc.children(recursive=True)]:
-            with contextlib.suppress(psutil.Error):
-                total += p.memory_full_info().pss
+    for p in _tree(proc):
+        with contextlib.suppress(psutil.Error):
+            total += p.memory_full_info().pss
     return total
 
 

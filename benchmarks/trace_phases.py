@@ -15,12 +15,13 @@ share one clock), else from this process's start. Used for docs/BENCHMARKS.md §
 from __future__ import annotations
 
 import atexit
+import contextlib
 import functools
 import inspect
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,34 +32,33 @@ def say(message: str) -> None:
     print(f"TRACE {time.time() - T0:7.3f} {message}", file=sys.stderr, flush=True)
 
 
+@contextlib.contextmanager
+def said(label: str) -> Iterator[None]:
+    """Say when `label` starts and how long it took."""
+    started = time.time()
+    say(f"> {label}")
+    try:
+        yield
+    finally:
+        say(f"< {label} {time.time() - started:.3f}")
+
+
 def timed(owner: Any, name: str) -> None:
     """Replace `owner.name` by a version that says when it starts and how long it took."""
     fn = getattr(owner, name)
     label = f"{owner.__name__}.{name}"
-    if inspect.iscoroutinefunction(fn):
 
-        @functools.wraps(fn)
-        async def run_async(*args: Any, **kwargs: Any) -> Any:
-            started = time.time()
-            say(f"> {label}")
-            try:
-                return await fn(*args, **kwargs)
-            finally:
-                say(f"< {label} {time.time() - started:.3f}")
-
-        setattr(owner, name, run_async)
-        return
+    @functools.wraps(fn)
+    async def run_async(*args: Any, **kwargs: Any) -> Any:
+        with said(label):
+            return await fn(*args, **kwargs)
 
     @functools.wraps(fn)
     def run(*args: Any, **kwargs: Any) -> Any:
-        started = time.time()
-        say(f"> {label}")
-        try:
+        with said(label):
             return fn(*args, **kwargs)
-        finally:
-            say(f"< {label} {time.time() - started:.3f}")
 
-    setattr(owner, name, run)
+    setattr(owner, name, run_async if inspect.iscoroutinefunction(fn) else run)
 
 
 def _trace_chunks() -> None:
