@@ -19,9 +19,11 @@ signed repos, fast enough that the client, not the server, is what is measured. 
                 (tests/pgserver.py: initdb into a temporary directory), the database dropped
                 and created again before every run
    distributed  a redis-server on a free port (emptied before every run), then
-                skyfill submit --state REDIS ... and 2 `skyfill worker --state REDIS --job ID`
-                started together; timed from submit's start until both workers have exited
-                (the job completed, aggregation included)
+                skyfill submit --state REDIS ... and 2 `skyfill worker --state REDIS --job ID
+                --wait-for-job 60` all started at once (the workers wait for the job, as
+                workers a scheduler starts beside the submission do); timed from the first
+                start until all three have exited (the job completed, aggregation included).
+                `--distributed-start after` starts the workers once submit has exited.
 
 `--rate-limit` (default 1000000/1s, never binding) replaces skyfill's courtesy default of
 3000 requests / 5 min per host, which staticnet does not need and which would hold every
@@ -540,8 +542,12 @@ def make_distributed(ctx: Context, redis_url: str, redis_pid: int) -> Callable[[
             [*worker, "--worker-id", f"w{k}", "--progress", "none"]
             for k in range(1, DISTRIBUTED_WORKERS + 1)
         ]
+        if ctx.args.distributed_start == "after":
+            steps = [[submit], workers]
+        else:
+            steps = [[submit, *[[*w, "--wait-for-job", "60"] for w in workers]]]
         servers = [ctx.nginx, redis_pid]
-        run = run_commands([[submit], workers], ctx.work / job, ctx.args.timeout, servers)
+        run = run_commands(steps, ctx.work / job, ctx.args.timeout, servers)
         status = _status(ctx, job, redis_url)
         _finish_job(ctx, job, run, lambda: _check_parquet(ctx, ctx.work / "jobs" / job, run))
         if status != "completed":
@@ -679,7 +685,7 @@ def run_modes(ctx: Context) -> None:
         elif mode == "distributed":
             with redis_server(ctx.work / "redis") as server:
                 fn = make_distributed(ctx, server.url, server.pid)
-                label = f"skyfill submit + {DISTRIBUTED_WORKERS} workers"
+                label = f"skyfill submit + {DISTRIBUTED_WORKERS} workers ({args.distributed_start})"
                 results[mode] = alternate(ctx, label, fn, args.repeats)
         else:
             raise SystemExit(f"unknown mode {mode!r} (one of {', '.join(MODES)})")
@@ -761,6 +767,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="venv with atproto==0.0.73 + pyarrow for sdk_backfill.py (made when missing)",
     )
     p.add_argument("--pg-durable", action="store_true", help="PostgreSQL with fsync on")
+    p.add_argument(
+        "--distributed-start",
+        choices=("together", "after"),
+        default="together",
+        help="distributed: workers started with submit (waiting for the job) or after it",
+    )
     p.add_argument("--profile", action="store_true", help="one extra run under cProfile")
     p.add_argument("--profile-out", type=Path, help="keep the profile's .prof file here")
     p.add_argument("--timeout", type=float, default=1800.0, help="seconds per run at most")
@@ -821,8 +833,9 @@ def main(argv: list[str] | None = None) -> None:
         else:
             shutil.rmtree(work, ignore_errors=True)
     print(
-        "\ntimes: wall, process start to exit (distributed: submit start to the last worker's "
-        "exit); cpu s = user+sys of the client's process tree (sampled, best run);\n"
+        "\ntimes: wall, process start to exit (distributed: the first start to the last exit "
+        "of submit and the workers);\ncpu s = user+sys of the client's process tree (sampled, "
+        "best run); "
         "srv cpu = nginx (+ PostgreSQL or Redis) during the best run; peak MB = highest summed "
         "RSS of the client's tree (sampled);\nx base = DIDs/s over the baseline's of the same "
         "mode (best vs best, median vs median); check = output vs truth.json (baseline: "

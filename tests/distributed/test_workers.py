@@ -259,6 +259,50 @@ def test_fetch_processes_give_back_what_they_leased_between_batches(
     assert counted == dids
 
 
+def test_workers_started_before_the_job_wait_for_it(
+    network: Server, redis_server: RedisServer, tmp_path: Path
+) -> None:
+    """Workers may start before `skyfill submit` ends (a batch scheduler starts them all at
+    once): with --wait-for-job one waits for its job, one (--exit-when-idle) for any job;
+    both serve it to the end, and the output is exact. A job that never comes ends the
+    wait with one line."""
+    early = [
+        *start_workers(redis_server, "late", 1, "--wait-for-job", "60"),
+        start_cli(
+            "worker",
+            "--state",
+            redis_server.url,
+            "--exit-when-idle",
+            "--wait-for-job",
+            "60",
+            "--worker-id",
+            "any",
+            "--progress",
+            "none",
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        ),
+    ]
+    time.sleep(1.0)  # both are waiting: neither has given up
+    assert all(proc.poll() is None for proc in early)
+    submit(network, redis_server, tmp_path / "shared", "late")
+    errors = wait_all(early)
+    assert [proc.returncode for proc in early] == [0, 0], errors
+    store = RedisStateStore.from_url(redis_server.url, "late")
+    job = store.job()
+    assert job is not None and str(job.status) == "completed", errors
+    store.close()
+    truth = truth_records(network.ready["truth_data"])
+    got = records_by_did(tmp_path / "shared", "late")
+    assert {d: got.get(d, set()) for d in truth} == truth
+    never = run_cli(
+        "worker", "--state", redis_server.url, "--job", "never", "--wait-for-job", "0.3"
+    )
+    assert_one_line_error(never, 2, "no job never")
+    assert "waited" in never.stderr
+
+
 def test_enqueue_adds_new_dids_only(
     network: Server, redis_server: RedisServer, tmp_path: Path
 ) -> None:

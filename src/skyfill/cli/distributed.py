@@ -88,6 +88,14 @@ def submit(workdir: Path | str, state_url: str, **options: Any) -> None:
     is_flag=True,
     help="Exit when no registered job has work left (for batch schedulers such as Slurm).",
 )
+@click.option(
+    "--wait-for-job",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    show_default=True,
+    help="Seconds to wait for the job (--job) to be submitted, or with --exit-when-idle for "
+    "a first job, before giving up: workers may start before `skyfill submit` ends.",
+)
 @progress_option
 @observe_options
 def worker(
@@ -97,10 +105,12 @@ def worker(
     concurrency: int | None,
     visibility_timeout: float,
     exit_when_idle: bool,
+    wait_for_job: float,
     progress: str,
     **observe: Any,
 ) -> None:
     """Claim batches of running jobs from Redis and process them, until stopped."""
+    deadline = time.monotonic() + wait_for_job
     settings = NodeSettings(
         worker_id=worker_id or default_worker_id(), visibility_timeout=visibility_timeout
     )
@@ -115,16 +125,21 @@ def worker(
 
     if job_id is not None:
         session.check_job_id(job_id)
+        if wait_for_job:
+            session.prepare_worker()
+            session.wait_for_job(state_url, job_id, deadline)
         serve(job_id)
         return
     while True:
         active = session.active_jobs(state_url)
         for name in active:
             serve(name)
+            deadline = 0.0  # the wait was for a first job
         if not active:
-            if exit_when_idle:
+            waiting = time.monotonic() < deadline
+            if exit_when_idle and not waiting:
                 return
-            time.sleep(IDLE_POLL_SECONDS)
+            time.sleep(session.WAIT_POLL_SECONDS if waiting else IDLE_POLL_SECONDS)
 
 
 @click.command()

@@ -11,6 +11,7 @@ import shutil
 import signal
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -223,6 +224,36 @@ def submit_distributed(handler: Handler, workdir: str, job_id: str, state_url: s
         return job
     finally:
         store.close()
+
+
+def prepare_worker() -> None:
+    """Import what serving a job takes, while a worker waits for its job to be submitted
+    (the wait, not the job, pays for it)."""
+    import skyfill.backfill.fetch_pool
+    import skyfill.backfill.handler
+    import skyfill.engine.distributed.node
+    import skyfill.engine.distributed.redis_lease
+    import skyfill.engine.distributed.redis_queue
+    import skyfill.ratelimit.redis_budget  # noqa: F401
+
+
+def wait_for_job(state_url: str, job_id: str, deadline: float) -> None:
+    """Return once `job_id` is submitted (registered, its tasks queued); a UsageError when
+    it is not by `deadline` (time.monotonic())."""
+    from skyfill.engine.state.redis import RedisStateStore
+
+    probe = _connect(state_url, job_id)
+    try:
+        while job_id not in RedisStateStore.registered_jobs(probe.client):
+            if time.monotonic() >= deadline:
+                raise UsageError(f"no job {job_id} in {redact_url(state_url)} (waited for it)")
+            time.sleep(WAIT_POLL_SECONDS)
+    finally:
+        probe.close()
+
+
+WAIT_POLL_SECONDS = 0.05
+"""How often a worker looks for the job it waits for (--wait-for-job)."""
 
 
 def active_jobs(state_url: str) -> list[str]:
