@@ -3,8 +3,12 @@ stream the host refused or whose cursor it no longer keeps."""
 
 from __future__ import annotations
 
-from skyfill.atproto.stream.frames import ErrorFrame
+from typing import TYPE_CHECKING
+
 from skyfill.errors import SkyfillError
+
+if TYPE_CHECKING:  # not at run time: every command loads this module (cli/main.py)
+    from skyfill.atproto.stream.frames import ErrorFrame
 
 
 class StreamStopped(SkyfillError):
