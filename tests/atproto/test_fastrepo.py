@@ -94,6 +94,10 @@ def test_generated_repos_decode_the_same_on_the_fast_path(
     assert isinstance(reference, DecodedRepo) and reference.record_count == len(records)
     monkeypatch.setenv("SKYFILL_PURE_PYTHON", "0")
     assert takes_fast_path(car)
+    # both ways of indexing are taken: with the GIL (small CARs) and without (big ones)
+    assert fastrepo._fastrepo is not None
+    big = len(car) >= fastrepo._fastrepo.RELEASE_GIL_BYTES
+    assert big == (count == 2500), (count, len(car))
 
 
 def test_collection_filter_and_window_agree(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -75,6 +75,35 @@ async def test_workers_find_what_the_consumer_finds(fh_recording: Recording) -> 
     assert commits > 400
 
 
+async def test_the_in_process_stage_checks_all_but_the_signature(
+    fh_recording: Recording,
+) -> None:
+    """Given the stream's `verify` (`--decode-workers 0`), the consumer's own decode stage
+    checks a commit as a worker does without the key: the same verdict, no key (the
+    applier checks the signature with the key it resolves)."""
+    frames = read_frames(fh_recording.path)[:400]
+    messages = [f.message for f in frames] + [garbage_frame(80)]
+    keys = signing_keys(fh_recording)
+    for verify in (True, False):
+        decoder = ProcessDecoder(1, WorkerSettings(verify=verify))
+        try:
+            workers = await decoder.decode(messages, keys)
+        finally:
+            await decoder.close()
+        inline = await InlineDecoder(verify).decode(messages, keys)
+        commits = 0
+        for (frame, pre), (same, mine) in zip(workers, inline, strict=True):
+            if isinstance(frame, FrameError):
+                assert isinstance(same, FrameError) and mine is None
+                continue
+            if isinstance(frame, CommitFrame):
+                commits += 1
+                assert isinstance(pre, Precheck) and isinstance(mine, Precheck)
+                assert mine.key is None  # the signature is left to the applier
+                assert mine.result == pre.result
+        assert commits > 250
+
+
 async def test_a_missing_or_wrong_key_is_left_to_the_applier(fh_recording: Recording) -> None:
     frames = read_frames(fh_recording.path)
     good = find_frame(frames, "#commit", nth=30, min_ops=1).message
@@ -121,5 +150,17 @@ def test_a_dead_worker_ends_the_run_in_one_line_and_loses_nothing(
     stopped_at = status_cursor(db)
     assert stopped_at is None or stopped_at < fh_served.head_seq
     done = run_cli(*args, "--decode-workers", "2")  # the same stream resumes from its cursor
+    assert done.returncode == 0, done.stderr
+    assert compare_sqlite(db, fh_served.truth) == []
+
+
+@pytest.mark.parametrize("verify", [True, False], ids=["verified", "unverified"])
+def test_a_stream_decoded_in_the_consumers_process_is_exact(
+    fh_served: ServedRecording, tmp_path: Path, verify: bool
+) -> None:
+    db, work = tmp_path / "fh.db", tmp_path / "work"
+    args = firehose_args(fh_served, work, db, "--since", "all", "--until-live")
+    flags = ["--decode-workers", "0", *([] if verify else ["--no-verify-signatures"])]
+    done = run_cli(*args, *flags)
     assert done.returncode == 0, done.stderr
     assert compare_sqlite(db, fh_served.truth) == []

@@ -769,6 +769,11 @@ static void CarIndex_dealloc(CarIndex *self) {
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
+/* A CAR this big is indexed without the GIL (a repo). A stream's slice (a few KB) is
+   indexed in under a microsecond: releasing the GIL for it let another thread in (the
+   sink's writer, a pipe's reader), and the stream waited for it to give it back. */
+#define RELEASE_GIL_BYTES (256 * 1024)
+
 static int CarIndex_init(CarIndex *self, PyObject *args, PyObject *kwds) {
     static char *kwlist[] = {"car", "drop_pages", NULL};
     PyObject *car;
@@ -788,9 +793,13 @@ static int CarIndex_init(CarIndex *self, PyObject *args, PyObject *kwds) {
     self->base = (const unsigned char *)self->view.buf;
     self->size = self->view.len;
     int rc;
-    Py_BEGIN_ALLOW_THREADS
-    rc = index_car(self);
-    Py_END_ALLOW_THREADS
+    if (self->size >= RELEASE_GIL_BYTES) {
+        Py_BEGIN_ALLOW_THREADS
+        rc = index_car(self);
+        Py_END_ALLOW_THREADS
+    } else {
+        rc = index_car(self);
+    }
     if (rc == -2) {
         PyErr_NoMemory();
         return -1;
@@ -1219,6 +1228,10 @@ PyMODINIT_FUNC PyInit__fastrepo(void) {
     Py_INCREF(&CarIndexType);
     if (PyModule_AddObject(m, "CarIndex", (PyObject *)&CarIndexType) < 0) {
         Py_DECREF(&CarIndexType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    if (PyModule_AddIntConstant(m, "RELEASE_GIL_BYTES", RELEASE_GIL_BYTES) < 0) {
         Py_DECREF(m);
         return NULL;
     }

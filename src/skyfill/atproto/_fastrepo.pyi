@@ -3,6 +3,10 @@
 import mmap
 from collections.abc import Callable
 
+RELEASE_GIL_BYTES: int
+"""CARs this big or bigger are indexed without the GIL (smaller ones, e.g. a stream's
+slice, with it: releasing it costs more than indexing them)."""
+
 class CarIndex:
     def __init__(self, car: bytes | mmap.mmap, *, drop_pages: bool = False) -> None: ...
     @property

@@ -48,12 +48,24 @@ class Decoder(Protocol):
 
 
 class InlineDecoder:
-    """Frames read in the consumer's process; commits are verified by the applier."""
+    """Frames read in the consumer's process. Given the stream's `verify`, commits are also
+    checked as a decode worker checks them without the key (all but the signature, which
+    the applier checks with the key it resolves), so that the applier takes most of them
+    without a coroutine (`Applier.apply_ready`); without it, the applier checks them."""
 
     wants_keys = False
 
+    def __init__(
+        self, verify: bool | None = None, keep_collection: Callable[[str], bool] | None = None
+    ) -> None:
+        self._verify = verify
+        self._keep = keep_collection
+
     async def decode(self, messages: list[bytes], keys: Mapping[str, str]) -> list[Decoded]:
-        return [(_read(message), None) for message in messages]
+        if self._verify is None:
+            return [(_read(message), None) for message in messages]
+        verify, keep = self._verify, self._keep
+        return [decode_message(m, {}, verify=verify, keep_collection=keep) for m in messages]
 
     async def close(self) -> None:
         pass

@@ -302,7 +302,8 @@ def _labels(
 def _decoder(config: FirehoseConfig) -> Decoder:
     workers = config.workers()
     if not workers:
-        return InlineDecoder()
+        keep = CollectionFilter.from_patterns(config.collections) if config.collections else None
+        return InlineDecoder(config.verify_signatures, keep)
     settings = WorkerSettings(
         verify=config.verify_signatures, collections=tuple(config.collections or ())
     )
