@@ -75,33 +75,29 @@ async def test_workers_find_what_the_consumer_finds(fh_recording: Recording) -> 
     assert commits > 400
 
 
-async def test_the_in_process_stage_checks_all_but_the_signature(
+async def test_an_unverified_stream_is_checked_in_the_consumers_decode_stage(
     fh_recording: Recording,
 ) -> None:
-    """Given the stream's `verify` (`--decode-workers 0`), the consumer's own decode stage
-    checks a commit as a worker does without the key: the same verdict, no key (the
-    applier checks the signature with the key it resolves)."""
+    """With `--no-verify-signatures --decode-workers 0` the consumer's own decode stage
+    checks commits as a worker of such a stream does: the same verdicts."""
     frames = read_frames(fh_recording.path)[:400]
     messages = [f.message for f in frames] + [garbage_frame(80)]
-    keys = signing_keys(fh_recording)
-    for verify in (True, False):
-        decoder = ProcessDecoder(1, WorkerSettings(verify=verify))
-        try:
-            workers = await decoder.decode(messages, keys)
-        finally:
-            await decoder.close()
-        inline = await InlineDecoder(verify).decode(messages, keys)
-        commits = 0
-        for (frame, pre), (same, mine) in zip(workers, inline, strict=True):
-            if isinstance(frame, FrameError):
-                assert isinstance(same, FrameError) and mine is None
-                continue
-            if isinstance(frame, CommitFrame):
-                commits += 1
-                assert isinstance(pre, Precheck) and isinstance(mine, Precheck)
-                assert mine.key is None  # the signature is left to the applier
-                assert mine.result == pre.result
-        assert commits > 250
+    decoder = ProcessDecoder(1, WorkerSettings(verify=False))
+    try:
+        workers = await decoder.decode(messages, {})
+    finally:
+        await decoder.close()
+    inline = await InlineDecoder(check=True).decode(messages, {})
+    commits = 0
+    for (frame, pre), (same, mine) in zip(workers, inline, strict=True):
+        if isinstance(frame, FrameError):
+            assert isinstance(same, FrameError) and mine is None
+            continue
+        if isinstance(frame, CommitFrame):
+            commits += 1
+            assert isinstance(pre, Precheck) and isinstance(mine, Precheck)
+            assert mine.key is None and mine.result == pre.result
+    assert commits > 250
 
 
 async def test_a_missing_or_wrong_key_is_left_to_the_applier(fh_recording: Recording) -> None:

@@ -303,7 +303,7 @@ def _decoder(config: FirehoseConfig) -> Decoder:
     workers = config.workers()
     if not workers:
         keep = CollectionFilter.from_patterns(config.collections) if config.collections else None
-        return InlineDecoder(config.verify_signatures, keep)
+        return InlineDecoder(check=not config.verify_signatures, keep_collection=keep)
     settings = WorkerSettings(
         verify=config.verify_signatures, collections=tuple(config.collections or ())
     )
