@@ -16,6 +16,7 @@ from skyfill.atproto.exceptions import InvalidRepo, RepoFault
 from skyfill.atproto.identity.document import identity_from_document
 from skyfill.atproto.stream.commit import check_signature, verify_commit
 from skyfill.atproto.stream.frames import CommitFrame, FrameError, decode_frame, peek
+from skyfill.firehose.config import FirehoseConfig
 from skyfill.firehose.decoding import InlineDecoder, Precheck
 from skyfill.firehose.workers import ProcessDecoder, WorkerSettings
 from tests.firehose.crafted import bad_signature_frame, find_frame, garbage_frame
@@ -160,3 +161,17 @@ def test_a_stream_decoded_in_the_consumers_process_is_exact(
     done = run_cli(*args, *flags)
     assert done.returncode == 0, done.stderr
     assert compare_sqlite(db, fh_served.truth) == []
+
+
+def test_decode_workers_by_default_only_for_a_verified_stream(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    def config(**given: object) -> FirehoseConfig:
+        return FirehoseConfig(from_host="http://127.0.0.1:1", sink=str(tmp_path), **given)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 4)
+    assert config().workers() == 4
+    assert config(verify_signatures=False).workers() == 0
+    assert config(verify_signatures=False, decode_workers=2).workers() == 2
+    monkeypatch.setattr(os, "cpu_count", lambda: 1)
+    assert config().workers() == 0

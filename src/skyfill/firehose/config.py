@@ -126,7 +126,8 @@ class FirehoseConfig:
         metadata=flag(
             min=0,
             help="Worker processes that decode and verify events while the consumer applies "
-            "them (0: all in one process). Default: one per CPU when there are two or more.",
+            "them (0: all in one process). Default: one per CPU when there are two or more "
+            "and signatures are verified; none with --no-verify-signatures.",
         ),
     )
     max_memory: int | None = field(
@@ -211,9 +212,15 @@ class FirehoseConfig:
         return replace(self, **{k: v for k, v in BACKGROUND.items() if k not in explicit})
 
     def workers(self) -> int:
-        """Decode workers: as given, else one per CPU when there are two or more."""
+        """Decode workers: as given, else one per CPU when there are two or more and the
+        stream verifies signatures. Without verification what is left to decode is light:
+        shipping it to workers and back cost more than it saved (the consumer's process
+        alone was as fast into Parquet and ~5 % faster into PostgreSQL, with a quarter
+        less CPU: docs/BENCHMARKS.md §35)."""
         if self.decode_workers is not None:
             return self.decode_workers
+        if not self.verify_signatures:
+            return 0
         cpus = os.cpu_count() or 1  # as the backfill's decode processes count them
         return 0 if cpus < 2 else min(cpus, MAX_DEFAULT_WORKERS)
 
