@@ -39,7 +39,7 @@ BASES = base_cars()
 def _decode(
     car: bytes, pure: bool, monkeypatch: pytest.MonkeyPatch, **options: object
 ) -> DecodedRepo | tuple[str, object, str]:
-    monkeypatch.setenv("SKYFILL_PURE_PYTHON", "1" if pure else "0")
+    monkeypatch.setattr(fastrepo, "ENABLED", not pure)
     try:
         return decode_to_table(car, DID, "job", **options)  # type: ignore[arg-type]
     except InvalidRepo as refused:
@@ -92,7 +92,7 @@ def test_generated_repos_decode_the_same_on_the_fast_path(
     car = build_repo(DID, REV, records)[0]
     reference = same_either_way(car, monkeypatch)
     assert isinstance(reference, DecodedRepo) and reference.record_count == len(records)
-    monkeypatch.setenv("SKYFILL_PURE_PYTHON", "0")
+    monkeypatch.setattr(fastrepo, "ENABLED", True)
     assert takes_fast_path(car)
     # both ways of indexing are taken: with the GIL (small CARs) and without (big ones)
     assert fastrepo._fastrepo is not None
@@ -151,7 +151,7 @@ def test_created_at_of_every_form_agrees(created: object, monkeypatch: pytest.Mo
     record = {"$type": "app.bsky.feed.post", "text": "hi", "createdAt": created}
     car = build_repo(DID, REV, {PATH: record})[0]
     same_either_way(car, monkeypatch)
-    monkeypatch.setenv("SKYFILL_PURE_PYTHON", "0")
+    monkeypatch.setattr(fastrepo, "ENABLED", True)
     assert takes_fast_path(car)
 
 
@@ -186,7 +186,7 @@ def test_record_edge_cases_agree_and_odd_ones_are_declined(
 ) -> None:
     car = repo_with_blocks({PATH: block})
     same_either_way(car, monkeypatch)
-    monkeypatch.setenv("SKYFILL_PURE_PYTHON", "0")
+    monkeypatch.setattr(fastrepo, "ENABLED", True)
     assert takes_fast_path(car) is fast
 
 
@@ -256,5 +256,5 @@ def test_an_mst_node_claiming_a_huge_entry_count_is_declined_not_trusted(
     car = repo_with_root(cid_for_block(node), blocks)
     reference = same_either_way(car, monkeypatch)
     assert isinstance(reference, tuple) and reference[0] == "invalid"
-    monkeypatch.setenv("SKYFILL_PURE_PYTHON", "0")
+    monkeypatch.setattr(fastrepo, "ENABLED", True)
     assert not takes_fast_path(car)

@@ -39,8 +39,13 @@ CHUNK_BYTES = 256 << 20
 """Record JSON per chunk: string offsets are 32-bit, so a chunk stays well below 2 GB."""
 
 
+ENABLED = AVAILABLE and os.environ.get("SKYFILL_PURE_PYTHON", "") != "1"
+"""Whether the C path is taken: read once (the stream asks for every commit, and a look-up
+in os.environ costs it ~1–4 µs); tests switch it with monkeypatch.setattr."""
+
+
 def enabled() -> bool:
-    return AVAILABLE and os.environ.get("SKYFILL_PURE_PYTHON", "") != "1"
+    return ENABLED
 
 
 if TYPE_CHECKING:

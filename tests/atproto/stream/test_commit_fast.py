@@ -40,7 +40,7 @@ FIXTURES = json.loads(
 
 
 def _verify(frame: CommitFrame, key: str | None, pure: bool, mp: pytest.MonkeyPatch, **kw: object):
-    mp.setenv("SKYFILL_PURE_PYTHON", "1" if pure else "0")
+    mp.setattr(fastrepo, "ENABLED", not pure)
     try:
         return repr(verify_commit(frame, key, **kw))  # type: ignore[arg-type]
     except InvalidRepo as refused:
@@ -90,7 +90,7 @@ def test_every_kind_of_commit_takes_the_fast_path(
         for options in ({}, {"check_proof": False}, {"keep_collection": lambda c: c == LIKE}):
             result = same_either_way(frame, key, monkeypatch, **options)
             assert isinstance(result, str)
-            monkeypatch.setenv("SKYFILL_PURE_PYTHON", "0")
+            monkeypatch.setattr(fastrepo, "ENABLED", True)
             assert fast(frame, key, **options)
         same_either_way(frame, None, monkeypatch)
 
@@ -128,7 +128,7 @@ def test_created_at_of_every_form_agrees(
 ) -> None:
     frame = writer.commit({path(POST, 500): {"$type": POST, "text": "t", "createdAt": created}})
     assert isinstance(same_either_way(frame, writer.key.did_key, monkeypatch), str)
-    monkeypatch.setenv("SKYFILL_PURE_PYTHON", "0")
+    monkeypatch.setattr(fastrepo, "ENABLED", True)
     assert fast(frame, writer.key.did_key)
 
 
@@ -151,7 +151,7 @@ def test_odd_records_are_declined_and_judged_alike(
     car = write_car([frame.commit], [*blocks, (cid, block)])
     odd = _with(frame, blocks=car, ops=(RepoOp("create", frame.ops[0].path, cid, None),))
     same_either_way(odd, None, monkeypatch, check_proof=False)
-    monkeypatch.setenv("SKYFILL_PURE_PYTHON", "0")
+    monkeypatch.setattr(fastrepo, "ENABLED", True)
     assert not fast(odd, None, check_proof=False)
 
 
