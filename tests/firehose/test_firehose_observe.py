@@ -11,6 +11,7 @@ import threading
 import urllib.request
 from pathlib import Path
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.firehose.recording import ServedRecording
@@ -72,7 +73,11 @@ def test_progress_lines_and_metrics_while_it_runs(
     assert "skyfill_firehose_lag_seqs" in samples and "skyfill_firehose_cursor" in samples
 
 
-def test_dids_and_collections_filters(fh_served: ServedRecording, tmp_path: Path) -> None:
+@pytest.mark.parametrize("verify", [True, False], ids=["verified", "unverified"])
+def test_dids_and_collections_filters(
+    fh_served: ServedRecording, tmp_path: Path, verify: bool
+) -> None:
+    """Verified (decode workers) and not (decoded in the consumer's own process)."""
     truth = fh_served.truth["repos"]
     ok = sorted(did for did, repo in truth.items() if repo["status"] == "ok")
     chosen = ok[:5]
@@ -81,6 +86,7 @@ def test_dids_and_collections_filters(fh_served: ServedRecording, tmp_path: Path
     done = run_cli(
         *base(fh_served, tmp_path / "w", f"sqlite:///{db}"), "--until-live", "--progress",
         "none", "--dids", str(tmp_path / "dids.txt"), "--collections", "app.bsky.feed.like",
+        *([] if verify else ["--no-verify-signatures"]),
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     with sqlite3.connect(db) as conn:

@@ -226,6 +226,10 @@ def submit_distributed(handler: Handler, workdir: str, job_id: str, state_url: s
         store.close()
 
 
+WAIT_POLL_SECONDS = 0.05
+"""How often a worker looks for the job it waits for (--wait-for-job)."""
+
+
 def prepare_worker() -> None:
     """Import what serving a job takes, while a worker waits for its job to be submitted
     (the wait, not the job, pays for it)."""
@@ -250,10 +254,6 @@ def wait_for_job(state_url: str, job_id: str, deadline: float) -> None:
             time.sleep(WAIT_POLL_SECONDS)
     finally:
         probe.close()
-
-
-WAIT_POLL_SECONDS = 0.05
-"""How often a worker looks for the job it waits for (--wait-for-job)."""
 
 
 def active_jobs(state_url: str) -> list[str]:

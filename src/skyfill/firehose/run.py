@@ -181,9 +181,7 @@ async def _run(
                     counters=counters,
                     verify=config.verify_signatures,
                     keep_did=keep_did,
-                    keep_collection=CollectionFilter.from_patterns(config.collections)
-                    if config.collections
-                    else None,
+                    keep_collection=_collection_filter(config),
                     **hooks,
                 ),
                 make_resyncer=lambda **hooks: Resyncer(
@@ -302,12 +300,17 @@ def _labels(
 def _decoder(config: FirehoseConfig) -> Decoder:
     workers = config.workers()
     if not workers:
-        keep = CollectionFilter.from_patterns(config.collections) if config.collections else None
-        return InlineDecoder(check=not config.verify_signatures, keep_collection=keep)
+        check = not config.verify_signatures
+        return InlineDecoder(check=check, keep_collection=_collection_filter(config))
     settings = WorkerSettings(
         verify=config.verify_signatures, collections=tuple(config.collections or ())
     )
     return ProcessDecoder(workers, settings)
+
+
+def _collection_filter(config: FirehoseConfig) -> CollectionFilter | None:
+    """`--collections` as a filter (None: every collection)."""
+    return CollectionFilter.from_patterns(config.collections) if config.collections else None
 
 
 def _did_filter(path: str | None) -> Any:
