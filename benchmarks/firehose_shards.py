@@ -25,6 +25,7 @@ import argparse
 import asyncio
 import multiprocessing
 import os
+import queue
 import resource
 import struct
 import sys
@@ -32,11 +33,9 @@ import tempfile
 import threading
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from multiprocessing.connection import Connection
 from pathlib import Path
-from queue import Queue
-from typing import Any
 
 import aiohttp
 import psutil
@@ -99,24 +98,19 @@ class Shard:
         self.sink = EventLogSink(self.out, "shards")
         self.sink.check()
 
-    def prepare(self, messages: list[bytes]) -> tuple[list, list[asyncio.Future]]:
-        """A chunk decoded, and the look-ups it needs started (as the consumer starts them
-        when it reads the messages): an #identity event's document read again, the other
-        DIDs it names resolved if not known. They run while earlier chunks are applied."""
+    async def take(self, messages: list[bytes]) -> None:
+        """A chunk decoded, the look-ups it needs made (as the consumer makes them: an
+        #identity event's document read again, the other DIDs it names resolved if not
+        known), then applied in order; the event log written every `batch` events."""
         decoded = [decode_message(m, {}, verify=False, keep_collection=None) for m in messages]
-        waits: list[asyncio.Future] = []
+        waits: list[Awaitable[Identity]] = []
         for frame, _ in decoded:
             if type(frame) is IdentityFrame:
                 task = asyncio.ensure_future(self.resolver.resolve(frame.did, fresh=True))
                 self._fresh[frame.seq] = task
                 waits.append(task)
         named = {f.repo for f, _ in decoded if type(f) is CommitFrame}
-        for did in named:
-            if not self.resolver.knows(did):
-                waits.append(asyncio.ensure_future(self.resolver.resolve(did)))
-        return decoded, waits
-
-    async def apply(self, decoded: list, waits: list[asyncio.Future]) -> None:
+        waits += [self.resolver.resolve(d) for d in named if not self.resolver.knows(d)]
         if waits:
             await asyncio.gather(*waits)
         ready = self.applier.apply_ready
@@ -156,7 +150,7 @@ def _shard_main(conn: Connection, out: str, plc_url: str, batch: int) -> None:
         shard = Shard(Path(out), plc_url, batch)
         await shard.open()
         while blob := conn.recv_bytes():
-            await shard.apply(*shard.prepare(_split(blob)))
+            await shard.take(_split(blob))
         await shard.close()
         conn.send(shard.counters.applied)
 
@@ -179,7 +173,9 @@ def _join(messages: list[bytes]) -> bytes:
 # -- the reader ---------------------------------------------------------------------------
 
 
-async def _read(url: str, deliver: Callable[[int, bytes], Any], shards: int) -> int:
+async def _read(
+    url: str, deliver: Callable[[int, list[bytes]], Awaitable[None]], shards: int
+) -> int:
     """Every message of the stream from the start, each to its DID's shard; the count."""
     count = 0
     buffers: list[list[bytes]] = [[] for _ in range(max(1, shards))]
@@ -214,7 +210,7 @@ def run_sharded(url: str, plc_url: str, shards: int, batch: int, out: Path) -> d
         child.close()
         pipes.append(parent)
         procs.append(proc)
-    queues: list[Queue] = [Queue(maxsize=16) for _ in range(shards)]
+    queues: list[queue.Queue] = [queue.Queue(maxsize=16) for _ in range(shards)]
 
     def send(k: int) -> None:
         while (blob := queues[k].get()) is not None:
@@ -231,7 +227,7 @@ def run_sharded(url: str, plc_url: str, shards: int, batch: int, out: Path) -> d
             try:
                 queues[k].put_nowait(blob)
                 return
-            except Exception:
+            except queue.Full:
                 await asyncio.sleep(0.001)
 
     before = os.times()
@@ -263,7 +259,7 @@ def run_inline(url: str, plc_url: str, batch: int, out: Path) -> dict[str, float
         await shard.open()
 
         async def deliver(_k: int, messages: list[bytes]) -> None:
-            await shard.apply(*shard.prepare(messages))
+            await shard.take(messages)
 
         count = await _read(url, deliver, 1)
         await shard.close()
@@ -286,7 +282,7 @@ def run_inline(url: str, plc_url: str, batch: int, out: Path) -> dict[str, float
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     p.add_argument("--accounts", type=int, default=2000)
     p.add_argument("--events", type=int, default=100000)
     p.add_argument("--shards", default="2", help="comma list of shard counts (0: inline)")

@@ -69,3 +69,9 @@ class CollectionFilter:
 
     def __call__(self, collection: str) -> bool:
         return collection in self.exact or collection.startswith(self.prefixes)
+
+
+def collection_filter(patterns: Iterable[str] | None) -> CollectionFilter | None:
+    """`--collections` patterns as a filter; None (every collection) when there are none."""
+    patterns = list(patterns or ())
+    return CollectionFilter.from_patterns(patterns) if patterns else None

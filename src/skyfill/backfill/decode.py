@@ -12,7 +12,7 @@ import pyarrow as pa
 
 from skyfill.atproto.fastrepo import Chunk, RecordColumns, decode_columns
 from skyfill.atproto.repo import RepoRecords, decode_repo
-from skyfill.backfill.collections import CollectionFilter
+from skyfill.backfill.collections import collection_filter
 from skyfill.backfill.schema import RECORDS_SCHEMA, TIMESTAMP
 from skyfill.backfill.window import keep_mask
 from skyfill.engine.model import SpilledRows
@@ -58,7 +58,7 @@ def decode_to_table(
     at or after it are kept (see window.py); `record_count` does not depend on `since`.
     With `signing_key` (a did:key), the commit's signature is verified first.
     """
-    keep = CollectionFilter.from_patterns(collections) if collections else None
+    keep = collection_filter(collections)
     fast = decode_columns(car, did, keep, signing_key)
     if fast is not None:
         return _table_of_columns(fast, did, job_id, since)
@@ -74,7 +74,7 @@ def python_decode(
     signing_key: str | None = None,
 ) -> DecodedRepo:
     """`decode_to_table` by the Python decoder alone (the definition; record by record)."""
-    keep = CollectionFilter.from_patterns(collections) if collections else None
+    keep = collection_filter(collections)
     repo = decode_repo(car, expected_did=did, keep_collection=keep, signing_key=signing_key)
     total = len(repo)
     if since is not None:

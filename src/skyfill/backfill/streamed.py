@@ -26,7 +26,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from skyfill.atproto.fastrepo import CheckedRepo, open_records
-from skyfill.backfill.collections import CollectionFilter
+from skyfill.backfill.collections import collection_filter
 from skyfill.backfill.decode import DecodedRepo, python_decode, table_of_chunks
 from skyfill.backfill.schema import NEWEST_COLUMN, RECORD_KEY, RECORDS_SCHEMA
 from skyfill.engine.model import SpilledRows
@@ -86,7 +86,7 @@ def _decode_batches(
     scratch: str,
 ) -> DecodedRepo | None:
     """The repo by the C decoder a batch at a time; None when it declines."""
-    keep = CollectionFilter.from_patterns(collections) if collections else None
+    keep = collection_filter(collections)
     records = open_records(view, did, keep, signing_key)
     _drop_pages(view)
     if records is None:

@@ -123,10 +123,11 @@ def worker(
             job = session.serve_job(state_url, name, settings, overrides, shown)
         click.echo(f"job {name}: {job.status}", err=True)
 
+    if wait_for_job:
+        session.prepare_worker()  # while the job (or, without --job, a first one) comes
     if job_id is not None:
         session.check_job_id(job_id)
         if wait_for_job:
-            session.prepare_worker()
             session.wait_for_job(state_url, job_id, deadline)
         serve(job_id)
         return

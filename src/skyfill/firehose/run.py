@@ -22,7 +22,7 @@ from skyfill import gcpolicy
 from skyfill.atproto.identity import IdentityResolver
 from skyfill.atproto.stream.client import subscribe
 from skyfill.atproto.xrpc import XrpcClient
-from skyfill.backfill.collections import CollectionFilter
+from skyfill.backfill.collections import CollectionFilter, collection_filter
 from skyfill.backfill.input import read_did_file
 from skyfill.errors import UsageError
 from skyfill.firehose.apply import Applier
@@ -122,6 +122,7 @@ async def _run(
 ) -> dict[str, Any]:
     gcpolicy.tune()
     keep_did = _did_filter(config.dids_file)
+    keep_collection = collection_filter(config.collections)
     state = StreamState(where.state)
     sink = open_stream_sink(
         config.sink, stream_id=config.stream_id, password=hooks.sink_password, state_dir=where.root
@@ -181,7 +182,7 @@ async def _run(
                     counters=counters,
                     verify=config.verify_signatures,
                     keep_did=keep_did,
-                    keep_collection=_collection_filter(config),
+                    keep_collection=keep_collection,
                     **hooks,
                 ),
                 make_resyncer=lambda **hooks: Resyncer(
@@ -195,7 +196,7 @@ async def _run(
                     **hooks,
                 ),
                 stats=facts,
-                decoder=_decoder(config),
+                decoder=_decoder(config, keep_collection),
                 subscribe=hooks.subscribe,
             )
             if metrics_port:
@@ -297,20 +298,15 @@ def _labels(
     return following(labels, where.root, session=session, client=client)
 
 
-def _decoder(config: FirehoseConfig) -> Decoder:
+def _decoder(config: FirehoseConfig, keep_collection: CollectionFilter | None) -> Decoder:
     workers = config.workers()
     if not workers:
         check = not config.verify_signatures
-        return InlineDecoder(check=check, keep_collection=_collection_filter(config))
+        return InlineDecoder(check=check, keep_collection=keep_collection)
     settings = WorkerSettings(
         verify=config.verify_signatures, collections=tuple(config.collections or ())
     )
     return ProcessDecoder(workers, settings)
-
-
-def _collection_filter(config: FirehoseConfig) -> CollectionFilter | None:
-    """`--collections` as a filter (None: every collection)."""
-    return CollectionFilter.from_patterns(config.collections) if config.collections else None
 
 
 def _did_filter(path: str | None) -> Any:

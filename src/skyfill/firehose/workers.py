@@ -29,7 +29,7 @@ from skyfill.atproto import slots
 from skyfill.atproto.exceptions import InvalidRepo, RepoFault
 from skyfill.atproto.stream.commit import CommitDelete, CommitPut, VerifiedCommit
 from skyfill.atproto.stream.frames import CommitFrame, FrameError, RepoOp
-from skyfill.backfill.collections import CollectionFilter
+from skyfill.backfill.collections import collection_filter
 from skyfill.failpoints import failpoint
 from skyfill.firehose.decoding import Decoded, Precheck, decode_message
 from skyfill.firehose.errors import DecodeWorkerDied
@@ -175,8 +175,7 @@ def _stop_all(workers: list[_Worker]) -> None:
 def _serve(conn: Connection, settings: WorkerSettings) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the consumer stops its workers
     gcpolicy.tune()
-    patterns = list(settings.collections)
-    keep = CollectionFilter.from_patterns(patterns) if patterns else None
+    keep = collection_filter(settings.collections)
     while True:
         try:
             job = conn.recv()
