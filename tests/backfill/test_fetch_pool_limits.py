@@ -74,7 +74,7 @@ def test_fetch_processes_unset_go_by_the_job(
     expected: int,
 ) -> None:
     monkeypatch.setattr(os, "cpu_count", lambda: cores)
-    monkeypatch.setattr(fastrepo, "enabled", lambda: c_decoder)
+    monkeypatch.setattr(fastrepo, "ENABLED", c_decoder)
     assert auto_processes(dids, distributed) == expected
 
 

@@ -44,17 +44,13 @@ ENABLED = AVAILABLE and os.environ.get("SKYFILL_PURE_PYTHON", "") != "1"
 in os.environ costs it ~1–4 µs); tests switch it with monkeypatch.setattr."""
 
 
-def enabled() -> bool:
-    return ENABLED
-
-
 if TYPE_CHECKING:
     from skyfill.atproto._fastrepo import CarIndex
 
 
 def peek_frame() -> Callable[[bytes], tuple[str | None, int | None, str | None] | None] | None:
     """The C reader of an event frame's type, seq and DID, when the fast path is on."""
-    return _fastrepo.peek_frame if _fastrepo is not None and enabled() else None
+    return _fastrepo.peek_frame if _fastrepo is not None and ENABLED else None
 
 
 def indexed_commit(
@@ -79,7 +75,7 @@ def indexed_commit(
 def slice_index(car: bytes) -> CarIndex | None:
     """A `#commit` event's CAR slice indexed by the C module (`_fastrepo_slice.h` has the
     methods the stream uses), or None: no C module, or not a plain CAR."""
-    if _fastrepo is None or not enabled():
+    if _fastrepo is None or not ENABLED:
         return None
     try:
         return _fastrepo.CarIndex(car)
@@ -179,7 +175,7 @@ def open_records(
     checked, the records not yet decoded; None when the fast path declines it. `car` is
     bytes or a read-only mmap of a file (whose pages the C module then drops from the
     process as it reads them), which must stay unchanged while the result is used."""
-    if _fastrepo is None or not enabled():
+    if _fastrepo is None or not ENABLED:
         return None
     try:
         index = _fastrepo.CarIndex(car, drop_pages=isinstance(car, mmap.mmap))

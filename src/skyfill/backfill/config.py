@@ -38,7 +38,7 @@ def parse_size(text: str) -> int:
 def _default_decode_processes() -> int:
     """0 with the C decoder (it runs on a thread per core, the GIL released); else
     min(2, cores) processes for the Python decoder."""
-    return 0 if fastrepo.enabled() else min(2, os.cpu_count() or 1)
+    return 0 if fastrepo.ENABLED else min(2, os.cpu_count() or 1)
 
 
 def _shared(rate: RateSpec, share: int) -> RateSpec:

@@ -63,7 +63,7 @@ def auto_processes(dids: int | None, distributed: bool) -> int:
     (workers are run one per core); none for a smaller job."""
     cores = os.cpu_count() or 1
     big = dids is None or dids >= AUTO_MIN_DIDS
-    if not big or cores < 2 or not fastrepo.enabled():
+    if not big or cores < 2 or not fastrepo.ENABLED:
         return 0
     return 1 if distributed else cores
 

@@ -174,7 +174,7 @@ class BackfillHandler:
         # Under a memory limit, decode in-process: each decoding process costs ~150 MB idle.
         processes = 0 if cfg.max_memory is not None else cfg.decode_processes
         # In-process, the C decoder runs on threads (it releases the GIL): one per core.
-        threads = (os.cpu_count() or 1) if processes == 0 and fastrepo.enabled() else 0
+        threads = (os.cpu_count() or 1) if processes == 0 and fastrepo.ENABLED else 0
         self._executor = make_executor(processes, threads)
         # Fetch processes: not under a memory limit (each child holds its own CARs), nor in
         # a refresh (the previous job is read by the fetcher, in this process), nor with a
