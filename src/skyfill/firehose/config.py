@@ -21,6 +21,7 @@ BACKGROUND = {
     "max_concurrent": 2,
     "max_memory": 512 << 20,
     "decode_workers": 0,
+    "shards": 1,
 }
 """`--background`: the conservative throttles of the AppView's own Python backfill service
 (BACKFILL_BATCH_SIZE=5, BACKFILL_BATCH_DELAY_MS=2000, BACKFILL_MAX_CONCURRENT=2,
@@ -128,6 +129,16 @@ class FirehoseConfig:
             help="Worker processes that decode and verify events while the consumer applies "
             "them (0: all in one process). Default: one per CPU when there are two or more "
             "and signatures are verified; none with --no-verify-signatures.",
+        ),
+    )
+    shards: int = field(
+        default=1,
+        metadata=flag(
+            min=1,
+            max=64,
+            help="Processes the stream is split over by DID: one reads the host and routes "
+            "each event to the shard that owns its repo, which decodes, verifies and writes "
+            "it (each with its cursor in the sink). Keep the number when resuming.",
         ),
     )
     max_memory: int | None = field(

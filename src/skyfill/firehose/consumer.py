@@ -12,6 +12,11 @@ A pipeline, in seq order throughout:
   is applied, one write at a time.
 Re-fetches of desynchronized repos run beside it and come back through the same queue, so
 everything the sink sees is in one order.
+
+A shard of a split stream (`shards.py`) reads a `feed` instead of the host: its own
+messages, and the seqs the router has routed through, which move its cursor on past the
+other shards' events; the feed's end is the stream's (what is read is applied, re-fetches
+finish, the cursor is saved).
 """
 
 from __future__ import annotations
@@ -74,7 +79,20 @@ class _Snapshot:
     snap: Snapshot
 
 
-Item = asyncio.Task[list[Decoded]] | _Snapshot
+@dataclass(frozen=True, slots=True)
+class _Through:
+    """A shard's feed: every event up to `seq` that is this shard's has been read."""
+
+    seq: int
+
+
+class _End:
+    """A shard's feed has ended: apply what came before and stop."""
+
+
+Item = asyncio.Task[list[Decoded]] | _Snapshot | _Through | _End
+Feed = AsyncIterator[bytes | int]
+"""A shard's messages from the router, and (an int) the seq it has routed through."""
 
 
 class Consumer:
@@ -103,9 +121,12 @@ class Consumer:
         stats: Callable[[], dict] = dict,
         decoder: Decoder | None = None,
         subscribe: Callable[..., AsyncIterator[bytes]] = subscribe,
+        feed: Feed | None = None,
     ) -> None:
         self._url = url
         self._subscribe = subscribe
+        self._feed = feed
+        self._ended = False
         self._source = source
         self._session = session
         self._allow_private = allow_private_network
@@ -165,7 +186,7 @@ class Consumer:
         reader = asyncio.create_task(self._read(), name="firehose reader")
         try:
             await self._loop()
-            if self._until_live:
+            if self._until_live or self._ended:
                 await self._finish_resyncs()
             await self._flush(force=True)
             await self._written()
@@ -188,6 +209,9 @@ class Consumer:
     # -- reading ----------------------------------------------------------------------
 
     async def _read(self) -> None:
+        if self._feed is not None:
+            await self._read_feed(self._feed)
+            return
         async for message in resubscribing(
             self._subscribe,
             self._url,
@@ -200,6 +224,20 @@ class Consumer:
             self._received(message)
             if len(self._chunk) >= CHUNK_FRAMES:
                 await self._queue.put(self._submit())
+
+    async def _read_feed(self, feed: Feed) -> None:
+        async for piece in feed:
+            if type(piece) is int:
+                if self._chunk:
+                    await self._queue.put(self._submit())
+                await self._queue.put(_Through(piece))
+                continue
+            self._received(piece)  # type: ignore[arg-type]
+            if len(self._chunk) >= CHUNK_FRAMES:
+                await self._queue.put(self._submit())
+        if self._chunk:
+            await self._queue.put(self._submit())
+        await self._queue.put(_End())
 
     def _received(self, message: bytes) -> None:
         """Keep the seq to reconnect after, start the identity look-up the event needs,
@@ -322,6 +360,11 @@ class Consumer:
                 continue
             if isinstance(item, _Snapshot):
                 await self._handle_snapshot(item)
+            elif isinstance(item, _Through):
+                self._through(item.seq)
+            elif isinstance(item, _End):
+                self._ended = True
+                return
             else:
                 ready = self.applier.apply_ready
                 for frame, pre in await item:
@@ -392,6 +435,14 @@ class Consumer:
             self.counters.event_time = when
         if self.counters.head is None or seq > self.counters.head:
             self.counters.head = seq
+
+    def _through(self, seq: int) -> None:
+        """The router's tick: the events up to `seq` that are not this shard's are the
+        other shards' to apply, so the cursor may pass them."""
+        floor = max(self._pending_seq or -1, self.counters.cursor or -1)
+        if seq > floor:
+            self._pending_seq = seq
+            self.counters.seq = seq
 
     def _info(self, frame: InfoFrame) -> None:
         if frame.name == "OutdatedCursor":

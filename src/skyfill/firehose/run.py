@@ -28,19 +28,20 @@ from skyfill.errors import UsageError
 from skyfill.firehose.apply import Applier
 from skyfill.firehose.book import RepoBook
 from skyfill.firehose.config import FirehoseConfig
-from skyfill.firehose.consumer import Consumer
+from skyfill.firehose.consumer import Consumer, Feed
 from skyfill.firehose.decoding import Decoder, InlineDecoder
 from skyfill.firehose.progress import serve_metrics, showing, summary_line
 from skyfill.firehose.resync import Resyncer
-from skyfill.firehose.state import StreamState
+from skyfill.firehose.state import StreamState, StreamStateStore
 from skyfill.firehose.stats import StreamCounters
-from skyfill.firehose.window import event_time, find_head, first_at_or_after, probe_with
+from skyfill.firehose.window import Opener, event_time, find_head, first_at_or_after, probe_with
 from skyfill.firehose.workers import ProcessDecoder, WorkerSettings
 from skyfill.labels.config import LabelsConfig
 from skyfill.labels.run import following
 from skyfill.net.http import HttpSettings, make_session
 from skyfill.ratelimit.local import side_limiter
 from skyfill.ratelimit.memory_gate import MemoryGate
+from skyfill.sinks.changes import StreamSink
 from skyfill.sinks.factory import open_stream_sink
 from skyfill.storage.lockfile import exclusive
 
@@ -94,6 +95,11 @@ def run_stream(
     where = StreamDir.of(workdir, config.stream_id)
     busy = StreamBusy(f"stream {config.stream_id} is already running (lock {where.lock})")
     with exclusive(where.lock, busy):
+        if config.shards > 1 and hooks is None:
+            from skyfill.firehose.shards import run_sharded
+
+            sharded = run_sharded(config, where, progress, progress_interval, metrics_port)
+            return asyncio.run(sharded)
         return asyncio.run(
             _run(config, where, progress, progress_interval, metrics_port, hooks or StreamHooks())
         )
@@ -121,15 +127,13 @@ async def _run(
     hooks: StreamHooks,
 ) -> dict[str, Any]:
     gcpolicy.tune()
-    keep_did = _did_filter(config.dids_file)
-    keep_collection = collection_filter(config.collections)
     state = StreamState(where.state)
     sink = open_stream_sink(
         config.sink, stream_id=config.stream_id, password=hooks.sink_password, state_dir=where.root
     )
     try:
         await asyncio.to_thread(sink.check)
-        _write_manifest(where, config, sink.target)
+        write_manifest(where, config, sink.target)
         source = source_key(config.from_host)
         if hooks.prepare is not None:
             hooks.prepare(state, source)
@@ -137,7 +141,7 @@ async def _run(
         memory = MemoryGate(config.max_memory)
         held = (config.max_memory or HELD_BYTES_DEFAULT * 4) // 4
         book = RepoBook(state.load_repos(), held)
-        async with _http(config) as (stream_session, client):
+        async with stream_clients(config) as (stream_session, client):
             resolver = IdentityResolver(client, config.plc_url)
             probe = probe_with(
                 subscribe,
@@ -158,45 +162,19 @@ async def _run(
                 )
                 return data
 
-            consumer = Consumer(
-                url=config.from_host,
+            consumer = make_consumer(
+                config,
                 source=source,
                 session=stream_session,
-                allow_private_network=config.allow_private_network,
+                client=client,
                 sink=sink,
                 state=state,
                 book=book,
                 resolver=resolver,
                 counters=counters,
                 probe=probe,
-                batch_size=config.batch_size,
-                batch_delay=config.batch_delay,
-                flush_seconds=config.flush_seconds,
-                max_concurrent=config.max_concurrent,
                 memory=memory,
-                until_live=config.until_live,
-                duration=config.duration,
-                make_applier=lambda **hooks: Applier(
-                    book=book,
-                    resolver=resolver,
-                    counters=counters,
-                    verify=config.verify_signatures,
-                    keep_did=keep_did,
-                    keep_collection=keep_collection,
-                    **hooks,
-                ),
-                make_resyncer=lambda **hooks: Resyncer(
-                    client=client,
-                    resolver=resolver,
-                    stream_id=config.stream_id,
-                    collections=config.collections,
-                    verify=config.verify_signatures,
-                    max_concurrent=config.max_concurrent,
-                    max_repo_bytes=config.max_repo_bytes,
-                    **hooks,
-                ),
                 stats=facts,
-                decoder=_decoder(config, keep_collection),
                 subscribe=hooks.subscribe,
             )
             if metrics_port:
@@ -207,7 +185,7 @@ async def _run(
             try:
                 async with (
                     showing(facts, progress, interval),
-                    _labels(config, where, stream_session, client),
+                    following_labels(config, where, stream_session, client),
                 ):
                     await consumer.run(start)
             finally:
@@ -222,8 +200,72 @@ async def _run(
         state.close()
 
 
+def make_consumer(
+    config: FirehoseConfig,
+    *,
+    source: str,
+    session: aiohttp.ClientSession,
+    client: XrpcClient,
+    sink: StreamSink,
+    state: StreamStateStore,
+    book: RepoBook,
+    resolver: IdentityResolver,
+    counters: StreamCounters,
+    probe: Opener,
+    memory: MemoryGate,
+    stats: Callable[[], dict[str, Any]],
+    subscribe: Callable[..., AsyncIterator[bytes]] = subscribe,
+    feed: Feed | None = None,
+) -> Consumer:
+    """The consumer of one stream (or of one shard's feed) with `config`'s rules."""
+    keep_did = _did_filter(config.dids_file)
+    keep_collection = collection_filter(config.collections)
+    return Consumer(
+        url=config.from_host,
+        source=source,
+        session=session,
+        allow_private_network=config.allow_private_network,
+        sink=sink,
+        state=state,
+        book=book,
+        resolver=resolver,
+        counters=counters,
+        probe=probe,
+        batch_size=config.batch_size,
+        batch_delay=config.batch_delay,
+        flush_seconds=config.flush_seconds,
+        max_concurrent=config.max_concurrent,
+        memory=memory,
+        until_live=config.until_live and feed is None,
+        duration=config.duration if feed is None else None,
+        make_applier=lambda **hooks: Applier(
+            book=book,
+            resolver=resolver,
+            counters=counters,
+            verify=config.verify_signatures,
+            keep_did=keep_did,
+            keep_collection=keep_collection,
+            **hooks,
+        ),
+        make_resyncer=lambda **hooks: Resyncer(
+            client=client,
+            resolver=resolver,
+            stream_id=config.stream_id,
+            collections=config.collections,
+            verify=config.verify_signatures,
+            max_concurrent=config.max_concurrent,
+            max_repo_bytes=config.max_repo_bytes,
+            **hooks,
+        ),
+        stats=stats,
+        decoder=_decoder(config, keep_collection),
+        subscribe=subscribe,
+        feed=feed,
+    )
+
+
 @contextlib.asynccontextmanager
-async def _http(
+async def stream_clients(
     config: FirehoseConfig,
 ) -> AsyncIterator[tuple[aiohttp.ClientSession, XrpcClient]]:
     """A session for the stream (no overall timeout: it stays open for days) and an XRPC
@@ -245,19 +287,34 @@ async def _http(
 
 
 async def _start(
-    config: FirehoseConfig, state: StreamState, sink: Any, source: str, probe: Any
+    config: FirehoseConfig, state: StreamStateStore, sink: StreamSink, source: str, probe: Opener
 ) -> int | None:
     """Where to start: the saved cursor (the older of the stream's and the sink's), else
     --cursor, else the first event inside --since, else the live head."""
+    saved = await saved_cursor(config, state, sink, source)
+    if saved is not None:
+        log.info("resuming %s after seq %d", config.from_host, saved, extra={"event": "resume"})
+        return saved
+    return await chosen_start(config, probe)
+
+
+async def saved_cursor(
+    config: FirehoseConfig, state: StreamStateStore, sink: StreamSink, source: str
+) -> int | None:
+    """The cursor saved for `source`: the older of the stream's and the sink's (None with
+    --reset-cursor, which forgets the stream's)."""
     if config.reset_cursor:
         state.reset_cursor(source)
+        return None
     saved = state.cursor(source)
-    in_sink = None if config.reset_cursor else await asyncio.to_thread(sink.cursor, source)
+    in_sink = await asyncio.to_thread(sink.cursor, source)
     known = [c for c in (saved[0] if saved else None, in_sink) if c is not None]
-    if known:
-        start = min(known)
-        log.info("resuming %s after seq %d", config.from_host, start, extra={"event": "resume"})
-        return start
+    return min(known) if known else None
+
+
+async def chosen_start(config: FirehoseConfig, probe: Opener) -> int | None:
+    """Where a stream with no saved cursor starts: --cursor, else the first event inside
+    --since, else the live head (None)."""
     if config.cursor is not None:
         return config.cursor
     if config.since is None:
@@ -279,7 +336,7 @@ async def _start(
     return start
 
 
-def _labels(
+def following_labels(
     config: FirehoseConfig, where: StreamDir, session: aiohttp.ClientSession, client: XrpcClient
 ) -> contextlib.AbstractAsyncContextManager[object]:
     """`--labels URL`: those labelers followed into the same sink beside the consumer
@@ -316,7 +373,7 @@ def _did_filter(path: str | None) -> Any:
     return wanted.__contains__
 
 
-def _write_manifest(where: StreamDir, config: FirehoseConfig, target: str) -> None:
+def write_manifest(where: StreamDir, config: FirehoseConfig, target: str) -> None:
     data = {
         "stream_id": config.stream_id,
         "from_host": config.from_host,

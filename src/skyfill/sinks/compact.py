@@ -3,8 +3,12 @@ into the current state: `records` and `repos` in the backfill's Parquet layout.
 
 The fold follows the stream's rules (a put over an older row, a delete of an older row,
 a reset dropping the repo's rows at or below its rev, a gone account's rows erased), in
-(seq, idx) order with duplicates of replayed batches dropped. It holds the current rows
-in memory (about the size of the output dataset); a log of many days folds in one pass.
+(seq, idx) order with the rows a replayed batch wrote again dropped. A row is a replay's
+copy when all of it but `idx` is the same: (seq, idx) alone is no identity, since a
+re-fetched repo's rows carry the seq of the last event before them (in a later batch,
+from idx 0), and a split stream's shards number their batches each on their own. It
+holds the current rows in memory (about the size of the output dataset); a log of many
+days folds in one pass.
 """
 
 from __future__ import annotations
@@ -98,10 +102,10 @@ def _events(parts: list[Path]) -> list[dict[str, Any]]:
         return []
     table = pa.concat_tables(_part(p) for p in parts)
     table = table.sort_by([("seq", "ascending"), ("idx", "ascending")])
-    seen: set[tuple[int, int]] = set()
+    seen: set[tuple[Any, ...]] = set()
     rows = []
     for row in table.to_pylist():
-        mark = (row["seq"], row["idx"])
+        mark = tuple(v for k, v in row.items() if k != "idx")
         if mark not in seen:  # a replayed batch wrote it twice
             seen.add(mark)
             rows.append(row)

@@ -3,8 +3,10 @@
 `<dir>/events/date=YYYY-MM-DD/part-<first seq>-<last seq>.parquet`, one file per batch
 (written to a temporary name, then renamed; `<file>.done` beside it once it is in place),
 and `<dir>/cursor.json` ({source: seq}) written after the file. A crash between the two
-makes the next run write an overlapping part again; readers (`compact`) de-duplicate by
-(seq, idx). Columns:
+makes the next run write an overlapping part again; readers (`compact`) drop the rows a
+replay wrote twice. A shard K of a split stream (`skyfill firehose --shards`) writes its
+own parts, `part-<first>-<last>.shard-K.parquet`, and its own `cursor.shard-K.json`: the
+shards write at once, and each file has one writer. Columns:
 
 - seq, idx (the change's position in its batch), time (the event's), did, op;
 - op `create` / `update`: collection, rkey, cid, rev, record (atproto JSON), created_at;
@@ -142,14 +144,15 @@ def _rows_one_by_one(changes: Sequence[Change]) -> _Columns:
 class EventLogSink:
     kind = "parquet"
 
-    def __init__(self, root: Path, stream_id: str) -> None:
+    def __init__(self, root: Path, stream_id: str, shard: int | None = None) -> None:
         self.root = Path(root)
         self.target = str(self.root)
         self._stream_id = stream_id
+        self._suffix = "" if shard is None else f".shard-{shard}"
 
     @property
     def _cursor_file(self) -> Path:
-        return self.root / "cursor.json"
+        return self.root / f"cursor{self._suffix}.json"
 
     def check(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -169,7 +172,7 @@ class EventLogSink:
                 self.root
                 / "events"
                 / f"date={day}"
-                / f"part-{first:012d}-{batch.cursor:012d}.parquet"
+                / f"part-{first:012d}-{batch.cursor:012d}{self._suffix}.parquet"
             )
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = tmp_path(path)

@@ -133,11 +133,17 @@ def _sqlite_url(value: str) -> SinkUrl:
 
 
 def open_stream_sink(
-    url: str, *, stream_id: str, password: str | None = None, state_dir: Path | None = None
+    url: str,
+    *,
+    stream_id: str,
+    password: str | None = None,
+    state_dir: Path | None = None,
+    shard: int | None = None,
 ) -> StreamSink:
     """The stream sink a URL names: sqlite:///PATH, postgresql://…, kafka://…, or a
     directory (a Parquet event log). `state_dir` is the stream's own directory, where a
-    Kafka sink keeps what it has published (a stream without one cannot write to Kafka)."""
+    Kafka sink keeps what it has published (a stream without one cannot write to Kafka);
+    `shard`, a split stream's shard, whose event-log files are its own."""
     if not url.strip():
         raise SinkUrlError(
             "a stream's sink: want sqlite:///path.db, postgresql://…, kafka://… or a directory"
@@ -145,7 +151,7 @@ def open_stream_sink(
     if "://" not in url:
         from skyfill.sinks.event_log import EventLogSink
 
-        return EventLogSink(Path(url), stream_id)
+        return EventLogSink(Path(url), stream_id, shard)
     parsed = parse_sink_url(url)
     if parsed.kind == SQLITE_SCHEME:
         from skyfill.sinks.sqlite_stream import SqliteStreamSink
