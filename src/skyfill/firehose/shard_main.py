@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import logging
 import os
 import signal
@@ -36,6 +37,7 @@ from skyfill.firehose.config import FirehoseConfig
 from skyfill.firehose.errors import StreamStopped
 from skyfill.firehose.run import (
     HELD_BYTES_DEFAULT,
+    StreamBusy,
     StreamDir,
     make_consumer,
     saved_cursor,
@@ -49,18 +51,29 @@ from skyfill.firehose.window import probe_with
 from skyfill.monitor.logs import configure_logging
 from skyfill.ratelimit.memory_gate import MemoryGate
 from skyfill.sinks.factory import open_stream_sink
+from skyfill.storage.lockfile import exclusive
 
 log = logging.getLogger(__name__)
 
 REPORT_SECONDS = 0.5
+PR_SET_PDEATHSIG = 1
+
+
+LOCK_WAIT_SECONDS = 60.0
+"""How long a shard waits for the shard of an earlier run (its router killed, it saving
+what it applied) to let go of the shard's directory."""
 
 
 def main() -> None:
+    _end_with_the_router()
     orders = orjson.loads(os.environ[SHARD_ENV])
     configure_logging(orders["log_level"])
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # until the consumer's handlers are set
+    where = StreamDir(Path(orders["dir"]))
+    busy = StreamBusy(f"shard directory {where.root} is still held by another process")
     try:
-        asyncio.run(_serve(orders))
+        with exclusive(where.lock, busy, wait=LOCK_WAIT_SECONDS):
+            asyncio.run(_serve(orders, where))
     except StreamStopped as exc:
         _report({"error": exc.message, "stopped": True})
         sys.exit(1)
@@ -72,12 +85,19 @@ def main() -> None:
         sys.exit(1)
 
 
-async def _serve(orders: dict[str, Any]) -> None:
+def _end_with_the_router() -> None:
+    """SIGTERM when the router dies, also by SIGKILL (Linux), so that a shard outlives its
+    stream by one stop at most: it saves what it applied and exits."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() == 1:  # the router was gone already
+        sys.exit(1)
+
+
+async def _serve(orders: dict[str, Any], where: StreamDir) -> None:
     gcpolicy.tune()
     config = FirehoseConfig(**orders["config"])
     index, shards = int(orders["index"]), int(orders["shards"])
-    where = StreamDir(Path(orders["dir"]))
-    where.root.mkdir(parents=True, exist_ok=True)
     source = shard_source(source_key(config.from_host), index, shards)
     state = StreamState(where.state)
     sink = open_stream_sink(

@@ -6,20 +6,28 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
+POLL_SECONDS = 0.05
+
 
 @contextlib.contextmanager
-def exclusive(path: Path, busy: Exception) -> Iterator[None]:
+def exclusive(path: Path, busy: Exception, wait: float = 0.0) -> Iterator[None]:
     """Hold the lock on `path` while the block runs; `busy` is raised if another process
-    holds it."""
+    holds it (still, after `wait` seconds)."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    deadline = time.monotonic() + wait
     with path.open("w") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise busy from None
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise busy from None
+                time.sleep(POLL_SECONDS)
         yield
 
 
