@@ -109,7 +109,7 @@ async def _serve(orders: dict[str, Any], where: StreamDir) -> None:
         start = saved if saved is not None else orders["origin"]
         _report({"start": start})
         counters = StreamCounters()
-        memory = MemoryGate(orders["max_memory"])
+        memory = MemoryGate(orders["max_memory"], children=config.workers() > 0)
         held = (orders["max_memory"] or HELD_BYTES_DEFAULT * 4) // 4
         book = RepoBook(state.load_repos(), held)
         async with stream_clients(config) as (session, client):

@@ -4,6 +4,7 @@ STREAM_ID` shows."""
 from __future__ import annotations
 
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ import orjson
 
 from skyfill.errors import UsageError
 from skyfill.firehose.run import StreamDir
+from skyfill.firehose.shards import shard_source
 from skyfill.firehose.state import StreamState
 from skyfill.storage.lockfile import is_held
 
@@ -23,6 +25,8 @@ def stream_ids(workdir: Path) -> list[str]:
 
 
 def stream_status(workdir: Path, stream_id: str) -> dict[str, Any]:
+    """A stream's facts; a split stream's (`--shards`) gathered from its shards' states:
+    their repos added up, its cursor the oldest of theirs (where a restart resumes)."""
     where = StreamDir.of(workdir, stream_id)
     if not where.state.exists():
         raise UsageError(f"no stream {stream_id} in {workdir}")
@@ -31,10 +35,13 @@ def stream_status(workdir: Path, stream_id: str) -> dict[str, Any]:
     try:
         stats = state.meta("stats")
         stats = stats if isinstance(stats, dict) else {}
-        counts = state.counts()
-        reasons = state.reasons()
+        shards = state.meta("shards")
         source = stats.get("source")
-        cursor = state.cursor(source) if isinstance(source, str) else None
+        if isinstance(shards, int) and shards > 1:
+            counts, reasons, cursor = _shards_facts(where, shards, source)
+        else:
+            counts, reasons = state.counts(), state.reasons()
+            cursor = state.cursor(source) if isinstance(source, str) else None
     finally:
         state.close()
     updated = stats.get("updated_at")
@@ -50,6 +57,30 @@ def stream_status(workdir: Path, stream_id: str) -> dict[str, Any]:
         "why_not_active": reasons,
         "last_run": {k: v for k, v in stats.items() if k != "updated_at"},
     }
+
+
+def _shards_facts(
+    where: StreamDir, shards: int, source: object
+) -> tuple[dict[str, int], dict[str, int], tuple[int, str | None] | None]:
+    counts: Counter[str] = Counter()
+    reasons: Counter[str] = Counter()
+    cursors: list[tuple[int, str | None] | None] = []
+    for index in range(shards):
+        path = where.root / f"shard-{index}" / "state.sqlite"
+        if not path.exists():
+            cursors.append(None)
+            continue
+        state = StreamState(path)
+        try:
+            counts.update(state.counts())
+            reasons.update(state.reasons())
+            key = shard_source(source, index, shards) if isinstance(source, str) else None
+            cursors.append(state.cursor(key) if key else None)
+        finally:
+            state.close()
+    known = [c for c in cursors if c is not None]
+    cursor = min(known) if known and len(known) == len(cursors) else None
+    return dict(counts), dict(reasons.most_common(10)), cursor
 
 
 def render_stream_status(facts: dict[str, Any]) -> str:

@@ -20,8 +20,10 @@ FREE_FRACTION = 0.5
 
 
 class MemoryGate:
-    def __init__(self, limit_bytes: int | None) -> None:
+    def __init__(self, limit_bytes: int | None, *, children: bool = True) -> None:
         self.limit = limit_bytes
+        self._children = children
+        """Whether the process has children to count (finding them reads all of /proc)."""
         self._process = psutil.Process()
         self._measured_at = 0.0
         self._rss = 0
@@ -34,7 +36,7 @@ class MemoryGate:
         now = time.monotonic()
         if now - self._measured_at >= CACHE_SECONDS:
             total = self._process.memory_info().rss
-            for child in self._process.children(recursive=True):
+            for child in self._process.children(recursive=True) if self._children else ():
                 try:
                     total += child.memory_info().rss
                 except psutil.Error:
