@@ -94,12 +94,18 @@ def run_stream(
     """Run the stream until stopped; returns the summary's facts."""
     where = StreamDir.of(workdir, config.stream_id)
     busy = StreamBusy(f"stream {config.stream_id} is already running (lock {where.lock})")
-    with exclusive(where.lock, busy):
-        if config.shards > 1 and hooks is None:
-            from skyfill.firehose.shards import run_sharded
+    if config.shards > 1 and hooks is None:
+        from skyfill.firehose.shards import fork_shards, release, run_sharded
 
-            sharded = run_sharded(config, where, progress, progress_interval, metrics_port)
-            return asyncio.run(sharded)
+        forked = fork_shards(config, where)  # before the lock and the loop
+        try:
+            with exclusive(where.lock, busy):
+                return asyncio.run(
+                    run_sharded(config, where, forked, progress, progress_interval, metrics_port)
+                )
+        finally:
+            release(forked)
+    with exclusive(where.lock, busy):
         return asyncio.run(
             _run(config, where, progress, progress_interval, metrics_port, hooks or StreamHooks())
         )

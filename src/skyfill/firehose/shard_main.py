@@ -1,14 +1,18 @@
 """One shard of a split stream (`skyfill firehose --shards N`): a process the router
-(`shards.py`) starts as `python -m skyfill.firehose.shard_main`, with its orders in the
-environment (SHARD_ENV, JSON: the stream's config, its index, the shard count, its
-directory, where a shard with no saved cursor starts, its memory limit, the log level).
+(`shards.py`) forks before its event loop starts, so that a shard begins with skyfill
+imported. It is given its orders (`ShardOrders`) and two pipes: its feed (the router's
+frames, `shards.read_feed`) and its reports (JSON lines, `Reporter`).
 
-It runs the stream's consumer over its feed (its stdin, `shards.read_feed`), with a state
-of its own (`<stream dir>/shard-K/state.sqlite`) and its own cursor in the sink (source
-`host:port#K/N`). To its stdout it writes JSON lines (`shards.Report`): where it starts,
-its facts every REPORT_SECONDS, then its final facts, or the one line of what stopped it.
+It starts with a handshake. The feed's first frame says go (the router holds the
+stream's lock by then; a feed that ends first means it does not, and the shard exits
+quietly). The shard takes its directory's lock, opens its state and sink, and reports the
+cursor it has saved. The second frame's seq is where it starts. Then it runs the stream's
+consumer over its feed, with a state of its own (`<stream dir>/shard-K/state.sqlite`) and
+its own cursor in the sink (source `host:port#K/N`), and reports its facts every
+REPORT_SECONDS, then its final facts or the one line of what stopped it.
+
 SIGTERM and SIGINT stop it as they stop `skyfill firehose` (the batch being applied is
-saved with its cursor); the end of its feed ends it once it has applied what it read and
+saved with its cursor). The end of its feed ends it once it has applied what it read and
 the re-fetches it started have come back.
 """
 
@@ -20,9 +24,9 @@ import ctypes
 import logging
 import os
 import signal
-import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,11 +48,10 @@ from skyfill.firehose.run import (
     source_key,
     stream_clients,
 )
-from skyfill.firehose.shards import SHARD_ENV, read_feed, shard_source
+from skyfill.firehose.shards import HEADER, pipe_reader, read_feed, shard_source
 from skyfill.firehose.state import StreamState
 from skyfill.firehose.stats import StreamCounters
 from skyfill.firehose.window import probe_with
-from skyfill.monitor.logs import configure_logging
 from skyfill.ratelimit.memory_gate import MemoryGate
 from skyfill.sinks.factory import open_stream_sink
 from skyfill.storage.lockfile import exclusive
@@ -56,61 +59,105 @@ from skyfill.storage.lockfile import exclusive
 log = logging.getLogger(__name__)
 
 REPORT_SECONDS = 0.5
-PR_SET_PDEATHSIG = 1
-
-
 LOCK_WAIT_SECONDS = 60.0
 """How long a shard waits for the shard of an earlier run (its router killed, it saving
 what it applied) to let go of the shard's directory."""
+PR_SET_PDEATHSIG = 1
 
 
-def main() -> None:
-    _end_with_the_router()
-    orders = orjson.loads(os.environ[SHARD_ENV])
-    configure_logging(orders["log_level"])
+@dataclass(frozen=True, slots=True)
+class ShardOrders:
+    config: FirehoseConfig
+    """The shard's: the stream's, run in one process, without --until-live, --duration
+    or --labels (the router's)."""
+    index: int
+    shards: int
+    root: Path
+    max_memory: int | None
+    router: int
+    """The router's PID."""
+
+
+class Reporter:
+    """JSON lines to the router."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+
+    def __call__(self, line: dict[str, Any]) -> None:
+        data = orjson.dumps(line) + b"\n"
+        with contextlib.suppress(BrokenPipeError):  # the router is gone: nobody to tell
+            while data:
+                data = data[os.write(self._fd, data) :]
+
+
+def serve(orders: ShardOrders, feed_fd: int, report_fd: int) -> int:
+    """The shard's life, in the forked process; its exit code."""
+    report = Reporter(report_fd)
+    _end_with_the_router(orders.router)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # until the consumer's handlers are set
-    where = StreamDir(Path(orders["dir"]))
-    busy = StreamBusy(f"shard directory {where.root} is still held by another process")
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     try:
-        with exclusive(where.lock, busy, wait=LOCK_WAIT_SECONDS):
-            asyncio.run(_serve(orders, where))
+        asyncio.run(_serve(orders, feed_fd, report))
     except StreamStopped as exc:
-        _report({"error": exc.message, "stopped": True})
-        sys.exit(1)
+        report({"error": exc.message, "stopped": True})
+        return 1
     except SkyfillError as exc:
-        _report({"error": str(exc)})
-        sys.exit(1)
+        report({"error": str(exc)})
+        return 1
     except Exception as exc:  # said by the router in one line, as the CLI says its own
-        _report({"error": f"internal error: {type(exc).__name__}: {exc}"})
-        sys.exit(1)
+        report({"error": f"internal error: {type(exc).__name__}: {exc}"})
+        return 1
+    return 0
 
 
-def _end_with_the_router() -> None:
+def _end_with_the_router(router: int) -> None:
     """SIGTERM when the router dies, also by SIGKILL (Linux), so that a shard outlives its
     stream by one stop at most: it saves what it applied and exits."""
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-    if os.getppid() == 1:  # the router was gone already
-        sys.exit(1)
+    if os.getppid() != router:  # the router was gone already
+        os._exit(1)
 
 
-async def _serve(orders: dict[str, Any], where: StreamDir) -> None:
+async def _serve(orders: ShardOrders, feed_fd: int, report: Reporter) -> None:
+    feed = await pipe_reader(feed_fd)
+    if await _frame_seq(feed) is None:
+        return  # the router let go before it said go (the stream was busy)
+    where = StreamDir(orders.root)
+    busy = StreamBusy(f"shard directory {where.root} is still held by another process")
+    with exclusive(where.lock, busy, wait=LOCK_WAIT_SECONDS):
+        await _run(orders, where, feed, report)
+
+
+async def _frame_seq(feed: asyncio.StreamReader) -> int | None:
+    """A handshake frame's seq (None: the feed ended)."""
+    try:
+        _size, seq = HEADER.unpack(await feed.readexactly(HEADER.size))
+    except asyncio.IncompleteReadError:
+        return None
+    return seq
+
+
+async def _run(
+    orders: ShardOrders, where: StreamDir, feed: asyncio.StreamReader, report: Reporter
+) -> None:
     gcpolicy.tune()
-    config = FirehoseConfig(**orders["config"])
-    index, shards = int(orders["index"]), int(orders["shards"])
-    source = shard_source(source_key(config.from_host), index, shards)
+    config = orders.config
+    source = shard_source(source_key(config.from_host), orders.index, orders.shards)
     state = StreamState(where.state)
     sink = open_stream_sink(
-        config.sink, stream_id=config.stream_id, state_dir=where.root, shard=index
+        config.sink, stream_id=config.stream_id, state_dir=where.root, shard=orders.index
     )
     try:
         await asyncio.to_thread(sink.check)
-        saved = await saved_cursor(config, state, sink, source)
-        start = saved if saved is not None else orders["origin"]
-        _report({"start": start})
+        report({"saved": await saved_cursor(config, state, sink, source)})
+        start = await _frame_seq(feed)
+        if start is None:
+            return  # the router stopped before the stream began
         counters = StreamCounters()
-        memory = MemoryGate(orders["max_memory"], children=config.workers() > 0)
-        held = (orders["max_memory"] or HELD_BYTES_DEFAULT * 4) // 4
+        memory = MemoryGate(orders.max_memory, children=config.workers() > 0)
+        held = (orders.max_memory or HELD_BYTES_DEFAULT * 4) // 4
         book = RepoBook(state.load_repos(), held)
         async with stream_clients(config) as (session, client):
             resolver = IdentityResolver(client, config.plc_url)
@@ -124,7 +171,6 @@ async def _serve(orders: dict[str, Any], where: StreamDir) -> None:
                 )
                 return data
 
-            feed = read_feed(await _stdin())
             consumer = make_consumer(
                 config,
                 source=source,
@@ -143,35 +189,27 @@ async def _serve(orders: dict[str, Any], where: StreamDir) -> None:
                 ),
                 memory=memory,
                 stats=facts,
-                feed=feed,
+                feed=read_feed(feed),
             )
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, consumer.stop)
-            async with _reporting(facts):
+            async with _reporting(facts, report):
                 await consumer.run(start)
             final = facts()
             state.put_meta("stats", {**final, "updated_at": time.time()})
-            _report({"done": final})
+            report({"done": final})
     finally:
         sink.close()
         state.close()
 
 
-async def _stdin() -> asyncio.StreamReader:
-    loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader(limit=1 << 20)
-    pipe = os.fdopen(sys.stdin.fileno(), "rb", buffering=0, closefd=False)
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), pipe)
-    return reader
-
-
 @contextlib.asynccontextmanager
-async def _reporting(facts: Any) -> AsyncIterator[None]:
+async def _reporting(facts: Callable[[], dict[str, Any]], report: Reporter) -> AsyncIterator[None]:
     async def every() -> None:
         while True:
             await asyncio.sleep(REPORT_SECONDS)
-            _report({"facts": facts()})
+            report({"facts": facts()})
 
     task = asyncio.create_task(every())
     try:
@@ -180,13 +218,3 @@ async def _reporting(facts: Any) -> AsyncIterator[None]:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-
-
-def _report(line: dict[str, Any]) -> None:
-    with contextlib.suppress(BrokenPipeError):  # the router is gone: nobody to tell
-        sys.stdout.buffer.write(orjson.dumps(line) + b"\n")
-        sys.stdout.buffer.flush()
-
-
-if __name__ == "__main__":
-    main()

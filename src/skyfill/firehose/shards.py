@@ -32,11 +32,10 @@ import logging
 import os
 import signal
 import struct
-import sys
 import time
 import zlib
 from collections.abc import AsyncIterator
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
@@ -64,7 +63,6 @@ from skyfill.sinks.factory import open_stream_sink
 
 log = logging.getLogger(__name__)
 
-SHARD_ENV = "SKYFILL_SHARD_ORDERS"
 CHUNK_FRAMES = 256
 """Messages a shard is sent at once (fewer when the stream is quiet)."""
 IDLE_SECONDS = 0.05
@@ -115,81 +113,217 @@ class ShardFailed(StreamStopped):
     error_class = "shard_failed"
 
 
+@dataclass(slots=True)
+class Forked:
+    """A shard process as forked, before the router's event loop: its PID and the
+    router's ends of its two pipes."""
+
+    index: int
+    pid: int
+    feed_fd: int
+    report_fd: int
+    status: int | None = None
+    """Its exit code once reaped (negative: the signal that ended it)."""
+
+    def reap(self, block: bool) -> int | None:
+        if self.status is None:
+            with contextlib.suppress(ChildProcessError):
+                pid, code = os.waitpid(self.pid, 0 if block else os.WNOHANG)
+                if pid:
+                    self.status = os.waitstatus_to_exitcode(code)
+        return self.status
+
+
+def fork_shards(config: FirehoseConfig, where: StreamDir) -> list[Forked]:
+    """Fork the stream's shards, each waiting for its feed to say go. Forked before the
+    event loop (one thread, nothing of it to inherit) and before the stream's lock (a
+    shard must not hold it after the router is gone)."""
+    from skyfill.firehose.shard_main import ShardOrders, serve
+
+    count = config.shards
+    shard_config = replace(  # a shard decodes in its own process unless told otherwise
+        config,
+        shards=1,
+        until_live=False,
+        duration=None,
+        labels=[],
+        decode_workers=config.decode_workers or 0,
+    )
+    memory = None if config.max_memory is None else config.max_memory // count
+    pipes = [(os.pipe(), os.pipe()) for _ in range(count)]
+    forked = []
+    router = os.getpid()
+    for index in range(count):
+        (feed_r, feed_w), (report_r, report_w) = pipes[index]
+        pid = os.fork()
+        if pid == 0:  # the shard: never returns
+            code = 1
+            try:
+                for (a, b), (c, d) in pipes:
+                    for fd in (a, b, c, d):
+                        if fd not in (feed_r, report_w):
+                            os.close(fd)
+                orders = ShardOrders(
+                    shard_config, index, count, where.root / f"shard-{index}", memory, router
+                )
+                code = serve(orders, feed_r, report_w)
+            finally:
+                os._exit(code)
+        forked.append(Forked(index, pid, feed_w, report_r))
+    for (feed_r, _), (_, report_w) in pipes:
+        os.close(feed_r)
+        os.close(report_w)
+    return forked
+
+
+def release(forked: list[Forked]) -> None:
+    """Shards never told to go (the stream was busy, or setting up failed): their feeds
+    end, so they exit; all are reaped."""
+    for shard in forked:
+        for fd in (shard.feed_fd, shard.report_fd):
+            if fd >= 0:  # not handed to the router's loop
+                os.close(fd)
+        shard.feed_fd = shard.report_fd = -1
+    for shard in forked:
+        shard.reap(block=True)
+
+
+async def pipe_reader(fd: int) -> asyncio.StreamReader:
+    """A StreamReader over the read end of a pipe."""
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=1 << 20)
+    pipe = os.fdopen(fd, "rb", buffering=0)
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), pipe)
+    return reader
+
+
+async def _pipe_writer(fd: int) -> asyncio.StreamWriter:
+    loop = asyncio.get_running_loop()
+    pipe = os.fdopen(fd, "wb", buffering=0)
+    transport, protocol = await loop.connect_write_pipe(
+        lambda: asyncio.StreamReaderProtocol(asyncio.StreamReader()), pipe
+    )
+    return asyncio.StreamWriter(transport, protocol, None, loop)
+
+
 class _Shard:
     """One shard process, as the router sees it."""
 
-    def __init__(self, index: int, process: asyncio.subprocess.Process) -> None:
-        self.index = index
-        self.process = process
-        self.started: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
+    def __init__(self, forked: Forked) -> None:
+        self.forked = forked
+        self.index = forked.index
+        self.saved: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
         self.facts: dict[str, Any] = {}
         self.final: dict[str, Any] | None = None
         self.error: str | None = None
         self.stopped = False
         """Its error is the host's refusal (a StreamStopped), not a failure of its own."""
         self.buffer: list[bytes] = []
-        self.listening = asyncio.create_task(self._listen(), name=f"shard {index} reports")
+        self.feed: asyncio.StreamWriter | None = None
+        self.listening: asyncio.Task[None] | None = None
+        self.ended: asyncio.Task[int | None] | None = None
 
-    async def _listen(self) -> None:
-        stdout = self.process.stdout
-        assert stdout is not None
-        while line := await stdout.readline():
+    @property
+    def running(self) -> bool:
+        return self.forked.status is None
+
+    async def open(self) -> None:
+        """Its pipes on the loop, and the go frame: the stream's lock is held."""
+        forked = self.forked
+        self.feed = await _pipe_writer(forked.feed_fd)
+        forked.feed_fd = -1  # the transport's to close now
+        reports = await pipe_reader(forked.report_fd)
+        forked.report_fd = -1
+        self.listening = asyncio.create_task(self._listen(reports), name=f"shard {self.index}")
+        self.ended = asyncio.create_task(self._exited(), name=f"shard {self.index} exit")
+        self.feed.write(HEADER.pack(0, -1))
+
+    async def _listen(self, reports: asyncio.StreamReader) -> None:
+        while line := await reports.readline():
             try:
                 report = orjson.loads(line)
             except orjson.JSONDecodeError:
-                continue  # not a report (something the shard's libraries printed)
-            if "start" in report and not self.started.done():
-                self.started.set_result(report["start"])
+                continue
+            if "saved" in report and not self.saved.done():
+                self.saved.set_result(report["saved"])
             elif "facts" in report:
                 self.facts = report["facts"]
             elif "done" in report:
                 self.final = self.facts = report["done"]
             elif "error" in report:
                 self.error, self.stopped = report["error"], bool(report.get("stopped"))
-        if not self.started.done():
-            self.started.set_exception(self.failure())
+        if not self.saved.done():  # it ended before it could start
+            if self.ended is not None:
+                await asyncio.shield(self.ended)
+            self.saved.set_exception(self.failure())
+
+    async def _exited(self) -> int | None:
+        """Its exit code, once it has exited (its pidfd says when, where there is one)."""
+        try:
+            pidfd = os.pidfd_open(self.forked.pid)
+        except (AttributeError, OSError):
+            return await asyncio.to_thread(self.forked.reap, True)
+        loop = asyncio.get_running_loop()
+        gone = loop.create_future()
+        loop.add_reader(pidfd, lambda: gone.done() or gone.set_result(None))
+        try:
+            await gone
+        finally:
+            loop.remove_reader(pidfd)
+            os.close(pidfd)
+        return self.forked.reap(block=True)
 
     def failure(self) -> StreamStopped:
         if self.error is not None and self.stopped:
             return StreamStopped(self.error)
-        code = self.process.returncode
+        code = self.forked.status
         why = self.error or f"exited with {'no code' if code is None else code}"
         return ShardFailed(f"shard {self.index} of the stream stopped: {why}")
 
+    def start(self, seq: int) -> None:
+        """The second handshake frame: where it starts."""
+        assert self.feed is not None
+        self.feed.write(HEADER.pack(0, seq))
+
     def send(self, through: int) -> None:
         """Write its buffered messages and `through` to its feed (the caller drains)."""
-        stdin = self.process.stdin
-        assert stdin is not None
+        assert self.feed is not None
         messages, self.buffer = self.buffer, []
         body = b"".join(LENGTH.pack(len(m)) + m for m in messages)
-        stdin.write(HEADER.pack(len(body), through) + body)
+        self.feed.write(HEADER.pack(len(body), through) + body)
 
     async def drain(self) -> None:
-        stdin = self.process.stdin
-        assert stdin is not None
+        assert self.feed is not None and self.ended is not None
         try:
-            await stdin.drain()
+            await self.feed.drain()
         except (BrokenPipeError, ConnectionResetError):
-            await self.process.wait()
-            await self.listening
+            await self.ended
             raise self.failure() from None
 
     def close_feed(self) -> None:
-        stdin = self.process.stdin
-        if stdin is not None and not stdin.is_closing():
-            stdin.close()
+        if self.feed is not None and not self.feed.is_closing():
+            self.feed.close()
 
     def terminate(self) -> None:
-        if self.process.returncode is None:
+        if self.running:
             with contextlib.suppress(ProcessLookupError):
-                self.process.send_signal(signal.SIGTERM)
+                os.kill(self.forked.pid, signal.SIGTERM)
+
+    def kill(self) -> None:
+        if self.running:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.forked.pid, signal.SIGKILL)
 
 
 async def run_sharded(
-    config: FirehoseConfig, where: StreamDir, progress: str, interval: float, metrics_port: int
+    config: FirehoseConfig,
+    where: StreamDir,
+    forked: list[Forked],
+    progress: str,
+    interval: float,
+    metrics_port: int,
 ) -> dict[str, Any]:
-    """Run the stream split over `config.shards` processes until stopped; the summary's
-    facts."""
+    """Run the stream split over its forked shards until stopped; the summary's facts."""
     source = source_key(config.from_host)
     state = StreamState(where.state)
     try:
@@ -208,8 +342,11 @@ async def run_sharded(
                 session=stream_session,
                 allow_private_network=config.allow_private_network,
             )
-            origin = await _origin(config, state, probe)
             router = _Router(config, where, source, stream_session, probe)
+            router.shards = [_Shard(f) for f in forked]
+            for shard in router.shards:
+                await shard.open()
+            origin = await _origin(config, state, probe)
             facts = await router.run(origin, state, progress, interval, metrics_port, client)
             return facts
     finally:
@@ -277,11 +414,12 @@ class _Router:
         config = self.config
         loop = asyncio.get_running_loop()
         try:
-            await self._spawn(origin)
-            starts = await asyncio.gather(*(s.started for s in self.shards))
-            self.starts = [origin if s is None else int(s) for s in starts]
+            saved = await asyncio.gather(*(s.saved for s in self.shards))
+            self.starts = [origin if c is None else int(c) for c in saved]
+            for shard, seq in zip(self.shards, self.starts, strict=True):
+                shard.start(seq)
             start = min(self.starts)
-            if start != origin or any(s != origin for s in self.starts):
+            if any(c is not None for c in saved):
                 log.info(
                     "resuming %s after seq %d", config.from_host, start, extra={"event": "resume"}
                 )
@@ -309,40 +447,6 @@ class _Router:
         log.info(summary_line(final), extra={"event": "firehose_done", **final})
         return final
 
-    async def _spawn(self, origin: int) -> None:
-        config = self.config
-        count = config.shards
-        per_shard_memory = None if config.max_memory is None else config.max_memory // count
-        shard_config = replace(  # a shard decodes in its own process unless told otherwise
-            config,
-            shards=1,
-            until_live=False,
-            duration=None,
-            labels=[],
-            decode_workers=config.decode_workers or 0,
-        )
-        level = logging.getLevelName(logging.getLogger("skyfill").getEffectiveLevel()).lower()
-        for index in range(count):
-            orders = {
-                "config": shard_config.to_dict(),
-                "index": index,
-                "shards": count,
-                "dir": str(self.where.root / f"shard-{index}"),
-                "origin": origin,
-                "max_memory": per_shard_memory,
-                "log_level": level,
-            }
-            env = {**os.environ, SHARD_ENV: orjson.dumps(orders).decode()}
-            process = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "skyfill.firehose.shard_main",
-                stdin=asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.PIPE,
-                env=env,
-            )
-            self.shards.append(_Shard(index, process))
-
     async def _route_until_done(self, start: int, state: StreamState) -> None:
         """Route until caught up (--until-live), out of time, stopped, or a shard fails."""
         tasks = [
@@ -352,7 +456,7 @@ class _Router:
         ]
         if self.config.until_live:
             tasks.append(asyncio.create_task(self._watch_head(start), name="head"))
-        ended = [asyncio.create_task(s.process.wait()) for s in self.shards]
+        ended = [asyncio.ensure_future(asyncio.shield(s.ended)) for s in self.shards if s.ended]
         done = asyncio.create_task(self.done.wait())
         deadline = self.config.duration
         try:
@@ -412,10 +516,10 @@ class _Router:
                 return
             self.unsent, self.sent_through = 0, through
             for shard in self.shards:
-                if shard.process.returncode is None:
+                if shard.running:
                     shard.send(through)
             for shard in self.shards:
-                if shard.process.returncode is None:
+                if shard.running:
                     await shard.drain()
 
     async def _tick(self) -> None:
@@ -476,17 +580,18 @@ class _Router:
         for shard in self.shards:
             if not self.live:
                 shard.terminate()
-        waits = [s.process.wait() for s in self.shards]
+        ended = [s.ended for s in self.shards if s.ended is not None]
         try:
-            async with asyncio.timeout(STOP_SECONDS if not self.live else None):
-                await asyncio.gather(*waits)
+            async with asyncio.timeout(None if self.live else STOP_SECONDS):
+                await asyncio.gather(*ended)
         except TimeoutError:
             for shard in self.shards:
-                if shard.process.returncode is None:
-                    shard.process.kill()
-            await asyncio.gather(*(s.process.wait() for s in self.shards))
+                shard.kill()
+            await asyncio.gather(*ended)
         for shard in self.shards:
-            await shard.listening
+            shard.close_feed()
+            if shard.listening is not None:
+                await shard.listening
 
     def facts(self) -> dict[str, Any]:
         counters = self.counters
