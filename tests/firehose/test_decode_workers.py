@@ -157,7 +157,8 @@ def test_a_stream_decoded_in_the_consumers_process_is_exact(
 ) -> None:
     db, work = tmp_path / "fh.db", tmp_path / "work"
     args = firehose_args(fh_served, work, db, "--since", "all", "--until-live")
-    flags = ["--decode-workers", "0", *([] if verify else ["--no-verify-signatures"])]
+    unverified = ["--no-verify-signatures", "--shards", "1"]  # else split over shards
+    flags = ["--decode-workers", "0", *([] if verify else unverified)]
     done = run_cli(*args, *flags)
     assert done.returncode == 0, done.stderr
     assert compare_sqlite(db, fh_served.truth) == []
@@ -175,3 +176,18 @@ def test_decode_workers_by_default_only_for_a_verified_stream(
     assert config(verify_signatures=False, decode_workers=2).workers() == 2
     monkeypatch.setattr(os, "cpu_count", lambda: 1)
     assert config().workers() == 0
+
+
+def test_shards_by_default_only_for_a_new_unverified_stream(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    def config(**given: object) -> FirehoseConfig:
+        return FirehoseConfig(from_host="http://127.0.0.1:1", sink=str(tmp_path), **given)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 4)
+    assert config().default_shards() == 1  # verified: decode workers use the CPUs
+    assert config(verify_signatures=False).default_shards() == 4
+    monkeypatch.setattr(os, "cpu_count", lambda: 64)
+    assert config(verify_signatures=False).default_shards() == 8
+    monkeypatch.setattr(os, "cpu_count", lambda: 1)
+    assert config(verify_signatures=False).default_shards() == 1

@@ -77,7 +77,8 @@ def test_progress_lines_and_metrics_while_it_runs(
 def test_dids_and_collections_filters(
     fh_served: ServedRecording, tmp_path: Path, verify: bool
 ) -> None:
-    """Verified (decode workers) and not (decoded in the consumer's own process)."""
+    """Verified (decode workers) and not (split over shards by default: the filters
+    apply in each shard)."""
     truth = fh_served.truth["repos"]
     ok = sorted(did for did, repo in truth.items() if repo["status"] == "ok")
     chosen = ok[:5]

@@ -131,14 +131,16 @@ class FirehoseConfig:
             "and signatures are verified; none with --no-verify-signatures.",
         ),
     )
-    shards: int = field(
-        default=1,
+    shards: int | None = field(
+        default=None,
         metadata=flag(
             min=1,
             max=64,
             help="Processes the stream is split over by DID: one reads the host and routes "
             "each event to the shard that owns its repo, which decodes, verifies and writes "
-            "it (each with its cursor in the sink). Keep the number when resuming.",
+            "it (each with its cursor in the sink). Default: the count the stream was "
+            "started with; for a new stream one per CPU (up to 8) with "
+            "--no-verify-signatures, else 1 (decode workers use the CPUs).",
         ),
     )
     max_memory: int | None = field(
@@ -221,6 +223,14 @@ class FirehoseConfig:
         if not self.background:
             return self
         return replace(self, **{k: v for k, v in BACKGROUND.items() if k not in explicit})
+
+    def default_shards(self) -> int:
+        """A new stream's shard count when --shards is not given: one process reaches its
+        ceiling without verification (~18–20k events/s on 2 cores, docs/BENCHMARKS.md §37),
+        and shards go past it; with verification, decode workers use the CPUs as well."""
+        if self.verify_signatures:
+            return 1
+        return max(1, min(os.cpu_count() or 1, MAX_DEFAULT_WORKERS))
 
     def workers(self) -> int:
         """Decode workers: as given, else one per CPU when there are two or more and the

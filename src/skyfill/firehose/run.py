@@ -9,7 +9,7 @@ import logging
 import signal
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -94,9 +94,11 @@ def run_stream(
     """Run the stream until stopped; returns the summary's facts."""
     where = StreamDir.of(workdir, config.stream_id)
     busy = StreamBusy(f"stream {config.stream_id} is already running (lock {where.lock})")
-    if config.shards > 1 and hooks is None:
-        from skyfill.firehose.shards import fork_shards, release, run_sharded
+    from skyfill.firehose.shards import fork_shards, release, run_sharded, shard_count
 
+    shards = 1 if hooks is not None else shard_count(config, where)
+    config = replace(config, shards=shards)
+    if shards > 1:
         forked = fork_shards(config, where)  # before the lock and the loop
         try:
             with exclusive(where.lock, busy):

@@ -140,7 +140,7 @@ def fork_shards(config: FirehoseConfig, where: StreamDir) -> list[Forked]:
     shard must not hold it after the router is gone)."""
     from skyfill.firehose.shard_main import ShardOrders, serve
 
-    count = config.shards
+    count = config.shards or 1
     shard_config = replace(  # a shard decodes in its own process unless told otherwise
         config,
         shards=1,
@@ -327,7 +327,7 @@ async def run_sharded(
     source = source_key(config.from_host)
     state = StreamState(where.state)
     try:
-        _check_layout(config, state, source)
+        state.put_meta("shards", len(forked))
         sink = open_stream_sink(config.sink, stream_id=config.stream_id, state_dir=where.root)
         try:  # the shards' sinks find their tables made (two at once could race to make them)
             await asyncio.to_thread(sink.check)
@@ -353,17 +353,32 @@ async def run_sharded(
         state.close()
 
 
-def _check_layout(config: FirehoseConfig, state: StreamState, source: str) -> None:
-    """A stream keeps its shard count: its cursors and repo facts are per shard."""
-    before = state.meta("shards")
-    if before is None and state.cursor(source) is not None:
-        before = 1  # run in one process before
-    if before is not None and before != config.shards:
+def shard_count(config: FirehoseConfig, where: StreamDir) -> int:
+    """The stream's shard count: --shards, else the count it was run with, else
+    `config.default_shards()`; UsageError for --shards other than the count it was run
+    with (its cursors and repo facts are per shard)."""
+    before = _count_run_with(config, where)
+    if config.shards is not None and before is not None and config.shards != before:
         raise UsageError(
             f"stream {config.stream_id} was run with --shards {before}: resume it with "
             f"--shards {before}, or start another --stream-id"
         )
-    state.put_meta("shards", config.shards)
+    if config.shards is not None:
+        return config.shards
+    return before if before is not None else config.default_shards()
+
+
+def _count_run_with(config: FirehoseConfig, where: StreamDir) -> int | None:
+    if not where.state.exists():
+        return None
+    state = StreamState(where.state)
+    try:
+        count = state.meta("shards")
+        if isinstance(count, int):
+            return count
+        return 1 if state.cursor(source_key(config.from_host)) is not None else None
+    finally:
+        state.close()
 
 
 async def _origin(config: FirehoseConfig, state: StreamState, probe: Any) -> int:
