@@ -276,25 +276,7 @@ class Consumer:
         return await self._decoder.decode(chunk, keys)
 
     def _dropped(self, exc: StreamClosed | StreamUnavailable) -> None:
-        self.counters.reconnects += 1
-        cursor = self._read_cursor
-        if isinstance(exc, StreamClosed) and exc.code == MESSAGE_TOO_BIG and cursor is not None:
-            log.warning(
-                "a frame after seq %s is larger than %d bytes: skipped",
-                cursor,
-                RECEIVE_LIMIT,
-                extra={"event": "frame_malformed", "seq": cursor + 1},
-            )
-            self.counters.malformed += 1
-            self._read_cursor = cursor + 1
-            return
-        log.warning(
-            "stream from %s dropped (%s); reconnecting after seq %s",
-            self._url,
-            exc,
-            cursor,
-            extra={"event": "stream_reconnect"},
-        )
+        self._read_cursor = after_drop(exc, self._url, self._read_cursor, self.counters)
 
     def _prefetch_identity(self, did: str) -> None:
         if self._resolver.knows(did):  # most events are of repos seen before: no task
@@ -550,6 +532,31 @@ class Consumer:
             if isinstance(item, _Snapshot):
                 await self._handle_snapshot(item)
             # frames read past the head stay for the next run (the cursor does not pass them)
+
+
+def after_drop(
+    exc: StreamClosed | StreamUnavailable, url: str, cursor: int | None, counters: StreamCounters
+) -> int | None:
+    """A dropped connection, said and counted; the cursor to reconnect after (past a frame
+    too large to receive, which is skipped)."""
+    counters.reconnects += 1
+    if isinstance(exc, StreamClosed) and exc.code == MESSAGE_TOO_BIG and cursor is not None:
+        log.warning(
+            "a frame after seq %s is larger than %d bytes: skipped",
+            cursor,
+            RECEIVE_LIMIT,
+            extra={"event": "frame_malformed", "seq": cursor + 1},
+        )
+        counters.malformed += 1
+        return cursor + 1
+    log.warning(
+        "stream from %s dropped (%s); reconnecting after seq %s",
+        url,
+        exc,
+        cursor,
+        extra={"event": "stream_reconnect"},
+    )
+    return cursor
 
 
 def _retrieved(task: asyncio.Task) -> None:

@@ -44,7 +44,7 @@ from skyfill.atproto.stream.client import StreamClosed, StreamUnavailable, resub
 from skyfill.atproto.stream.frames import peek
 from skyfill.errors import UsageError
 from skyfill.firehose.config import FirehoseConfig
-from skyfill.firehose.consumer import MESSAGE_TOO_BIG, RECEIVE_LIMIT
+from skyfill.firehose.consumer import RECEIVE_LIMIT, after_drop
 from skyfill.firehose.errors import StreamStopped
 from skyfill.firehose.progress import serve_metrics, showing, summary_line
 from skyfill.firehose.run import (
@@ -565,25 +565,7 @@ class _Router:
         await self.reached.wait()
 
     def _dropped(self, exc: StreamClosed | StreamUnavailable) -> None:
-        self.counters.reconnects += 1
-        cursor = self.read_cursor
-        if isinstance(exc, StreamClosed) and exc.code == MESSAGE_TOO_BIG and cursor is not None:
-            log.warning(
-                "a frame after seq %s is larger than %d bytes: skipped",
-                cursor,
-                RECEIVE_LIMIT,
-                extra={"event": "frame_malformed", "seq": cursor + 1},
-            )
-            self.counters.malformed += 1
-            self.read_cursor = cursor + 1
-            return
-        log.warning(
-            "stream from %s dropped (%s); reconnecting after seq %s",
-            self.config.from_host,
-            exc,
-            cursor,
-            extra={"event": "stream_reconnect"},
-        )
+        self.read_cursor = after_drop(exc, self.config.from_host, self.read_cursor, self.counters)
 
     async def _save(self, state: StreamState) -> None:
         while True:
