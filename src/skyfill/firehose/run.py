@@ -159,16 +159,7 @@ async def _run(
             )
             start = await _start(config, state, sink, source, probe)
 
-            def facts() -> dict[str, Any]:
-                data = counters.snapshot(memory.rss())
-                data.update(
-                    stream_id=config.stream_id,
-                    source=source,
-                    desynchronized_repos=book.count_desynchronized(),
-                    repos_known=len(book),
-                    held_bytes=book.held_bytes,
-                )
-                return data
+            facts = facts_of(counters, memory, book, stream_id=config.stream_id, source=source)
 
             consumer = make_consumer(
                 config,
@@ -206,6 +197,24 @@ async def _run(
     finally:
         sink.close()
         state.close()
+
+
+def facts_of(
+    counters: StreamCounters, memory: MemoryGate, book: RepoBook, **fixed: Any
+) -> Callable[[], dict[str, Any]]:
+    """What a running stream shows (progress, metrics, status, the summary), as a call."""
+
+    def facts() -> dict[str, Any]:
+        data = counters.snapshot(memory.rss())
+        data.update(
+            desynchronized_repos=book.count_desynchronized(),
+            repos_known=len(book),
+            held_bytes=book.held_bytes,
+            **fixed,
+        )
+        return data
+
+    return facts
 
 
 def make_consumer(

@@ -43,6 +43,7 @@ from skyfill.firehose.run import (
     HELD_BYTES_DEFAULT,
     StreamBusy,
     StreamDir,
+    facts_of,
     make_consumer,
     saved_cursor,
     source_key,
@@ -162,14 +163,7 @@ async def _run(
         async with stream_clients(config) as (session, client):
             resolver = IdentityResolver(client, config.plc_url)
 
-            def facts() -> dict[str, Any]:
-                data = counters.snapshot(memory.rss())
-                data.update(
-                    desynchronized_repos=book.count_desynchronized(),
-                    repos_known=len(book),
-                    held_bytes=book.held_bytes,
-                )
-                return data
+            facts = facts_of(counters, memory, book)
 
             consumer = make_consumer(
                 config,
