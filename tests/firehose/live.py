@@ -3,8 +3,9 @@ after its ready line, and on SIGUSR2 stops writing, writes its truth file and pr
 `{"truth": true, "out": PATH, "writes": N}` (see ../shared/refpds/README.md "Live mode").
 
 Writing stops for good at SIGUSR2, so one network serves one live phase: `follow_live`
-runs every consumer that has to see live writes at once (the tests' followers, one killed
-and restarted, and a plain stream reader), then takes the truth once for all of them."""
+runs every consumer that has to see live writes at once (the tests' followers, one split
+over shard processes, one killed and restarted, and a plain stream reader), then takes the
+truth once for all of them."""
 
 from __future__ import annotations
 
@@ -31,6 +32,8 @@ LIVE_OPTIONS = [
     "--live-writes", "20", "--live-seconds", "120",
 ]  # fmt: skip
 """One PDS (one stream), a few accounts; writing stops by itself after 2 minutes."""
+SHARDS = 2
+"""The processes the `sharded` follower splits the stream over."""
 
 
 class LiveTruthTimeout(AssertionError):
@@ -142,6 +145,17 @@ def saved_cursor(db: Path) -> int:
     return int(row[0] or 0)
 
 
+def shard_cursor(db: Path, shards: int) -> int:
+    """The oldest of a sharded follower's saved cursors, one per shard (0 until every
+    shard has saved one)."""
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+            found = [int(c) for (c,) in conn.execute("SELECT cursor FROM firehose_cursor")]
+    except sqlite3.Error:
+        return 0
+    return min(found) if len(found) == shards else 0
+
+
 def follow(command: list[str]) -> CliProcess:
     return start_cli(*command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
@@ -187,18 +201,23 @@ class LiveRun:
 
 def follow_live(server: Server, root: Path, pg_url: str) -> LiveRun:
     """While the network writes: `following` follows it from the start and is stopped by
-    SIGTERM after 40 applied live events; `killed` (batches of 20) is SIGKILLed after 30,
-    started again with the same command (it resumes from its saved cursor) and stopped by
-    SIGTERM 20 events later; a plain reader sees 150 messages. Beside them, two backfill
-    jobs that follow (`skyfill run --follow`): `job` is stopped by SIGTERM once its stream
-    has applied 20 events; `job_killed` (into PostgreSQL at `pg_url`) is SIGKILLed inside
-    its backfill (after its first task, batches of 2 DIDs), resumed (`skyfill resume`),
-    and stopped by SIGTERM once its stream has applied 10 events; `job_parquet` (the
-    default sink) likewise after 10. Then SIGUSR2: the truth. The job followers' `command`
-    is their `skyfill resume`."""
+    SIGTERM after 40 applied live events; `sharded` likewise, split over two shard
+    processes (`--shards 2`), once its oldest shard cursor is 40 past its first; `killed`
+    (batches of 20) is SIGKILLed after 30, started again with the same command (it resumes
+    from its saved cursor) and stopped by SIGTERM 20 events later; a plain reader sees 150
+    messages. Beside them, two backfill jobs that follow (`skyfill run --follow`): `job`
+    is stopped by SIGTERM once its stream has applied 20 events; `job_killed` (into
+    PostgreSQL at `pg_url`) is SIGKILLed inside its backfill (after its first task,
+    batches of 2 DIDs), resumed (`skyfill resume`), and stopped by SIGTERM once its
+    stream has applied 10 events; `job_parquet` (the default sink) likewise after 10.
+    Then SIGUSR2: the truth. The job followers' `command` is their `skyfill resume`."""
     first = server.ready["truth_data"]
     following = Follower([], root / "following.db")
     following.command = follower_args(server, root / "w1", following.db, "--since", "all")
+    sharded = Follower([], root / "sharded.db")
+    sharded.command = follower_args(
+        server, root / "w6", sharded.db, "--since", "all", "--shards", str(SHARDS)
+    )
     killed = Follower([], root / "killed.db")
     killed.command = follower_args(
         server, root / "w2", killed.db, "--since", "all", "--batch-size", "20"
@@ -225,11 +244,17 @@ def follow_live(server: Server, root: Path, pg_url: str) -> LiveRun:
     job_killed.command = resume_args(job_dirs["job_killed"], "job_killed")
     job_parquet.command = resume_args(job_dirs["job_parquet"], "job_parquet")
     one, two = follow(following.command), follow(killed.command)
+    six = follow(sharded.command)
     try:
         start = wait_until(
             lambda: saved_cursor(following.db), timeout=60, what="the follower's first batch"
         )
         following.cursors["first"] = start
+        sharded.cursors["first"] = wait_until(
+            lambda: shard_cursor(sharded.db, SHARDS),
+            timeout=60,
+            what="every shard's first batch",
+        )
         wait_until(lambda: saved_cursor(killed.db) > 30, timeout=60, what="the batches")
         time.sleep(0.3)  # let it be in the middle of something
         stop(two, signal.SIGKILL)
@@ -238,6 +263,13 @@ def follow_live(server: Server, root: Path, pg_url: str) -> LiveRun:
         wait_until(lambda: saved_cursor(following.db) > start + 40, timeout=60, what="live events")
         following.stderr = stop(one, signal.SIGTERM)
         following.returncode = one.returncode
+        wait_until(
+            lambda: shard_cursor(sharded.db, SHARDS) > sharded.cursors["first"] + 40,
+            timeout=60,
+            what="live events in every shard's cursor",
+        )
+        sharded.stderr = stop(six, signal.SIGTERM)
+        sharded.returncode = six.returncode
         wait_until(
             lambda: saved_cursor(killed.db) > killed_at + 20, timeout=60, what="resumed batches"
         )
@@ -257,12 +289,13 @@ def follow_live(server: Server, root: Path, pg_url: str) -> LiveRun:
         stream += "/xrpc/com.atproto.sync.subscribeRepos"
         seen = len(read_stream(stream, cursor=0, limit=150, idle=5))
     finally:
-        for process in (one, two, three, four, five):
+        for process in (one, two, three, four, five, six):
             if process.poll() is None:
                 stop(process, signal.SIGKILL)
     truth = stop_writes_and_get_truth(server)
     followers = {
         "following": following,
+        "sharded": sharded,
         "killed": killed,
         "job": job,
         "job_killed": job_killed,

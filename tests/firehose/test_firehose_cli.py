@@ -26,7 +26,7 @@ from tests.firehose.crafted import (
     oversized_frame,
     unknown_type_frame,
 )
-from tests.firehose.recording import Recording, ServedRecording, read_frames, start_logged
+from tests.firehose.recording import Frame, Recording, ServedRecording, read_frames, start_logged
 from tests.firehose.truth import compare_sqlite
 from tests.helpers import assert_one_line_error, run_cli, start_cli, wait_until
 
@@ -151,17 +151,7 @@ def test_bad_frames_are_skipped_and_bad_commits_repaired_by_a_refetch(
     fh_recording: Recording, serve_recording: ServeRecording, tmp_path: Path
 ) -> None:
     frames = read_frames(fh_recording.path)
-    signed = find_frame(frames, "#commit", nth=40, min_ops=1)
-    tampered = find_frame(frames, "#commit", nth=70, min_ops=1)
-    edits = [
-        Edit(1, outdated_cursor_frame(), Where.BEFORE),
-        Edit(10, garbage_frame(100)),
-        Edit(20, unknown_type_frame(20, "#foo"), Where.AFTER),
-        Edit(31, oversized_frame(frames[30].message)),
-        Edit(signed.seq, bad_signature_frame(signed.message)),
-        Edit(tampered.seq, cid_mismatch_frame(tampered.message)),
-    ]
-    crafted = craft_recording(fh_recording, tmp_path / "crafted", edits)
+    crafted = craft_recording(fh_recording, tmp_path / "crafted", bad_frame_edits(frames))
     served = serve_recording(crafted.path)
     db, work = tmp_path / "fh.db", tmp_path / "work"
     done = run_cli(*firehose_args(served, work, db, "--since", "all", "--until-live"))
@@ -178,6 +168,22 @@ def test_bad_frames_are_skipped_and_bad_commits_repaired_by_a_refetch(
     lost = {did_of(frames[9]), did_of(frames[30])}
     mismatches = compare_sqlite(db, served.truth)
     assert [m for m in mismatches if m.split(":", 3)[:3] and not any(d in m for d in lost)] == []
+
+
+def bad_frame_edits(frames: list[Frame]) -> list[Edit]:
+    """The bad frames of the test above (also sent to a sharded stream, test_shards.py): an
+    #info OutdatedCursor, garbage (seq 10), an unknown type after seq 20, an oversized frame
+    (seq 31), a commit with a bad signature and one whose block does not match its CID."""
+    signed = find_frame(frames, "#commit", nth=40, min_ops=1)
+    tampered = find_frame(frames, "#commit", nth=70, min_ops=1)
+    return [
+        Edit(1, outdated_cursor_frame(), Where.BEFORE),
+        Edit(10, garbage_frame(100)),
+        Edit(20, unknown_type_frame(20, "#foo"), Where.AFTER),
+        Edit(31, oversized_frame(frames[30].message)),
+        Edit(signed.seq, bad_signature_frame(signed.message)),
+        Edit(tampered.seq, cid_mismatch_frame(tampered.message)),
+    ]
 
 
 def did_of(frame: object) -> str:

@@ -1,9 +1,10 @@
 """`skyfill firehose` against the reference PDS (the official TypeScript PDS + PLC):
 following it while it writes (creates, updates, deletes, handle changes, deactivations)
 and then comparing with the truth it writes on SIGUSR2 is an exact match, also when the
-follower was killed with SIGKILL in the middle and started again.
+follower was killed with SIGKILL in the middle and started again, and when it splits the
+stream over shard processes (`--shards 2`).
 
-Both followers follow the same live network at the same time (`live_run`, see
+Every follower follows the same live network at the same time (`live_run`, see
 tests/firehose/live.py `follow_live`): a network writes live only until its truth is
 taken, and starting one takes longer than either test."""
 
@@ -11,11 +12,12 @@ from __future__ import annotations
 
 import json
 import signal
+import sqlite3
 from pathlib import Path
 
 import pytest
 
-from tests.firehose.live import LiveRun
+from tests.firehose.live import SHARDS, LiveRun
 from tests.firehose.truth import Inactive, compare_parquet, compare_postgres, compare_sqlite
 from tests.helpers import run_cli
 
@@ -29,6 +31,31 @@ def test_following_live_writes_ends_equal_to_the_truth(live_run: LiveRun) -> Non
     done = run_cli(*follower.command, "--until-live")
     assert done.returncode == 0, done.stderr
     assert compare_sqlite(follower.db, live_run.truth, Inactive.NONE) == []
+
+
+def test_following_live_writes_with_shards_ends_equal_to_the_truth(live_run: LiveRun) -> None:
+    """`--shards 2`: the live stream split by DID over two shard processes, each with its
+    cursor in the sink (`host:port#K/2`)."""
+    follower = live_run.followers["sharded"]
+    # SIGTERM while live: every shard finishes its batch and saves its cursor, exit 0
+    assert follower.returncode == 0, follower.stderr
+    assert "Traceback" not in follower.stderr
+    stopped_at = shard_cursors(follower.db)
+    source = live_run.server.ready["pds"][0].split("://", 1)[1]
+    assert set(stopped_at) == {f"{source}#{k}/{SHARDS}" for k in range(SHARDS)}
+    assert min(stopped_at.values()) > follower.cursors["first"] + 40  # live events applied
+    done = run_cli(*follower.command, "--until-live")
+    assert done.returncode == 0, done.stderr
+    assert " live: " in done.stdout
+    assert compare_sqlite(follower.db, live_run.truth, Inactive.NONE) == []
+    after = shard_cursors(follower.db)
+    assert set(after) == set(stopped_at)
+    assert all(after[k] >= stopped_at[k] for k in after)
+
+
+def shard_cursors(db: Path) -> dict[str, int]:
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+        return {s: int(c) for s, c in conn.execute("SELECT source, cursor FROM firehose_cursor")}
 
 
 def test_killed_follower_restarted_ends_equal_to_the_truth(live_run: LiveRun) -> None:
