@@ -34,3 +34,26 @@ def test_the_least_recently_used_identities_leave_a_full_cache(net: Server) -> N
 
     # 0 and 1 left when 3 and 4 came; 3 when 5 came, since 2 had been used since
     assert asyncio.run(scenario()) == [False, False, True, False, True, True]
+
+
+def test_a_look_up_joined_by_another_survives_its_makers_cancellation(net: Server) -> None:
+    """Two tasks ask for one DID: the second joins the first's request. When the first
+    is cancelled (the stream dropped a look-up it no longer needs), the second still gets
+    the identity (its own request), not the first's CancelledError."""
+    did = Path(net.ready["dids"]).read_text().split()[0]
+
+    async def scenario() -> str:
+        async with xrpc_client() as (client, _):
+            resolver = IdentityResolver(client, net.ready["plc"])
+            maker = asyncio.create_task(resolver.resolve(did, fresh=True))
+            await asyncio.sleep(0)  # the maker's request is in flight
+            assert resolver.knows(did) and resolver.cached(did) is None
+            joiner = asyncio.create_task(resolver.resolve(did))
+            await asyncio.sleep(0)  # the joiner waits on the maker's request
+            maker.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await maker
+            identity = await joiner
+            return identity.did
+
+    assert asyncio.run(scenario()) == did

@@ -448,7 +448,7 @@ def test_the_event_log_reads_only_done_parts_and_folds_replays_of_other_batching
     apply(target, batch(2, *first, *second))
     assert target.records() == {(A, "p1"): ("c3", "3r02")}
     apply(target, batch(3, *third))
-    newest = max((Path(target.url) / "events").glob("date=*/part-*-000000000003.parquet"))
+    newest = max((Path(target.url) / "events").glob("date=*/part-*-000000000003.*.parquet"))
     # as if the process died after the file and before its marker (and so the cursor)
     newest.with_name(newest.name + ".done").unlink()
     (Path(target.url) / "cursor.json").write_bytes(orjson.dumps({SOURCE: 2}))
@@ -499,12 +499,10 @@ def test_the_event_log_keeps_a_snapshot_at_the_seq_and_idx_of_the_batch_before(
 
 @pytest.mark.parametrize("target", ["parquet"], indirect=True)
 def test_the_event_log_keeps_two_batches_of_one_seq(target: Target) -> None:
-    """KNOWN TO FAIL at 84abdc0 (reported, src not changed here). A batch whose events are
-    all of seq 5 (a quiet stream), then a re-fetched repo's snapshot before the next event:
-    its rows carry seq 5 too, and its batch's cursor is 5. Both parts are named
-    `part-000000000005-000000000005.parquet` (event_log.py names a part by its first seq
-    and its cursor), so the second replaces the first and A's rows are lost from the
-    log."""
+    """A batch whose events are all of seq 5 (a quiet stream), then a re-fetched repo's
+    snapshot before the next event: its rows carry seq 5 too, and its batch's cursor is
+    5. Both parts span seqs 5 to 5; the second must not replace the first (their names
+    carry the time they were written)."""
     apply(
         target,
         batch(5, hello(5, A, "3r01"), put(5, A, "a1", "c1", "3r01")),
@@ -514,6 +512,25 @@ def test_the_event_log_keeps_two_batches_of_one_seq(target: Target) -> None:
     )
     assert target.records() == {(A, "a1"): ("c1", "3r01"), (B, "b1"): ("d1", "3r07")}
     assert target.repos()[A]["handle"] == "aaaa.test"
+
+
+@pytest.mark.parametrize("target", ["parquet"], indirect=True)
+def test_the_event_log_folds_two_snapshots_at_one_seq_in_the_order_written(
+    target: Target,
+) -> None:
+    """A repo re-fetched twice before the stream's next applied event: both snapshots
+    carry seq 5, each in a batch of its own (the second's cursor 6: an event filtered
+    out), each numbering its rows from idx 0. The second (rev 3r08) no longer has b2:
+    folded in (seq, idx) order the two would interleave and the first's b2 come back
+    after the second's reset; in the order written it stays gone."""
+    first = [("b1", "d1", "3r07"), ("b2", "d2", "3r07")]
+    second = [("b1", "d9", "3r08")]
+    apply(
+        target,
+        batch(5, RepoReset(5, TIME, B, "3r07", "c-3r07", _reset_records(B, first))),
+        batch(6, RepoReset(5, TIME, B, "3r08", "c-3r08", _reset_records(B, second))),
+    )
+    assert target.records() == {(B, "b1"): ("d9", "3r08")}
 
 
 @pytest.mark.parametrize("url", ["", "  ", "parquet://x"])

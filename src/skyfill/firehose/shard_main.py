@@ -106,7 +106,7 @@ def serve(orders: ShardOrders, feed_fd: int, report_fd: int) -> int:
     except SkyfillError as exc:
         report({"error": str(exc)})
         return 1
-    except Exception as exc:  # said by the router in one line, as the CLI says its own
+    except BaseException as exc:  # said by the router in one line, as the CLI says its own
         report({"error": f"internal error: {type(exc).__name__}: {exc}"})
         return 1
     return 0

@@ -428,6 +428,7 @@ class _Router:
     ) -> dict[str, Any]:
         config = self.config
         loop = asyncio.get_running_loop()
+        routed = False
         try:
             saved = await asyncio.gather(*(s.saved for s in self.shards))
             self.starts = [origin if c is None else int(c) for c in saved]
@@ -449,11 +450,12 @@ class _Router:
                     following_labels(config, self.where, self.session, client),
                 ):
                     await self._route_until_done(start, state)
+                    routed = True
             finally:
                 for sig in (signal.SIGTERM, signal.SIGINT):
                     loop.remove_signal_handler(sig)
         finally:
-            await self._stop_all()
+            await self._stop_all(finish=routed and self.live)
         failed = [s for s in self.shards if s.final is None]
         if failed:
             raise failed[0].failure()
@@ -487,10 +489,8 @@ class _Router:
             for task in [*tasks, *ended, done]:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        if self.live:  # every message up to the head is in the feeds: let them end
+        if self.live:  # every message up to the head goes out before the feeds end
             await self._send_all()
-            for shard in self.shards:
-                shard.close_feed()
 
     async def _route(self, start: int) -> None:
         count = len(self.shards)
@@ -572,14 +572,19 @@ class _Router:
             await asyncio.sleep(SAVE_SECONDS)
             state.put_meta("stats", {**self.facts(), "updated_at": time.time()})
 
-    async def _stop_all(self) -> None:
-        """Stopped shards save what they applied; ended feeds finish. Then reap them."""
+    async def _stop_all(self, *, finish: bool) -> None:
+        """`finish` (live, all sent): the feeds end, and the shards apply what they hold
+        and finish their re-fetches. Else (stopped, out of time, a shard or the router
+        failed): SIGTERM, they save what they have applied, within STOP_SECONDS or are
+        killed. Then they are reaped."""
         for shard in self.shards:
-            if not self.live:
+            if finish:
+                shard.close_feed()
+            else:
                 shard.terminate()
         ended = [s.ended for s in self.shards if s.ended is not None]
         try:
-            async with asyncio.timeout(None if self.live else STOP_SECONDS):
+            async with asyncio.timeout(None if finish else STOP_SECONDS):
                 await asyncio.gather(*ended)
         except TimeoutError:
             for shard in self.shards:

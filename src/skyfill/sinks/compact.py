@@ -3,7 +3,8 @@ into the current state: `records` and `repos` in the backfill's Parquet layout.
 
 The fold follows the stream's rules (a put over an older row, a delete of an older row,
 a reset dropping the repo's rows at or below its rev, a gone account's rows erased), in
-(seq, idx) order with the rows a replayed batch wrote again dropped. A row is a replay's
+order of seq, then of the parts as they were written, then of idx (the row's place in
+its batch), with the rows a replayed batch wrote again dropped. A row is a replay's
 copy when all of it but `idx` is the same: (seq, idx) alone is no identity, since a
 re-fetched repo's rows carry the seq of the last event before them (in a later batch,
 from idx 0), and a split stream's shards number their batches each on their own. It
@@ -100,8 +101,9 @@ def compact(log_dir: Path, out_dir: Path, snapshot: Path | None = None) -> dict[
 def _events(parts: list[Path]) -> list[dict[str, Any]]:
     if not parts:
         return []
-    table = pa.concat_tables(_part(p) for p in parts)
-    table = table.sort_by([("seq", "ascending"), ("idx", "ascending")])
+    table = pa.concat_tables(_part(p, written) for written, p in enumerate(parts))
+    order = [("seq", "ascending"), ("written", "ascending"), ("idx", "ascending")]
+    table = table.sort_by(order).drop_columns(["written"])
     seen: set[tuple[Any, ...]] = set()
     rows = []
     for row in table.to_pylist():
@@ -112,12 +114,14 @@ def _events(parts: list[Path]) -> list[dict[str, Any]]:
     return rows
 
 
-def _part(path: Path) -> pa.Table:
-    """A part with its stream's id as `job_id` (the SQL sinks' job_id of streamed rows)."""
+def _part(path: Path, written: int) -> pa.Table:
+    """A part with its stream's id as `job_id` (the SQL sinks' job_id of streamed rows)
+    and its place in the order of writing."""
     table = pq.read_table(path)
     stream_id = (table.schema.metadata or {}).get(b"stream_id", b"").decode() or None
     table = table.replace_schema_metadata(None)  # parts of other streams concatenate
-    return table.append_column("job_id", pa.array([stream_id] * table.num_rows, pa.string()))
+    table = table.append_column("job_id", pa.array([stream_id] * table.num_rows, pa.string()))
+    return table.append_column("written", pa.array([written] * table.num_rows, pa.int32()))
 
 
 def _load_snapshot(state: _State, output: Path) -> None:

@@ -1,12 +1,16 @@
 """Parquet stream sink: an append-only event log of what a stream changed.
 
-`<dir>/events/date=YYYY-MM-DD/part-<first seq>-<last seq>.parquet`, one file per batch
-(written to a temporary name, then renamed; `<file>.done` beside it once it is in place),
-and `<dir>/cursor.json` ({source: seq}) written after the file. A crash between the two
-makes the next run write an overlapping part again; readers (`compact`) drop the rows a
-replay wrote twice. A shard K of a split stream (`skyfill firehose --shards`) writes its
-own parts, `part-<first>-<last>.shard-K.parquet`, and its own `cursor.shard-K.json`: the
-shards write at once, and each file has one writer. Columns:
+`<dir>/events/date=YYYY-MM-DD/part-<first seq>-<last seq>….parquet`, one file per batch
+(written to a temporary name, then renamed; `<file>.done` beside it once it is in place):
+`part-<first seq>-<last seq>.<written>.parquet` to be exact, where `<written>` is the
+time it was written (nanoseconds): two batches may span the same seqs (a re-fetched
+repo's rows carry the seq of the event before them) and both are kept, and readers take
+rows of one seq in the order their parts were written. `<dir>/cursor.json` ({source:
+seq}) is written after the file. A crash between the two makes the next run write an
+overlapping part again; readers (`compact`) drop the rows a replay wrote twice. A shard
+K of a split stream (`skyfill firehose --shards`) writes its own parts (`.shard-K` before
+`.parquet`) and its own `cursor.shard-K.json`: the shards write at once, and each file
+has one writer. Columns:
 
 - seq, idx (the change's position in its batch), time (the event's), did, op;
 - op `create` / `update`: collection, rkey, cid, rev, record (atproto JSON), created_at;
@@ -19,6 +23,7 @@ shards write at once, and each file has one writer. Columns:
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -172,7 +177,7 @@ class EventLogSink:
                 self.root
                 / "events"
                 / f"date={day}"
-                / f"part-{first:012d}-{batch.cursor:012d}{self._suffix}.parquet"
+                / f"part-{first:012d}-{batch.cursor:012d}.{time.time_ns()}{self._suffix}.parquet"
             )
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = tmp_path(path)
@@ -199,12 +204,23 @@ class EventLogSink:
 
 
 def done_parts(root: Path) -> list[Path]:
-    """The log's part files that are complete (their `.done` marker is there), in order."""
+    """The log's part files that are complete (their `.done` marker is there), in the
+    order they were written (by their names' write time; a part named before that was
+    in the names, by its seqs, first)."""
     return sorted(
-        p
-        for p in (root / "events").glob("date=*/part-*.parquet")
-        if p.with_name(p.name + ".done").exists()
+        (
+            p
+            for p in (root / "events").glob("date=*/part-*.parquet")
+            if p.with_name(p.name + ".done").exists()
+        ),
+        key=_written,
     )
+
+
+def _written(part: Path) -> tuple[int, str]:
+    fields = part.name.split(".")
+    written = fields[1] if len(fields) > 2 and fields[1].isdigit() else "0"
+    return int(written), part.name
 
 
 def _day(when: str | None) -> str:

@@ -62,7 +62,15 @@ class IdentityResolver:
             self._cache.move_to_end(did)
             return self._cache[did]
         if did in self._inflight:
-            return await asyncio.shield(self._inflight[did])
+            try:
+                return await asyncio.shield(self._inflight[did])
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    raise
+                # the look-up we joined was cancelled by the task that made it, not ours:
+                # this one goes out on its own
+                return await self.resolve(did, fresh=fresh)
         future: asyncio.Future[Identity] = asyncio.get_running_loop().create_future()
         self._inflight[did] = future
         try:
