@@ -178,16 +178,14 @@ def test_decode_workers_by_default_only_for_a_verified_stream(
     assert config().workers() == 0
 
 
-def test_shards_by_default_only_for_a_new_unverified_stream(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
+def test_shards_by_default_one_per_cpu(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     def config(**given: object) -> FirehoseConfig:
         return FirehoseConfig(from_host="http://127.0.0.1:1", sink=str(tmp_path), **given)  # type: ignore[arg-type]
 
     monkeypatch.setattr(os, "cpu_count", lambda: 4)
-    assert config().default_shards() == 1  # verified: decode workers use the CPUs
+    assert config().default_shards() == 4
     assert config(verify_signatures=False).default_shards() == 4
     monkeypatch.setattr(os, "cpu_count", lambda: 64)
-    assert config(verify_signatures=False).default_shards() == 8
+    assert config().default_shards() == 8
     monkeypatch.setattr(os, "cpu_count", lambda: 1)
-    assert config(verify_signatures=False).default_shards() == 1
+    assert config().default_shards() == 1

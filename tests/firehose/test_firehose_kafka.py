@@ -45,8 +45,12 @@ def test_firehose_into_kafka_folds_to_the_truth_after_a_kill_once_published(
     topic, work = kafka.topic("stream"), tmp_path / "work"
     sink = kafka.url(topic)
     killed = firehose(fh_served, work, sink, {"SKYFILL_FAILPOINT": "kafka_published:3"})
-    assert killed.returncode == -9, killed.stderr
-    assert status(work, fh_served)["cursor"] < fh_served.head_seq
+    # split over shards (one per CPU), the failpoint kills the shard that publishes: the
+    # stream stops in one line naming it; in one process, the process itself is killed
+    shard_killed = killed.returncode == 1 and "exited with -9" in killed.stderr
+    assert killed.returncode == -9 or shard_killed, killed.stderr
+    # None: a shard had saved no cursor yet when its sibling was killed
+    assert (status(work, fh_served)["cursor"] or 0) < fh_served.head_seq
     done = firehose(fh_served, work, sink)
     assert done.returncode == 0, done.stderr
     assert status(work, fh_served)["cursor"] == fh_served.head_seq

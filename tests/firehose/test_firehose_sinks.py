@@ -38,7 +38,7 @@ def test_into_postgresql_equals_the_truth_and_a_replay_changes_nothing(
         before = conn.execute("SELECT did, collection, rkey, cid, rev, xmin::text FROM records")
         snapshot = sorted(before.fetchall())
         cursor = conn.execute("SELECT cursor FROM firehose_cursor").fetchall()
-    assert cursor == [(fh_served.head_seq,)]
+    assert cursor and set(cursor) == {(fh_served.head_seq,)}  # one per shard
     # a forced replay from 0 (--reset-cursor) rewrites no row (xmin unchanged)
     assert "0 applied" in stream(fh_served, tmp_path / "w1", pg_url, "--reset-cursor")
     with psycopg.connect(pg_url) as conn:

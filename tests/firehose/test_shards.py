@@ -214,7 +214,7 @@ def test_a_stream_run_in_one_process_is_refused_with_shards(
 ) -> None:
     db, work = tmp_path / "fh.db", tmp_path / "work"
     window = ["--cursor", str(fh_served.head_seq - 200), "--until-live"]
-    done = run_cli(*firehose_args(fh_served, work, db, *window))
+    done = run_cli(*firehose_args(fh_served, work, db, *window, "--shards", "1"))
     assert done.returncode == 0, done.stderr
     assert sqlite_cursors(db) == {source_of(fh_served): fh_served.head_seq}
     before = rows(db)

@@ -139,8 +139,7 @@ class FirehoseConfig:
             help="Processes the stream is split over by DID: one reads the host and routes "
             "each event to the shard that owns its repo, which decodes, verifies and writes "
             "it (each with its cursor in the sink). Default: the count the stream was "
-            "started with; for a new stream one per CPU (up to 8) with "
-            "--no-verify-signatures, else 1 (decode workers use the CPUs).",
+            "started with; for a new stream one per CPU (up to 8).",
         ),
     )
     max_memory: int | None = field(
@@ -225,11 +224,10 @@ class FirehoseConfig:
         return replace(self, **{k: v for k, v in BACKGROUND.items() if k not in explicit})
 
     def default_shards(self) -> int:
-        """A new stream's shard count when --shards is not given: one process reaches its
-        ceiling without verification (~18–20k events/s on 2 cores, docs/BENCHMARKS.md §37),
-        and shards go past it; with verification, decode workers use the CPUs as well."""
-        if self.verify_signatures:
-            return 1
+        """A new stream's shard count when --shards is not given: one per CPU (up to 8).
+        One process reaches its ceiling (~19k events/s unverified on 2 cores); shards go
+        past it, and verified they beat one process with decode workers, with less CPU
+        (nothing shipped to workers and back): docs/BENCHMARKS.md §37."""
         return max(1, min(os.cpu_count() or 1, MAX_DEFAULT_WORKERS))
 
     def workers(self) -> int:

@@ -421,7 +421,7 @@ class Consumer:
     def _through(self, seq: int) -> None:
         """The router's tick: the events up to `seq` that are not this shard's are the
         other shards' to apply, so the cursor may pass them."""
-        floor = max(self._pending_seq or -1, self.counters.cursor or -1)
+        floor = max(c for c in (self._pending_seq, self.counters.cursor, -1) if c is not None)
         if seq > floor:
             self._pending_seq = seq
             self.counters.seq = seq

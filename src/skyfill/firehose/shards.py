@@ -415,6 +415,8 @@ class _Router:
         self.reached = asyncio.Event()
         self.done = asyncio.Event()
         self.live = False
+        self.finishing = False
+        """Live and routed: the shards apply what they hold (a signal now stops them)."""
         self.sending = asyncio.Lock()
 
     async def run(
@@ -428,7 +430,7 @@ class _Router:
     ) -> dict[str, Any]:
         config = self.config
         loop = asyncio.get_running_loop()
-        routed = False
+        routed = stopped = False
         try:
             saved = await asyncio.gather(*(s.saved for s in self.shards))
             self.starts = [origin if c is None else int(c) for c in saved]
@@ -443,19 +445,20 @@ class _Router:
             if metrics_port:
                 serve_metrics(self.facts, config.stream_id, metrics_port)
             for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.add_signal_handler(sig, self.done.set)
-            try:
-                async with (
-                    showing(self.facts, progress, interval),
-                    following_labels(config, self.where, self.session, client),
-                ):
-                    await self._route_until_done(start, state)
-                    routed = True
-            finally:
-                for sig in (signal.SIGTERM, signal.SIGINT):
-                    loop.remove_signal_handler(sig)
+                loop.add_signal_handler(sig, self._signalled)
+            async with showing(self.facts, progress, interval):  # until the shards are done
+                try:
+                    async with following_labels(config, self.where, self.session, client):
+                        await self._route_until_done(start, state)
+                        routed = True
+                finally:
+                    stopped = True
+                    await self._stop_all(finish=routed and self.live)
         finally:
-            await self._stop_all(finish=routed and self.live)
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+            if not stopped:
+                await self._stop_all(finish=False)
         failed = [s for s in self.shards if s.final is None]
         if failed:
             raise failed[0].failure()
@@ -572,11 +575,19 @@ class _Router:
             await asyncio.sleep(SAVE_SECONDS)
             state.put_meta("stats", {**self.facts(), "updated_at": time.time()})
 
+    def _signalled(self) -> None:
+        """SIGTERM or SIGINT: routing stops; shards finishing (live) are stopped too."""
+        self.done.set()
+        if self.finishing:
+            for shard in self.shards:
+                shard.terminate()
+
     async def _stop_all(self, *, finish: bool) -> None:
         """`finish` (live, all sent): the feeds end, and the shards apply what they hold
         and finish their re-fetches. Else (stopped, out of time, a shard or the router
         failed): SIGTERM, they save what they have applied, within STOP_SECONDS or are
         killed. Then they are reaped."""
+        self.finishing = finish
         for shard in self.shards:
             if finish:
                 shard.close_feed()
