@@ -189,3 +189,15 @@ def test_shards_by_default_one_per_cpu(monkeypatch: pytest.MonkeyPatch, tmp_path
     assert config().default_shards() == 8
     monkeypatch.setattr(os, "cpu_count", lambda: 1)
     assert config().default_shards() == 1
+
+
+def test_batches_by_default_larger_into_a_parquet_log(tmp_path: Path) -> None:
+    """A batch of a Parquet event log is a file of it: 5000 events by default; a
+    transaction of a database, 1000; --batch-size wins."""
+
+    def config(sink: str, **given: object) -> FirehoseConfig:
+        return FirehoseConfig(from_host="http://127.0.0.1:1", sink=sink, **given)  # type: ignore[arg-type]
+
+    assert config(str(tmp_path)).events_per_batch() == 5000
+    assert config(f"sqlite:///{tmp_path / 'x.db'}").events_per_batch() == 1000
+    assert config(str(tmp_path), batch_size=7).events_per_batch() == 7

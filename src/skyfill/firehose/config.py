@@ -28,6 +28,8 @@ BACKGROUND = {
 BACKFILL_MAX_MEMORY_MB=512): a few events a second, beside a live service, in one process."""
 
 MAX_DEFAULT_WORKERS = 8
+LOG_BATCH = 5000
+SQL_BATCH = 1000
 _STREAM_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
@@ -107,12 +109,13 @@ class FirehoseConfig:
             "batch delay 2 s, 2 concurrent, max memory 512m (flags given explicitly win)."
         ),
     )
-    batch_size: int = field(
-        default=1000,
+    batch_size: int | None = field(
+        default=None,
         metadata=flag(
             min=1,
             help="Events per sink transaction (the cursor is saved with each); while the "
-            "sink still writes one, the next grows up to 8 times that (not with --batch-delay).",
+            "sink still writes one, the next grows up to 8 times that (not with --batch-delay). "
+            "Default: 5000 into a Parquet event log (a file each), else 1000.",
         ),
     )
     batch_delay: float = field(
@@ -222,6 +225,14 @@ class FirehoseConfig:
         if not self.background:
             return self
         return replace(self, **{k: v for k, v in BACKGROUND.items() if k not in explicit})
+
+    def events_per_batch(self) -> int:
+        """--batch-size, else 5000 for a Parquet event log (a batch is a file of it: fewer,
+        larger files, for its readers too, and less CPU: docs/BENCHMARKS.md §37) and 1000
+        for a database or Kafka (a transaction each)."""
+        if self.batch_size is not None:
+            return self.batch_size
+        return LOG_BATCH if "://" not in self.sink else SQL_BATCH
 
     def default_shards(self) -> int:
         """A new stream's shard count when --shards is not given: one per CPU (up to 8).

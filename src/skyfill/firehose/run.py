@@ -248,7 +248,7 @@ def make_consumer(
         resolver=resolver,
         counters=counters,
         probe=probe,
-        batch_size=config.batch_size,
+        batch_size=config.events_per_batch(),
         batch_delay=config.batch_delay,
         flush_seconds=config.flush_seconds,
         max_concurrent=config.max_concurrent,
