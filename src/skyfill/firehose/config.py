@@ -129,9 +129,10 @@ class FirehoseConfig:
         default=None,
         metadata=flag(
             min=0,
-            help="Worker processes that decode and verify events while the consumer applies "
-            "them (0: all in one process). Default: one per CPU when there are two or more "
-            "and signatures are verified; none with --no-verify-signatures.",
+            help="With --shards 1: worker processes that decode and verify events while the "
+            "consumer applies them (0: all in one process). Default: one per CPU when there "
+            "are two or more and signatures are verified; none with --no-verify-signatures. "
+            "Shards decode in their own process unless this is given.",
         ),
     )
     shards: int | None = field(
