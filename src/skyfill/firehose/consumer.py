@@ -91,8 +91,9 @@ class _End:
 
 
 Item = asyncio.Task[list[Decoded]] | _Snapshot | _Through | _End
-Feed = AsyncIterator[bytes | int]
-"""A shard's messages from the router, and (an int) the seq it has routed through."""
+Feed = AsyncIterator[tuple[list[bytes], int]]
+"""A shard's messages from the router, chunk by chunk, each with the seq the router has
+routed through."""
 
 
 class Consumer:
@@ -226,17 +227,14 @@ class Consumer:
                 await self._queue.put(self._submit())
 
     async def _read_feed(self, feed: Feed) -> None:
-        async for piece in feed:
-            if type(piece) is int:
-                if self._chunk:
+        async for messages, through in feed:
+            for message in messages:
+                self._received(message)
+                if len(self._chunk) >= CHUNK_FRAMES:
                     await self._queue.put(self._submit())
-                await self._queue.put(_Through(piece))
-                continue
-            self._received(piece)  # type: ignore[arg-type]
-            if len(self._chunk) >= CHUNK_FRAMES:
+            if self._chunk:
                 await self._queue.put(self._submit())
-        if self._chunk:
-            await self._queue.put(self._submit())
+            await self._queue.put(_Through(through))
         await self._queue.put(_End())
 
     def _received(self, message: bytes) -> None:

@@ -90,8 +90,9 @@ def shard_source(source: str, index: int, shards: int) -> str:
     return f"{source}#{index}/{shards}"
 
 
-async def read_feed(reader: asyncio.StreamReader) -> AsyncIterator[bytes | int]:
-    """A shard's side of the wire: each message, then the seq routed through; ends at EOF."""
+async def read_feed(reader: asyncio.StreamReader) -> AsyncIterator[tuple[list[bytes], int]]:
+    """A shard's side of the wire: each frame's messages and the seq routed through; ends
+    at EOF."""
     while True:
         try:
             head = await reader.readexactly(HEADER.size)
@@ -99,12 +100,12 @@ async def read_feed(reader: asyncio.StreamReader) -> AsyncIterator[bytes | int]:
             return
         size, through = HEADER.unpack(head)
         blob = await reader.readexactly(size)
-        view, at = memoryview(blob), 0
+        messages, at = [], 0
         while at < size:
             (length,) = LENGTH.unpack_from(blob, at)
-            yield bytes(view[at + 4 : at + 4 + length])
+            messages.append(blob[at + 4 : at + 4 + length])
             at += 4 + length
-        yield through
+        yield messages, through
 
 
 class ShardFailed(StreamStopped):
@@ -289,8 +290,12 @@ class _Shard:
         """Write its buffered messages and `through` to its feed (the caller drains)."""
         assert self.feed is not None
         messages, self.buffer = self.buffer, []
-        body = b"".join(LENGTH.pack(len(m)) + m for m in messages)
-        self.feed.write(HEADER.pack(len(body), through) + body)
+        parts = [b""]
+        for message in messages:
+            parts += (LENGTH.pack(len(message)), message)
+        size = sum(map(len, messages)) + LENGTH.size * len(messages)
+        parts[0] = HEADER.pack(size, through)
+        self.feed.writelines(parts)
 
     async def drain(self) -> None:
         assert self.feed is not None and self.ended is not None
