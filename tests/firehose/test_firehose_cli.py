@@ -11,6 +11,8 @@ import sqlite3
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from skyfill.firehose.consumer import CHUNK_FRAMES
 from tests.firehose.conftest import ServeRecording
 from tests.firehose.crafted import (
@@ -28,7 +30,7 @@ from tests.firehose.crafted import (
 )
 from tests.firehose.recording import Frame, Recording, ServedRecording, read_frames, start_logged
 from tests.firehose.truth import compare_sqlite
-from tests.helpers import assert_one_line_error, run_cli, start_cli, wait_until
+from tests.helpers import assert_one_line_error, free_port, run_cli, start_cli, wait_until
 
 
 def firehose_args(served: ServedRecording, workdir: Path, db: Path, *flags: str) -> list[str]:
@@ -226,6 +228,22 @@ def test_bad_flags_are_one_line_errors(tmp_path: Path) -> None:
         "firehose", "--from-host", "http://h", "--sink", "sqlite:///x.db", "--since", "soon"
     )
     assert bad_since.returncode == 2 and "not a window" in bad_since.stderr
+
+
+@pytest.mark.parametrize("shards", ["1", "2"])
+def test_a_window_on_a_host_that_is_not_there_is_a_one_line_error(
+    tmp_path: Path, shards: str
+) -> None:
+    """--since needs the host's events to find where the window starts: with no host
+    there, the stream stops in one line (its shards too: none is left waiting)."""
+    url = f"http://127.0.0.1:{free_port()}"
+    done = run_cli(
+        "firehose", "--from-host", url, "--sink", str(tmp_path / "log"),
+        "--workdir", str(tmp_path / "w"), "--allow-private-network", "--since", "1d",
+        "--until-live", "--progress", "none", "--shards", shards, timeout=60,
+    )  # fmt: skip
+    assert_one_line_error(done, 1, "no stream at")
+    assert "internal error" not in done.stderr and "never retrieved" not in done.stderr
 
 
 def test_a_dropped_connection_is_reconnected_from_the_cursor(

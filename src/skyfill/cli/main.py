@@ -104,6 +104,9 @@ def _known_failure(exc: Exception) -> int | None:
     if isinstance(exc, StreamStopped):  # the host refused it (FutureCursor), a worker died
         click.echo(f"skyfill: error: {exc.message}", err=True)
         return 1
+    if _is(exc, "skyfill.atproto.stream.exceptions", "StreamUnavailable"):  # no host to probe
+        click.echo(f"skyfill: error: {exc}", err=True)
+        return 1
     if _is(exc, "skyfill.net.exceptions", "PrivateNetworkRefused"):  # a stream's host
         click.echo(f"skyfill: error: {exc}", err=True)
         return EXIT_USAGE

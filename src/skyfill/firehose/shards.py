@@ -257,6 +257,7 @@ class _Shard:
             if self.ended is not None:
                 await asyncio.shield(self.ended)
             self.saved.set_exception(self.failure())
+            self.saved.exception()  # seen: the router may have stopped waiting for it
 
     async def _exited(self) -> int | None:
         """Its exit code, once it has exited (its pidfd says when, where there is one)."""
@@ -349,11 +350,13 @@ async def run_sharded(
             )
             router = _Router(config, where, source, stream_session, probe)
             router.shards = [_Shard(f) for f in forked]
-            for shard in router.shards:
-                await shard.open()
-            origin = await _origin(config, state, probe)
-            facts = await router.run(origin, state, progress, interval, metrics_port, client)
-            return facts
+            try:
+                for shard in router.shards:
+                    await shard.open()
+                origin = await _origin(config, state, probe)
+                return await router.run(origin, state, progress, interval, metrics_port, client)
+            finally:  # e.g. the host is not there to find the start: no shard left waiting
+                await router.stop_all(finish=False)
     finally:
         state.close()
 
@@ -420,6 +423,7 @@ class _Router:
         self.reached = asyncio.Event()
         self.done = asyncio.Event()
         self.live = False
+        self.stopped = False
         self.finishing = False
         """Live and routed: the shards apply what they hold (a signal now stops them)."""
         self.sending = asyncio.Lock()
@@ -435,7 +439,7 @@ class _Router:
     ) -> dict[str, Any]:
         config = self.config
         loop = asyncio.get_running_loop()
-        routed = stopped = False
+        routed = False
         try:
             saved = await asyncio.gather(*(s.saved for s in self.shards))
             self.starts = [origin if c is None else int(c) for c in saved]
@@ -457,13 +461,11 @@ class _Router:
                         await self._route_until_done(start, state)
                         routed = True
                 finally:
-                    stopped = True
-                    await self._stop_all(finish=routed and self.live)
+                    await self.stop_all(finish=routed and self.live)
         finally:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
-            if not stopped:
-                await self._stop_all(finish=False)
+            await self.stop_all(finish=False)  # (when not already)
         failed = [s for s in self.shards if s.final is None]
         if failed:
             raise failed[0].failure()
@@ -587,11 +589,14 @@ class _Router:
             for shard in self.shards:
                 shard.terminate()
 
-    async def _stop_all(self, *, finish: bool) -> None:
+    async def stop_all(self, *, finish: bool) -> None:
         """`finish` (live, all sent): the feeds end, and the shards apply what they hold
         and finish their re-fetches. Else (stopped, out of time, a shard or the router
         failed): SIGTERM, they save what they have applied, within STOP_SECONDS or are
-        killed. Then they are reaped."""
+        killed. Then they are reaped. Once."""
+        if self.stopped:
+            return
+        self.stopped = True
         self.finishing = finish
         for shard in self.shards:
             if finish:
