@@ -477,7 +477,7 @@ class _Router:
     async def _route_until_done(self, start: int, state: StreamState) -> None:
         """Route until caught up (--until-live), out of time, stopped, or a shard fails."""
         tasks = [
-            asyncio.create_task(self._route(start), name="router"),
+            asyncio.create_task(self._route(), name="router"),
             asyncio.create_task(self._tick(), name="router ticks"),
             asyncio.create_task(self._save(state), name="router saves"),
         ]
@@ -502,7 +502,7 @@ class _Router:
         if self.live:  # every message up to the head goes out before the feeds end
             await self._send_all()
 
-    async def _route(self, start: int) -> None:
+    async def _route(self) -> None:
         count = len(self.shards)
         async for message in resubscribing(
             subscribe,

@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 
 from skyfill.errors import UsageError
-from skyfill.firehose.run import StreamDir
+from skyfill.firehose.run import StreamDir, source_key
 from skyfill.firehose.shards import shard_source
 from skyfill.firehose.state import StreamState
 from skyfill.storage.lockfile import is_held
@@ -36,7 +36,8 @@ def stream_status(workdir: Path, stream_id: str) -> dict[str, Any]:
         stats = state.meta("stats")
         stats = stats if isinstance(stats, dict) else {}
         shards = state.meta("shards")
-        source = stats.get("source")
+        host = manifest.get("from_host")
+        source = stats.get("source") or (source_key(host) if isinstance(host, str) else None)
         if isinstance(shards, int) and shards > 1:
             counts, reasons, cursor = _shards_facts(where, shards, source)
         else:

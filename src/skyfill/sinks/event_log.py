@@ -1,16 +1,15 @@
 """Parquet stream sink: an append-only event log of what a stream changed.
 
-`<dir>/events/date=YYYY-MM-DD/part-<first seq>-<last seq>….parquet`, one file per batch
-(written to a temporary name, then renamed; `<file>.done` beside it once it is in place):
-`part-<first seq>-<last seq>.<written>.parquet` to be exact, where `<written>` is the
-time it was written (nanoseconds): two batches may span the same seqs (a re-fetched
-repo's rows carry the seq of the event before them) and both are kept, and readers take
-rows of one seq in the order their parts were written. `<dir>/cursor.json` ({source:
-seq}) is written after the file. A crash between the two makes the next run write an
-overlapping part again; readers (`compact`) drop the rows a replay wrote twice. A shard
-K of a split stream (`skyfill firehose --shards`) writes its own parts (`.shard-K` before
-`.parquet`) and its own `cursor.shard-K.json`: the shards write at once, and each file
-has one writer. Columns:
+`<dir>/events/date=YYYY-MM-DD/part-<first seq>-<last seq>.<written>.parquet`, one file per
+batch (written to a temporary name, then renamed; `<file>.done` beside it once it is in
+place). `<written>` is the time it was written, in nanoseconds: two batches may span the
+same seqs (a re-fetched repo's rows carry the seq of the event before them), so both are
+kept, and readers take the rows of one seq in the order their parts were written.
+`<dir>/cursor.json` ({source: seq}) is written after the file. A crash between the two
+makes the next run write an overlapping part again; readers (`compact`) drop the rows a
+replay wrote twice. A shard K of a split stream (`skyfill firehose --shards`) writes its
+own parts (`.shard-K` before `.parquet`) and its own `cursor.shard-K.json`: the shards
+write at once, and each file has one writer. Columns:
 
 - seq, idx (the change's position in its batch), time (the event's), did, op;
 - op `create` / `update`: collection, rkey, cid, rev, record (atproto JSON), created_at;
