@@ -156,6 +156,18 @@ def load_postgres(conninfo: str, schema: str | None = None) -> dict[str, RepoFou
     return found
 
 
+def wrong_record_counts(conninfo: str) -> int:
+    """Repos whose `record_count` is not the number of their records (the stream sinks keep
+    it by difference, batch after batch)."""
+    with psycopg.connect(conninfo) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM repos WHERE record_count IS DISTINCT FROM"
+            " (SELECT count(*) FROM records WHERE records.did = repos.did)"
+        ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
 def compare_postgres(
     conninfo: str,
     truth: Mapping[str, Any],

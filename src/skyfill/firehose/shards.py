@@ -126,12 +126,12 @@ class Forked:
     status: int | None = None
     """Its exit code once reaped (negative: the signal that ended it)."""
 
-    def reap(self, block: bool) -> int | None:
+    def reap(self) -> int | None:
+        """Wait for it to exit; its exit code (kept: a process is reaped once)."""
         if self.status is None:
             with contextlib.suppress(ChildProcessError):
-                pid, code = os.waitpid(self.pid, 0 if block else os.WNOHANG)
-                if pid:
-                    self.status = os.waitstatus_to_exitcode(code)
+                _, code = os.waitpid(self.pid, 0)
+                self.status = os.waitstatus_to_exitcode(code)
         return self.status
 
 
@@ -186,7 +186,7 @@ def release(forked: list[Forked]) -> None:
                 os.close(fd)
         shard.feed_fd = shard.report_fd = -1
     for shard in forked:
-        shard.reap(block=True)
+        shard.reap()
 
 
 async def pipe_reader(fd: int) -> asyncio.StreamReader:
@@ -264,7 +264,7 @@ class _Shard:
         try:
             pidfd = os.pidfd_open(self.forked.pid)
         except (AttributeError, OSError):
-            return await asyncio.to_thread(self.forked.reap, True)
+            return await asyncio.to_thread(self.forked.reap)
         loop = asyncio.get_running_loop()
         gone = loop.create_future()
         loop.add_reader(pidfd, lambda: gone.done() or gone.set_result(None))
@@ -273,7 +273,7 @@ class _Shard:
         finally:
             loop.remove_reader(pidfd)
             os.close(pidfd)
-        return self.forked.reap(block=True)
+        return self.forked.reap()
 
     def failure(self) -> StreamStopped:
         if self.error is not None and self.stopped:
@@ -417,8 +417,8 @@ class _Router:
         self.starts: list[int] = []
         self.read_cursor: int | None = None
         self.sent_through: int | None = None
-        self.unsent = 0
-        self.last_message = time.monotonic()
+        self.quiet_since = 0
+        """Messages received when the idle tick last looked."""
         self.target: int | None = None
         self.reached = asyncio.Event()
         self.done = asyncio.Event()
@@ -450,7 +450,7 @@ class _Router:
                 log.info(
                     "resuming %s after seq %d", config.from_host, start, extra={"event": "resume"}
                 )
-            self.read_cursor = self.counters.cursor = start
+            self.read_cursor = start
             if metrics_port:
                 serve_metrics(self.facts, config.stream_id, metrics_port)
             for sig in (signal.SIGTERM, signal.SIGINT):
@@ -516,7 +516,6 @@ class _Router:
             counters = self.counters
             counters.received += 1
             counters.bytes += len(message)
-            self.last_message = time.monotonic()
             _kind, seq, did = peek(message)
             index = 0 if did is None else shard_of(did, count)
             if seq is not None:
@@ -529,7 +528,6 @@ class _Router:
                     continue  # this shard has applied it already
             shard = self.shards[index]
             shard.buffer.append(message)
-            self.unsent += 1
             if len(shard.buffer) >= CHUNK_FRAMES:
                 await self._send_all()
 
@@ -539,7 +537,7 @@ class _Router:
             through = self.read_cursor
             if through is None:
                 return
-            self.unsent, self.sent_through = 0, through
+            self.sent_through = through
             for shard in self.shards:
                 if shard.running:
                     shard.send(through)
@@ -548,11 +546,15 @@ class _Router:
                     await shard.drain()
 
     async def _tick(self) -> None:
-        """A quiet stream: what is held goes out after IDLE_SECONDS without a message."""
+        """A quiet stream: what is held goes out once IDLE_SECONDS passed without a
+        message (and the shards learn the seq read, so their cursors move)."""
         while True:
             await asyncio.sleep(IDLE_SECONDS)
-            quiet = time.monotonic() - self.last_message >= IDLE_SECONDS
-            if quiet and (self.unsent or self.sent_through != self.read_cursor):
+            received, self.quiet_since = self.quiet_since, self.counters.received
+            if received != self.counters.received:
+                continue
+            held = any(shard.buffer for shard in self.shards)
+            if held or self.sent_through != self.read_cursor:
                 await self._send_all()
 
     async def _watch_head(self, start: int) -> None:
@@ -617,18 +619,17 @@ class _Router:
                 await shard.listening
 
     def facts(self) -> dict[str, Any]:
-        counters = self.counters
-        data = counters.snapshot(None)
+        """The stream's facts: what the router read, and the shards' facts added up (its
+        cursor the oldest shard's, its event time the newest)."""
         reports = [s.facts for s in self.shards]
+        times: list[str] = [t for r in reports if (t := r.get("event_time"))]
+        counters = self.counters
+        counters.event_time = max(times) if times else None  # (so the lag is the stream's)
+        data = counters.snapshot(self.memory.rss())  # the router's memory and its shards'
         for name in SUMMED:
             data[name] = sum(r.get(name) or 0 for r in reports) + (data.get(name) or 0)
         cursors = [c for r in reports if (c := r.get("cursor")) is not None]
         data["cursor"] = min(cursors) if len(cursors) == len(reports) and cursors else None
-        times: list[str] = [t for r in reports if (t := r.get("event_time"))]
-        newest = max(times) if times else None
-        data["event_time"] = newest
-        data["lag_s"] = None if newest is None else _lag(newest)
-        data["rss_bytes"] = self.memory.rss()  # the router's and its shards'
         data.update(
             stream_id=self.config.stream_id,
             source=self.source,
@@ -636,8 +637,3 @@ class _Router:
             live=self.live,
         )
         return data
-
-
-def _lag(event_time: str) -> float | None:
-    probe = StreamCounters(event_time=event_time)
-    return None if (lag := probe.lag_seconds()) is None else round(lag, 3)
