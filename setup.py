@@ -11,7 +11,10 @@ setup(
         Extension(
             "skyfill.atproto._fastrepo",
             ["src/skyfill/atproto/_fastrepo.c"],
-            depends=["src/skyfill/atproto/_fastrepo_slice.h"],
+            depends=[
+                "src/skyfill/atproto/_fastrepo_slice.h",
+                "src/skyfill/atproto/_fastrepo_event.h",
+            ],
             libraries=["crypto"],
             extra_compile_args=["-O2", "-Wall"],
             optional=True,  # without a C compiler or libcrypto, skyfill decodes in Python

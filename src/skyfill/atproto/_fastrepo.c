@@ -23,13 +23,16 @@
  *                             json_off, json, created_us, created_valid, odd_created)
  *                            or None (a record to leave to the Python path)
  *
- * The event stream's methods (check_all, record, invert) are in _fastrepo_slice.h.
+ * The event stream's methods (check_all, record, invert) are in _fastrepo_slice.h, and its
+ * reader of a whole `#commit` message (commit_event) in _fastrepo_event.h.
  *
  * The JSON text is exactly orjson.dumps(cbrrr.decode_dag_cbor(block, atjson_mode=True)),
  * checked by tests/atproto/test_fastrepo.py against that definition.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <datetime.h>
+#include <structmember.h>
 #include <stdint.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -1211,8 +1214,14 @@ declined:
     Py_RETURN_NONE;
 }
 
+#include "_fastrepo_event.h"
+
 static PyMethodDef fastrepo_functions[] = {
     {"peek_frame", (PyCFunction)peek_frame, METH_O, "An event frame's type, seq and DID."},
+    {"commit_event", (PyCFunction)(void (*)(void))commit_event, METH_FASTCALL,
+     "A #commit event read and its slice checked."},
+    {"bind_commit_types", (PyCFunction)bind_commit_types, METH_VARARGS,
+     "The classes commit_event makes its result of."},
     {NULL},
 };
 
@@ -1223,6 +1232,12 @@ static struct PyModuleDef fastrepo_module = {
 
 PyMODINIT_FUNC PyInit__fastrepo(void) {
     if (PyType_Ready(&CarIndexType) < 0) return NULL;
+    PyDateTime_IMPORT;
+    if (!PyDateTimeAPI) return NULL;
+    static const char *actions[3] = {"create", "update", "delete"};
+    for (int i = 0; i < 3; i++)
+        if (!ACTION_TEXT[i] && !(ACTION_TEXT[i] = PyUnicode_InternFromString(actions[i])))
+            return NULL;
     PyObject *m = PyModule_Create(&fastrepo_module);
     if (!m) return NULL;
     Py_INCREF(&CarIndexType);

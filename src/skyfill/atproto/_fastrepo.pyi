@@ -31,3 +31,22 @@ class CarIndex:
     ) -> bytes | None: ...
 
 def peek_frame(message: bytes, /) -> tuple[str | None, int | None, str | None] | None: ...
+def commit_event(
+    message: bytes,
+    max_frame: int,
+    max_record: int,
+    nsid_ok: Callable[[str], bool],
+    keep: Callable[[str], bool] | None,
+    check: bool,
+    /,
+) -> tuple[object, object | None] | None: ...
+def bind_commit_types(
+    frame: tuple[type, tuple[str, ...]],
+    op: tuple[type, tuple[str, ...]],
+    verified: tuple[type, tuple[str, ...]],
+    put: tuple[type, tuple[str, ...]],
+    delete: tuple[type, tuple[str, ...]],
+    created_of: Callable[[str], object],
+    skipped: str,
+    /,
+) -> None: ...

@@ -668,13 +668,10 @@ static PyObject *CarIndex_check_all(CarIndex *self, PyObject *unused) {
     Py_RETURN_TRUE;
 }
 
-/* record(cid, max_bytes) -> (json, created) | None */
-static PyObject *CarIndex_record(CarIndex *self, PyObject *args) {
-    Py_buffer cid;
-    Py_ssize_t max_bytes;
-    if (!PyArg_ParseTuple(args, "y*n", &cid, &max_bytes)) return NULL;
-    Slot *s = cid.len == CID_LEN ? verified_block(self, cid.buf) : NULL;
-    PyBuffer_Release(&cid);
+/* (json, created) of the record block at `cid` (checked against it), None when this code
+   is not sure about it, NULL on a Python error. */
+static PyObject *record_tuple(CarIndex *self, const unsigned char *cid, Py_ssize_t max_bytes) {
+    Slot *s = verified_block(self, cid);
     if (!s || s->len > max_bytes || s->len == 0 || (s->data[0] >> 5) != 5) Py_RETURN_NONE;
     Reader r = {s->data, 0, (size_t)s->len};
     Buf b = {0};
@@ -702,6 +699,17 @@ static PyObject *CarIndex_record(CarIndex *self, PyObject *args) {
         Py_XDECREF(created);
     }
     buf_free(&b);
+    return result;
+}
+
+/* record(cid, max_bytes) -> (json, created) | None */
+static PyObject *CarIndex_record(CarIndex *self, PyObject *args) {
+    Py_buffer cid;
+    Py_ssize_t max_bytes;
+    if (!PyArg_ParseTuple(args, "y*n", &cid, &max_bytes)) return NULL;
+    PyObject *result = cid.len == CID_LEN ? record_tuple(self, cid.buf, max_bytes)
+                                          : Py_NewRef(Py_None);
+    PyBuffer_Release(&cid);
     return result;
 }
 

@@ -20,7 +20,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from skyfill.atproto.exceptions import InvalidRepo
 from skyfill.atproto.record import MAX_RECORD_BYTES
@@ -51,6 +51,30 @@ if TYPE_CHECKING:
 def peek_frame() -> Callable[[bytes], tuple[str | None, int | None, str | None] | None] | None:
     """The C reader of an event frame's type, seq and DID, when the fast path is on."""
     return _fastrepo.peek_frame if _fastrepo is not None and ENABLED else None
+
+
+def commit_event() -> Callable[..., Any] | None:
+    """The C reader of a whole `#commit` message (`_fastrepo_event.h`), when the fast path
+    is on; `stream/commit_event.py` is its caller."""
+    return _fastrepo.commit_event if _fastrepo is not None and ENABLED else None
+
+
+FieldOrder = tuple[type, tuple[str, ...]]
+"""A class the C module fills, with its fields in the order it fills them."""
+
+
+def bind_commit_types(
+    frame: FieldOrder,
+    op: FieldOrder,
+    verified: FieldOrder,
+    put: FieldOrder,
+    delete: FieldOrder,
+    created_of: Callable[[str], object],
+    skipped: str,
+) -> None:
+    """Tell the C module the classes `commit_event` makes (see `stream/commit_event.py`)."""
+    assert _fastrepo is not None
+    _fastrepo.bind_commit_types(frame, op, verified, put, delete, created_of, skipped)
 
 
 def indexed_commit(

@@ -152,13 +152,15 @@ def is_valid_repo_path(value: str) -> bool:
     # (a bounded cache: the values are untrusted); record keys of ASCII letters and digits
     # only (TIDs, `self`: a subset of the rule) skip the regex.
     collection, _, rkey = value.partition("/")
-    return _is_valid_collection(collection) and (
+    return is_valid_collection(collection) and (
         (rkey.isalnum() and rkey.isascii() and len(rkey) <= MAX_RECORD_KEY_LENGTH)
         or RECORD_KEY.fullmatch(rkey) is not None
     )
 
 
-_is_valid_collection = lru_cache(maxsize=1024)(is_valid_nsid)
+is_valid_collection = lru_cache(maxsize=1024)(is_valid_nsid)
+"""`is_valid_nsid` of a repo path's collection, its answers cached (a bounded cache: the
+values are untrusted)."""
 
 
 def validate_at_uri(value: str) -> str:

@@ -18,6 +18,7 @@ from typing import Protocol
 
 from skyfill.atproto.exceptions import InvalidRepo, RepoFault
 from skyfill.atproto.stream.commit import VerifiedCommit, verify_commit
+from skyfill.atproto.stream.commit_event import read_commit_event
 from skyfill.atproto.stream.frames import CommitFrame, Frame, FrameError, decode_frame
 
 
@@ -67,13 +68,19 @@ class InlineDecoder:
         if not self._check:
             return [(_read(message), None) for message in messages]
         keep = self._keep
-        return [decode_message(m, {}, verify=False, keep_collection=keep) for m in messages]
+        return [decode_message(m, _NO_KEYS, verify=False, keep_collection=keep) for m in messages]
 
     async def close(self) -> None:
         pass
 
 
+_NO_KEYS: Mapping[str, str] = {}
+
+
 def _read(message: bytes) -> Frame | FrameError:
+    fast = read_commit_event(message, None, check=False)
+    if fast is not None:
+        return fast[0]
     try:
         return decode_frame(message)
     except FrameError as exc:
@@ -89,6 +96,11 @@ def decode_message(
 ) -> Decoded:
     """A message read and, when it is a commit, verified as far as the stage can: with
     its account's key when `keys` holds it (and `verify`), else all but the signature."""
+    if not verify:  # the C module checks all a commit but its signature and proof
+        fast = read_commit_event(message, keep_collection, check=True)
+        if fast is not None and (fast[1] is not None or fast[0].too_big):
+            frame, verified = fast
+            return frame, None if verified is None else Precheck(verified, None)
     frame = _read(message)
     if not isinstance(frame, CommitFrame) or frame.too_big:
         return frame, None

@@ -313,4 +313,4 @@ def test_the_record_json_is_the_definition(monkeypatch: pytest.MonkeyPatch) -> N
         assert found is not None
         text, created = decode_record(block, POST, "x")
         assert found[0] == text
-        assert stream_commit._created_at(found[1]) == created
+        assert stream_commit.created_at_of(found[1]) == created

@@ -314,12 +314,13 @@ def _records_in(index: fastrepo.CarIndex) -> RecordReader:
         found = index.record(cid, MAX_RECORD_BYTES)
         if found is None:
             raise _Declined
-        return found[0], _created_at(found[1])
+        return found[0], created_at_of(found[1])
 
     return read
 
 
-def _created_at(created: int | str | None) -> datetime | None:
+def created_at_of(created: int | str | None) -> datetime | None:
+    """A createdAt as the C module gives it (`CarIndex.record`) as a datetime."""
     if created is None:
         return None
     if type(created) is int:
