@@ -54,9 +54,9 @@ def peek_frame() -> Callable[[bytes], tuple[str | None, int | None, str | None] 
 
 
 def commit_event() -> Callable[..., Any] | None:
-    """The C reader of a whole `#commit` message (`_fastrepo_event.h`), when the fast path
-    is on; `stream/commit_event.py` is its caller."""
-    return _fastrepo.commit_event if _fastrepo is not None and ENABLED else None
+    """The C reader of a whole `#commit` message (`_fastrepo_event.h`), None without the C
+    module; `stream/commit_event.py` is its caller, and checks ENABLED at each call."""
+    return _fastrepo.commit_event if _fastrepo is not None else None
 
 
 FieldOrder = tuple[type, tuple[str, ...]]

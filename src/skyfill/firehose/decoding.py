@@ -68,13 +68,10 @@ class InlineDecoder:
         if not self._check:
             return [(_read(message), None) for message in messages]
         keep = self._keep
-        return [decode_message(m, _NO_KEYS, verify=False, keep_collection=keep) for m in messages]
+        return [decode_message(m, {}, verify=False, keep_collection=keep) for m in messages]
 
     async def close(self) -> None:
         pass
-
-
-_NO_KEYS: Mapping[str, str] = {}
 
 
 def _read(message: bytes) -> Frame | FrameError:
