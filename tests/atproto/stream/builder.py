@@ -103,3 +103,40 @@ class RepoWriter:
 
 def post(text: str) -> dict:
     return {"$type": "app.bsky.feed.post", "text": text, "createdAt": "2025-10-01T00:00:00Z"}
+
+
+def record_path(collection: str, i: int) -> str:
+    """A record path of `collection` with a TID-shaped key, distinct for each `i`."""
+    return f"{collection}/3l{i:03d}aaaaaaaa"
+
+
+def writer_with_posts(count: int, collection: str = "app.bsky.feed.post") -> RepoWriter:
+    """A repo that has committed `count` posts, one a commit (the next carries prevData)."""
+    writer = RepoWriter()
+    for i in range(count):
+        writer.commit({record_path(collection, i): post(f"post {i}")})
+    return writer
+
+
+CREATED_AT_FORMS: list[object] = [
+    "2025-03-04T05:06:07.123Z",
+    "2025-03-04T05:06:07Z",
+    "2025-03-04T05:06:07.123456789+05:30",
+    "2025-03-04T05:06:07.123-00:00",
+    "2025-03-04T05:06:07.123+00:00",
+    "2023-02-29T00:00:00.000Z",
+    "2024-02-29T23:59:59.999999Z",
+    "0000-01-01T00:00:00.000Z",
+    "0001-01-01T00:00:00Z",
+    "1900-03-01T00:00:00.5Z",
+    "1969-12-31T23:59:59.999999Z",
+    "9999-12-31T23:59:59.999999Z",
+    "2025-03-04T05:06:07.9999999Z",
+    "Z",
+    "",
+    "garbage",
+    17,
+    None,
+]
+"""A record's createdAt in every form the decoders must read alike (valid, impossible,
+offsets, the edges of the calendar, not a string at all)."""

@@ -26,7 +26,8 @@ from skyfill.atproto.stream.encode import encode_frame
 from skyfill.atproto.stream.frames import CommitFrame, FrameError, RepoOp, decode_frame
 from skyfill.firehose.decoding import decode_message
 from tests.atproto.fuzzing import mutate_block, mutate_car, sample_records
-from tests.atproto.stream.builder import RepoWriter, post
+from tests.atproto.stream.builder import CREATED_AT_FORMS, RepoWriter, post, writer_with_posts
+from tests.atproto.stream.builder import record_path as path
 
 pytestmark = pytest.mark.skipif(not fastrepo.AVAILABLE, reason="needs the built C module")
 
@@ -35,16 +36,9 @@ LIKE = "app.bsky.feed.like"
 Keep = Any
 
 
-def path(collection: str, i: int) -> str:
-    return f"{collection}/3l{i:03d}aaaaaaaa"
-
-
 @pytest.fixture
 def writer() -> RepoWriter:
-    writer = RepoWriter()
-    for i in range(40):
-        writer.commit({path(POST, i): post(f"post {i}")})
-    return writer
+    return writer_with_posts(40, POST)
 
 
 def definition(message: bytes, keep: Keep, mp: pytest.MonkeyPatch) -> tuple[object, object]:
@@ -121,23 +115,7 @@ def test_sample_records_agree(writer: RepoWriter, monkeypatch: pytest.MonkeyPatc
     assert "whole" in answers
 
 
-@pytest.mark.parametrize(
-    "created",
-    [
-        "2025-03-04T05:06:07.123Z",
-        "2025-03-04T05:06:07Z",
-        "2025-03-04T05:06:07.123456789+05:30",
-        "2025-03-04T05:06:07.123-00:00",
-        "2024-02-29T23:59:59.999999Z",
-        "0001-01-01T00:00:00Z",
-        "1969-12-31T23:59:59.999999Z",
-        "1900-03-01T00:00:00.5Z",
-        "9999-12-31T23:59:59.999999Z",
-        "garbage",
-        17,
-        None,
-    ],
-)
+@pytest.mark.parametrize("created", CREATED_AT_FORMS)
 def test_created_at_of_every_form_agrees(
     created: object, writer: RepoWriter, monkeypatch: pytest.MonkeyPatch
 ) -> None:

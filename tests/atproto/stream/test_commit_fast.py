@@ -25,7 +25,8 @@ from skyfill.atproto.stream import commit as stream_commit
 from skyfill.atproto.stream.commit import verify_commit
 from skyfill.atproto.stream.frames import CommitFrame, RepoOp
 from tests.atproto.fuzzing import getter, mutate_block, mutate_car, sample_records
-from tests.atproto.stream.builder import RepoWriter, post
+from tests.atproto.stream.builder import CREATED_AT_FORMS, RepoWriter, post, writer_with_posts
+from tests.atproto.stream.builder import record_path as path
 
 pytestmark = pytest.mark.skipif(not fastrepo.AVAILABLE, reason="needs the built C module")
 
@@ -62,16 +63,9 @@ def fast(frame: CommitFrame, key: str | None, **kw: object) -> bool:
     return stream_commit._verified_fast(frame, key, keep, proof) is not None  # type: ignore[arg-type]
 
 
-def path(collection: str, i: int) -> str:
-    return f"{collection}/3l{i:03d}aaaaaaaa"
-
-
 @pytest.fixture
 def writer() -> RepoWriter:
-    writer = RepoWriter()
-    for i in range(60):
-        writer.commit({path(POST, i): post(f"post {i}")})
-    return writer
+    return writer_with_posts(60, POST)
 
 
 def test_every_kind_of_commit_takes_the_fast_path(
@@ -102,27 +96,7 @@ def test_sample_records_agree(writer: RepoWriter, monkeypatch: pytest.MonkeyPatc
         assert isinstance(same_either_way(frame, key, monkeypatch), str), i
 
 
-@pytest.mark.parametrize(
-    "created",
-    [
-        "2025-03-04T05:06:07.123Z",
-        "2025-03-04T05:06:07Z",
-        "2025-03-04T05:06:07.123456789+05:30",
-        "2025-03-04T05:06:07.123-00:00",
-        "2025-03-04T05:06:07.123+00:00",
-        "2023-02-29T00:00:00.000Z",
-        "0000-01-01T00:00:00.000Z",
-        "0001-01-01T00:00:00Z",
-        "1969-12-31T23:59:59.999999Z",
-        "9999-12-31T23:59:59.999999Z",
-        "2025-03-04T05:06:07.9999999Z",
-        "Z",
-        "",
-        "garbage",
-        17,
-        None,
-    ],
-)
+@pytest.mark.parametrize("created", CREATED_AT_FORMS)
 def test_created_at_of_every_form_agrees(
     created: object, writer: RepoWriter, monkeypatch: pytest.MonkeyPatch
 ) -> None:
