@@ -69,9 +69,9 @@ def _trace_chunks() -> None:
 
     original: Callable[..., Any] = fetch_pool.fetch_chunk
 
-    def fetch_chunk(dids: list[str], scratch: str) -> Any:
+    def fetch_chunk(dids: list[str], scratch: str, *opening: Any) -> Any:
         started = time.time()
-        result = original(dids, scratch)
+        result = original(dids, scratch, *opening)
         ended = time.time()
         print(
             f"CHUNK {os.getpid()} {started - T0:.3f} {ended - T0:.3f} {len(dids)}",

@@ -102,14 +102,11 @@ class FetchPool:
         """The caller's counter: the records the children decoded are added to it."""
         self._hosts: dict[int, dict[str, dict]] = {}
         """Each child's latest per-host counters, by its pid."""
+        self._opening: Opening = (config.to_dict(), processes, budget)
+        """What a child opens the job with, before its first chunk (`_open_child`)."""
 
     def _new_pool(self) -> ProcessPoolExecutor:
-        return ProcessPoolExecutor(
-            max_workers=self._processes,
-            mp_context=multiprocessing.get_context("spawn"),
-            initializer=_open_child,
-            initargs=(os.getpid(), self._config.to_dict(), self._processes, self._budget),
-        )
+        return _started_early(self._processes) or _executor(self._processes, "spawn")
 
     async def fetch(self, dids: list[str], scratch: Path) -> AsyncIterator[ItemOutput]:
         """Every DID's output, chunk by chunk as the children finish them (a chunk's
@@ -140,7 +137,7 @@ class FetchPool:
         assert pool is not None
         try:
             pid, outputs, counts, hosts = await loop.run_in_executor(
-                pool, fetch_chunk, chunk, str(scratch)
+                pool, fetch_chunk, chunk, str(scratch), self._opening
             )
         except BrokenProcessPool:
             if self._pool is pool:  # the first to notice replaces it
@@ -209,6 +206,51 @@ def _crashed(did: str) -> ItemOutput:
     return ItemOutput(result, None)
 
 
+def _executor(processes: int, start: str) -> ProcessPoolExecutor:
+    """Children started by `start`: "spawn" (a new Python that imports this module) or
+    "fork" (a copy of this process, which must then run no other thread)."""
+    return ProcessPoolExecutor(
+        max_workers=processes,
+        mp_context=multiprocessing.get_context(start),
+        initializer=_start_child,
+        initargs=(os.getpid(),),
+    )
+
+
+_early: tuple[int, ProcessPoolExecutor] | None = None
+"""Fetch processes forked before the job's event loop (`start_early`), and how many."""
+
+
+def start_early(processes: int) -> None:
+    """Fork `processes` fetch processes now, before the event loop that will use them: the
+    caller runs no other thread (a fork copies only the calling one, and a lock another
+    thread held would stay held in the child). They start with everything imported; the
+    first pool of as many processes takes them, and `stop_early` ends them if none does.
+    A pool that replaces a broken one spawns its processes."""
+    global _early
+    if _early is not None or processes <= 0:
+        return
+    pool = _executor(processes, "fork")
+    pool.submit(os.getpid)  # a fork pool starts all its processes with its first task
+    _early = processes, pool
+
+
+def _started_early(processes: int) -> ProcessPoolExecutor | None:
+    global _early
+    if _early is None or _early[0] != processes:
+        return None
+    pool, _early = _early[1], None
+    return pool
+
+
+def stop_early() -> None:
+    """End the fetch processes `start_early` forked if no pool took them."""
+    global _early
+    if _early is not None:
+        _early[1].shutdown(wait=True, cancel_futures=True)
+        _early = None
+
+
 # -- the children ------------------------------------------------------------------------
 
 
@@ -223,21 +265,25 @@ class _Child:
 _child: _Child | None = None
 
 
+Opening = tuple[dict[str, Any], int, "Callable[[], SharedBudget] | None"]
+"""A job as a child opens it: its config, the number of processes, the shared budget."""
+
+
+def _start_child(parent_pid: int) -> None:
+    init_child(parent_pid)
+    gcpolicy.tune()
+
+
 def _open_child(
-    parent_pid: int,
-    config: dict[str, Any],
-    processes: int,
-    budget: Callable[[], SharedBudget] | None,
+    config: dict[str, Any], processes: int, budget: Callable[[], SharedBudget] | None
 ) -> None:
     global _child
-    init_child(parent_pid)
     cfg = BackfillConfig.from_dict(config)
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     _child = loop.run_until_complete(_open(cfg, processes, budget))
     # run as the child exits (when the pool shuts down): its connections closed, quietly
     multiprocessing.util.Finalize(None, _close_child, exitpriority=10)
-    gcpolicy.tune()
 
 
 def _close_child() -> None:
@@ -263,12 +309,15 @@ async def _open(
 
 
 def fetch_chunk(
-    dids: list[str], scratch: str
+    dids: list[str], scratch: str, opening: Opening
 ) -> tuple[int, list[ItemOutput], Counter[str], dict[str, dict]]:
     """In a child: the chunk's outputs (their rows in a file in `scratch`), the records
-    they hold by collection, and the child's per-host counters so far."""
+    they hold by collection, and the child's per-host counters so far. The child opens the
+    job (`opening`) before its first chunk."""
+    if _child is None:
+        _open_child(*opening)
     child = _child
-    assert child is not None, "a fetch process starts with _open_child"
+    assert child is not None
     failpoint("fetch_chunk")  # (tests: a child killed while it holds a chunk)
     counted = child.fetcher.records_by_collection
     counted.clear()  # a child works one chunk at a time: what it counts now is this chunk's

@@ -11,6 +11,7 @@ import shutil
 import signal
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -149,6 +150,15 @@ def _read_manifest(layout: JobLayout) -> dict:
         raise UsageError(f"job {layout.job_id} has no readable manifest; run it again") from None
 
 
+def start_processes(handler: Handler) -> None:
+    """A handler's child processes, forked before the event loop (which starts threads):
+    only while this process runs no other thread (the Python API runs a job in a thread of
+    its own; its handler then starts them in the loop, as a pool normally does)."""
+    start = getattr(handler, "start_processes", None)
+    if callable(start) and threading.active_count() == 1:
+        start()
+
+
 def run(runner: JobRunner) -> JobRecord:
     async def main() -> JobRecord:
         loop = asyncio.get_running_loop()
@@ -157,6 +167,7 @@ def run(runner: JobRunner) -> JobRecord:
         return await runner.run()
 
     gcpolicy.tune()
+    start_processes(runner.handler)
     job = asyncio.run(main())
     if job.status is not JobStatus.COMPLETED:
         raise Interrupted(job)
@@ -309,6 +320,7 @@ def serve_job(
             return await node.serve()
 
         gcpolicy.tune()
+        start_processes(runner.handler)
         return asyncio.run(main())
 
 
