@@ -93,17 +93,15 @@ class FetchPool:
         records_by_collection: Counter[str],
         budget: Callable[[], SharedBudget] | None = None,
     ) -> None:
-        self._config = config
         self._processes = processes
-        self._budget = budget
-        """Distributed: how a child opens the hosts' budget shared by every worker."""
         self._pool: ProcessPoolExecutor | None = None
         self._records_by_collection = records_by_collection
         """The caller's counter: the records the children decoded are added to it."""
         self._hosts: dict[int, dict[str, dict]] = {}
         """Each child's latest per-host counters, by its pid."""
         self._opening: Opening = (config.to_dict(), processes, budget)
-        """What a child opens the job with, before its first chunk (`_open_child`)."""
+        """What a child opens the job with, before its first chunk (`_open_child`); the
+        budget (distributed) is how a child opens the hosts' budget every worker shares."""
 
     def _new_pool(self) -> ProcessPoolExecutor:
         return _started_early(self._processes) or _executor(self._processes, "spawn")
