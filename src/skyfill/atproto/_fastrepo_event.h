@@ -586,11 +586,12 @@ static PyObject *ops_tuple(const Event *ev) {
     return ops;
 }
 
-static PyObject *frame_of(const Event *ev) {
+/* The CommitFrame of `ev`, its rev the text `rev` (borrowed; the VerifiedCommit's too). */
+static PyObject *frame_of(const Event *ev, PyObject *rev) {
     PyObject *v[11] = {
         PyLong_FromUnsignedLongLong(ev->seq),
         text_of(ev->repo, ev->repo_n),
-        text_of(ev->rev, ev->rev_n),
+        Py_NewRef(rev),
         ev->since ? text_of(ev->since, ev->since_n) : Py_NewRef(Py_None),
         link_or_none(ev->commit),
         PyBytes_FromStringAndSize((const char *)ev->blocks, (Py_ssize_t)ev->blocks_n),
@@ -616,23 +617,20 @@ static PyObject *commit_event(PyObject *self, PyObject *const *args, Py_ssize_t 
     if (!PyBytes_Check(message) || PyBytes_GET_SIZE(message) > max_frame) Py_RETURN_NONE;
     Event ev;
     memset(&ev, 0, sizeof ev);
-    PyObject *result = NULL, *frame = NULL, *checked = NULL;
+    PyObject *result = NULL, *rev = NULL, *frame = NULL, *checked = NULL;
     const unsigned char *p = (const unsigned char *)PyBytes_AS_STRING(message);
     if (read_commit_event(p, (size_t)PyBytes_GET_SIZE(message), &ev) < 0) {
         result = Py_NewRef(Py_None);
         goto done;
     }
-    frame = frame_of(&ev);
+    rev = text_of(ev.rev, ev.rev_n);
+    frame = rev ? frame_of(&ev, rev) : NULL;
     if (!frame) goto done;
-    if (check && !ev.too_big) {
-        PyObject *rev = PyObject_GetAttrString(frame, "rev");
-        checked = rev ? checked_slice(&ev, rev, nsid_ok, keep, max_record) : NULL;
-        Py_XDECREF(rev);
-    } else {
-        checked = Py_NewRef(Py_None);
-    }
+    checked = check && !ev.too_big ? checked_slice(&ev, rev, nsid_ok, keep, max_record)
+                                   : Py_NewRef(Py_None);
     if (checked) result = PyTuple_Pack(2, frame, checked);
 done:
+    Py_XDECREF(rev);
     Py_XDECREF(frame);
     Py_XDECREF(checked);
     PyMem_RawFree(ev.ops);

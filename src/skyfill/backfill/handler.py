@@ -178,9 +178,8 @@ class BackfillHandler:
         threads = (os.cpu_count() or 1) if processes == 0 and fastrepo.ENABLED else 0
         self._executor = make_executor(processes, threads)
         processes = self._fetch_processes()
-        budget = self.shared_budget
         if self._uses_pool(processes):
-            opener = budget.opener() if budget is not None else None
+            opener = self.shared_budget.opener() if self.shared_budget is not None else None
             self._pool = FetchPool(cfg, processes, self.records_by_collection, opener)
         self._fetcher = RepoFetcher(
             cfg,

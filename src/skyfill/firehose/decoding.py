@@ -93,12 +93,11 @@ def decode_message(
 ) -> Decoded:
     """A message read and, when it is a commit, verified as far as the stage can: with
     its account's key when `keys` holds it (and `verify`), else all but the signature."""
-    if not verify:  # the C module checks all a commit but its signature and proof
-        fast = read_commit_event(message, keep_collection, check=True)
-        if fast is not None and (fast[1] is not None or fast[0].too_big):
-            frame, verified = fast
-            return frame, None if verified is None else Precheck(verified, None)
-    frame = _read(message)
+    # the C module reads a commit and, without `verify`, checks all but its signature
+    fast = read_commit_event(message, keep_collection, check=not verify)
+    if fast is not None and fast[1] is not None:
+        return fast[0], Precheck(fast[1], None)
+    frame = _read(message) if fast is None else fast[0]
     if not isinstance(frame, CommitFrame) or frame.too_big:
         return frame, None
     key = keys.get(frame.repo) if verify else None

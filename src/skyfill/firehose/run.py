@@ -8,7 +8,7 @@ import contextlib
 import logging
 import signal
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
@@ -74,6 +74,10 @@ class StreamDir:
     @property
     def lock(self) -> Path:
         return self.root / "lock"
+
+    def shard(self, index: int) -> StreamDir:
+        """A split stream's shard K (`--shards`): its own state and lock."""
+        return StreamDir(self.root / f"shard-{index}")
 
 
 def source_key(url: str) -> str:
@@ -145,18 +149,10 @@ async def _run(
         source = source_key(config.from_host)
         if hooks.prepare is not None:
             hooks.prepare(state, source)
-        counters = StreamCounters()
-        memory = MemoryGate(config.max_memory)
-        held = (config.max_memory or HELD_BYTES_DEFAULT * 4) // 4
-        book = RepoBook(state.load_repos(), held)
+        counters, memory, book = consumer_parts(state, config.max_memory, children=True)
         async with stream_clients(config) as (stream_session, client):
             resolver = IdentityResolver(client, config.plc_url)
-            probe = probe_with(
-                subscribe,
-                config.from_host,
-                session=stream_session,
-                allow_private_network=config.allow_private_network,
-            )
+            probe = stream_probe(config, stream_session)
             start = await _start(config, state, sink, source, probe)
 
             facts = facts_of(counters, memory, book, stream_id=config.stream_id, source=source)
@@ -178,25 +174,59 @@ async def _run(
             )
             if metrics_port:
                 serve_metrics(facts, config.stream_id, metrics_port)
-            loop = asyncio.get_running_loop()
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.add_signal_handler(sig, consumer.stop)
-            try:
+            with stopped_by_signals(consumer.stop):
                 async with (
                     showing(facts, progress, interval),
                     following_labels(config, where, stream_session, client),
                 ):
                     await consumer.run(start)
-            finally:
-                for sig in (signal.SIGTERM, signal.SIGINT):
-                    loop.remove_signal_handler(sig)
             final = facts()
-            state.put_meta("stats", {**final, "updated_at": time.time()})
+            state.put_stats(final)
             log.info(summary_line(final), extra={"event": "firehose_done", **final})
             return final
     finally:
         sink.close()
         state.close()
+
+
+def consumer_parts(
+    state: StreamState, max_memory: int | None, *, children: bool
+) -> tuple[StreamCounters, MemoryGate, RepoBook]:
+    """A consumer's counters, its memory gate (`children`: count the process's children,
+    decode workers) and its repos' facts from `state`, holding back events up to a quarter
+    of `max_memory` (or of HELD_BYTES_DEFAULT's four times)."""
+    held = (max_memory or HELD_BYTES_DEFAULT * 4) // 4
+    return (
+        StreamCounters(),
+        MemoryGate(max_memory, children=children),
+        RepoBook(state.load_repos(), held),
+    )
+
+
+def stream_probe(config: FirehoseConfig, session: aiohttp.ClientSession) -> Opener:
+    """Probes of the stream's host at a cursor (its head, a window's first event)."""
+    return probe_with(
+        subscribe,
+        config.from_host,
+        session=session,
+        allow_private_network=config.allow_private_network,
+    )
+
+
+@contextlib.contextmanager
+def stopped_by_signals(stop: Callable[[], None]) -> Iterator[None]:
+    """SIGTERM and SIGINT call `stop` (in the running loop) while the block runs."""
+    loop = asyncio.get_running_loop()
+    for sig in STOP_SIGNALS:
+        loop.add_signal_handler(sig, stop)
+    try:
+        yield
+    finally:
+        for sig in STOP_SIGNALS:
+            loop.remove_signal_handler(sig)
+
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 def facts_of(

@@ -24,7 +24,6 @@ import ctypes
 import logging
 import os
 import signal
-import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,26 +33,23 @@ import orjson
 
 from skyfill import gcpolicy
 from skyfill.atproto.identity import IdentityResolver
-from skyfill.atproto.stream.client import subscribe
 from skyfill.errors import SkyfillError
-from skyfill.firehose.book import RepoBook
 from skyfill.firehose.config import FirehoseConfig
 from skyfill.firehose.errors import StreamStopped
 from skyfill.firehose.run import (
-    HELD_BYTES_DEFAULT,
     StreamBusy,
     StreamDir,
+    consumer_parts,
     facts_of,
     make_consumer,
     saved_cursor,
     source_key,
+    stopped_by_signals,
     stream_clients,
+    stream_probe,
 )
 from skyfill.firehose.shards import HEADER, pipe_reader, read_feed, shard_source
 from skyfill.firehose.state import StreamState
-from skyfill.firehose.stats import StreamCounters
-from skyfill.firehose.window import probe_with
-from skyfill.ratelimit.memory_gate import MemoryGate
 from skyfill.sinks.factory import open_stream_sink
 from skyfill.storage.lockfile import exclusive
 
@@ -156,13 +152,11 @@ async def _run(
         start = await _frame_seq(feed)
         if start is None:
             return  # the router stopped before the stream began
-        counters = StreamCounters()
-        memory = MemoryGate(orders.max_memory, children=config.workers() > 0)
-        held = (orders.max_memory or HELD_BYTES_DEFAULT * 4) // 4
-        book = RepoBook(state.load_repos(), held)
+        counters, memory, book = consumer_parts(
+            state, orders.max_memory, children=config.workers() > 0
+        )
         async with stream_clients(config) as (session, client):
             resolver = IdentityResolver(client, config.plc_url)
-
             facts = facts_of(counters, memory, book)
 
             consumer = make_consumer(
@@ -175,23 +169,16 @@ async def _run(
                 book=book,
                 resolver=resolver,
                 counters=counters,
-                probe=probe_with(
-                    subscribe,
-                    config.from_host,
-                    session=session,
-                    allow_private_network=config.allow_private_network,
-                ),
+                probe=stream_probe(config, session),
                 memory=memory,
                 stats=facts,
                 feed=read_feed(feed),
             )
-            loop = asyncio.get_running_loop()
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.add_signal_handler(sig, consumer.stop)
-            async with _reporting(facts, report):
-                await consumer.run(start)
+            with stopped_by_signals(consumer.stop):
+                async with _reporting(facts, report):
+                    await consumer.run(start)
             final = facts()
-            state.put_meta("stats", {**final, "updated_at": time.time()})
+            state.put_stats(final)
             report({"done": final})
     finally:
         sink.close()

@@ -32,7 +32,6 @@ import logging
 import os
 import signal
 import struct
-import time
 import zlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
@@ -52,12 +51,14 @@ from skyfill.firehose.run import (
     chosen_start,
     following_labels,
     source_key,
+    stopped_by_signals,
     stream_clients,
+    stream_probe,
     write_manifest,
 )
 from skyfill.firehose.state import StreamState
 from skyfill.firehose.stats import StreamCounters
-from skyfill.firehose.window import find_head, head_from, probe_with
+from skyfill.firehose.window import find_head, head_from
 from skyfill.ratelimit.memory_gate import MemoryGate
 from skyfill.sinks.factory import open_stream_sink
 
@@ -165,7 +166,7 @@ def fork_shards(config: FirehoseConfig, where: StreamDir) -> list[Forked]:
                         if fd not in (feed_r, report_w):
                             os.close(fd)
                 orders = ShardOrders(
-                    shard_config, index, count, where.root / f"shard-{index}", memory, router
+                    shard_config, index, count, where.shard(index).root, memory, router
                 )
                 code = serve(orders, feed_r, report_w)
             finally:
@@ -342,12 +343,7 @@ async def run_sharded(
         finally:
             sink.close()
         async with stream_clients(config) as (stream_session, client):
-            probe = probe_with(
-                subscribe,
-                config.from_host,
-                session=stream_session,
-                allow_private_network=config.allow_private_network,
-            )
+            probe = stream_probe(config, stream_session)
             router = _Router(config, where, source, stream_session, probe)
             router.shards = [_Shard(f) for f in forked]
             try:
@@ -438,7 +434,6 @@ class _Router:
         client: Any,
     ) -> dict[str, Any]:
         config = self.config
-        loop = asyncio.get_running_loop()
         routed = False
         try:
             saved = await asyncio.gather(*(s.saved for s in self.shards))
@@ -453,24 +448,21 @@ class _Router:
             self.read_cursor = start
             if metrics_port:
                 serve_metrics(self.facts, config.stream_id, metrics_port)
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.add_signal_handler(sig, self._signalled)
-            async with showing(self.facts, progress, interval):  # until the shards are done
-                try:
-                    async with following_labels(config, self.where, self.session, client):
-                        await self._route_until_done(start, state)
-                        routed = True
-                finally:
-                    await self.stop_all(finish=routed and self.live)
+            with stopped_by_signals(self._signalled):
+                async with showing(self.facts, progress, interval):  # until shards are done
+                    try:
+                        async with following_labels(config, self.where, self.session, client):
+                            await self._route_until_done(start, state)
+                            routed = True
+                    finally:
+                        await self.stop_all(finish=routed and self.live)
         finally:
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.remove_signal_handler(sig)
             await self.stop_all(finish=False)  # (when not already)
         failed = [s for s in self.shards if s.final is None]
         if failed:
             raise failed[0].failure()
         final = self.facts()
-        state.put_meta("stats", {**final, "updated_at": time.time()})
+        state.put_stats(final)
         log.info(summary_line(final), extra={"event": "firehose_done", **final})
         return final
 
@@ -582,7 +574,7 @@ class _Router:
     async def _save(self, state: StreamState) -> None:
         while True:
             await asyncio.sleep(SAVE_SECONDS)
-            state.put_meta("stats", {**self.facts(), "updated_at": time.time()})
+            state.put_stats(self.facts())
 
     def _signalled(self) -> None:
         """SIGTERM or SIGINT: routing stops; shards finishing (live) are stopped too."""

@@ -149,6 +149,10 @@ class StreamState:
         with self._lock:
             self._conn.execute("DELETE FROM cursor WHERE source = ?", (source,))
 
+    def put_stats(self, stats: dict) -> None:
+        """The run's facts, for `skyfill status`, stamped with the time they were saved."""
+        self.put_meta("stats", {**stats, "updated_at": time.time()})
+
     def put_meta(self, name: str, data: object) -> None:
         with self._lock:
             self._put_meta(name, data)

@@ -67,7 +67,7 @@ def _shards_facts(
     reasons: Counter[str] = Counter()
     cursors: list[tuple[int, str | None] | None] = []
     for index in range(shards):
-        path = where.root / f"shard-{index}" / "state.sqlite"
+        path = where.shard(index).state
         if not path.exists():
             cursors.append(None)
             continue
