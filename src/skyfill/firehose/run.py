@@ -149,14 +149,11 @@ async def _run(
         source = source_key(config.from_host)
         if hooks.prepare is not None:
             hooks.prepare(state, source)
-        counters, memory, book = consumer_parts(state, config.max_memory, children=True)
+        parts = ConsumerParts.of(state, config.max_memory, children=True)
         async with stream_clients(config) as (stream_session, client):
-            resolver = IdentityResolver(client, config.plc_url)
             probe = stream_probe(config, stream_session)
             start = await _start(config, state, sink, source, probe)
-
-            facts = facts_of(counters, memory, book, stream_id=config.stream_id, source=source)
-
+            facts = parts.facts(stream_id=config.stream_id, source=source)
             consumer = make_consumer(
                 config,
                 source=source,
@@ -164,11 +161,8 @@ async def _run(
                 client=client,
                 sink=sink,
                 state=state,
-                book=book,
-                resolver=resolver,
-                counters=counters,
+                parts=parts,
                 probe=probe,
-                memory=memory,
                 stats=facts,
                 subscribe=hooks.subscribe,
             )
@@ -189,18 +183,38 @@ async def _run(
         state.close()
 
 
-def consumer_parts(
-    state: StreamState, max_memory: int | None, *, children: bool
-) -> tuple[StreamCounters, MemoryGate, RepoBook]:
-    """A consumer's counters, its memory gate (`children`: count the process's children,
-    decode workers) and its repos' facts from `state`, holding back events up to a quarter
-    of `max_memory` (or of HELD_BYTES_DEFAULT's four times)."""
-    held = (max_memory or HELD_BYTES_DEFAULT * 4) // 4
-    return (
-        StreamCounters(),
-        MemoryGate(max_memory, children=children),
-        RepoBook(state.load_repos(), held),
-    )
+@dataclass(frozen=True, slots=True)
+class ConsumerParts:
+    """What a consumer counts and keeps, and what its facts are read from."""
+
+    counters: StreamCounters
+    memory: MemoryGate
+    book: RepoBook
+
+    @classmethod
+    def of(cls, state: StreamState, max_memory: int | None, *, children: bool) -> ConsumerParts:
+        """Fresh counters, a memory gate (`children`: count the process's children, decode
+        workers) and the repos' facts from `state`, holding back events up to a quarter of
+        `max_memory` (or of HELD_BYTES_DEFAULT's four times)."""
+        held = (max_memory or HELD_BYTES_DEFAULT * 4) // 4
+        memory = MemoryGate(max_memory, children=children)
+        return cls(StreamCounters(), memory, RepoBook(state.load_repos(), held))
+
+    def facts(self, **fixed: Any) -> Callable[[], dict[str, Any]]:
+        """What a running stream shows (progress, metrics, status, the summary), as a call."""
+        counters, memory, book = self.counters, self.memory, self.book
+
+        def facts() -> dict[str, Any]:
+            data = counters.snapshot(memory.rss())
+            data.update(
+                desynchronized_repos=book.count_desynchronized(),
+                repos_known=len(book),
+                held_bytes=book.held_bytes,
+                **fixed,
+            )
+            return data
+
+        return facts
 
 
 def stream_probe(config: FirehoseConfig, session: aiohttp.ClientSession) -> Opener:
@@ -229,24 +243,6 @@ def stopped_by_signals(stop: Callable[[], None]) -> Iterator[None]:
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
-def facts_of(
-    counters: StreamCounters, memory: MemoryGate, book: RepoBook, **fixed: Any
-) -> Callable[[], dict[str, Any]]:
-    """What a running stream shows (progress, metrics, status, the summary), as a call."""
-
-    def facts() -> dict[str, Any]:
-        data = counters.snapshot(memory.rss())
-        data.update(
-            desynchronized_repos=book.count_desynchronized(),
-            repos_known=len(book),
-            held_bytes=book.held_bytes,
-            **fixed,
-        )
-        return data
-
-    return facts
-
-
 def make_consumer(
     config: FirehoseConfig,
     *,
@@ -255,16 +251,15 @@ def make_consumer(
     client: XrpcClient,
     sink: StreamSink,
     state: StreamStateStore,
-    book: RepoBook,
-    resolver: IdentityResolver,
-    counters: StreamCounters,
+    parts: ConsumerParts,
     probe: Opener,
-    memory: MemoryGate,
     stats: Callable[[], dict[str, Any]],
     subscribe: Callable[..., AsyncIterator[bytes]] = subscribe,
     feed: Feed | None = None,
 ) -> Consumer:
     """The consumer of one stream (or of one shard's feed) with `config`'s rules."""
+    counters, book = parts.counters, parts.book
+    resolver = IdentityResolver(client, config.plc_url)
     keep_did = _did_filter(config.dids_file)
     keep_collection = collection_filter(config.collections)
     return Consumer(
@@ -282,7 +277,7 @@ def make_consumer(
         batch_delay=config.batch_delay,
         flush_seconds=config.flush_seconds,
         max_concurrent=config.max_concurrent,
-        memory=memory,
+        memory=parts.memory,
         until_live=config.until_live and feed is None,
         duration=config.duration if feed is None else None,
         make_applier=lambda **hooks: Applier(

@@ -32,15 +32,13 @@ from typing import Any
 import orjson
 
 from skyfill import gcpolicy
-from skyfill.atproto.identity import IdentityResolver
 from skyfill.errors import SkyfillError
 from skyfill.firehose.config import FirehoseConfig
 from skyfill.firehose.errors import StreamStopped
 from skyfill.firehose.run import (
+    ConsumerParts,
     StreamBusy,
     StreamDir,
-    consumer_parts,
-    facts_of,
     make_consumer,
     saved_cursor,
     source_key,
@@ -152,13 +150,9 @@ async def _run(
         start = await _frame_seq(feed)
         if start is None:
             return  # the router stopped before the stream began
-        counters, memory, book = consumer_parts(
-            state, orders.max_memory, children=config.workers() > 0
-        )
+        parts = ConsumerParts.of(state, orders.max_memory, children=config.workers() > 0)
         async with stream_clients(config) as (session, client):
-            resolver = IdentityResolver(client, config.plc_url)
-            facts = facts_of(counters, memory, book)
-
+            facts = parts.facts()
             consumer = make_consumer(
                 config,
                 source=source,
@@ -166,11 +160,8 @@ async def _run(
                 client=client,
                 sink=sink,
                 state=state,
-                book=book,
-                resolver=resolver,
-                counters=counters,
+                parts=parts,
                 probe=stream_probe(config, session),
-                memory=memory,
                 stats=facts,
                 feed=read_feed(feed),
             )
