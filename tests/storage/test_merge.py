@@ -26,6 +26,7 @@ from skyfill.storage.atomic import sha256_file
 from skyfill.storage.merge import (
     MergeOrderError,
     MergeSpec,
+    _in_order,
     fits_in_memory,
     merge_in_memory,
     merge_stream,
@@ -413,3 +414,109 @@ def test_merge_in_memory_gives_what_the_stream_gives(tmp_path: Path, seed: int) 
     assert pa.Table.from_batches(batches, SCHEMA).equals(streamed)
     assert streamed.to_pylist() == reference(rows, KEY, "rev")
     assert fits_in_memory(paths, 1 << 30) and not fits_in_memory(paths, 0)
+
+
+# -- group_by, and inputs that need no sort ---------------------------------------------------
+
+
+def grouped_spec(rng: random.Random, group_by: str | None = "collection") -> MergeSpec:
+    rows = rng.choice([3, 64, 4096])
+    return MergeSpec(key_columns=KEY, newest_column="rev", group_by=group_by, batch_rows=rows)
+
+
+def windows(total: int, rows: int) -> list[int]:
+    return [min(rows, total - start) for start in range(0, total, rows)]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_a_grouped_merge_orders_rows_by_the_group_first(tmp_path: Path, seed: int) -> None:
+    rng = random.Random(seed)
+    spec = grouped_spec(rng)
+    assert spec.order_columns == ("collection", "did", "rkey")
+    paths, rows = [], []
+    for f in range(rng.randrange(1, 9)):
+        file_rows = random_rows(rng, rng.randrange(0, 200), f"f{f}", nulls=seed % 2 == 1)
+        paths.append(write(tmp_path / f"task-{f:04d}.parquet", file_rows, spec, row_group=7))
+        rows.extend(pq.read_table(paths[-1]).to_pylist())
+    expected = reference(rows, spec.order_columns, "rev")
+    assert merge_stream(paths, spec, SCHEMA).read_all().to_pylist() == expected
+    assert pa.Table.from_batches(list(merge_in_memory(paths, spec, SCHEMA))).to_pylist() == expected
+    # a file sorted by the key columns alone is out of a grouped merge's order
+    if len({(r["collection"], r["did"]) for r in rows}) > 2:
+        ungrouped = write(tmp_path / "ungrouped.parquet", rows, SPEC)
+        if (
+            pq.read_table(ungrouped).to_pylist()
+            != sort_table(pq.read_table(ungrouped), spec).to_pylist()
+        ):
+            with pytest.raises(MergeOrderError):
+                merge_stream([ungrouped, paths[0]], spec, SCHEMA).read_all()
+
+
+RANGE_DIDS = sorted(f"did:plc:{c}{i}" for c in ("a", "b", "é", "😀", "a\x00") for i in range(6))
+
+
+def disjoint_inputs(
+    directory: Path, rng: random.Random, spec: MergeSpec, files: int
+) -> tuple[list[Path], list[dict]]:
+    """Sorted files, each of the rows of its own range of DIDs (some empty), in an order
+    that is not their ranges'."""
+    directory.mkdir(parents=True, exist_ok=True)
+    cuts = sorted(rng.sample(range(1, len(RANGE_DIDS)), files - 1))
+    ranges = [RANGE_DIDS[a:b] for a, b in zip([0, *cuts], [*cuts, len(RANGE_DIDS)], strict=True)]
+    rng.shuffle(ranges)
+    paths, everything = [], []
+    for f, dids in enumerate(ranges):
+        rows = random_rows(rng, 0 if rng.random() < 0.15 else rng.randrange(1, 150), f"f{f}")
+        for row in rows:
+            row["did"] = rng.choice(dids)
+        paths.append(write(directory / f"task-{f:04d}.parquet", rows, spec, rng.randrange(1, 40)))
+        everything.extend(pq.read_table(paths[-1]).to_pylist())
+    return paths, everything
+
+
+@pytest.mark.parametrize("group_by", [None, "collection"])
+@pytest.mark.parametrize("seed", range(5))
+def test_inputs_of_disjoint_ranges_are_concatenated_in_merge_order(
+    tmp_path: Path, seed: int, group_by: str | None
+) -> None:
+    rng = random.Random(seed)
+    spec = grouped_spec(rng, group_by)
+    paths, rows = disjoint_inputs(tmp_path, rng, spec, files=rng.randrange(2, 9))
+    tables = [pq.read_table(p, schema=SCHEMA) for p in paths]
+    assert _in_order(tables, spec) is not None  # (the concatenation, not the sort)
+    batches = list(merge_in_memory(paths, spec, SCHEMA))
+    expected = reference(rows, spec.order_columns, "rev")
+    assert pa.Table.from_batches(batches, SCHEMA).to_pylist() == expected
+    # the batches the sort would make of the same rows: what a sink writes is the same
+    assert [len(b) for b in batches] == windows(len(expected), spec.batch_rows)
+    assert merge_stream(paths, spec, SCHEMA).read_all().to_pylist() == expected
+
+
+def test_inputs_that_need_a_sort_are_sorted(tmp_path: Path) -> None:
+    """Overlapping ranges, a file out of order, a key twice in one file, a null in the
+    range column: not concatenated, but sorted and de-duplicated as any inputs."""
+    rng = random.Random(7)
+    spec = grouped_spec(rng)
+    paths, rows = disjoint_inputs(tmp_path / "base", rng, spec, files=4)
+    first = next(r for r in rows)
+    cases: dict[str, list[dict]] = {
+        "overlap": [{**first, "collection": "zz.other", "row_id": "overlap"}],
+        "null": [{**first, "did": None, "row_id": "null"}],
+    }
+    for name, extra in cases.items():
+        extra_path = write(tmp_path / f"{name}.parquet", extra, spec)
+        inputs = [*paths, extra_path]
+        assert _in_order([pq.read_table(p, schema=SCHEMA) for p in inputs], spec) is None
+        got = pa.Table.from_batches(list(merge_in_memory(inputs, spec, SCHEMA))).to_pylist()
+        assert got == reference(rows + extra, spec.order_columns, "rev"), name
+    unsorted = pq.read_table(paths[0]).to_pylist()
+    unsorted = [*unsorted[::-1], {**unsorted[0], "rev": "3k99", "row_id": "twice"}]
+    for name, bad_rows in {"reversed": unsorted[:-1], "twice": unsorted}.items():
+        bad = tmp_path / f"{name}.parquet"
+        pq.write_table(pa.Table.from_pylist(bad_rows, schema=SCHEMA), bad)
+        inputs = [bad, *paths[1:]]
+        if len(bad_rows) > 1:
+            assert _in_order([pq.read_table(p, schema=SCHEMA) for p in inputs], spec) is None
+        everything = bad_rows + [r for p in paths[1:] for r in pq.read_table(p).to_pylist()]
+        got = pa.Table.from_batches(list(merge_in_memory(inputs, spec, SCHEMA))).to_pylist()
+        assert got == reference(everything, spec.order_columns, "rev"), name

@@ -24,7 +24,13 @@ from skyfill.backfill.fetch_pool import FetchPool, auto_processes
 from skyfill.backfill.fetcher import RepoFetcher
 from skyfill.backfill.input import read_did_file
 from skyfill.backfill.previous import PreviousJob, carried_dids, carry_over
-from skyfill.backfill.schema import NEWEST_COLUMN, RECORD_KEY, RECORDS_SCHEMA, REPOS_SCHEMA
+from skyfill.backfill.schema import (
+    NEWEST_COLUMN,
+    PARTITION_COLUMN,
+    RECORD_KEY,
+    RECORDS_SCHEMA,
+    REPOS_SCHEMA,
+)
 from skyfill.engine.discovery import DiscoveryContext
 from skyfill.engine.executor import make_executor
 from skyfill.engine.handler import AggregateContext, Plan
@@ -50,7 +56,7 @@ class BackfillHandler:
     output_schema = RECORDS_SCHEMA
     dedup_key = RECORD_KEY
     newest_column = NEWEST_COLUMN
-    group_by = "collection"
+    group_by = PARTITION_COLUMN
     """The Parquet output is partitioned by collection: rows grouped by it are written as
     they come (see AggregateContext.rows)."""
 
@@ -87,7 +93,10 @@ class BackfillHandler:
 
     def plan(self) -> Plan:
         """Read the DID file (if any), and make sure the sink can be written before any
-        fetch. Hosts to list (--from-host, --from-relay) are listed while the job runs."""
+        fetch. Hosts to list (--from-host, --from-relay) are listed while the job runs.
+
+        The DIDs are planned sorted: each task then covers its own range of DIDs, and the
+        aggregation only concatenates the tasks' sorted files (`merge_in_memory`)."""
         self.sink(Path(self.config.job_id) / "output").check()
         hosts = {
             "from_hosts": self.config.from_hosts,
@@ -103,7 +112,7 @@ class BackfillHandler:
         if not self.discovers():
             self.config = dataclasses.replace(self.config, planned_dids=len(parsed.dids))
         return Plan(
-            items=parsed.dids,
+            items=sorted(parsed.dids),
             input_description={
                 "kind": "did_file",
                 "path": str(path.resolve()),
@@ -127,10 +136,10 @@ class BackfillHandler:
         warnings: list[str] = []
         if self.config.dids_file:
             parsed = read_did_file(Path(self.config.dids_file))
-            items = list(dict.fromkeys([*items, *parsed.dids]))
+            items = [*items, *parsed.dids]
             warnings = parsed.warnings()
         return Plan(
-            items=items,
+            items=sorted(set(items)),
             input_description={"kind": "refresh", "previous": self.config.previous, **hosts},
             warnings=warnings,
         )

@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 from skyfill.atproto.fastrepo import CheckedRepo, open_records
 from skyfill.backfill.collections import collection_filter
 from skyfill.backfill.decode import DecodedRepo, python_decode, table_of_chunks
-from skyfill.backfill.schema import NEWEST_COLUMN, RECORD_KEY, RECORDS_SCHEMA
+from skyfill.backfill.schema import NEWEST_COLUMN, PARTITION_COLUMN, RECORD_KEY, RECORDS_SCHEMA
 from skyfill.engine.model import SpilledRows
 from skyfill.failpoints import failpoint
 from skyfill.storage import arrow_compute as pc
@@ -40,7 +40,12 @@ STREAM_BATCH_ROWS = 65_536
 `SKYFILL_STREAM_BATCH_ROWS` overrides it (tests: several batches of a small repo)."""
 MERGE_BATCH_ROWS = 16_384
 """Rows per step of the merge of a repo's batch files."""
-SPEC = MergeSpec(key_columns=RECORD_KEY, newest_column=NEWEST_COLUMN, batch_rows=MERGE_BATCH_ROWS)
+SPEC = MergeSpec(
+    key_columns=RECORD_KEY,
+    newest_column=NEWEST_COLUMN,
+    group_by=PARTITION_COLUMN,
+    batch_rows=MERGE_BATCH_ROWS,
+)
 """The backfill's dedup key and order (`BackfillHandler` declares the same)."""
 
 

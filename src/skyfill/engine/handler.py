@@ -19,7 +19,7 @@ class Plan:
     """What the coordinator produced from the job's input."""
 
     items: list[str]
-    """Unique items in input order."""
+    """Unique items, in the order they are batched."""
     input_description: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
 
@@ -30,8 +30,9 @@ class AggregateContext:
     store: StateStore
     rows: pa.RecordBatchReader
     """Every task's rows, merged, sorted by the dedup key and de-duplicated (newest kept).
-    A handler that names a key column `group_by` (optional) may get them grouped by it
-    first (when they are merged in memory): e.g. a sink partitioned by that column."""
+    A handler that names a key column `group_by` (optional) gets them ordered by it first,
+    e.g. for a sink partitioned by that column; its task files must be sorted so too
+    (`MergeSpec.order_columns`)."""
     input_files: list[Path]
     """Task output files that were merged (each has its `.done` marker)."""
 

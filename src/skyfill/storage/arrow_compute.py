@@ -26,12 +26,15 @@ and_: Callable[[Datum, Datum], Datum] = _kernels["and_"]
 and_not: Callable[[Datum, Datum], Datum] = _kernels["and_not"]
 or_: Callable[[Datum, Datum], Datum] = _kernels["or_"]
 equal: Callable[[Datum, Datum], Datum] = _kernels["equal"]
+greater: Callable[[Datum, Datum], Datum] = _kernels["greater"]
 not_equal: Callable[[Datum, Datum], Datum] = _kernels["not_equal"]
 
 # One input.
 all: Callable[[Datum], Datum] = _kernels["all"]  # pyarrow's name (shadows the builtin here)
 count_distinct: Callable[[Datum], Datum] = _kernels["count_distinct"]
+indices_nonzero: Callable[[Datum], Datum] = _kernels["indices_nonzero"]
 is_null: Callable[[Datum], Datum] = _kernels["is_null"]
+min_max: Callable[[Datum], Datum] = _kernels["min_max"]
 take: Callable[[Datum, Datum], Datum] = _kernels["take"]
 unique: Callable[[Datum], Datum] = _kernels["unique"]
 value_counts: Callable[[Datum], Datum] = _kernels["value_counts"]
@@ -54,8 +57,11 @@ __all__ = [
     "count_distinct",
     "equal",
     "fill_null",
+    "greater",
+    "indices_nonzero",
     "is_in",
     "is_null",
+    "min_max",
     "not_equal",
     "or_",
     "replace_substring",

@@ -1,8 +1,9 @@
 """Streaming k-way merge of sorted Parquet files, de-duplicated on a key.
 
-Every input is sorted by `MergeSpec.key_columns` (ascending) and holds one row per key
-(`sort_table` makes it so). `merge_stream` merges any number of such files into one
-sorted, de-duplicated stream, holding only a bounded slice of each input in memory.
+Every input is sorted by `MergeSpec.order_columns` (the key columns, `group_by` first)
+and holds one row per key (`sort_table` makes it so). `merge_stream` merges any number
+of such files into one sorted, de-duplicated stream, holding only a bounded slice of each
+input in memory.
 Among rows with equal keys the one with the greatest `newest_column` wins, and on a tie
 the row from the earliest input (in the order given), so the result equals `sort_table`
 of the inputs' concatenation. (`merge_levels.reduce_to_fan_in` merges groups of inputs,
@@ -23,7 +24,7 @@ from __future__ import annotations
 
 import bisect
 import contextlib
-import dataclasses
+import itertools
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -65,9 +66,9 @@ class MergeSpec:
     """Inputs up to this size in all (uncompressed) are merged in memory, by one sort
     (`merge_in_memory`: faster for a small job); 0: always streamed."""
     group_by: str | None = None
-    """A key column that a merge in memory orders rows by first (a sink partitioned by it
-    then gets each partition's rows together); the streaming merge ignores it. Either
-    way, rows with one value of it come in key order."""
+    """A key column that rows are ordered by first, in every sorted file and merge (a sink
+    partitioned by it gets each partition's rows together); rows with one value of it
+    come in the order of the other key columns."""
     workers: int = 2
     """Merges of one level that `reduce_to_fan_in` runs at once (threads: Arrow reads,
     sorts and writes without the GIL). Memory grows with it; 1 runs them one by one."""
@@ -87,9 +88,16 @@ class MergeSpec:
             raise ValueError("MergeSpec.batch_rows must be positive")
 
     @property
+    def order_columns(self) -> tuple[str, ...]:
+        """The key columns in the order rows are sorted by: `group_by` first."""
+        if self.group_by is None:
+            return self.key_columns
+        return (self.group_by, *(c for c in self.key_columns if c != self.group_by))
+
+    @property
     def sort_keys(self) -> list[tuple[str, str, str]]:
-        """Arrow sort keys: key columns ascending, newest first, nulls last everywhere."""
-        keys = [(c, "ascending", "at_end") for c in self.key_columns]
+        """Arrow sort keys: order columns ascending, newest first, nulls last everywhere."""
+        keys = [(c, "ascending", "at_end") for c in self.order_columns]
         return [*keys, (self.newest_column, "descending", "at_end")]
 
 
@@ -97,7 +105,8 @@ class MergeSpec:
 
 
 def sort_table(table: pa.Table, spec: MergeSpec) -> pa.Table:
-    """Sorted by key_columns ascending, newest_column descending, duplicates of a key removed.
+    """Sorted by order_columns ascending, newest_column descending, duplicates of a key
+    removed.
 
     Of the rows sharing a key the one with the greatest newest_column is kept (nulls lose
     to every value); on a tie, the first in the table's order. Nulls in key columns sort
@@ -111,7 +120,7 @@ def sort_table(table: pa.Table, spec: MergeSpec) -> pa.Table:
 def _unique_sorted_indices(table: pa.Table, spec: MergeSpec) -> pa.Array:
     """Indices of the rows `sort_table` keeps, in its order (the sort is stable)."""
     indices = pc.sort_indices(table, sort_keys=spec.sort_keys)
-    first = _first_of_each_key(table.select(list(spec.key_columns)).take(indices))
+    first = _first_of_each_key(table.select(list(spec.order_columns)).take(indices))
     return indices if first is None else indices.filter(first)
 
 
@@ -176,13 +185,13 @@ class _Input:
     """
 
     def __init__(
-        self, path: Path, schema: pa.Schema, key_columns: tuple[str, ...], rows: int
+        self, path: Path, schema: pa.Schema, order_columns: tuple[str, ...], rows: int
     ) -> None:
         self.file = pq.ParquetFile(path)
         self.unread = self.file.metadata.num_rows
         self.batches = _batches(self.file, rows, schema.names)
         self.schema = schema
-        self.key_columns = key_columns
+        self.order_columns = order_columns
         self.buffer = pa.record_batch([], schema=pa.schema([]))
         self.keys: _Keys | None = None
 
@@ -214,7 +223,7 @@ class _Input:
 
     def _keys(self) -> _Keys:
         if self.keys is None:
-            self.keys = _Keys(self.buffer, self.key_columns)
+            self.keys = _Keys(self.buffer, self.order_columns)
         return self.keys
 
     def take_through(self, frontier: Key | None) -> pa.RecordBatch | None:
@@ -257,22 +266,25 @@ def merge_stream(inputs: list[Path], spec: MergeSpec, schema: pa.Schema) -> pa.R
 
 
 def merge_in_memory(inputs: list[Path], spec: MergeSpec, schema: pa.Schema) -> pa.RecordBatchReader:
-    """The rows `merge_stream` gives (the same row kept of duplicate keys; the same order,
-    or grouped by `spec.group_by` first), for inputs small enough to hold at once: read
-    whole and sorted once by Arrow, instead of merged step by step. Batches of
-    `batch_rows`."""
+    """The rows `merge_stream` gives (the same row kept of duplicate keys, in the same
+    order), in batches of `batch_rows`, for inputs small enough to hold at once: read whole
+    and sorted once by Arrow instead of merged step by step; or, when the inputs need no
+    sort (`_in_order`), only concatenated."""
     with ThreadPoolExecutor(spec.workers, "skyfill-read") as pool:
         tables = list(pool.map(lambda path: _read_whole(path, schema), inputs))
-    table = pa.concat_tables(tables).combine_chunks() if tables else schema.empty_table()
-    del tables
-    grouped = spec
-    if spec.group_by is not None:
-        keys = (spec.group_by, *(c for c in spec.key_columns if c != spec.group_by))
-        grouped = dataclasses.replace(spec, key_columns=keys)
-    order = _unique_sorted_indices(table, grouped) if table.num_rows else pa.array([], pa.int64())
-    # Each batch is gathered in a thread, ahead of the consumer (who encodes the last one).
-    batches = ahead(_taken(table, order, spec.batch_rows), PREFETCH_BATCHES, "skyfill-merge")
-    return pa.RecordBatchReader.from_batches(schema, batches)
+    ordered = _in_order(tables, spec)
+    if ordered is not None:
+        del tables
+        batches = _windows(ordered, spec.batch_rows)
+    else:
+        table = pa.concat_tables(tables).combine_chunks() if tables else schema.empty_table()
+        del tables
+        order = _unique_sorted_indices(table, spec) if table.num_rows else pa.array([], pa.int64())
+        batches = _taken(table, order, spec.batch_rows)
+    # Each batch is made in a thread, ahead of the consumer (who encodes the last one).
+    return pa.RecordBatchReader.from_batches(
+        schema, ahead(batches, PREFETCH_BATCHES, "skyfill-merge")
+    )
 
 
 def _read_whole(path: Path, schema: pa.Schema) -> pa.Table:
@@ -282,6 +294,92 @@ def _read_whole(path: Path, schema: pa.Schema) -> pa.Table:
 def _taken(table: pa.Table, order: pa.Array, rows: int) -> Iterator[pa.RecordBatch]:
     for start in range(0, len(order), rows):
         yield from table.take(order.slice(start, rows)).to_batches()
+
+
+def _windows(table: pa.Table, rows: int) -> Iterator[pa.RecordBatch]:
+    """The table's rows in contiguous batches of `rows` (the last may be shorter): the
+    batches `_taken` makes of the same rows, so that what is written of them is too."""
+    for start in range(0, table.num_rows, rows):
+        yield from table.slice(start, rows).combine_chunks().to_batches()
+
+
+def _in_order(tables: list[pa.Table], spec: MergeSpec) -> pa.Table | None:
+    """The inputs' rows in merge order, only concatenated, when no sort is needed; else None.
+
+    No sort is needed when every input is sorted by the order columns with one row per key
+    and the inputs' ranges of the first order column after `group_by` (the range column)
+    do not overlap: no key is then in two inputs, and the inputs taken by their ranges, one
+    `group_by` value after another, are in order. A job whose tasks cover ascending ranges
+    of that column (a backfill of a sorted DID list) is aggregated so."""
+    column = _range_column(spec)
+    ranges: list[tuple[Any, Any, pa.Table]] = []
+    for table in tables:
+        if not table.num_rows:
+            continue
+        bounds = _range(table, column, spec.order_columns) if column else None
+        if bounds is None:
+            return None
+        ranges.append((*bounds, table))
+    if not ranges:
+        return None
+    ranges.sort(key=lambda r: r[0])
+    if any(not a[1] < b[0] for a, b in itertools.pairwise(ranges)):
+        return None
+    ordered = [table for _, _, table in ranges]
+    if spec.group_by is None:
+        return pa.concat_tables(ordered)
+    parts: dict[Any, list[pa.Table]] = {}
+    for table in ordered:
+        for value, start, length in _runs(table.column(spec.group_by)):
+            parts.setdefault(value, []).append(table.slice(start, length))
+    return pa.concat_tables([part for value in sorted(parts) for part in parts[value]])
+
+
+def _range_column(spec: MergeSpec) -> str | None:
+    after_group = spec.order_columns[1:] if spec.group_by is not None else spec.order_columns
+    return after_group[0] if after_group else None
+
+
+def _range(table: pa.Table, column: str, order: tuple[str, ...]) -> tuple[Any, Any] | None:
+    """The lowest and the highest value of `column` in a table sorted by `order` with one
+    row per key (and no null in those columns); None for any other table."""
+    if not _strictly_ascending(table, order):
+        return None
+    bounds = pc.min_max(table.column(column))
+    return bounds["min"].as_py(), bounds["max"].as_py()
+
+
+def _strictly_ascending(table: pa.Table, columns: tuple[str, ...]) -> bool:
+    """Whether each row's values of `columns` come after the previous row's (compared
+    column by column, as Arrow sorts); False if a null is among them."""
+    n = table.num_rows
+    if any(table.column(c).null_count for c in columns):
+        return False
+    if n < 2:
+        return True
+    after: pa.ChunkedArray | None = None
+    for name in reversed(columns):  # row i+1 > row i: greater here, or equal and after
+        values = table.column(name)
+        later, earlier = values.slice(1), values.slice(0, n - 1)
+        greater = pc.greater(later, earlier)
+        after = (
+            greater if after is None else pc.or_(greater, pc.and_(pc.equal(later, earlier), after))
+        )
+    assert after is not None
+    return pc.all(after).as_py()
+
+
+def _runs(values: pa.ChunkedArray) -> Iterator[tuple[Any, int, int]]:
+    """(value, start, length) of each run of equal values."""
+    n = len(values)
+    if not n:
+        return
+    changes = pc.indices_nonzero(pc.not_equal(values.slice(1), values.slice(0, n - 1)))
+    starts = [0, *(i + 1 for i in changes.to_pylist())]
+    ends = [*starts[1:], n]
+    firsts = pc.take(values, pa.array(starts)).to_pylist()
+    for value, start, end in zip(firsts, starts, ends, strict=True):
+        yield value, start, end - start
 
 
 def fits_in_memory(inputs: list[Path], budget: int) -> bool:
@@ -303,7 +401,7 @@ def _merged_batches(
         rows = _read_batch_rows(spec, len(inputs))
         states = []
         for path in inputs:
-            state = _Input(Path(path), schema, spec.key_columns, rows)
+            state = _Input(Path(path), schema, spec.order_columns, rows)
             stack.callback(state.close)
             states.append(state)
         yield from _rebatch(_merged_tables(states, spec), spec.batch_rows)
@@ -326,6 +424,10 @@ def _merged_tables(states: list[_Input], spec: MergeSpec) -> Iterator[pa.Table]:
         bounded = [s.last_key() for s in live if s.more]
         frontier = min(bounded) if bounded else None
         parts = [part for s in live if (part := s.take_through(frontier)) is not None]
+        if not parts:  # the frontier's own input holds rows above its last key
+            raise MergeOrderError(
+                f"merge inputs are not sorted and de-duplicated by {list(spec.order_columns)}"
+            )
         if len(parts) == 1:  # already sorted and unique
             table, indices = pa.Table.from_batches(parts), None
         else:  # one contiguous copy; gathering from many chunks is much slower
@@ -349,13 +451,13 @@ def _check_order(
     first_row, last_row = 0, table.num_rows - 1
     if indices is not None:
         first_row, last_row = indices[0].as_py(), indices[-1].as_py()
-    first = _row_key(table, first_row, spec.key_columns)
+    first = _row_key(table, first_row, spec.order_columns)
     if last is not None and not last < first:
         raise MergeOrderError(
-            f"merge inputs are not sorted and de-duplicated by {list(spec.key_columns)}: "
+            f"merge inputs are not sorted and de-duplicated by {list(spec.order_columns)}: "
             f"key {first} follows {last}"
         )
-    return _row_key(table, last_row, spec.key_columns)
+    return _row_key(table, last_row, spec.order_columns)
 
 
 def _row_key(table: pa.Table, row: int, columns: tuple[str, ...]) -> Key:
