@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections import Counter
 from datetime import datetime
@@ -149,3 +150,44 @@ def test_a_fetch_process_that_dies_loses_nothing(simnet: Server, tmp_path: Path)
     assert records_by_did(tmp_path, "fpk") == want
     rows = repos(tmp_path, "fpk")
     assert any(row["attempts"] > 1 for row in rows.values()), "no chunk was lost and retried"
+
+
+def test_a_did_files_tasks_are_concatenated_into_what_the_streamed_merge_gives(
+    simnet: Server, tmp_path: Path
+) -> None:
+    """A DID file is planned sorted, so each batch covers its own range of DIDs, and every
+    task file is sorted by (collection, did, rkey): the aggregation only concatenates the
+    task files, and its dataset is, row for row, the one the streamed merge writes."""
+    assert (
+        _run(simnet, tmp_path, "cat", "--batch-size", "7", "--fetch-processes", "2").returncode == 0
+    )
+    assert (
+        _run(simnet, tmp_path, "str", "--batch-size", "7", "--merge-in-memory", "0").returncode == 0
+    )
+    root = job_dir(tmp_path, "cat")
+    batches = [
+        json.loads(path.read_text())["items"] for path in sorted((root / "batches").glob("*.json"))
+    ]
+    assert len(batches) > 2 and all(items == sorted(items) for items in batches)
+    assert all(a[-1] < b[0] for a, b in itertools.pairwise(batches))
+    key = ("collection", "did", "rkey")
+    for task_file in (root / "tasks").glob("*/task-*.parquet"):
+        rows = [tuple(r[c] for c in key) for r in pq.read_table(task_file).to_pylist()]
+        assert rows == sorted(set(rows))
+    merges = {
+        job: json.loads((job_dir(tmp_path, job) / "aggregation" / "manifest.json").read_text())
+        for job in ("cat", "str")
+    }
+    assert merges["cat"]["merge"] == "concatenated" and merges["str"]["merge"] == "streamed"
+    partitions = sorted(p.name for p in (root / "output" / "records").iterdir())
+    assert len(partitions) > 1
+    for partition in partitions:
+        tables = {
+            job: pq.read_table(
+                next((job_dir(tmp_path, job) / "output" / "records" / partition).glob("*.parquet"))
+            ).drop_columns(["job_id"])
+            for job in ("cat", "str")
+        }
+        assert tables["cat"].equals(tables["str"]), partition
+        rows = [(r["did"], r["rkey"]) for r in tables["cat"].select(["did", "rkey"]).to_pylist()]
+        assert rows == sorted(rows)

@@ -26,7 +26,6 @@ from skyfill.storage.atomic import sha256_file
 from skyfill.storage.merge import (
     MergeOrderError,
     MergeSpec,
-    _in_order,
     fits_in_memory,
     merge_in_memory,
     merge_stream,
@@ -408,7 +407,7 @@ def test_merge_in_memory_gives_what_the_stream_gives(tmp_path: Path, seed: int) 
     paths, rows = make_inputs(tmp_path, rng, files=rng.randrange(1, 14), nulls=seed % 2 == 1)
     spec = MergeSpec(key_columns=KEY, newest_column="rev", batch_rows=rng.choice([3, 64, 4096]))
     streamed = merge_stream(paths, spec, SCHEMA).read_all()
-    in_memory = merge_in_memory(paths, spec, SCHEMA)
+    in_memory = merge_in_memory(paths, spec, SCHEMA).rows
     batches = list(in_memory)
     assert all(len(batch) <= spec.batch_rows for batch in batches)
     assert pa.Table.from_batches(batches, SCHEMA).equals(streamed)
@@ -440,7 +439,10 @@ def test_a_grouped_merge_orders_rows_by_the_group_first(tmp_path: Path, seed: in
         rows.extend(pq.read_table(paths[-1]).to_pylist())
     expected = reference(rows, spec.order_columns, "rev")
     assert merge_stream(paths, spec, SCHEMA).read_all().to_pylist() == expected
-    assert pa.Table.from_batches(list(merge_in_memory(paths, spec, SCHEMA))).to_pylist() == expected
+    assert (
+        pa.Table.from_batches(list(merge_in_memory(paths, spec, SCHEMA).rows)).to_pylist()
+        == expected
+    )
     # a file sorted by the key columns alone is out of a grouped merge's order
     if len({(r["collection"], r["did"]) for r in rows}) > 2:
         ungrouped = write(tmp_path / "ungrouped.parquet", rows, SPEC)
@@ -482,9 +484,9 @@ def test_inputs_of_disjoint_ranges_are_concatenated_in_merge_order(
     rng = random.Random(seed)
     spec = grouped_spec(rng, group_by)
     paths, rows = disjoint_inputs(tmp_path, rng, spec, files=rng.randrange(2, 9))
-    tables = [pq.read_table(p, schema=SCHEMA) for p in paths]
-    assert _in_order(tables, spec) is not None  # (the concatenation, not the sort)
-    batches = list(merge_in_memory(paths, spec, SCHEMA))
+    merged = merge_in_memory(paths, spec, SCHEMA)
+    assert merged.concatenated  # (not sorted again)
+    batches = list(merged.rows)
     expected = reference(rows, spec.order_columns, "rev")
     assert pa.Table.from_batches(batches, SCHEMA).to_pylist() == expected
     # the batches the sort would make of the same rows: what a sink writes is the same
@@ -505,18 +507,20 @@ def test_inputs_that_need_a_sort_are_sorted(tmp_path: Path) -> None:
     }
     for name, extra in cases.items():
         extra_path = write(tmp_path / f"{name}.parquet", extra, spec)
-        inputs = [*paths, extra_path]
-        assert _in_order([pq.read_table(p, schema=SCHEMA) for p in inputs], spec) is None
-        got = pa.Table.from_batches(list(merge_in_memory(inputs, spec, SCHEMA))).to_pylist()
+        merged = merge_in_memory([*paths, extra_path], spec, SCHEMA)
+        assert not merged.concatenated, name
+        got = pa.Table.from_batches(list(merged.rows)).to_pylist()
         assert got == reference(rows + extra, spec.order_columns, "rev"), name
-    unsorted = pq.read_table(paths[0]).to_pylist()
+    biggest = max(paths, key=lambda path: pq.ParquetFile(path).metadata.num_rows)
+    others = [path for path in paths if path != biggest]
+    unsorted = pq.read_table(biggest).to_pylist()
+    assert len(unsorted) > 2
     unsorted = [*unsorted[::-1], {**unsorted[0], "rev": "3k99", "row_id": "twice"}]
     for name, bad_rows in {"reversed": unsorted[:-1], "twice": unsorted}.items():
         bad = tmp_path / f"{name}.parquet"
         pq.write_table(pa.Table.from_pylist(bad_rows, schema=SCHEMA), bad)
-        inputs = [bad, *paths[1:]]
-        if len(bad_rows) > 1:
-            assert _in_order([pq.read_table(p, schema=SCHEMA) for p in inputs], spec) is None
-        everything = bad_rows + [r for p in paths[1:] for r in pq.read_table(p).to_pylist()]
-        got = pa.Table.from_batches(list(merge_in_memory(inputs, spec, SCHEMA))).to_pylist()
+        merged = merge_in_memory([bad, *others], spec, SCHEMA)
+        assert not merged.concatenated, name
+        everything = bad_rows + [r for p in others for r in pq.read_table(p).to_pylist()]
+        got = pa.Table.from_batches(list(merged.rows)).to_pylist()
         assert got == reference(everything, spec.order_columns, "rev"), name

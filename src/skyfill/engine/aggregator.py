@@ -61,11 +61,12 @@ def aggregate(
     if spec.in_memory_bytes and fits_in_memory(inputs, spec.in_memory_bytes):
         levels = []
         failpoint("aggregation_levels_done")
-        rows = merge_in_memory(inputs, spec, handler.output_schema)
+        merged = merge_in_memory(inputs, spec, handler.output_schema)
+        rows, method = merged.rows, "concatenated" if merged.concatenated else "sorted"
     else:
         finals, levels = reduce_to_fan_in(inputs, workdir, spec, handler.output_schema)
         failpoint("aggregation_levels_done")
-        rows = merge_stream(finals, spec, handler.output_schema)
+        rows, method = merge_stream(finals, spec, handler.output_schema), "streamed"
     facts = handler.aggregate(AggregateContext(layout, store, rows, inputs))
     row_counts = {batch: rows for batch, (_, rows) in by_batch.items()}
     return {
@@ -78,6 +79,7 @@ def aggregate(
             if carried
             else {}
         ),
+        "merge": method,
         "fan_in": spec.fan_in,
         "merge_dir": str(workdir.relative_to(layout.root)),
         "levels": [{"level": level.level, "outputs": level.outputs} for level in levels],

@@ -265,7 +265,16 @@ def merge_stream(inputs: list[Path], spec: MergeSpec, schema: pa.Schema) -> pa.R
     return pa.RecordBatchReader.from_batches(schema, batches)
 
 
-def merge_in_memory(inputs: list[Path], spec: MergeSpec, schema: pa.Schema) -> pa.RecordBatchReader:
+@dataclass(frozen=True, slots=True)
+class InMemoryMerge:
+    """What `merge_in_memory` gives: the rows, and how they were put in order."""
+
+    rows: pa.RecordBatchReader
+    concatenated: bool
+    """True: the inputs needed no sort and were only concatenated (`_in_order`)."""
+
+
+def merge_in_memory(inputs: list[Path], spec: MergeSpec, schema: pa.Schema) -> InMemoryMerge:
     """The rows `merge_stream` gives (the same row kept of duplicate keys, in the same
     order), in batches of `batch_rows`, for inputs small enough to hold at once: read whole
     and sorted once by Arrow instead of merged step by step; or, when the inputs need no
@@ -282,9 +291,8 @@ def merge_in_memory(inputs: list[Path], spec: MergeSpec, schema: pa.Schema) -> p
         order = _unique_sorted_indices(table, spec) if table.num_rows else pa.array([], pa.int64())
         batches = _taken(table, order, spec.batch_rows)
     # Each batch is made in a thread, ahead of the consumer (who encodes the last one).
-    return pa.RecordBatchReader.from_batches(
-        schema, ahead(batches, PREFETCH_BATCHES, "skyfill-merge")
-    )
+    ready = ahead(batches, PREFETCH_BATCHES, "skyfill-merge")
+    return InMemoryMerge(pa.RecordBatchReader.from_batches(schema, ready), ordered is not None)
 
 
 def _read_whole(path: Path, schema: pa.Schema) -> pa.Table:
