@@ -30,6 +30,7 @@ from skyfill.storage.merge import (
     merge_in_memory,
     merge_stream,
     sort_table,
+    sort_table_by_group,
 )
 from skyfill.storage.merge_levels import MergeLevel, reduce_to_fan_in
 
@@ -524,3 +525,22 @@ def test_inputs_that_need_a_sort_are_sorted(tmp_path: Path) -> None:
         everything = bad_rows + [r for p in others for r in pq.read_table(p).to_pylist()]
         got = pa.Table.from_batches(list(merged.rows)).to_pylist()
         assert got == reference(everything, spec.order_columns, "rev"), name
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_sort_table_by_group_equals_sort_table(seed: int) -> None:
+    """Rows in order but for the group (key after key, each key's rows sorted by the rest),
+    and any rows at all (duplicates, nulls): the same table as sort_table gives."""
+    rng = random.Random(seed)
+    spec = grouped_spec(rng)
+    rows = random_rows(rng, rng.randrange(0, 300), "r", nulls=seed % 2 == 1)
+    by_did = sorted(
+        reference(rows, KEY, "rev"),
+        key=lambda r: (r["did"], _order(r["collection"]), _order(r["rkey"])),
+    )
+    for given in (by_did, rows):
+        table = pa.Table.from_pylist(given, schema=SCHEMA)
+        assert sort_table_by_group(table, spec).equals(sort_table(table, spec))
+    assert sort_table_by_group(pa.Table.from_pylist(rows, schema=SCHEMA), spec).to_pylist() == (
+        reference(rows, spec.order_columns, "rev")
+    )

@@ -49,7 +49,7 @@ from skyfill.net.http import make_session
 from skyfill.ratelimit.local import LocalLimiter
 from skyfill.ratelimit.shared import SharedBudget
 from skyfill.storage import columnar, spool
-from skyfill.storage.merge import sort_table
+from skyfill.storage.merge import sort_table_by_group
 from skyfill.telemetry.histogram import LatencyHistogram
 
 AUTO_MIN_DIDS = 1000
@@ -344,7 +344,11 @@ def _rows_to_file(outputs: list[ItemOutput], scratch: Path) -> list[ItemOutput]:
     others = [o for o in outputs if not (o.rows is not None and o.rows.num_rows)]
     if not holding:
         return others
-    table = sort_table(pa.concat_tables([o.rows for o in holding if o.rows is not None]), SPEC)
+    # DID after DID, each DID's rows in its repo's key order: (collection, rkey) for usual
+    # collection names, so only the collections need sorting
+    holding.sort(key=lambda o: o.result.key)
+    rows = pa.concat_tables([o.rows for o in holding if o.rows is not None])
+    table = sort_table_by_group(rows, SPEC)
     scratch.mkdir(parents=True, exist_ok=True)
     path = scratch / f"chunk-{os.getpid()}-{secrets.token_hex(4)}.parquet"
     columnar.write_table(table, path, spool.SEGMENT_ROW_GROUP, columnar.INTERMEDIATE)

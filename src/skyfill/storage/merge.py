@@ -117,6 +117,20 @@ def sort_table(table: pa.Table, spec: MergeSpec) -> pa.Table:
     return table.take(_unique_sorted_indices(table, spec))
 
 
+def sort_table_by_group(table: pa.Table, spec: MergeSpec) -> pa.Table:
+    """`sort_table` for rows that are in order but for `group_by` (e.g. one key after
+    another, each key's rows in the order of the other columns): a stable sort by
+    `group_by` alone, kept if it leaves the rows sorted and unique (checked), else the
+    full sort. The same rows in the same order either way, the first often at half the
+    cost."""
+    if spec.group_by is None or table.num_rows < 2:
+        return sort_table(table, spec)
+    grouped = table.take(pc.sort_indices(table, sort_keys=[(spec.group_by, "ascending", "at_end")]))
+    if _strictly_ascending(grouped, spec.order_columns):
+        return grouped
+    return sort_table(table, spec)
+
+
 def _unique_sorted_indices(table: pa.Table, spec: MergeSpec) -> pa.Array:
     """Indices of the rows `sort_table` keeps, in its order (the sort is stable)."""
     indices = pc.sort_indices(table, sort_keys=spec.sort_keys)
