@@ -126,7 +126,7 @@ class BackfillHandler:
         )
 
     def _refresh_plan(self, hosts: dict[str, Any]) -> Plan:
-        """The previous job's DIDs, then those of the DID file (if any) not among them."""
+        """The previous job's DIDs and those of the DID file (if any), each once, sorted."""
         assert self.config.previous is not None
         previous = PreviousJob(Path(self.config.previous))
         try:
