@@ -19,8 +19,8 @@ from skyfill.engine.state.redis import RedisStateStore
 from skyfill.engine.state.redis_keys import RedisKeys
 from skyfill.engine.state.sqlite import SqliteStateStore
 from skyfill.monitor.dashboard import DashboardServer
+from skyfill.monitor.redis_source import RedisSource
 from skyfill.monitor.snapshot import job_snapshot
-from skyfill.monitor.sources import RedisSource
 from skyfill.telemetry.histogram import LatencyHistogram
 from tests.helpers import (
     Server,

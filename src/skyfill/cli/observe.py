@@ -80,15 +80,23 @@ def observing(
 ) -> Iterator[JobObserver]:
     """Logging, the metrics server and the progress display for one run of `job_id`
     (its state in <workdir>, or in Redis at `state_url`)."""
-    # imported here: the options above serve `skyfill firehose` too, which runs no job
-    from skyfill.monitor.metrics import MetricsServer
+    # imported here: the options above serve `skyfill firehose` too, which runs no job (and
+    # a local run without --metrics-port loads neither the Redis client nor Prometheus's)
     from skyfill.monitor.progress import make_progress
-    from skyfill.monitor.sources import RedisSource, WorkdirSource
+    from skyfill.monitor.sources import WorkdirSource
 
     configure_logging(log_level)
     bind(job_id=job_id)
-    source: JobSource = RedisSource(state_url) if state_url else WorkdirSource(workdir)
-    metrics = MetricsServer(source, job_id, metrics_port, metrics_host) if metrics_port else None
+    source: JobSource = WorkdirSource(workdir)
+    if state_url:
+        from skyfill.monitor.redis_source import RedisSource
+
+        source = RedisSource(state_url)
+    metrics = None
+    if metrics_port:
+        from skyfill.monitor.metrics import MetricsServer
+
+        metrics = MetricsServer(source, job_id, metrics_port, metrics_host)
     log.info("%s %s", command, job_id, extra={"event": "job_started", "command": command})
     try:
         yield make_progress(progress, progress_interval)

@@ -14,8 +14,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import yaml
-
 from skyfill.errors import UsageError
 
 if TYPE_CHECKING:  # (a type only: the commands that read job files need not load the engine)
@@ -38,6 +36,8 @@ class JobDefinition:
 
 def read_yaml_mapping(path: Path) -> dict[str, Any]:
     """A YAML file that must hold a mapping; UsageError with the reason otherwise."""
+    import yaml  # only here: a run without a config file does not load the YAML parser
+
     try:
         data = yaml.safe_load(path.read_text())
     except FileNotFoundError:
