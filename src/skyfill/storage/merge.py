@@ -334,11 +334,13 @@ def _in_order(tables: list[pa.Table], spec: MergeSpec) -> pa.Table | None:
     `group_by` value after another, are in order. A job whose tasks cover ascending ranges
     of that column (a backfill of a sorted DID list) is aggregated so."""
     column = _range_column(spec)
+    if column is None:
+        return None
     ranges: list[tuple[Any, Any, pa.Table]] = []
     for table in tables:
         if not table.num_rows:
             continue
-        bounds = _range(table, column, spec.order_columns) if column else None
+        bounds = _range(table, column, spec.order_columns)
         if bounds is None:
             return None
         ranges.append((*bounds, table))
