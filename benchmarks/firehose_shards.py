@@ -58,6 +58,7 @@ from skyfill.firehose.apply import Applier  # noqa: E402
 from skyfill.firehose.book import RepoBook  # noqa: E402
 from skyfill.firehose.decoding import decode_message  # noqa: E402
 from skyfill.firehose.stats import StreamCounters  # noqa: E402
+from skyfill.net.aiohttp_transport import AiohttpTransport  # noqa: E402
 from skyfill.net.http import HttpSettings, make_session  # noqa: E402
 from skyfill.ratelimit.local import side_limiter  # noqa: E402
 from skyfill.sinks.changes import Change, ChangeBatch  # noqa: E402
@@ -82,7 +83,7 @@ class Shard:
 
     async def open(self) -> None:
         self.session = make_session(HttpSettings(allow_private_network=True))
-        client = XrpcClient(self.session, True, side_limiter(16))
+        client = XrpcClient(AiohttpTransport(self.session, True), True, side_limiter(16))
         self.resolver = IdentityResolver(client, self.plc_url)
         self.applier = Applier(
             book=RepoBook({}, 64 << 20),

@@ -21,7 +21,8 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from skyfill.atproto.xrpc import XrpcClient
-from skyfill.net.http import HttpSettings, make_session
+from skyfill.net.http import HttpSettings
+from skyfill.net.transport import make_transport
 from skyfill.ratelimit.local import LimitSettings, LocalLimiter
 from skyfill.ratelimit.spec import parse_rate
 from tests import cliserver
@@ -262,12 +263,12 @@ def dids_by_fault(net: Server) -> dict[str, str]:
 async def xrpc_client(rate: str = "3000/5m") -> AsyncIterator[tuple[XrpcClient, LocalLimiter]]:
     """skyfill's XRPC client as the backfill makes it (private network allowed, since the
     test servers are on loopback), and its limiter (`rate` for every host)."""
-    session = make_session(HttpSettings(allow_private_network=True))
+    transport = make_transport(HttpSettings(allow_private_network=True), "lean")
     limiter = LocalLimiter(LimitSettings(default_rate=parse_rate(rate)))
     try:
-        yield XrpcClient(session, True, limiter), limiter
+        yield XrpcClient(transport, True, limiter), limiter
     finally:
-        await session.close()
+        await transport.close()
 
 
 def host_key(url: str) -> str:

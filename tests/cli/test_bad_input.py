@@ -72,6 +72,7 @@ def test_unusable_did_files(tmp_path: Path, content: bytes, needle: str, command
         (["--plc-url", "ftp://plc.example"], "plc-url must be an http(s) URL"),
         (["--job-id", "../escape"], "invalid job id"),
         (["--concurrency", "many"], "Invalid value"),
+        (["--http-client", "curl"], "http-client must be one of lean, aiohttp, not 'curl'"),
     ],
 )
 def test_bad_flags(tmp_path: Path, flags: list[str], needle: str) -> None:

@@ -53,6 +53,7 @@ SAMPLES: dict[str, tuple[str, str, Any]] = {
     "decode_processes": ("5", "5", 5),
     "fetch_processes": ("3", "3", 3),
     "read_timeout": ("30", "30", 30.0),
+    "http_client": ("aiohttp", "aiohttp", "aiohttp"),
     "rate_limit": ("100/1m", "100/1m", "100/1m"),
     "hosts": ("pds.a.com=100/1m", "{pds.a.com: 100/1m}", {"pds.a.com": "100/60s"}),
     "host_concurrency": ("3", "3", 3),

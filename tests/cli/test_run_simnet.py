@@ -10,7 +10,9 @@ from pathlib import Path
 
 import orjson
 import pyarrow.parquet as pq
+import pytest
 
+from skyfill.net.transport import HTTP_CLIENTS
 from tests.helpers import (
     Server,
     job_dir,
@@ -27,8 +29,9 @@ def _run(simnet: Server, workdir: Path, job_id: str, *extra: str):
     return run_job(simnet, workdir, job_id, *extra)
 
 
-def test_backfill_matches_truth(simnet: Server, tmp_path: Path) -> None:
-    result = _run(simnet, tmp_path, "j1", "--batch-size", "7")
+@pytest.mark.parametrize("http_client", HTTP_CLIENTS)
+def test_backfill_matches_truth(simnet: Server, tmp_path: Path, http_client: str) -> None:
+    result = _run(simnet, tmp_path, "j1", "--batch-size", "7", "--http-client", http_client)
     assert result.returncode == 0, result.stderr
     truth = simnet.ready["truth_data"]
     want = {did: recs for did, recs in truth_records(truth).items() if recs}

@@ -14,6 +14,7 @@ from skyfill.firehose.apply import Applier
 from skyfill.firehose.book import RepoBook
 from skyfill.firehose.decoding import Decoded, decode_message
 from skyfill.firehose.stats import StreamCounters
+from skyfill.net.aiohttp_transport import AiohttpTransport
 from skyfill.net.http import HttpSettings, make_session
 from skyfill.ratelimit.local import side_limiter
 from tests.firehose.recording import ServedRecording, read_frames
@@ -40,7 +41,7 @@ async def test_ready_commits_change_what_apply_changes(fh_served: ServedRecordin
     ]
     session = make_session(HttpSettings(allow_private_network=True))
     try:
-        client = XrpcClient(session, True, side_limiter(8))
+        client = XrpcClient(AiohttpTransport(session, True), True, side_limiter(8))
         fast, reference = _applier(client, fh_served.plc_url), _applier(client, fh_served.plc_url)
         taken = commits = 0
         for frame, pre in events:

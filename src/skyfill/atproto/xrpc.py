@@ -14,7 +14,6 @@ from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import NamedTuple, TypedDict, TypeVar, overload
 
-import aiohttp
 import orjson
 from yarl import URL
 
@@ -29,7 +28,7 @@ from skyfill.atproto.exceptions import (
 )
 from skyfill.errors import RateLimited, ServerError, SkyfillError
 from skyfill.net.guard import check_host
-from skyfill.net.http import transport_error
+from skyfill.net.transport import HttpResponse, HttpTransport
 from skyfill.ratelimit.base import Limiter
 
 _REPO_ERRORS: dict[str, type[SkyfillError]] = {
@@ -51,7 +50,7 @@ MAX_JSON_BYTES = 8 << 20
 T = TypeVar("T")
 ErrorMapper = Callable[[int, Mapping[str, str], bytes, str], SkyfillError]
 """(status, headers, body, what) of a non-2xx answer -> the error to raise."""
-BodyReader = Callable[[aiohttp.ClientResponse], Awaitable[tuple["bytes | CarFile", bool]]]
+BodyReader = Callable[[HttpResponse], Awaitable[tuple["bytes | CarFile", bool]]]
 """Reads an answer's body: (the bytes kept, or the file they went to; whether the body was
 longer)."""
 
@@ -210,7 +209,7 @@ def _throttled_or_5xx(status: int) -> bool:
 
 
 class XrpcClient:
-    """Makes the XRPC and identity requests of a backfill with one shared HTTP session.
+    """Makes the XRPC and identity requests of a backfill through one HTTP transport.
 
     Every request waits for its host's turn in the limiter first (rate, server window,
     concurrency), and reports the answer back so that the limiter learns the host's limits.
@@ -218,7 +217,7 @@ class XrpcClient:
 
     def __init__(
         self,
-        session: aiohttp.ClientSession,
+        transport: HttpTransport,
         allow_private_network: bool,
         limiter: Limiter,
         admission: Callable[[], AbstractAsyncContextManager[None]] | None = None,
@@ -226,7 +225,7 @@ class XrpcClient:
         """`admission`: entered after the host's and the global turn, before a repo download
         (the memory gate: it then weighs only what is about to be downloaded)."""
         self._admission = admission or contextlib.nullcontext
-        self._session = session
+        self.transport = transport
         self._allow_private = allow_private_network
         self._limiter = limiter
 
@@ -341,23 +340,21 @@ class XrpcClient:
         """The sequence of every request: the host check; the host's (and the global) turn
         in the limiter, with `admit` also the memory gate; one GET, whose rate-limit headers
         go to the limiter and whose body (as `read` reads it) is counted for the host and
-        the DID; a `failed` status raised as `errors(...)`, a transport failure as its
-        transient error class. Yields the answer with the request's slot still held."""
+        the DID; a `failed` status raised as `errors(...)` (a transport raises its failures
+        as skyfill's error classes). Yields the answer with the request's slot still held."""
         host = self._host(url)
         admission = self._admission if admit else contextlib.nullcontext
         async with self._limiter.request(host) as ticket, admission():
             self._count_wait(ticket.waited)
-            try:
-                async with self._session.get(url, params=params) as resp:
-                    ticket.observe(resp.status, **rate_limit_headers(resp.headers))
-                    body, cut = await read(resp)
-                    ticket.received(len(body))
-                    self._count(resp.status, len(body))
-                    if failed(resp.status):
-                        raise errors(resp.status, resp.headers, _as_bytes(body), what)
-            except (TimeoutError, aiohttp.ClientError) as exc:
-                raise transport_error(exc, url) from None
-            yield Answer(resp.status, body, cut)
+            async with self.transport.get(url, params=params) as resp:
+                status = resp.status
+                ticket.observe(status, **rate_limit_headers(resp.headers))
+                body, cut = await read(resp)
+                ticket.received(len(body))
+                self._count(status, len(body))
+                if failed(status):
+                    raise errors(status, resp.headers, _as_bytes(body), what)
+            yield Answer(status, body, cut)
 
 
 def _as_bytes(body: bytes | CarFile) -> bytes:
@@ -370,7 +367,7 @@ def _as_bytes(body: bytes | CarFile) -> bytes:
 def _body(ok_cap: int, other_cap: int = MAX_ERROR_BODY) -> BodyReader:
     """Read a 200 answer up to `ok_cap` bytes, any other up to `other_cap` (cut if longer)."""
 
-    async def read(resp: aiohttp.ClientResponse) -> tuple[bytes, bool]:
+    async def read(resp: HttpResponse) -> tuple[bytes, bool]:
         return await _read_upto(resp, ok_cap if resp.status == 200 else other_cap)
 
     return read
@@ -381,7 +378,7 @@ def _car(max_bytes: int, what: str, spill: CarSpill | None = None) -> BodyReader
     or as streamed), to a file once it is over `spill`'s size; an error answer as `_body`
     does."""
 
-    async def read(resp: aiohttp.ClientResponse) -> tuple[bytes | CarFile, bool]:
+    async def read(resp: HttpResponse) -> tuple[bytes | CarFile, bool]:
         if resp.status != 200:
             return await _read_upto(resp, MAX_ERROR_BODY)
         declared = resp.content_length
@@ -390,7 +387,7 @@ def _car(max_bytes: int, what: str, spill: CarSpill | None = None) -> BodyReader
         if _bounded(resp, max_bytes if spill is None else min(max_bytes, spill.over_bytes)):
             return await resp.read(), False
         buffer = bytearray()
-        chunks = resp.content.iter_chunked(CHUNK_BYTES)
+        chunks = resp.iter_chunks(CHUNK_BYTES)
         async for chunk in chunks:
             buffer += chunk
             if len(buffer) > max_bytes:
@@ -425,22 +422,21 @@ async def _car_to_file(
     return CarFile(path, size)
 
 
-def _bounded(resp: aiohttp.ClientResponse, cap: int) -> bool:
+def _bounded(resp: HttpResponse, cap: int) -> bool:
     """Whether the body is declared to be at most `cap` bytes as it will be read: then it
-    is read in one call (aiohttp reads no more than the declared length), ~30 % less CPU
-    than chunk by chunk. Not when it is compressed: decompressed, it could be far longer."""
+    is read in one call (a transport reads no more than the declared length), ~30 % less
+    CPU than chunk by chunk. (A compressed body declares no length as it will be read.)"""
     declared = resp.content_length
-    encoding = resp.headers.get("Content-Encoding", "identity").strip().lower()
-    return declared is not None and declared <= cap and encoding == "identity"
+    return declared is not None and declared <= cap
 
 
-async def _read_upto(resp: aiohttp.ClientResponse, cap: int) -> tuple[bytes, bool]:
+async def _read_upto(resp: HttpResponse, cap: int) -> tuple[bytes, bool]:
     """The body, up to `cap` bytes, and whether it was longer. (`content.read(n)` returns
     only what has arrived so far, which can be part of a body.)"""
     if _bounded(resp, cap):
         return await resp.read(), False
     buffer = bytearray()
-    async for chunk in resp.content.iter_chunked(CHUNK_BYTES):
+    async for chunk in resp.iter_chunks(CHUNK_BYTES):
         buffer += chunk
         if len(buffer) > cap:
             return bytes(buffer[:cap]), True

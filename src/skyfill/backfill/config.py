@@ -15,6 +15,7 @@ from skyfill.engine.settings import EngineSettings
 from skyfill.errors import UsageError
 from skyfill.flags import check_ranges, flag
 from skyfill.net.http import HttpSettings
+from skyfill.net.transport import HttpClient, parse_http_client
 from skyfill.ratelimit.local import LimitSettings
 from skyfill.ratelimit.spec import RateSpec, parse_host_rates, parse_rate
 from skyfill.sinks.factory import parse_sink_url
@@ -230,6 +231,15 @@ class BackfillConfig:
             help="Seconds of silence allowed while reading a response.",
         ),
     )
+    http_client: HttpClient = field(
+        default="lean",
+        metadata=flag(
+            metavar="lean|aiohttp",
+            parse=parse_http_client,
+            help="HTTP client of the fetches: lean (HTTP/1.1 on asyncio, a quarter of "
+            "aiohttp's CPU a request; asks for no compression) or aiohttp.",
+        ),
+    )
     rate_limit: str = field(
         default="3000/5m",
         metadata=flag(
@@ -358,6 +368,7 @@ class BackfillConfig:
         if self.collection is not None and not is_valid_nsid(self.collection):
             raise UsageError(f"collection: not an NSID: {self.collection!r}")
         parse_rate(self.rate_limit)
+        parse_http_client(self.http_client)
         parse_host_rates(self.hosts)
         if not self.plc_url.startswith(("http://", "https://")):
             raise UsageError(f"plc-url must be an http(s) URL, not {self.plc_url!r}")

@@ -29,7 +29,6 @@ from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pyarrow as pa
 
 from skyfill import gcpolicy
@@ -45,7 +44,7 @@ from skyfill.engine.executor.process import init_child
 from skyfill.engine.model import ItemOutput, ItemResult, SpilledRows
 from skyfill.errors import Outcome, WorkerCrashed
 from skyfill.failpoints import failpoint
-from skyfill.net.http import make_session
+from skyfill.net.transport import HttpTransport, make_transport
 from skyfill.ratelimit.local import LocalLimiter
 from skyfill.ratelimit.shared import SharedBudget
 from skyfill.storage import columnar, spool
@@ -257,7 +256,7 @@ class _Child:
     loop: asyncio.AbstractEventLoop
     fetcher: RepoFetcher
     limiter: LocalLimiter
-    session: aiohttp.ClientSession
+    transport: HttpTransport
 
 
 _child: _Child | None = None
@@ -287,7 +286,7 @@ def _open_child(
 def _close_child() -> None:
     child = _child
     if child is not None and not child.loop.is_closed():
-        child.loop.run_until_complete(child.session.close())
+        child.loop.run_until_complete(child.transport.close())
         child.loop.close()
 
 
@@ -297,13 +296,13 @@ async def _open(
     # 1/N of the concurrency; 1/N of every host's rate too, unless the shared budget that
     # every process leases from (with the hosts' whole rates) splits them
     limits = cfg.limit_settings(share=processes, split_rates=budget is None)
-    session = make_session(cfg.http_settings(limits.global_concurrency))
+    transport = make_transport(cfg.http_settings(limits.global_concurrency), cfg.http_client)
     limiter = LocalLimiter(limits, budget=budget() if budget is not None else None)
-    client = XrpcClient(session, cfg.allow_private_network, limiter)
+    client = XrpcClient(transport, cfg.allow_private_network, limiter)
     # 1/N of the identity cache too: together the children hold what one process would
     resolver = IdentityResolver(client, cfg.plc_url, CACHE_SIZE // processes)
     fetcher = RepoFetcher(cfg, client, resolver, InlineExecutor())
-    return _Child(asyncio.get_running_loop(), fetcher, limiter, session)
+    return _Child(asyncio.get_running_loop(), fetcher, limiter, transport)
 
 
 def fetch_chunk(

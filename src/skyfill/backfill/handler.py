@@ -38,7 +38,7 @@ from skyfill.engine.layout import JobLayout
 from skyfill.engine.model import Batch, ItemOutput, ItemResult
 from skyfill.engine.state.base import StateStore
 from skyfill.errors import Outcome
-from skyfill.net.http import make_session
+from skyfill.net.transport import HttpTransport, make_transport
 from skyfill.ratelimit.local import LocalLimiter
 from skyfill.ratelimit.memory_gate import MemoryGate
 from skyfill.ratelimit.shared import SharedBudget
@@ -64,7 +64,7 @@ class BackfillHandler:
         self.config = config
         # The password of a PostgreSQL --sink URL: used in this process, never stored.
         self._sink_password = sink_password
-        self._session = None
+        self._transport: HttpTransport | None = None
         self._fetcher: RepoFetcher | None = None
         self._executor = None
         self._pool: FetchPool | None = None
@@ -169,7 +169,7 @@ class BackfillHandler:
 
     async def open(self) -> None:
         cfg = self.config
-        self._session = make_session(cfg.http_settings(cfg.concurrency))
+        self._transport = make_transport(cfg.http_settings(cfg.concurrency), cfg.http_client)
         self.limiter = LocalLimiter(cfg.limit_settings(), budget=self.shared_budget)
         self.memory = MemoryGate(cfg.max_memory)
         if cfg.max_memory is not None:
@@ -179,7 +179,7 @@ class BackfillHandler:
             {f"{plc.host}:{plc.port}" if plc.explicit_port else plc.host or ""}
         )
         client = self._client = XrpcClient(
-            self._session, cfg.allow_private_network, self.limiter, admission=self.memory.slot
+            self._transport, cfg.allow_private_network, self.limiter, admission=self.memory.slot
         )
         # Under a memory limit, decode in-process: each decoding process costs ~150 MB idle.
         processes = 0 if cfg.max_memory is not None else cfg.decode_processes
@@ -232,8 +232,8 @@ class BackfillHandler:
         fetch_pool.stop_early()  # forked for a job that then fetched nothing
         if self.limiter is not None:
             await self.limiter.close()  # a shared budget's unspent slots, back to it
-        if self._session is not None:
-            await self._session.close()
+        if self._transport is not None:
+            await self._transport.close()
         if self._executor is not None:
             self._executor.shutdown()
         if self._pool is not None:

@@ -48,6 +48,7 @@ from skyfill.firehose.stats import StreamCounters
 from skyfill.labels.checker import LabelChecker
 from skyfill.labels.follower import LabelFollower
 from skyfill.labels.stats import LabelCounters
+from skyfill.net.aiohttp_transport import AiohttpTransport
 from skyfill.net.http import HttpSettings, make_session
 from skyfill.ratelimit.local import side_limiter
 from skyfill.ratelimit.memory_gate import MemoryGate
@@ -246,7 +247,9 @@ class _Worker:
             loop.add_signal_handler(sig, self._stop.set)
         guard = self.config.allow_private_network
         session = self.session = make_session(HttpSettings(allow_private_network=guard))
-        self.xrpc = XrpcClient(session, guard, side_limiter(self.config.max_concurrent))
+        self.xrpc = XrpcClient(
+            AiohttpTransport(session, guard), guard, side_limiter(self.config.max_concurrent)
+        )
         self.resolver = IdentityResolver(self.xrpc, self.config.plc_url)
         deadline = None
         if self.config.duration is not None:

@@ -43,6 +43,7 @@ from skyfill.firehose.live_keys import (
 )
 from skyfill.firehose.run import source_key
 from skyfill.firehose.window import find_head, probe_with
+from skyfill.net.aiohttp_transport import AiohttpTransport
 from skyfill.net.http import HttpSettings, make_session
 from skyfill.ratelimit.local import side_limiter
 
@@ -171,7 +172,7 @@ class _Ingester:
         self.counters.seq = start  # written before: the head may be reached already
         tasks = [asyncio.create_task(self._read(stream_session, start), name="ingest reader")]
         if self.config.list_repos:
-            client = XrpcClient(session, guard, side_limiter(4))
+            client = XrpcClient(AiohttpTransport(session, guard), guard, side_limiter(4))
             tasks.append(asyncio.create_task(self._list(client), name="ingest listing"))
         else:
             self._listed.set()

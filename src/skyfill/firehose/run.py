@@ -38,6 +38,7 @@ from skyfill.firehose.window import Opener, event_time, find_head, first_at_or_a
 from skyfill.firehose.workers import ProcessDecoder, WorkerSettings
 from skyfill.labels.config import LabelsConfig
 from skyfill.labels.run import following
+from skyfill.net.aiohttp_transport import AiohttpTransport
 from skyfill.net.http import HttpSettings, make_session
 from skyfill.ratelimit.local import side_limiter
 from skyfill.ratelimit.memory_gate import MemoryGate
@@ -320,7 +321,7 @@ async def stream_clients(
     )
     session = make_session(HttpSettings(allow_private_network=guard))
     limiter = side_limiter(config.max_concurrent)
-    client = XrpcClient(session, guard, limiter)
+    client = XrpcClient(AiohttpTransport(session, guard), guard, limiter)
     try:
         yield stream_session, client
     finally:

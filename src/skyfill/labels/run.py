@@ -26,6 +26,7 @@ from skyfill.labels.follower import LabelFollower
 from skyfill.labels.progress import showing
 from skyfill.labels.state import LabelState
 from skyfill.labels.stats import LabelCounters, facts, summary_line
+from skyfill.net.aiohttp_transport import AiohttpTransport
 from skyfill.net.http import HttpSettings, make_session
 from skyfill.ratelimit.local import side_limiter
 from skyfill.sinks.factory import open_label_sink
@@ -246,7 +247,10 @@ async def _http(allow_private: bool) -> AsyncIterator[tuple[aiohttp.ClientSessio
     session = make_session(HttpSettings(allow_private_network=allow_private))
     limiter = side_limiter(4)
     try:
-        yield stream_session, XrpcClient(session, allow_private, limiter)
+        yield (
+            stream_session,
+            XrpcClient(AiohttpTransport(session, allow_private), allow_private, limiter),
+        )
     finally:
         await stream_session.close()
         await session.close()

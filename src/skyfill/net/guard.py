@@ -40,10 +40,10 @@ def check_host(host: str, allow_private: bool) -> None:
     except ValueError:
         private = host.lower() == "localhost" or host.lower().endswith(".localhost")
     if private:
-        raise PrivateNetworkRefused(_refusal(host))
+        raise PrivateNetworkRefused(refusal(host))
 
 
-def _refusal(host: str) -> str:
+def refusal(host: str) -> str:
     return f"refused {host}: it is a private/loopback address (use --allow-private-network)"
 
 
@@ -63,7 +63,7 @@ class GuardedResolver(AbstractResolver):
             return answers
         public = [a for a in answers if not is_private_address(a["host"])]
         if not public:
-            raise PrivateNetworkRefused(_refusal(host))
+            raise PrivateNetworkRefused(refusal(host))
         return public
 
     async def close(self) -> None:
