@@ -171,6 +171,28 @@ async def test_a_body_left_unread_does_not_spoil_the_next_request(
             assert await r.read() == b"/echo/next?"
 
 
+async def test_the_lean_client_closes_connections_idle_too_long(
+    site: tuple[str, Peers], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from skyfill.net import lean_transport
+
+    monkeypatch.setattr(lean_transport, "KEEP_IDLE_SECONDS", 0.2)
+    url, peers = site
+    other_origin = url.replace("127.0.0.1", "localhost")  # the same server
+    async with transport_of("lean") as transport:
+        async with transport.get(f"{url}/echo/1") as r:
+            await r.read()
+        pool = transport._idle  # type: ignore[attr-defined]
+        held = [conn for idle in pool.values() for conn in idle]
+        assert len(held) == 1 and not held[0].closed
+        await asyncio.sleep(0.3)
+        async with transport.get(f"{other_origin}/echo/2") as r:
+            await r.read()
+        assert held[0].closed  # closed by the sweep after the other origin's request
+        assert [conn for idle in pool.values() for conn in idle] != held
+    assert len(peers.ports) == 2
+
+
 async def test_a_body_ended_by_the_connection_is_read_to_its_end(
     http_client: HttpClient,
 ) -> None:

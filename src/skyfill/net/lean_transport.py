@@ -34,6 +34,8 @@ DNS_TTL = 300.0
 HIGH_WATER = 1 << 20
 """Bytes of body held unread before the connection stops reading (back-pressure)."""
 MAX_IDLE_PER_ORIGIN = 64
+KEEP_IDLE_SECONDS = 15.0
+"""A kept-alive connection unused this long is closed (aiohttp's default too)."""
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _PATH_START = re.compile(r"[/?#]")
@@ -210,6 +212,7 @@ class _Connection(asyncio.Protocol):
         self.closed = False
         self._paused = False
         self._keep_alive = False
+        self.idle_since = 0.0
         self._raw_headers: list[tuple[bytes, bytes]] = []
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -305,6 +308,7 @@ class LeanTransport:
         self._bases: dict[str, tuple[Origin, str]] = {}
         self._addresses: dict[tuple[str, int], tuple[float, list[str]]] = {}
         self._tls: ssl.SSLContext | None = None
+        self._swept = 0.0
         self._agent = f"User-Agent: {USER_AGENT}\r\nAccept: */*\r\n\r\n".encode("latin-1")
 
     def get(self, url: str, params: Mapping[str, str | int] | None = None) -> _Request:
@@ -355,24 +359,43 @@ class LeanTransport:
 
     def _idle_connection(self, origin: Origin) -> _Connection | None:
         idle = self._idle.get(origin)
+        too_old = asyncio.get_running_loop().time() - KEEP_IDLE_SECONDS
         while idle:
             conn = idle.pop()
-            if not conn.closed:
+            if not conn.closed and conn.idle_since > too_old:
                 return conn
+            conn.close()
         return None
 
     def _release(self, conn: _Connection) -> None:
-        """Back to the idle pool if its answer was read to the end; else closed."""
+        """Back to the idle pool if its answer was read to the end; else closed. Now and
+        then, the connections idle for longer than `KEEP_IDLE_SECONDS` are closed: a job
+        over thousands of hosts holds no socket to a host it is done with."""
         if not conn.reusable():
             conn.close()
             return
         conn.answer = None
         conn.resume()
+        now = conn.idle_since = conn.loop.time()
         idle = self._idle.setdefault(conn.origin, [])
         if len(idle) < MAX_IDLE_PER_ORIGIN:
             idle.append(conn)
         else:
             conn.close()
+        if now - self._swept > KEEP_IDLE_SECONDS / 2:
+            self._close_idle(now - KEEP_IDLE_SECONDS)
+            self._swept = now
+
+    def _close_idle(self, too_old: float) -> None:
+        for origin, idle in list(self._idle.items()):
+            keep = [conn for conn in idle if not conn.closed and conn.idle_since > too_old]
+            for conn in idle:
+                if conn not in keep:
+                    conn.close()
+            if keep:
+                self._idle[origin] = keep
+            else:
+                del self._idle[origin]
 
     async def _connect(self, origin: Origin, deadline: float | None) -> _Connection:
         scheme, host, port = origin
