@@ -14,7 +14,7 @@ from skyfill.backfill.window import resolve_since
 from skyfill.engine.settings import EngineSettings
 from skyfill.errors import UsageError
 from skyfill.flags import check_ranges, flag
-from skyfill.net.http import HttpSettings
+from skyfill.net.settings import HttpSettings
 from skyfill.net.transport import HttpClient, parse_http_client
 from skyfill.ratelimit.local import LimitSettings
 from skyfill.ratelimit.spec import RateSpec, parse_host_rates, parse_rate

@@ -1,17 +1,14 @@
 """Refuses connections to loopback, private and link-local addresses unless allowed.
 
 DID documents are untrusted input: a PDS endpoint could point at a service inside the
-user's network. The check runs in the HTTP client's DNS resolver, so it also covers
+user's network. The check runs where each HTTP client resolves names (the aiohttp
+session's resolver in `net/http.py`, `net/lean_transport.py`'s own), so it also covers
 redirects and hosts that resolve to a private address only later.
 """
 
 from __future__ import annotations
 
 import ipaddress
-import socket
-
-from aiohttp.abc import AbstractResolver, ResolveResult
-from aiohttp.resolver import DefaultResolver
 
 from skyfill.net.exceptions import PrivateNetworkRefused
 
@@ -45,26 +42,3 @@ def check_host(host: str, allow_private: bool) -> None:
 
 def refusal(host: str) -> str:
     return f"refused {host}: it is a private/loopback address (use --allow-private-network)"
-
-
-class GuardedResolver(AbstractResolver):
-    """A DNS resolver that drops private addresses when they are not allowed."""
-
-    def __init__(self, allow_private: bool) -> None:
-        self._inner = DefaultResolver()
-        self._allow_private = allow_private
-
-    async def resolve(
-        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ) -> list[ResolveResult]:
-        check_host(host, self._allow_private)
-        answers = await self._inner.resolve(host, port, family)
-        if self._allow_private:
-            return answers
-        public = [a for a in answers if not is_private_address(a["host"])]
-        if not public:
-            raise PrivateNetworkRefused(refusal(host))
-        return public
-
-    async def close(self) -> None:
-        await self._inner.close()

@@ -27,7 +27,7 @@ import httptools
 from skyfill.errors import NetworkError, RequestTimeout
 from skyfill.net.exceptions import PrivateNetworkRefused, UnaskedEncoding
 from skyfill.net.guard import check_host, is_private_address, refusal
-from skyfill.net.http import USER_AGENT, HttpSettings
+from skyfill.net.settings import USER_AGENT, HttpSettings
 
 MAX_REDIRECTS = 10
 DNS_TTL = 300.0

@@ -15,7 +15,7 @@ from contextlib import AbstractAsyncContextManager
 from typing import Literal, Protocol
 
 from skyfill.errors import UsageError
-from skyfill.net.http import HttpSettings
+from skyfill.net.settings import HttpSettings
 
 HttpClient = Literal["lean", "aiohttp"]
 HTTP_CLIENTS: tuple[HttpClient, ...] = ("lean", "aiohttp")
