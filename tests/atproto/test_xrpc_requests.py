@@ -14,6 +14,7 @@ from aiohttp import web
 
 from skyfill.atproto.exceptions import InvalidResponse, RepoNotFound, RepoTooLarge
 from skyfill.atproto.xrpc import RequestStats, XrpcClient, current_stats
+from skyfill.atproto.xrpc import host_key as limiter_key
 from skyfill.errors import NetworkError, ServerError
 from skyfill.net.exceptions import UnaskedEncoding
 from skyfill.net.http import HttpSettings
@@ -179,3 +180,17 @@ async def test_a_refused_connection_is_a_network_error_for_every_request(
         with pytest.raises(NetworkError, match=re.escape(f"talking to {nobody}")):
             await request
     assert not gate.held
+
+
+@pytest.mark.parametrize(
+    ("url", "key"),
+    [
+        ("https://PDS.Example.com/xrpc/x?y=1", "pds.example.com"),
+        ("https://pds.example.com:443/xrpc/x", "pds.example.com:443"),
+        ("http://127.0.0.1:2583", "127.0.0.1:2583"),
+        ("http://[::1]:8080/x", "::1:8080"),
+        ("https://plc.directory?x#y", "plc.directory"),
+    ],
+)
+def test_a_hosts_limiter_key_has_its_port_only_when_the_url_names_one(url: str, key: str) -> None:
+    assert limiter_key(url) == key

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
+import re
 import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -13,9 +15,9 @@ from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import NamedTuple, TypedDict, TypeVar, overload
+from urllib.parse import urlsplit
 
 import orjson
-from yarl import URL
 
 from skyfill.atproto.exceptions import (
     InvalidResponse,
@@ -45,6 +47,7 @@ MAX_ERROR_BODY = 64 * 1024
 """The most read of an error answer's body (its message is all that is kept)."""
 MAX_DOCUMENT_BYTES = 1 << 20
 """The most `XrpcClient.get_json` reads of an identity document (one is a few KB)."""
+_NETLOC_END = re.compile(r"[/?#]")
 MAX_JSON_BYTES = 8 << 20
 """The largest JSON answer `XrpcClient.query` reads (a listRepos page of 1000 is ~200 KB)."""
 T = TypeVar("T")
@@ -199,6 +202,27 @@ class Answer(NamedTuple):
     cut: bool
 
 
+def host_key(url: str) -> str:
+    """The limiter's name for the host of `url`: `host:port` with an explicit port, else
+    `host`."""
+    return _host_and_key(_netloc(url))[1]
+
+
+def _netloc(url: str) -> str:
+    return _NETLOC_END.split(url.partition("://")[2], maxsplit=1)[0]
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _host_and_key(netloc: str) -> tuple[str, str]:
+    """(host, limiter key) of a URL's `host[:port]` (parsed once per host)."""
+    try:
+        split = urlsplit(f"//{netloc}")
+        host, port = split.hostname or "", split.port
+    except ValueError:
+        return netloc, netloc  # (no request will go there: the transport refuses it)
+    return host, host if port is None else f"{host}:{port}"
+
+
 def _not_200(status: int) -> bool:
     return status != 200
 
@@ -244,9 +268,9 @@ class XrpcClient:
             stats.wait_seconds += seconds
 
     def _host(self, url: str) -> str:
-        parsed = URL(url)
-        check_host(parsed.host or "", self._allow_private)
-        return f"{parsed.host}:{parsed.port}" if parsed.explicit_port else parsed.host or ""
+        host, key = _host_and_key(_netloc(url))
+        check_host(host, self._allow_private)
+        return key
 
     async def get_json(self, url: str, what: str) -> tuple[int, object]:
         """GET a small JSON document; returns (status, parsed body or None)."""

@@ -12,11 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-from yarl import URL
 
 from skyfill.atproto import fastrepo
 from skyfill.atproto.identity import IdentityResolver
-from skyfill.atproto.xrpc import XrpcClient
+from skyfill.atproto.xrpc import XrpcClient, host_key
 from skyfill.backfill import fetch_pool
 from skyfill.backfill.config import BackfillConfig
 from skyfill.backfill.discovery import HostDiscovery
@@ -174,10 +173,7 @@ class BackfillHandler:
         self.memory = MemoryGate(cfg.max_memory)
         if cfg.max_memory is not None:
             return_freed_memory()
-        plc = URL(cfg.plc_url)
-        self._identity_hosts = frozenset(
-            {f"{plc.host}:{plc.port}" if plc.explicit_port else plc.host or ""}
-        )
+        self._identity_hosts = frozenset({host_key(cfg.plc_url)})
         client = self._client = XrpcClient(
             self._transport, cfg.allow_private_network, self.limiter, admission=self.memory.slot
         )

@@ -3,7 +3,7 @@ for a labeler, its #atproto_labeler endpoint and #atproto_label key."""
 
 from __future__ import annotations
 
-from yarl import URL
+from urllib.parse import urlsplit
 
 from skyfill.atproto.crypto import InvalidKey, parse_multikey
 from skyfill.atproto.exceptions import InvalidDidDocument
@@ -35,8 +35,7 @@ def _pds_endpoint(did: str, doc: dict) -> str:
         endpoint = service.get("serviceEndpoint")
         if not isinstance(endpoint, str):
             break
-        url = URL(endpoint)
-        if url.scheme not in ("http", "https") or not url.host:
+        if not _is_http_url(endpoint):
             raise InvalidDidDocument(f"{did}: PDS endpoint is not an http(s) URL: {endpoint[:80]}")
         return endpoint.rstrip("/")
     raise InvalidDidDocument(f"{did}: DID document has no #atproto_pds service endpoint")
@@ -64,12 +63,16 @@ def _service(did: str, doc: dict, name: str) -> str | None:
             endpoint = service.get("serviceEndpoint")
             if not isinstance(endpoint, str):
                 return None
-            try:
-                url = URL(endpoint)
-            except ValueError:
-                return None
-            return endpoint.rstrip("/") if url.scheme in ("http", "https") and url.host else None
+            return endpoint.rstrip("/") if _is_http_url(endpoint) else None
     return None
+
+
+def _is_http_url(text: str) -> bool:
+    try:
+        split = urlsplit(text)
+        return split.scheme in ("http", "https") and bool(split.hostname)
+    except ValueError:
+        return False
 
 
 def _signing_key(did: str, doc: dict, name: str = "atproto") -> str | None:
