@@ -209,6 +209,21 @@ async def test_a_body_ended_by_the_connection_is_read_to_its_end(
         assert await r.read() == b"no length, then EOF"
 
 
+async def test_an_informational_answer_is_passed_over(http_client: HttpClient) -> None:
+    async def continues(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-Final: 1\r\n\r\nfinal")
+        await writer.drain()
+
+    async with (
+        raw_server(continues) as (url, _),
+        transport_of(http_client) as transport,
+        transport.get(f"{url}/x") as r,
+    ):
+        assert (r.status, r.headers.get("x-final"), await r.read()) == (200, "1", b"final")
+
+
 async def test_a_kept_connection_the_server_closed_is_replaced(http_client: HttpClient) -> None:
     async def one_answer_then_close(
         reader: asyncio.StreamReader, writer: asyncio.StreamWriter

@@ -212,6 +212,7 @@ class _Connection(asyncio.Protocol):
         self.closed = False
         self._paused = False
         self._keep_alive = False
+        self._informational = False
         self.idle_since = 0.0
         self._raw_headers: list[tuple[bytes, bytes]] = []
 
@@ -248,14 +249,21 @@ class _Connection(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         raw, self._raw_headers = self._raw_headers, []
+        status = self.parser.get_status_code()
+        if status < 200:  # an informational answer (100 Continue...): the real one follows
+            self._informational = True
+            return
         if self.answer is not None:
-            self.answer.on_headers_complete(self.parser.get_status_code(), raw)
+            self.answer.on_headers_complete(status, raw)
 
     def on_body(self, body: bytes) -> None:
         if self.answer is not None:
             self.answer.on_body(body)
 
     def on_message_complete(self) -> None:
+        if self._informational:
+            self._informational = False
+            return
         # (the parser forgets it once the callback returns, ready for the next message)
         self._keep_alive = self.parser.should_keep_alive()
         if self.answer is not None:
@@ -264,7 +272,9 @@ class _Connection(asyncio.Protocol):
     # -- flow
     def send(self, request: bytes, answer: _Answer) -> None:
         self.answer = answer
-        assert self.transport is not None
+        if self.closed or self.transport is None or self.transport.is_closing():
+            answer.fail(NetworkError(f"the connection closed talking to {self.origin_text}"))
+            return
         self.transport.write(request)
 
     def pause(self) -> None:
