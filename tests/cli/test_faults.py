@@ -7,6 +7,7 @@ Transient faults are retried twice over: by attempts within a task, and by retry
 from __future__ import annotations
 
 import json
+import re
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -81,7 +82,10 @@ def test_attempts_within_a_task(faulty: Server, tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
     rows = _assert_outcomes(faulty, tmp_path, "f")
     assert rows[dids_by_fault(faulty)["flaky_503"]]["attempts"] == 3
-    assert rows[dids_by_fault(faulty)["hang"]]["attempts"] == 3
+    # the summary's most common reasons (three), read from the failed and invalid DIDs alone
+    reasons = re.findall(r"^  1 x (\w+): (\w+):", result.stdout, re.MULTILINE)
+    failing = {("invalid_repo", k) for k in ("cid_mismatch", "missing_block", "malformed_car")}
+    assert len(reasons) == 3 and set(reasons) <= failing | {("failed", "timeout")}, reasons
     assert not (job_dir(tmp_path, "f") / "retries").exists()
 
 

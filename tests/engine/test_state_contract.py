@@ -429,6 +429,20 @@ def test_failed_items_filters(store: StateStore) -> None:
     assert len(store.failed_items(retryable_only=False)) == 4
 
 
+def test_items_with_status_gives_only_those_by_key(store: StateStore) -> None:
+    _create(store)
+    store.commit_items(
+        "task-0001", [_failed("c", True), _ok("a"), _failed("b", False)], [0] * 3, None
+    )
+    assert [i.key for i in store.items_with_status(["failed"])] == ["b", "c"]
+    assert [i.key for i in store.items_with_status(["ok", "failed"])] == ["a", "b", "c"]
+    assert [i.key for i in store.items_with_status(["pending"])] == ["d", "e"]
+    assert list(store.items_with_status(["invalid_repo"])) == []
+    assert next(iter(store.items_with_status(["failed"]))) == next(
+        i for i in store.iter_items() if i.key == "b"
+    )
+
+
 def test_completions_since(store: StateStore) -> None:
     _create(store)
     t0 = time.time()

@@ -80,12 +80,13 @@ def summarize(
 
 def _outcomes(store: StateStore, manifest: dict) -> tuple[Counter[str], list[tuple[str, str]]]:
     """DIDs per status, and (status, error) of the DIDs that failed or were invalid: from
-    the state store, which every sink's repos rows come from."""
+    the state store, which every sink's repos rows come from (only those DIDs are read)."""
     statuses = Counter(manifest.get("repos_by_status") or store.status_counts())
+    failing = [s for s in (Outcome.FAILED, Outcome.INVALID_REPO) if statuses.get(s)]
     errors: list[tuple[str, str]] = [
         (item.status, item.error)
-        for item in store.iter_items()
-        if item.error and item.status in (Outcome.FAILED, Outcome.INVALID_REPO)
+        for item in (store.items_with_status(failing) if failing else ())
+        if item.error
     ]
     return statuses, errors
 

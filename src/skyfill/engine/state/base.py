@@ -8,7 +8,7 @@ them) are committed in one transaction too.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -153,6 +153,11 @@ class StateStore(Protocol):
         ...
 
     def iter_items(self) -> Iterator[ItemResult]: ...
+
+    def items_with_status(self, statuses: Collection[str]) -> Iterator[ItemResult]:
+        """The items whose status is one of `statuses`, by key (without reading the others
+        where the store can: SQLite by its status index, Redis for `failed`)."""
+        ...
 
     def status_counts(self) -> dict[str, int]: ...
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -168,6 +168,13 @@ class RedisItems(RedisBase):
         for chunk in chunks(keys):
             found += [(_item(row[:-1]), row[-1]) for row in self._items(chunk, ("task_id",))]
         return found
+
+    def items_with_status(self, statuses: Collection[str]) -> Iterator[ItemResult]:
+        wanted = set(statuses)
+        if wanted <= {"failed"}:  # (failed items have an index of their own)
+            yield from (item for item, _ in self.failed_items(False) if item.status in wanted)
+            return
+        yield from (item for item in self.iter_items() if item.status in wanted)
 
     def iter_items(self) -> Iterator[ItemResult]:
         start = 0

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -380,6 +380,13 @@ class SqliteStateStore:
             (int(retryable_only),),
         )
         return [(item_from_row(row[:-1]), row[-1]) for row in rows]
+
+    def items_with_status(self, statuses: Collection[str]) -> Iterator[ItemResult]:
+        wanted = sorted(set(statuses))
+        marks = ", ".join("?" * len(wanted))
+        query = f"SELECT {ITEM_COLUMNS} FROM items WHERE status IN ({marks}) ORDER BY key"
+        for row in self._reader().execute(query, wanted):
+            yield item_from_row(row)
 
     def iter_items(self) -> Iterator[ItemResult]:
         for row in self._reader().execute(f"SELECT {ITEM_COLUMNS} FROM items ORDER BY key"):
