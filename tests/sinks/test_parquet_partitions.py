@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import urllib.parse
 from pathlib import Path
 
 import pyarrow as pa
@@ -56,3 +57,20 @@ def test_rows_come_back_per_partition_with_a_tiny_budget(tmp_path: Path) -> None
     sizes = [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
     assert meta.num_row_groups > 1 and max(sizes) <= 700 // 2  # not row-limited
     assert "collection" not in meta.schema.names
+
+
+def test_each_files_row_groups_stay_in_the_order_written(tmp_path: Path) -> None:
+    """Groups of one file wait for each other while the threads write other files' groups:
+    every file still holds its rows in the order they came."""
+    batches = _batches(40, 500)
+    budget = RowGroupBudget(max_rows=300, max_bytes=64 << 20)
+    with PartitionWriter(tmp_path, SCHEMA, "collection", budget, threads=2) as writer:
+        for batch in batches:
+            writer.write(batch)
+    came = pa.Table.from_batches(batches).to_pylist()
+    for directory in sorted(tmp_path.iterdir()):
+        file = pq.ParquetFile(directory / "part-0.parquet")
+        assert file.metadata.num_row_groups > 10
+        value = file.read().column("rkey").to_pylist()
+        collection = urllib.parse.unquote(directory.name.removeprefix("collection="))
+        assert value == [row["rkey"] for row in came if row["collection"] == collection]

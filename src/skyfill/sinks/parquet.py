@@ -6,6 +6,7 @@ one rename, so a crash never leaves a half-written dataset where readers look.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import shutil
 import urllib.parse
@@ -194,19 +195,51 @@ class PartitionWriter:
         if self._pool is None:
             writer.write_table(table, row_group_size=self._budget.max_rows)
             return
+        written: Future[None] = Future()
         previous = self._writing.get(value)
-        future = self._pool.submit(self._write_after, previous, writer, table)
-        self._writing[value] = future
-        self._queued.append(future)
+        self._writing[value] = written
+        self._queued.append(written)
+        start = functools.partial(self._write_after, writer, table, written)
+        if previous is None:
+            start(None)
+        else:
+            # Queued behind the file's previous group, not waiting in a thread for it: the
+            # threads meanwhile write other files' groups.
+            previous.add_done_callback(start)
         while len(self._queued) > self._threads * 2 or (self._queued and self._queued[0].done()):
             self._queued.popleft().result()  # (its error, if any, raised here)
 
     def _write_after(
-        self, previous: Future[None] | None, writer: pq.ParquetWriter, table: pa.Table
+        self,
+        writer: pq.ParquetWriter,
+        table: pa.Table,
+        written: Future[None],
+        previous: Future[None] | None,
     ) -> None:
-        if previous is not None:
-            previous.result()
-        writer.write_table(table, row_group_size=self._budget.max_rows)
+        """Write `table` in a thread once the file's `previous` group is written; `written`
+        gets the outcome (the previous group's error, without writing, if it failed)."""
+        failed = previous.exception() if previous is not None else None
+        if failed is not None:
+            written.set_exception(failed)
+            return
+        assert self._pool is not None
+        try:
+            task = self._pool.submit(
+                writer.write_table, table, row_group_size=self._budget.max_rows
+            )
+        except RuntimeError as exc:  # (the pool shut down: the write was abandoned)
+            written.set_exception(exc)
+            return
+        task.add_done_callback(functools.partial(_settle, written))
+
+
+def _settle(future: Future[None], done: Future[None]) -> None:
+    """`future` ends as `done` did."""
+    failed = done.exception()
+    if failed is not None:
+        future.set_exception(failed)
+    else:
+        future.set_result(None)
 
 
 def _partitions(batch: pa.RecordBatch, column: str) -> Iterator[tuple[str, pa.RecordBatch]]:
