@@ -47,9 +47,10 @@ MAX_ERROR_BODY = 64 * 1024
 """The most read of an error answer's body (its message is all that is kept)."""
 MAX_DOCUMENT_BYTES = 1 << 20
 """The most `XrpcClient.get_json` reads of an identity document (one is a few KB)."""
-_NETLOC_END = re.compile(r"[/?#]")
 MAX_JSON_BYTES = 8 << 20
 """The largest JSON answer `XrpcClient.query` reads (a listRepos page of 1000 is ~200 KB)."""
+_NETLOC_END = re.compile(r"[/?#]")
+"""Where a URL's `host[:port]` ends."""
 T = TypeVar("T")
 ErrorMapper = Callable[[int, Mapping[str, str], bytes, str], SkyfillError]
 """(status, headers, body, what) of a non-2xx answer -> the error to raise."""

@@ -236,7 +236,7 @@ class BackfillConfig:
         metadata=flag(
             metavar="lean|aiohttp",
             parse=parse_http_client,
-            help="HTTP client of the fetches: lean (HTTP/1.1 on asyncio, a quarter of "
+            help="HTTP client of the fetches: lean (HTTP/1.1 on asyncio, about a third of "
             "aiohttp's CPU a request; asks for no compression) or aiohttp.",
         ),
     )

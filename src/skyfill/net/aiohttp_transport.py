@@ -63,8 +63,7 @@ class AiohttpTransport:
     ) -> AsyncIterator[AiohttpResponse]:
         check_host(URL(url).host or "", self._allow_private)
         try:
-            request = self.session.get(url, params=params)
-            resp = await request.__aenter__()
+            resp = await self.session.get(url, params=params)
         except (TimeoutError, aiohttp.ClientError) as exc:
             raise transport_error(exc, url) from None
         try:

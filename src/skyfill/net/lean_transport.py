@@ -2,12 +2,13 @@
 parsed by llhttp (Node's parser, through `httptools`), connections kept alive per origin.
 
 Why not aiohttp here: in a backfill the requests are the work (a DID is one identity
-document and one repo), and aiohttp spends ~110 µs of CPU a request around the socket
-(URL objects, multidicts, cookie jar, tracing, timers); this client spends ~30.
-`benchmarks/http_clients.py` measures both. It does what the fetch path needs and no more:
-GET, keep-alive, redirects, TLS, the address guard, timeouts, bodies read whole or
-streamed with back-pressure. It asks for no compression and refuses an answer that comes
-compressed (`UnaskedEncoding`); the aiohttp transport remains for that and for WebSockets.
+document and one repo), and aiohttp spends 2.5-3x this client's CPU a request around the
+socket (URL objects, multidicts, cookie jar, tracing, timers): ~290 against ~120 µs a DID
+on staticnet (`benchmarks/http_clients.py` measures both). It does what the fetch path
+needs and no more: GET, keep-alive, redirects, TLS, the address guard, timeouts, bodies
+read whole or streamed with back-pressure. It asks for no compression and refuses an
+answer that comes compressed (`UnaskedEncoding`); the aiohttp transport remains for that
+and for WebSockets.
 """
 
 from __future__ import annotations
@@ -73,7 +74,7 @@ class _Answer:
         "error",
         "has_head",
         "headers",
-        "origin",
+        "origin_text",
         "received_any",
         "status",
     )
@@ -85,7 +86,7 @@ class _Answer:
         self._chunks: deque[bytes] = deque()
         self._buffered = 0
         self._waiter: asyncio.Future[None] | None = None
-        self.origin = conn.origin_text
+        self.origin_text = conn.origin_text
         self.status = 0
         self.headers = _Headers()
         self.content_length: int | None = None
@@ -176,7 +177,7 @@ class _Answer:
         try:
             await waiter
         except TimeoutError:
-            raise RequestTimeout(f"timed out talking to {self.origin}") from None
+            raise RequestTimeout(f"timed out talking to {self.origin_text}") from None
         finally:
             self._waiter = None
             if timer is not None:
@@ -532,6 +533,6 @@ def _refuse_encoding(answer: _Answer) -> None:
     encoding = (answer.headers.get("content-encoding") or "identity").strip().lower()
     if encoding != "identity":
         raise UnaskedEncoding(
-            f"{answer.origin} sent a compressed answer (Content-Encoding: {encoding}) that "
+            f"{answer.origin_text} sent a compressed answer (Content-Encoding: {encoding}) that "
             "was not asked for; --http-client aiohttp reads it"
         )

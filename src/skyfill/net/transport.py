@@ -1,8 +1,8 @@
 """The HTTP transport seam: one GET at a time, its status, headers and body, and nothing of
 XRPC. `atproto/xrpc.py` makes its requests through it; its implementations are
 `aiohttp_transport.py` (aiohttp, which also serves skyfill's WebSockets) and
-`lean_transport.py` (HTTP/1.1 on asyncio with the llhttp parser: a quarter of aiohttp's CPU
-a request, for the fetch path where requests are the work).
+`lean_transport.py` (HTTP/1.1 on asyncio with the llhttp parser: a third to a half of
+aiohttp's CPU a request, for the fetch path where requests are the work).
 
 A transport raises only skyfill's errors: `RequestTimeout`, `NetworkError` and
 `PrivateNetworkRefused` (the address guard, `net/guard.py`).
