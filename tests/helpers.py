@@ -19,9 +19,10 @@ from typing import TypeVar
 
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
+from aiohttp import web
 
 from skyfill.atproto.xrpc import XrpcClient
-from skyfill.net.http import HttpSettings
+from skyfill.net.settings import HttpSettings
 from skyfill.net.transport import make_transport
 from skyfill.ratelimit.local import LimitSettings, LocalLimiter
 from skyfill.ratelimit.spec import parse_rate
@@ -336,3 +337,17 @@ class RedisServer:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(5)
+
+
+@contextlib.asynccontextmanager
+async def serve_app(app: web.Application) -> AsyncIterator[str]:
+    """`app` served by aiohttp on a free loopback port: its base URL, until the end."""
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()

@@ -21,7 +21,7 @@ from skyfill.net.http import HttpSettings
 from skyfill.net.transport import HTTP_CLIENTS, HttpClient, make_transport
 from skyfill.ratelimit.local import LimitSettings, LocalLimiter
 from skyfill.ratelimit.spec import parse_rate
-from tests.helpers import free_port, host_key
+from tests.helpers import free_port, host_key, serve_app
 
 CAR = b"car bytes"
 
@@ -60,13 +60,8 @@ async def server() -> AsyncIterator[str]:
     app.router.add_get("/doc/{status}", document)
     app.router.add_get("/xrpc/test.query", query)
     app.router.add_get("/xrpc/com.atproto.sync.getRepo", get_repo)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    yield f"http://127.0.0.1:{port}"
-    await runner.cleanup()
+    async with serve_app(app) as url:
+        yield url
 
 
 class Gate:

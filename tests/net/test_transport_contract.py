@@ -16,7 +16,7 @@ from skyfill.errors import NetworkError, RequestTimeout
 from skyfill.net.exceptions import PrivateNetworkRefused
 from skyfill.net.http import HttpSettings
 from skyfill.net.transport import HTTP_CLIENTS, HttpClient, HttpTransport, make_transport
-from tests.helpers import free_port
+from tests.helpers import free_port, serve_app
 
 BIG = bytes(range(256)) * (12 * 1024)  # 3 MB: past the lean client's read-ahead (1 MB)
 
@@ -74,15 +74,8 @@ async def site() -> AsyncIterator[tuple[str, Peers]]:
     app.router.add_get("/echo/{tail:.*}", echo)
     app.router.add_get("/big", chunked)
     app.router.add_get("/moved", moved)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    server = web.TCPSite(runner, "127.0.0.1", 0)
-    await server.start()
-    port = server._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        yield f"http://127.0.0.1:{port}", peers
-    finally:
-        await runner.cleanup()
+    async with serve_app(app) as url:
+        yield url, peers
 
 
 @contextlib.asynccontextmanager
