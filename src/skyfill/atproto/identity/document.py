@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from skyfill.atproto.crypto import InvalidKey, parse_multikey
+from skyfill.atproto.crypto import DID_KEY_PREFIX, InvalidKey, parse_did_key, parse_multikey
 from skyfill.atproto.exceptions import InvalidDidDocument
 from skyfill.atproto.identity.base import Identity, LabelerIdentity
 from skyfill.atproto.syntax import is_valid_handle
@@ -86,8 +86,12 @@ def _signing_key(did: str, doc: dict, name: str = "atproto") -> str | None:
         value = method.get("publicKeyMultibase")
         if not isinstance(value, str):
             return None
+        method_type = str(method.get("type", "Multikey"))
         try:
-            return parse_multikey(value, str(method.get("type", "Multikey"))).did_key
+            if method_type == "Multikey":
+                # parsed through the did:key cache, where the commit's check finds it again
+                return parse_did_key(DID_KEY_PREFIX + value).did_key
+            return parse_multikey(value, method_type).did_key
         except InvalidKey:
             return None
     return None
