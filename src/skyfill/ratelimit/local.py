@@ -8,8 +8,6 @@ so the other hosts keep going.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from skyfill.clock import SYSTEM_CLOCK, Clock
@@ -98,9 +96,11 @@ class LocalLimiter:
             self._hosts[key] = limiter
         return limiter
 
-    @contextlib.asynccontextmanager
-    async def request(self, host: str) -> AsyncIterator[Ticket]:
-        limiter = self.host(host)
+    def request(self, host: str) -> _Turn:
+        return _Turn(self, self.host(host))
+
+    async def _admit(self, limiter: HostLimiter) -> Ticket:
+        """The host's turn, then a global slot (the host's turn given back if that fails)."""
         waited = await limiter.acquire()
         self.global_waiting += 1
         try:
@@ -110,13 +110,12 @@ class LocalLimiter:
             raise
         finally:
             self.global_waiting -= 1
-        ticket = Ticket(limiter, waited, self.clock.monotonic())
-        try:
-            yield ticket
-        finally:
-            self._global.release()
-            latency = self.clock.monotonic() - ticket.started
-            limiter.release(ticket.seen or Observation(None, latency))
+        return Ticket(limiter, waited, self.clock.monotonic())
+
+    def _done(self, ticket: Ticket) -> None:
+        self._global.release()
+        latency = self.clock.monotonic() - ticket.started
+        ticket.host.release(ticket.seen or Observation(None, latency))
 
     async def close(self) -> None:
         """Give the slots leased from a shared budget and not spent back to it."""
@@ -129,6 +128,26 @@ class LocalLimiter:
 
     def snapshot(self) -> dict[str, dict]:
         return {name: h.snapshot() for name, h in sorted(self._hosts.items())}
+
+
+class _Turn:
+    """`LocalLimiter.request`'s context: admitted on entry, the slots given back on exit (a
+    class rather than a generator: it wraps every request)."""
+
+    __slots__ = ("_host", "_limiter", "_ticket")
+
+    def __init__(self, limiter: LocalLimiter, host: HostLimiter) -> None:
+        self._limiter = limiter
+        self._host = host
+        self._ticket: Ticket | None = None
+
+    async def __aenter__(self) -> Ticket:
+        self._ticket = await self._limiter._admit(self._host)
+        return self._ticket
+
+    async def __aexit__(self, *_exc: object) -> None:
+        if self._ticket is not None:
+            self._limiter._done(self._ticket)
 
 
 DEFAULT_HOST_RATE = "3000/5m"
