@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
@@ -14,7 +16,8 @@ from aiohttp import web
 
 from skyfill.errors import NetworkError, RequestTimeout
 from skyfill.net.exceptions import PrivateNetworkRefused
-from skyfill.net.http import HttpSettings
+from skyfill.net.lean_transport import LeanTransport
+from skyfill.net.settings import HttpSettings
 from skyfill.net.transport import HTTP_CLIENTS, HttpClient, HttpTransport, make_transport
 from tests.helpers import free_port, serve_app
 
@@ -300,3 +303,40 @@ async def test_the_lean_client_sends_no_url_with_control_characters() -> None:
             async with transport.get(f"{url}/x\r\nX-Injected: 1"):
                 pass
     assert accepted == []
+
+
+async def test_the_lean_client_tries_the_next_address_of_a_host_in_time() -> None:
+    """A host's first address swallows the connection (a full accept queue: the SYN is
+    dropped, as an unrouted address does); its second answers. The first try gets its share
+    of the connect timeout, not all of it."""
+    hole = socket.socket()
+    hole.bind(("127.0.0.1", 0))
+    hole.listen(0)
+    port = hole.getsockname()[1]
+    fillers = [socket.socket() for _ in range(3)]
+    for filler in fillers:
+        filler.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            filler.connect(("127.0.0.1", port))
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.2", port)
+    settings = HttpSettings(allow_private_network=True, connect_timeout=2.0)
+    transport = LeanTransport(settings)
+    two = ["127.0.0.1", "127.0.0.2"]  # (the host's DNS answer, as the cache holds it)
+    transport._addresses[("multi.test", port)] = (asyncio.get_running_loop().time() + 60, two)
+    try:
+        started = time.monotonic()
+        async with transport.get(f"http://multi.test:{port}/") as r:
+            assert (r.status, await r.read()) == (200, b"ok")
+        assert time.monotonic() - started < 1.9  # the first address had half of 2 s
+    finally:
+        await transport.close()
+        server.close()
+        for sock in (hole, *fillers):
+            sock.close()

@@ -409,32 +409,41 @@ class LeanTransport:
                 del self._idle[origin]
 
     async def _connect(self, origin: Origin, deadline: float | None) -> _Connection:
+        """A new connection to one of the origin's addresses, tried in turn; each try gets
+        an equal share of the connect timeout left, so that an address that swallows
+        packets (an unrouted IPv6, say) leaves time for the next one."""
         scheme, host, port = origin
         loop = asyncio.get_running_loop()
         text = _origin_text(origin)
         timeout = self._settings.connect_timeout
         if deadline is not None:
             timeout = min(timeout, max(0.0, deadline - loop.time()))
+        ends = loop.time() + timeout
         tls = self._tls_context() if scheme == "https" else None
         try:
             async with asyncio.timeout(timeout):
                 addresses = await self._resolve(host, port)
-                error: OSError | None = None
-                for address in addresses:
-                    try:
-                        _, conn = await loop.create_connection(
-                            lambda: _Connection(origin, loop),
-                            address,
-                            port,
-                            ssl=tls,
-                            server_hostname=host if tls is not None else None,
-                        )
-                    except OSError as exc:
-                        error = exc
-                        continue
-                    return conn
         except TimeoutError:
             raise RequestTimeout(f"timed out connecting to {text}") from None
+        error: OSError | None = None
+        for tried, address in enumerate(addresses):
+            share = max(0.0, ends - loop.time()) / (len(addresses) - tried)
+            try:
+                async with asyncio.timeout(share):
+                    _, conn = await loop.create_connection(
+                        lambda: _Connection(origin, loop),
+                        address,
+                        port,
+                        ssl=tls,
+                        server_hostname=host if tls is not None else None,
+                    )
+                return conn
+            except TimeoutError:
+                error = TimeoutError(f"no answer from {address} in {share:.1f} s")
+            except OSError as exc:
+                error = exc
+        if isinstance(error, TimeoutError) or error is None:
+            raise RequestTimeout(f"timed out connecting to {text}")
         reason = getattr(error, "strerror", None) or error
         raise NetworkError(f"{type(error).__name__} talking to {text}: Cannot connect ({reason})")
 
