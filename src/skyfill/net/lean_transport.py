@@ -438,9 +438,7 @@ class LeanTransport:
                         server_hostname=host if tls is not None else None,
                     )
                 return conn
-            except TimeoutError:
-                error = TimeoutError(f"no answer from {address} in {share:.1f} s")
-            except OSError as exc:
+            except OSError as exc:  # (a try's TimeoutError is one too)
                 error = exc
         if isinstance(error, TimeoutError) or error is None:
             raise RequestTimeout(f"timed out connecting to {text}")
