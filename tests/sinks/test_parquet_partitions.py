@@ -8,8 +8,10 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
+import pytest
 
 from skyfill.sinks.parquet import PartitionWriter, RowGroupBudget
+from skyfill.storage import columnar
 
 SCHEMA = pa.schema([("collection", pa.string()), ("rkey", pa.string()), ("body", pa.string())])
 
@@ -74,3 +76,31 @@ def test_each_files_row_groups_stay_in_the_order_written(tmp_path: Path) -> None
         value = file.read().column("rkey").to_pylist()
         collection = urllib.parse.unquote(directory.name.removeprefix("collection="))
         assert value == [row["rkey"] for row in came if row["collection"] == collection]
+
+
+def test_a_row_group_that_fails_fails_the_write_and_the_groups_after_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A disk that fails under one row group (a failing writer stands in for it): the error
+    comes out of the writer, and the file's later groups, chained behind it, end too."""
+    real = columnar.writer
+
+    class Failing:
+        def __init__(self, inner: pq.ParquetWriter) -> None:
+            self.inner, self.calls = inner, 0
+
+        def write_table(self, table: pa.Table, row_group_size: int) -> None:
+            self.calls += 1
+            if self.calls == 2:
+                raise OSError("no space left on device")
+            self.inner.write_table(table, row_group_size=row_group_size)
+
+        def close(self) -> None:
+            self.inner.close()
+
+    monkeypatch.setattr(columnar, "writer", lambda *a, **k: Failing(real(*a, **k)))
+    budget = RowGroupBudget(max_rows=300, max_bytes=64 << 20)
+    with pytest.raises(OSError, match="no space left"):
+        with PartitionWriter(tmp_path, SCHEMA, "collection", budget, threads=2) as writer:
+            for batch in _batches(40, 500):
+                writer.write(batch)

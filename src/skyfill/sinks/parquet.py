@@ -218,6 +218,9 @@ class PartitionWriter:
     ) -> None:
         """Write `table` in a thread once the file's `previous` group is written; `written`
         gets the outcome (the previous group's error, without writing, if it failed)."""
+        if previous is not None and previous.cancelled():
+            written.cancel()  # (the writer is shutting down after an error)
+            return
         failed = previous.exception() if previous is not None else None
         if failed is not None:
             written.set_exception(failed)
@@ -235,6 +238,9 @@ class PartitionWriter:
 
 def _settle(future: Future[None], done: Future[None]) -> None:
     """`future` ends as `done` did."""
+    if done.cancelled():
+        future.cancel()
+        return
     failed = done.exception()
     if failed is not None:
         future.set_exception(failed)
