@@ -100,7 +100,9 @@ def test_a_row_group_that_fails_fails_the_write_and_the_groups_after_it(
 
     monkeypatch.setattr(columnar, "writer", lambda *a, **k: Failing(real(*a, **k)))
     budget = RowGroupBudget(max_rows=300, max_bytes=64 << 20)
-    with pytest.raises(OSError, match="no space left"):
-        with PartitionWriter(tmp_path, SCHEMA, "collection", budget, threads=2) as writer:
-            for batch in _batches(40, 500):
-                writer.write(batch)
+    with (
+        pytest.raises(OSError, match="no space left"),
+        PartitionWriter(tmp_path, SCHEMA, "collection", budget, threads=2) as writer,
+    ):
+        for batch in _batches(40, 500):
+            writer.write(batch)
