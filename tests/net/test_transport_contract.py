@@ -8,11 +8,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from aiohttp import web
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from skyfill.errors import NetworkError, RequestTimeout
 from skyfill.net.exceptions import PrivateNetworkRefused
@@ -340,3 +347,75 @@ async def test_the_lean_client_tries_the_next_address_of_a_host_in_time() -> Non
         server.close()
         for sock in (hole, *fillers):
             sock.close()
+
+
+def _self_signed(directory: Path) -> tuple[Path, Path]:
+    """A certificate for `localhost`, signed by its own key: (certificate, key) files."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.now(UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(days=1))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = directory / "cert.pem", directory / "key.pem"
+    cert_file.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_file, key_file
+
+
+@contextlib.asynccontextmanager
+async def tls_site(directory: Path) -> AsyncIterator[tuple[str, Path]]:
+    """An https server for `localhost` on loopback with a self-signed certificate: its
+    URL and the certificate's file."""
+    cert_file, key_file = _self_signed(directory)
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_tls.load_cert_chain(cert_file, key_file)
+
+    async def hello(request: web.Request) -> web.Response:
+        return web.Response(body=b"over tls")
+
+    app = web.Application()
+    app.router.add_get("/hello", hello)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=server_tls)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        yield f"https://localhost:{port}/hello", cert_file
+    finally:
+        await runner.cleanup()
+
+
+async def test_an_untrusted_certificate_is_refused(http_client: HttpClient, tmp_path: Path) -> None:
+    async with tls_site(tmp_path) as (url, _), transport_of(http_client) as transport:
+        with pytest.raises(NetworkError, match=r"certificate verify failed"):
+            async with transport.get(url):
+                pass
+
+
+async def test_the_lean_client_reads_https_from_a_trusted_host(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As from every real PDS: TLS with the host's name checked against its certificate,
+    trusted here through SSL_CERT_FILE, which Python's default context reads (aiohttp makes
+    its context once, when imported, so the variable cannot reach it in this process)."""
+    async with tls_site(tmp_path) as (url, cert_file):
+        monkeypatch.setenv("SSL_CERT_FILE", str(cert_file))
+        async with transport_of("lean") as transport, transport.get(url) as r:
+            assert (r.status, await r.read()) == (200, b"over tls")
