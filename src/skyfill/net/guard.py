@@ -9,8 +9,12 @@ redirects and hosts that resolve to a private address only later.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Callable
+from typing import TypeVar
 
 from skyfill.net.exceptions import PrivateNetworkRefused
+
+T = TypeVar("T")
 
 
 def is_private_address(address: str) -> bool:
@@ -38,6 +42,15 @@ def check_host(host: str, allow_private: bool) -> None:
         private = host.lower() == "localhost" or host.lower().endswith(".localhost")
     if private:
         raise PrivateNetworkRefused(refusal(host))
+
+
+def public_only(host: str, answers: list[T], address: Callable[[T], str]) -> list[T]:
+    """A name's resolved `answers` without the private ones (`address` gives each one's
+    IP); PrivateNetworkRefused when none is left."""
+    public = [answer for answer in answers if not is_private_address(address(answer))]
+    if not public:
+        raise PrivateNetworkRefused(refusal(host))
+    return public
 
 
 def refusal(host: str) -> str:

@@ -13,8 +13,7 @@ from aiohttp.resolver import DefaultResolver
 from yarl import URL
 
 from skyfill.errors import NetworkError, RequestTimeout
-from skyfill.net.exceptions import PrivateNetworkRefused
-from skyfill.net.guard import check_host, is_private_address, refusal
+from skyfill.net.guard import check_host, public_only
 from skyfill.net.settings import USER_AGENT, HttpSettings
 
 
@@ -67,10 +66,7 @@ class GuardedResolver(AbstractResolver):
         answers = await self._inner.resolve(host, port, family)
         if self._allow_private:
             return answers
-        public = [a for a in answers if not is_private_address(a["host"])]
-        if not public:
-            raise PrivateNetworkRefused(refusal(host))
-        return public
+        return public_only(host, answers, lambda answer: answer["host"])
 
     async def close(self) -> None:
         await self._inner.close()

@@ -26,8 +26,8 @@ from urllib.parse import urlencode, urljoin, urlsplit
 import httptools
 
 from skyfill.errors import NetworkError, RequestTimeout
-from skyfill.net.exceptions import PrivateNetworkRefused, UnaskedEncoding
-from skyfill.net.guard import check_host, is_private_address, refusal
+from skyfill.net.exceptions import UnaskedEncoding
+from skyfill.net.guard import check_host, public_only
 from skyfill.net.settings import USER_AGENT, HttpSettings
 
 MAX_REDIRECTS = 10
@@ -298,6 +298,10 @@ class _Connection(asyncio.Protocol):
             and self._keep_alive
         )
 
+    def kept_since(self, too_old: float) -> bool:
+        """Open, and idle since after `too_old` (loop time)."""
+        return not self.closed and self.idle_since > too_old
+
     def close(self) -> None:
         self.closed = True
         if self.transport is not None:
@@ -373,7 +377,7 @@ class LeanTransport:
         too_old = asyncio.get_running_loop().time() - KEEP_IDLE_SECONDS
         while idle:
             conn = idle.pop()
-            if not conn.closed and conn.idle_since > too_old:
+            if conn.kept_since(too_old):
                 return conn
             conn.close()
         return None
@@ -399,9 +403,11 @@ class LeanTransport:
 
     def _close_idle(self, too_old: float) -> None:
         for origin, idle in list(self._idle.items()):
-            keep = [conn for conn in idle if not conn.closed and conn.idle_since > too_old]
+            keep = []
             for conn in idle:
-                if conn not in keep:
+                if conn.kept_since(too_old):
+                    keep.append(conn)
+                else:
                     conn.close()
             if keep:
                 self._idle[origin] = keep
@@ -461,9 +467,7 @@ class LeanTransport:
             raise NetworkError(f"cannot resolve {host}: {exc}") from None
         addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
         if not allow_private:
-            addresses = [a for a in addresses if not is_private_address(a)]
-            if not addresses:
-                raise PrivateNetworkRefused(refusal(host))
+            addresses = public_only(host, addresses, str)
         self._addresses[(host, port)] = (loop.time() + DNS_TTL, addresses)
         return addresses
 
@@ -525,15 +529,20 @@ def _origin_and_host(base: str) -> tuple[Origin, str]:
         port = split.port or _DEFAULT_PORTS[scheme]
     except ValueError:
         raise NetworkError(f"bad port in {base[:200]}") from None
-    host = split.hostname
+    origin = (scheme, split.hostname, port)
+    return origin, _authority(origin)
+
+
+def _authority(origin: Origin) -> str:
+    """`host[:port]` as a URL and the Host header write it (the port only when it is not
+    the scheme's own, an IPv6 address in brackets)."""
+    scheme, host, port = origin
     shown = f"[{host}]" if ":" in host else host
-    return (scheme, host, port), shown if port == _DEFAULT_PORTS[scheme] else f"{shown}:{port}"
+    return shown if port == _DEFAULT_PORTS[scheme] else f"{shown}:{port}"
 
 
 def _origin_text(origin: Origin) -> str:
-    scheme, host, port = origin
-    shown = f"[{host}]" if ":" in host else host
-    return f"{scheme}://{shown}" + ("" if port == _DEFAULT_PORTS[scheme] else f":{port}")
+    return f"{origin[0]}://{_authority(origin)}"
 
 
 def _refuse_encoding(answer: _Answer) -> None:
